@@ -1,0 +1,30 @@
+"""One root error for the project; subclasses also subclass the builtin that fits.
+
+Every message names the file, key or tile at fault and says how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class OsmsatError(Exception):
+    """Root of every error osmsat raises on purpose."""
+
+
+class ConfigError(OsmsatError, ValueError):
+    """A region config is missing, unreadable, or has an unknown key or a bad value."""
+
+
+class InputDataError(OsmsatError, ValueError):
+    """An input file (PBF, raster, GeoJSON) is missing, truncated, corrupt or in the wrong CRS."""
+
+
+class MissingInputError(InputDataError, FileNotFoundError):
+    """An input file the config names does not exist."""
+
+
+class TileServerError(OsmsatError, RuntimeError):
+    """A tile server kept failing after all retries (the URL is redacted in the message)."""
+
+
+class ManifestError(OsmsatError, ValueError):
+    """A manifest or a finished output does not match what it claims (size, checksum, digest)."""

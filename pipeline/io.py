@@ -1,0 +1,121 @@
+"""Atomic file writing, tile folders, manifests and GeoParquet/GeoJSON I/O.
+
+Every output is written to a temporary file in the same folder (or a given scratch folder on
+the same filesystem) and renamed into place with ``os.replace``, so a killed run never leaves a
+partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.errors import ManifestError
+from pipeline.tiles import Tile
+
+MANIFEST_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, scratch: str | Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``path``, on error delete it.
+
+    The temporary name never ends with the final suffix, so globbing ``*.png`` never sees it.
+    """
+    path = Path(path)
+    folder = Path(scratch) if scratch is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, scratch: str | Path | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename)."""
+    with atomic_path(path, scratch) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as pretty, key-sorted JSON atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+
+def tile_path(root: str | Path, t: Tile, ext: str) -> Path:
+    """``root/z/x/y.ext`` for tile ``t``."""
+    return Path(root) / str(t.z) / str(t.x) / f"{t.y}.{ext}"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reset_dir(path: str | Path) -> Path:
+    """Delete ``path`` (a scratch folder left by a killed run) and create it empty."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_manifest(path: str | Path, digest: str, body: dict[str, Any]) -> None:
+    """Write a manifest: ``{"version", "config_digest", ...body}``, atomically."""
+    atomic_write_json(path, {"version": MANIFEST_VERSION, "config_digest": digest, **body})
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a manifest; raises ManifestError naming the file when it is not valid JSON."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({exc}); delete it to redo that work") from exc
+    if not isinstance(data, dict) or "config_digest" not in data:
+        raise ManifestError(f"{path}: not an osmsat manifest; delete it to redo that work")
+    return data
+
+
+def manifest_is_current(path: str | Path, digest: str, check_files: bool = True) -> bool:
+    """True when the manifest exists, records ``digest``, and every file it lists
+    (``files: {relative path: {"size": n, ...}}``, relative to the manifest's ``root``) still
+    exists with the recorded size."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        m = read_manifest(path)
+    except ManifestError:
+        return False
+    if m.get("config_digest") != digest:
+        return False
+    if check_files:
+        root = Path(m.get("root", path.parent))
+        for rel, info in m.get("files", {}).items():
+            p = root / rel
+            try:
+                if p.stat().st_size != info["size"]:
+                    return False
+            except OSError:
+                return False
+    return True

@@ -1,0 +1,80 @@
+"""Base classes for thin Luigi tasks: a region task reads one config and writes one manifest.
+
+A task's Luigi output is a manifest JSON written last and atomically; the task is complete
+only when the manifest exists, records today's chained config digest
+(:func:`pipeline.stages.stage_digest`), and the files it lists still have their sizes.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import luigi
+
+from pipeline.config import RegionConfig, load_config
+from pipeline.io import manifest_is_current, write_manifest
+from pipeline.stages import stage_digest
+
+
+class ManifestTarget(luigi.Target):
+    """A manifest file that counts as existing only when it records ``digest``."""
+
+    def __init__(self, path: Path, digest: str) -> None:
+        self.path = Path(path)
+        self.digest = digest
+
+    def exists(self) -> bool:
+        return manifest_is_current(self.path, self.digest)
+
+    def write(self, body: dict[str, Any]) -> None:
+        write_manifest(self.path, self.digest, body)
+
+
+class RegionTask(luigi.Task):
+    """A task over one region, named by the path of its config TOML."""
+
+    config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
+    stage: ClassVar[str] = ""
+
+    @cached_property
+    def cfg(self) -> RegionConfig:
+        return load_config(self.config)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cfg.data_dir
+
+    def digest(self) -> str:
+        """Today's chained config digest of this task's stage (recomputed on every check)."""
+        return stage_digest(self.cfg, self.stage)
+
+    def manifest_path(self) -> Path:
+        """Where this task's manifest lives; override in tasks with several instances."""
+        return self.data_dir / "_manifests" / f"{self.stage}.json"
+
+    def output(self) -> ManifestTarget:
+        return ManifestTarget(self.manifest_path(), self.digest())
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        """Report progress to the Luigi scheduler (status message and percentage)."""
+        self.set_status_message(f"{what}: {done}/{total}")
+        self.set_progress_percentage(round(100 * done / total) if total else 100)
+
+
+class ShardTask(RegionTask):
+    """A task over one shard (the parent tile at ``shard_zoom``, named by its quadkey)."""
+
+    shard = luigi.Parameter(description="shard quadkey (parent tile at region.shard_zoom)")
+    product: ClassVar[str] = ""
+
+    def product_dir(self) -> Path:
+        return self.data_dir / self.product
+
+    def manifest_path(self) -> Path:
+        return self.product_dir() / "_shards" / f"{self.shard}.json"
+
+    def scratch_dir(self) -> Path:
+        """Per-shard scratch folder for temporary files (same filesystem as the tiles)."""
+        return self.product_dir() / "_tmp" / str(self.shard)
