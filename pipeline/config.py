@@ -20,9 +20,10 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.errors import ConfigError, MissingInputError
 
@@ -42,7 +43,7 @@ class TagFilter:
     values: tuple[str, ...] | None  # None: any value
 
     @classmethod
-    def parse(cls, text: str, where: str) -> "TagFilter":
+    def parse(cls, text: str, where: str) -> TagFilter:
         m = _TAG_RE.match(text.strip())
         if not m:
             raise ConfigError(f"{where}: bad tag filter {text!r}; write 'key', 'key=*' or 'key=v1|v2'")
@@ -243,13 +244,13 @@ class _Section:
         v = self.take(k, int, default)
         if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
             raise ConfigError(f"{self.key(k)} = {v} is out of range [{lo}, {hi}]")
-        return v  # type: ignore[no-any-return]
+        return v
 
     def choice(self, k: str, options: tuple[str, ...], default: Any = ...) -> str:
         v = self.take(k, str, default)
         if v not in options:
             raise ConfigError(f"{self.key(k)} = {v!r}; choose one of {', '.join(options)}")
-        return v  # type: ignore[no-any-return]
+        return v
 
     def done(self) -> None:
         if self.table:
@@ -423,6 +424,13 @@ def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
 
 
 __all__ = [
-    "ClassSpec", "ConfigError", "ImageryConfig", "OsmSource", "RegionConfig", "SyntheticConfig",
-    "TagFilter", "load_config", "IGNORE_VALUE",
+    "IGNORE_VALUE",
+    "ClassSpec",
+    "ConfigError",
+    "ImageryConfig",
+    "OsmSource",
+    "RegionConfig",
+    "SyntheticConfig",
+    "TagFilter",
+    "load_config",
 ]

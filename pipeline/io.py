@@ -13,11 +13,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ManifestError
 from pipeline.tiles import Tile
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 MANIFEST_VERSION = 1
 
@@ -45,9 +49,8 @@ def atomic_path(path: str | Path, scratch: str | Path | None = None) -> Iterator
 
 def atomic_write_bytes(path: str | Path, data: bytes, scratch: str | Path | None = None) -> None:
     """Write ``data`` to ``path`` atomically (temporary file + rename)."""
-    with atomic_path(path, scratch) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+    with atomic_path(path, scratch) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -119,3 +122,59 @@ def manifest_is_current(path: str | Path, digest: str, check_files: bool = True)
             except OSError:
                 return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Features (GeoParquet, EPSG:4326)
+
+#: columns of ``features.parquet`` besides ``geometry`` (EPSG:4326)
+FEATURE_COLUMNS = ("osm_type", "osm_id", "class", "class_id", "buffer_m", "tags")
+
+
+def write_features(gdf: gpd.GeoDataFrame, path: str | Path) -> None:
+    """Write features as GeoParquet (EPSG:4326, with a bbox covering column) atomically."""
+    with atomic_path(path) as tmp:
+        gdf.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
+
+
+def read_features(
+    path: str | Path, bbox: tuple[float, float, float, float] | None = None
+) -> gpd.GeoDataFrame:
+    """Read ``features.parquet``; with ``bbox`` (W, S, E, N degrees) only rows whose bounding
+    box intersects it (row-group filtering on the covering column keeps this cheap)."""
+    import geopandas as gpd
+
+    from pipeline.errors import InputDataError
+
+    try:
+        return gpd.read_parquet(path, bbox=bbox)
+    except FileNotFoundError as exc:
+        raise InputDataError(f"{path}: features file not found; run ExtractFeatures first") from exc
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: unreadable features file ({exc}); delete it and rerun") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile trees
+
+
+def write_tile_files(
+    root: str | Path, items: Iterable[tuple[Tile, bytes]], ext: str, scratch: str | Path
+) -> dict[str, dict[str, Any]]:
+    """Write each ``(tile, bytes)`` to ``root/z/x/y.ext`` atomically (through ``scratch``, a
+    folder on the same filesystem). Returns ``{"z/x/y.ext": {"size": n, "sha256": hex}}``."""
+    root, scratch = Path(root), Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    made: set[Path] = set()
+    files: dict[str, dict[str, Any]] = {}
+    for t, data in items:
+        final = tile_path(root, t, ext)
+        if final.parent not in made:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            made.add(final.parent)
+        tmp = scratch / f"{t.z}-{t.x}-{t.y}.{ext}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, final)
+        files[f"{t.z}/{t.x}/{t.y}.{ext}"] = {"size": len(data), "sha256": sha256_bytes(data)}
+    return files

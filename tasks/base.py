@@ -59,8 +59,8 @@ class RegionTask(luigi.Task):
 
     def progress(self, done: int, total: int, what: str) -> None:
         """Report progress to the Luigi scheduler (status message and percentage)."""
-        self.set_status_message(f"{what}: {done}/{total}")
-        self.set_progress_percentage(round(100 * done / total) if total else 100)
+        self.set_status_message(f"{what}: {done}/{total}")  # type: ignore[misc]
+        self.set_progress_percentage(round(100 * done / total) if total else 100)  # type: ignore[misc]
 
 
 class ShardTask(RegionTask):

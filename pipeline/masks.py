@@ -1,0 +1,159 @@
+"""Stage ``masks``: burn features into one-band palette PNG masks of class ids, per tile.
+
+Geometry is burnt in EPSG:3857 with each tile's exact transform (``pipeline.tiles``): a pixel
+takes a class when its centre lies inside the (buffered) geometry. Classes are burnt in
+ascending priority so the highest priority wins overlaps. An optional ignore ring (value 255)
+of ``ignore_ring_px`` pixels is drawn around area edges, on both sides of the edge.
+
+For speed, a shard's tiles are burnt in blocks of up to ``BLOCK_TILES`` x ``BLOCK_TILES``
+tiles with one ``rasterio.features.rasterize`` call per block, then cut into tiles; the cost
+is linear in the number of tiles.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from PIL import Image
+from rasterio.features import rasterize
+
+from pipeline.config import IGNORE_VALUE, ClassSpec, ConfigError
+from pipeline.cover import burn_geometries
+from pipeline.tiles import Tile, block_transform, tile_extent_m
+
+BLOCK_TILES = 8
+
+
+@dataclass(frozen=True)
+class BurnSet:
+    """Features ready to burn: EPSG:3857 geometries in burn order with their class ids.
+
+    ``edges`` are the boundaries of area features (for the ignore ring). Both carry an STRtree.
+    """
+
+    geoms: NDArray[np.object_]
+    values: NDArray[np.uint8]
+    tree: shapely.STRtree
+    edges: NDArray[np.object_]
+    edge_tree: shapely.STRtree
+
+
+def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec]) -> BurnSet:
+    """Project features (EPSG:4326; columns ``class``, ``buffer_m``) to EPSG:3857, buffer
+    lines by their ground-metre half-width, and order them by class priority (stable)."""
+    by_name = {c.name: c for c in classes}
+    names = features["class"].to_numpy() if len(features) else np.array([], dtype=object)
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise ConfigError(f"features have classes {unknown} that the config does not define; rerun ExtractFeatures")
+    prio = np.array([by_name[n].priority for n in names], dtype=np.int64)
+    vals = np.array([by_name[n].id for n in names], dtype=np.uint8)
+    is_area = np.array([by_name[n].kind == "area" for n in names], dtype=bool)
+    geoms = burn_geometries(features.geometry.to_numpy(), features["buffer_m"].to_numpy(dtype=float))
+    order = np.argsort(prio, kind="stable")
+    geoms, vals, is_area = geoms[order], vals[order], is_area[order]
+    keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
+    geoms, vals, is_area = geoms[keep], vals[keep], is_area[keep]
+    edges = shapely.boundary(geoms[is_area]) if is_area.any() else np.array([], dtype=object)
+    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges))
+
+
+def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: int,
+               ignore_ring_px: int = 0) -> NDArray[np.uint8]:
+    """Burn a block of ``nx`` x ``ny`` tiles whose top-left tile is ``(z, x0, y0)``.
+
+    Returns a (ny*size, nx*size) uint8 array of class ids (0 = background, 255 = ignore).
+    """
+    transform = block_transform(z, x0, y0, size)
+    res = tile_extent_m(z) / size
+    shape = (ny * size, nx * size)
+    box = shapely.box(transform.c, transform.f - shape[0] * res, transform.c + shape[1] * res, transform.f)
+    out = np.zeros(shape, dtype=np.uint8)
+    idx = np.sort(burn.tree.query(box, predicate="intersects"))
+    if len(idx):
+        rasterize(zip(burn.geoms[idx], burn.values[idx].tolist()), out_shape=shape, transform=transform,
+                  out=out, dtype=np.uint8)
+    if ignore_ring_px > 0 and len(burn.edges):
+        reach = ignore_ring_px * res
+        eidx = np.sort(burn.edge_tree.query(box, predicate="dwithin", distance=reach))
+        if len(eidx):
+            # pixels whose centre lies within ring*res of an edge (on either side)
+            rings = shapely.buffer(burn.edges[eidx], reach, quad_segs=2)
+            rasterize(((g, IGNORE_VALUE) for g in rings), out_shape=shape, transform=transform,
+                      out=out, dtype=np.uint8)
+    return out
+
+
+def burn_tile(burn: BurnSet, tile: Tile, size: int, ignore_ring_px: int = 0) -> NDArray[np.uint8]:
+    """Burn one tile: a (size, size) uint8 array of class ids."""
+    return burn_block(burn, tile.z, tile.x, tile.y, 1, 1, size, ignore_ring_px)
+
+
+def blocks(tiles: Iterable[Tile], block: int = BLOCK_TILES) -> dict[tuple[int, int], list[Tile]]:
+    """Group tiles (one zoom) into blocks of ``block`` x ``block`` aligned on multiples of
+    ``block``; keys are the block's top-left (x, y)."""
+    out: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        out.setdefault((t.x - t.x % block, t.y - t.y % block), []).append(t)
+    return out
+
+
+def rasterize_tiles(burn: BurnSet, tiles: Sequence[Tile], size: int,
+                    ignore_ring_px: int = 0) -> Iterator[tuple[Tile, NDArray[np.uint8]]]:
+    """Yield ``(tile, mask)`` for every tile (same zoom), burning block by block."""
+    for (bx, by), members in sorted(blocks(tiles).items()):
+        z = members[0].z
+        xs = [t.x for t in members]
+        ys = [t.y for t in members]
+        nx, ny = max(xs) - bx + 1, max(ys) - by + 1
+        arr = burn_block(burn, z, bx, by, nx, ny, size, ignore_ring_px)
+        for t in members:
+            r, c = (t.y - by) * size, (t.x - bx) * size
+            yield t, arr[r : r + size, c : c + size]
+
+
+class PngEncoder:
+    """Encode class-id arrays as one-band palette PNGs (deterministic bytes).
+
+    Constant tiles (all background, say) are encoded once and reused.
+    """
+
+    def __init__(self, palette: list[int], compress_level: int = 1) -> None:
+        self.palette = palette
+        self.level = compress_level
+        self._constant: dict[int, bytes] = {}
+
+    def encode(self, arr: NDArray[np.uint8]) -> bytes:
+        first = int(arr.flat[0])
+        if not arr.any() or (arr == first).all():
+            cached = self._constant.get(first)
+            if cached is None:
+                cached = self._constant[first] = self._encode(arr)
+            return cached
+        return self._encode(arr)
+
+    def _encode(self, arr: NDArray[np.uint8]) -> bytes:
+        im = Image.fromarray(np.ascontiguousarray(arr), mode="L")
+        im.putpalette(self.palette)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", compress_level=self.level)
+        return buf.getvalue()
+
+
+def decode_mask_png(data: bytes) -> NDArray[np.uint8]:
+    """Decode a mask PNG to its class ids (raises ValueError on a truncated/corrupt PNG)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"mask PNG has mode {im.mode}, expected P")
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, zlib.error, SyntaxError) as exc:
+        raise ValueError(f"corrupt PNG: {exc}") from exc

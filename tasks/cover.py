@@ -1,0 +1,33 @@
+"""Luigi task ``CoverTiles``: features.parquet -> tiles.csv (z, x, y, shard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.cover import region_tiles, write_tiles_csv
+from pipeline.io import read_features
+from tasks.base import RegionTask
+from tasks.extract import ExtractFeatures
+
+
+class CoverTiles(RegionTask):
+    """The tiles at the region's zoom that its features (or its bbox) touch."""
+
+    stage = "cover"
+
+    def requires(self) -> Any:
+        return ExtractFeatures(config=self.config)
+
+    def run(self) -> None:
+        feats = read_features(self.data_dir / "features.parquet")
+        df = region_tiles(self.cfg, feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float))
+        out = self.data_dir / "tiles.csv"
+        write_tiles_csv(df, out)
+        self.output().write({
+            "root": str(self.data_dir),
+            "files": {"tiles.csv": {"size": out.stat().st_size}},
+            "tiles": len(df),
+            "shards": int(df.shard.nunique()),
+            "zoom": self.cfg.zoom,
+            "shard_zoom": self.cfg.shard_zoom,
+        })
