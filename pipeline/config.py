@@ -16,6 +16,7 @@ Schema (see ``configs/helsinki.toml`` for a commented example)::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -218,14 +219,18 @@ class _Section:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{where}] must be a table")
         self.path, self.where, self.table = path, where, dict(table)
+        self.seen: list[str] = []
 
     def key(self, k: str) -> str:
         return f"{self.path}: {self.where}.{k}" if self.where else f"{self.path}: {k}"
 
     def take(self, k: str, typ: type | tuple[type, ...], default: Any = ..., ) -> Any:
+        self.seen.append(k)
         if k not in self.table:
             if default is ...:
-                raise ConfigError(f"{self.key(k)} is required")
+                near = difflib.get_close_matches(k, list(self.table), n=1)
+                hint = f" (found unknown key {near[0]!r}: a typo?)" if near else ""
+                raise ConfigError(f"{self.key(k)} is required{hint}")
             return default
         v = self.table.pop(k)
         ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, float, (int, float)))
@@ -254,8 +259,11 @@ class _Section:
 
     def done(self) -> None:
         if self.table:
-            unknown = ", ".join(sorted(self.table))
-            raise ConfigError(f"{self.path}: unknown key(s) in [{self.where or 'top level'}]: {unknown}")
+            hints = []
+            for k in sorted(self.table):
+                near = difflib.get_close_matches(k, self.seen, n=1)
+                hints.append(f"{k} (did you mean {near[0]!r}?)" if near else k)
+            raise ConfigError(f"{self.path}: unknown key(s) in [{self.where or 'top level'}]: {', '.join(hints)}")
 
 
 def load_config(path: str | Path) -> RegionConfig:

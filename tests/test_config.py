@@ -1,0 +1,121 @@
+"""Region config: typed loading, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import TagFilter, load_config
+from pipeline.errors import ConfigError, MissingInputError
+from pipeline.stages import stage_digest
+from tests.conftest import ROOT
+
+BASE = """
+[region]
+name = "t"
+zoom = 18
+shard_zoom = 14
+
+[osm]
+path = "x.osm.pbf"
+
+[[classes]]
+name = "building"
+id = 1
+kind = "area"
+tags = ["building"]
+exclude = ["building=no"]
+
+[[classes]]
+name = "road"
+id = 2
+kind = "line"
+tags = ["highway=motorway|footway"]
+buffer_m = 3
+buffer_m_by_value = { motorway = 10 }
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "region.toml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_configs_load() -> None:
+    for p in sorted((ROOT / "configs").glob("*.toml")):
+        if p.name != "luigi.toml":
+            cfg = load_config(p)
+            assert cfg.name == p.stem and cfg.classes
+
+
+def test_loads_typed_frozen(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, BASE))
+    assert (cfg.zoom, cfg.tile_size, cfg.shard_zoom, cfg.bbox) == (18, 256, 14, None)
+    road = cfg.class_by_name("road")
+    assert road.buffer_for({"highway": "motorway"}) == 10.0
+    assert road.buffer_for({"highway": "footway"}) == 3.0
+    assert cfg.class_by_name("building").matches({"building": "yes"}) is not None
+    assert cfg.class_by_name("building").matches({"building": "no"}) is None
+    assert road.matches({"highway": "primary"}) is None
+    with pytest.raises(AttributeError):
+        cfg.zoom = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (("zoom = 18", "zom = 18"), "region.zoom is required (found unknown key 'zom': a typo?)"),
+        (("shard_zoom = 14", "shard_zoom = 14\nshard_zom = 3"), "unknown key(s) in [region]: shard_zom (did you mean"),
+        (("zoom = 18", "zoom = 31"), "region.zoom = 31 is out of range"),
+        (("zoom = 18", 'zoom = "18"'), "region.zoom must be int"),
+        (("shard_zoom = 14", "shard_zoom = 19"), "region.shard_zoom = 19 is out of range"),
+        (("shard_zoom = 14", "shard_zoom = 14\ntile_size = 300"), "region.tile_size = 300"),
+        (('kind = "area"', 'kind = "areas"'), "classes[0] (building).kind = 'areas'"),
+        (("buffer_m = 3\nbuffer_m_by_value = { motorway = 10 }\n", ""), "classes[1] (road).buffer_m must be > 0"),
+        (('tags = ["building"]', 'tags = ["building=="]'), "bad tag filter 'building=='"),
+        (("id = 2", "id = 1"), "repeats the name or id"),
+        (('path = "x.osm.pbf"', 'pth = "x.osm.pbf"'), "osm.path is required"),
+        (("[osm]", "[osmm]"), "[region] must be a table"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
+    text = BASE.replace(*edit, 1)
+    if edit[0] == "[osm]":  # an unknown top-level section
+        text = BASE + "\n[imagry]\nsource = 'xyz'\n"
+        needle = "unknown key(s) in [top level]: imagry"
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(p) in str(err.value)
+    assert needle in str(err.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(MissingInputError, match="nope.toml: config file not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[region\nname='x'"))
+
+
+@pytest.mark.parametrize(("text", "key", "values"), [
+    ("building", "building", None), ("building=*", "building", None),
+    ("highway=motorway|trunk", "highway", ("motorway", "trunk")), ("landuse=grass", "landuse", ("grass",)),
+])
+def test_tag_filter_parse(text: str, key: str, values: tuple[str, ...] | None) -> None:
+    f = TagFilter.parse(text, "here")
+    assert (f.key, f.values) == (key, values)
+    assert TagFilter.parse(str(f), "here") == f
+
+
+def test_stage_digests_chain(tmp_path: Path) -> None:
+    a = load_config(_write(tmp_path, BASE))
+    b = load_config(_write(tmp_path, BASE + "\n[masks]\nignore_ring_px = 2\n"))
+    c = load_config(_write(tmp_path, BASE.replace("zoom = 18", "zoom = 17")))
+    assert stage_digest(a, "extract") == stage_digest(b, "extract")
+    assert stage_digest(a, "cover") == stage_digest(b, "cover")
+    assert stage_digest(a, "masks") != stage_digest(b, "masks")
+    assert stage_digest(a, "extract") == stage_digest(c, "extract")
+    assert stage_digest(a, "cover") != stage_digest(c, "cover")
+    assert stage_digest(a, "masks") != stage_digest(c, "masks")
