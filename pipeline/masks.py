@@ -157,3 +157,11 @@ def decode_mask_png(data: bytes) -> NDArray[np.uint8]:
             return np.asarray(im, dtype=np.uint8)
     except (OSError, zlib.error, SyntaxError) as exc:
         raise ValueError(f"corrupt PNG: {exc}") from exc
+
+
+def mask_pngs(burn: BurnSet, tiles: Sequence[Tile], size: int, palette: list[int],
+              ignore_ring_px: int = 0) -> Iterator[tuple[Tile, bytes]]:
+    """Yield ``(tile, palette PNG bytes)`` for every tile: the masks of one shard, ready to write."""
+    enc = PngEncoder(palette)
+    for t, arr in rasterize_tiles(burn, tiles, size, ignore_ring_px):
+        yield t, enc.encode(arr)

@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.geo import mercator_to_lonlat
 from pipeline.io import read_features, reset_dir, write_tile_files
-from pipeline.masks import PngEncoder, prepare_burn, rasterize_tiles
+from pipeline.masks import mask_pngs, prepare_burn
 from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds
 from tasks.base import RegionTask, ShardTask
 from tasks.cover import CoverTiles
@@ -41,18 +41,18 @@ class RasterizeMasks(ShardTask):
             (b for c in cfg.classes for _, b in c.buffer_m_by_value), default=0.0) + 1.0
         feats = read_features(self.data_dir / "features.parquet", bbox=_shard_bbox_lonlat(str(self.shard), margin))
         burn = prepare_burn(feats, cfg.classes)
-        enc = PngEncoder(cfg.palette())
+        pngs = mask_pngs(burn, tiles, cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
         scratch = reset_dir(self.scratch_dir())
-        files = write_tile_files(self.product_dir(), self._encoded(burn, tiles, enc), "png", scratch)
+        files = write_tile_files(self.product_dir(), self._progress(pngs, len(tiles)), "png", scratch)
         scratch.rmdir()
         self.output().write({"root": str(self.product_dir()), "shard": str(self.shard),
                              "tiles": len(files), "files": files})
 
-    def _encoded(self, burn: Any, tiles: list[Tile], enc: PngEncoder) -> Iterator[tuple[Tile, bytes]]:
-        for i, (t, arr) in enumerate(rasterize_tiles(burn, tiles, self.cfg.tile_size, self.cfg.ignore_ring_px)):
+    def _progress(self, items: Iterator[tuple[Tile, bytes]], total: int) -> Iterator[tuple[Tile, bytes]]:
+        for i, item in enumerate(items):
             if i % 256 == 0:
-                self.progress(i, len(tiles), f"masks {self.shard}")
-            yield t, enc.encode(arr)
+                self.progress(i, total, f"masks {self.shard}")
+            yield item
 
 
 class MasksAll(RegionTask):

@@ -93,7 +93,7 @@ def test_errors_name_file_and_key(tmp_path: Path, edit: tuple[str, str], needle:
 
 
 def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
-    with pytest.raises(MissingInputError, match="nope.toml: config file not found"):
+    with pytest.raises(MissingInputError, match=r"nope\.toml: config file not found"):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[region\nname='x'"))

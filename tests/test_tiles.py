@@ -74,8 +74,8 @@ def test_shard_membership(t: Tile, data: st.DataObject) -> None:
     p = quadkey_to_tile(qk)
     assert p == parent(t, sz)
     pl, pb, pr, pt = tile_bounds(p)
-    l, b, r, tp = tile_bounds(t)
-    assert pl - 1e-6 <= l and r <= pr + 1e-6 and pb - 1e-6 <= b and tp <= pt + 1e-6
+    lt, b, r, tp = tile_bounds(t)
+    assert pl - 1e-6 <= lt and r <= pr + 1e-6 and pb - 1e-6 <= b and tp <= pt + 1e-6
     assert shards_of(t.z, np.array([t.x]), np.array([t.y]), sz) == [qk]
 
 
