@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 MANIFEST_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -37,6 +40,7 @@ def atomic_path(path: str | Path, scratch: str | Path | None = None) -> Iterator
     folder.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; outputs are for people and other tools too
     os.close(fd)
     try:
         yield Path(tmp)
