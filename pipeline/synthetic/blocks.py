@@ -1,0 +1,533 @@
+"""Fill the town's blocks: houses, apartment blocks, industry, shops with car parks, parks with
+trees, footpaths and lakes. Each block is filled in its own frame (rotated so that its long
+side runs along x), in local metres."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from shapely.geometry import LineString, MultiPolygon, Polygon
+from shapely.ops import polylabel
+
+from pipeline.synthetic import shapes
+from pipeline.synthetic.model import Area, Road
+from pipeline.synthetic.streets import Block, Warp
+
+RGB = tuple[int, int, int]
+
+HOUSE_ROOFS: tuple[RGB, ...] = (
+    (150, 72, 52), (128, 62, 48), (165, 90, 60), (96, 66, 54), (72, 72, 78), (58, 60, 66), (110, 100, 92),
+    (140, 120, 100), (120, 56, 46),
+)
+APARTMENT_ROOFS: tuple[RGB, ...] = (
+    (170, 168, 160), (150, 150, 146), (190, 186, 176), (120, 118, 116), (96, 96, 100), (176, 160, 140),
+    (100, 118, 80),
+)
+INDUSTRY_ROOFS: tuple[RGB, ...] = ((188, 190, 192), (212, 212, 208), (140, 150, 160), (120, 126, 130), (160, 160, 150))
+SMALL_ROOFS: tuple[RGB, ...] = ((90, 90, 92), (120, 84, 60), (70, 86, 60), (150, 146, 140))
+#: roofs that look like their surroundings (grass, asphalt)
+CAMOUFLAGE: tuple[RGB, ...] = ((86, 108, 60), (84, 84, 86))
+TREE_GREENS: tuple[RGB, ...] = ((52, 78, 40), (62, 88, 45), (45, 70, 42), (75, 95, 50), (58, 75, 38), (68, 80, 52))
+CAR_COLORS: tuple[RGB, ...] = (
+    (215, 215, 212), (30, 30, 32), (165, 165, 168), (80, 82, 86), (150, 30, 30), (40, 60, 120), (190, 180, 150),
+)
+
+
+@dataclass
+class Candidate:
+    """A building proposed in a block frame, before the checks that it fits."""
+
+    geom: Polygon
+    shape: str
+    use: str
+    roof: str
+    height_m: float
+    color: RGB
+    anchor: tuple[float, float] | None = None  # frame point it moves with (its lot centre; None: itself)
+    parent: int | None = None  # for a driveway: the index of the building it leads to
+
+
+@dataclass
+class Contents:
+    """What filling blocks produced (local metres)."""
+
+    buildings: list[Candidate] = field(default_factory=list)
+    areas: list[Area] = field(default_factory=list)
+    trees: list[tuple[float, ...]] = field(default_factory=list)
+    cars: list[Polygon] = field(default_factory=list)
+    car_colors: list[RGB] = field(default_factory=list)
+    markings: list[LineString] = field(default_factory=list)
+    footways: list[Road] = field(default_factory=list)
+    paved: list[Polygon] = field(default_factory=list)
+
+
+class Frame:
+    """A block in its own frame: x runs along the block's long street axis, y across it, in
+    parameter-plane metres (x, y) = (u, v), or (v, -u) when the block is longer in v.
+
+    Points map to local metres through the warp exactly; a building maps rigidly (turned to
+    the local street direction at its centre), so it stays a true rectangle on curved streets.
+    """
+
+    def __init__(self, warp: Warp, block: Block, region: Polygon | MultiPolygon) -> None:
+        self.warp = warp
+        self.along_u = (block.u1 - block.u0) >= (block.v1 - block.v0)
+        k0, k1, k2, k3 = block.kerb
+        if self.along_u:
+            self.bounds = (block.u0 + k0, block.v0 + k2, block.u1 - k1, block.v1 - k3)
+        else:
+            self.bounds = (block.v0 + k2, -(block.u1 - k1), block.v1 - k3, -(block.u0 + k0))
+        self.region = region
+        self.inner = region.buffer(-1.0)
+
+    def _uv(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+        return (x, y) if self.along_u else (-y, x)
+
+    def points(self, xy: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(n, 2) frame coordinates -> (n, 2) local metres."""
+        xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+        u, v = self._uv(xy[:, 0], xy[:, 1])
+        return self.warp(u, v)
+
+    def angle(self, x: float, y: float) -> float:
+        """Direction (radians from east, local metres) of the frame's x axis at (x, y)."""
+        u, v = (x, y) if self.along_u else (-y, x)
+        return self.warp.angle_u(u, v) if self.along_u else self.warp.angle_v(u, v)
+
+    def place(self, geoms: list[Polygon], anchors: list[tuple[float, float] | None] | None = None
+              ) -> list[Polygon]:
+        """Move frame-space shapes rigidly to local metres: each with its anchor point (default
+        its centroid) taken by the warp and turned to the local street direction there, so
+        shapes that share an anchor keep their relative places."""
+        out = []
+        for i, g in enumerate(geoms):
+            anchor = anchors[i] if anchors is not None else None
+            cx, cy = anchor if anchor is not None else (g.centroid.x, g.centroid.y)
+            p = self.points(np.array([[cx, cy]]))[0]
+            moved = shapes.rotate_about(np.array([g], dtype=object), self.angle(cx, cy), cx, cy)[0]
+            out.append(shapely.transform(moved, lambda xy, d=p - (cx, cy): xy + d))
+        return out
+
+    def area(self, poly: Polygon) -> Polygon:
+        """A frame-space area mapped point by point (densified) to local metres."""
+        dense = shapely.segmentize(poly, 3.0)
+        return shapely.transform(dense, self.points)
+
+
+def _pick(rng: np.random.Generator, palette: tuple[RGB, ...]) -> RGB:
+    base = np.array(palette[int(rng.integers(len(palette)))], dtype=float)
+    col = base * rng.uniform(0.88, 1.12) + rng.normal(0.0, 5.0, 3)
+    return (int(np.clip(col[0], 0, 255)), int(np.clip(col[1], 0, 255)), int(np.clip(col[2], 0, 255)))
+
+
+def _roof_color(rng: np.random.Generator, palette: tuple[RGB, ...], use: str) -> RGB:
+    if rng.random() < 0.05:  # a roof that blends with its surroundings
+        return _pick(rng, CAMOUFLAGE[:1] if use in ("house", "garage", "shed") else CAMOUFLAGE[1:])
+    return _pick(rng, palette)
+
+
+def _trees(rng: np.random.Generator, xy: NDArray[np.float64], r_lo: float, r_hi: float,
+           h_lo: float, h_hi: float) -> list[tuple[float, ...]]:
+    out = []
+    for x, y in xy:
+        g = _pick(rng, TREE_GREENS)
+        out.append((float(x), float(y), rng.uniform(r_lo, r_hi), rng.uniform(h_lo, h_hi), *map(float, g)))
+    return out
+
+
+def _rows(rng: np.random.Generator, y0: float, y1: float, lo: float, hi: float) -> list[tuple[float, float, int]]:
+    """Rows of lots across the block depth: (ya, yb, front) with front -1 (street below),
+    +1 (street above) or 0 (no street)."""
+    n = max(1, round((y1 - y0) / rng.uniform(lo, hi)))
+    h = (y1 - y0) / n
+    rows = []
+    for r in range(n):
+        front = -1 if r == 0 else (1 if r == n - 1 else 0)
+        if n == 1:
+            front = -1 if rng.random() < 0.5 else 1
+        rows.append((y0 + r * h, y0 + (r + 1) * h, front))
+    return rows
+
+
+def _lots(rng: np.random.Generator, x0: float, x1: float, lo: float, hi: float) -> list[tuple[float, float]]:
+    out, x = [], x0 + rng.uniform(0.0, 4.0)
+    while x < x1 - lo * 0.6:
+        w = rng.uniform(lo, hi)
+        out.append((x, min(x + w, x1)))
+        x += w
+    return out
+
+
+def _driveway(cands: list[Candidate], x0: float, x1: float, lo: float, hi: float, ya: float, yb: float,
+              front: int, house: bool = False) -> None:
+    """A paved strip from the street side of the lot to the building just added."""
+    if front == 0:
+        return
+    parent = len(cands) - 1
+    y0, y1 = (ya - 0.5, lo + (1.0 if house else 0.0)) if front < 0 else (hi - (1.0 if house else 0.0), yb + 0.5)
+    if y1 - y0 > 1.0:
+        cands.append(Candidate(shapes.rect(x0, y0, x1, y1), "rect", "driveway", "flat", 0.0, (0, 0, 0),
+                               parent=parent))
+
+
+def _span(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Uniform in [lo, hi], or ``lo`` when the range is empty."""
+    return lo if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _anchor(cands: list[Candidate]) -> None:
+    """Give the candidates of the lot just finished (those without an anchor) a shared anchor."""
+    todo = [c for c in cands if c.anchor is None]
+    if todo:
+        x0, y0, x1, y1 = shapely.total_bounds([c.geom for c in todo])
+        for c in todo:
+            c.anchor = ((x0 + x1) / 2, (y0 + y1) / 2)
+
+
+def _front_y(ya: float, yb: float, d: float, front: int, setback: float) -> float:
+    if front < 0:
+        return ya + setback
+    if front > 0:
+        return yb - setback - d
+    return ya + (yb - ya - d) / 2
+
+
+def _houses(rng: np.random.Generator, f: Frame, density: float) -> tuple[list[Candidate], list[tuple[float, ...]]]:
+    x0, y0, x1, y1 = f.bounds
+    cands: list[Candidate] = []
+    trees: list[tuple[float, ...]] = []
+    for ya, yb, front in _rows(rng, y0, y1, 24.0, 32.0):
+        for xa, xb in _lots(rng, x0, x1, 13.0, 20.0):
+            _anchor(cands)
+            lw, ld = xb - xa, yb - ya
+            w, d = min(lw - 4.0, rng.uniform(8.0, 13.5)), min(ld - 6.0, rng.uniform(7.5, 11.5))
+            if w < 6.0 or d < 6.0:
+                continue
+            hy = _front_y(ya, yb, d, front, rng.uniform(3.0, 7.0))
+            hx = xa + _span(rng, 2.0, lw - w - 2.0)
+            if rng.random() < 0.35 and w > 8.0 and d > 7.0:
+                corner = int(rng.choice([0, 1] if front <= 0 else [2, 3]))
+                geom = shapes.l_shape(hx, hy, hx + w, hy + d, w * rng.uniform(0.35, 0.55),
+                                      d * rng.uniform(0.35, 0.55), corner)
+                shape, roof = "L", ("hip" if rng.random() < 0.8 else "flat")
+            else:
+                geom, shape = shapes.rect(hx, hy, hx + w, hy + d), "rect"
+                roof = str(rng.choice(["gable", "hip", "flat"], p=[0.55, 0.35, 0.10]))
+            cands.append(Candidate(geom, shape, "house", roof, rng.uniform(5.0, 9.0),
+                                   _roof_color(rng, HOUSE_ROOFS, "house")))
+            gx = hx + w + 1.2
+            if rng.random() < 0.35 and xb - gx >= 4.5:
+                gy = hy + (rng.uniform(1.0, 4.0) if front <= 0 else d - 6.0 - rng.uniform(1.0, 4.0))
+                cands.append(Candidate(shapes.rect(gx, gy, gx + 3.2, gy + 6.0), "rect", "garage", "flat",
+                                       2.8, _roof_color(rng, SMALL_ROOFS, "garage")))
+                _driveway(cands, gx, gx + 3.2, gy, gy + 6.0, ya, yb, front)
+            else:
+                dx = hx + w * rng.uniform(0.1, 0.6)
+                _driveway(cands, dx, dx + 3.0, hy, hy + d, ya, yb, front, house=True)
+            back = (hy + d + 2.0, yb - 1.0) if front <= 0 else (ya + 1.0, hy - 2.0)
+            if rng.random() < 0.15 and back[1] - back[0] > 4.5:
+                sx = xa + _span(rng, 1.0, lw - 4.0)
+                sy = back[0] + rng.uniform(0.0, back[1] - back[0] - 3.5)
+                cands.append(Candidate(shapes.rect(sx, sy, sx + rng.uniform(2.2, 3.2), sy + rng.uniform(2.5, 3.5)),
+                                       "rect", "shed", "flat", 2.4, _roof_color(rng, SMALL_ROOFS, "shed")))
+            n = rng.poisson(1.4 * density)
+            if n and back[1] > back[0]:
+                xy = np.column_stack([rng.uniform(xa + 1, xb - 1, n), rng.uniform(back[0], back[1], n)])
+                trees += _trees(rng, xy, 1.8, 4.2, 4.0, 11.0)
+    _anchor(cands)
+    return cands, trees
+
+
+def _apartment(rng: np.random.Generator, xa: float, xb: float, ya: float, yb: float, front: int) -> Candidate | None:
+    lw, ld = xb - xa, yb - ya
+    kind = rng.random()
+    if kind < 0.22 and lw >= 34.0 and ld >= 30.0:
+        wing = rng.uniform(10.0, 13.0)
+        w, d = lw - rng.uniform(3.0, 6.0), ld - rng.uniform(4.0, 8.0)
+        if w - 2 * wing < 8.0 or d - 2 * wing < 8.0:
+            return None
+        x, y = xa + (lw - w) / 2, ya + (ld - d) / 2
+        geom, shape = shapes.courtyard(x, y, x + w, y + d, wing), "courtyard"
+    elif kind < 0.54 and lw >= 26.0 and ld >= 24.0:
+        w, d = lw * rng.uniform(0.7, 0.92), min(ld - 6.0, rng.uniform(20.0, 30.0))
+        x, y = xa + _span(rng, 1.0, lw - w - 1.0), _front_y(ya, yb, d, front, rng.uniform(2.0, 5.0))
+        arm = min(rng.uniform(10.0, 14.0), (w - 8.0) / 2)
+        if kind < 0.32 and arm >= 8.0:
+            geom, shape = shapes.u_shape(x, y, x + w, y + d, arm, d - rng.uniform(10.0, 13.0), front <= 0), "U"
+        else:
+            corner = int(rng.choice([0, 1] if front <= 0 else [2, 3]))
+            geom = shapes.l_shape(x, y, x + w, y + d, w - rng.uniform(11.0, 15.0), d - rng.uniform(11.0, 15.0),
+                                  corner)
+            shape = "L"
+    else:
+        w, d = lw * rng.uniform(0.65, 0.92), min(ld - 8.0, rng.uniform(11.0, 16.0))
+        if d < 8.0:
+            return None
+        x, y = xa + _span(rng, 1.0, lw - w - 1.0), _front_y(ya, yb, d, front, rng.uniform(2.0, 6.0))
+        geom, shape = shapes.rect(x, y, x + w, y + d), "rect"
+    roof = "flat" if rng.random() < 0.75 else "hip"
+    return Candidate(geom, shape, "apartments", roof, rng.uniform(9.0, 18.0),
+                     _roof_color(rng, APARTMENT_ROOFS, "apartments"))
+
+
+def _apartments(rng: np.random.Generator, f: Frame, density: float
+                ) -> tuple[list[Candidate], list[tuple[float, ...]]]:
+    x0, y0, x1, y1 = f.bounds
+    cands: list[Candidate] = []
+    trees: list[tuple[float, ...]] = []
+    for ya, yb, front in _rows(rng, y0, y1, 34.0, 44.0):
+        for xa, xb in _lots(rng, x0, x1, 28.0, 55.0):
+            c = _apartment(rng, xa, xb, ya, yb, front)
+            if c is not None:
+                cands.append(c)
+            n = rng.poisson(1.5 * density)
+            xy = np.column_stack([rng.uniform(xa, xb, n), rng.uniform(ya, yb, n)])
+            trees += _trees(rng, xy, 2.5, 5.0, 6.0, 14.0)
+    return cands, trees
+
+
+def _industry(rng: np.random.Generator, f: Frame, density: float
+              ) -> tuple[list[Candidate], list[tuple[float, ...]]]:
+    x0, y0, x1, y1 = f.bounds
+    cands: list[Candidate] = []
+    trees: list[tuple[float, ...]] = []
+    for ya, yb, front in _rows(rng, y0, y1, 45.0, 60.0):
+        for xa, xb in _lots(rng, x0, x1, 40.0, 85.0):
+            _anchor(cands)
+            lw, ld = xb - xa, yb - ya
+            w, d = lw * rng.uniform(0.55, 0.9), ld * rng.uniform(0.45, 0.8)
+            x, y = xa + _span(rng, 1.0, lw - w - 1.0), _front_y(ya, yb, d, front, rng.uniform(3.0, 8.0))
+            if rng.random() < 0.25 and w > 25.0 and d > 25.0:
+                geom = shapes.l_shape(x, y, x + w, y + d, w * rng.uniform(0.3, 0.5), d * rng.uniform(0.3, 0.5),
+                                      int(rng.integers(4)))
+                shape = "L"
+            else:
+                geom, shape = shapes.rect(x, y, x + w, y + d), "rect"
+            color = _roof_color(rng, INDUSTRY_ROOFS, "industrial")
+            cands.append(Candidate(geom, shape, "industrial", "flat", rng.uniform(6.0, 12.0), color))
+            if rng.random() < 0.3:
+                sw, sd = rng.uniform(6.0, 12.0), rng.uniform(5.0, 9.0)
+                sx, sy = xa + _span(rng, 1.0, lw - sw - 1.0), ya + _span(rng, 1.0, ld - sd - 1.0)
+                cands.append(Candidate(shapes.rect(sx, sy, sx + sw, sy + sd), "rect", "yes", "flat",
+                                       rng.uniform(3.0, 5.0), _roof_color(rng, INDUSTRY_ROOFS, "yes")))
+            n = rng.poisson(0.6 * density)
+            xy = np.column_stack([rng.uniform(xa, xb, n), rng.uniform(ya, yb, n)])
+            trees += _trees(rng, xy, 2.0, 4.0, 5.0, 10.0)
+    _anchor(cands)
+    return cands, trees
+
+
+def _parking(rng: np.random.Generator, f: Frame, region: Polygon, out: Contents,
+             stall_zone: tuple[float, float, float, float] | None = None) -> None:
+    """A surface car park over ``region`` (local metres), with stall lines and parked cars laid
+    out in the frame over ``stall_zone`` (frame bounds; default the whole block)."""
+    x0, y0, x1, y1 = stall_zone or f.bounds
+    ok = region.buffer(-0.8)
+    stalls: list[tuple[float, float]] = []
+    y, pattern, k = y0 + 1.0, (5.0, 6.5, 5.0), 0
+    while y + 5.0 <= y1 - 1.0:
+        step = pattern[k % 3]
+        if step == 5.0:
+            stalls += [(float(x), y) for x in np.arange(x0 + 1.0, x1 - 3.6, 2.6)]
+        y += step
+        k += 1
+    out.areas.append(Area(region, "parking"))
+    if not stalls:
+        return
+    st = np.array(stalls)
+    corners = [f.points(st + d) for d in ((0.0, 0.0), (2.6, 0.0), (2.6, 5.0), (0.0, 5.0))]
+    boxes = shapely.polygons(np.stack(corners, axis=1))
+    keep = shapely.contains(ok, boxes)
+    for i in np.flatnonzero(keep):
+        out.markings.append(LineString([corners[0][i], corners[3][i]]))
+        out.markings.append(LineString([corners[1][i], corners[2][i]]))
+    cars = []
+    for x, y in st[keep]:
+        if rng.random() < 0.6:
+            cx, cy = x + 1.3 + rng.uniform(-0.2, 0.2), y + 2.5 + rng.uniform(-0.2, 0.2)
+            cars.append(shapes.rect(cx - 0.9, cy - 2.2, cx + 0.9, cy + 2.2))
+            out.car_colors.append(_pick(rng, CAR_COLORS))
+    out.cars += f.place(cars)
+
+
+def _park(rng: np.random.Generator, f: Frame, density: float, lake: bool, out: Contents) -> None:
+    parts = [p for p in shapely.get_parts(f.region) if isinstance(p, Polygon)]
+    for p in parts:
+        out.areas.append(Area(p, "park", "Town Park" if lake else ""))
+    avoid: list[Polygon] = []
+    if lake:
+        water = _lake(rng, f)
+        if water is not None:
+            out.areas.append(Area(water, "water", "Mill Pond"))
+            avoid.append(water.buffer(2.0))
+            for hole in water.interiors:
+                c = Polygon(hole).representative_point()
+                out.trees += _trees(rng, np.array([[c.x, c.y]]), 2.5, 4.0, 6.0, 10.0)
+    x0, y0, x1, y1 = f.bounds
+    if rng.random() < 0.8:
+        a = np.array([x0 - 5.0, rng.uniform(y0, y1)])
+        b = np.array([x1 + 5.0, rng.uniform(y0, y1)])
+        mid = (a + b) / 2 + rng.uniform(-0.25, 0.25, 2) * (y1 - y0)
+        t = np.linspace(0.0, 1.0, 25)[:, None]
+        curve = f.points((1 - t) ** 2 * a + 2 * t * (1 - t) * mid + t**2 * b)
+        path = shapely.intersection(LineString(curve), f.region.buffer(-0.5))
+        for av in avoid:
+            path = path.difference(av)
+        for part in shapely.get_parts(path):
+            if isinstance(part, LineString) and part.length > 15.0:
+                out.footways.append(Road(np.asarray(part.coords), "footway", ""))
+    bx0, by0, bx1, by1 = f.region.bounds
+    n = int(f.region.area / 110.0 * density * rng.uniform(0.6, 1.2))
+    xy = np.column_stack([rng.uniform(bx0, bx1, n), rng.uniform(by0, by1, n)])
+    inside = shapely.contains_xy(f.region.buffer(-1.5), xy[:, 0], xy[:, 1])
+    for av in avoid:
+        inside &= ~shapely.contains_xy(av, xy[:, 0], xy[:, 1])
+    out.trees += _trees(rng, xy[inside], 2.0, 5.0, 6.0, 16.0)
+
+
+def _lake(rng: np.random.Generator, f: Frame) -> Polygon | None:
+    """A lake (with an island when it is big enough) in the block, at least 8 m from its edge."""
+    room = f.region.buffer(-8.0)
+    if not isinstance(room, Polygon) or room.area < 1500.0:
+        return None
+    c = polylabel(room, tolerance=1.0)
+    r = float(room.exterior.distance(c))
+    x0, y0, x1, y1 = f.bounds
+    stretch = min(2.2, max(1.0, (x1 - x0) / max(y1 - y0, 1.0)))
+    angle = f.angle((x0 + x1) / 2, (y0 + y1) / 2)
+    for _ in range(8):
+        outer = shapes.rotate_about(np.array([shapes.blob(c.x, c.y, r * stretch, r, rng)], dtype=object),
+                                    angle, c.x, c.y)[0]
+        if room.contains(outer):
+            break
+        r *= 0.85
+    else:
+        return None
+    if r < 12.0:
+        return None
+    if r >= 20.0:
+        ir = r * rng.uniform(0.18, 0.28)
+        isl = shapes.blob(c.x + rng.uniform(-0.3, 0.3) * r, c.y + rng.uniform(-0.2, 0.2) * r, ir * 1.3, ir, rng, 24)
+        if outer.buffer(-5.0).contains(isl):
+            return shapely.orient_polygons(Polygon(outer.exterior.coords, [isl.exterior.coords]))
+    return shapely.orient_polygons(outer)
+
+
+def fill_block(rng: np.random.Generator, warp: Warp, block: Block, region: Polygon | MultiPolygon, use: str,
+               density: float, out: Contents) -> None:
+    """Fill one block (its kerb-bounded ``region`` in local metres) with ``use``: houses,
+    apartments, industry, retail, parking, park, or lake (a park with a lake)."""
+    f = Frame(warp, block, region)
+    if use in ("park", "lake"):
+        _park(rng, f, density, use == "lake", out)
+        return
+    if use == "parking":
+        for p in shapely.get_parts(region):
+            if isinstance(p, Polygon):
+                _parking(rng, f, p, out)
+        return
+    trees: list[tuple[float, ...]] = []
+    if use == "houses":
+        cands, trees = _houses(rng, f, density)
+    elif use == "apartments":
+        cands, trees = _apartments(rng, f, density)
+    elif use == "industry":
+        cands, trees = _industry(rng, f, density)
+        out.paved += [p for p in shapely.get_parts(region) if isinstance(p, Polygon)]
+    else:
+        cands = _retail(rng, f, out)
+    _keep(f, cands, trees, out)
+
+
+def _retail(rng: np.random.Generator, f: Frame, out: Contents) -> list[Candidate]:
+    x0, y0, x1, y1 = f.bounds
+    split = x0 + (x1 - x0) * rng.uniform(0.35, 0.55)
+    d = (y1 - y0) * rng.uniform(0.55, 0.8)
+    y = y0 + (y1 - y0 - d) / 2
+    big = Candidate(shapes.rect(x0 + 3.0, y, split - 2.0, y + d), "rect", "retail", "flat",
+                    rng.uniform(6.0, 10.0), _roof_color(rng, INDUSTRY_ROOFS + APARTMENT_ROOFS, "retail"))
+    lot = f.region.intersection(f.area(shapes.rect(split + 2.0, y0 - 12.0, x1 + 12.0, y1 + 12.0)))
+    if isinstance(lot, Polygon) and lot.area > 300.0:
+        _parking(rng, f, lot, out, (split + 2.0, y0, x1, y1))
+    return [big]
+
+
+def _keep(f: Frame, cands: list[Candidate], trees: list[tuple[float, ...]], out: Contents) -> None:
+    """Move candidates to local metres; keep those inside the block and clear of each other."""
+    if cands:
+        geoms = np.array(f.place([c.geom for c in cands], [c.anchor for c in cands]), dtype=object)
+        drive = np.array([c.use == "driveway" for c in cands])
+        ok = shapely.contains(f.inner, geoms) & shapely.is_valid(geoms) & ~drive
+        tree = shapely.STRtree(geoms)
+        a, b = tree.query(shapely.buffer(geoms, 0.8, join_style="mitre"), predicate="intersects")
+        order = np.lexsort((b, a))
+        for i, j in zip(a[order], b[order]):
+            if i < j and ok[i]:
+                ok[j] = False
+        for c, g, k in zip(cands, geoms, ok):
+            if k:
+                c.geom = shapely.orient_polygons(g)
+                out.buildings.append(c)
+                if c.use in ("apartments", "retail"):
+                    out.paved.append(shapely.buffer(g, 2.5, join_style="mitre"))
+            elif c.use == "driveway" and c.parent is not None and ok[c.parent]:
+                out.paved.append(g)
+    if trees:
+        arr = np.array(trees)
+        arr[:, :2] = f.points(arr[:, :2])
+        inside = shapely.contains_xy(f.region, arr[:, 0], arr[:, 1])
+        out.trees += [tuple(t) for t in arr[inside]]
+
+
+def street_trees(rng: np.random.Generator, roads: list[Road], half: dict[str, float], side: dict[str, float],
+                 density: float) -> list[tuple[float, ...]]:
+    """Rows of trees along some streets, their crowns reaching over the carriageway."""
+    out: list[tuple[float, ...]] = []
+    for road in roads:
+        if road.highway not in ("secondary", "tertiary", "residential") or rng.random() > 0.45 * min(density, 2.0):
+            continue
+        line = road.line
+        spacing = rng.uniform(9.0, 14.0)
+        d = np.arange(rng.uniform(3.0, 8.0), line.length - 3.0, spacing)
+        if len(d) == 0:
+            continue
+        p = shapely.get_coordinates(shapely.line_interpolate_point(line, d))
+        q = shapely.get_coordinates(shapely.line_interpolate_point(line, d + 0.5))
+        t = q - p
+        t /= np.maximum(np.hypot(t[:, 0], t[:, 1]), 1e-9)[:, None]
+        normal = np.column_stack([-t[:, 1], t[:, 0]])
+        off = half[road.highway] + side[road.highway] * 0.5 + rng.uniform(-0.2, 0.6)
+        for sgn in (-1.0, 1.0) if rng.random() < 0.6 else (float(rng.choice([-1.0, 1.0])),):
+            xy = p + sgn * off * normal
+            out += _trees(rng, xy, 2.2, 3.8, 6.0, 12.0)
+    return out
+
+
+def street_cars(rng: np.random.Generator, roads: list[Road], half: dict[str, float]
+                ) -> tuple[list[Polygon], list[RGB]]:
+    """Cars parked along the kerb of some residential and tertiary streets."""
+    cars: list[Polygon] = []
+    colors: list[RGB] = []
+    for road in roads:
+        if road.highway not in ("residential", "tertiary") or road.junction or rng.random() > 0.5:
+            continue
+        line = road.line
+        d = np.cumsum(rng.exponential(35.0, max(1, int(line.length / 20.0)))) + 10.0
+        d = d[d < line.length - 10.0]
+        if len(d) == 0:
+            continue
+        p = shapely.get_coordinates(shapely.line_interpolate_point(line, d))
+        q = shapely.get_coordinates(shapely.line_interpolate_point(line, d + 0.5))
+        t = q - p
+        t /= np.maximum(np.hypot(t[:, 0], t[:, 1]), 1e-9)[:, None]
+        n = np.column_stack([-t[:, 1], t[:, 0]])
+        sgn = rng.choice([-1.0, 1.0], len(d))[:, None]
+        c = p + sgn * (half[road.highway] - 1.2) * n
+        for ci, ti, ni in zip(c, t, n):
+            corners = [ci + a * 2.2 * ti + b * 0.9 * ni for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+            cars.append(Polygon(corners))
+            colors.append(_pick(rng, CAR_COLORS))
+    return cars, colors

@@ -1,0 +1,129 @@
+"""Write the town's OSM data (what a mapper would have mapped) as a ``.osm.pbf`` with pyosmium.
+
+Streets are ways sharing their junction nodes; parks and car parks are closed ways; the lake is
+a multipolygon relation (outer and inner ways); buildings are closed ways, or multipolygon
+relations when they have a courtyard. Buildings ``missing_in_osm`` are left out; offset ones
+are shifted by their offset. Ids count from 1 per type and are written sorted (nodes, ways,
+relations), with fixed versions, changesets, users and timestamps drawn from the seed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import osmium
+import shapely
+from numpy.typing import NDArray
+from osmium.osm.mutable import Node, Relation, Way
+from pyproj import Transformer
+from shapely.geometry import Polygon
+
+from pipeline.io import atomic_path
+from pipeline.synthetic.model import Town
+
+_EPOCH = dt.datetime(2016, 1, 1, tzinfo=dt.UTC)
+_USERS = ("ana_maps", "bojan", "chiara_osm", "dmitri", "eun-ji", "femi", "gustavo", "hana")
+_LEVEL_M = 3.0
+
+
+class _Builder:
+    """Collects nodes (deduplicated by position), ways and relations with OSM ids."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[int, int], int] = {}
+        self.xy: list[tuple[float, float]] = []
+        self.ways: list[tuple[list[int], dict[str, str]]] = []
+        self.relations: list[tuple[list[tuple[str, int, str]], dict[str, str]]] = []
+
+    def node(self, x: float, y: float) -> int:
+        key = (round(x * 1000.0), round(y * 1000.0))  # millimetres
+        nid = self.index.get(key)
+        if nid is None:
+            self.xy.append((x, y))
+            nid = self.index[key] = len(self.xy)
+        return nid
+
+    def way(self, coords: NDArray[np.float64], tags: dict[str, str]) -> int:
+        self.ways.append(([self.node(float(x), float(y)) for x, y in coords], tags))
+        return len(self.ways)
+
+    def area(self, poly: Polygon, tags: dict[str, str]) -> tuple[str, int]:
+        """A closed way, or a multipolygon relation when ``poly`` has holes."""
+        if not poly.interiors:
+            return "way", self.way(np.asarray(poly.exterior.coords), tags)
+        members = [("w", self.way(np.asarray(poly.exterior.coords), {}), "outer")]
+        members += [("w", self.way(np.asarray(r.coords), {}), "inner") for r in poly.interiors]
+        self.relations.append((members, {"type": "multipolygon", **tags}))
+        return "relation", len(self.relations)
+
+
+def build(town: Town) -> tuple[_Builder, dict[int, tuple[str, int]]]:
+    """Turn the town into OSM objects; returns them and ``{building id: (osm_type, osm_id)}``."""
+    b = _Builder()
+    for road in town.roads:
+        tags = {"highway": road.highway}
+        if road.name:
+            tags["name"] = road.name
+        if road.junction:
+            tags["junction"] = road.junction
+        if road.highway in ("primary", "secondary", "tertiary", "residential"):
+            tags["surface"] = "asphalt"
+        b.way(road.coords, tags)
+    for a in town.areas:
+        tags = {"park": {"leisure": "park"}, "parking": {"amenity": "parking", "parking": "surface"},
+                "water": {"natural": "water", "water": "pond"}}[a.kind]
+        if a.name:
+            tags = {**tags, "name": a.name}
+        b.area(a.geom, tags)
+    ids: dict[int, tuple[str, int]] = {}
+    for bld in town.buildings:
+        if not bld.in_osm:
+            continue
+        geom = bld.geom
+        if bld.offset != (0.0, 0.0):
+            shift = np.array(bld.offset)
+            geom = shapely.transform(geom, lambda c, o=shift: c + o)
+        tags = {"building": bld.use, "building:levels": str(max(1, round(bld.height_m / _LEVEL_M)))}
+        if bld.id % 3 == 0:
+            tags["roof:shape"] = {"gable": "gabled", "hip": "hipped", "flat": "flat"}[bld.roof]
+        ids[bld.id] = b.area(geom, tags)
+    return b, ids
+
+
+def write_osm(town: Town, path: str | Path) -> dict[int, tuple[str, int]]:
+    """Write ``town`` as an OSM PBF at ``path`` (atomically); returns the OSM type and id of
+    each building that OSM has (by ``Building.id``)."""
+    b, ids = build(town)
+    xy = np.array(b.xy, dtype=float).reshape(-1, 2)
+    lon, lat = Transformer.from_crs(town.epsg, 4326, always_xy=True).transform(
+        xy[:, 0] + town.left, xy[:, 1] + town.bottom)
+    lon, lat = np.round(lon, 7), np.round(lat, 7)
+    rng = np.random.default_rng([town.seed, 2])
+    header = osmium.io.Header()
+    header.set("generator", "osmsat synthetic town")
+    header.add_box(osmium.osm.Box(float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())))
+    with atomic_path(path) as tmp:
+        writer = osmium.SimpleWriter(osmium.io.File(str(tmp), "pbf"), header=header, overwrite=True)
+        try:
+            for i in range(len(xy)):
+                writer.add_node(Node(location=(float(lon[i]), float(lat[i])), **_meta(rng, i + 1)))
+            for i, (nodes, tags) in enumerate(b.ways):
+                writer.add_way(Way(nodes=nodes, tags=tags, **_meta(rng, i + 1)))
+            for i, (members, tags) in enumerate(b.relations):
+                writer.add_relation(Relation(members=members, tags=tags, **_meta(rng, i + 1)))
+        finally:
+            writer.close()
+    return ids
+
+
+def _meta(rng: np.random.Generator, oid: int) -> dict[str, Any]:
+    """Plausible, seeded object metadata: version, changeset, user and timestamp."""
+    k = int(rng.integers(len(_USERS)))
+    return {
+        "id": oid, "version": int(rng.integers(1, 6)), "changeset": int(rng.integers(1_000_000, 9_000_000)),
+        "uid": 1000 + k, "user": _USERS[k], "visible": True,
+        "timestamp": _EPOCH + dt.timedelta(seconds=int(rng.integers(0, 8 * 365 * 86400))),
+    }

@@ -1,0 +1,28 @@
+"""Luigi task ``MakeSampleRegion``: generate the synthetic sample region of a config that has a
+``[synthetic]`` section (its OSM extract, orthophoto and truth GeoJSON)."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.errors import ConfigError
+from pipeline.synthetic import sample_paths, write_sample_region
+from tasks.base import RegionTask
+
+
+class MakeSampleRegion(RegionTask):
+    """Write ``[osm] path``, ``[imagery] paths[0]`` and ``<data_dir>/truth.geojson`` from the
+    ``[synthetic]`` parameters; the manifest lists the three files and their sizes."""
+
+    stage = "sample"
+
+    def run(self) -> None:
+        cfg = self.cfg
+        if cfg.synthetic is None:
+            raise ConfigError(f"{cfg.path}: MakeSampleRegion needs a [synthetic] section")
+        osm_path, ortho_path, truth_path = sample_paths(cfg)
+        self.progress(0, 1, f"generating a {cfg.synthetic.size_m:.0f} m town (seed {cfg.synthetic.seed})")
+        sizes = write_sample_region(cfg.synthetic, osm_path, ortho_path, truth_path)
+        root = cfg.data_dir
+        files = {os.path.relpath(p, root): {"size": n} for p, n in sizes.items()}
+        self.output().write({"files": files, "root": str(root), "seed": cfg.synthetic.seed})

@@ -1,0 +1,255 @@
+"""The synthetic sample region: deterministic, valid OSM, a COG in UTM, truth that matches
+the OSM extraction, and masks that agree with the rendered buildings."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.warp import Resampling, reproject
+
+from pipeline.config import RegionConfig, SyntheticConfig, load_config
+from pipeline.synthetic import (
+    Scene,
+    Town,
+    building_footprint,
+    make_town,
+    sample_paths,
+    utm_epsg,
+    write_sample_region,
+)
+from pipeline.tiles import Tile, cover_lonlat, tile_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "demo.toml"
+SIZE_M = 300.0  # small towns keep the tests fast
+SEED = 11  # a 300 m town with a courtyard building, a lake, a car park and a roundabout
+
+
+def _syn(**kw: object) -> SyntheticConfig:
+    base = load_config(DEMO).synthetic
+    assert base is not None
+    return dataclasses.replace(base, **{"size_m": SIZE_M, "seed": SEED, **kw})  # type: ignore[arg-type]
+
+
+def _write(folder: Path, syn: SyntheticConfig) -> dict[Path, int]:
+    return write_sample_region(syn, folder / "demo.osm.pbf", folder / "orthophoto.tif", folder / "truth.geojson")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SyntheticConfig]:
+    folder = tmp_path_factory.mktemp("sample")
+    syn = _syn()
+    _write(folder, syn)
+    return folder, syn
+
+
+@pytest.fixture(scope="module")
+def town() -> Town:
+    return make_town(_syn())
+
+
+def _truth(folder: Path) -> list[dict]:  # type: ignore[type-arg]
+    return json.loads((folder / "truth.geojson").read_text())["features"]  # type: ignore[no-any-return]
+
+
+def test_config_section(tmp_path: Path) -> None:
+    from pipeline.errors import ConfigError
+
+    syn = load_config(DEMO).synthetic
+    assert syn is not None and syn.size_m == 700.0 and syn.centre == (32.58, 0.33)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEMO.read_text().replace("jpeg_quality = 90", "jpeg_quality = 0"))
+    with pytest.raises(ConfigError, match=r"synthetic\.jpeg_quality"):
+        load_config(bad)
+
+
+def test_same_seed_same_bytes_other_seed_other_town(sample: tuple[Path, SyntheticConfig], tmp_path: Path) -> None:
+    folder, syn = sample
+    again = tmp_path / "again"
+    _write(again, syn)
+    for name in ("demo.osm.pbf", "orthophoto.tif", "truth.geojson"):
+        assert _sha(folder / name) == _sha(again / name), name
+    other = tmp_path / "other"
+    _write(other, dataclasses.replace(syn, seed=syn.seed + 1))
+    for name in ("demo.osm.pbf", "orthophoto.tif", "truth.geojson"):
+        assert _sha(folder / name) != _sha(other / name), name
+    a = {f["properties"]["shape"] + str(f["geometry"]["coordinates"][0][0]) for f in _truth(folder)}
+    b = {f["properties"]["shape"] + str(f["geometry"]["coordinates"][0][0]) for f in _truth(other)}
+    assert not a & b
+
+
+def test_town_has_the_promised_features(town: Town) -> None:
+    highways = {r.highway for r in town.roads}
+    assert {"primary", "residential"} <= highways and len(highways) >= 4
+    assert any(r.junction == "roundabout" for r in town.roads)
+    kinds = {a.kind for a in town.areas}
+    assert "park" in kinds
+    shapes = {b.shape for b in town.buildings}
+    assert {"rect", "L"} <= shapes
+    assert len(town.trees) > 50 and len(town.cars) > 10
+    big = make_town(_syn(size_m=700.0, seed=3))
+    assert {"water", "parking"} <= {a.kind for a in big.areas}
+    assert any(b.geom.interiors for b in big.buildings)  # courtyards
+    assert any(a.geom.interiors for a in big.areas if a.kind == "water")  # lake with an island
+    areas = [b.geom.area for b in big.buildings]
+    assert min(areas) < 20 and max(areas) > 1000  # sheds to industrial halls
+
+
+def test_buildings_do_not_overlap_and_lie_inside_the_image(town: Town) -> None:
+    geoms = np.array([b.geom for b in town.buildings], dtype=object)
+    assert shapely.is_valid(geoms).all()
+    a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    assert np.all(a == b)
+    assert shapely.box(0, 0, town.size_m, town.size_m).contains(shapely.union_all(geoms))
+
+
+def test_status_shares(town: Town) -> None:
+    syn = _syn()
+    n = len(town.buildings)
+    status = [b.status for b in town.buildings]
+    n_dem = status.count("demolished")
+    assert n_dem == round(syn.share_demolished * n)
+    assert status.count("missing_in_osm") == round(syn.share_missing * (n - n_dem))
+    offsets = [np.hypot(*b.offset) for b in town.buildings if b.offset != (0.0, 0.0)]
+    assert offsets and all(1.0 <= o <= 2.0 for o in offsets)
+    assert all(b.status == "mapped" for b in town.buildings if b.offset != (0.0, 0.0))
+
+
+def test_osmium_reads_the_pbf(sample: tuple[Path, SyntheticConfig]) -> None:
+    osmium_bin = shutil.which("osmium")
+    if osmium_bin is None:
+        pytest.skip("osmium-tool is not installed (apt-get install osmium-tool)")
+    pbf = sample[0] / "demo.osm.pbf"
+    info = subprocess.run([osmium_bin, "fileinfo", "-e", "-j", str(pbf)], capture_output=True, text=True, check=True)
+    data = json.loads(info.stdout)["data"]
+    assert data["objects_ordered"] is True and data["multiple_versions"] is False
+    assert data["count"]["nodes"] > 100 and data["count"]["ways"] > 20 and data["count"]["relations"] >= 1
+    refs = subprocess.run([osmium_bin, "check-refs", "-r", str(pbf)], capture_output=True, text=True, check=False)
+    assert refs.returncode == 0, refs.stderr
+
+
+def test_orthophoto_is_a_utm_cog(sample: tuple[Path, SyntheticConfig]) -> None:
+    folder, syn = sample
+    with rasterio.open(folder / "orthophoto.tif") as src:
+        assert src.crs.to_epsg() == utm_epsg(*syn.centre) == 32636
+        assert src.count == 3 and src.dtypes == ("uint8",) * 3
+        assert src.res == pytest.approx((syn.resolution_m, syn.resolution_m))
+        assert src.width == round(SIZE_M / syn.resolution_m)
+        assert src.profile["tiled"] and src.compression.name.lower() == "jpeg"
+        assert src.overviews(1)
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        rgb = src.read()
+    # an aerial photo, not a flat diagram: many distinct colours, texture everywhere
+    assert len(np.unique(rgb.reshape(3, -1)[:, ::7], axis=1).T) > 5000
+    assert rgb[:, 1:, :].astype(int).__sub__(rgb[:, :-1, :]).std() > 4
+
+
+def test_truth_matches_the_osm_extraction(sample: tuple[Path, SyntheticConfig]) -> None:
+    from pipeline.osm import extract_features
+
+    folder, _ = sample
+    cfg = load_config(DEMO)
+    feats = extract_features(folder / "demo.osm.pbf", cfg.classes)
+    got = feats[feats["class"] == "building"]
+    truth = _truth(folder)
+    in_osm = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in truth
+              if f["properties"]["status"] in ("mapped", "demolished")}
+    assert {(t, int(i)) for t, i in zip(got["osm_type"], got["osm_id"])} == in_osm
+    assert all(f["properties"]["osm_id"] is None for f in truth if f["properties"]["status"] == "missing_in_osm")
+    assert "relation" in set(got["osm_type"])  # courtyard multipolygons are found
+    # geometry: what OSM has equals the truth, except the shifted ones
+    by_key = {(f["properties"]["osm_type"], f["properties"]["osm_id"]): f for f in truth}
+    for t, i, g in zip(got["osm_type"], got["osm_id"], got.geometry):
+        f = by_key[(t, int(i))]
+        tg = shapely.geometry.shape(f["geometry"])
+        iou = shapely.intersection(g, tg).area / shapely.union(g, tg).area
+        assert iou > 0.999 if f["properties"]["offset_m"] == 0 else iou < 0.97
+    roads = feats[feats["class"] == "road"]
+    assert len(roads) > 5
+
+
+def test_masks_agree_with_rendered_buildings(sample: tuple[Path, SyntheticConfig], town: Town) -> None:
+    from pipeline.masks import burn_tile, prepare_burn
+    from pipeline.osm import extract_features
+
+    folder, _ = sample
+    cfg = load_config(DEMO)
+    building = cfg.class_by_name("building")
+    feats = extract_features(folder / "demo.osm.pbf", cfg.classes)
+    truth = _truth(folder)
+    exact = {f["properties"]["id"] for f in truth
+             if f["properties"]["status"] == "mapped" and f["properties"]["offset_m"] == 0}
+    exact_osm = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in truth
+                 if f["properties"]["id"] in exact}
+    keep = [(t, int(i)) in exact_osm and c == "building"
+            for t, i, c in zip(feats["osm_type"], feats["osm_id"], feats["class"])]
+    burn = prepare_burn(feats[keep], (building,))
+    ids = building_footprint(town)
+    drawn = np.isin(ids, list(exact)).astype(np.uint8)
+    tiles = [Tile(cfg.zoom, int(x), int(y)) for x, y in cover_lonlat(np.array(
+        [shapely.geometry.shape(f["geometry"]) for f in truth], dtype=object), cfg.zoom)]
+    ious = []
+    for t in tiles:
+        dst = np.zeros((cfg.tile_size, cfg.tile_size), dtype=np.uint8)
+        reproject(drawn, dst, src_transform=town.utm_transform, src_crs=f"EPSG:{town.epsg}",
+                  dst_transform=tile_transform(t, cfg.tile_size), dst_crs="EPSG:3857", resampling=Resampling.nearest)
+        mask = burn_tile(burn, t, cfg.tile_size) == building.id
+        if mask.sum() < 2000:  # tiles cut by the image edge or with few buildings
+            continue
+        ious.append((mask & (dst > 0)).sum() / (mask | (dst > 0)).sum())
+    assert len(ious) >= 3
+    assert min(ious) >= 0.95, ious
+
+
+def test_footprint_is_what_the_renderer_paints(town: Town) -> None:
+    scene = Scene(town)
+    ids = scene.footprint(100, 200, 300, 400)
+    full = building_footprint(town, scene)
+    assert np.array_equal(ids, full[100:400, 200:600])
+    drawn = {b.id for b in town.buildings if b.in_image}
+    assert set(np.unique(full)) - {0} <= drawn
+    assert not set(np.unique(full)) & {b.id for b in town.buildings if not b.in_image}
+
+
+def test_windows_join_without_seams(town: Town) -> None:
+    scene = Scene(town)
+    whole = scene.render(0, 0, 256, 256)
+    top = np.concatenate([scene.render(0, 0, 128, 128), scene.render(0, 128, 128, 128)], axis=1)
+    bottom = np.concatenate([scene.render(128, 0, 128, 128), scene.render(128, 128, 128, 128)], axis=1)
+    assert np.array_equal(whole, np.concatenate([top, bottom], axis=0))
+
+
+def test_make_sample_region_task(tmp_path: Path) -> None:
+    import luigi
+
+    from tasks.synthetic import MakeSampleRegion
+
+    text = DEMO.read_text().replace('"data/demo', f'"{tmp_path}/demo').replace("size_m = 700.0", f"size_m = {SIZE_M}")
+    text = text.replace("seed = 7", f"seed = {SEED}")
+    cfg_path = tmp_path / "demo.toml"
+    cfg_path.write_text(text)
+    cfg: RegionConfig = load_config(cfg_path)
+    task = MakeSampleRegion(config=str(cfg_path))
+    assert luigi.build([task], local_scheduler=True, detailed_summary=True).status.name == "SUCCESS"
+    assert task.complete()
+    manifest = json.loads((cfg.data_dir / "_manifests" / "sample.json").read_text())
+    assert set(manifest["files"]) == {"demo.osm.pbf", "orthophoto.tif", "truth.geojson"}
+    for p in sample_paths(cfg):
+        assert p.stat().st_size == manifest["files"][p.name]["size"]
+    # a changed generator parameter makes the task incomplete again
+    other = tmp_path / "demo-seed8.toml"  # (luigi caches task instances by parameters)
+    other.write_text(text.replace(f"seed = {SEED}", f"seed = {SEED + 1}"))
+    assert not MakeSampleRegion(config=str(other)).complete()
