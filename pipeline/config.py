@@ -123,33 +123,51 @@ class OsmSource:
 
 @dataclass(frozen=True)
 class ImageryConfig:
-    """Imagery source. ``source`` is ``raster`` (local GeoTIFF/COG ``paths``, mosaicked in the
-    order given, first on top), ``xyz`` (URL template with ``{z} {x} {y} {-y} {quadkey}``) or
-    ``wms`` (URL template with ``{bbox}`` in EPSG:3857 and ``{width} {height}``)."""
+    """Imagery source, section ``[imagery]``.
+
+    ``source`` is ``raster`` (local GeoTIFF/COG ``paths`` in any CRS, mosaicked in the order
+    given: the first path is on top), ``xyz`` (URL template with ``{z} {x} {y}``, ``{-y}``
+    (TMS rows from the south), ``{quadkey}``, ``{r}`` (``@2x`` when ``retina``)) or ``wms``
+    (GetMap URL template with ``{bbox}`` = minx,miny,maxx,maxy in EPSG:3857 metres and
+    ``{width} {height}`` in pixels). ``${NAME}`` in ``url`` and ``headers`` is replaced by the
+    environment variable NAME at download time, so API keys stay out of config files; keys
+    never appear in logs, manifests or errors (see ``pipeline.imagery.common.redact``).
+
+    Raster tiles are encoded as ``format``; downloaded tiles keep the server's bytes and format.
+    """
 
     source: str
     paths: tuple[Path, ...] = ()
     url: str | None = None
-    format: str = "png"  # png | jpg | tif
+    format: str = "png"  # png | jpg | tif (raster source)
     resampling: str = "bilinear"
-    bands: tuple[int, ...] | None = None  # 1-based; None: first 3 (or 1) bands
+    bands: tuple[int, ...] | None = None  # 1-based; None: the first 3 colour bands (or band 1)
+    nodata: float | None = None  # overrides the rasters' own nodata value
     rescale: tuple[float, float] | None = None  # 16-bit -> 8-bit value range; None: percentiles
-    percentiles: tuple[float, float] = (2.0, 98.0)
+    percentiles: tuple[float, float] = (2.0, 98.0)  # computed per band over all rasters
     keep_16bit: bool = False  # write 16-bit TIFF tiles instead of rescaling
-    min_valid_share: float = 0.5
-    retina: bool = False  # request @2x tiles
-    max_connections: int = 8
-    rate_limit_per_s: float = 0.0  # 0: unlimited
+    min_valid_share: float = 0.5  # a raster tile with a smaller share of valid pixels is skipped
+    jpeg_quality: int = 90
+    png_level: int = 1  # zlib level 0-9: on aerial photos 1 is 5x faster than 6, files ~6 % larger
+    retina: bool = False  # {r} -> "@2x" (set region.tile_size = 512 for such servers)
+    headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers (e.g. Referer)
+    max_connections: int = 8  # concurrent requests per shard
+    rate_limit_per_s: float = 0.0  # requests per second per shard; 0: unlimited
     retries: int = 5
-    timeout_s: float = 20.0
-    backoff_s: float = 0.5
+    timeout_s: float = 20.0  # per connect / read, seconds
+    backoff_s: float = 0.5  # first retry delay; doubles per attempt, with jitter
+    max_backoff_s: float = 60.0  # cap of one delay (Retry-After included)
     user_agent: str = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
-    server_slots: int = 2  # Luigi resource: shards talking to this server at once
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Parameters of a generated sample region (see ``pipeline.synthetic``). Sizes in metres."""
+    """Parameters of a generated sample region (see ``pipeline.synthetic``). Sizes in metres.
+
+    The town is a square of ``size_m`` centred on ``centre``; its orthophoto is in the UTM zone
+    of ``centre`` at ``resolution_m``. Shares: of the buildings in the image, ``share_missing``
+    are left out of OSM; ``share_demolished`` of all buildings are in OSM only; ``share_offset``
+    of the mapped ones are shifted 1-2 m in OSM."""
 
     seed: int = 42
     size_m: float = 700.0
@@ -158,6 +176,8 @@ class SyntheticConfig:
     share_missing: float = 0.10
     share_demolished: float = 0.03
     share_offset: float = 0.03
+    tree_density: float = 1.0  # multiplies the number of trees (0: none)
+    jpeg_quality: int = 90  # JPEG quality of the orthophoto COG (1..100)
 
 
 @dataclass(frozen=True)
@@ -380,36 +400,73 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         raise ConfigError(f"{sec.key('paths')} is required when source = 'raster'")
     if source in ("xyz", "wms") and not url:
         raise ConfigError(f"{sec.key('url')} is required when source = {source!r}")
+    if source != "raster" and paths:
+        raise ConfigError(f"{sec.key('paths')} is only for source = 'raster'; remove it or change source")
+    if url is not None:
+        _check_url_template(sec, url, source)
     bands = sec.take("bands", list, None)
-    if bands is not None and not all(isinstance(b, int) and b >= 1 for b in bands):
-        raise ConfigError(f"{sec.key('bands')} must be a list of 1-based band numbers")
+    if bands is not None and not (bands and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                                                for b in bands)):
+        raise ConfigError(f"{sec.key('bands')} must be a non-empty list of 1-based band numbers, e.g. [4, 1, 2]")
     rescale = sec.take("rescale", list, None)
     pct = sec.take("percentiles", list, list(d.percentiles))
     for k, pair in (("rescale", rescale), ("percentiles", pct)):
-        if pair is not None and (len(pair) != 2 or not pair[0] < pair[1]):
+        if pair is not None and (len(pair) != 2 or not all(isinstance(v, (int, float)) for v in pair)
+                                 or not pair[0] < pair[1]):
             raise ConfigError(f"{sec.key(k)} must be [low, high] with low < high")
+    if not 0 <= pct[0] < pct[1] <= 100:
+        raise ConfigError(f"{sec.key('percentiles')} = {pct}: both must lie in [0, 100]")
+    headers = sec.take("headers", dict, {})
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{sec.key('headers')} must map header names to strings")
     cfg = ImageryConfig(
         source=source, paths=paths, url=url,
         format=sec.choice("format", ("png", "jpg", "tif"), d.format),
         resampling=sec.choice("resampling", _RESAMPLING, d.resampling),
         bands=tuple(bands) if bands else None,
+        nodata=sec.number("nodata", None),
         rescale=(float(rescale[0]), float(rescale[1])) if rescale else None,
         percentiles=(float(pct[0]), float(pct[1])),
         keep_16bit=sec.take("keep_16bit", bool, d.keep_16bit),
         min_valid_share=sec.number("min_valid_share", d.min_valid_share, lo=0, hi=1),
+        jpeg_quality=sec.integer("jpeg_quality", d.jpeg_quality, lo=1, hi=100),
+        png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
         retina=sec.take("retina", bool, d.retina),
+        headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
         max_connections=sec.integer("max_connections", d.max_connections, lo=1, hi=256),
         rate_limit_per_s=sec.number("rate_limit_per_s", d.rate_limit_per_s, lo=0),
         retries=sec.integer("retries", d.retries, lo=0, hi=50),
         timeout_s=sec.number("timeout_s", d.timeout_s, lo=0.1, hi=600),
         backoff_s=sec.number("backoff_s", d.backoff_s, lo=0, hi=60),
+        max_backoff_s=sec.number("max_backoff_s", d.max_backoff_s, lo=0, hi=3600),
         user_agent=sec.take("user_agent", str, d.user_agent),
-        server_slots=sec.integer("server_slots", d.server_slots, lo=1, hi=64),
     )
     sec.done()
     if cfg.keep_16bit and cfg.format != "tif":
         raise ConfigError(f"{sec.key('keep_16bit')} needs format = 'tif'")
+    if cfg.bands is not None and len(cfg.bands) not in (1, 3) and cfg.format != "tif":
+        raise ConfigError(f"{sec.key('bands')} = {list(cfg.bands)}: {cfg.format} tiles take 1 or 3 bands; "
+                          "use format = 'tif' for other band counts")
     return cfg
+
+
+_URL_FIELDS = {"xyz": ("z", "x", "y", "-y", "quadkey", "r"), "wms": ("bbox", "width", "height")}
+
+
+def _check_url_template(sec: _Section, url: str, source: str) -> None:
+    """A tile URL template: known ``{fields}`` only, enough of them to address a tile."""
+    if not re.match(r"^https?://", url):
+        raise ConfigError(f"{sec.key('url')} must start with http:// or https://")
+    fields = set(re.findall(r"(?<!\$)\{([^{}]*)\}", url))
+    allowed = _URL_FIELDS.get(source, ())
+    unknown = sorted(fields - set(allowed))
+    if unknown:
+        raise ConfigError(f"{sec.key('url')} has unknown field(s) {unknown}; a {source} URL takes "
+                          + " ".join("{" + f + "}" for f in allowed))
+    if source == "xyz" and not ({"z", "x"} <= fields and fields & {"y", "-y"}) and "quadkey" not in fields:
+        raise ConfigError(f"{sec.key('url')} must contain {{z}}, {{x}} and {{y}} (or {{-y}}), or {{quadkey}}")
+    if source == "wms" and "bbox" not in fields:
+        raise ConfigError(f"{sec.key('url')} must contain {{bbox}} (minx,miny,maxx,maxy in EPSG:3857)")
 
 
 def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
@@ -426,6 +483,8 @@ def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
         share_missing=sec.number("share_missing", d.share_missing, lo=0, hi=0.9),
         share_demolished=sec.number("share_demolished", d.share_demolished, lo=0, hi=0.9),
         share_offset=sec.number("share_offset", d.share_offset, lo=0, hi=0.9),
+        tree_density=sec.number("tree_density", d.tree_density, lo=0, hi=5),
+        jpeg_quality=sec.integer("jpeg_quality", d.jpeg_quality, lo=1, hi=100),
     )
     sec.done()
     return cfg
