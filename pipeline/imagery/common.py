@@ -1,0 +1,262 @@
+"""Shared pieces of the imagery stage: tile statuses and records, tile encoding and
+verification, and redaction of secrets (API keys, passwords) in URLs and messages.
+
+Tile arrays are band-first ``(bands, rows, cols)``; tiles are slippy-map tiles in EPSG:3857
+(see :mod:`pipeline.tiles`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.io import tile_path
+from pipeline.tiles import Tile, tile_transform
+
+#: a tile written to ``images/z/x/y.<ext>``
+OK = "ok"
+#: a raster tile with too few valid (not nodata, not transparent) pixels: no file
+NODATA = "nodata-skipped"
+#: a tile the server does not have (HTTP 404 / 410 / 204): no file
+MISSING = "missing-on-server"
+STATUSES = (OK, NODATA, MISSING)
+
+#: file extension of each image format PIL can report for a tile
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif"}
+TILE_EXTS = tuple(EXTENSIONS.values())
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """What became of one tile: ``status`` (OK, NODATA or MISSING); for OK tiles the file
+    extension, its size in bytes and sha256; ``valid_share`` is the share of valid pixels
+    (raster sources; 1.0 for downloads)."""
+
+    tile: Tile
+    status: str
+    ext: str = ""
+    size: int = 0
+    sha256: str = ""
+    valid_share: float = 1.0
+
+    @property
+    def rel_path(self) -> str:
+        """``z/x/y.ext`` relative to the product folder (empty unless OK)."""
+        return f"{self.tile.z}/{self.tile.x}/{self.tile.y}.{self.ext}" if self.status == OK else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+_SECRET_NAME = re.compile(r"key|token|secret|sig|signature|password|passwd|pwd|auth|credential|session",
+                          re.IGNORECASE)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+REDACTED = "REDACTED"
+
+
+def expand_env(text: str, where: str) -> tuple[str, list[str]]:
+    """Replace ``${NAME}`` with environment variable NAME; returns the text and the values
+    substituted (secrets to redact). Raises ConfigError naming ``where`` for an unset variable."""
+    secrets: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            raise ConfigError(f"{where} uses ${{{m.group(1)}}} but the environment variable is not set; "
+                              f"export {m.group(1)}=... before running")
+        if value:
+            secrets.append(value)
+        return value
+
+    return _ENV_REF.sub(sub, text), secrets
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo and the values of key/token/secret/signature-like query
+    parameters replaced by ``REDACTED``; other parts are kept."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(k + "=" + (REDACTED if _SECRET_NAME.search(k) else quote(v, safe=",:/{}-"))
+                         for k, v in pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>()]+")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Redact every URL in ``text`` (see :func:`redact_url`) and every literal secret value."""
+    out = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    for s in sorted(set(secrets), key=len, reverse=True):
+        if len(s) >= 4:
+            out = out.replace(s, REDACTED)
+            out = out.replace(quote(s, safe=""), REDACTED)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and verification
+
+
+def encode_tile(arr: NDArray[np.generic], fmt: str, tile: Tile | None = None, *, jpeg_quality: int = 90,
+                png_level: int = 1) -> bytes:
+    """Encode a ``(bands, size, size)`` tile as ``fmt`` (png, jpg: uint8 with 1 or 3 bands;
+    tif: any band count, uint8 or uint16, deflate, georeferenced in EPSG:3857 when ``tile``
+    is given). Deterministic bytes for the same array."""
+    if fmt == "tif":
+        return _encode_tiff(arr, tile)
+    if arr.dtype != np.uint8 or arr.shape[0] not in (1, 3):
+        raise ConfigError(f"cannot encode {arr.shape[0]} band(s) of {arr.dtype} as {fmt}; "
+                          "use [imagery] format = 'tif' (or bands = [r, g, b])")
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(np.moveaxis(arr, 0, -1)))
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=png_level)
+    elif fmt == "jpg":
+        img.save(buf, format="JPEG", quality=jpeg_quality)
+    else:
+        raise ConfigError(f"unknown tile format {fmt!r}; use png, jpg or tif")
+    return buf.getvalue()
+
+
+def _encode_tiff(arr: NDArray[np.generic], tile: Tile | None) -> bytes:
+    from rasterio.io import MemoryFile
+
+    count, h, w = arr.shape
+    profile: dict[str, object] = dict(driver="GTiff", width=w, height=h, count=count, dtype=arr.dtype.name,
+                                      compress="deflate", predictor=2, interleave="pixel")
+    if tile is not None:
+        profile.update(crs="EPSG:3857", transform=tile_transform(tile, w))
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(arr)
+        return bytes(mem.read())
+
+
+@dataclass(frozen=True)
+class DecodedInfo:
+    """What verification learnt about an image file: its extension and pixel size."""
+
+    ext: str
+    width: int
+    height: int
+
+
+def verify_image(data: bytes, size: int | None = None, what: str = "tile") -> DecodedInfo:
+    """Check that ``data`` decodes as a PNG, JPEG, WebP or TIFF image of ``size`` x ``size``
+    pixels (any size when ``size`` is None); raise InputDataError naming ``what`` otherwise.
+
+    PNG: every chunk's CRC, the header, and the whole zlib stream inflated to exactly the bytes
+    the header implies (with valid row filters): a full decodability check without PIL's
+    unfiltering, twice as fast. JPEG: decoded by libjpeg at 1/8 scale (every entropy-coded
+    block is still read). Other formats: decoded by PIL.
+    """
+    try:
+        if data.startswith(_PNG_SIG):
+            info = _verify_png(data)
+        elif data.startswith(b"\xff\xd8\xff"):
+            info = _verify_pil(data, draft=True)
+        else:
+            info = _verify_pil(data, draft=False)
+    except (OSError, SyntaxError, ValueError, zlib.error, struct.error, Image.DecompressionBombError) as exc:
+        raise InputDataError(f"{what}: not a decodable image ({type(exc).__name__}: {exc})") from exc
+    if size is not None and (info.width, info.height) != (size, size):
+        raise InputDataError(f"{what}: image is {info.width}x{info.height} px, expected {size}x{size} "
+                             "(set region.tile_size, or imagery.retina for @2x tiles)")
+    return info
+
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _verify_png(data: bytes) -> DecodedInfo:
+    pos, idat, chunks = 8, [], set()
+    width = height = depth = ctype = interlace = -1
+    while True:
+        if pos + 12 > len(data):
+            raise ValueError("PNG is truncated (no IEND chunk)")
+        (n,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        if pos + 12 + n > len(data):
+            raise ValueError(f"PNG is truncated inside a {kind!r} chunk")
+        if zlib.crc32(data[pos + 4 : pos + 8 + n]) != struct.unpack_from(">I", data, pos + 8 + n)[0]:
+            raise ValueError(f"PNG chunk {kind!r} has a bad CRC")
+        if pos == 8:
+            if kind != b"IHDR" or n != 13:
+                raise ValueError("PNG does not start with IHDR")
+            width, height, depth, ctype, _, _, interlace = struct.unpack_from(">IIBBBBB", data, pos + 8)
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + n])
+        chunks.add(kind)
+        pos += 12 + n
+        if kind == b"IEND":
+            break
+    if ctype not in _PNG_SAMPLES or not idat or (ctype == 3 and b"PLTE" not in chunks):
+        raise ValueError(f"PNG has colour type {ctype}, {len(idat)} IDAT chunk(s)")
+    if interlace:
+        return _verify_pil(data, draft=False)
+    rowbytes = (width * _PNG_SAMPLES[ctype] * depth + 7) // 8
+    expected = height * (rowbytes + 1)
+    raw = zlib.decompress(b"".join(idat), bufsize=expected)
+    if len(raw) != expected:
+        raise ValueError(f"PNG image data is {len(raw)} bytes, expected {expected}")
+    if (np.frombuffer(raw, np.uint8)[:: rowbytes + 1] > 4).any():
+        raise ValueError("PNG has invalid row filters")
+    return DecodedInfo("png", width, height)
+
+
+def _verify_pil(data: bytes, draft: bool) -> DecodedInfo:
+    with Image.open(io.BytesIO(data)) as im:
+        fmt = im.format or ""
+        width, height = im.size
+        if draft:
+            im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
+        im.load()
+    ext = EXTENSIONS.get(fmt)
+    if ext is None:
+        raise ValueError(f"unsupported image format {fmt!r}; expected PNG, JPEG, WebP or TIFF")
+    return DecodedInfo(ext, width, height)
+
+
+def existing_tile(root: Path, tile: Tile, size: int | None) -> tuple[Path, DecodedInfo] | tuple[None, None]:
+    """The file already on disk for ``tile`` (any tile extension) if it decodes at ``size``."""
+    for ext in TILE_EXTS:
+        path = tile_path(root, tile, ext)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        try:
+            return path, verify_image(data, size, str(path))
+        except InputDataError:
+            continue
+    return None, None
+
+
+def remove_tile_files(root: Path, tile: Tile, keep_ext: str = "") -> None:
+    """Delete the files of ``tile`` under ``root`` with any tile extension but ``keep_ext``
+    (left over from an earlier run whose source or format differed)."""
+    for ext in TILE_EXTS:
+        if ext != keep_ext:
+            tile_path(root, tile, ext).unlink(missing_ok=True)

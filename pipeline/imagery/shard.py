@@ -1,0 +1,132 @@
+"""One shard of imagery tiles, whatever the source, its manifest, and the region's coverage.
+
+A shard manifest (``images/_shards/<quadkey>.json``) lists the files written (size, sha256),
+the status of every tile of the shard (``ok`` / ``nodata-skipped`` / ``missing-on-server``),
+counts, and the source with secrets redacted. A marker ``<quadkey>.started.json`` records the
+config digest of a run in progress, so that a rerun after a kill keeps (after verifying) the
+tiles that run downloaded, and never trusts tiles from a run with another config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.config import ImageryConfig
+from pipeline.errors import ManifestError
+from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES, TileRecord, redact_url
+from pipeline.io import atomic_write_json, read_manifest
+from pipeline.tiles import Tile
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """Records of every tile of a shard (in tile-list order) and request counts (downloads)."""
+
+    records: list[TileRecord]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile], size: int, out_root: Path,
+               scratch: Path, reuse: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> ShardResult:
+    """Make the imagery tiles of one shard into ``out_root/z/x/y.<ext>``: cut from the rasters
+    (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded (``reuse``: keep
+    verified tiles already on disk)."""
+    if icfg.source == "raster":
+        from pipeline.imagery.raster import raster_shard
+
+        return ShardResult(raster_shard(plan, icfg, shard, tiles, size, out_root, scratch, progress))
+    from pipeline.imagery.xyz import fetch_tiles
+
+    records, stats = fetch_tiles(icfg, tiles, size, out_root, scratch, reuse=reuse, progress=progress)
+    return ShardResult(records, stats.as_dict())
+
+
+def describe_source(icfg: ImageryConfig) -> dict[str, Any]:
+    """The source as it goes into manifests: type and paths, or the redacted URL template."""
+    if icfg.source == "raster":
+        return {"type": "raster", "paths": [str(p) for p in icfg.paths]}
+    return {"type": icfg.source, "url": redact_url(icfg.url or "")}
+
+
+def server_resource(icfg: ImageryConfig | None) -> str | None:
+    """Name of the Luigi resource for the server of a download config (``imagery_server_<host>``
+    with non-alphanumerics as ``_``), or None for rasters."""
+    if icfg is None or icfg.source == "raster" or not icfg.url:
+        return None
+    netloc = urlsplit(icfg.url).netloc.rsplit("@", 1)[-1].lower()
+    return "imagery_server_" + re.sub(r"[^a-z0-9]+", "_", netloc).strip("_")
+
+
+def manifest_body(icfg: ImageryConfig, shard: str, result: ShardResult, out_root: Path) -> dict[str, Any]:
+    """The body of a shard manifest (``write_manifest`` adds version and config digest)."""
+    files = {r.rel_path: {"size": r.size, "sha256": r.sha256} for r in result.records if r.status == OK}
+    status = {str(r.tile): r.status for r in result.records}
+    partial = {str(r.tile): r.valid_share for r in result.records if r.status == OK and r.valid_share < 1.0}
+    counts = Counter(r.status for r in result.records)
+    return {
+        "root": str(out_root), "shard": shard, "source": describe_source(icfg), "files": files,
+        "status": status, "counts": {s: counts.get(s, 0) for s in STATUSES}, "tiles": len(result.records),
+        "valid_share": partial, "requests": result.stats,
+    }
+
+
+def coverage_summary(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Coverage of a region from its shard manifests: tiles with imagery, skipped for nodata,
+    missing on the server, per shard and in total, with the skipped and missing tile lists."""
+    total: Counter[str] = Counter()
+    by_shard: dict[str, dict[str, int]] = {}
+    lists: dict[str, list[str]] = {NODATA: [], MISSING: []}
+    for shard in sorted(manifests):
+        m = manifests[shard]
+        counts = {s: int(m["counts"].get(s, 0)) for s in STATUSES}
+        by_shard[shard] = counts
+        total.update(counts)
+        for tile, st in m["status"].items():
+            if st in lists:
+                lists[st].append(tile)
+    n = sum(total.values())
+    return {
+        "tiles": n, "shards": len(manifests),
+        "counts": {s: total.get(s, 0) for s in STATUSES},
+        "share_with_imagery": round(total.get(OK, 0) / n, 4) if n else 0.0,
+        "by_shard": by_shard,
+        "nodata_skipped": sorted(lists[NODATA], key=_tile_key),
+        "missing_on_server": sorted(lists[MISSING], key=_tile_key),
+    }
+
+
+def _tile_key(s: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in s.split("/"))
+
+
+def started_marker(manifest_path: Path) -> Path:
+    """``<quadkey>.started.json`` beside the shard manifest."""
+    return manifest_path.with_name(manifest_path.stem + ".started.json")
+
+
+def may_reuse(manifest_path: Path, digest: str) -> bool:
+    """True when tiles on disk come from a run with config digest ``digest``: an interrupted
+    run (its started marker records ``digest``) or a finished one (its manifest does)."""
+    for path in (started_marker(manifest_path), manifest_path):
+        if path.is_file():
+            try:
+                return read_manifest(path).get("config_digest") == digest
+            except ManifestError:
+                return False
+    return False
+
+
+def mark_started(manifest_path: Path, digest: str) -> None:
+    """Record that a run with ``digest`` is writing this shard's tiles."""
+    atomic_write_json(started_marker(manifest_path), {"config_digest": digest})
+
+
+def clear_started(manifest_path: Path) -> None:
+    started_marker(manifest_path).unlink(missing_ok=True)

@@ -1,0 +1,128 @@
+"""Luigi tasks of the imagery stage: ``ImageryPlan`` (rasters: bands, rescaling, footprints;
+once per region), ``FetchImagery`` (one shard -> ``images/z/x/y.<ext>`` + shard manifest) and
+``ImageryAll`` (every shard; its manifest is the region's coverage summary).
+
+Shards that download from one server claim the Luigi resource ``imagery_server_<host>``
+(see :func:`pipeline.imagery.shard.server_resource`); its limit goes in ``configs/luigi.toml``
+``[resources]`` (an unlisted resource allows one shard at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.cover import read_tiles_csv, shard_tiles
+from pipeline.errors import ConfigError
+from pipeline.imagery.shard import (
+    clear_started,
+    coverage_summary,
+    make_shard,
+    manifest_body,
+    mark_started,
+    may_reuse,
+    server_resource,
+)
+from pipeline.io import read_manifest, reset_dir
+from tasks.base import RegionTask, ShardTask
+from tasks.cover import CoverTiles
+
+log = logging.getLogger("luigi-interface")
+
+
+def _sample_region(task: RegionTask) -> list[Any]:
+    """MakeSampleRegion when the region is generated (its orthophoto is an input here)."""
+    if task.cfg.synthetic is None:
+        return []
+    from tasks.synthetic import MakeSampleRegion
+
+    return [MakeSampleRegion(config=task.config)]
+
+
+def _imagery(task: RegionTask) -> Any:
+    if task.cfg.imagery is None:
+        raise ConfigError(f"{task.cfg.path}: no [imagery] section; add one to make imagery tiles")
+    return task.cfg.imagery
+
+
+class ImageryPlan(RegionTask):
+    """Inspect the region's rasters once: bands, data type, footprints, 8-bit rescaling."""
+
+    stage = "imagery"
+
+    def requires(self) -> Any:
+        return _sample_region(self)
+
+    def manifest_path(self) -> Path:
+        return self.data_dir / "images" / "_plan.json"
+
+    def run(self) -> None:
+        from pipeline.imagery.raster import plan_sources
+
+        plan = plan_sources(_imagery(self))
+        self.output().write({"plan": plan.to_json()})
+
+
+class FetchImagery(ShardTask):
+    """The imagery tiles of one shard, cut from rasters or downloaded from a tile server."""
+
+    stage = "imagery"
+    product = "images"
+
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        name = server_resource(self.cfg.imagery)
+        return {name: 1} if name else {}
+
+    def requires(self) -> Any:
+        reqs: list[Any] = [CoverTiles(config=self.config), *_sample_region(self)]
+        if self.cfg.imagery is not None and self.cfg.imagery.source == "raster":
+            reqs.append(ImageryPlan(config=self.config))
+        return reqs
+
+    def run(self) -> None:
+        icfg = _imagery(self)
+        shard = str(self.shard)
+        tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), shard)
+        plan = None
+        if icfg.source == "raster":
+            from pipeline.imagery.raster import RasterPlan
+
+            plan = RasterPlan.from_json(read_manifest(ImageryPlan(config=self.config).manifest_path())["plan"])
+        manifest, digest = self.manifest_path(), self.digest()
+        reuse = may_reuse(manifest, digest)
+        scratch = reset_dir(self.scratch_dir())
+        mark_started(manifest, digest)
+        result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, self.product_dir(), scratch,
+                            reuse=reuse, progress=lambda i, n: self.progress(i, n, f"imagery {shard}"))
+        body = manifest_body(icfg, shard, result, self.product_dir())
+        self.output().write(body)
+        clear_started(manifest)
+        scratch.rmdir()
+        log.info("imagery shard %s: %s", shard, body["counts"])
+
+
+class ImageryAll(RegionTask):
+    """Every shard's imagery; its manifest is the coverage summary of the region."""
+
+    stage = "imagery"
+
+    def requires(self) -> Any:
+        return CoverTiles(config=self.config)
+
+    def manifest_path(self) -> Path:
+        return self.data_dir / "images" / "_manifest.json"
+
+    def run(self) -> Iterator[Any]:
+        _imagery(self)
+        df = read_tiles_csv(self.data_dir / "tiles.csv")
+        shards = sorted(df.shard.unique())
+        tasks = [FetchImagery(config=self.config, shard=s) for s in shards]
+        yield tasks
+        summary = coverage_summary({t.shard: read_manifest(t.manifest_path()) for t in tasks})
+        self.output().write({"coverage": summary})
+        log.info("imagery %s: %s of %s tiles with imagery, %s skipped (nodata), %s missing on the server",
+                 self.cfg.name, summary["counts"]["ok"], summary["tiles"], summary["counts"]["nodata-skipped"],
+                 summary["counts"]["missing-on-server"])

@@ -1,0 +1,252 @@
+"""Luigi: FetchImagery / ImageryAll from rasters and from a local tile server: shard
+manifests, the coverage summary, a SIGKILL in the middle of a download, config changes, and
+config validation of ``[imagery]``.
+
+The cover stage is pre-completed here (tiles.csv and its manifest written with today's
+digest), so these tests pick their own tiles and do not depend on the OSM extract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import luigi
+import pytest
+import rasterio
+from rasterio.warp import transform_bounds
+
+from pipeline.config import load_config
+from pipeline.cover import tiles_table, write_tiles_csv
+from pipeline.errors import ConfigError
+from pipeline.imagery.common import verify_image
+from pipeline.tiles import Tile, cover_bbox
+from tests.conftest import ROOT
+from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
+from tests.town import write_town_config
+
+ZOOM, SHARD_ZOOM = 19, 17
+
+
+def region(tmp: Path, imagery: str, tiles: list[Tile]) -> Path:
+    """A region config with ``imagery`` (TOML) whose cover stage is already done with ``tiles``."""
+    from tasks.cover import CoverTiles
+
+    data = tmp / "data"
+    cfg = write_town_config(tmp / "region.toml", tmp / "absent.osm.pbf", data, zoom=ZOOM, shard_zoom=SHARD_ZOOM,
+                            extra="\n[imagery]\n" + imagery)
+    data.mkdir(parents=True, exist_ok=True)
+    df = tiles_table([(t.x, t.y) for t in tiles], ZOOM, SHARD_ZOOM)
+    write_tiles_csv(df, data / "tiles.csv")
+    CoverTiles(config=str(cfg)).output().write({"root": str(data), "files": {
+        "tiles.csv": {"size": (data / "tiles.csv").stat().st_size}}, "tiles": len(df)})
+    return cfg
+
+
+def build(*tasks: luigi.Task) -> luigi.execution_summary.LuigiRunResult:
+    return luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING")
+
+
+@pytest.fixture(scope="module")
+def ortho(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Tile]]:
+    """A generated UTM 35N GeoTIFF and the z19 tiles around it (one ring of tiles beyond it)."""
+    tif = write_test_geotiff(tmp_path_factory.mktemp("ortho") / "ortho.tif", size_px=800)
+    with rasterio.open(tif) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    pad = 0.0012
+    return tif, [Tile(ZOOM, int(x), int(y)) for x, y in cover_bbox((w - pad, s - pad, e + pad, n + pad), ZOOM)]
+
+
+def image_files(images: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(images)): p.read_bytes() for p in images.rglob("*")
+            if p.is_file() and not p.name.startswith("_") and "_tmp" not in p.parts and "_shards" not in p.parts}
+
+
+def test_imagery_all_from_a_raster(tmp_path: Path, ortho: tuple[Path, list[Tile]]) -> None:
+    from tasks.imagery import FetchImagery, ImageryAll
+
+    tif, tiles = ortho
+    cfg = region(tmp_path, f'source = "raster"\npaths = ["{tif}"]\nformat = "png"\nmin_valid_share = 0.5\n', tiles)
+    res = build(ImageryAll(config=str(cfg)))
+    assert res.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, res.summary_text
+    data = tmp_path / "data"
+    summary = json.loads((data / "images" / "_manifest.json").read_text())["coverage"]
+    counts = summary["counts"]
+    assert summary["tiles"] == len(tiles) == counts["ok"] + counts["nodata-skipped"]
+    assert counts["ok"] > 0 and counts["nodata-skipped"] > 0 and counts["missing-on-server"] == 0
+    assert len(summary["nodata_skipped"]) == counts["nodata-skipped"]
+    files = image_files(data / "images")
+    assert len(files) == counts["ok"]
+    for shard in summary["by_shard"]:
+        m = json.loads((data / "images" / "_shards" / f"{shard}.json").read_text())
+        for rel, info in m["files"].items():
+            assert hashlib.sha256(files[rel]).hexdigest() == info["sha256"]
+            assert verify_image(files[rel], 256).ext == "png"
+        assert set(m["status"].values()) <= {"ok", "nodata-skipped"}
+        assert not (data / "images" / "_shards" / f"{shard}.started.json").exists()
+    # complete: a second build runs nothing and touches nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (data / "images").rglob("*") if p.is_file()}
+    assert build(ImageryAll(config=str(cfg))).scheduling_succeeded
+    assert {p: p.stat().st_mtime_ns for p in (data / "images").rglob("*") if p.is_file()} == stamps
+    assert FetchImagery(config=str(cfg), shard=next(iter(summary["by_shard"]))).resources == {}
+
+    # a changed [imagery] format reruns the imagery (old files go), nothing else
+    cfg.write_text(cfg.read_text().replace('format = "png"', 'format = "jpg"'))
+    luigi.task_register.Register.clear_instance_cache()  # task instances cache their config
+    assert build(ImageryAll(config=str(cfg))).status == luigi.execution_summary.LuigiStatusCode.SUCCESS
+    files2 = image_files(data / "images")
+    assert {Path(k).suffix for k in files2} == {".jpg"} and len(files2) == counts["ok"]
+
+
+def test_imagery_all_from_a_flaky_server(tmp_path: Path, ortho: tuple[Path, list[Tile]],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.imagery import FetchImagery, ImageryAll
+
+    tif, tiles = ortho
+    served = tiles_from_raster(tif, tiles)
+    holes = set(tiles[::9])
+    faults = {t: [["500", "429", "truncate", "html", "timeout"][i % 5]] for i, t in enumerate(tiles) if i % 3 == 1}
+    key = "K3Y-FOR-TESTS-ONLY"
+    monkeypatch.setenv("OSMSAT_TASK_TEST_KEY", key)
+    with TileServer(served, faults=faults, holes=holes, key=key, timeout_sleep_s=0.6, retry_after="0") as srv:
+        url = srv.url + "/xyz/{z}/{x}/{y}.png?key=${OSMSAT_TASK_TEST_KEY}"
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{url}"\ntimeout_s = 0.3\nbackoff_s = 0.01\n'
+                               'max_connections = 4\nuser_agent = "osmsat-tests"\n', tiles)
+        res = build(ImageryAll(config=str(cfg)))
+        assert res.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, res.summary_text
+        port = srv.url.rsplit(":", 1)[1]
+        task = FetchImagery(config=str(cfg), shard="0")  # every shard claims the same server
+        assert task.resources == {f"imagery_server_127_0_0_1_{port}": 1}
+    data = tmp_path / "data"
+    summary = json.loads((data / "images" / "_manifest.json").read_text())["coverage"]
+    assert summary["counts"] == {"ok": len(tiles) - len(holes), "nodata-skipped": 0,
+                                 "missing-on-server": len(holes)}
+    assert set(summary["missing_on_server"]) == {str(t) for t in holes}
+    files = image_files(data / "images")
+    assert {Path(k).with_suffix("").as_posix() for k in files} == {str(t) for t in tiles if t not in holes}
+    for rel, blob in files.items():
+        z, x, y = (int(v) for v in Path(rel).with_suffix("").parts)
+        assert blob == served[Tile(z, x, y)]
+    every_json = "".join(p.read_text() for p in (data / "images").rglob("*.json"))
+    assert key not in every_json and "key=REDACTED" in every_json
+
+
+def test_kill_during_download_then_rerun(tmp_path: Path, ortho: tuple[Path, list[Tile]]) -> None:
+    from tasks.imagery import FetchImagery
+
+    tif, tiles = ortho
+    by_shard = _shards(tiles)
+    shard = max(by_shard, key=lambda s: len(by_shard[s]))
+    mine = by_shard[shard]
+    served = tiles_from_raster(tif, tiles)
+    with TileServer(served, delay_s=0.08) as srv:
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png"\nmax_connections = 2\n',
+                     tiles)
+        code = ("import luigi; from tasks.imagery import FetchImagery; "
+                f"luigi.build([FetchImagery(config={str(cfg)!r}, shard={shard!r})], local_scheduler=True, "
+                "log_level='WARNING')")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ))
+        images = tmp_path / "data" / "images"
+        deadline = time.monotonic() + 60
+        while len(image_files(images)) < 6 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before = image_files(images)
+        assert 6 <= len(before) < len(mine), "the kill should land in the middle of the shard"
+        for rel, blob in before.items():  # every file under its final name is whole
+            verify_image(blob, 256)
+            z, x, y = (int(v) for v in Path(rel).with_suffix("").parts)
+            assert blob == served[Tile(z, x, y)]
+        manifest = images / "_shards" / f"{shard}.json"
+        assert not manifest.exists() and manifest.with_name(f"{shard}.started.json").exists()
+        asked = dict(srv.requests)
+        res = build(FetchImagery(config=str(cfg), shard=shard))
+        assert res.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, res.summary_text
+        again = {Tile(*(int(v) for v in Path(rel).with_suffix("").parts)) for rel in before}
+        assert all(srv.requests[t] == asked.get(t, 0) for t in again)  # valid tiles were not fetched again
+    after = image_files(images)
+    assert len(after) == len(mine) and all(after[k] == v for k, v in before.items())
+    m = json.loads(manifest.read_text())
+    assert m["requests"]["reused"] == len(before) and m["counts"]["ok"] == len(mine)
+    assert not manifest.with_name(f"{shard}.started.json").exists()
+
+
+def _shards(tiles: list[Tile]) -> dict[str, list[Tile]]:
+    from pipeline.tiles import shard_of
+
+    out: dict[str, list[Tile]] = {}
+    for t in tiles:
+        out.setdefault(shard_of(t, SHARD_ZOOM), []).append(t)
+    return out
+
+
+@pytest.mark.parametrize("imagery,message", [
+    ('source = "xyz"\nurl = "https://t.example/{z}/{x}/{yy}.png"', r"imagery\.url has unknown field"),
+    ('source = "xyz"\nurl = "https://t.example/{z}/{x}.png"', r"imagery\.url must contain"),
+    ('source = "wms"\nurl = "https://w.example/wms?WIDTH={width}"', r"imagery\.url must contain \{bbox\}"),
+    ('source = "xyz"\nurl = "ftp://t.example/{z}/{x}/{y}.png"', r"imagery\.url must start with http"),
+    ('source = "raster"\npaths = ["a.tif"]\nkeep_16bit = true', r"imagery\.keep_16bit needs format = 'tif'"),
+    ('source = "raster"\npaths = ["a.tif"]\nbands = [1, 2]', r"imagery\.bands = \[1, 2\]"),
+    ('source = "raster"\npaths = ["a.tif"]\npercentiles = [2, 120]', r"imagery\.percentiles"),
+    ('source = "raster"\npaths = ["a.tif"]\nheaders = { Referer = 3 }', r"imagery\.headers"),
+    ('source = "raster"\npaths = ["a.tif"]\nserver_slots = 2', r"unknown key\(s\) in \[imagery\]: server_slots"),
+    ('source = "xyz"\npaths = ["a.tif"]\nurl = "https://t.example/{z}/{x}/{y}.png"', r"imagery\.paths is only"),
+])
+def test_imagery_config_errors_name_file_and_key(tmp_path: Path, imagery: str, message: str) -> None:
+    cfg = write_town_config(tmp_path / "r.toml", tmp_path / "x.pbf", tmp_path / "d", extra="\n[imagery]\n" + imagery)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(cfg)
+    assert "r.toml" in str(err.value)
+
+
+def test_imagery_config_keys_parse(tmp_path: Path) -> None:
+    imagery = ('source = "xyz"\nurl = "https://t.example/{z}/{x}/{-y}{r}.png?api_key=${KEY}"\nretina = true\n'
+               'headers = { Referer = "https://osmsat.example" }\nrate_limit_per_s = 20\nmax_backoff_s = 30\n'
+               'jpeg_quality = 85\npng_level = 3\n')
+    icfg = load_config(write_town_config(tmp_path / "r.toml", tmp_path / "x.pbf", tmp_path / "d",
+                                         extra="\n[imagery]\n" + imagery)).imagery
+    assert icfg is not None and icfg.retina and icfg.rate_limit_per_s == 20.0 and icfg.max_backoff_s == 30.0
+    assert icfg.headers == (("Referer", "https://osmsat.example"),) and icfg.png_level == 3
+
+
+def test_reuse_marker_and_coverage_summary(tmp_path: Path) -> None:
+    from pipeline.imagery.shard import clear_started, coverage_summary, mark_started, may_reuse
+    from pipeline.io import write_manifest
+
+    manifest = tmp_path / "_shards" / "0123.json"
+    assert not may_reuse(manifest, "d1")  # nothing known: tiles on disk are not trusted
+    mark_started(manifest, "d1")
+    assert may_reuse(manifest, "d1") and not may_reuse(manifest, "d2")  # an interrupted run's own tiles only
+    clear_started(manifest)
+    write_manifest(manifest, "d2", {"files": {}})
+    assert may_reuse(manifest, "d2") and not may_reuse(manifest, "d1")
+    summary = coverage_summary({
+        "a": {"counts": {"ok": 2, "nodata-skipped": 1}, "status": {"19/2/1": "ok", "19/1/1": "nodata-skipped",
+                                                                   "19/3/1": "ok"}},
+        "b": {"counts": {"ok": 1, "missing-on-server": 2}, "status": {"19/10/5": "missing-on-server",
+                                                                      "19/9/5": "missing-on-server", "19/8/5": "ok"}},
+    })
+    assert summary["tiles"] == 6 and summary["shards"] == 2 and summary["share_with_imagery"] == 0.5
+    assert summary["counts"] == {"ok": 3, "nodata-skipped": 1, "missing-on-server": 2}
+    assert summary["missing_on_server"] == ["19/9/5", "19/10/5"] and summary["nodata_skipped"] == ["19/1/1"]
+
+
+def test_synthetic_region_requires_the_generated_orthophoto(tmp_path: Path) -> None:
+    from tasks.imagery import FetchImagery, ImageryPlan
+    from tasks.synthetic import MakeSampleRegion
+
+    cfg = write_town_config(tmp_path / "r.toml", tmp_path / "d" / "demo.osm.pbf", tmp_path / "d",
+                            extra=f'\n[synthetic]\nseed = 1\n\n[imagery]\nsource = "raster"\n'
+                                  f'paths = ["{tmp_path / "d" / "ortho.tif"}"]\n')
+    for task in (FetchImagery(config=str(cfg), shard="0"), ImageryPlan(config=str(cfg))):
+        reqs = luigi.task.flatten(task.requires())
+        assert any(isinstance(r, MakeSampleRegion) for r in reqs)
+    fetch_reqs = luigi.task.flatten(FetchImagery(config=str(cfg), shard="0").requires())
+    assert any(isinstance(r, ImageryPlan) for r in fetch_reqs)
