@@ -7,7 +7,6 @@ only when the manifest exists, records today's chained config digest
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,7 +14,7 @@ import luigi
 
 from pipeline.config import RegionConfig, load_config
 from pipeline.io import manifest_is_current, write_manifest
-from pipeline.stages import stage_digest
+from pipeline.stages import file_fingerprint, stage_digest
 
 
 class ManifestTarget(luigi.Target):
@@ -38,9 +37,14 @@ class RegionTask(luigi.Task):
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
     stage: ClassVar[str] = ""
 
-    @cached_property
+    @property
     def cfg(self) -> RegionConfig:
-        return load_config(self.config)
+        """The region config, reloaded when the file changes (Luigi reuses task instances)."""
+        key = file_fingerprint(self.config)
+        cached = self.__dict__.get("_cfg")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_cfg"] = (key, load_config(self.config))
+        return cached[1]
 
     @property
     def data_dir(self) -> Path:

@@ -12,4 +12,4 @@ class osmsat(luigi.Config):  # noqa: N801 - the section name in luigi.toml
         default="flex_mem",
         description="pyosmium node-location index: flex_mem (RAM) or sparse_file_array,<path> (disk)",
     )
-    progress = luigi.BoolParameter(default=True, description="show tqdm progress bars")
+
