@@ -7,12 +7,15 @@ only when the manifest exists, records today's chained config digest
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import luigi
+import pandas as pd
 
 from pipeline.config import RegionConfig, load_config
+from pipeline.cover import read_tiles_csv
 from pipeline.io import manifest_is_current, write_manifest
 from pipeline.stages import file_fingerprint, stage_digest
 
@@ -82,3 +85,30 @@ class ShardTask(RegionTask):
     def scratch_dir(self) -> Path:
         """Per-shard scratch folder for temporary files (same filesystem as the tiles)."""
         return self.product_dir() / "_tmp" / str(self.shard)
+
+
+class AllShardsTask(RegionTask):
+    """Runs one shard task per shard of ``tiles.csv`` (as dynamic dependencies, since the shards
+    are known only once CoverTiles has run), then writes a region summary as its manifest."""
+
+    product: ClassVar[str] = ""
+
+    def shard_task(self, shard: str) -> ShardTask:
+        raise NotImplementedError
+
+    def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def requires(self) -> Any:
+        from tasks.cover import CoverTiles
+
+        return CoverTiles(config=self.config)
+
+    def manifest_path(self) -> Path:
+        return self.data_dir / self.product / "_manifest.json"
+
+    def run(self) -> Iterator[Any]:
+        tiles = read_tiles_csv(self.data_dir / "tiles.csv")
+        shard_tasks = [self.shard_task(s) for s in sorted(tiles.shard.unique())]
+        yield shard_tasks
+        self.output().write(self.summary(tiles, shard_tasks))

@@ -32,9 +32,9 @@ class FetchOSM(RegionTask):
             raise MissingInputError(f"{self.cfg.osm.path}: not found, and {self.cfg.path} has no osm.url")
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp, atomic_path(self.cfg.osm.path) as tmp:
-                with open(tmp, "wb") as fh:
-                    shutil.copyfileobj(resp, fh, 1 << 20)
+            with (urllib.request.urlopen(req, timeout=self.timeout_s) as resp,
+                  atomic_path(self.cfg.osm.path) as tmp, open(tmp, "wb") as fh):
+                shutil.copyfileobj(resp, fh, 1 << 20)
         except (urllib.error.URLError, OSError) as exc:
             raise InputDataError(
                 f"{url}: download failed ({exc}); fetch it by hand to {self.cfg.osm.path} (osm.path)"

@@ -10,9 +10,10 @@ Shards that download from one server claim the Luigi resource ``imagery_server_<
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.errors import ConfigError
@@ -26,7 +27,7 @@ from pipeline.imagery.shard import (
     server_resource,
 )
 from pipeline.io import read_manifest, reset_dir
-from tasks.base import RegionTask, ShardTask
+from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
 
 log = logging.getLogger("luigi-interface")
@@ -104,25 +105,19 @@ class FetchImagery(ShardTask):
         log.info("imagery shard %s: %s", shard, body["counts"])
 
 
-class ImageryAll(RegionTask):
+class ImageryAll(AllShardsTask):
     """Every shard's imagery; its manifest is the coverage summary of the region."""
 
     stage = "imagery"
+    product = "images"
 
-    def requires(self) -> Any:
-        return CoverTiles(config=self.config)
-
-    def manifest_path(self) -> Path:
-        return self.data_dir / "images" / "_manifest.json"
-
-    def run(self) -> Iterator[Any]:
+    def shard_task(self, shard: str) -> ShardTask:
         _imagery(self)
-        df = read_tiles_csv(self.data_dir / "tiles.csv")
-        shards = sorted(df.shard.unique())
-        tasks = [FetchImagery(config=self.config, shard=s) for s in shards]
-        yield tasks
-        summary = coverage_summary({t.shard: read_manifest(t.manifest_path()) for t in tasks})
-        self.output().write({"coverage": summary})
+        return FetchImagery(config=self.config, shard=shard)
+
+    def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
+        summary = coverage_summary({str(t.shard): read_manifest(t.manifest_path()) for t in done})
         log.info("imagery %s: %s of %s tiles with imagery, %s skipped (nodata), %s missing on the server",
                  self.cfg.name, summary["counts"]["ok"], summary["tiles"], summary["counts"]["nodata-skipped"],
                  summary["counts"]["missing-on-server"])
+        return {"coverage": summary}

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.geo import mercator_to_lonlat
 from pipeline.io import read_features, reset_dir, write_tile_files
 from pipeline.masks import mask_pngs, prepare_burn
 from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds
-from tasks.base import RegionTask, ShardTask
+from tasks.base import AllShardsTask, ShardTask
 from tasks.cover import CoverTiles
 from tasks.extract import ExtractFeatures
 
@@ -55,20 +56,15 @@ class RasterizeMasks(ShardTask):
             yield item
 
 
-class MasksAll(RegionTask):
-    """Every shard's masks; its manifest summarises tiles and shards."""
+class MasksAll(AllShardsTask):
+    """Every shard's masks; its manifest summarises tiles, shards and classes."""
 
     stage = "masks"
+    product = "masks"
 
-    def requires(self) -> Any:
-        return CoverTiles(config=self.config)
+    def shard_task(self, shard: str) -> ShardTask:
+        return RasterizeMasks(config=self.config, shard=shard)
 
-    def manifest_path(self) -> Any:
-        return self.data_dir / "masks" / "_manifest.json"
-
-    def run(self) -> Iterator[Any]:
-        df = read_tiles_csv(self.data_dir / "tiles.csv")
-        shards = sorted(df.shard.unique())
-        yield [RasterizeMasks(config=self.config, shard=s) for s in shards]
-        self.output().write({"tiles": len(df), "shards": len(shards), "palette": "class ids; 255 = ignore",
-                             "classes": {c.name: c.id for c in self.cfg.classes}})
+    def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
+        return {"tiles": len(tiles), "shards": len(done), "palette": "class ids; 255 = ignore",
+                "classes": {c.name: c.id for c in self.cfg.classes}}
