@@ -76,10 +76,11 @@ def main() -> int:
         print(f"skip: {helsinki} is absent (the benchmarks use the shared Helsinki extract)")
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
-    from bench.bench_extract import large_extract
+    from bench.bench_extract import GRID, make_grid_extract
 
     bench("helsinki", helsinki)
-    bench("helsinki-x64", large_extract(helsinki))
+    big = OUT / f"helsinki-x{GRID * GRID}.osm.pbf"
+    bench(f"helsinki-x{GRID * GRID}", make_grid_extract(helsinki, big))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import resource
 import time
 from collections.abc import Callable
@@ -32,10 +33,16 @@ def run_phase(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
     q: mp.Queue[Any] = ctx.Queue()
     p = ctx.Process(target=_child, args=(fn, args, q))
     p.start()
-    out = q.get()
+    while True:
+        try:
+            status, out = q.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"benchmark phase {fn.__name__} died (exit code {p.exitcode})") from None
     p.join()
-    if p.exitcode != 0:
-        raise RuntimeError(f"benchmark phase {fn.__name__} failed with exit code {p.exitcode}")
+    if status != "ok":
+        raise RuntimeError(f"benchmark phase {fn.__name__} failed: {out}")
     return out  # type: ignore[no-any-return]
 
 

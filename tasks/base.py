@@ -65,9 +65,11 @@ class RegionTask(luigi.Task):
         return ManifestTarget(self.manifest_path(), self.digest())
 
     def progress(self, done: int, total: int, what: str) -> None:
-        """Report progress to the Luigi scheduler (status message and percentage)."""
-        self.set_status_message(f"{what}: {done}/{total}")  # type: ignore[misc]
-        self.set_progress_percentage(round(100 * done / total) if total else 100)  # type: ignore[misc]
+        """Report progress to the Luigi scheduler (status message and percentage), when run by a worker."""
+        if self.set_status_message is not None:
+            self.set_status_message(f"{what}: {done}/{total}")
+        if self.set_progress_percentage is not None:
+            self.set_progress_percentage(round(100 * done / total) if total else 100)
 
 
 class ShardTask(RegionTask):

@@ -19,30 +19,35 @@ USER_AGENT = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
 
 
 class FetchOSM(RegionTask):
-    """Download ``[osm] url`` to ``[osm] path`` (only scheduled when the file is missing)."""
+    """Download ``[osm] url`` to ``[osm] path``, atomically (scheduled only when the file is
+    missing). Its output is the file itself."""
 
-    timeout_s = luigi.FloatParameter(default=60.0, significant=False)
+    timeout_s = luigi.FloatParameter(default=60.0, significant=False,
+                                     description="seconds without data before the download fails")
 
     def output(self) -> luigi.LocalTarget:  # type: ignore[override]
         return luigi.LocalTarget(str(self.cfg.osm.path))
 
     def run(self) -> None:
-        url = self.cfg.osm.url
+        url, dest = self.cfg.osm.url, self.cfg.osm.path
         if not url:
-            raise MissingInputError(f"{self.cfg.osm.path}: not found, and {self.cfg.path} has no osm.url")
+            raise MissingInputError(f"{dest}: OSM extract not found and {self.cfg.path} sets no osm.url")
+        self.progress(0, 1, f"downloading {url}")
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
             with (urllib.request.urlopen(req, timeout=self.timeout_s) as resp,
-                  atomic_path(self.cfg.osm.path) as tmp, open(tmp, "wb") as fh):
+                  atomic_path(dest) as tmp, open(tmp, "wb") as fh):
                 shutil.copyfileobj(resp, fh, 1 << 20)
         except (urllib.error.URLError, OSError) as exc:
             raise InputDataError(
-                f"{url}: download failed ({exc}); fetch it by hand to {self.cfg.osm.path} (osm.path)"
+                f"{url}: download failed ({exc}); check osm.url in {self.cfg.path}, "
+                f"or put the extract at {dest} (osm.path) by hand"
             ) from exc
 
 
 class ExtractFeatures(RegionTask):
-    """The region's OSM features of every configured class -> ``features.parquet`` (EPSG:4326)."""
+    """The region's OSM features of every configured class -> ``<data_dir>/features.parquet``
+    (GeoParquet, EPSG:4326; see :func:`pipeline.osm.extract_features`)."""
 
     stage = "extract"
 
@@ -58,15 +63,19 @@ class ExtractFeatures(RegionTask):
     def run(self) -> None:
         pbf = self.cfg.osm.path
         if not pbf.exists():
-            raise MissingInputError(f"{pbf}: OSM extract not found; fix osm.path in {self.cfg.path} or set osm.url")
-        self.set_status_message(f"extracting {pbf}")  # type: ignore[misc]
+            raise MissingInputError(
+                f"{pbf}: OSM extract not found; fix osm.path in {self.cfg.path} (or set osm.url to download it)"
+            )
+        self.progress(0, 1, f"extracting features from {pbf}")
         gdf, stats = extract_features_with_stats(pbf, self.cfg.classes, osmsat().node_index)
         out = self.data_dir / "features.parquet"
         write_features(gdf, out)
+        self.progress(1, 1, f"{len(gdf)} features from {pbf}")
         self.output().write({
             "root": str(self.data_dir),
             "files": {"features.parquet": {"size": out.stat().st_size}},
-            "input": str(pbf),
+            "input": {"path": str(pbf), "size": pbf.stat().st_size},
             "features": len(gdf),
+            "classes": stats.rows_per_class,
             "stats": stats.as_dict(),
         })
