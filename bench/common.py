@@ -20,11 +20,15 @@ os.environ.setdefault("GDAL_NUM_THREADS", "1")
 
 
 def _child(fn: Callable[..., Any], args: tuple[Any, ...], q: mp.Queue[Any]) -> None:
-    t0 = time.perf_counter()
-    result = fn(*args)
-    dt = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        result = fn(*args)
+        dt = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, which would otherwise wait forever
+        q.put(("error", f"{type(exc).__name__}: {exc}"))
+        return
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    q.put((result, dt, peak_mb))
+    q.put(("ok", (result, dt, peak_mb)))
 
 
 def run_phase(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
