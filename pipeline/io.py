@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from pipeline.errors import ManifestError
 from pipeline.tiles import Tile
 
@@ -135,10 +137,41 @@ def manifest_is_current(path: str | Path, digest: str, check_files: bool = True)
 FEATURE_COLUMNS = ("osm_type", "osm_id", "class", "class_id", "buffer_m", "tags")
 
 
+FEATURE_ROW_GROUP = 4096
+
+
 def write_features(gdf: gpd.GeoDataFrame, path: str | Path) -> None:
-    """Write features as GeoParquet (EPSG:4326, with a bbox covering column) atomically."""
+    """Write features as GeoParquet (EPSG:4326, with a bbox covering column) atomically.
+
+    Rows are stored in spatial (Morton) order of their bounding-box centres, in row groups of
+    ``FEATURE_ROW_GROUP`` rows, so that a bbox read (one shard) skips the row groups that lie
+    elsewhere instead of scanning the whole file. The order is deterministic (ties keep the
+    input order).
+    """
+    order = np.argsort(_morton_keys(gdf.geometry.to_numpy()), kind="stable")
     with atomic_path(path) as tmp:
-        gdf.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
+        gdf.iloc[order].to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True,
+                                   row_group_size=FEATURE_ROW_GROUP)
+
+
+def _morton_keys(geoms: np.ndarray) -> np.ndarray:
+    """Z-order keys (uint64) of the bbox centres of EPSG:4326 geometries on a 2**16 grid."""
+    import shapely
+
+    b = shapely.bounds(geoms)
+    cx = np.nan_to_num((b[:, 0] + b[:, 2]) / 2)
+    cy = np.nan_to_num((b[:, 1] + b[:, 3]) / 2)
+    x = np.clip((cx + 180) / 360 * 65536, 0, 65535).astype(np.uint64)
+    y = np.clip((90 - cy) / 180 * 65536, 0, 65535).astype(np.uint64)
+    return _spread_bits(x) | (_spread_bits(y) << np.uint64(1))
+
+
+def _spread_bits(v: np.ndarray) -> np.ndarray:
+    """Insert a zero bit between the 16 low bits of each value (for Morton keys)."""
+    v = v & np.uint64(0xFFFF)
+    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
 
 
 def read_features(

@@ -16,6 +16,7 @@ import io
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -26,7 +27,8 @@ from rasterio.features import rasterize
 
 from pipeline.config import IGNORE_VALUE, ClassSpec, ConfigError
 from pipeline.cover import burn_geometries
-from pipeline.tiles import Tile, block_transform, tile_extent_m
+from pipeline.geo import mercator_to_lonlat
+from pipeline.tiles import Tile, block_transform, quadkey_to_tile, tile_bounds, tile_extent_m
 
 BLOCK_TILES = 8
 
@@ -35,7 +37,9 @@ BLOCK_TILES = 8
 class BurnSet:
     """Features ready to burn: EPSG:3857 geometries in burn order with their class ids.
 
-    ``edges`` are the boundaries of area features (for the ignore ring). Both carry an STRtree.
+    ``shapes`` are the same geometries as GeoJSON-like dicts (what ``rasterize`` reads), made
+    once. ``edges`` are the boundaries of area features (for the ignore ring). Both geometry
+    arrays carry an STRtree.
     """
 
     geoms: NDArray[np.object_]
@@ -43,6 +47,7 @@ class BurnSet:
     tree: shapely.STRtree
     edges: NDArray[np.object_]
     edge_tree: shapely.STRtree
+    shapes: list[dict[str, Any]]
 
 
 def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec]) -> BurnSet:
@@ -62,7 +67,44 @@ def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec]) -> Bu
     keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
     geoms, vals, is_area = geoms[keep], vals[keep], is_area[keep]
     edges = shapely.boundary(geoms[is_area]) if is_area.any() else np.array([], dtype=object)
-    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges))
+    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges), geojson_like(geoms))
+
+
+def geojson_like(geoms: NDArray[np.object_]) -> list[dict[str, Any]]:
+    """GeoJSON-like dicts of shapely geometries, for ``rasterio.features.rasterize``.
+
+    Polygons and multipolygons (all that buffered features are) go through
+    ``shapely.to_ragged_array``, so coordinates are never visited one by one in Python;
+    other geometry types use ``__geo_interface__``.
+    """
+    kinds = shapely.get_type_id(geoms)
+    polygonal = np.isin(kinds, (3, 6))  # Polygon, MultiPolygon
+    out: list[dict[str, Any]] = [{} for _ in range(len(geoms))]
+    for i in np.flatnonzero(~polygonal):
+        out[i] = geoms[i].__geo_interface__
+    idx = np.flatnonzero(polygonal)
+    if len(idx):
+        # offsets: rings -> coords, (parts -> rings,) geometries -> parts or rings
+        _, coords, offsets = shapely.to_ragged_array(geoms[idx])
+        nested: list[Any] = coords.tolist()
+        for off in offsets:
+            nested = [nested[a:b] for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+        kind = "MultiPolygon" if len(offsets) == 3 else "Polygon"
+        for j, coordinates in zip(idx.tolist(), nested):
+            out[j] = {"type": kind, "coordinates": coordinates}
+    return out
+
+
+def shard_read_bbox(shard: str, classes: Sequence[ClassSpec]) -> tuple[float, float, float, float]:
+    """(W, S, E, N) degrees of the features a shard's masks need: the shard's bounds grown by
+    four times the widest line buffer (ground metres are up to 1/cos(lat) mercator metres)
+    plus a metre."""
+    widest = max([c.buffer_m for c in classes] + [b for c in classes for _, b in c.buffer_m_by_value])
+    margin = 4 * widest + 1.0
+    left, bottom, right, top = tile_bounds(quadkey_to_tile(shard))
+    corners = np.array([[left - margin, bottom - margin], [right + margin, top + margin]])
+    (w, s), (e, n) = mercator_to_lonlat(corners)
+    return (float(w), float(s), float(e), float(n))
 
 
 def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: int,
@@ -78,7 +120,8 @@ def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: 
     out = np.zeros(shape, dtype=np.uint8)
     idx = np.sort(burn.tree.query(box, predicate="intersects"))
     if len(idx):
-        rasterize(zip(burn.geoms[idx], burn.values[idx].tolist()), out_shape=shape, transform=transform,
+        shapes = [burn.shapes[i] for i in idx.tolist()]
+        rasterize(zip(shapes, burn.values[idx].tolist()), out_shape=shape, transform=transform,
                   out=out, dtype=np.uint8)
     if ignore_ring_px > 0 and len(burn.edges):
         reach = ignore_ring_px * res

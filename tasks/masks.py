@@ -5,25 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
-from pipeline.geo import mercator_to_lonlat
 from pipeline.io import read_features, reset_dir, write_tile_files
-from pipeline.masks import mask_pngs, prepare_burn
-from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds
+from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ShardTask
 from tasks.cover import CoverTiles
 from tasks.extract import ExtractFeatures
-
-
-def _shard_bbox_lonlat(shard: str, margin_m: float) -> tuple[float, float, float, float]:
-    """(W, S, E, N) degrees of a shard, grown by ``margin_m`` web-mercator metres."""
-    left, bottom, right, top = tile_bounds(quadkey_to_tile(shard))
-    corners = np.array([[left - margin_m, bottom - margin_m], [right + margin_m, top + margin_m]])
-    (w, s), (e, n) = mercator_to_lonlat(corners)
-    return (float(w), float(s), float(e), float(n))
 
 
 class RasterizeMasks(ShardTask):
@@ -38,9 +28,7 @@ class RasterizeMasks(ShardTask):
     def run(self) -> None:
         cfg = self.cfg
         tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), str(self.shard))
-        margin = 4 * max((c.buffer_m for c in cfg.classes), default=0.0) + 4 * max(
-            (b for c in cfg.classes for _, b in c.buffer_m_by_value), default=0.0) + 1.0
-        feats = read_features(self.data_dir / "features.parquet", bbox=_shard_bbox_lonlat(str(self.shard), margin))
+        feats = read_features(self.data_dir / "features.parquet", bbox=shard_read_bbox(str(self.shard), cfg.classes))
         burn = prepare_burn(feats, cfg.classes)
         pngs = mask_pngs(burn, tiles, cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
         scratch = reset_dir(self.scratch_dir())
