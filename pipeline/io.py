@@ -75,14 +75,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def reset_dir(path: str | Path) -> Path:
     """Delete ``path`` (a scratch folder left by a killed run) and create it empty."""
     path = Path(path)

@@ -60,18 +60,3 @@ def value(rows: NDArray[np.int64], cols: NDArray[np.int64], cell: float, seed: i
     bot += (lat[np.ix_(ry + 1, rx + 1)] - bot) * tx[None, :]
     top += (bot - top) * ty[:, None]
     return top
-
-
-def fbm(
-    rows: NDArray[np.int64], cols: NDArray[np.int64], cells: tuple[float, ...], seed: int
-) -> NDArray[np.float32]:
-    """Sum of value-noise octaves (weights halving with each finer octave), roughly in [-1, 1]."""
-    out = np.zeros((len(rows), len(cols)), dtype=np.float32)
-    weight, total = 1.0, 0.0
-    for k, cell in enumerate(cells):
-        layer = white(rows, cols, seed + 7919 * k) if cell <= 1 else value(rows, cols, cell, seed + 7919 * k)
-        out += np.float32(weight) * layer
-        total += weight
-        weight *= 0.5
-    out /= np.float32(total)
-    return out

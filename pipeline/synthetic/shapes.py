@@ -57,13 +57,6 @@ def rotate_about(geoms: NDArray[np.object_], angle: float, cx: float, cy: float)
     return shapely.transform(np.asarray(geoms, dtype=object), fn)
 
 
-def rotate_points(xy: NDArray[np.float64], angle: float, cx: float, cy: float) -> NDArray[np.float64]:
-    """Rotate (n, 2) points by ``angle`` radians counter-clockwise about (cx, cy)."""
-    c, s = math.cos(angle), math.sin(angle)
-    x, y = xy[:, 0] - cx, xy[:, 1] - cy
-    return np.column_stack([cx + c * x - s * y, cy + s * x + c * y])
-
-
 def blob(cx: float, cy: float, ax: float, ay: float, rng: np.random.Generator, n: int = 48) -> Polygon:
     """A smooth irregular closed shape around (cx, cy) with semi-axes about ``ax`` x ``ay``."""
     phi = np.linspace(0.0, 2 * math.pi, n, endpoint=False)
