@@ -35,6 +35,12 @@ _TAG_RE = re.compile(r"^([^=|*\s]+)(?:=(\*|[^=|]+(?:\|[^=|]+)*))?$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 
+#: Optional sections owned by a stage module, parsed by that module (imported lazily, so loading
+#: a config never imports torch): section name -> "module:function". The function takes
+#: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
+#: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
+SECTION_PARSERS: dict[str, str] = {}
+
 
 @dataclass(frozen=True)
 class TagFilter:
@@ -196,7 +202,17 @@ class RegionConfig:
     ignore_ring_px: int = 0
     imagery: ImageryConfig | None = None
     synthetic: SyntheticConfig | None = None
+    sections: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def section(self, name: str) -> Any:
+        """The parsed dataclass of an optional stage section (``SECTION_PARSERS``): the config's
+        own table, or the section's defaults when the config has none."""
+        if name in self.sections:
+            return self.sections[name]
+        if name not in SECTION_PARSERS:
+            raise KeyError(f"no config section parser registered for [{name}]")
+        return _section_parser(name)(self.path, {})
 
     def digest(self, *keys: str) -> str:
         """SHA-256 (hex, 16 chars) of the named config values, canonically JSON-encoded.
@@ -232,7 +248,7 @@ class RegionConfig:
 # Loading and validation
 
 
-class _Section:
+class Section:
     """A TOML table being read: every key must be taken, leftovers are reported as unknown."""
 
     def __init__(self, path: Path, where: str, table: Any) -> None:
@@ -295,8 +311,8 @@ def load_config(path: str | Path) -> RegionConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    top = _Section(path, "", raw)
-    region = _Section(path, "region", top.take("region", dict))
+    top = Section(path, "", raw)
+    region = Section(path, "region", top.take("region", dict))
     name = region.take("name", str)
     if not _NAME_RE.match(name):
         raise ConfigError(f"{region.key('name')} = {name!r}: use lower-case letters, digits, '-' or '_'")
@@ -309,26 +325,35 @@ def load_config(path: str | Path) -> RegionConfig:
     data_dir = Path(region.take("data_dir", str, f"data/{name}"))
     region.done()
 
-    osm_sec = _Section(path, "osm", top.take("osm", dict))
+    osm_sec = Section(path, "osm", top.take("osm", dict))
     osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None))
     osm_sec.done()
 
-    masks_sec = _Section(path, "masks", top.take("masks", dict, {}))
+    masks_sec = Section(path, "masks", top.take("masks", dict, {}))
     ring = masks_sec.integer("ignore_ring_px", 0, lo=0, hi=64)
     masks_sec.done()
 
     classes = _classes(path, top.take("classes", list))
     imagery = _imagery(path, top.take("imagery", dict)) if "imagery" in top.table else None
     synthetic = _synthetic(path, top.take("synthetic", dict)) if "synthetic" in top.table else None
+    sections = {name: _section_parser(name)(path, top.take(name, dict))
+                for name in SECTION_PARSERS if name in top.table}
     top.done()
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
         data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, ignore_ring_px=ring,
-        imagery=imagery, synthetic=synthetic, raw=raw,
+        imagery=imagery, synthetic=synthetic, sections=sections, raw=raw,
     )
 
 
-def _bbox(sec: _Section, k: str) -> tuple[float, float, float, float] | None:
+def _section_parser(name: str) -> Any:
+    import importlib
+
+    module, func = SECTION_PARSERS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _bbox(sec: Section, k: str) -> tuple[float, float, float, float] | None:
     v = sec.take(k, list, None)
     if v is None:
         return None
@@ -345,7 +370,7 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
         raise ConfigError(f"{path}: [[classes]] needs at least one class")
     out: list[ClassSpec] = []
     for i, item in enumerate(items):
-        sec = _Section(path, f"classes[{i}]", item)
+        sec = Section(path, f"classes[{i}]", item)
         name = sec.take("name", str)
         sec.where = f"classes[{i}] ({name})"
         cid = sec.integer("id", lo=1, hi=254)
@@ -377,7 +402,7 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
     return tuple(out)
 
 
-def _str_list(sec: _Section, k: str, default: Any = ...) -> list[str]:
+def _str_list(sec: Section, k: str, default: Any = ...) -> list[str]:
     v = sec.take(k, (list, str), default)
     v = [v] if isinstance(v, str) else v
     if not all(isinstance(x, str) for x in v):
@@ -391,7 +416,7 @@ def _default_color(cid: int) -> str:
 
 
 def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
-    sec = _Section(path, "imagery", table)
+    sec = Section(path, "imagery", table)
     d = ImageryConfig(source="raster")
     source = sec.choice("source", ("raster", "xyz", "wms"))
     paths = tuple(Path(p) for p in _str_list(sec, "paths", []))
@@ -453,7 +478,7 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
 _URL_FIELDS = {"xyz": ("z", "x", "y", "-y", "quadkey", "r"), "wms": ("bbox", "width", "height")}
 
 
-def _check_url_template(sec: _Section, url: str, source: str) -> None:
+def _check_url_template(sec: Section, url: str, source: str) -> None:
     """A tile URL template: known ``{fields}`` only, enough of them to address a tile."""
     if not re.match(r"^https?://", url):
         raise ConfigError(f"{sec.key('url')} must start with http:// or https://")
@@ -470,7 +495,7 @@ def _check_url_template(sec: _Section, url: str, source: str) -> None:
 
 
 def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
-    sec = _Section(path, "synthetic", table)
+    sec = Section(path, "synthetic", table)
     d = SyntheticConfig()
     centre = sec.take("centre", list, list(d.centre))
     if len(centre) != 2 or not (-180 < centre[0] < 180 and -80 < centre[1] < 84):
@@ -492,11 +517,13 @@ def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
 
 __all__ = [
     "IGNORE_VALUE",
+    "SECTION_PARSERS",
     "ClassSpec",
     "ConfigError",
     "ImageryConfig",
     "OsmSource",
     "RegionConfig",
+    "Section",
     "SyntheticConfig",
     "TagFilter",
     "load_config",

@@ -231,3 +231,44 @@ def write_tile_files(
         os.replace(tmp, final)
         files[f"{t.z}/{t.x}/{t.y}.{ext}"] = {"size": len(data), "sha256": sha256_bytes(data)}
     return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile index: which tiles of a product belong to today's run
+
+#: columns of a product's tile index (``read_tile_index``)
+INDEX_COLUMNS = ("z", "x", "y", "shard", "path", "size", "sha256", "status")
+#: index statuses: a tile file was written; the tile was skipped (no valid pixels); the source lacked it
+WRITTEN, NODATA, MISSING = "written", "nodata", "missing"
+
+
+def read_tile_index(product_dir: str | Path) -> Any:
+    """The tile index of a sharded product (``data/<region>/<product>``) as a DataFrame with
+    ``INDEX_COLUMNS``, sorted by (z, x, y): ``path`` is relative to ``product_dir`` (empty when
+    no file was written), ``status`` one of ``written``, ``nodata``, ``missing``.
+
+    Built from the shard manifests that the product's tasks wrote (never a glob of the tile
+    folders, which may hold tiles of an earlier config). Raises ManifestError naming the folder
+    when the product has no shard manifest (run its ``*All`` task first).
+    """
+    import pandas as pd
+
+    product_dir = Path(product_dir)
+    manifests = sorted((product_dir / "_shards").glob("*.json"))
+    if not manifests:
+        raise ManifestError(f"{product_dir}: no shard manifests; run the stage that makes it first")
+    rows: list[tuple[Any, ...]] = []
+    for mpath in manifests:
+        m = read_manifest(mpath)
+        shard = str(m.get("shard", mpath.stem))
+        by_tile: dict[str, tuple[str, int, str]] = {}
+        for rel, info in m.get("files", {}).items():
+            by_tile[rel.rsplit(".", 1)[0]] = (rel, int(info["size"]), str(info.get("sha256", "")))
+        status = m.get("status") or {k: "ok" for k in by_tile}
+        for key, st in status.items():
+            z, x, y = (int(v) for v in key.split("/"))
+            rel, size, sha = by_tile.get(key, ("", 0, ""))
+            label = WRITTEN if st == "ok" else NODATA if st.startswith("nodata") else MISSING
+            rows.append((z, x, y, shard, rel, size, sha, label))
+    df = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    return df.sort_values(["z", "x", "y"], kind="stable").reset_index(drop=True)
