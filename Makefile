@@ -12,9 +12,9 @@ WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
 
-.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool
+.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool browser
 
-install: $(VENV)/.installed osmium-tool
+install: $(VENV)/.installed osmium-tool browser
 
 # torch comes plainly from the package index (with torchvision, which segmentation-models-pytorch needs)
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -27,6 +27,12 @@ osmium-tool:
 	@command -v osmium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq >/dev/null && apt-get install -y -qq osmium-tool >/dev/null) || \
 	  echo "note: osmium-tool not installed; the tests that compare with it will skip"; }
+
+# headless Chromium and its driver: only the report's page test uses them (skipped without)
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "note: chromium not installed; the report's browser test will skip"; }
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tasks tests bench scripts

@@ -1,0 +1,192 @@
+"""The region report: one self-contained HTML page (``data/<region>/report.html``).
+
+A slippy map (Leaflet 1.9.4, vendored under ``pipeline/static/leaflet``, BSD-2) of the region's
+imagery tiles and of vector layers (OSM features, predictions, change layers) that can be
+toggled, the training curves and the headline figures. Nothing is fetched from the network: the
+script, its stylesheet and icons, the vector layers and the curve picture are inlined; only the
+imagery tiles are read from the region's own tile tree, by a URL relative to the page
+(``images/{z}/{x}/{y}.<ext>``), so the page must stay beside that folder.
+
+Pure functions: layers in (GeoJSON dicts in EPSG:4326, lon/lat), an HTML string out; the task
+reads the files and writes the page atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATIC = Path(__file__).resolve().parent / "static" / "leaflet"
+
+
+@dataclass(frozen=True)
+class MapLayer:
+    """One vector overlay: a GeoJSON FeatureCollection (EPSG:4326) and its Leaflet path style
+    (``color``, ``weight`` in CSS px, ``fillOpacity`` in [0, 1])."""
+
+    name: str
+    geojson: dict[str, Any]
+    color: str
+    visible: bool = True
+    fill_opacity: float = 0.25
+    weight: float = 2.0
+
+
+@dataclass(frozen=True)
+class TileLayer:
+    """The imagery tiles: a URL template relative to the page and their native zoom."""
+
+    url: str  # e.g. "images/{z}/{x}/{y}.png"
+    zoom: int
+    name: str = "imagery"
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything on the page. ``bounds`` is (west, south, east, north) in EPSG:4326 degrees;
+    ``figures`` maps a table title to rows of (label, value) already formatted for people."""
+
+    title: str
+    bounds: tuple[float, float, float, float]
+    tiles: TileLayer | None
+    layers: tuple[MapLayer, ...]
+    figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    curves_png: bytes | None = None
+    notes: tuple[str, ...] = ()
+
+
+def leaflet_assets() -> tuple[str, str]:
+    """(JavaScript, CSS) of the vendored Leaflet, with the CSS's icon URLs inlined as data URIs."""
+    js = (STATIC / "leaflet.js").read_text(encoding="utf-8")
+    css = (STATIC / "leaflet.css").read_text(encoding="utf-8")
+
+    def inline(m: re.Match[str]) -> str:
+        data = (STATIC / "images" / m.group(1)).read_bytes()
+        return f"url(data:image/png;base64,{base64.b64encode(data).decode()})"
+
+    return js, re.sub(r"url\(images/([\w.-]+\.png)\)", inline, css)
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe to place inside a <script> element (no ``</script>`` can close it early)."""
+    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _figures_html(figures: dict[str, list[tuple[str, str]]]) -> str:
+    parts = []
+    for title, rows in figures.items():
+        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        parts.append(f"<section class='fig'><h2>{html.escape(title)}</h2><table>{body}</table></section>")
+    return "".join(parts)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}}
+header{{padding:8px 16px;background:#263238;color:#fff}} header h1{{font-size:18px;margin:0}}
+#map{{height:62vh;min-height:360px}} main{{display:flex;flex-wrap:wrap;gap:16px;padding:12px 16px}}
+.fig table{{border-collapse:collapse}} .fig th{{text-align:left;padding:2px 12px 2px 0;font-weight:500}}
+.fig td{{text-align:right;font-variant-numeric:tabular-nums}} .fig h2,.curves h2{{font-size:15px;margin:4px 0}}
+.curves img{{max-width:640px;width:100%}} .legend{{background:#fff;padding:6px 8px;border-radius:4px}}
+.legend i{{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:-1px}}
+footer{{padding:4px 16px 12px;color:#666;font-size:12px}}
+</style></head><body>
+<header><h1>{title}</h1></header>
+<div id="map"></div>
+<main>{figures}{curves}</main>
+<footer>{notes}Map: Leaflet (BSD-2). Imagery tiles are read from the folder beside this page.</footer>
+<script>{js}</script>
+<script>
+(function () {{
+  var spec = {spec};
+  var map = L.map("map", {{preferCanvas: false}});
+  map.attributionControl.setPrefix("Leaflet");
+  var b = spec.bounds;
+  map.fitBounds([[b[1], b[0]], [b[3], b[2]]]);
+  var base = {{}}, overlays = {{}}, counts = {{}};
+  if (spec.tiles) {{
+    var t = L.tileLayer(spec.tiles.url, {{minZoom: Math.max(0, spec.tiles.zoom - 6),
+      maxZoom: spec.tiles.zoom + 3, minNativeZoom: spec.tiles.zoom, maxNativeZoom: spec.tiles.zoom,
+      bounds: [[b[1], b[0]], [b[3], b[2]]], attribution: "imagery tiles"}});
+    t.addTo(map); base[spec.tiles.name] = t;
+  }}
+  spec.layers.forEach(function (l) {{
+    var layer = L.geoJSON(l.geojson, {{
+      style: {{color: l.color, weight: l.weight, fillOpacity: l.fillOpacity}},
+      pointToLayer: function (f, ll) {{ return L.circleMarker(ll, {{radius: 4, color: l.color}}); }},
+      onEachFeature: function (f, lyr) {{
+        var p = f.properties || {{}}, rows = [];
+        Object.keys(p).slice(0, 12).forEach(function (k) {{ rows.push(k + ": " + p[k]); }});
+        if (rows.length) lyr.bindPopup("<b>" + l.name + "</b><br>" + rows.join("<br>"));
+      }}
+    }});
+    if (l.visible) layer.addTo(map);
+    overlays[l.name + " (" + l.geojson.features.length + ")"] = layer;
+    counts[l.name] = l.geojson.features.length;
+  }});
+  L.control.layers(base, overlays, {{collapsed: false}}).addTo(map);
+  L.control.scale({{imperial: false}}).addTo(map);
+  var legend = L.control({{position: "bottomright"}});
+  legend.onAdd = function () {{
+    var d = L.DomUtil.create("div", "legend");
+    d.innerHTML = spec.layers.map(function (l) {{
+      return "<i style='background:" + l.color + "'></i>" + l.name; }}).join("<br>");
+    return d;
+  }};
+  legend.addTo(map);
+  window.osmsatReport = {{map: map, layers: counts}};
+}})();
+</script></body></html>
+"""
+
+
+def render_report(report: Report) -> str:
+    """The report page as one HTML string (UTF-8 text, no external references but the tiles)."""
+    js, css = leaflet_assets()
+    spec = {
+        "bounds": list(report.bounds),
+        "tiles": None if report.tiles is None else {"url": report.tiles.url, "zoom": report.tiles.zoom,
+                                                      "name": report.tiles.name},
+        "layers": [{"name": layer.name, "geojson": layer.geojson, "color": layer.color,
+                    "visible": layer.visible, "fillOpacity": layer.fill_opacity, "weight": layer.weight}
+                   for layer in report.layers],
+    }
+    curves = ""
+    if report.curves_png:
+        src = "data:image/png;base64," + base64.b64encode(report.curves_png).decode()
+        curves = f"<section class='curves'><h2>Training curves</h2><img alt='training curves' src='{src}'></section>"
+    notes = "".join(f"{html.escape(n)} " for n in report.notes)
+    return _PAGE.format(title=html.escape(report.title), css=css, js=js.replace("</script", "<\\/script"),
+                        spec=_script_json(spec), figures=_figures_html(report.figures), curves=curves,
+                        notes=notes)
+
+
+def layers_bounds(layers: tuple[MapLayer, ...] | list[MapLayer]) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) in degrees of every coordinate of the layers, or None if empty."""
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(c: Any) -> None:
+        if isinstance(c, (list, tuple)) and c and isinstance(c[0], (int, float)):
+            xs.append(float(c[0]))
+            ys.append(float(c[1]))
+        elif isinstance(c, (list, tuple)):
+            for item in c:
+                walk(item)
+
+    for layer in layers:
+        for f in layer.geojson.get("features", []):
+            geom = f.get("geometry") or {}
+            walk(geom.get("coordinates", []))
+    if not xs:
+        return None
+    return (min(xs), min(ys), max(xs), max(ys))

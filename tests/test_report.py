@@ -1,0 +1,89 @@
+"""The HTML report: self-contained, and in a real headless Chromium it loads without console
+errors, shows the imagery tiles and every layer, and the layer control toggles them."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from pathlib import Path
+
+import mercantile
+import numpy as np
+from PIL import Image
+
+from pipeline.report import MapLayer, Report, TileLayer, layers_bounds, render_report
+from tests.browser import chromium, needs_browser
+
+Z = 18
+
+
+def _square(lon: float, lat: float, d: float, **props: object) -> dict:
+    ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+    return {"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+def _report(tmp_path: Path) -> tuple[Path, Report]:
+    rng = np.random.default_rng(3)
+    tiles = list(mercantile.tiles(13.400, 52.500, 13.404, 52.502, Z))
+    for t in tiles:
+        p = tmp_path / "images" / str(t.z) / str(t.x) / f"{t.y}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(buf, "PNG")
+        p.write_bytes(buf.getvalue())
+    osm = {"type": "FeatureCollection", "features": [_square(13.4005, 52.5005, 0.0004, osm_id=1)]}
+    missing = {"type": "FeatureCollection",
+               "features": [_square(13.4020, 52.5010, 0.0003, status="missing_in_osm", note="</script><b>x")]}
+    layers = (MapLayer("OSM features", osm, "#1f78b4"), MapLayer("missing in OSM", missing, "#e31a1c"))
+    bounds = layers_bounds(layers)
+    assert bounds is not None
+    rep = Report(title="test region", bounds=bounds, tiles=TileLayer("images/{z}/{x}/{y}.png", Z),
+                 layers=layers, figures={"Model (test split)": [("building IoU", "0.812")]},
+                 curves_png=(tmp_path / "images" / str(tiles[0].z) / str(tiles[0].x) / f"{tiles[0].y}.png").read_bytes())
+    return tmp_path / "report.html", rep
+
+
+def test_page_is_self_contained(tmp_path: Path) -> None:
+    path, rep = _report(tmp_path)
+    page = render_report(rep)
+    # nothing is loaded from the network: no external script, stylesheet or image
+    assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=|<img[^>]*\ssrc=[\"']?(https?:)?//|@import", page)
+    assert "url(images/" not in page  # Leaflet's icons are inlined
+    assert page.count("</script>") == 2  # the feature text "</script>" cannot close a script early
+    assert "building IoU" in page and "0.812" in page
+
+
+def test_layers_bounds() -> None:
+    layer = MapLayer("a", {"type": "FeatureCollection", "features": [_square(1.0, 2.0, 0.5)]}, "#000")
+    assert layers_bounds([layer]) == (1.0, 2.0, 1.5, 2.5)
+    assert layers_bounds([MapLayer("e", {"type": "FeatureCollection", "features": []}, "#000")]) is None
+
+
+@needs_browser
+def test_report_in_headless_chromium(tmp_path: Path) -> None:
+    path, rep = _report(tmp_path)
+    path.write_text(render_report(rep), encoding="utf-8")
+    with chromium() as drv:
+        drv.get(path.as_uri())
+        deadline = time.time() + 20
+        loaded = 0
+        while time.time() < deadline:
+            loaded = drv.execute_script(
+                "return Array.from(document.querySelectorAll('img.leaflet-tile'))"
+                ".filter(i => i.complete && i.naturalWidth > 0).length")
+            if loaded:
+                break
+            time.sleep(0.2)
+        assert loaded > 0, "no imagery tile was drawn"
+        assert drv.execute_script("return window.osmsatReport.layers") == {"OSM features": 1, "missing in OSM": 1}
+        paths = drv.find_elements("css selector", "path.leaflet-interactive")
+        assert len(paths) == 2
+        # the layer control hides a layer
+        boxes = drv.find_elements("css selector", ".leaflet-control-layers-overlays input")
+        assert len(boxes) == 2
+        boxes[1].click()
+        assert len(drv.find_elements("css selector", "path.leaflet-interactive")) == 1
+        assert drv.find_element("css selector", ".curves img").get_property("naturalWidth") == 256
+        errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
