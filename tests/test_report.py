@@ -40,12 +40,12 @@ def _report(tmp_path: Path) -> tuple[Path, Report]:
     assert bounds is not None
     rep = Report(title="test region", bounds=bounds, tiles=TileLayer("images/{z}/{x}/{y}.png", Z),
                  layers=layers, figures={"Model (test split)": [("building IoU", "0.812")]},
-                 curves_png=(tmp_path / "images" / str(tiles[0].z) / str(tiles[0].x) / f"{tiles[0].y}.png").read_bytes())
+                 curves_png=(tmp_path / "images" / f"{Z}/{tiles[0].x}/{tiles[0].y}.png").read_bytes())
     return tmp_path / "report.html", rep
 
 
 def test_page_is_self_contained(tmp_path: Path) -> None:
-    path, rep = _report(tmp_path)
+    _path, rep = _report(tmp_path)
     page = render_report(rep)
     # nothing is loaded from the network: no external script, stylesheet or image
     assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=|<img[^>]*\ssrc=[\"']?(https?:)?//|@import", page)
