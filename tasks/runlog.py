@@ -1,0 +1,46 @@
+"""Task records for the run manifest: every region task that succeeds leaves
+``data/<region>/_runlog/<task id>.json`` (written atomically by the process that ran it, so it
+works with several worker processes and machines). ``pipeline.runinfo`` folds them into ``run.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import luigi
+
+from pipeline.errors import ManifestError
+from pipeline.io import atomic_write_json, read_manifest
+from tasks.base import RegionTask
+
+_STARTS: dict[str, float] = {}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+@RegionTask.event_handler(luigi.Event.START)
+def _started(task: RegionTask) -> None:
+    _STARTS[task.task_id] = time.time()
+
+
+@RegionTask.event_handler(luigi.Event.SUCCESS)
+def _succeeded(task: RegionTask) -> None:
+    start = _STARTS.pop(task.task_id, None)
+    if start is None:  # completed without running here (nothing to record)
+        return
+    end = time.time()
+    tiles: Any = None
+    try:
+        tiles = read_manifest(task.manifest_path()).get("tiles")
+    except ManifestError:  # a task whose output is no manifest: a record without a tile count
+        tiles = None
+    rec = {"task": task.get_task_family(), "shard": getattr(task, "shard", None),
+           "worker": f"{socket.gethostname()}:{os.getpid()}", "started": _iso(start), "ended": _iso(end),
+           "seconds": round(end - start, 3), "tiles": tiles if isinstance(tiles, int) else None}
+    atomic_write_json(task.data_dir / "_runlog" / f"{task.task_id}.json", rec)
