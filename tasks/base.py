@@ -7,7 +7,8 @@ only when the manifest exists, records today's chained config digest
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,8 +17,19 @@ import pandas as pd
 
 from pipeline.config import RegionConfig, load_config
 from pipeline.cover import read_tiles_csv
-from pipeline.io import manifest_is_current, write_manifest
+from pipeline.io import (
+    INDEX_FILE,
+    ShardWriter,
+    index_is_whole,
+    manifest_is_current,
+    read_manifest,
+    tiles_on_disk,
+    write_manifest,
+    write_tile_index,
+)
 from pipeline.stages import file_fingerprint, stage_digest
+
+log = logging.getLogger("luigi-interface")
 
 
 class ManifestTarget(luigi.Target):
@@ -84,14 +96,24 @@ class ShardTask(RegionTask):
     def manifest_path(self) -> Path:
         return self.product_dir() / "_shards" / f"{self.shard}.json"
 
-    def scratch_dir(self) -> Path:
-        """Per-shard scratch folder for temporary files (same filesystem as the tiles)."""
-        return self.product_dir() / "_tmp" / str(self.shard)
+    def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
+        """The shard's tile writer (:class:`pipeline.io.ShardWriter`; use it as a context manager)."""
+        return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts)
+
+
+class IndexTarget(ManifestTarget):
+    """A product's region manifest: current when it records ``digest`` and every tile file of
+    the product's ``index.parquet`` still has its recorded size."""
+
+    def exists(self) -> bool:
+        return super().exists() and index_is_whole(self.path.parent)
 
 
 class AllShardsTask(RegionTask):
     """Runs one shard task per shard of ``tiles.csv`` (as dynamic dependencies, since the shards
-    are known only once CoverTiles has run), then writes a region summary as its manifest."""
+    are known only once the tiles are), then writes the product's tile index
+    (``<product>/index.parquet``) and a region summary as its manifest. Subclasses give
+    ``requires`` (the task that makes ``tiles.csv``), ``shard_task`` and ``summary``."""
 
     product: ClassVar[str] = ""
 
@@ -101,16 +123,26 @@ class AllShardsTask(RegionTask):
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def requires(self) -> Any:
-        from tasks.cover import CoverTiles
-
-        return CoverTiles(config=self.config)
+    def product_dir(self) -> Path:
+        return self.data_dir / self.product
 
     def manifest_path(self) -> Path:
-        return self.data_dir / self.product / "_manifest.json"
+        return self.product_dir() / "_manifest.json"
+
+    def output(self) -> IndexTarget:
+        return IndexTarget(self.manifest_path(), self.digest())
 
     def run(self) -> Iterator[Any]:
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         shard_tasks = [self.shard_task(s) for s in sorted(tiles.shard.unique())]
         yield shard_tasks
-        self.output().write(self.summary(tiles, shard_tasks))
+        index = write_tile_index(self.product_dir(), {str(t.shard): read_manifest(t.manifest_path())
+                                                      for t in shard_tasks})
+        stale = len(set(tiles_on_disk(self.product_dir())) - set(index.path[index.path != ""]))
+        if stale:
+            log.warning("%s: %d tile file(s) on disk are not in today's index (left by an earlier config); "
+                        "`make prune REGION=%s` removes them", self.product_dir(), stale, self.cfg.name)
+        body = {"stage": self.stage, "root": str(self.product_dir()), "stale_tiles": stale,
+                "files": {INDEX_FILE: {"size": (self.product_dir() / INDEX_FILE).stat().st_size}},
+                **self.summary(tiles, shard_tasks)}
+        self.output().write(body)

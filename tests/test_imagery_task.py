@@ -64,8 +64,10 @@ def ortho(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Tile]]:
 
 
 def image_files(images: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(images)): p.read_bytes() for p in images.rglob("*")
-            if p.is_file() and not p.name.startswith("_") and "_tmp" not in p.parts and "_shards" not in p.parts}
+    """The tile files under ``images`` (z/x/y.ext), whatever the index says."""
+    from pipeline.io import tiles_on_disk
+
+    return {rel: (images / rel).read_bytes() for rel in tiles_on_disk(images)}
 
 
 def test_imagery_all_from_a_raster(tmp_path: Path, ortho: tuple[Path, list[Tile]]) -> None:

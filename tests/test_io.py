@@ -11,13 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
+from pipeline.features import FEATURE_ROW_GROUP, read_features, write_features
 from pipeline.io import (
-    FEATURE_ROW_GROUP,
     atomic_path,
     atomic_write_json,
     manifest_is_current,
-    read_features,
-    write_features,
     write_manifest,
 )
 from pipeline.masks import geojson_like

@@ -41,8 +41,8 @@ from rasterio.windows import Window
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.imagery.common import NODATA, OK, TileRecord, encode_tile, remove_tile_files
-from pipeline.io import atomic_write_bytes, sha256_bytes, tile_path
+from pipeline.imagery.common import NODATA, OK, TILE_EXTS, TileRecord, encode_tile
+from pipeline.io import TileWriter
 from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
 
 #: GDAL settings while tiling: one thread (shards run in parallel instead), a bounded block cache
@@ -336,9 +336,16 @@ def render_tile(tiler: ShardTiler, tile: Tile, icfg: ImageryConfig) -> tuple[byt
 def raster_shard(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Sequence[Tile], size: int,
                  out_root: Path, scratch: Path,
                  progress: Callable[[int, int], None] | None = None) -> list[TileRecord]:
-    """Make the tiles of one shard from the rasters: write ``out_root/z/x/y.<format>``
-    atomically (temporary files in ``scratch``), delete files of tiles now skipped, and return
-    one record per tile (in ``tiles`` order)."""
+    """Make the tiles of one shard from the rasters into ``out_root/z/x/y.<format>`` (temporary
+    files in ``scratch``); see :func:`raster_tiles`."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    return raster_tiles(plan, icfg, shard, tiles, size, TileWriter(out_root, scratch, TILE_EXTS), progress)
+
+
+def raster_tiles(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Sequence[Tile], size: int,
+                 out: TileWriter, progress: Callable[[int, int], None] | None = None) -> list[TileRecord]:
+    """Make the tiles of one shard from the rasters through the tile writer ``out`` (which also
+    deletes files of tiles now skipped) and return one record per tile (in ``tiles`` order)."""
     if not tiles:
         return []
     ext = icfg.format
@@ -350,12 +357,11 @@ def raster_shard(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Seque
                 progress(i, len(order))
             data, share = render_tile(tiler, t, icfg)
             if data is None:
-                remove_tile_files(out_root, t)
+                out.skip(t, NODATA, round(share, 4))
                 records[t] = TileRecord(t, NODATA, valid_share=round(share, 4))
                 continue
-            atomic_write_bytes(tile_path(out_root, t, ext), data, scratch)
-            remove_tile_files(out_root, t, keep_ext=ext)
-            records[t] = TileRecord(t, OK, ext, len(data), sha256_bytes(data), round(share, 4))
+            sha = out.write(t, data, ext, round(share, 4))
+            records[t] = TileRecord(t, OK, ext, len(data), sha, round(share, 4))
     return [records[t] for t in tiles]
 
 
