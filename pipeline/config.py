@@ -17,8 +17,6 @@ Schema (see ``configs/helsinki.toml`` for a commented example)::
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -27,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, MissingInputError
+from pipeline.extract import TagFilter, buffer_for, match_class, tag_keys
 
 MAX_ZOOM = 24
 IGNORE_VALUE = 255
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_TAG_RE = re.compile(r"^([^=|*\s]+)(?:=(\*|[^=|]+(?:\|[^=|]+)*))?$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 
@@ -40,34 +38,6 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
 SECTION_PARSERS: dict[str, str] = {}
-
-
-@dataclass(frozen=True)
-class TagFilter:
-    """One OSM tag condition: ``key`` alone or ``key=*`` (any value), or ``key=v1|v2``."""
-
-    key: str
-    values: tuple[str, ...] | None  # None: any value
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> TagFilter:
-        m = _TAG_RE.match(text.strip())
-        if not m:
-            raise ConfigError(f"{where}: bad tag filter {text!r}; write 'key', 'key=*' or 'key=v1|v2'")
-        key, vals = m.group(1), m.group(2)
-        if vals is None or vals == "*":
-            return cls(key, None)
-        return cls(key, tuple(v.strip() for v in vals.split("|")))
-
-    def matches(self, tags: Mapping[str, str]) -> bool:
-        """True when ``tags`` has this key (with one of the values, if any are given)."""
-        value = tags.get(self.key)
-        if value is None:
-            return False
-        return self.values is None or value in self.values
-
-    def __str__(self) -> str:
-        return self.key + ("=*" if self.values is None else "=" + "|".join(self.values))
 
 
 @dataclass(frozen=True)
@@ -89,34 +59,18 @@ class ClassSpec:
     color: str = "#ffffff"
 
     def matches(self, tags: Mapping[str, str]) -> TagFilter | None:
-        """The first include filter that ``tags`` match, unless an exclude filter matches."""
-        if any(f.matches(tags) for f in self.exclude):
-            return None
-        for f in self.tags:
-            if f.matches(tags):
-                return f
-        return None
+        """The first include filter that ``tags`` match, unless an exclude filter matches
+        (:func:`pipeline.extract.match_class`)."""
+        return match_class(self, tags)
 
     def buffer_for(self, tags: Mapping[str, str]) -> float:
-        """Half-width in ground metres for a feature with ``tags`` (0 for areas)."""
-        if self.kind != "line":
-            return 0.0
-        first = self.matches(tags)
-        if first is not None:
-            value = tags.get(first.key)
-            for v, b in self.buffer_m_by_value:
-                if v == value:
-                    return b
-        return self.buffer_m
+        """Half-width in ground metres for a feature with ``tags`` (:func:`pipeline.extract.buffer_for`)."""
+        return buffer_for(self, tags)
 
     @property
     def tag_keys(self) -> tuple[str, ...]:
-        """Keys whose values are kept in the extracted features."""
-        keys: list[str] = []
-        for f in self.tags + self.exclude:
-            if f.key not in keys:
-                keys.append(f.key)
-        return tuple(keys)
+        """Keys whose values are kept in the extracted features (:func:`pipeline.extract.tag_keys`)."""
+        return tag_keys(self)
 
 
 @dataclass(frozen=True)
@@ -187,6 +141,14 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class MasksConfig:
+    """Section ``[masks]``: ``ignore_ring_px`` pixels on both sides of area edges get the ignore
+    value (255); 0 draws no ring."""
+
+    ignore_ring_px: int = 0
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     """A whole region config. ``bbox`` is (west, south, east, north) in EPSG:4326 degrees."""
 
@@ -199,7 +161,7 @@ class RegionConfig:
     osm: OsmSource
     classes: tuple[ClassSpec, ...]
     bbox: tuple[float, float, float, float] | None = None
-    ignore_ring_px: int = 0
+    masks: MasksConfig = MasksConfig()
     imagery: ImageryConfig | None = None
     synthetic: SyntheticConfig | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
@@ -214,20 +176,10 @@ class RegionConfig:
             raise KeyError(f"no config section parser registered for [{name}]")
         return _section_parser(name)(self.path, {})
 
-    def digest(self, *keys: str) -> str:
-        """SHA-256 (hex, 16 chars) of the named config values, canonically JSON-encoded.
-
-        A key is a top-level section (``"osm"``) or a dotted path (``"region.zoom"``); a
-        missing key counts as null, so adding a default-valued key changes the digest.
-        """
-        picked: dict[str, Any] = {}
-        for k in keys:
-            node: Any = self.raw
-            for part in k.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            picked[k] = node
-        blob = json.dumps(picked, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    @property
+    def ignore_ring_px(self) -> int:
+        """``[masks] ignore_ring_px`` (kept for older callers; read ``cfg.masks``)."""
+        return self.masks.ignore_ring_px
 
     def class_by_name(self, name: str) -> ClassSpec:
         for c in self.classes:
@@ -236,12 +188,10 @@ class RegionConfig:
         raise ConfigError(f"{self.path}: no class named {name!r}")
 
     def palette(self) -> list[int]:
-        """768-entry RGB palette: class colours at their ids, grey for ignore (255)."""
-        pal = [0] * 768
-        for c in self.classes:
-            pal[3 * c.id : 3 * c.id + 3] = [int(c.color[i : i + 2], 16) for i in (1, 3, 5)]
-        pal[3 * IGNORE_VALUE : 3 * IGNORE_VALUE + 3] = [128, 128, 128]
-        return pal
+        """768-entry RGB palette of the masks (:func:`pipeline.masks.mask_palette`)."""
+        from pipeline.masks import mask_palette
+
+        return mask_palette(self.classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +280,7 @@ def load_config(path: str | Path) -> RegionConfig:
     osm_sec.done()
 
     masks_sec = Section(path, "masks", top.take("masks", dict, {}))
-    ring = masks_sec.integer("ignore_ring_px", 0, lo=0, hi=64)
+    masks = MasksConfig(ignore_ring_px=masks_sec.integer("ignore_ring_px", MasksConfig.ignore_ring_px, lo=0, hi=64))
     masks_sec.done()
 
     classes = _classes(path, top.take("classes", list))
@@ -341,7 +291,7 @@ def load_config(path: str | Path) -> RegionConfig:
     top.done()
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
-        data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, ignore_ring_px=ring,
+        data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
         imagery=imagery, synthetic=synthetic, sections=sections, raw=raw,
     )
 
@@ -521,6 +471,7 @@ __all__ = [
     "ClassSpec",
     "ConfigError",
     "ImageryConfig",
+    "MasksConfig",
     "OsmSource",
     "RegionConfig",
     "Section",

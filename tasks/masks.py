@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.features import read_features
-from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ShardTask
 from tasks.cover import CoverTiles
@@ -34,7 +34,7 @@ class RasterizeMasks(ShardTask):
             feats = read_features(self.data_dir / "features.parquet",
                                   bbox=shard_read_bbox(str(self.shard), cfg.classes))
             burn = prepare_burn(feats, cfg.classes)
-            pngs = mask_pngs(burn, tiles, cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
+            pngs = mask_pngs(burn, tiles, cfg.tile_size, mask_palette(cfg.classes), cfg.masks.ignore_ring_px)
             out.write_many(self._progress(pngs, len(tiles)), "png")
             out.commit()
 

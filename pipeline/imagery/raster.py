@@ -40,7 +40,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.config import ImageryConfig
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.errors import ConfigError, InputDataError, MissingInputError, TileError
 from pipeline.imagery.common import NODATA, OK, TILE_EXTS, TileRecord, encode_tile
 from pipeline.io import TileWriter
 from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
@@ -241,7 +241,7 @@ class ShardTiler:
         self.plan, self.zoom, self.size = plan, zoom, size
         self.origin = quadkey_to_tile(shard)
         if zoom < self.origin.z:
-            raise ConfigError(f"shard {shard!r} is deeper than zoom {zoom}")
+            raise TileError(f"shard {shard!r} is deeper than zoom {zoom}")
         self.n = 1 << (zoom - self.origin.z)
         self.resampling = Resampling[resampling]
         self._stack = contextlib.ExitStack()
@@ -285,7 +285,7 @@ class ShardTiler:
     def read(self, tile: Tile) -> tuple[NDArray[Any], NDArray[np.bool_]]:
         """Mosaic of every raster for ``tile`` (which must lie in this shard)."""
         if tile.z != self.zoom or parent(tile, self.origin.z) != self.origin:
-            raise ConfigError(f"tile {tile} is not in shard {self.origin} at zoom {self.zoom}")
+            raise TileError(f"tile {tile} is not in shard {self.origin} at zoom {self.zoom}")
         size = self.size
         out = np.zeros((len(self.plan.bands), size, size), dtype=self.plan.dtype)
         valid = np.zeros((size, size), dtype=bool)
