@@ -7,6 +7,8 @@ only when the manifest exists, records today's chained config digest
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from pipeline.cover import read_tiles_csv
 from pipeline.io import (
     INDEX_FILE,
     ShardWriter,
+    file_lock,
     index_is_whole,
     manifest_is_current,
     read_manifest,
@@ -28,8 +31,24 @@ from pipeline.io import (
     write_tile_index,
 )
 from pipeline.stages import file_fingerprint, stage_digest
+from pipeline.upkeep import clean_stale_temps
 
 log = logging.getLogger("luigi-interface")
+
+
+def _locked(run: Any) -> Any:
+    """Wrap a task's ``run``: hold the task's lock, skip when another run finished it while we
+    waited, and delete the temporary files killed runs left beside the task's outputs."""
+
+    @functools.wraps(run)
+    def locked_run(self: RegionTask) -> Any:
+        with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
+            if self.complete():
+                return None
+            clean_stale_temps(*self.owned_files())
+            return run(self)
+
+    return locked_run
 
 
 class ManifestTarget(luigi.Target):
@@ -43,14 +62,41 @@ class ManifestTarget(luigi.Target):
         return manifest_is_current(self.path, self.digest)
 
     def write(self, body: dict[str, Any]) -> None:
+        """Write the manifest, then delete temporary files that killed runs left beside the
+        files it lists (the task that writes it owns them)."""
         write_manifest(self.path, self.digest, body)
+        root = Path(body.get("root", self.path.parent))
+        clean_stale_temps(self.path, *(root / rel for rel in body.get("files", {})))
 
 
 class RegionTask(luigi.Task):
-    """A task over one region, named by the path of its config TOML."""
+    """A task over one region, named by the path of its config TOML.
+
+    A subclass's plain ``run`` is wrapped (see ``__init_subclass__``) to hold a per-task lock
+    (``_manifests/<Task>.lock``), so two runs on one region never write the same output at
+    once: the second waits, then finds the task complete. Runs that yield dynamic
+    dependencies, and tasks with ``locked_run = False`` (shards lock in their tile writer),
+    are not wrapped.
+    """
 
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
     stage: ClassVar[str] = ""
+    locked_run: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and cls.locked_run and not inspect.isgeneratorfunction(run):
+            cls.run = _locked(run)  # type: ignore[method-assign]
+
+    def lock_path(self) -> Path:
+        """The lock held while this task runs (``data/<region>/_manifests/<Task>.lock``)."""
+        return self.data_dir / "_manifests" / f"{self.task_family}.lock"
+
+    def owned_files(self) -> list[Path]:
+        """Outputs whose leftover temporary files a rerun deletes before it starts (besides
+        those its manifest lists, cleaned when it is written)."""
+        return [self.manifest_path()]
 
     @property
     def cfg(self) -> RegionConfig:
@@ -89,6 +135,7 @@ class ShardTask(RegionTask):
 
     shard = luigi.Parameter(description="shard quadkey (parent tile at region.shard_zoom)")
     product: ClassVar[str] = ""
+    locked_run: ClassVar[bool] = False  # its ShardWriter locks the shard
 
     def product_dir(self) -> Path:
         return self.data_dir / self.product

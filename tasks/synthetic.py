@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.synthetic import sample_paths, write_sample_region
@@ -15,6 +16,12 @@ class MakeSampleRegion(RegionTask):
     ``[synthetic]`` parameters; the manifest lists the three files and their sizes."""
 
     stage = "sample"
+
+    def owned_files(self) -> list[Path]:
+        """The three generated files (a killed run leaves ``.<name>.*.tmp*`` beside them)."""
+        if self.cfg.synthetic is None:
+            return super().owned_files()
+        return [*super().owned_files(), *sample_paths(self.cfg)]
 
     def run(self) -> None:
         cfg = self.cfg
