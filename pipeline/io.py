@@ -155,10 +155,13 @@ def file_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> It
     for another holder (``on_wait`` is called once first). The file is deleted on release, and a
     waiter that got the lock on a deleted file tries again, so two runs never both hold it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     waited = False
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder is new, or another run just removed it empty
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -285,9 +288,10 @@ class ShardWriter(TileWriter):
         self._lock = stack
         try:
             self.current = manifest_is_current(self.manifest, self.digest)
-            self.resumable = any(_records_digest(p, self.digest) for p in (self.marker, self.manifest))
-            reset_dir(self.scratch)
-            atomic_write_json(self.marker, {"config_digest": self.digest})
+            if not self.current:
+                self.resumable = any(_records_digest(p, self.digest) for p in (self.marker, self.manifest))
+                reset_dir(self.scratch)
+                atomic_write_json(self.marker, {"config_digest": self.digest})
         except BaseException:
             stack.close()
             raise
