@@ -17,6 +17,7 @@ Schema (see ``configs/helsinki.toml`` for a commented example)::
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -272,7 +273,10 @@ def load_config(path: str | Path) -> RegionConfig:
         raise ConfigError(f"{region.key('tile_size')} = {tile_size}; use 256 or 512")
     shard_zoom = region.integer("shard_zoom", max(0, zoom - 6), lo=0, hi=zoom)
     bbox = _bbox(region, "bbox")
-    data_dir = Path(region.take("data_dir", str, f"data/{name}"))
+    data_dir_text = region.take("data_dir", str, f"data/{name}")
+    if not data_dir_text.strip():
+        raise ConfigError(f"{region.key('data_dir')} is empty; remove it (default data/{name}) or name a folder")
+    data_dir = Path(data_dir_text)
     region.done()
 
     osm_sec = Section(path, "osm", top.take("osm", dict))
@@ -294,6 +298,19 @@ def load_config(path: str | Path) -> RegionConfig:
         data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
         imagery=imagery, synthetic=synthetic, sections=sections, raw=raw,
     )
+
+
+def check_environment(cfg: RegionConfig) -> None:
+    """Raise ConfigError when ``[imagery] url`` or ``headers`` use a ``${NAME}`` that is not set
+    in the environment (checked before any tile is fetched, not tile by tile)."""
+    if cfg.imagery is None:
+        return
+    texts = [("url", cfg.imagery.url or "")] + [(f"headers.{k}", v) for k, v in cfg.imagery.headers]
+    for key, text in texts:
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
+            if name not in os.environ:
+                raise ConfigError(f"{cfg.path}: imagery.{key} uses ${{{name}}} but the environment variable is "
+                                  f"not set; export {name}=... before running")
 
 
 def _section_parser(name: str) -> Any:
@@ -336,6 +353,10 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
                 raise ConfigError(f"{sec.key('buffer_m_by_value')}.{v} must be a number of metres in [0, 1000]")
         if kind == "line" and buffer_m <= 0 and not by_value:
             raise ConfigError(f"{sec.key('buffer_m')} must be > 0 for a line class (half-width in metres)")
+        if kind == "area" and (buffer_m or by_value):
+            key = "buffer_m" if buffer_m else "buffer_m_by_value"
+            raise ConfigError(f"{sec.key(key)} is only for line classes (areas are burnt as drawn); "
+                              "remove it or set kind = 'line'")
         color = sec.take("color", str, _default_color(cid))
         if not _COLOR_RE.match(color):
             raise ConfigError(f"{sec.key('color')} = {color!r}; write '#rrggbb'")
@@ -394,6 +415,10 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     headers = sec.take("headers", dict, {})
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{sec.key('headers')} must map header names to strings")
+    for k, v in headers.items():
+        if any(c in str(k) + v for c in "\r\n\0"):
+            raise ConfigError(f"{sec.key('headers')}.{k} holds a line break (CR/LF) or NUL; "
+                              "an HTTP header is one line: remove it")
     cfg = ImageryConfig(
         source=source, paths=paths, url=url,
         format=sec.choice("format", ("png", "jpg", "tif"), d.format),
@@ -448,7 +473,9 @@ def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
     sec = Section(path, "synthetic", table)
     d = SyntheticConfig()
     centre = sec.take("centre", list, list(d.centre))
-    if len(centre) != 2 or not (-180 < centre[0] < 180 and -80 < centre[1] < 84):
+    if len(centre) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in centre):
+        raise ConfigError(f"{sec.key('centre')} = {centre!r} must be [lon, lat], two numbers in degrees")
+    if not (-180 < centre[0] < 180 and -80 < centre[1] < 84):
         raise ConfigError(f"{sec.key('centre')} must be [lon, lat] in degrees, within UTM latitudes")
     cfg = SyntheticConfig(
         seed=sec.integer("seed", d.seed, lo=0),
@@ -477,5 +504,6 @@ __all__ = [
     "Section",
     "SyntheticConfig",
     "TagFilter",
+    "check_environment",
     "load_config",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.config import check_environment
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.errors import ConfigError
 from pipeline.imagery.common import TILE_EXTS
@@ -38,6 +39,7 @@ def _sample_region(task: RegionTask) -> list[Any]:
 def _imagery(task: RegionTask) -> Any:
     if task.cfg.imagery is None:
         raise ConfigError(f"{task.cfg.path}: no [imagery] section; add one to make imagery tiles")
+    check_environment(task.cfg)  # once per region (ImageryAll) before any shard starts
     return task.cfg.imagery
 
 

@@ -155,6 +155,7 @@ def plan_sources(icfg: ImageryConfig) -> RasterPlan:
     if len(dtypes) != 1 or bands is None:
         raise InputDataError(f"[imagery] paths mix data types {sorted(dtypes)}; convert them to one type")
     dtype = dtypes.pop()
+    check_nodata(icfg.nodata, dtype)
     if icfg.format in ("png", "jpg") and len(bands) not in (1, 3):
         raise ConfigError(f"[imagery] bands: {len(bands)} band(s) cannot be written as {icfg.format}; "
                           "choose 1 or 3 bands or format = 'tif'")
@@ -165,6 +166,17 @@ def plan_sources(icfg: ImageryConfig) -> RasterPlan:
         else:
             scale = band_percentiles(infos, bands, icfg.percentiles)
     return RasterPlan(tuple(infos), tuple(bands), dtype, scale)
+
+
+def check_nodata(nodata: float | None, dtype: str) -> None:
+    """Raise ConfigError unless ``[imagery] nodata`` is a value of the rasters' data type (an
+    integer within its range for integer rasters): otherwise no pixel could ever match it."""
+    if nodata is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return
+    info = np.iinfo(np.dtype(dtype))
+    if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+        raise ConfigError(f"[imagery] nodata = {nodata:g} is not a {dtype} value (integers {info.min}..{info.max}), "
+                          "the data type of [imagery] paths; fix nodata or remove it to use the rasters' own")
 
 
 def band_percentiles(sources: Sequence[SourceInfo], bands: Sequence[int],
