@@ -16,7 +16,6 @@ Schema (see ``configs/helsinki.toml`` for a commented example)::
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -27,6 +26,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract import TagFilter, buffer_for, match_class, tag_keys
+from pipeline.section import Section
 
 MAX_ZOOM = 24
 IGNORE_VALUE = 255
@@ -199,60 +199,6 @@ class RegionConfig:
 # Loading and validation
 
 
-class Section:
-    """A TOML table being read: every key must be taken, leftovers are reported as unknown."""
-
-    def __init__(self, path: Path, where: str, table: Any) -> None:
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{where}] must be a table")
-        self.path, self.where, self.table = path, where, dict(table)
-        self.seen: list[str] = []
-
-    def key(self, k: str) -> str:
-        return f"{self.path}: {self.where}.{k}" if self.where else f"{self.path}: {k}"
-
-    def take(self, k: str, typ: type | tuple[type, ...], default: Any = ..., ) -> Any:
-        self.seen.append(k)
-        if k not in self.table:
-            if default is ...:
-                near = difflib.get_close_matches(k, list(self.table), n=1)
-                hint = f" (found unknown key {near[0]!r}: a typo?)" if near else ""
-                raise ConfigError(f"{self.key(k)} is required{hint}")
-            return default
-        v = self.table.pop(k)
-        ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, float, (int, float)))
-        if not ok:
-            names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-            raise ConfigError(f"{self.key(k)} must be {names}, got {v!r}")
-        return v
-
-    def number(self, k: str, default: Any = ..., lo: float | None = None, hi: float | None = None) -> float:
-        v = self.take(k, (int, float), default)
-        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-            raise ConfigError(f"{self.key(k)} = {v} is out of range [{lo}, {hi}]")
-        return float(v) if v is not None else v  # type: ignore[return-value]
-
-    def integer(self, k: str, default: Any = ..., lo: int | None = None, hi: int | None = None) -> int:
-        v = self.take(k, int, default)
-        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-            raise ConfigError(f"{self.key(k)} = {v} is out of range [{lo}, {hi}]")
-        return v
-
-    def choice(self, k: str, options: tuple[str, ...], default: Any = ...) -> str:
-        v = self.take(k, str, default)
-        if v not in options:
-            raise ConfigError(f"{self.key(k)} = {v!r}; choose one of {', '.join(options)}")
-        return v
-
-    def done(self) -> None:
-        if self.table:
-            hints = []
-            for k in sorted(self.table):
-                near = difflib.get_close_matches(k, self.seen, n=1)
-                hints.append(f"{k} (did you mean {near[0]!r}?)" if near else k)
-            raise ConfigError(f"{self.path}: unknown key(s) in [{self.where or 'top level'}]: {', '.join(hints)}")
-
-
 def load_config(path: str | Path) -> RegionConfig:
     """Read and validate a region config; raises ConfigError naming the file and key."""
     path = Path(path)
@@ -399,7 +345,9 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     if source != "raster" and paths:
         raise ConfigError(f"{sec.key('paths')} is only for source = 'raster'; remove it or change source")
     if url is not None:
-        _check_url_template(sec, url, source)
+        from pipeline.imagery.template import check_url_template
+
+        check_url_template(sec, url, source)
     bands = sec.take("bands", list, None)
     if bands is not None and not (bands and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
                                                 for b in bands)):
@@ -448,25 +396,6 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         raise ConfigError(f"{sec.key('bands')} = {list(cfg.bands)}: {cfg.format} tiles take 1 or 3 bands; "
                           "use format = 'tif' for other band counts")
     return cfg
-
-
-_URL_FIELDS = {"xyz": ("z", "x", "y", "-y", "quadkey", "r"), "wms": ("bbox", "width", "height")}
-
-
-def _check_url_template(sec: Section, url: str, source: str) -> None:
-    """A tile URL template: known ``{fields}`` only, enough of them to address a tile."""
-    if not re.match(r"^https?://", url):
-        raise ConfigError(f"{sec.key('url')} must start with http:// or https://")
-    fields = set(re.findall(r"(?<!\$)\{([^{}]*)\}", url))
-    allowed = _URL_FIELDS.get(source, ())
-    unknown = sorted(fields - set(allowed))
-    if unknown:
-        raise ConfigError(f"{sec.key('url')} has unknown field(s) {unknown}; a {source} URL takes "
-                          + " ".join("{" + f + "}" for f in allowed))
-    if source == "xyz" and not ({"z", "x"} <= fields and fields & {"y", "-y"}) and "quadkey" not in fields:
-        raise ConfigError(f"{sec.key('url')} must contain {{z}}, {{x}} and {{y}} (or {{-y}}), or {{quadkey}}")
-    if source == "wms" and "bbox" not in fields:
-        raise ConfigError(f"{sec.key('url')} must contain {{bbox}} (minx,miny,maxx,maxy in EPSG:3857)")
 
 
 def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:

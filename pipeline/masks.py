@@ -26,14 +26,11 @@ from PIL import Image
 from rasterio.features import rasterize
 
 from pipeline.config import IGNORE_VALUE, ClassSpec
-from pipeline.cover import burn_geometries
 from pipeline.errors import InputDataError
-from pipeline.geo import mercator_scale, mercator_to_lonlat
+from pipeline.geo import HALF_WORLD_M, burn_geometries, mercator_scale, mercator_to_lonlat
 from pipeline.tiles import Tile, block_transform, quadkey_to_tile, tile_bounds, tile_extent_m
 
 BLOCK_TILES = 8
-#: half the side of the web-mercator square, metres (EPSG:3857)
-MERCATOR_MAX = 20037508.342789244
 #: colour of the ignore value (255) in the mask palette: mid grey
 IGNORE_COLOR = (128, 128, 128)
 
@@ -123,7 +120,7 @@ def shard_read_bbox(shard: str, classes: Sequence[ClassSpec]) -> tuple[float, fl
     left, bottom, right, top = tile_bounds(quadkey_to_tile(shard))
     margin = widest + 1.0
     for _ in range(4):
-        ys = np.clip([bottom - margin, top + margin], -MERCATOR_MAX, MERCATOR_MAX)
+        ys = np.clip([bottom - margin, top + margin], -HALF_WORLD_M, HALF_WORLD_M)
         margin = 1.05 * widest * float(np.max(mercator_scale(ys))) + 1.0
     corners = np.array([[left - margin, bottom - margin], [right + margin, top + margin]])
     (w, s), (e, n) = mercator_to_lonlat(corners)
