@@ -71,11 +71,11 @@ def _imagery_paths(cfg: RegionConfig) -> list[Path]:
     return list(cfg.imagery.paths) if cfg.imagery is not None else []
 
 
-register(Stage("sample", ("synthetic", "osm.path", "imagery.paths")))
-register(Stage("extract", ("osm", "classes"), ("sample",), inputs=lambda cfg: [cfg.osm.path]))
+register(Stage("synthetic", ("synthetic", "osm.path", "imagery.paths")))  # the generated sample region
+register(Stage("extract", ("osm", "classes"), ("synthetic",), inputs=lambda cfg: [cfg.osm.path]))
 register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom"), ("extract",)))
 register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",)))
-register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "sample"), inputs=_imagery_paths))
+register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths))
 
 #: Old string tables (stage -> config keys, stage -> upstream stages), kept for code that reads
 #: them; a stage added here only (not registered) still gets a digest, with version 1.
@@ -83,8 +83,13 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {s.name: s.sections for s in STAGES.val
 STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {s.name: s.upstream for s in STAGES.values()}
 
 
+#: old stage names
+_ALIASES = {"sample": "synthetic"}
+
+
 def get_stage(name: str) -> Stage:
     """The registered stage ``name`` (or one made from the old tables); KeyError if unknown."""
+    name = _ALIASES.get(name, name)
     if name in STAGES:
         return STAGES[name]
     if name in STAGE_KEYS:
@@ -151,11 +156,12 @@ def stage_config(cfg: RegionConfig, stage: str) -> dict[str, Any]:
 
 def stage_digest(cfg: RegionConfig, stage: str) -> str:
     """Chained digest (16 hex chars) of ``stage`` for config ``cfg``."""
-    if stage == "sample" and cfg.synthetic is None:
+    stage = _ALIASES.get(stage, stage)
+    if stage == "synthetic" and cfg.synthetic is None:
         return "none"
     s = get_stage(stage)
     inputs: dict[str, str] = {}
-    if stage == "sample" or cfg.synthetic is None:
+    if stage == "synthetic" or cfg.synthetic is None:
         # generated inputs are covered by the sample stage's digest; real ones by fingerprint
         inputs = {str(p): file_fingerprint(p) for p in stage_inputs(cfg, stage)}
     blob = {"stage": s.name, "version": s.version, "config": stage_config(cfg, stage), "inputs": inputs,

@@ -15,7 +15,7 @@ class MakeSampleRegion(RegionTask):
     """Write ``[osm] path``, ``[imagery] paths[0]`` and ``<data_dir>/truth.geojson`` from the
     ``[synthetic]`` parameters; the manifest lists the three files and their sizes."""
 
-    stage = "sample"
+    stage = "synthetic"
 
     def owned_files(self) -> list[Path]:
         """The three generated files (a killed run leaves ``.<name>.*.tmp*`` beside them)."""

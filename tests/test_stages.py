@@ -77,16 +77,17 @@ def test_changed_default_of_a_builtin_section(tmp_path: Path, monkeypatch: pytes
     text = BASE + "\n[imagery]\nsource = \"raster\"\npaths = [\"o.tif\"]\n\n[synthetic]\nsize_m = 300\n"
     cfg = _cfg(tmp_path, text)
     written = _cfg(tmp_path, text.replace("size_m = 300", "size_m = 300\nseed = 42"), "w.toml")
-    assert stage_digest(cfg, "sample") == stage_digest(written, "sample")
-    before = stage_digest(cfg, "sample")
+    assert stage_digest(cfg, "synthetic") == stage_digest(written, "synthetic")
+    before = stage_digest(cfg, "synthetic")
     fields = [(f.name, f.type, dataclasses.field(default=43 if f.name == "seed" else f.default))
               for f in dataclasses.fields(pipeline.config.SyntheticConfig)]
     monkeypatch.setattr(pipeline.config, "SyntheticConfig", dataclasses.make_dataclass(
         "SyntheticConfig", fields, frozen=True))
     changed = _cfg(tmp_path, text, "c.toml")
     assert changed.synthetic.seed == 43
-    assert stage_digest(changed, "sample") != before
+    assert stage_digest(changed, "synthetic") != before
     assert stage_digest(changed, "masks") != stage_digest(cfg, "masks")  # downstream follows
+    assert stage_digest(changed, "sample") == stage_digest(changed, "synthetic")  # the stage's old name
 
 
 def test_written_default_of_masks_changes_nothing(tmp_path: Path) -> None:
