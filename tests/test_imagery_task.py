@@ -85,6 +85,11 @@ def test_imagery_all_from_a_raster(tmp_path: Path, ortho: tuple[Path, list[Tile]
     assert len(summary["nodata_skipped"]) == counts["nodata-skipped"]
     files = image_files(data / "images")
     assert len(files) == counts["ok"]
+    from pipeline.io import read_tile_index
+
+    idx = read_tile_index(data / "images")  # index.parquet: every tile of today's shards
+    assert len(idx) == len(tiles) and sorted(idx.path[idx.status == "written"]) == sorted(files)
+    assert (idx.status == "nodata").sum() == counts["nodata-skipped"]
     for shard in summary["by_shard"]:
         m = json.loads((data / "images" / "_shards" / f"{shard}.json").read_text())
         for rel, info in m["files"].items():
