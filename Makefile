@@ -3,6 +3,9 @@
 #   make test                      install, then lint (ruff, mypy) and run the test suite
 #   make masks REGION=helsinki     run a region up to its label masks
 #   make bench                     benchmarks (speed and peak memory; not tests)
+#   make verify REGION=helsinki    check every tile's sha256 against its index; redo damaged tiles
+#   make prune REGION=helsinki     delete tiles (and shard manifests) that today's index does not list
+#   make clean-tmp                 delete scratch folders and temporary files that killed runs left
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -12,7 +15,7 @@ WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
 
-.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool browser
+.PHONY: install test lint demo masks imagery region helsinki bench clean clean-tmp verify prune osmium-tool browser
 
 install: $(VENV)/.installed osmium-tool browser
 
@@ -57,6 +60,17 @@ region: install data/$(REGION)/$(REGION).osm.pbf
 
 helsinki:
 	$(MAKE) region REGION=helsinki
+
+verify: install
+	$(RUN) Verify --config configs/$(REGION).toml --workers $(WORKERS)
+
+prune: install
+	$(RUN) Prune --config configs/$(REGION).toml
+
+# never while a run is going on: it also deletes the scratch of live runs
+clean-tmp:
+	@[ ! -d data ] || { find data -type d -name _tmp -prune -exec rm -rf {} + ; \
+	  find data -type f -name '.*.tmp*' -delete ; find data -type f -path '*/_manifests/*.lock' -delete ; }
 
 bench: install
 	$(PY) -m bench.bench_extract

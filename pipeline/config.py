@@ -16,9 +16,7 @@ Schema (see ``configs/helsinki.toml`` for a commented example)::
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -27,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, MissingInputError
+from pipeline.extract import TagFilter, buffer_for, match_class, tag_keys
+from pipeline.section import Section
 
 MAX_ZOOM = 24
 IGNORE_VALUE = 255
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_TAG_RE = re.compile(r"^([^=|*\s]+)(?:=(\*|[^=|]+(?:\|[^=|]+)*))?$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 
@@ -40,34 +39,6 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
 SECTION_PARSERS: dict[str, str] = {}
-
-
-@dataclass(frozen=True)
-class TagFilter:
-    """One OSM tag condition: ``key`` alone or ``key=*`` (any value), or ``key=v1|v2``."""
-
-    key: str
-    values: tuple[str, ...] | None  # None: any value
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> TagFilter:
-        m = _TAG_RE.match(text.strip())
-        if not m:
-            raise ConfigError(f"{where}: bad tag filter {text!r}; write 'key', 'key=*' or 'key=v1|v2'")
-        key, vals = m.group(1), m.group(2)
-        if vals is None or vals == "*":
-            return cls(key, None)
-        return cls(key, tuple(v.strip() for v in vals.split("|")))
-
-    def matches(self, tags: Mapping[str, str]) -> bool:
-        """True when ``tags`` has this key (with one of the values, if any are given)."""
-        value = tags.get(self.key)
-        if value is None:
-            return False
-        return self.values is None or value in self.values
-
-    def __str__(self) -> str:
-        return self.key + ("=*" if self.values is None else "=" + "|".join(self.values))
 
 
 @dataclass(frozen=True)
@@ -89,34 +60,18 @@ class ClassSpec:
     color: str = "#ffffff"
 
     def matches(self, tags: Mapping[str, str]) -> TagFilter | None:
-        """The first include filter that ``tags`` match, unless an exclude filter matches."""
-        if any(f.matches(tags) for f in self.exclude):
-            return None
-        for f in self.tags:
-            if f.matches(tags):
-                return f
-        return None
+        """The first include filter that ``tags`` match, unless an exclude filter matches
+        (:func:`pipeline.extract.match_class`)."""
+        return match_class(self, tags)
 
     def buffer_for(self, tags: Mapping[str, str]) -> float:
-        """Half-width in ground metres for a feature with ``tags`` (0 for areas)."""
-        if self.kind != "line":
-            return 0.0
-        first = self.matches(tags)
-        if first is not None:
-            value = tags.get(first.key)
-            for v, b in self.buffer_m_by_value:
-                if v == value:
-                    return b
-        return self.buffer_m
+        """Half-width in ground metres for a feature with ``tags`` (:func:`pipeline.extract.buffer_for`)."""
+        return buffer_for(self, tags)
 
     @property
     def tag_keys(self) -> tuple[str, ...]:
-        """Keys whose values are kept in the extracted features."""
-        keys: list[str] = []
-        for f in self.tags + self.exclude:
-            if f.key not in keys:
-                keys.append(f.key)
-        return tuple(keys)
+        """Keys whose values are kept in the extracted features (:func:`pipeline.extract.tag_keys`)."""
+        return tag_keys(self)
 
 
 @dataclass(frozen=True)
@@ -187,6 +142,14 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class MasksConfig:
+    """Section ``[masks]``: ``ignore_ring_px`` pixels on both sides of area edges get the ignore
+    value (255); 0 draws no ring."""
+
+    ignore_ring_px: int = 0
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     """A whole region config. ``bbox`` is (west, south, east, north) in EPSG:4326 degrees."""
 
@@ -199,7 +162,7 @@ class RegionConfig:
     osm: OsmSource
     classes: tuple[ClassSpec, ...]
     bbox: tuple[float, float, float, float] | None = None
-    ignore_ring_px: int = 0
+    masks: MasksConfig = MasksConfig()
     imagery: ImageryConfig | None = None
     synthetic: SyntheticConfig | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
@@ -214,20 +177,10 @@ class RegionConfig:
             raise KeyError(f"no config section parser registered for [{name}]")
         return _section_parser(name)(self.path, {})
 
-    def digest(self, *keys: str) -> str:
-        """SHA-256 (hex, 16 chars) of the named config values, canonically JSON-encoded.
-
-        A key is a top-level section (``"osm"``) or a dotted path (``"region.zoom"``); a
-        missing key counts as null, so adding a default-valued key changes the digest.
-        """
-        picked: dict[str, Any] = {}
-        for k in keys:
-            node: Any = self.raw
-            for part in k.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            picked[k] = node
-        blob = json.dumps(picked, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    @property
+    def ignore_ring_px(self) -> int:
+        """``[masks] ignore_ring_px`` (kept for older callers; read ``cfg.masks``)."""
+        return self.masks.ignore_ring_px
 
     def class_by_name(self, name: str) -> ClassSpec:
         for c in self.classes:
@@ -236,70 +189,14 @@ class RegionConfig:
         raise ConfigError(f"{self.path}: no class named {name!r}")
 
     def palette(self) -> list[int]:
-        """768-entry RGB palette: class colours at their ids, grey for ignore (255)."""
-        pal = [0] * 768
-        for c in self.classes:
-            pal[3 * c.id : 3 * c.id + 3] = [int(c.color[i : i + 2], 16) for i in (1, 3, 5)]
-        pal[3 * IGNORE_VALUE : 3 * IGNORE_VALUE + 3] = [128, 128, 128]
-        return pal
+        """768-entry RGB palette of the masks (:func:`pipeline.masks.mask_palette`)."""
+        from pipeline.masks import mask_palette
+
+        return mask_palette(self.classes)
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading and validation
-
-
-class Section:
-    """A TOML table being read: every key must be taken, leftovers are reported as unknown."""
-
-    def __init__(self, path: Path, where: str, table: Any) -> None:
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{where}] must be a table")
-        self.path, self.where, self.table = path, where, dict(table)
-        self.seen: list[str] = []
-
-    def key(self, k: str) -> str:
-        return f"{self.path}: {self.where}.{k}" if self.where else f"{self.path}: {k}"
-
-    def take(self, k: str, typ: type | tuple[type, ...], default: Any = ..., ) -> Any:
-        self.seen.append(k)
-        if k not in self.table:
-            if default is ...:
-                near = difflib.get_close_matches(k, list(self.table), n=1)
-                hint = f" (found unknown key {near[0]!r}: a typo?)" if near else ""
-                raise ConfigError(f"{self.key(k)} is required{hint}")
-            return default
-        v = self.table.pop(k)
-        ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, float, (int, float)))
-        if not ok:
-            names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-            raise ConfigError(f"{self.key(k)} must be {names}, got {v!r}")
-        return v
-
-    def number(self, k: str, default: Any = ..., lo: float | None = None, hi: float | None = None) -> float:
-        v = self.take(k, (int, float), default)
-        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-            raise ConfigError(f"{self.key(k)} = {v} is out of range [{lo}, {hi}]")
-        return float(v) if v is not None else v  # type: ignore[return-value]
-
-    def integer(self, k: str, default: Any = ..., lo: int | None = None, hi: int | None = None) -> int:
-        v = self.take(k, int, default)
-        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-            raise ConfigError(f"{self.key(k)} = {v} is out of range [{lo}, {hi}]")
-        return v
-
-    def choice(self, k: str, options: tuple[str, ...], default: Any = ...) -> str:
-        v = self.take(k, str, default)
-        if v not in options:
-            raise ConfigError(f"{self.key(k)} = {v!r}; choose one of {', '.join(options)}")
-        return v
-
-    def done(self) -> None:
-        if self.table:
-            hints = []
-            for k in sorted(self.table):
-                near = difflib.get_close_matches(k, self.seen, n=1)
-                hints.append(f"{k} (did you mean {near[0]!r}?)" if near else k)
-            raise ConfigError(f"{self.path}: unknown key(s) in [{self.where or 'top level'}]: {', '.join(hints)}")
 
 
 def load_config(path: str | Path) -> RegionConfig:
@@ -322,7 +219,10 @@ def load_config(path: str | Path) -> RegionConfig:
         raise ConfigError(f"{region.key('tile_size')} = {tile_size}; use 256 or 512")
     shard_zoom = region.integer("shard_zoom", max(0, zoom - 6), lo=0, hi=zoom)
     bbox = _bbox(region, "bbox")
-    data_dir = Path(region.take("data_dir", str, f"data/{name}"))
+    data_dir_text = region.take("data_dir", str, f"data/{name}")
+    if not data_dir_text.strip():
+        raise ConfigError(f"{region.key('data_dir')} is empty; remove it (default data/{name}) or name a folder")
+    data_dir = Path(data_dir_text)
     region.done()
 
     osm_sec = Section(path, "osm", top.take("osm", dict))
@@ -330,7 +230,7 @@ def load_config(path: str | Path) -> RegionConfig:
     osm_sec.done()
 
     masks_sec = Section(path, "masks", top.take("masks", dict, {}))
-    ring = masks_sec.integer("ignore_ring_px", 0, lo=0, hi=64)
+    masks = MasksConfig(ignore_ring_px=masks_sec.integer("ignore_ring_px", MasksConfig.ignore_ring_px, lo=0, hi=64))
     masks_sec.done()
 
     classes = _classes(path, top.take("classes", list))
@@ -341,9 +241,22 @@ def load_config(path: str | Path) -> RegionConfig:
     top.done()
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
-        data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, ignore_ring_px=ring,
+        data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
         imagery=imagery, synthetic=synthetic, sections=sections, raw=raw,
     )
+
+
+def check_environment(cfg: RegionConfig) -> None:
+    """Raise ConfigError when ``[imagery] url`` or ``headers`` use a ``${NAME}`` that is not set
+    in the environment (checked before any tile is fetched, not tile by tile)."""
+    if cfg.imagery is None:
+        return
+    texts = [("url", cfg.imagery.url or "")] + [(f"headers.{k}", v) for k, v in cfg.imagery.headers]
+    for key, text in texts:
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
+            if name not in os.environ:
+                raise ConfigError(f"{cfg.path}: imagery.{key} uses ${{{name}}} but the environment variable is "
+                                  f"not set; export {name}=... before running")
 
 
 def _section_parser(name: str) -> Any:
@@ -386,6 +299,10 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
                 raise ConfigError(f"{sec.key('buffer_m_by_value')}.{v} must be a number of metres in [0, 1000]")
         if kind == "line" and buffer_m <= 0 and not by_value:
             raise ConfigError(f"{sec.key('buffer_m')} must be > 0 for a line class (half-width in metres)")
+        if kind == "area" and (buffer_m or by_value):
+            key = "buffer_m" if buffer_m else "buffer_m_by_value"
+            raise ConfigError(f"{sec.key(key)} is only for line classes (areas are burnt as drawn); "
+                              "remove it or set kind = 'line'")
         color = sec.take("color", str, _default_color(cid))
         if not _COLOR_RE.match(color):
             raise ConfigError(f"{sec.key('color')} = {color!r}; write '#rrggbb'")
@@ -428,7 +345,9 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     if source != "raster" and paths:
         raise ConfigError(f"{sec.key('paths')} is only for source = 'raster'; remove it or change source")
     if url is not None:
-        _check_url_template(sec, url, source)
+        from pipeline.imagery.template import check_url_template
+
+        check_url_template(sec, url, source)
     bands = sec.take("bands", list, None)
     if bands is not None and not (bands and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
                                                 for b in bands)):
@@ -444,6 +363,10 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     headers = sec.take("headers", dict, {})
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{sec.key('headers')} must map header names to strings")
+    for k, v in headers.items():
+        if any(c in str(k) + v for c in "\r\n\0"):
+            raise ConfigError(f"{sec.key('headers')}.{k} holds a line break (CR/LF) or NUL; "
+                              "an HTTP header is one line: remove it")
     cfg = ImageryConfig(
         source=source, paths=paths, url=url,
         format=sec.choice("format", ("png", "jpg", "tif"), d.format),
@@ -475,30 +398,13 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     return cfg
 
 
-_URL_FIELDS = {"xyz": ("z", "x", "y", "-y", "quadkey", "r"), "wms": ("bbox", "width", "height")}
-
-
-def _check_url_template(sec: Section, url: str, source: str) -> None:
-    """A tile URL template: known ``{fields}`` only, enough of them to address a tile."""
-    if not re.match(r"^https?://", url):
-        raise ConfigError(f"{sec.key('url')} must start with http:// or https://")
-    fields = set(re.findall(r"(?<!\$)\{([^{}]*)\}", url))
-    allowed = _URL_FIELDS.get(source, ())
-    unknown = sorted(fields - set(allowed))
-    if unknown:
-        raise ConfigError(f"{sec.key('url')} has unknown field(s) {unknown}; a {source} URL takes "
-                          + " ".join("{" + f + "}" for f in allowed))
-    if source == "xyz" and not ({"z", "x"} <= fields and fields & {"y", "-y"}) and "quadkey" not in fields:
-        raise ConfigError(f"{sec.key('url')} must contain {{z}}, {{x}} and {{y}} (or {{-y}}), or {{quadkey}}")
-    if source == "wms" and "bbox" not in fields:
-        raise ConfigError(f"{sec.key('url')} must contain {{bbox}} (minx,miny,maxx,maxy in EPSG:3857)")
-
-
 def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
     sec = Section(path, "synthetic", table)
     d = SyntheticConfig()
     centre = sec.take("centre", list, list(d.centre))
-    if len(centre) != 2 or not (-180 < centre[0] < 180 and -80 < centre[1] < 84):
+    if len(centre) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in centre):
+        raise ConfigError(f"{sec.key('centre')} = {centre!r} must be [lon, lat], two numbers in degrees")
+    if not (-180 < centre[0] < 180 and -80 < centre[1] < 84):
         raise ConfigError(f"{sec.key('centre')} must be [lon, lat] in degrees, within UTM latitudes")
     cfg = SyntheticConfig(
         seed=sec.integer("seed", d.seed, lo=0),
@@ -521,10 +427,12 @@ __all__ = [
     "ClassSpec",
     "ConfigError",
     "ImageryConfig",
+    "MasksConfig",
     "OsmSource",
     "RegionConfig",
     "Section",
     "SyntheticConfig",
     "TagFilter",
+    "check_environment",
     "load_config",
 ]

@@ -14,16 +14,11 @@ from numpy.typing import NDArray
 
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
-from pipeline.geo import buffer_ground_m, to_mercator
+from pipeline.geo import burn_geometries
 from pipeline.io import atomic_path
 from pipeline.tiles import Tile, cover_bbox, cover_mercator, shards_of
 
 TILES_COLUMNS = ("z", "x", "y", "shard")
-
-
-def burn_geometries(geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64]) -> NDArray[np.object_]:
-    """The geometries as masks burn them: EPSG:3857, lines buffered by ``buffer_m`` ground metres."""
-    return buffer_ground_m(to_mercator(geoms_4326), buffer_m)
 
 
 def cover_features(geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64], z: int) -> NDArray[np.int64]:

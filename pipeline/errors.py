@@ -28,3 +28,8 @@ class TileServerError(OsmsatError, RuntimeError):
 
 class ManifestError(OsmsatError, ValueError):
     """A manifest or a finished output does not match what it claims (size, checksum, digest)."""
+
+
+class TileError(OsmsatError, ValueError):
+    """A tile or shard is not on the slippy-map grid, or not where it is asked for (a bad
+    argument or a corrupt tile list, not a config error)."""

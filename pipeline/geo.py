@@ -65,3 +65,9 @@ def buffer_ground_m(
         scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
         out[todo] = shapely.buffer(geoms[todo], buf[todo] * scale, quad_segs=quad_segs, cap_style="flat")
     return out
+
+
+def burn_geometries(geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64]) -> NDArray[np.object_]:
+    """The geometries as masks burn them and the cover covers them: EPSG:4326 in, EPSG:3857
+    out, lines buffered by ``buffer_m`` ground metres."""
+    return buffer_ground_m(to_mercator(geoms_4326), buffer_m)

@@ -1,36 +1,37 @@
-"""Atomic file writing, tile folders, manifests and GeoParquet/GeoJSON I/O.
+"""Atomic file writing, manifests, locks, the tile writer and the tile index.
 
 Every output is written to a temporary file in the same folder (or a given scratch folder on
 the same filesystem) and renamed into place with ``os.replace``, so a killed run never leaves a
-partial file under a final name.
+partial file under a final name. Nothing here changes process state at import (no umask).
+
+Sharded products (masks, images, and later predictions) are written by one writer,
+:class:`ShardWriter`, and are complete by one protocol: a shard is done when its manifest
+``<product>/_shards/<quadkey>.json`` records today's config digest and its files still have
+their sizes; the product is done when ``<product>/_manifest.json`` does and ``index.parquet``
+(every tile of today's shards, written by the ``*All`` task) lists files that still have theirs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import fcntl
+import glob
 import hashlib
 import json
+import logging
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import shapely
+from typing import Any
 
 from pipeline.errors import ManifestError
 from pipeline.tiles import Tile
 
-if TYPE_CHECKING:
-    import geopandas as gpd
+log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -43,9 +44,7 @@ def atomic_path(path: str | Path, scratch: str | Path | None = None) -> Iterator
     folder = Path(scratch) if scratch is not None else path.parent
     folder.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; outputs are for people and other tools too
-    os.close(fd)
+    tmp = _create_temp(folder, f".{path.name}.", ".tmp")
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -53,6 +52,28 @@ def atomic_path(path: str | Path, scratch: str | Path | None = None) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _create_temp(folder: Path, prefix: str, suffix: str) -> str:
+    """Create an empty file ``folder/<prefix><random><suffix>`` with mode 0666 less the umask
+    (the kernel applies the umask; ``mkstemp`` would make it 0600) and return its path."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{folder}: cannot create a temporary file {prefix}*{suffix}")
+
+
+def stale_temps(path: str | Path) -> list[Path]:
+    """Temporary files that ``atomic_path(path)`` calls killed mid-write left beside ``path``
+    (``.<name>.<random>.tmp``, and what writers made from them, e.g. ``.tmp.aux.xml``)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*") if p.is_file())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, scratch: str | Path | None = None) -> None:
@@ -125,112 +146,178 @@ def manifest_is_current(path: str | Path, digest: str, check_files: bool = True)
 
 
 # ---------------------------------------------------------------------------------------------
-# Features (GeoParquet, EPSG:4326)
-
-#: columns of ``features.parquet`` besides ``geometry`` (EPSG:4326)
-FEATURE_COLUMNS = ("osm_type", "osm_id", "class", "class_id", "buffer_m", "tags")
+# Locks
 
 
-FEATURE_ROW_GROUP = 4096
-
-
-def write_features(gdf: gpd.GeoDataFrame, path: str | Path) -> None:
-    """Write features as GeoParquet (EPSG:4326, with a bbox covering column) atomically.
-
-    Rows are stored in spatial (Morton) order of their bounding-box centres, in row groups of
-    ``FEATURE_ROW_GROUP`` rows, so that a bbox read (one shard) skips the row groups that lie
-    elsewhere instead of scanning the whole file. The order is deterministic (ties keep the
-    input order).
-    """
-    order = np.argsort(_morton_keys(gdf.geometry.to_numpy()), kind="stable")
-    with atomic_path(path) as tmp:
-        gdf.iloc[order].to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True,
-                                   row_group_size=FEATURE_ROW_GROUP)
-
-
-def _morton_keys(geoms: np.ndarray) -> np.ndarray:
-    """Z-order keys (uint64) of the bbox centres of EPSG:4326 geometries on a 2**16 grid."""
-    b = shapely.bounds(geoms)
-    cx = np.nan_to_num((b[:, 0] + b[:, 2]) / 2)
-    cy = np.nan_to_num((b[:, 1] + b[:, 3]) / 2)
-    x = np.clip((cx + 180) / 360 * 65536, 0, 65535).astype(np.uint64)
-    y = np.clip((90 - cy) / 180 * 65536, 0, 65535).astype(np.uint64)
-    return _spread_bits(x) | (_spread_bits(y) << np.uint64(1))
-
-
-def _spread_bits(v: np.ndarray) -> np.ndarray:
-    """Insert a zero bit between the 16 low bits of each value (for Morton keys)."""
-    v = v & np.uint64(0xFFFF)
-    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
-        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
-    return v
-
-
-def read_features(
-    path: str | Path, bbox: tuple[float, float, float, float] | None = None
-) -> gpd.GeoDataFrame:
-    """Read ``features.parquet`` (EPSG:4326); with ``bbox`` (W, S, E, N degrees) only the rows
-    whose bounding box intersects it.
-
-    Reads with pyarrow directly, filtering on the GeoParquet ``bbox`` covering column so whole
-    row groups are skipped, and gives the frame a cached EPSG:4326 CRS: ``geopandas.read_parquet``
-    parses the file's PROJJSON with pyproj on every call (20 ms, more than a shard's read).
-    """
-    import geopandas as gpd
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from pipeline.errors import InputDataError
-
-    filt = None
-    if bbox is not None:
-        w, s, e, n = bbox
-        filt = ((pc.field("bbox", "xmin") <= e) & (pc.field("bbox", "xmax") >= w)
-                & (pc.field("bbox", "ymin") <= n) & (pc.field("bbox", "ymax") >= s))
+@contextlib.contextmanager
+def file_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block; wait
+    for another holder (``on_wait`` is called once first). The file is deleted on release, and a
+    waiter that got the lock on a deleted file tries again, so two runs never both hold it."""
+    path = Path(path)
+    waited = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder is new, or another run just removed it empty
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait()
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
     try:
-        table = pq.read_table(path, filters=filt)
-    except FileNotFoundError as exc:
-        raise InputDataError(f"{path}: features file not found; run ExtractFeatures first") from exc
-    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors subclass these
-        raise InputDataError(f"{path}: unreadable features file ({exc}); delete it and rerun") from exc
-    if "bbox" in table.column_names:
-        table = table.drop_columns(["bbox"])
-    df = table.to_pandas()
-    geoms = shapely.from_wkb(df.pop("geometry").to_numpy())
-    return gpd.GeoDataFrame(df, geometry=geoms, crs=_crs_4326())
-
-
-@functools.cache
-def _crs_4326() -> Any:
-    import pyproj
-
-    return pyproj.CRS.from_epsg(4326)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
-# Tile trees
+# Tile trees: one writer for every sharded product
+
+#: manifest statuses of a tile: a file was written; skipped (no valid pixels); the source lacked it
+TILE_OK, TILE_NODATA, TILE_MISSING = "ok", "nodata-skipped", "missing-on-server"
+
+
+class TileWriter:
+    """Writes tiles into ``root/z/x/y.<ext>``, each through a temporary file in ``scratch`` (a
+    folder on the same filesystem) renamed into place, and records what became of every tile:
+    ``files`` (``{"z/x/y.ext": {"size", "sha256"}}``), ``status`` (``{"z/x/y": status}``) and
+    ``valid_share`` (tiles with fewer than all pixels valid). ``exts``: the extensions a tile
+    of this product may have; writing one deletes the tile's files with the others."""
+
+    def __init__(self, root: str | Path, scratch: str | Path, exts: Sequence[str] = ()) -> None:
+        self.root, self.scratch, self.exts = Path(root), Path(scratch), tuple(exts)
+        self.files: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, str] = {}
+        self.valid_share: dict[str, float] = {}
+        self._made: set[Path] = set()
+
+    def write(self, t: Tile, data: bytes, ext: str, valid_share: float = 1.0) -> str:
+        """Write one tile atomically; returns its sha256."""
+        final = tile_path(self.root, t, ext)
+        if final.parent not in self._made:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(final.parent)
+        tmp = self.scratch / f"{t.z}-{t.x}-{t.y}.{ext}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, final)
+        sha = sha256_bytes(data)
+        self._remove(t, keep=ext)
+        self.adopt(t, TILE_OK, ext, len(data), sha, valid_share)
+        return sha
+
+    def write_many(self, items: Iterable[tuple[Tile, bytes]], ext: str) -> None:
+        for t, data in items:
+            self.write(t, data, ext)
+
+    def skip(self, t: Tile, status: str, valid_share: float = 0.0) -> None:
+        """Record a tile without a file (``TILE_NODATA`` / ``TILE_MISSING``); deletes any old file."""
+        self._remove(t)
+        self.adopt(t, status, valid_share=valid_share)
+
+    def adopt(self, t: Tile, status: str, ext: str = "", size: int = 0, sha256: str = "",
+              valid_share: float = 1.0) -> None:
+        """Record a tile; for ``TILE_OK`` its file ``root/z/x/y.ext`` (written here, or by a
+        downloader through ``scratch``) of ``size`` bytes and ``sha256``."""
+        key = f"{t.z}/{t.x}/{t.y}"
+        self.status[key] = status
+        if status == TILE_OK:
+            self.files[f"{key}.{ext}"] = {"size": size, "sha256": sha256}
+            if valid_share < 1.0:
+                self.valid_share[key] = valid_share
+
+    def _remove(self, t: Tile, keep: str = "") -> None:
+        for ext in self.exts:
+            if ext != keep:
+                tile_path(self.root, t, ext).unlink(missing_ok=True)
 
 
 def write_tile_files(
     root: str | Path, items: Iterable[tuple[Tile, bytes]], ext: str, scratch: str | Path
 ) -> dict[str, dict[str, Any]]:
-    """Write each ``(tile, bytes)`` to ``root/z/x/y.ext`` atomically (through ``scratch``, a
-    folder on the same filesystem). Returns ``{"z/x/y.ext": {"size": n, "sha256": hex}}``."""
-    root, scratch = Path(root), Path(scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
-    made: set[Path] = set()
-    files: dict[str, dict[str, Any]] = {}
-    for t, data in items:
-        final = tile_path(root, t, ext)
-        if final.parent not in made:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            made.add(final.parent)
-        tmp = scratch / f"{t.z}-{t.x}-{t.y}.{ext}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, final)
-        files[f"{t.z}/{t.x}/{t.y}.{ext}"] = {"size": len(data), "sha256": sha256_bytes(data)}
-    return files
+    """Write each ``(tile, bytes)`` to ``root/z/x/y.ext`` atomically (through ``scratch``).
+    Returns ``{"z/x/y.ext": {"size": n, "sha256": hex}}``."""
+    Path(scratch).mkdir(parents=True, exist_ok=True)
+    w = TileWriter(root, scratch)
+    w.write_many(items, ext)
+    return w.files
+
+
+class ShardWriter(TileWriter):
+    """The writer of one shard of a product (``product_dir``), as a context manager.
+
+    On entry it locks the shard (``_tmp/<shard>.lock``: a second run of the same shard waits,
+    then finds it done in ``current``), deletes what a killed run left in the scratch folder,
+    and records a started marker with ``digest``: ``resumable`` tells whether the tiles on disk
+    come from a run with today's digest (a killed one, or a finished one), so a downloader may
+    keep them after verifying. ``commit(extra)`` writes the shard manifest last
+    (``_shards/<shard>.json``); on exit the scratch folder, the lock and an empty ``_tmp`` go.
+    """
+
+    def __init__(self, product_dir: str | Path, shard: str, digest: str, exts: Sequence[str] = ()) -> None:
+        product_dir = Path(product_dir)
+        super().__init__(product_dir, product_dir / "_tmp" / shard, exts)
+        self.shard, self.digest = shard, digest
+        self.manifest = product_dir / "_shards" / f"{shard}.json"
+        self.marker = product_dir / "_shards" / f"{shard}.started.json"
+        self.resumable = self.current = False
+        self._lock: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> ShardWriter:
+        stack = contextlib.ExitStack()
+        stack.enter_context(file_lock(self.root / "_tmp" / f"{self.shard}.lock",
+                                      on_wait=lambda: log.info("shard %s: waiting for another run", self.shard)))
+        self._lock = stack
+        try:
+            self.current = manifest_is_current(self.manifest, self.digest)
+            if not self.current:
+                self.resumable = any(_records_digest(p, self.digest) for p in (self.marker, self.manifest))
+                reset_dir(self.scratch)
+                atomic_write_json(self.marker, {"config_digest": self.digest})
+        except BaseException:
+            stack.close()
+            raise
+        return self
+
+    def commit(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the shard manifest (root, shard, tiles, files, status, valid_share, ``extra``)."""
+        body = {"root": str(self.root), "shard": self.shard, "tiles": len(self.status), "files": self.files,
+                "status": self.status, "valid_share": self.valid_share, **(extra or {})}
+        write_manifest(self.manifest, self.digest, body)
+        self.marker.unlink(missing_ok=True)
+        return body
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
+        with contextlib.suppress(OSError):
+            (self.root / "_tmp").rmdir()
+
+
+def _records_digest(path: Path, digest: str) -> bool:
+    try:
+        return path.is_file() and read_manifest(path).get("config_digest") == digest
+    except ManifestError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +327,36 @@ def write_tile_files(
 INDEX_COLUMNS = ("z", "x", "y", "shard", "path", "size", "sha256", "status")
 #: index statuses: a tile file was written; the tile was skipped (no valid pixels); the source lacked it
 WRITTEN, NODATA, MISSING = "written", "nodata", "missing"
+INDEX_FILE = "index.parquet"
+
+
+def tile_index(manifests: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The tile index (DataFrame with ``INDEX_COLUMNS``, sorted by z, x, y) of shard manifests
+    ``{shard: manifest}``; ``path`` relative to the product folder, empty when no file."""
+    import pandas as pd
+
+    rows: list[tuple[Any, ...]] = []
+    for shard in sorted(manifests):
+        m = manifests[shard]
+        by_tile = {rel.rsplit(".", 1)[0]: (rel, int(info["size"]), str(info.get("sha256", "")))
+                   for rel, info in m.get("files", {}).items()}
+        status = m.get("status") or {k: TILE_OK for k in by_tile}
+        for key, st in status.items():
+            z, x, y = (int(v) for v in key.split("/"))
+            rel, size, sha = by_tile.get(key, ("", 0, ""))
+            label = WRITTEN if st == TILE_OK else NODATA if st.startswith("nodata") else MISSING
+            rows.append((z, x, y, str(m.get("shard", shard)), rel, size, sha, label))
+    df = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    df = df.astype({"z": "int64", "x": "int64", "y": "int64", "size": "int64"})
+    return df.sort_values(["z", "x", "y"], kind="stable").reset_index(drop=True)
+
+
+def write_tile_index(product_dir: str | Path, manifests: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Write ``product_dir/index.parquet`` from today's shard manifests; returns the index."""
+    df = tile_index(manifests)
+    with atomic_path(Path(product_dir) / INDEX_FILE) as tmp:
+        df.to_parquet(tmp, index=False)
+    return df
 
 
 def read_tile_index(product_dir: str | Path) -> Any:
@@ -247,28 +364,66 @@ def read_tile_index(product_dir: str | Path) -> Any:
     ``INDEX_COLUMNS``, sorted by (z, x, y): ``path`` is relative to ``product_dir`` (empty when
     no file was written), ``status`` one of ``written``, ``nodata``, ``missing``.
 
-    Built from the shard manifests that the product's tasks wrote (never a glob of the tile
-    folders, which may hold tiles of an earlier config). Raises ManifestError naming the folder
-    when the product has no shard manifest (run its ``*All`` task first).
+    Reads ``index.parquet``, which the product's ``*All`` task writes from the manifests of
+    today's shards (never a glob of the tile folders, which may hold tiles of an earlier
+    config). Without it (a product made before the index existed), built from every shard
+    manifest. Raises ManifestError naming the folder when there is neither.
     """
     import pandas as pd
 
     product_dir = Path(product_dir)
+    index = product_dir / INDEX_FILE
+    if index.is_file():
+        try:
+            return pd.read_parquet(index)
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"{index}: unreadable tile index ({exc}); delete it and rerun the stage") from exc
     manifests = sorted((product_dir / "_shards").glob("*.json"))
+    manifests = [p for p in manifests if not p.name.endswith(".started.json")]
     if not manifests:
-        raise ManifestError(f"{product_dir}: no shard manifests; run the stage that makes it first")
-    rows: list[tuple[Any, ...]] = []
-    for mpath in manifests:
-        m = read_manifest(mpath)
-        shard = str(m.get("shard", mpath.stem))
-        by_tile: dict[str, tuple[str, int, str]] = {}
-        for rel, info in m.get("files", {}).items():
-            by_tile[rel.rsplit(".", 1)[0]] = (rel, int(info["size"]), str(info.get("sha256", "")))
-        status = m.get("status") or {k: "ok" for k in by_tile}
-        for key, st in status.items():
-            z, x, y = (int(v) for v in key.split("/"))
-            rel, size, sha = by_tile.get(key, ("", 0, ""))
-            label = WRITTEN if st == "ok" else NODATA if st.startswith("nodata") else MISSING
-            rows.append((z, x, y, shard, rel, size, sha, label))
-    df = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-    return df.sort_values(["z", "x", "y"], kind="stable").reset_index(drop=True)
+        raise ManifestError(f"{product_dir}: no tile index or shard manifests; run the stage that makes it first")
+    return tile_index({p.stem: read_manifest(p) for p in manifests})
+
+
+def index_is_whole(product_dir: str | Path) -> bool:
+    """True when ``index.parquet`` exists and every file it lists has its recorded size (a
+    cheap check: one ``stat`` per tile; ``Verify`` checks the sha256)."""
+    import pandas as pd
+
+    index = Path(product_dir) / INDEX_FILE
+    try:
+        df = pd.read_parquet(index, columns=["path", "size", "status"])
+    except (OSError, ValueError):
+        return False
+    root = str(product_dir)
+    for rel, size in zip(df.path[df.status == WRITTEN].tolist(), df["size"][df.status == WRITTEN].tolist(),
+                         strict=True):
+        try:
+            if os.stat(os.path.join(root, rel)).st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def tiles_on_disk(product_dir: str | Path) -> list[str]:
+    """Relative paths ``z/x/y.ext`` of the tile files under ``product_dir`` (numeric folders
+    only; manifests, scratch and the index are not tiles). For stale-tile reports and pruning."""
+    out: list[str] = []
+    root = Path(product_dir)
+    if not root.is_dir():
+        return out
+    for zdir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+        for dirpath, _dirs, names in os.walk(zdir):
+            rel = os.path.relpath(dirpath, root)
+            out.extend(f"{rel}/{n}" for n in names if not n.startswith("."))
+    return sorted(out)
+
+
+def __getattr__(name: str) -> Any:
+    """Old names of the features functions, now in :mod:`pipeline.features`."""
+    if name in ("FEATURE_COLUMNS", "FEATURE_ROW_GROUP", "write_features", "read_features"):
+        from pipeline import features
+
+        return getattr(features, name)
+    raise AttributeError(f"module 'pipeline.io' has no attribute {name!r}")

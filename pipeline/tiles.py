@@ -18,7 +18,7 @@ import shapely
 from affine import Affine
 from numpy.typing import NDArray
 
-from pipeline.errors import ConfigError
+from pipeline.errors import TileError
 from pipeline.geo import HALF_WORLD_M, to_mercator
 
 # Shrink tile boxes by this many metres when testing cover, so that a feature that only touches
@@ -44,9 +44,9 @@ def tile_extent_m(z: int) -> float:
 
 
 def check_tile(t: Tile) -> None:
-    """Raise ConfigError unless ``t`` is a valid tile (0 <= x, y < 2**z, 0 <= z <= 30)."""
+    """Raise TileError unless ``t`` is a valid tile (0 <= x, y < 2**z, 0 <= z <= 30)."""
     if not (0 <= t.z <= 30 and 0 <= t.x < (1 << t.z) and 0 <= t.y < (1 << t.z)):
-        raise ConfigError(f"tile {t} is outside the slippy-map grid at zoom {t.z}")
+        raise TileError(f"tile {t} is outside the slippy-map grid at zoom {t.z}")
 
 
 def tile_bounds(t: Tile) -> tuple[float, float, float, float]:

@@ -7,7 +7,10 @@ only when the manifest exists, records today's chained config digest
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,8 +19,36 @@ import pandas as pd
 
 from pipeline.config import RegionConfig, load_config
 from pipeline.cover import read_tiles_csv
-from pipeline.io import manifest_is_current, write_manifest
+from pipeline.io import (
+    INDEX_FILE,
+    ShardWriter,
+    file_lock,
+    index_is_whole,
+    manifest_is_current,
+    read_manifest,
+    tiles_on_disk,
+    write_manifest,
+    write_tile_index,
+)
 from pipeline.stages import file_fingerprint, stage_digest
+from pipeline.upkeep import clean_stale_temps
+
+log = logging.getLogger("luigi-interface")
+
+
+def _locked(run: Any) -> Any:
+    """Wrap a task's ``run``: hold the task's lock, skip when another run finished it while we
+    waited, and delete the temporary files killed runs left beside the task's outputs."""
+
+    @functools.wraps(run)
+    def locked_run(self: RegionTask) -> Any:
+        with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
+            if self.complete():
+                return None
+            clean_stale_temps(*self.owned_files())
+            return run(self)
+
+    return locked_run
 
 
 class ManifestTarget(luigi.Target):
@@ -31,14 +62,41 @@ class ManifestTarget(luigi.Target):
         return manifest_is_current(self.path, self.digest)
 
     def write(self, body: dict[str, Any]) -> None:
+        """Write the manifest, then delete temporary files that killed runs left beside the
+        files it lists (the task that writes it owns them)."""
         write_manifest(self.path, self.digest, body)
+        root = Path(body.get("root", self.path.parent))
+        clean_stale_temps(self.path, *(root / rel for rel in body.get("files", {})))
 
 
 class RegionTask(luigi.Task):
-    """A task over one region, named by the path of its config TOML."""
+    """A task over one region, named by the path of its config TOML.
+
+    A subclass's plain ``run`` is wrapped (see ``__init_subclass__``) to hold a per-task lock
+    (``_manifests/<Task>.lock``), so two runs on one region never write the same output at
+    once: the second waits, then finds the task complete. Runs that yield dynamic
+    dependencies, and tasks with ``locked_run = False`` (shards lock in their tile writer),
+    are not wrapped.
+    """
 
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
     stage: ClassVar[str] = ""
+    locked_run: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and cls.locked_run and not inspect.isgeneratorfunction(run):
+            cls.run = _locked(run)  # type: ignore[method-assign]
+
+    def lock_path(self) -> Path:
+        """The lock held while this task runs (``data/<region>/_manifests/<Task>.lock``)."""
+        return self.data_dir / "_manifests" / f"{self.task_family}.lock"
+
+    def owned_files(self) -> list[Path]:
+        """Outputs whose leftover temporary files a rerun deletes before it starts (besides
+        those its manifest lists, cleaned when it is written)."""
+        return [self.manifest_path()]
 
     @property
     def cfg(self) -> RegionConfig:
@@ -77,6 +135,7 @@ class ShardTask(RegionTask):
 
     shard = luigi.Parameter(description="shard quadkey (parent tile at region.shard_zoom)")
     product: ClassVar[str] = ""
+    locked_run: ClassVar[bool] = False  # its ShardWriter locks the shard
 
     def product_dir(self) -> Path:
         return self.data_dir / self.product
@@ -84,14 +143,24 @@ class ShardTask(RegionTask):
     def manifest_path(self) -> Path:
         return self.product_dir() / "_shards" / f"{self.shard}.json"
 
-    def scratch_dir(self) -> Path:
-        """Per-shard scratch folder for temporary files (same filesystem as the tiles)."""
-        return self.product_dir() / "_tmp" / str(self.shard)
+    def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
+        """The shard's tile writer (:class:`pipeline.io.ShardWriter`; use it as a context manager)."""
+        return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts)
+
+
+class IndexTarget(ManifestTarget):
+    """A product's region manifest: current when it records ``digest`` and every tile file of
+    the product's ``index.parquet`` still has its recorded size."""
+
+    def exists(self) -> bool:
+        return super().exists() and index_is_whole(self.path.parent)
 
 
 class AllShardsTask(RegionTask):
     """Runs one shard task per shard of ``tiles.csv`` (as dynamic dependencies, since the shards
-    are known only once CoverTiles has run), then writes a region summary as its manifest."""
+    are known only once the tiles are), then writes the product's tile index
+    (``<product>/index.parquet``) and a region summary as its manifest. Subclasses give
+    ``requires`` (the task that makes ``tiles.csv``), ``shard_task`` and ``summary``."""
 
     product: ClassVar[str] = ""
 
@@ -101,16 +170,26 @@ class AllShardsTask(RegionTask):
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def requires(self) -> Any:
-        from tasks.cover import CoverTiles
-
-        return CoverTiles(config=self.config)
+    def product_dir(self) -> Path:
+        return self.data_dir / self.product
 
     def manifest_path(self) -> Path:
-        return self.data_dir / self.product / "_manifest.json"
+        return self.product_dir() / "_manifest.json"
+
+    def output(self) -> IndexTarget:
+        return IndexTarget(self.manifest_path(), self.digest())
 
     def run(self) -> Iterator[Any]:
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         shard_tasks = [self.shard_task(s) for s in sorted(tiles.shard.unique())]
         yield shard_tasks
-        self.output().write(self.summary(tiles, shard_tasks))
+        index = write_tile_index(self.product_dir(), {str(t.shard): read_manifest(t.manifest_path())
+                                                      for t in shard_tasks})
+        stale = len(set(tiles_on_disk(self.product_dir())) - set(index.path[index.path != ""]))
+        if stale:
+            log.warning("%s: %d tile file(s) on disk are not in today's index (left by an earlier config); "
+                        "`make prune REGION=%s` removes them", self.product_dir(), stale, self.cfg.name)
+        body = {"stage": self.stage, "root": str(self.product_dir()), "stale_tiles": stale,
+                "files": {INDEX_FILE: {"size": (self.product_dir() / INDEX_FILE).stat().st_size}},
+                **self.summary(tiles, shard_tasks)}
+        self.output().write(body)

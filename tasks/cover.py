@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.cover import region_tiles, write_tiles_csv
-from pipeline.io import read_features
+from pipeline.features import read_features
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 

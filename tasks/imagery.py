@@ -15,18 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.config import check_environment
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.errors import ConfigError
-from pipeline.imagery.shard import (
-    clear_started,
-    coverage_summary,
-    make_shard,
-    manifest_body,
-    mark_started,
-    may_reuse,
-    server_resource,
-)
-from pipeline.io import read_manifest, reset_dir
+from pipeline.imagery.common import TILE_EXTS
+from pipeline.imagery.shard import coverage_summary, make_shard, manifest_extra, server_resource
+from pipeline.io import read_manifest
 from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
 
@@ -45,6 +39,7 @@ def _sample_region(task: RegionTask) -> list[Any]:
 def _imagery(task: RegionTask) -> Any:
     if task.cfg.imagery is None:
         raise ConfigError(f"{task.cfg.path}: no [imagery] section; add one to make imagery tiles")
+    check_environment(task.cfg)  # once per region (ImageryAll) before any shard starts
     return task.cfg.imagery
 
 
@@ -86,22 +81,18 @@ class FetchImagery(ShardTask):
     def run(self) -> None:
         icfg = _imagery(self)
         shard = str(self.shard)
-        tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), shard)
-        plan = None
-        if icfg.source == "raster":
-            from pipeline.imagery.raster import RasterPlan
+        with self.writer(TILE_EXTS) as out:
+            if out.current:  # another run finished this shard while we waited for it
+                return
+            tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), shard)
+            plan = None
+            if icfg.source == "raster":
+                from pipeline.imagery.raster import RasterPlan
 
-            plan = RasterPlan.from_json(read_manifest(ImageryPlan(config=self.config).manifest_path())["plan"])
-        manifest, digest = self.manifest_path(), self.digest()
-        reuse = may_reuse(manifest, digest)
-        scratch = reset_dir(self.scratch_dir())
-        mark_started(manifest, digest)
-        result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, self.product_dir(), scratch,
-                            reuse=reuse, progress=lambda i, n: self.progress(i, n, f"imagery {shard}"))
-        body = manifest_body(icfg, shard, result, self.product_dir())
-        self.output().write(body)
-        clear_started(manifest)
-        scratch.rmdir()
+                plan = RasterPlan.from_json(read_manifest(ImageryPlan(config=self.config).manifest_path())["plan"])
+            result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, out,
+                                progress=lambda i, n: self.progress(i, n, f"imagery {shard}"))
+            body = out.commit(manifest_extra(icfg, result))
         log.info("imagery shard %s: %s", shard, body["counts"])
 
 
@@ -110,6 +101,9 @@ class ImageryAll(AllShardsTask):
 
     stage = "imagery"
     product = "images"
+
+    def requires(self) -> Any:
+        return CoverTiles(config=self.config)
 
     def shard_task(self, shard: str) -> ShardTask:
         _imagery(self)

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
-from pipeline.io import read_features, reset_dir, write_tile_files
-from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+from pipeline.features import read_features
+from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ShardTask
 from tasks.cover import CoverTiles
@@ -27,15 +27,16 @@ class RasterizeMasks(ShardTask):
 
     def run(self) -> None:
         cfg = self.cfg
-        tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), str(self.shard))
-        feats = read_features(self.data_dir / "features.parquet", bbox=shard_read_bbox(str(self.shard), cfg.classes))
-        burn = prepare_burn(feats, cfg.classes)
-        pngs = mask_pngs(burn, tiles, cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
-        scratch = reset_dir(self.scratch_dir())
-        files = write_tile_files(self.product_dir(), self._progress(pngs, len(tiles)), "png", scratch)
-        scratch.rmdir()
-        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard),
-                             "tiles": len(files), "files": files})
+        with self.writer(("png",)) as out:
+            if out.current:  # another run finished this shard while we waited for it
+                return
+            tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), str(self.shard))
+            feats = read_features(self.data_dir / "features.parquet",
+                                  bbox=shard_read_bbox(str(self.shard), cfg.classes))
+            burn = prepare_burn(feats, cfg.classes)
+            pngs = mask_pngs(burn, tiles, cfg.tile_size, mask_palette(cfg.classes), cfg.masks.ignore_ring_px)
+            out.write_many(self._progress(pngs, len(tiles)), "png")
+            out.commit()
 
     def _progress(self, items: Iterator[tuple[Tile, bytes]], total: int) -> Iterator[tuple[Tile, bytes]]:
         for i, item in enumerate(items):
@@ -49,6 +50,9 @@ class MasksAll(AllShardsTask):
 
     stage = "masks"
     product = "masks"
+
+    def requires(self) -> Any:
+        return CoverTiles(config=self.config)
 
     def shard_task(self, shard: str) -> ShardTask:
         return RasterizeMasks(config=self.config, shard=shard)

@@ -7,6 +7,7 @@ from typing import Any
 import luigi
 
 from tasks.masks import MasksAll
+from tasks.upkeep import Prune, Verify  # noqa: F401 - registered for `python -m tasks Prune|Verify`
 
 
 class RegionPipeline(luigi.WrapperTask):

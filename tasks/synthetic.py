@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.synthetic import sample_paths, write_sample_region
@@ -14,7 +15,13 @@ class MakeSampleRegion(RegionTask):
     """Write ``[osm] path``, ``[imagery] paths[0]`` and ``<data_dir>/truth.geojson`` from the
     ``[synthetic]`` parameters; the manifest lists the three files and their sizes."""
 
-    stage = "sample"
+    stage = "synthetic"
+
+    def owned_files(self) -> list[Path]:
+        """The three generated files (a killed run leaves ``.<name>.*.tmp*`` beside them)."""
+        if self.cfg.synthetic is None:
+            return super().owned_files()
+        return [*super().owned_files(), *sample_paths(self.cfg)]
 
     def run(self) -> None:
         cfg = self.cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,43 @@ def test_stage_digests_chain(tmp_path: Path) -> None:
     assert stage_digest(a, "extract") == stage_digest(c, "extract")
     assert stage_digest(a, "cover") != stage_digest(c, "cover")
     assert stage_digest(a, "masks") != stage_digest(c, "masks")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.replace('zoom = 18', 'zoom = 18\ndata_dir = ""'), r"region\.data_dir is empty"),
+    (lambda t: t.replace('exclude = ["building=no"]', 'exclude = ["building=no"]\nbuffer_m = 2'),
+     r"classes\[0\] \(building\)\.buffer_m is only for line classes"),
+    (lambda t: t + '\n[imagery]\nsource = "xyz"\nurl = "https://t.example/{z}/{x}/{y}.png"\n'
+                   'headers = { Referer = "https://a.example\\r\\nX-Evil: 1" }\n',
+     r"imagery\.headers\.Referer holds a line break"),
+    (lambda t: t + '\n[imagery]\nsource = "raster"\npaths = ["o.tif"]\n\n[synthetic]\ncentre = ["east", 60]\n',
+     r"synthetic\.centre = \['east', 60\] must be \[lon, lat\], two numbers"),
+])
+def test_bad_values_caught_at_validation(tmp_path: Path, change: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(_write(tmp_path, change(BASE)))
+    assert "region.toml" in str(err.value)
+
+
+def test_unset_environment_variable_is_caught_before_fetching(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import check_environment
+
+    monkeypatch.delenv("OSMSAT_NOT_SET", raising=False)
+    cfg = load_config(_write(tmp_path, BASE + '\n[imagery]\nsource = "xyz"\n'
+                                              'url = "https://t.example/{z}/{x}/{y}.png?k=${OSMSAT_NOT_SET}"\n'))
+    with pytest.raises(ConfigError, match=r"region\.toml: imagery\.url uses \$\{OSMSAT_NOT_SET\}"):
+        check_environment(cfg)
+    monkeypatch.setenv("OSMSAT_NOT_SET", "v")
+    check_environment(cfg)
+
+
+def test_nodata_outside_the_band_type_is_caught_when_planning() -> None:
+    from pipeline.imagery.raster import check_nodata
+
+    check_nodata(0, "uint8")
+    check_nodata(-9999.0, "float32")
+    check_nodata(65535, "uint16")
+    for value, dtype in ((-9999, "uint8"), (256, "uint8"), (0.5, "uint16"), (70000, "int16")):
+        with pytest.raises(ConfigError, match=rf"imagery\] nodata = .* is not a {dtype} value"):
+            check_nodata(value, dtype)

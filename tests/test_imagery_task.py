@@ -64,8 +64,10 @@ def ortho(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Tile]]:
 
 
 def image_files(images: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(images)): p.read_bytes() for p in images.rglob("*")
-            if p.is_file() and not p.name.startswith("_") and "_tmp" not in p.parts and "_shards" not in p.parts}
+    """The tile files under ``images`` (z/x/y.ext), whatever the index says."""
+    from pipeline.io import tiles_on_disk
+
+    return {rel: (images / rel).read_bytes() for rel in tiles_on_disk(images)}
 
 
 def test_imagery_all_from_a_raster(tmp_path: Path, ortho: tuple[Path, list[Tile]]) -> None:
@@ -83,6 +85,11 @@ def test_imagery_all_from_a_raster(tmp_path: Path, ortho: tuple[Path, list[Tile]
     assert len(summary["nodata_skipped"]) == counts["nodata-skipped"]
     files = image_files(data / "images")
     assert len(files) == counts["ok"]
+    from pipeline.io import read_tile_index
+
+    idx = read_tile_index(data / "images")  # index.parquet: every tile of today's shards
+    assert len(idx) == len(tiles) and sorted(idx.path[idx.status == "written"]) == sorted(files)
+    assert (idx.status == "nodata").sum() == counts["nodata-skipped"]
     for shard in summary["by_shard"]:
         m = json.loads((data / "images" / "_shards" / f"{shard}.json").read_text())
         for rel, info in m["files"].items():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import geopandas as gpd
@@ -11,16 +15,29 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
+from pipeline.features import FEATURE_ROW_GROUP, read_features, write_features
 from pipeline.io import (
-    FEATURE_ROW_GROUP,
+    INDEX_COLUMNS,
+    TILE_MISSING,
+    TILE_NODATA,
+    TILE_OK,
+    WRITTEN,
+    ShardWriter,
     atomic_path,
     atomic_write_json,
+    file_lock,
+    index_is_whole,
     manifest_is_current,
-    read_features,
-    write_features,
+    read_manifest,
+    read_tile_index,
+    tile_index,
+    tiles_on_disk,
     write_manifest,
+    write_tile_index,
 )
 from pipeline.masks import geojson_like
+from pipeline.tiles import Tile
+from tests.conftest import ROOT
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
@@ -78,3 +95,82 @@ def test_geojson_like_matches_geo_interface() -> None:
         out = geojson_like(np.array(geoms, dtype=object))
         for g, d in zip(geoms, out):
             assert shapely.geometry.shape(d).equals(g)
+
+
+def test_importing_io_leaves_the_umask_alone(tmp_path: Path) -> None:
+    code = ("import os; os.umask(0o027); import pipeline.io as io; "
+            "io.atomic_write_bytes(os.environ['OUT'], b'x'); m = os.umask(0); print(oct(m))")
+    out = tmp_path / "f.bin"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                       env={**os.environ, "OUT": str(out)})
+    assert r.stdout.strip() == "0o27"
+    assert (out.stat().st_mode & 0o777) == 0o640  # 0666 less the umask, as for any new file
+
+
+def test_shard_writer_records_locks_resumes_and_cleans(tmp_path: Path) -> None:
+    product = tmp_path / "masks"
+    t1, t2, t3 = Tile(19, 10, 20), Tile(19, 11, 20), Tile(19, 12, 20)
+    (product / "_tmp" / "q").mkdir(parents=True)
+    (product / "_tmp" / "q" / "19-10-20.png.tmp").write_bytes(b"left by a killed run")
+    (product / "19" / "12").mkdir(parents=True)
+    (product / "19" / "12" / "20.jpg").write_bytes(b"old format")
+    with ShardWriter(product, "q", "d1", exts=("png", "jpg")) as out:
+        assert not out.current and not out.resumable
+        assert list(out.scratch.iterdir()) == []  # the killed run's scratch is gone
+        assert (product / "_shards" / "q.started.json").is_file()
+        sha = out.write(t1, b"one", "png")
+        out.write(t2, b"two", "png", valid_share=0.5)
+        out.skip(t3, TILE_NODATA)
+        body = out.commit({"extra": 1})
+    assert sha == hashlib.sha256(b"one").hexdigest()
+    assert body["files"] == {"19/10/20.png": {"size": 3, "sha256": sha},
+                             "19/11/20.png": {"size": 3, "sha256": hashlib.sha256(b"two").hexdigest()}}
+    assert body["status"] == {"19/10/20": TILE_OK, "19/11/20": TILE_OK, "19/12/20": TILE_NODATA}
+    assert body["valid_share"] == {"19/11/20": 0.5} and body["extra"] == 1
+    assert not (product / "19" / "12" / "20.jpg").exists()  # a skipped tile keeps no old file
+    assert not (product / "_tmp").exists() and not (product / "_shards" / "q.started.json").exists()
+    assert manifest_is_current(product / "_shards" / "q.json", "d1")
+    with ShardWriter(product, "q", "d1") as again:
+        assert again.current  # e.g. another run finished it while this one waited for the lock
+    with pytest.raises(RuntimeError), ShardWriter(product, "q", "d2") as killed:
+        killed.write(t1, b"new", "png")
+        raise RuntimeError("killed")
+    with ShardWriter(product, "q", "d2") as resumed:
+        assert resumed.resumable and not resumed.current  # the interrupted run had today's digest
+    idx = tile_index({"q": read_manifest(product / "_shards" / "q.json")})
+    assert idx.status.tolist() == [WRITTEN, WRITTEN, "nodata"] and idx.path.tolist()[2] == ""
+
+
+def test_file_lock_makes_a_second_holder_wait(tmp_path: Path) -> None:
+    lock = tmp_path / "sub" / "x.lock"
+    order: list[str] = []
+    waited = threading.Event()
+
+    def second() -> None:
+        with file_lock(lock, on_wait=waited.set):
+            order.append("second")
+
+    with file_lock(lock):
+        th = threading.Thread(target=second)
+        th.start()
+        assert waited.wait(5)
+        order.append("first")
+    th.join(5)
+    assert order == ["first", "second"] and not lock.exists()
+
+
+def test_index_is_read_from_index_parquet_and_checked_by_size(tmp_path: Path) -> None:
+    product = tmp_path / "images"
+    with ShardWriter(product, "q", "d") as out:
+        out.write(Tile(3, 1, 2), b"abc", "png")
+        out.skip(Tile(3, 2, 2), TILE_MISSING)
+        out.commit()
+    (product / "_shards" / "stale.json").write_text('{"config_digest": "x", "files": {}, "status": {"3/7/7": "ok"}}')
+    write_tile_index(product, {"q": read_manifest(product / "_shards" / "q.json")})
+    idx = read_tile_index(product)
+    assert list(idx.columns) == list(INDEX_COLUMNS) and len(idx) == 2  # the stale shard is not today's
+    assert idx.status.tolist() == [WRITTEN, "missing"]
+    assert index_is_whole(product)
+    (product / "3" / "1" / "2.png").write_bytes(b"ab")
+    assert not index_is_whole(product)
+    assert tiles_on_disk(product) == ["3/1/2.png"]

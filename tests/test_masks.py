@@ -13,10 +13,18 @@ import shapely
 from PIL import Image
 
 from pipeline.config import IGNORE_VALUE, load_config
-from pipeline.errors import ConfigError
-from pipeline.geo import to_lonlat
-from pipeline.masks import PngEncoder, burn_tile, decode_mask_png, prepare_burn, rasterize_tiles
-from pipeline.tiles import Tile, tile_bounds, tile_extent_m
+from pipeline.errors import InputDataError
+from pipeline.features import read_features, write_features
+from pipeline.geo import mercator_scale, to_lonlat
+from pipeline.masks import (
+    PngEncoder,
+    burn_tile,
+    decode_mask_png,
+    prepare_burn,
+    rasterize_tiles,
+    shard_read_bbox,
+)
+from pipeline.tiles import Tile, quadkey, tile_bounds, tile_extent_m
 from tests.town import write_town_config
 
 Z = 19
@@ -103,7 +111,7 @@ def test_ignore_ring_surrounds_area_edges(classes) -> None:  # type: ignore[no-u
 def test_empty_tile_and_unknown_class(classes) -> None:  # type: ignore[no-untyped-def]
     burn = prepare_burn(_gdf([], []), classes)
     assert not burn_tile(burn, T, SIZE).any()
-    with pytest.raises(ConfigError, match="does not define"):
+    with pytest.raises(InputDataError, match="does not define"):
         prepare_burn(_gdf([_px_box(T, 0, 0, 1, 1)], ["lake"]), classes)
 
 
@@ -123,3 +131,28 @@ def test_png_is_palette_and_round_trips(classes, tmp_path: Path) -> None:  # typ
     assert enc.encode(empty) is enc.encode(empty.copy())  # constant tiles encoded once
     with pytest.raises(ValueError, match="corrupt PNG"):
         decode_mask_png(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("lat", [0.5, 60.0, 75.0, 80.0, -80.0, 85.0])
+def test_shard_read_margin_holds_at_any_latitude(classes, lat: float, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A road just outside a shard's poleward edge whose buffer reaches into the shard is read
+    for that shard (above ~75°, a fixed 4x margin lost it) and burns pixels in its edge tile."""
+    import mercantile
+
+    widest = max([c.buffer_m for c in classes] + [b for c in classes for _, b in c.buffer_m_by_value])
+    st = mercantile.tile(10.0, lat, 14)
+    shard = Tile(14, st.x, st.y)
+    left, bottom, right, top = tile_bounds(shard)
+    edge = top if lat > 0 else bottom
+    gap = 0.9 * widest * float(mercator_scale(edge))  # mercator metres outside; the buffer reaches 10 % in
+    y = edge + gap if lat > 0 else edge - gap
+    road = shapely.LineString([(left - 100, y), (right + 100, y)])
+    path = tmp_path / "f.parquet"
+    feats = _gdf([road], ["road"], [widest])
+    feats["osm_type"], feats["osm_id"], feats["class_id"], feats["tags"] = "w", 1, 2, "{}"
+    write_features(feats, path)
+    got = read_features(path, bbox=shard_read_bbox(quadkey(shard), classes))
+    assert len(got) == 1
+    edge_tile = Tile(19, st.x * 32 + 16, st.y * 32 if lat > 0 else st.y * 32 + 31)  # the shard's poleward row
+    m = burn_tile(prepare_burn(got, classes), edge_tile, SIZE)
+    assert (m == 2).any()

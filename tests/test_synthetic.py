@@ -245,7 +245,8 @@ def test_make_sample_region_task(tmp_path: Path) -> None:
     task = MakeSampleRegion(config=str(cfg_path))
     assert luigi.build([task], local_scheduler=True, detailed_summary=True).status.name == "SUCCESS"
     assert task.complete()
-    manifest = json.loads((cfg.data_dir / "_manifests" / "sample.json").read_text())
+    manifest = json.loads(task.manifest_path().read_text())
+    assert task.manifest_path() == cfg.data_dir / "_manifests" / "synthetic.json"
     assert set(manifest["files"]) == {"demo.osm.pbf", "orthophoto.tif", "truth.geojson"}
     for p in sample_paths(cfg):
         assert p.stat().st_size == manifest["files"][p.name]["size"]

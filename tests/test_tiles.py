@@ -9,7 +9,7 @@ import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.errors import ConfigError
+from pipeline.errors import TileError
 from pipeline.geo import lonlat_to_mercator, mercator_to_lonlat
 from pipeline.tiles import (
     Tile,
@@ -85,7 +85,7 @@ def test_quadkey_round_trip(t: Tile) -> None:
 
 
 def test_check_tile_rejects_out_of_grid() -> None:
-    with pytest.raises(ConfigError, match="outside"):
+    with pytest.raises(TileError, match="outside"):
         check_tile(Tile(3, 8, 0))
     check_tile(Tile(3, 7, 7))
 

@@ -40,9 +40,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.config import ImageryConfig
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.imagery.common import NODATA, OK, TileRecord, encode_tile, remove_tile_files
-from pipeline.io import atomic_write_bytes, sha256_bytes, tile_path
+from pipeline.errors import ConfigError, InputDataError, MissingInputError, TileError
+from pipeline.imagery.common import NODATA, OK, TILE_EXTS, TileRecord, encode_tile
+from pipeline.io import TileWriter
 from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
 
 #: GDAL settings while tiling: one thread (shards run in parallel instead), a bounded block cache
@@ -155,6 +155,7 @@ def plan_sources(icfg: ImageryConfig) -> RasterPlan:
     if len(dtypes) != 1 or bands is None:
         raise InputDataError(f"[imagery] paths mix data types {sorted(dtypes)}; convert them to one type")
     dtype = dtypes.pop()
+    check_nodata(icfg.nodata, dtype)
     if icfg.format in ("png", "jpg") and len(bands) not in (1, 3):
         raise ConfigError(f"[imagery] bands: {len(bands)} band(s) cannot be written as {icfg.format}; "
                           "choose 1 or 3 bands or format = 'tif'")
@@ -165,6 +166,17 @@ def plan_sources(icfg: ImageryConfig) -> RasterPlan:
         else:
             scale = band_percentiles(infos, bands, icfg.percentiles)
     return RasterPlan(tuple(infos), tuple(bands), dtype, scale)
+
+
+def check_nodata(nodata: float | None, dtype: str) -> None:
+    """Raise ConfigError unless ``[imagery] nodata`` is a value of the rasters' data type (an
+    integer within its range for integer rasters): otherwise no pixel could ever match it."""
+    if nodata is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return
+    info = np.iinfo(np.dtype(dtype))
+    if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+        raise ConfigError(f"[imagery] nodata = {nodata:g} is not a {dtype} value (integers {info.min}..{info.max}), "
+                          "the data type of [imagery] paths; fix nodata or remove it to use the rasters' own")
 
 
 def band_percentiles(sources: Sequence[SourceInfo], bands: Sequence[int],
@@ -241,7 +253,7 @@ class ShardTiler:
         self.plan, self.zoom, self.size = plan, zoom, size
         self.origin = quadkey_to_tile(shard)
         if zoom < self.origin.z:
-            raise ConfigError(f"shard {shard!r} is deeper than zoom {zoom}")
+            raise TileError(f"shard {shard!r} is deeper than zoom {zoom}")
         self.n = 1 << (zoom - self.origin.z)
         self.resampling = Resampling[resampling]
         self._stack = contextlib.ExitStack()
@@ -285,7 +297,7 @@ class ShardTiler:
     def read(self, tile: Tile) -> tuple[NDArray[Any], NDArray[np.bool_]]:
         """Mosaic of every raster for ``tile`` (which must lie in this shard)."""
         if tile.z != self.zoom or parent(tile, self.origin.z) != self.origin:
-            raise ConfigError(f"tile {tile} is not in shard {self.origin} at zoom {self.zoom}")
+            raise TileError(f"tile {tile} is not in shard {self.origin} at zoom {self.zoom}")
         size = self.size
         out = np.zeros((len(self.plan.bands), size, size), dtype=self.plan.dtype)
         valid = np.zeros((size, size), dtype=bool)
@@ -336,9 +348,16 @@ def render_tile(tiler: ShardTiler, tile: Tile, icfg: ImageryConfig) -> tuple[byt
 def raster_shard(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Sequence[Tile], size: int,
                  out_root: Path, scratch: Path,
                  progress: Callable[[int, int], None] | None = None) -> list[TileRecord]:
-    """Make the tiles of one shard from the rasters: write ``out_root/z/x/y.<format>``
-    atomically (temporary files in ``scratch``), delete files of tiles now skipped, and return
-    one record per tile (in ``tiles`` order)."""
+    """Make the tiles of one shard from the rasters into ``out_root/z/x/y.<format>`` (temporary
+    files in ``scratch``); see :func:`raster_tiles`."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    return raster_tiles(plan, icfg, shard, tiles, size, TileWriter(out_root, scratch, TILE_EXTS), progress)
+
+
+def raster_tiles(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Sequence[Tile], size: int,
+                 out: TileWriter, progress: Callable[[int, int], None] | None = None) -> list[TileRecord]:
+    """Make the tiles of one shard from the rasters through the tile writer ``out`` (which also
+    deletes files of tiles now skipped) and return one record per tile (in ``tiles`` order)."""
     if not tiles:
         return []
     ext = icfg.format
@@ -350,12 +369,11 @@ def raster_shard(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Seque
                 progress(i, len(order))
             data, share = render_tile(tiler, t, icfg)
             if data is None:
-                remove_tile_files(out_root, t)
+                out.skip(t, NODATA, round(share, 4))
                 records[t] = TileRecord(t, NODATA, valid_share=round(share, 4))
                 continue
-            atomic_write_bytes(tile_path(out_root, t, ext), data, scratch)
-            remove_tile_files(out_root, t, keep_ext=ext)
-            records[t] = TileRecord(t, OK, ext, len(data), sha256_bytes(data), round(share, 4))
+            sha = out.write(t, data, ext, round(share, 4))
+            records[t] = TileRecord(t, OK, ext, len(data), sha, round(share, 4))
     return [records[t] for t in tiles]
 
 

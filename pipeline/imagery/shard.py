@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pipeline.config import ImageryConfig
 from pipeline.errors import ManifestError
 from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES, TileRecord, redact_url
-from pipeline.io import atomic_write_json, read_manifest
+from pipeline.io import ShardWriter, atomic_write_json, read_manifest
 from pipeline.tiles import Tile
 
 
@@ -32,19 +32,20 @@ class ShardResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile], size: int, out_root: Path,
-               scratch: Path, reuse: bool = False,
+def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile], size: int, out: ShardWriter,
                progress: Callable[[int, int], None] | None = None) -> ShardResult:
-    """Make the imagery tiles of one shard into ``out_root/z/x/y.<ext>``: cut from the rasters
-    (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded (``reuse``: keep
-    verified tiles already on disk)."""
+    """Make the imagery tiles of one shard through the shard's tile writer ``out``: cut from
+    the rasters (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded
+    (keeping verified tiles already on disk when ``out.resumable``)."""
     if icfg.source == "raster":
-        from pipeline.imagery.raster import raster_shard
+        from pipeline.imagery.raster import raster_tiles
 
-        return ShardResult(raster_shard(plan, icfg, shard, tiles, size, out_root, scratch, progress))
+        return ShardResult(raster_tiles(plan, icfg, shard, tiles, size, out, progress))
     from pipeline.imagery.xyz import fetch_tiles
 
-    records, stats = fetch_tiles(icfg, tiles, size, out_root, scratch, reuse=reuse, progress=progress)
+    records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch, reuse=out.resumable, progress=progress)
+    for r in records:  # the downloader wrote its files through the writer's scratch folder
+        out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
     return ShardResult(records, stats.as_dict())
 
 
@@ -64,17 +65,20 @@ def server_resource(icfg: ImageryConfig | None) -> str | None:
     return "imagery_server_" + re.sub(r"[^a-z0-9]+", "_", netloc).strip("_")
 
 
+def manifest_extra(icfg: ImageryConfig, result: ShardResult) -> dict[str, Any]:
+    """What an imagery shard manifest adds to the tile writer's (source, counts, requests)."""
+    counts = Counter(r.status for r in result.records)
+    return {"source": describe_source(icfg), "counts": {s: counts.get(s, 0) for s in STATUSES},
+            "requests": result.stats}
+
+
 def manifest_body(icfg: ImageryConfig, shard: str, result: ShardResult, out_root: Path) -> dict[str, Any]:
     """The body of a shard manifest (``write_manifest`` adds version and config digest)."""
     files = {r.rel_path: {"size": r.size, "sha256": r.sha256} for r in result.records if r.status == OK}
     status = {str(r.tile): r.status for r in result.records}
     partial = {str(r.tile): r.valid_share for r in result.records if r.status == OK and r.valid_share < 1.0}
-    counts = Counter(r.status for r in result.records)
-    return {
-        "root": str(out_root), "shard": shard, "source": describe_source(icfg), "files": files,
-        "status": status, "counts": {s: counts.get(s, 0) for s in STATUSES}, "tiles": len(result.records),
-        "valid_share": partial, "requests": result.stats,
-    }
+    return {"root": str(out_root), "shard": shard, "files": files, "status": status, "tiles": len(result.records),
+            "valid_share": partial, **manifest_extra(icfg, result)}
 
 
 def coverage_summary(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

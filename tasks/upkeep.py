@@ -1,0 +1,107 @@
+"""Luigi tasks that look after a region's data folder: ``Verify`` (sha256 of every tile against
+its product's index; damaged tiles are redone) and ``Prune`` (delete tiles and shard manifests
+that today's index does not list). Both run every time they are asked (``make verify``,
+``make prune``); each writes a report to ``data/<region>/_manifests/<task>.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from pipeline.errors import ManifestError
+from pipeline.io import atomic_write_json, manifest_is_current, read_manifest
+from pipeline.stages import stage_digest
+from pipeline.upkeep import product_dirs, prune_product, verify_product
+from tasks.base import AllShardsTask, RegionTask
+
+log = logging.getLogger("luigi-interface")
+
+_RUN_ID = f"{os.getpid()}-{time.time_ns()}"
+
+
+def all_task_for(product: str, config: str) -> AllShardsTask:
+    """The ``*All`` task that makes ``product`` (any imported AllShardsTask subclass)."""
+    import tasks.imagery
+    import tasks.masks  # noqa: F401
+
+    todo: list[type[AllShardsTask]] = list(AllShardsTask.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.product == product:
+            return cls(config=config)
+    raise ManifestError(f"no task makes the product {product!r}; is its tasks module imported?")
+
+
+class _Always(RegionTask):
+    """A task that runs once per command: its report records this process's run id."""
+
+    run_id = luigi.Parameter(default=_RUN_ID, significant=False, visibility=luigi.parameter.ParameterVisibility.HIDDEN,
+                             description="identifies one command run (set automatically)")
+
+    def report_path(self) -> Path:
+        return self.data_dir / "_manifests" / f"{type(self).__name__.lower()}.json"
+
+    def output(self) -> luigi.LocalTarget:  # type: ignore[override]
+        return luigi.LocalTarget(str(self.report_path()))
+
+    def complete(self) -> bool:
+        try:
+            return bool(read_manifest(self.report_path()).get("run_id") == self.run_id)
+        except ManifestError:
+            return False
+
+    def write_report(self, body: dict[str, Any]) -> None:
+        atomic_write_json(self.report_path(), {"config_digest": "", "run_id": self.run_id, **body})
+
+
+class Verify(_Always):
+    """Check every tile of every product against its index (sha256); delete damaged tiles and
+    rerun their products' ``*All`` tasks, which redo just the shards that lost a tile."""
+
+    def run(self) -> Iterator[Any]:
+        pending = self.data_dir / "_manifests" / "verify.pending.json"
+        found: dict[str, dict[str, list[str]]] = {}
+        if pending.is_file():
+            found = {k: v for k, v in read_manifest(pending).items() if isinstance(v, dict)}
+        checked: dict[str, int] = {}
+        for pdir in product_dirs(self.data_dir):
+            self.progress(0, 1, f"verifying {pdir.name}")
+            rep = verify_product(pdir)
+            checked[pdir.name] = rep.checked
+            if rep.damaged:
+                log.warning("verify %s: %d damaged tile(s) in %d shard(s); redoing them", pdir,
+                            rep.n_damaged, len(rep.damaged))
+                for shard, rels in rep.damaged.items():
+                    found.setdefault(pdir.name, {}).setdefault(shard, []).extend(rels)
+        atomic_write_json(pending, {"config_digest": "", **found})
+        yield [all_task_for(product, str(self.config)) for product in sorted(found)]
+        self.write_report({"checked": checked, "redone": found})
+        pending.unlink(missing_ok=True)
+
+
+class Prune(_Always):
+    """Delete the tiles and shard manifests that today's index of each product does not list
+    (left by an earlier config, e.g. a larger bbox). Refuses when a product's index is not
+    today's (run the region first)."""
+
+    dry_run = luigi.BoolParameter(default=False, description="only count what would be deleted")
+
+    def run(self) -> None:
+        removed: dict[str, dict[str, int]] = {}
+        for pdir in product_dirs(self.data_dir):
+            manifest = pdir / "_manifest.json"
+            stage = read_manifest(manifest).get("stage", "") if manifest.is_file() else ""
+            if not stage or not manifest_is_current(manifest, stage_digest(self.cfg, str(stage)), check_files=False):
+                raise ManifestError(f"{pdir}: its tile index is not today's; run the region "
+                                    f"(make region REGION={self.cfg.name}) before pruning")
+            removed[pdir.name] = prune_product(pdir, dry_run=bool(self.dry_run))
+            log.info("prune %s: %s%s", pdir, removed[pdir.name], " (dry run)" if self.dry_run else "")
+        self.write_report({"removed": removed, "dry_run": bool(self.dry_run)})

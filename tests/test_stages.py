@@ -1,0 +1,150 @@
+"""Typed stages: digests over the parsed config (defaults included), not the raw TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pipeline.config
+from pipeline.config import SECTION_PARSERS, Section, load_config
+from pipeline.stages import (
+    STAGE_KEYS,
+    STAGE_UPSTREAM,
+    STAGES,
+    Stage,
+    config_value,
+    normalise,
+    register,
+    stage_config,
+    stage_digest,
+)
+from tests.test_config import BASE
+
+
+@dataclass(frozen=True)
+class Toy:
+    """A stage section for these tests."""
+
+    level: int = 1
+    name: str = "a"
+    workers: int = dataclasses.field(default=2, metadata={"operational": True})
+
+
+DEFAULT = Toy()
+
+
+def parse_toy(path: Path, table: dict[str, Any]) -> Toy:
+    sec = Section(path, "toy", table)
+    toy = Toy(level=sec.integer("level", DEFAULT.level), name=sec.take("name", str, DEFAULT.name),
+              workers=sec.integer("workers", DEFAULT.workers))
+    sec.done()
+    return toy
+
+
+@pytest.fixture
+def toy_stage(monkeypatch: pytest.MonkeyPatch) -> Stage:
+    monkeypatch.setitem(SECTION_PARSERS, "toy", "tests.test_stages:parse_toy")
+    stage = Stage("toy", sections=("toy", "classes"), upstream=("masks",))
+    monkeypatch.setitem(STAGES, "toy", stage)
+    return stage
+
+
+def _cfg(tmp_path: Path, text: str, name: str = "r.toml") -> Any:
+    p = tmp_path / name
+    p.write_text(text)
+    return load_config(p)
+
+
+def test_changed_default_reruns_written_default_does_not(tmp_path: Path, toy_stage: Stage,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    bare = _cfg(tmp_path, BASE, "bare.toml")
+    explicit = _cfg(tmp_path, BASE + '\n[toy]\nlevel = 1\nname = "a"\n', "explicit.toml")
+    other = _cfg(tmp_path, BASE + "\n[toy]\nlevel = 3\n", "other.toml")
+    assert stage_digest(bare, "toy") == stage_digest(explicit, "toy")  # a default written out: same
+    assert stage_digest(bare, "toy") != stage_digest(other, "toy")
+    before = stage_digest(bare, "toy")
+    monkeypatch.setattr("tests.test_stages.DEFAULT", Toy(level=5))  # a default changed in code
+    assert stage_digest(bare, "toy") != before
+    assert stage_digest(explicit, "toy") == before  # the TOML that says level = 1 still means 1
+    assert stage_digest(bare, "masks") == stage_digest(explicit, "masks")  # upstream untouched
+
+
+def test_changed_default_of_a_builtin_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = BASE + "\n[imagery]\nsource = \"raster\"\npaths = [\"o.tif\"]\n\n[synthetic]\nsize_m = 300\n"
+    cfg = _cfg(tmp_path, text)
+    written = _cfg(tmp_path, text.replace("size_m = 300", "size_m = 300\nseed = 42"), "w.toml")
+    assert stage_digest(cfg, "synthetic") == stage_digest(written, "synthetic")
+    before = stage_digest(cfg, "synthetic")
+    fields = [(f.name, f.type, dataclasses.field(default=43 if f.name == "seed" else f.default))
+              for f in dataclasses.fields(pipeline.config.SyntheticConfig)]
+    monkeypatch.setattr(pipeline.config, "SyntheticConfig", dataclasses.make_dataclass(
+        "SyntheticConfig", fields, frozen=True))
+    changed = _cfg(tmp_path, text, "c.toml")
+    assert changed.synthetic.seed == 43
+    assert stage_digest(changed, "synthetic") != before
+    assert stage_digest(changed, "masks") != stage_digest(cfg, "masks")  # downstream follows
+    assert stage_digest(changed, "sample") == stage_digest(changed, "synthetic")  # the stage's old name
+
+
+def test_written_default_of_masks_changes_nothing(tmp_path: Path) -> None:
+    a = _cfg(tmp_path, BASE, "a.toml")
+    b = _cfg(tmp_path, BASE + "\n[masks]\nignore_ring_px = 0\n", "b.toml")
+    c = _cfg(tmp_path, BASE.replace('buffer_m = 3\n', 'buffer_m = 3.0\n'), "c.toml")  # 3 and 3.0 are one value
+    assert stage_digest(a, "masks") == stage_digest(b, "masks") == stage_digest(c, "masks")
+
+
+def test_operational_settings_are_not_in_digests(tmp_path: Path, toy_stage: Stage) -> None:
+    img = '\n[imagery]\nsource = "xyz"\nurl = "https://t.example/{z}/{x}/{y}.png"\n'
+    # download settings still in [imagery] (7b moves them to luigi.toml) never enter the digest
+    still_there = {k: v for k, v in (("retries", 9), ("max_connections", 2), ("timeout_s", 5))
+                   if k in {f.name for f in dataclasses.fields(pipeline.config.ImageryConfig)}}
+    a = _cfg(tmp_path, BASE + img, "a.toml")
+    b = _cfg(tmp_path, BASE + img + "".join(f"{k} = {v}\n" for k, v in still_there.items()), "b.toml")
+    assert stage_digest(a, "imagery") == stage_digest(b, "imagery")
+    assert not set(still_there) & set(stage_config(b, "imagery")["imagery"])
+    assert stage_digest(a, "imagery") != stage_digest(_cfg(tmp_path, BASE + img + "png_level = 6\n", "p.toml"),
+                                                      "imagery")
+    c = _cfg(tmp_path, BASE.replace('path = "x.osm.pbf"', 'path = "x.osm.pbf"\nurl = "https://e.example/x.pbf"'),
+             "c.toml")
+    assert stage_digest(_cfg(tmp_path, BASE, "d.toml"), "extract") == stage_digest(c, "extract")
+    t1 = _cfg(tmp_path, BASE + "\n[toy]\nworkers = 8\n", "t1.toml")
+    assert stage_digest(_cfg(tmp_path, BASE, "t0.toml"), "toy") == stage_digest(t1, "toy")  # metadata flag
+
+
+def test_version_inputs_and_upstream_enter_the_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(tmp_path, BASE)
+    before = {s: stage_digest(cfg, s) for s in ("extract", "cover", "masks")}
+    monkeypatch.setitem(STAGES, "cover", dataclasses.replace(STAGES["cover"], version=2))
+    assert stage_digest(cfg, "extract") == before["extract"]
+    assert stage_digest(cfg, "cover") != before["cover"] and stage_digest(cfg, "masks") != before["masks"]
+    monkeypatch.undo()
+    (tmp_path / "x.osm.pbf").write_bytes(b"pbf")  # the extract's input file appears
+    monkeypatch.chdir(tmp_path)
+    assert stage_digest(cfg, "extract") != before["extract"]
+
+
+def test_register_is_one_line_and_old_tables_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(tmp_path, BASE)
+    monkeypatch.setitem(STAGES, "later", STAGES["masks"])
+    register(Stage("later", ("region.tile_size", "classes"), ("masks",)))
+    assert STAGES["later"].version == 1 and len(stage_digest(cfg, "later")) == 16
+    # a branch that only adds to the old string tables still gets a digest
+    monkeypatch.setitem(STAGE_KEYS, "legacy", ("masks", "classes"))
+    monkeypatch.setitem(STAGE_UPSTREAM, "legacy", ("masks",))
+    assert len(stage_digest(cfg, "legacy")) == 16
+    with pytest.raises(KeyError, match="register"):
+        stage_digest(cfg, "nope")
+
+
+def test_config_values_are_typed(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, BASE)
+    assert config_value(cfg, "region.zoom") == 18
+    assert config_value(cfg, "imagery") is None and config_value(cfg, "imagery.paths") is None
+    classes = normalise(config_value(cfg, "classes"))
+    assert classes[1]["buffer_m_by_value"] == [["motorway", 10.0]] and classes[0]["priority"] == 1
+    with pytest.raises(KeyError, match="no such config part"):
+        config_value(cfg, "nothing")
