@@ -15,8 +15,8 @@ from pipeline.config import RegionConfig
 #: config keys read by each stage (dotted paths into the TOML)
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "sample": ("synthetic", "osm.path", "imagery.paths"),
-    "extract": ("osm", "classes"),
-    "cover": ("region.zoom", "region.bbox", "region.shard_zoom"),
+    "extract": ("osm", "classes", "labels"),
+    "cover": ("region.zoom", "region.bbox", "region.shard_zoom", "imagery.cover_folder", "imagery.path"),
     "masks": ("region.tile_size", "masks", "classes"),
     "imagery": ("region.tile_size", "imagery"),
 }
@@ -42,9 +42,15 @@ def file_fingerprint(path: str | Path) -> str:
 def stage_inputs(cfg: RegionConfig, stage: str) -> list[Path]:
     """External input files a stage reads (whose fingerprints enter its digest)."""
     if stage == "extract":
-        return [cfg.osm.path]
+        labels = cfg.section("labels")
+        if labels.source == "vector":
+            from pipeline.labels import label_inputs
+
+            return label_inputs(labels)
+        return [cfg.osm.path] if cfg.osm is not None else []
     if stage == "imagery" and cfg.imagery is not None:
-        return list(cfg.imagery.paths)
+        # a tile folder: its own entry (a file added or removed at its top changes it)
+        return list(cfg.imagery.paths) + ([Path(cfg.imagery.path)] if cfg.imagery.path else [])
     return []
 
 

@@ -38,6 +38,10 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
     """Make the imagery tiles of one shard into ``out_root/z/x/y.<ext>``: cut from the rasters
     (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded (``reuse``: keep
     verified tiles already on disk)."""
+    if icfg.source == "tiles":
+        from pipeline.imagery.folder import folder_shard
+
+        return ShardResult(folder_shard(icfg, tiles, size, out_root, scratch, progress))
     if icfg.source == "raster":
         from pipeline.imagery.raster import raster_shard
 
@@ -49,7 +53,9 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
 
 
 def describe_source(icfg: ImageryConfig) -> dict[str, Any]:
-    """The source as it goes into manifests: type and paths, or the redacted URL template."""
+    """The source as it goes into manifests: type and paths (or folder), or the redacted URL template."""
+    if icfg.source == "tiles":
+        return {"type": "tiles", "path": str(icfg.path)}
     if icfg.source == "raster":
         return {"type": "raster", "paths": [str(p) for p in icfg.paths]}
     return {"type": icfg.source, "url": redact_url(icfg.url or "")}
