@@ -73,7 +73,7 @@ def test_attribute_values_map_to_classes(tmp_path: Path) -> None:
     mapped, stats = load_vector_labels(vector(path, attribute="kind", values=(("house", "building"),)), [a, b])
     assert set(mapped["class"]) == {"building"} and len(mapped) == 4
     assert stats.unmapped_values == {"shed": 4, "road": 4}
-    with pytest.raises(ConfigError, match="labels.values.house"):
+    with pytest.raises(ConfigError, match=r"labels\.values\.house"):
         load_vector_labels(vector(path, attribute="kind", values=(("house", "castle"),)), [a, b])
 
 
@@ -148,7 +148,7 @@ def test_unknown_layer_and_missing_attribute_name_them(tmp_path: Path) -> None:
         load_vector_labels(vector(path, layer="sheds"), [bad])
     with pytest.raises(InputDataError, match="no attribute 'colour'"):
         load_vector_labels(vector(path, layer="sheds", attribute="colour"), [BUILDING_ALL])
-    with pytest.raises(MissingInputError, match="absent.geojson"):
+    with pytest.raises(MissingInputError, match=r"absent\.geojson"):
         load_vector_labels(vector(tmp_path / "absent.geojson"), [BUILDING_ALL])
 
 
@@ -157,7 +157,7 @@ def test_class_matching_nothing_is_a_warning_with_counts(tmp_path: Path, caplog:
     squares().to_file(path)
     castle = ClassSpec("castle", 3, "area", 10, (TagFilter.parse("kind=castle", "t"),))
     with caplog.at_level(logging.WARNING, logger="pipeline.labels"):
-        out, stats = load_vector_labels(vector(path), [BUILDING_ALL, castle])
+        _, stats = load_vector_labels(vector(path), [BUILDING_ALL, castle])
     assert stats.rows_per_class == {"building": 12, "castle": 0}
     assert "'castle' matches none of the 12 features" in caplog.text
 
