@@ -100,7 +100,8 @@ class TileFolder:
             if m is None or m.group("ext").lower() not in self.exts:
                 continue
             tz, tx = int(m.group("z")), int(m.group("x"))
-            ty = int(m.group("y")) if m.group("y") is not None else (1 << tz) - 1 - int(m.group("ny"))
+            groups = m.groupdict()
+            ty = int(groups["y"]) if groups.get("y") is not None else (1 << tz) - 1 - int(groups["ny"])
             if 0 <= tx < (1 << tz) and 0 <= ty < (1 << tz):
                 yield Tile(tz, tx, ty), p
 
