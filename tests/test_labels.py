@@ -234,3 +234,39 @@ def test_extract_stage_reads_vector_labels_and_writes_nothing_on_bad_input(tmp_p
     assert not (bad / "data" / "features.parquet").exists()
     assert not (bad / "data" / "_manifests" / "extract.json").exists()
     assert not list(bad.rglob("*.tmp"))
+
+
+def test_example_configs_parse_and_the_geopackage_example_runs(tmp_path: Path) -> None:
+    """configs/examples/*.toml load; the GeoTIFF + GeoPackage one runs on generated files."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    from tasks.imagery import ImageryAll
+    from tasks.masks import MasksAll
+    from tests.conftest import ROOT
+    from tests.tileserver import write_test_geotiff
+
+    examples = sorted((ROOT / "configs" / "examples").glob("*.toml"))
+    assert len(examples) >= 2
+    for ex in examples:
+        assert load_config(ex).section("labels").source == "vector"
+    tif = write_test_geotiff(tmp_path / "ortho.tif", size_px=600)
+    with rasterio.open(tif) as ds:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    cx, cy, d = (w + e) / 2, (s + n) / 2, (e - w) / 10
+    gdf = gpd.GeoDataFrame(
+        {"category": ["BLD", "12", "BLD", "RD", "XX"], "status": ["", "", "demolished", "", ""]},
+        geometry=[shapely.box(cx, cy, cx + d, cy + d), shapely.box(cx - 2 * d, cy, cx - d, cy + d),
+                  shapely.box(cx, cy - 2 * d, cx + d, cy - d), shapely.LineString([(w + d, cy), (e - d, cy)]),
+                  shapely.box(cx + 2 * d, cy, cx + 3 * d, cy + d)], crs="EPSG:4326")
+    gdf.to_file(tmp_path / "city.gpkg", layer="landcover")
+    text = (ROOT / "configs" / "examples" / "geotiff-geopackage.toml").read_text()
+    text = (text.replace("datasets/my-city/city.gpkg", str(tmp_path / "city.gpkg"))
+            .replace("datasets/my-city/ortho.tif", str(tif)).replace("data/my-city", str(tmp_path / "data")))
+    cfg = tmp_path / "city.toml"
+    cfg.write_text(text)
+    assert build(MasksAll(config=str(cfg)), ImageryAll(config=str(cfg))).status.name == "SUCCESS"
+    feats = read_features(tmp_path / "data" / "features.parquet")
+    assert feats.groupby("class").size().to_dict() == {"building": 2, "road": 1}
+    manifest = json.loads((tmp_path / "data" / "_manifests" / "extract.json").read_text())
+    assert manifest["stats"]["unmapped_values"] == {"XX": 1}
