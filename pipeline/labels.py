@@ -347,8 +347,7 @@ def _match(frame: pd.DataFrame, source: str, lcfg: LabelsConfig, classes: Sequen
         idx = np.flatnonzero(take)
         g, buf, ok = _fit(geoms[idx], kinds[idx], c, first[idx], stats)
         idx, g, buf = idx[ok], g[ok], buf[ok]
-        tags = [json.dumps({k: text[k][i] for k in c.tag_keys if text[k][i] is not None}, sort_keys=True)
-                for i in idx]
+        tags = _tags_json([tuple(text[k][i] for k in c.tag_keys) for i in idx], c.tag_keys)
         out.append(pd.DataFrame({
             "osm_type": np.full(len(idx), source, dtype=object), "osm_id": frame["_id"].to_numpy()[idx],
             "class": np.full(len(idx), c.name, dtype=object), "class_id": np.full(len(idx), c.id, dtype=np.uint8),
@@ -356,6 +355,18 @@ def _match(frame: pd.DataFrame, source: str, lcfg: LabelsConfig, classes: Sequen
         }))
     stats.unmatched += int((has_geom & ~taken).sum())
     return pd.concat(out, ignore_index=True) if out else _empty()
+
+
+def _tags_json(rows: list[tuple[str | None, ...]], keys: tuple[str, ...]) -> list[str]:
+    """Per row, a sort_keys JSON object of its non-null values of ``keys`` (cached per combination)."""
+    cache: dict[tuple[str | None, ...], str] = {}
+    out = []
+    for values in rows:
+        text = cache.get(values)
+        if text is None:
+            text = cache[values] = json.dumps({k: v for k, v in zip(keys, values) if v is not None}, sort_keys=True)
+        out.append(text)
+    return out
 
 
 def _fit(geoms: np.ndarray, kinds: np.ndarray, c: ClassSpec, first: np.ndarray,

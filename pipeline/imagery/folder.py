@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -216,7 +217,7 @@ def _one_tile(icfg: ImageryConfig, t: Tile, srcs: list[Path | None], depth: int,
     p = srcs[0]
     if depth == 0 and p is not None:
         data = p.read_bytes()
-        rgb, valid = _decode(data, str(p))
+        rgb, valid = _decode(data, str(p), opaque_only=True)
         if valid is None:  # opaque: the file as it is
             ext = "jpg" if p.suffix.lower() in (".jpg", ".jpeg") else p.suffix.lower().lstrip(".")
             return _write(t, data, ext, 1.0, out_root, scratch)
@@ -239,12 +240,15 @@ def _write(t: Tile, data: bytes, ext: str, share: float, out_root: Path, scratch
     return TileRecord(t, OK, ext, info["size"], info["sha256"], share)
 
 
-def _decode(data: bytes, what: str) -> tuple[NDArray[np.uint8], NDArray[np.bool_] | None]:
+def _decode(data: bytes, what: str, opaque_only: bool = False) -> tuple[Any, NDArray[np.bool_] | None]:
     """(bands, h, w) uint8 and the valid mask from alpha (None: no alpha, or fully opaque).
 
-    Grey tiles keep one band; everything else becomes RGB."""
-    with Image.open(io.BytesIO(data)) as im:
+    Grey tiles keep one band; everything else becomes RGB. With ``opaque_only``, a tile
+    without alpha is not decoded at all: (None, None)."""
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
         has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        if not has_alpha and opaque_only:
+            return None, None
         try:
             if has_alpha:
                 arr = np.asarray(im.convert("RGBA"))
@@ -264,22 +268,22 @@ def _mosaic(srcs: list[Path | None], depth: int, size: int) -> tuple[NDArray[np.
     """Average 2**depth x 2**depth child tiles (row-major, None: missing) into one tile of
     ``size`` px: each output pixel is the mean of the valid child pixels it covers, and valid
     when at least half of them are."""
-    n, f = 1 << depth, 1 << depth
-    sub = size // f  # child pixels average in f x f blocks into sub x sub output pixels
-    acc = np.zeros((3, size, size), dtype=np.float64)
-    cnt = np.zeros((size, size), dtype=np.float64)
+    n = f = 1 << depth
+    big = n * size
+    canvas = np.zeros((3, big, big), dtype=np.uint8)
+    valid = np.zeros((big, big), dtype=bool)
     for k, p in enumerate(srcs):
         if p is None:
             continue
-        rgb, valid = _decode(p.read_bytes(), str(p))
-        if rgb.shape[0] == 1:
-            rgb = np.repeat(rgb, 3, axis=0)
-        v = np.ones((size, size), dtype=np.float64) if valid is None else valid.astype(np.float64)
-        w = v.reshape(sub, f, sub, f).sum(axis=(1, 3))
-        s = (rgb.astype(np.float64) * v).reshape(3, sub, f, sub, f).sum(axis=(2, 4))
+        rgb, v = _decode(p.read_bytes(), str(p))
         j, i = divmod(k, n)
-        acc[:, j * sub:(j + 1) * sub, i * sub:(i + 1) * sub] = s
-        cnt[j * sub:(j + 1) * sub, i * sub:(i + 1) * sub] = w
-    out = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0)
-    valid_out = cnt >= (f * f) / 2
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), valid_out
+        win = (slice(j * size, (j + 1) * size), slice(i * size, (i + 1) * size))
+        canvas[(slice(None), *win)] = rgb  # grey broadcasts to the three bands
+        valid[win] = True if v is None else v
+    if valid.all():  # the common case: no weighting needed
+        out = canvas.reshape(3, size, f, size, f).mean(axis=(2, 4), dtype=np.float32)
+        return np.rint(out).astype(np.uint8), np.ones((size, size), dtype=bool)
+    w = valid.reshape(size, f, size, f).sum(axis=(1, 3), dtype=np.float32)
+    acc = (canvas * valid).reshape(3, size, f, size, f).sum(axis=(2, 4), dtype=np.float32)
+    out = np.where(w > 0, acc / np.maximum(w, 1), 0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), w >= (f * f) / 2
