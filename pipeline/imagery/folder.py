@@ -280,9 +280,9 @@ def _mosaic(srcs: list[Path | None], depth: int, size: int) -> tuple[NDArray[np.
         win = (slice(j * size, (j + 1) * size), slice(i * size, (i + 1) * size))
         canvas[(slice(None), *win)] = rgb  # grey broadcasts to the three bands
         valid[win] = True if v is None else v
-    if valid.all():  # the common case: no weighting needed
-        out = canvas.reshape(3, size, f, size, f).mean(axis=(2, 4), dtype=np.float32)
-        return np.rint(out).astype(np.uint8), np.ones((size, size), dtype=bool)
+    if valid.all():  # the common case: a plain box average (PIL's reduce, in C)
+        img = Image.fromarray(np.ascontiguousarray(np.moveaxis(canvas, 0, -1))).reduce(f)
+        return np.moveaxis(np.asarray(img), -1, 0), np.ones((size, size), dtype=bool)
     w = valid.reshape(size, f, size, f).sum(axis=(1, 3), dtype=np.float32)
     acc = (canvas * valid).reshape(3, size, f, size, f).sum(axis=(2, 4), dtype=np.float32)
     out = np.where(w > 0, acc / np.maximum(w, 1), 0)
