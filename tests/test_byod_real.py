@@ -247,3 +247,17 @@ def test_vegas_road_centrelines_buffered_line_up(tmp_path: Path) -> None:
     print(f"vegas-roads: road IoU vs independent 3 m UTM buffer {iou:.3f}, offset {offset:.2f} px")
     assert iou >= 0.95 and offset <= 0.5
     assert (read_tile_index(data / "images").status == "written").sum() >= 4
+
+
+def test_labels_cover_records_tiles_beyond_the_folder_as_missing(tmp_path: Path) -> None:
+    """Without cover_folder, the region is the labels' cover: kampala's polygons that run past
+    the imagery give tiles the folder lacks, recorded like a server's 404."""
+    src = REAL / "kampala"
+    cfg = write_config(tmp_path, "kampala", 19, f'paths = ["{src / "labels" / "buildings.geojson"}"]', BUILDING,
+                       f'source = "tiles"\npath = "{src / "tiles"}"')
+    run_region(cfg)
+    images = read_tile_index(tmp_path / "data" / "images")
+    folder = {(int(p.parent.name), int(p.stem)) for p in (src / "tiles" / "19").glob("*/*.*")}
+    written = set(zip(images.x[images.status == "written"], images.y[images.status == "written"]))
+    assert written <= folder and (images.status == "missing").any()
+    assert set(zip(images.x, images.y)) == set(zip(*[read_tile_index(tmp_path / "data" / "masks")[c] for c in "xy"]))
