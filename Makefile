@@ -77,6 +77,7 @@ bench: install
 	$(PY) -m bench.bench_cover_masks
 	$(PY) -m bench.bench_imagery
 	$(PY) -m bench.bench_synthetic
+	$(PY) -m bench.bench_byod
 
 clean:
 	rm -rf data/*/ bench/out

@@ -7,10 +7,11 @@ working directory (the project root when run through the Makefile).
 Schema (see ``configs/helsinki.toml`` for a commented example)::
 
     [region]   name, zoom, tile_size, shard_zoom, bbox (W,S,E,N in EPSG:4326), data_dir
-    [osm]      path, url
+    [osm]      path, url (optional when [labels] source = "vector")
+    [labels]   source (osm|vector), paths, layer, crs, ... (optional; see pipeline.labels)
     [masks]    ignore_ring_px
     [[classes]] name, id, kind (area|line), priority, tags, exclude, buffer_m, buffer_m_by_value, color
-    [imagery]  source (raster|xyz|wms), paths, url, ... (optional)
+    [imagery]  source (raster|xyz|wms|tiles), paths, url, path, ... (optional)
     [synthetic] seed, size_m, ... (optional: a generated sample region)
 """
 
@@ -38,7 +39,7 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: a config never imports torch): section name -> "module:function". The function takes
 #: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
-SECTION_PARSERS: dict[str, str] = {}
+SECTION_PARSERS: dict[str, str] = {"labels": "pipeline.labels:parse_labels_config"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class OsmSource:
 class ImageryConfig:
     """Imagery source, section ``[imagery]``.
 
-    ``source`` is ``raster`` (local GeoTIFF/COG ``paths`` in any CRS, mosaicked in the order
+    ``source`` is ``tiles`` (a local slippy-map folder ``path``, see
+    :mod:`pipeline.imagery.folder`), ``raster`` (local GeoTIFF/COG ``paths`` in any CRS, mosaicked in the order
     given: the first path is on top), ``xyz`` (URL template with ``{z} {x} {y}``, ``{-y}``
     (TMS rows from the south), ``{quadkey}``, ``{r}`` (``@2x`` when ``retina``)) or ``wms``
     (GetMap URL template with ``{bbox}`` = minx,miny,maxx,maxy in EPSG:3857 metres and
@@ -100,6 +102,8 @@ class ImageryConfig:
     source: str
     paths: tuple[Path, ...] = ()
     url: str | None = None
+    path: str | None = None  # tiles source: a folder of z/x/y.<ext>, or a template with {z} {x} {y} / {-y}
+    cover_folder: bool = False  # tiles source: the region's tiles are the folder's tiles (not the labels' cover)
     format: str = "png"  # png | jpg | tif (raster source)
     resampling: str = "bilinear"
     bands: tuple[int, ...] | None = None  # 1-based; None: the first 3 colour bands (or band 1)
@@ -159,7 +163,7 @@ class RegionConfig:
     tile_size: int
     shard_zoom: int
     data_dir: Path
-    osm: OsmSource
+    osm: OsmSource | None  # None only when labels come from vector files ([labels] source = "vector")
     classes: tuple[ClassSpec, ...]
     bbox: tuple[float, float, float, float] | None = None
     masks: MasksConfig = MasksConfig()
@@ -225,9 +229,11 @@ def load_config(path: str | Path) -> RegionConfig:
     data_dir = Path(data_dir_text)
     region.done()
 
-    osm_sec = Section(path, "osm", top.take("osm", dict))
-    osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None))
-    osm_sec.done()
+    osm = None
+    if "osm" in top.table:
+        osm_sec = Section(path, "osm", top.take("osm", dict))
+        osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None))
+        osm_sec.done()
 
     masks_sec = Section(path, "masks", top.take("masks", dict, {}))
     masks = MasksConfig(ignore_ring_px=masks_sec.integer("ignore_ring_px", MasksConfig.ignore_ring_px, lo=0, hi=64))
@@ -239,6 +245,7 @@ def load_config(path: str | Path) -> RegionConfig:
     sections = {name: _section_parser(name)(path, top.take(name, dict))
                 for name in SECTION_PARSERS if name in top.table}
     top.done()
+    _check_label_source(path, osm, classes, sections)
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
         data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
@@ -257,6 +264,21 @@ def check_environment(cfg: RegionConfig) -> None:
             if name not in os.environ:
                 raise ConfigError(f"{cfg.path}: imagery.{key} uses ${{{name}}} but the environment variable is "
                                   f"not set; export {name}=... before running")
+
+
+def _check_label_source(path: Path, osm: OsmSource | None, classes: tuple[ClassSpec, ...],
+                        sections: Mapping[str, Any]) -> None:
+    """OSM labels (the default) need an [osm] section and a tag filter on every class;
+    vector labels (``[labels] source = "vector"``) need neither."""
+    labels = sections.get("labels")
+    if labels is not None and getattr(labels, "source", "osm") == "vector":
+        return
+    if osm is None:
+        raise ConfigError(f"{path}: [osm] path is required (or set [labels] source = \"vector\" with paths)")
+    for i, c in enumerate(classes):
+        if not c.tags:
+            raise ConfigError(f"{path}: classes[{i}] ({c.name}).tags needs at least one tag filter "
+                              "(a class without tags takes every feature only with [labels] source = \"vector\")")
 
 
 def _section_parser(name: str) -> Any:
@@ -288,9 +310,8 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
         sec.where = f"classes[{i}] ({name})"
         cid = sec.integer("id", lo=1, hi=254)
         kind = sec.choice("kind", ("area", "line"))
-        tags = tuple(TagFilter.parse(t, sec.key("tags")) for t in _str_list(sec, "tags"))
-        if not tags:
-            raise ConfigError(f"{sec.key('tags')} needs at least one tag filter")
+        # no tags: the class takes every feature (vector labels only; see _check_label_source)
+        tags = tuple(TagFilter.parse(t, sec.key("tags")) for t in _str_list(sec, "tags", []))
         exclude = tuple(TagFilter.parse(t, sec.key("exclude")) for t in _str_list(sec, "exclude", []))
         buffer_m = sec.number("buffer_m", 0.0, lo=0, hi=1000)
         by_value = sec.take("buffer_m_by_value", dict, {})
@@ -335,9 +356,19 @@ def _default_color(cid: int) -> str:
 def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     sec = Section(path, "imagery", table)
     d = ImageryConfig(source="raster")
-    source = sec.choice("source", ("raster", "xyz", "wms"))
+    source = sec.choice("source", ("raster", "xyz", "wms", "tiles"))
     paths = tuple(Path(p) for p in _str_list(sec, "paths", []))
     url = sec.take("url", str, None)
+    folder = sec.take("path", str, None)
+    cover_folder = sec.take("cover_folder", bool, False)
+    if (source == "tiles") != (folder is not None):
+        raise ConfigError(f"{sec.key('path')} is " + ("required when source = 'tiles' (a folder of z/x/y.png|jpg "
+                          "or a template like 'tiles/{z}/{x}/{y}.png')" if source == "tiles"
+                          else "only for source = 'tiles'; remove it or change source"))
+    if cover_folder and source != "tiles":
+        raise ConfigError(f"{sec.key('cover_folder')} is only for source = 'tiles'")
+    if folder is not None:
+        _check_folder_template(sec, folder)
     if source == "raster" and not paths:
         raise ConfigError(f"{sec.key('paths')} is required when source = 'raster'")
     if source in ("xyz", "wms") and not url:
@@ -368,7 +399,7 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
             raise ConfigError(f"{sec.key('headers')}.{k} holds a line break (CR/LF) or NUL; "
                               "an HTTP header is one line: remove it")
     cfg = ImageryConfig(
-        source=source, paths=paths, url=url,
+        source=source, paths=paths, url=url, path=folder, cover_folder=cover_folder,
         format=sec.choice("format", ("png", "jpg", "tif"), d.format),
         resampling=sec.choice("resampling", _RESAMPLING, d.resampling),
         bands=tuple(bands) if bands else None,
@@ -396,6 +427,17 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         raise ConfigError(f"{sec.key('bands')} = {list(cfg.bands)}: {cfg.format} tiles take 1 or 3 bands; "
                           "use format = 'tif' for other band counts")
     return cfg
+
+
+def _check_folder_template(sec: Section, folder: str) -> None:
+    """A tile folder, or a path template with {z}, {x} and {y} (or {-y}) and no other fields."""
+    fields = set(re.findall(r"\{([^{}]*)\}", folder))
+    if not fields:
+        return
+    unknown = sorted(fields - {"z", "x", "y", "-y"})
+    if unknown or not ({"z", "x"} <= fields and fields & {"y", "-y"}):
+        raise ConfigError(f"{sec.key('path')} = {folder!r}: a tile path template takes {{z}}, {{x}} and {{y}} "
+                          "(or {-y} for TMS rows) and nothing else, e.g. 'tiles/{z}/{x}/{y}.png'")
 
 
 def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:

@@ -68,12 +68,25 @@ def register(stage: Stage) -> Stage:
 
 
 def _imagery_paths(cfg: RegionConfig) -> list[Path]:
-    return list(cfg.imagery.paths) if cfg.imagery is not None else []
+    if cfg.imagery is None:
+        return []
+    # a tile folder: its own entry (a file added or removed at its top changes it)
+    return list(cfg.imagery.paths) + ([Path(cfg.imagery.path)] if cfg.imagery.path else [])
+
+
+def _label_paths(cfg: RegionConfig) -> list[Path]:
+    labels = cfg.section("labels")
+    if labels.source == "vector":
+        from pipeline.labels import label_inputs
+
+        return list(label_inputs(labels))
+    return [cfg.osm.path] if cfg.osm is not None else []
 
 
 register(Stage("synthetic", ("synthetic", "osm.path", "imagery.paths")))  # the generated sample region
-register(Stage("extract", ("osm", "classes"), ("synthetic",), inputs=lambda cfg: [cfg.osm.path]))
-register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom"), ("extract",)))
+register(Stage("extract", ("osm", "classes", "labels"), ("synthetic",), inputs=_label_paths))
+register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "imagery.cover_folder",
+                         "imagery.path"), ("extract",)))
 register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",)))
 register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths))
 

@@ -16,7 +16,7 @@ USAGE = """usage: python -m tasks TASK --config configs/<region>.toml [--workers
 Tasks (each stage's output lands under data/<region>/):
   MakeSampleRegion  generate the synthetic sample region (demo.osm.pbf, orthophoto.tif, truth.geojson)
   FetchOSM          download the region's .osm.pbf from [osm] url when [osm] path is missing
-  ExtractFeatures   .osm.pbf -> features.parquet (EPSG:4326, OSM ids, class, tags)
+  ExtractFeatures   .osm.pbf (or [labels] vector files) -> features.parquet (EPSG:4326, ids, class, tags)
   CoverTiles        features -> tiles.csv (z,x,y,shard)
   RasterizeMasks    one shard (--shard QUADKEY) -> masks/z/x/y.png + masks/_shards/QUADKEY.json
   MasksAll          every shard's masks

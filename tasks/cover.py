@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cover import region_tiles, write_tiles_csv
+from pipeline.cover import region_tiles, tiles_table, write_tiles_csv
 from pipeline.features import read_features
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 
 
 class CoverTiles(RegionTask):
-    """The tiles at the region's zoom that its features (or its bbox) touch."""
+    """The tiles at the region's zoom that its features (or its bbox) touch; with
+    ``[imagery] cover_folder = true`` (tile folders), the tiles the folder has imagery for."""
 
     stage = "cover"
 
@@ -20,7 +21,13 @@ class CoverTiles(RegionTask):
 
     def run(self) -> None:
         feats = read_features(self.data_dir / "features.parquet")
-        df = region_tiles(self.cfg, feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float))
+        icfg = self.cfg.imagery
+        if icfg is not None and icfg.cover_folder and self.cfg.bbox is None:
+            from pipeline.imagery.folder import folder_cover
+
+            df = tiles_table(folder_cover(icfg, self.cfg.zoom), self.cfg.zoom, self.cfg.shard_zoom)
+        else:
+            df = region_tiles(self.cfg, feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float))
         out = self.data_dir / "tiles.csv"
         write_tiles_csv(df, out)
         self.output().write({

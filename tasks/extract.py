@@ -9,7 +9,8 @@ from typing import Any
 
 import luigi
 
-from pipeline.errors import InputDataError, MissingInputError
+from pipeline.config import OsmSource
+from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.io import atomic_path, write_features
 from pipeline.osm import extract_features_with_stats
 from tasks.base import RegionTask
@@ -26,10 +27,10 @@ class FetchOSM(RegionTask):
                                      description="seconds without data before the download fails")
 
     def output(self) -> luigi.LocalTarget:  # type: ignore[override]
-        return luigi.LocalTarget(str(self.cfg.osm.path))
+        return luigi.LocalTarget(str(_osm(self).path))
 
     def run(self) -> None:
-        url, dest = self.cfg.osm.url, self.cfg.osm.path
+        url, dest = _osm(self).url, _osm(self).path
         if not url:
             raise MissingInputError(f"{dest}: OSM extract not found and {self.cfg.path} sets no osm.url")
         self.progress(0, 1, f"downloading {url}")
@@ -45,9 +46,16 @@ class FetchOSM(RegionTask):
             ) from exc
 
 
+def _osm(task: RegionTask) -> OsmSource:
+    if task.cfg.osm is None:
+        raise ConfigError(f"{task.cfg.path}: no [osm] section; add [osm] path (or use [labels] source = \"vector\")")
+    return task.cfg.osm
+
+
 class ExtractFeatures(RegionTask):
-    """The region's OSM features of every configured class -> ``<data_dir>/features.parquet``
-    (GeoParquet, EPSG:4326; see :func:`pipeline.osm.extract_features`)."""
+    """The region's label features of every configured class -> ``<data_dir>/features.parquet``
+    (GeoParquet, EPSG:4326): from the OSM extract (see :func:`pipeline.osm.extract_features`),
+    or from vector files when ``[labels] source = "vector"`` (:mod:`pipeline.labels`)."""
 
     stage = "extract"
 
@@ -56,12 +64,18 @@ class ExtractFeatures(RegionTask):
             from tasks.synthetic import MakeSampleRegion
 
             return MakeSampleRegion(config=self.config)
-        if not self.cfg.osm.path.exists() and self.cfg.osm.url:
-            return FetchOSM(config=self.config)
+        if self.cfg.section("labels").source == "osm":
+            osm = _osm(self)
+            if not osm.path.exists() and osm.url:
+                return FetchOSM(config=self.config)
         return []
 
     def run(self) -> None:
-        pbf = self.cfg.osm.path
+        labels = self.cfg.section("labels")
+        if labels.source == "vector":
+            self._run_vector(labels)
+            return
+        pbf = _osm(self).path
         if not pbf.exists():
             raise MissingInputError(
                 f"{pbf}: OSM extract not found; fix osm.path in {self.cfg.path} (or set osm.url to download it)"
@@ -75,6 +89,24 @@ class ExtractFeatures(RegionTask):
             "root": str(self.data_dir),
             "files": {"features.parquet": {"size": out.stat().st_size}},
             "input": {"path": str(pbf), "size": pbf.stat().st_size},
+            "features": len(gdf),
+            "classes": stats.rows_per_class,
+            "stats": stats.as_dict(),
+        })
+
+    def _run_vector(self, labels: Any) -> None:
+        from pipeline.labels import load_vector_labels
+
+        names = ", ".join(str(p) for p in labels.paths)
+        self.progress(0, 1, f"reading labels from {names}")
+        gdf, stats = load_vector_labels(labels, self.cfg.classes)
+        out = self.data_dir / "features.parquet"
+        write_features(gdf, out)
+        self.progress(1, 1, f"{len(gdf)} features from {names}")
+        self.output().write({
+            "root": str(self.data_dir),
+            "files": {"features.parquet": {"size": out.stat().st_size}},
+            "input": {"paths": [str(p) for p in labels.paths]},
             "features": len(gdf),
             "classes": stats.rows_per_class,
             "stats": stats.as_dict(),

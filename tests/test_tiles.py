@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import TileError
 from pipeline.geo import lonlat_to_mercator, mercator_to_lonlat
+from pipeline.tiles import _EDGE_EPS_M as EDGE_EPS_M
 from pipeline.tiles import (
     Tile,
     check_tile,
@@ -104,7 +105,8 @@ def _brute_cover(g: shapely.Geometry, z: int) -> set[tuple[int, int]]:
     out = set()
     for x in range(max(0, int((minx + half) // e) - 1), int((maxx + half) // e) + 2):
         for y in range(max(0, int((half - maxy) // e) - 1), int((half - miny) // e) + 2):
-            inter = g.intersection(shapely.box(*tile_bounds(Tile(z, x, y))))
+            # the cover ignores overlaps thinner than its edge tolerance (1 mm): so does this
+            inter = g.intersection(shapely.box(*tile_bounds(Tile(z, x, y))).buffer(-EDGE_EPS_M, join_style="mitre"))
             if inter.area > 1e-4 or (g.geom_type.endswith("LineString") and inter.length > 1e-4):
                 out.add((x, y))
     return out

@@ -37,6 +37,13 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
     """Make the imagery tiles of one shard through the shard's tile writer ``out``: cut from
     the rasters (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded
     (keeping verified tiles already on disk when ``out.resumable``)."""
+    if icfg.source == "tiles":
+        from pipeline.imagery.folder import folder_shard
+
+        records = folder_shard(icfg, tiles, size, out.root, out.scratch, progress)
+        for r in records:  # the folder reader wrote its files through the writer's scratch folder
+            out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
+        return ShardResult(records)
     if icfg.source == "raster":
         from pipeline.imagery.raster import raster_tiles
 
@@ -50,7 +57,9 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
 
 
 def describe_source(icfg: ImageryConfig) -> dict[str, Any]:
-    """The source as it goes into manifests: type and paths, or the redacted URL template."""
+    """The source as it goes into manifests: type and paths (or folder), or the redacted URL template."""
+    if icfg.source == "tiles":
+        return {"type": "tiles", "path": str(icfg.path)}
     if icfg.source == "raster":
         return {"type": "raster", "paths": [str(p) for p in icfg.paths]}
     return {"type": icfg.source, "url": redact_url(icfg.url or "")}

@@ -38,6 +38,8 @@ def sample_paths(cfg: RegionConfig) -> tuple[Path, Path, Path]:
     if cfg.imagery is None or cfg.imagery.source != "raster" or not cfg.imagery.paths:
         raise ConfigError(f"{cfg.path}: [imagery] must have source = 'raster' and paths = [<orthophoto.tif>] "
                           "for a synthetic region")
+    if cfg.osm is None:
+        raise ConfigError(f"{cfg.path}: a synthetic region needs [osm] path (where its .osm.pbf is written)")
     return cfg.osm.path, cfg.imagery.paths[0], cfg.data_dir / TRUTH_NAME
 
 
