@@ -19,6 +19,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "cover": ("region.zoom", "region.bbox", "region.shard_zoom"),
     "masks": ("region.tile_size", "masks", "classes"),
     "imagery": ("region.tile_size", "imagery"),
+    "vectorize": ("region.tile_size", "region.zoom", "classes", "vectorize"),
+    "compare": ("classes", "compare"),
 }
 #: the stages each stage reads the outputs of
 STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -27,6 +29,9 @@ STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
     "cover": ("extract",),
     "masks": ("cover",),
     "imagery": ("cover", "sample"),
+    # vectorize reads masks or predictions ([vectorize] source); add "predict" once that stage exists
+    "vectorize": ("masks",),
+    "compare": ("vectorize", "extract"),
 }
 
 

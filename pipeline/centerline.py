@@ -1,0 +1,58 @@
+"""Centrelines of line classes (roads) from the skeleton of a thresholded probability band.
+
+The skeleton (``skimage.morphology.skeletonize``) of one tile becomes a graph of its pixels:
+an edge joins each pair of 8-neighbours (a diagonal edge only where no orthogonal path of two
+edges joins the same pixels, so corners make no triangles). GEOS' ``line_merge`` then chains
+the edges into LineStrings between end points and junctions, through pixel centres, in global
+pixel coordinates (see :mod:`pipeline.merge`). Fully vectorised (no per-pixel Python loop).
+Lines that end on the tile's outer pixels are ``open`` and are joined to their neighbours' by
+:func:`pipeline.merge.merge_open`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import shapely
+
+
+def skeleton_edges(skel: np.ndarray) -> np.ndarray:
+    """Edges of the 8-neighbour pixel graph of a skeleton (H, W bool) as (E, 2, 2) (row, col) pairs."""
+    s = np.pad(skel, 1)
+    core = s[1:-1, 1:-1]
+    edges = []
+    h, w = skel.shape
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        nb = s[1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+        ok = core & nb
+        if dr and dc:  # diagonal: only when neither pixel of the orthogonal detour is set
+            ok &= ~s[1:1 + h, 1 + dc:1 + dc + w] & ~s[1 + dr:1 + dr + h, 1:1 + w]
+        r, c = np.nonzero(ok)
+        edges.append(np.stack([np.column_stack([r, c]), np.column_stack([r + dr, c + dc])], axis=1))
+    return np.concatenate(edges) if edges else np.empty((0, 2, 2), dtype=np.int64)
+
+
+def tile_lines(p: np.ndarray, threshold: int, x0: int, y0: int) -> list[dict[str, Any]]:
+    """Centreline pieces of one tile's probability band ``p`` (uint8 H, W) above ``threshold``.
+
+    ``(x0, y0)`` is the tile's top-left corner in global pixel coordinates. Returns rows of a
+    piece table (without ``src``/``open``): geometry (LineString through pixel centres),
+    ``psum``/``count``/``pmax`` of the probabilities at the line's pixels.
+    """
+    from skimage.morphology import skeletonize
+
+    skel = skeletonize(p >= threshold)
+    e = skeleton_edges(skel)
+    if len(e) == 0:
+        return []
+    xy = np.stack([e[:, :, 1] + x0 + 0.5, e[:, :, 0] + y0 + 0.5], axis=2).astype(np.float64)
+    merged = shapely.line_merge(shapely.multilinestrings(shapely.linestrings(xy)))
+    rows: list[dict[str, Any]] = []
+    for line in shapely.get_parts(merged):
+        c = shapely.get_coordinates(line)
+        col = (c[:, 0] - x0 - 0.5).astype(np.int64)
+        row = (c[:, 1] - y0 - 0.5).astype(np.int64)
+        vals = p[row, col].astype(np.int64)
+        rows.append({"geometry": line, "psum": float(vals.sum()), "count": len(vals), "pmax": int(vals.max())})
+    return rows

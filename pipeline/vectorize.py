@@ -1,0 +1,268 @@
+"""Probability tiles -> polygons (area classes) and centrelines (line classes), merged across
+tile and shard borders, filtered, simplified and (optionally) regularised in metres.
+
+Pipeline of one region:
+1. :func:`tile_pieces` traces each tile's thresholded bands in *global pixel coordinates*
+   (see :mod:`pipeline.merge`): connected components (4-connectivity) become polygons with holes
+   via ``rasterio.features.shapes``; line classes become skeleton paths (:mod:`pipeline.centerline`).
+2. :func:`shard_pieces` merges the pieces that touch tile borders inside a shard
+   (:func:`pipeline.merge.merge_open`); pieces still touching the shard's edge stay ``open``.
+3. The region merge joins the open pieces of all shards the same way: only border pieces are
+   ever merged, so no whole-region union is built and the cost is linear in tiles.
+4. :func:`finish` converts pixels to EPSG:3857 metres, drops small polygons and holes (ground
+   m²), simplifies (ground metres), regularises if asked, and returns EPSG:4326 features.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from affine import Affine
+from PIL import Image
+from rasterio.features import shapes
+from scipy import ndimage
+
+from pipeline.centerline import tile_lines
+from pipeline.config import ClassSpec, Section
+from pipeline.errors import InputDataError
+from pipeline.geo import HALF_WORLD_M, mercator_scale, to_lonlat
+from pipeline.merge import concat_pieces, empty_pieces, merge_open, touches_box
+from pipeline.probs import decode_probs
+from pipeline.tiles import Tile, quadkey_to_tile, tile_extent_m
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+SOURCES = ("predictions", "masks")
+
+
+@dataclass(frozen=True)
+class VectorizeSpec:
+    """``[vectorize]``: thresholds and tolerances (ground metres / square metres)."""
+
+    source: str = "predictions"      # tiles to vectorise: "predictions" (probabilities) or "masks"
+    threshold: float = 0.5           # probability at or above which a pixel belongs to a class
+    min_area_m2: float = 2.0         # polygons smaller than this (after the merge) are dropped
+    min_hole_m2: float = 1.0         # holes smaller than this are filled
+    simplify_m: float = 0.25         # polygon simplification tolerance (Douglas-Peucker, topology kept)
+    line_simplify_m: float = 1.0     # centreline simplification tolerance
+    min_length_m: float = 3.0        # centrelines shorter than this are dropped
+    regularize: tuple[str, ...] = ()  # area classes whose polygons get right angles (buildingregulariser)
+    regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
+
+
+def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
+    """Parse ``[vectorize]`` (``{}`` gives the defaults)."""
+    sec = Section(path, "vectorize", table)
+    d = VectorizeSpec()
+    spec = VectorizeSpec(
+        source=sec.choice("source", SOURCES, d.source),
+        threshold=sec.number("threshold", d.threshold, lo=0.0, hi=1.0),
+        min_area_m2=sec.number("min_area_m2", d.min_area_m2, lo=0.0),
+        min_hole_m2=sec.number("min_hole_m2", d.min_hole_m2, lo=0.0),
+        simplify_m=sec.number("simplify_m", d.simplify_m, lo=0.0),
+        line_simplify_m=sec.number("line_simplify_m", d.line_simplify_m, lo=0.0),
+        min_length_m=sec.number("min_length_m", d.min_length_m, lo=0.0),
+        regularize=tuple(str(v) for v in sec.take("regularize", list, list(d.regularize))),
+        regularize_min_iou=sec.number("regularize_min_iou", d.regularize_min_iou, lo=0.0, hi=1.0),
+    )
+    sec.done()
+    return spec
+
+
+def threshold_u8(threshold: float) -> int:
+    """The smallest uint8 probability ``v`` with ``v / 255 >= threshold``."""
+    return max(1, math.ceil(threshold * 255 - 1e-9))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading tiles
+
+
+def mask_to_probs(mask: np.ndarray, class_ids: Sequence[int]) -> np.ndarray:
+    """A label mask (H, W class ids; 255 = ignore) -> uint8 probabilities (C, H, W): 255 in the
+    band of the pixel's class, 0 elsewhere (ignore pixels are 0 in every band)."""
+    ids = np.asarray(class_ids, dtype=np.int64)[:, None, None]
+    return ((mask[None, :, :] == ids) * np.uint8(255)).astype(np.uint8)
+
+
+def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) -> np.ndarray:
+    """PNG bytes of a prediction or mask tile -> uint8 (C, H, W) probabilities."""
+    if source == "predictions":
+        return decode_probs(data, len(class_ids), where)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mask = np.asarray(im)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{where}: not a readable mask PNG ({exc}); delete it and rerun MasksAll") from exc
+    if mask.ndim != 2:
+        raise InputDataError(f"{where}: a mask must be one band of class ids, got shape {mask.shape}")
+    return mask_to_probs(mask, class_ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing
+
+
+def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
+                src: int = 0) -> pd.DataFrame:
+    """The pieces of one tile: ``probs`` uint8 (C, H, W), bands in ascending class id of
+    ``classes``; geometries in global pixel coordinates of ``t.z`` at the tile's size."""
+    ordered = sorted(classes, key=lambda c: c.id)
+    if probs.shape[0] != len(ordered):
+        raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes")
+    size = probs.shape[1]
+    x0, y0 = t.x * size, t.y * size
+    thr = threshold_u8(threshold)
+    rows: list[dict[str, Any]] = []
+    for band, c in zip(probs, ordered):
+        if int(band.max()) < thr:
+            continue
+        if c.kind == "line":
+            new = tile_lines(band, thr, x0, y0)
+        else:
+            new = _tile_polygons(band, thr, x0, y0)
+        for r in new:
+            r["class_id"], r["kind"] = c.id, c.kind
+        rows.extend(new)
+    if not rows:
+        return empty_pieces()
+    df = pd.DataFrame(rows)
+    df["src"] = src
+    line = (df["kind"] == "line").to_numpy()
+    box = (x0, y0, x0 + size, y0 + probs.shape[2])
+    df["open"] = np.where(line, touches_box(df["geometry"].to_numpy(), box, 0.5),
+                          touches_box(df["geometry"].to_numpy(), box, 0.0))
+    return df[list(empty_pieces().columns)]
+
+
+def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int) -> list[dict[str, Any]]:
+    """Connected components (4-connectivity) of ``p >= thr`` as polygons with holes."""
+    binary = p >= thr
+    lab, n = ndimage.label(binary)
+    flat = lab.ravel()
+    psum = np.bincount(flat, weights=p.ravel(), minlength=n + 1)
+    cnt = np.bincount(flat, minlength=n + 1)
+    pmax = ndimage.maximum(p, lab, np.arange(n + 1))
+    rows: list[dict[str, Any]] = []
+    for geom, val in shapes(lab, mask=binary, connectivity=4, transform=Affine(1, 0, x0, 0, 1, y0)):
+        k = int(val)
+        rings = geom["coordinates"]
+        rows.append({"geometry": shapely.Polygon(rings[0], rings[1:]), "psum": float(psum[k]),
+                     "count": int(cnt[k]), "pmax": int(pmax[k])})
+    return rows
+
+
+def shard_box_px(shard: str, z: int, size: int) -> tuple[float, float, float, float]:
+    """The box (x0, y0, x1, y1) of shard ``shard`` (a quadkey) in global pixel coordinates of ``z``."""
+    p = quadkey_to_tile(shard)
+    n = (1 << (z - p.z)) * size
+    return (p.x * n, p.y * n, (p.x + 1) * n, (p.y + 1) * n)
+
+
+def shard_pieces(tiles: Iterable[tuple[Tile, np.ndarray]], classes: Sequence[ClassSpec], threshold: float,
+                 box: tuple[float, float, float, float] | None, src_id: int = 0) -> pd.DataFrame:
+    """Trace every ``(tile, probs)`` and merge the pieces across tile borders; pieces that
+    reach the edge of ``box`` (the shard, in global pixels) stay ``open`` for the region merge."""
+    parts = [tile_pieces(probs, t, classes, threshold, src=i) for i, (t, probs) in enumerate(tiles)]
+    return merge_open(concat_pieces(parts), box, src_id)
+
+
+def region_pieces(shards: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Join the shards' pieces: their open pieces are merged across shard borders (each shard's
+    pieces must carry a distinct ``src``)."""
+    return merge_open(concat_pieces(list(shards)), None, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finishing: metres, filters, simplification, EPSG:4326
+
+
+def pixels_to_mercator(geoms: np.ndarray, z: int, size: int) -> np.ndarray:
+    """Global pixel coordinates of zoom ``z`` (tiles of ``size`` px) -> EPSG:3857 metres."""
+    res = tile_extent_m(z) / size
+
+    def fn(c: np.ndarray) -> np.ndarray:
+        return np.column_stack([c[:, 0] * res - HALF_WORLD_M, HALF_WORLD_M - c[:, 1] * res])
+
+    return shapely.transform(np.asarray(geoms, dtype=object), fn)
+
+
+def drop_small_holes(polys: np.ndarray, min_area: np.ndarray) -> np.ndarray:
+    """Polygons without the holes whose area (same units) is below ``min_area`` (per polygon)."""
+    out = np.asarray(polys, dtype=object).copy()
+    for i in np.flatnonzero(shapely.get_num_interior_rings(out) > 0):
+        g = out[i]
+        keep = [r for r in g.interiors if shapely.area(shapely.Polygon(r)) >= min_area[i]]
+        if len(keep) != len(g.interiors):
+            out[i] = shapely.Polygon(g.exterior, keep)
+    return out
+
+
+def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
+           size: int) -> gpd.GeoDataFrame:
+    """Merged pieces -> features in EPSG:4326 with ``class``, ``class_id``, ``kind``,
+    ``prob_mean``, ``prob_max`` (0-1), ``area_m2`` (areas) or ``length_m`` (lines)."""
+    import geopandas as gpd
+
+    from pipeline.io import _crs_4326
+    from pipeline.regularize import regularize
+
+    names = {c.id: c.name for c in classes}
+    if len(pieces) == 0:
+        return gpd.GeoDataFrame({"class": [], "class_id": [], "kind": [], "prob_mean": [], "prob_max": [],
+                                 "area_m2": [], "length_m": []}, geometry=[], crs=_crs_4326())
+    geoms = pixels_to_mercator(pieces["geometry"].to_numpy(), z, size)
+    b = shapely.bounds(geoms)
+    scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
+    line = (pieces["kind"] == "line").to_numpy()
+    area_m2 = np.where(line, np.nan, shapely.area(geoms) / scale**2)
+    keep = np.where(line, True, area_m2 >= spec.min_area_m2)
+    poly = ~line & keep
+    geoms[poly] = drop_small_holes(geoms[poly], spec.min_hole_m2 * scale[poly] ** 2)
+    geoms[poly] = shapely.simplify(geoms[poly], spec.simplify_m * scale[poly], preserve_topology=True)
+    geoms[line] = shapely.simplify(geoms[line], spec.line_simplify_m * scale[line], preserve_topology=True)
+    length_m = np.where(line, shapely.length(geoms) / scale, np.nan)
+    keep &= np.where(line, length_m >= spec.min_length_m, True)
+    cls = pieces["class_id"].to_numpy()
+    for name in spec.regularize:
+        sel = poly & keep & (cls == next((c.id for c in classes if c.name == name), -1))
+        if sel.any():
+            geoms[sel] = regularize(geoms[sel], spec.regularize_min_iou, float(np.median(scale[sel])))
+    bad = ~shapely.is_valid(geoms)
+    if bad.any():
+        geoms[bad] = _polygonal(shapely.make_valid(geoms[bad]))
+    area_m2 = np.where(line, np.nan, shapely.area(geoms) / scale**2)
+    count = pieces["count"].to_numpy().astype(float)
+    df = pd.DataFrame({
+        "class": [names.get(int(c), str(c)) for c in cls], "class_id": cls.astype(np.int64),
+        "kind": pieces["kind"].to_numpy(),
+        "prob_mean": np.round(pieces["psum"].to_numpy() / np.maximum(count, 1) / 255.0, 3),
+        "prob_max": np.round(pieces["pmax"].to_numpy() / 255.0, 3),
+        "area_m2": np.round(area_m2, 2), "length_m": np.round(length_m, 2),
+    })
+    ll = shapely.set_precision(to_lonlat(shapely.orient_polygons(geoms)), 1e-7)
+    ll = shapely.orient_polygons(ll)
+    keep &= ~shapely.is_empty(ll)
+    out = gpd.GeoDataFrame(df, geometry=ll, crs=_crs_4326())[keep]
+    c = shapely.centroid(out.geometry.to_numpy())
+    order = np.lexsort((shapely.get_y(c), shapely.get_x(c), out["class_id"].to_numpy()))
+    return out.iloc[order].reset_index(drop=True)
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """The polygonal part of each (repaired) geometry (lines and points of a collection dropped)."""
+    out = np.asarray(geoms, dtype=object).copy()
+    for i, g in enumerate(out):
+        if g.geom_type == "GeometryCollection":
+            parts = [p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")]
+            out[i] = shapely.union_all(parts) if parts else shapely.Polygon()
+    return out

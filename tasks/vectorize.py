@@ -1,0 +1,105 @@
+"""Luigi tasks ``Vectorize`` (one shard -> vectors/<quadkey>.parquet pieces) and ``MergeFeatures``
+(every shard, merged across shard borders -> predictions.geojson + predictions.gpkg)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from pipeline.cover import read_tiles_csv
+from pipeline.io import read_manifest
+from pipeline.tiles import Tile, quadkey_to_tile
+from pipeline.vector_io import read_pieces, write_geojson, write_gpkg, write_pieces
+from pipeline.vectorize import VectorizeSpec, finish, read_tile, region_pieces, shard_box_px, shard_pieces
+from tasks.base import RegionTask, ShardTask
+
+
+class SourceTilesPresent(luigi.ExternalTask):
+    """Tiles made outside this task graph (predictions before the Predict stage is wired in)."""
+
+    folder = luigi.Parameter(description="product folder with _shards/ manifests")
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(Path(str(self.folder)) / "_shards"))
+
+
+def source_task(config: str, source: str, data_dir: Path) -> luigi.Task:
+    """The task that makes the tiles to vectorise: MasksAll, or PredictAll when it exists."""
+    if source == "masks":
+        from tasks.masks import MasksAll
+
+        return MasksAll(config=config)
+    try:
+        from tasks.predict import PredictAll  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return SourceTilesPresent(folder=str(data_dir / "predictions"))
+    return PredictAll(config=config)
+
+
+class Vectorize(ShardTask):
+    """Trace one shard's prediction (or mask) tiles and merge them across tile borders."""
+
+    stage = "vectorize"
+    product = "vectors"
+
+    @property
+    def spec(self) -> VectorizeSpec:
+        return self.cfg.section("vectorize")  # type: ignore[no-any-return]
+
+    def requires(self) -> Any:
+        return source_task(self.config, self.spec.source, self.data_dir)
+
+    def _tiles(self) -> Iterator[tuple[Tile, Any]]:
+        src_dir = self.data_dir / self.spec.source
+        mpath = src_dir / "_shards" / f"{self.shard}.json"
+        files = read_manifest(mpath)["files"] if mpath.is_file() else {}
+        ids = [c.id for c in sorted(self.cfg.classes, key=lambda c: c.id)]
+        for k, rel in enumerate(sorted(files)):
+            z, x, y = (int(v) for v in rel.rsplit(".", 1)[0].split("/"))
+            path = src_dir / rel
+            if k % 256 == 0:
+                self.progress(k, len(files), f"vectorize {self.shard}")
+            yield Tile(z, x, y), read_tile(path.read_bytes(), self.spec.source, ids, str(path))
+
+    def run(self) -> None:
+        cfg = self.cfg
+        p = quadkey_to_tile(str(self.shard))
+        src_id = p.x * (1 << p.z) + p.y
+        pieces = shard_pieces(self._tiles(), cfg.classes, self.spec.threshold,
+                              shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id)
+        out = self.product_dir() / f"{self.shard}.parquet"
+        write_pieces(pieces, out)
+        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "pieces": len(pieces),
+                             "open": int(pieces["open"].sum()) if len(pieces) else 0,
+                             "files": {out.name: {"size": out.stat().st_size}}})
+
+
+class MergeFeatures(RegionTask):
+    """Every shard's pieces merged across shard borders, finished (filters, simplification,
+    regularisation) -> ``predictions.geojson`` (RFC 7946) and ``predictions.gpkg`` (a layer per class)."""
+
+    stage = "vectorize"
+
+    def requires(self) -> Any:
+        from tasks.cover import CoverTiles
+
+        return CoverTiles(config=self.config)
+
+    def run(self) -> Iterator[Any]:
+        cfg = self.cfg
+        shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())
+        tasks = [Vectorize(config=self.config, shard=s) for s in shards]
+        yield tasks
+        self.progress(0, 1, "merging shards")
+        pieces = region_pieces(read_pieces(t.product_dir() / f"{t.shard}.parquet") for t in tasks)
+        feats = finish(pieces, cfg.classes, cfg.section("vectorize"), cfg.zoom, cfg.tile_size)
+        gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"
+        write_geojson(feats, gj, "predictions")
+        write_gpkg({c.name: feats[feats["class"] == c.name] for c in cfg.classes}, gpkg)
+        counts = feats.groupby("class").size().to_dict() if len(feats) else {}
+        self.output().write({"root": str(self.data_dir), "shards": len(tasks), "features": len(feats),
+                             "by_class": {str(k): int(v) for k, v in counts.items()},
+                             "files": {p.name: {"size": p.stat().st_size} for p in (gj, gpkg)}})
