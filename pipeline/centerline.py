@@ -33,26 +33,58 @@ def skeleton_edges(skel: np.ndarray) -> np.ndarray:
     return np.concatenate(edges) if edges else np.empty((0, 2, 2), dtype=np.int64)
 
 
-def tile_lines(p: np.ndarray, threshold: int, x0: int, y0: int) -> list[dict[str, Any]]:
-    """Centreline pieces of one tile's probability band ``p`` (uint8 H, W) above ``threshold``.
+def tile_lines(p: np.ndarray, threshold: int, x0: int, y0: int, margin: int = 0) -> list[dict[str, Any]]:
+    """Centreline pieces of one tile's probability band ``p`` (uint8) above ``threshold``.
 
-    ``(x0, y0)`` is the tile's top-left corner in global pixel coordinates. Returns rows of a
-    piece table (without ``src``/``open``): geometry (LineString through pixel centres),
-    ``psum``/``count``/``pmax`` of the probabilities at the line's pixels.
+    ``p`` may carry ``margin`` pixels of the neighbouring tiles on every side (zeros where a
+    neighbour is missing): the skeleton is computed on the whole padded band, so it runs
+    straight across the tile's borders instead of bending into its corners, and the tile keeps
+    the skeleton edges whose first pixel lies in its own ``H x W`` core (each edge of the global
+    skeleton thus belongs to exactly one tile). ``(x0, y0)`` is the core's top-left corner in
+    global pixel coordinates. Returns rows of a piece table (without ``src``/``open``): geometry
+    (LineString through pixel centres), ``psum``/``count``/``pmax`` of the probabilities at the
+    line's pixels.
     """
     from skimage.morphology import skeletonize
 
     skel = skeletonize(p >= threshold)
     e = skeleton_edges(skel)
+    h, w = p.shape[0] - 2 * margin, p.shape[1] - 2 * margin
+    first = e[:, 0, :] - margin
+    e = e[(first[:, 0] >= 0) & (first[:, 0] < h) & (first[:, 1] >= 0) & (first[:, 1] < w)]
     if len(e) == 0:
         return []
-    xy = np.stack([e[:, :, 1] + x0 + 0.5, e[:, :, 0] + y0 + 0.5], axis=2).astype(np.float64)
+    xy = np.stack([e[:, :, 1] - margin + x0 + 0.5, e[:, :, 0] - margin + y0 + 0.5], axis=2).astype(np.float64)
     merged = shapely.line_merge(shapely.multilinestrings(shapely.linestrings(xy)))
     rows: list[dict[str, Any]] = []
     for line in shapely.get_parts(merged):
         c = shapely.get_coordinates(line)
-        col = (c[:, 0] - x0 - 0.5).astype(np.int64)
-        row = (c[:, 1] - y0 - 0.5).astype(np.int64)
+        col = (c[:, 0] - x0 - 0.5).astype(np.int64) + margin
+        row = (c[:, 1] - y0 - 0.5).astype(np.int64) + margin
         vals = p[row, col].astype(np.int64)
         rows.append({"geometry": line, "psum": float(vals.sum()), "count": len(vals), "pmax": int(vals.max())})
     return rows
+
+
+def padded(load: Any, t: Any, band: int, margin: int, size: int) -> np.ndarray:
+    """Band ``band`` of tile ``t`` with ``margin`` pixels of its 8 neighbours around it
+    (``load(tile) -> uint8 (C, H, W) | None``; missing neighbours are zeros)."""
+    from pipeline.tiles import Tile
+
+    out = np.zeros((size + 2 * margin, size + 2 * margin), dtype=np.uint8)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            n = 1 << t.z
+            if not (0 <= t.x + dx < n and 0 <= t.y + dy < n):
+                continue
+            probs = load(Tile(t.z, t.x + dx, t.y + dy))
+            if probs is None:
+                continue
+            src_r = slice(size - margin, size) if dy < 0 else slice(0, margin) if dy > 0 else slice(0, size)
+            src_c = slice(size - margin, size) if dx < 0 else slice(0, margin) if dx > 0 else slice(0, size)
+            dst_r = slice(0, margin) if dy < 0 else slice(margin + size, size + 2 * margin) if dy > 0 \
+                else slice(margin, margin + size)
+            dst_c = slice(0, margin) if dx < 0 else slice(margin + size, size + 2 * margin) if dx > 0 \
+                else slice(margin, margin + size)
+            out[dst_r, dst_c] = probs[band][src_r, src_c]
+    return out

@@ -139,7 +139,7 @@ def _merge_kind(sub: pd.DataFrame, kind: str, outer: tuple[float, float, float, 
         for part in parts:
             rows.append({"geometry": part, **stats})
     res = pd.DataFrame(rows)
-    opened = touches_box(res["geometry"].to_numpy(), outer, 0.5 if kind == "line" else 0.0) \
+    opened = touches_box(res["geometry"].to_numpy(), outer, 1.5 if kind == "line" else 0.0) \
         if outer is not None else np.zeros(len(res), dtype=bool)
     res["open"] = opened
     return res[list(PIECE_COLUMNS)]

@@ -122,13 +122,17 @@ def project_xml(title: str, layers: list[VectorLayer], xyz: tuple[str, str] | No
     canvas = (f'<mapcanvas annotationsVisible="1" name="theMapCanvas"><units>meters</units><extent>'
               f"<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></extent>"
               f"<rotation>0</rotation><destinationsrs>{_srs(3857)}</destinationsrs><rendermaptile>0</rendermaptile>"
-              "</mapcanvas>")
+              "</mapcanvas>"
+              f'<ProjectViewSettings UseProjectScales="0"><Scales/><DefaultViewExtent xmin="{x0}" ymin="{y0}" '
+              f'xmax="{x1}" ymax="{y1}">{_srs(3857)}</DefaultViewExtent></ProjectViewSettings>')
     xml = (_HEAD + f'<qgis projectname={quoteattr(title)} version="{QGIS_VERSION}">\n'
            f'<homePath path=""/><title>{escape(title)}</title>\n'
            f"<projectCrs>{_srs(3857)}</projectCrs>\n"
            f'<layer-tree-group><customproperties/>{"".join(tree)}</layer-tree-group>\n'
            f"{canvas}\n<projectlayers>{''.join(maplayers)}</projectlayers>\n"
-           '<properties><Paths><Absolute type="bool">false</Absolute></Paths></properties>\n</qgis>\n')
+           '<properties><Paths><Absolute type="bool">false</Absolute></Paths>'
+           '<SpatialRefSys><ProjectionsEnabled type="int">1</ProjectionsEnabled></SpatialRefSys></properties>\n'
+           "</qgis>\n")
     return xml.encode()
 
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 DECIMALS = 7  # 1e-7 degrees: about 1 cm
+#: GeoPackage 1.2, which the GDAL of QGIS 3.22 (Debian 12) reads without warnings
+GPKG_OPTIONS = {"VERSION": "1.2"}
 
 
 def _plain(v: Any) -> Any:
@@ -64,7 +66,7 @@ def write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: str | Path) -> None:
             "empty": gpd.GeoDataFrame({"class": []}, geometry=[], crs="EPSG:4326")}
         try:
             for name, gdf in todo.items():
-                gdf.to_file(work, layer=name, driver="GPKG", engine="pyogrio")
+                gdf.to_file(work, layer=name, driver="GPKG", engine="pyogrio", dataset_options=GPKG_OPTIONS)
             os.replace(work, tmp)
         finally:
             work.unlink(missing_ok=True)

@@ -15,9 +15,10 @@ Pipeline of one region:
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from PIL import Image
 from rasterio.features import shapes
 from scipy import ndimage
 
-from pipeline.centerline import tile_lines
+from pipeline.centerline import padded, tile_lines
 from pipeline.config import ClassSpec, Section
 from pipeline.errors import InputDataError
 from pipeline.geo import HALF_WORLD_M, mercator_scale, to_lonlat
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 SOURCES = ("predictions", "masks")
+#: pixels of the neighbouring tiles around a tile when skeletonising line classes
+LINE_MARGIN_PX = 32
+Loader = Callable[[Tile], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,11 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) ->
 
 
 def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
-                src: int = 0) -> pd.DataFrame:
+                src: int = 0, load: Loader | None = None) -> pd.DataFrame:
     """The pieces of one tile: ``probs`` uint8 (C, H, W), bands in ascending class id of
-    ``classes``; geometries in global pixel coordinates of ``t.z`` at the tile's size."""
+    ``classes``; geometries in global pixel coordinates of ``t.z`` at the tile's size. With
+    ``load`` (tile -> probs or None), line classes are skeletonised with ``LINE_MARGIN_PX``
+    pixels of the neighbouring tiles, so centrelines cross tile borders straight."""
     ordered = sorted(classes, key=lambda c: c.id)
     if probs.shape[0] != len(ordered):
         raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes")
@@ -123,10 +129,12 @@ def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], thresh
     x0, y0 = t.x * size, t.y * size
     thr = threshold_u8(threshold)
     rows: list[dict[str, Any]] = []
-    for band, c in zip(probs, ordered):
+    for k, (band, c) in enumerate(zip(probs, ordered)):
         if int(band.max()) < thr:
             continue
-        if c.kind == "line":
+        if c.kind == "line" and load is not None:
+            new = tile_lines(padded(load, t, k, LINE_MARGIN_PX, size), thr, x0, y0, LINE_MARGIN_PX)
+        elif c.kind == "line":
             new = tile_lines(band, thr, x0, y0)
         else:
             new = _tile_polygons(band, thr, x0, y0)
@@ -139,7 +147,7 @@ def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], thresh
     df["src"] = src
     line = (df["kind"] == "line").to_numpy()
     box = (x0, y0, x0 + size, y0 + probs.shape[2])
-    df["open"] = np.where(line, touches_box(df["geometry"].to_numpy(), box, 0.5),
+    df["open"] = np.where(line, touches_box(df["geometry"].to_numpy(), box, 1.5),
                           touches_box(df["geometry"].to_numpy(), box, 0.0))
     return df[list(empty_pieces().columns)]
 
@@ -168,11 +176,21 @@ def shard_box_px(shard: str, z: int, size: int) -> tuple[float, float, float, fl
     return (p.x * n, p.y * n, (p.x + 1) * n, (p.y + 1) * n)
 
 
-def shard_pieces(tiles: Iterable[tuple[Tile, np.ndarray]], classes: Sequence[ClassSpec], threshold: float,
+def cached_loader(read: Loader, maxsize: int = 512) -> Loader:
+    """``read`` (tile -> uint8 probs or None) with an LRU cache, so neighbours are decoded once."""
+    return functools.lru_cache(maxsize=maxsize)(read)
+
+
+def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpec], threshold: float,
                  box: tuple[float, float, float, float] | None, src_id: int = 0) -> pd.DataFrame:
-    """Trace every ``(tile, probs)`` and merge the pieces across tile borders; pieces that
-    reach the edge of ``box`` (the shard, in global pixels) stay ``open`` for the region merge."""
-    parts = [tile_pieces(probs, t, classes, threshold, src=i) for i, (t, probs) in enumerate(tiles)]
+    """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`; visited
+    column by column so neighbours are still cached) and merge the pieces across tile borders;
+    pieces that reach the edge of ``box`` (the shard, in global pixels) stay ``open``."""
+    parts = []
+    for i, t in enumerate(sorted(tiles)):
+        probs = load(t)
+        if probs is not None:
+            parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load))
     return merge_open(concat_pieces(parts), box, src_id)
 
 

@@ -83,7 +83,7 @@ class CompareWithOSM(RegionTask):
         images = d / "images"
         if cfg.imagery is not None and images.is_dir():
             ext = cfg.imagery.format if cfg.imagery.source == "raster" else "png"
-            xyz = ("imagery", xyz_source(images, ext, max(0, cfg.zoom - 6), cfg.zoom))
+            xyz = ("imagery", xyz_source(images, ext, cfg.zoom, cfg.zoom))  # only this zoom exists
         b = [tile_bounds(t) for t in _corner_tiles(index, cfg.zoom)]
         extent = (min(v[0] for v in b), min(v[1] for v in b), max(v[2] for v in b), max(v[3] for v in b))
         qgs = d / f"{cfg.name}.qgs"

@@ -10,10 +10,18 @@ from typing import Any
 import luigi
 
 from pipeline.cover import read_tiles_csv
-from pipeline.io import read_manifest
+from pipeline.io import read_manifest, tile_path
 from pipeline.tiles import Tile, quadkey_to_tile
 from pipeline.vector_io import read_pieces, write_geojson, write_gpkg, write_pieces
-from pipeline.vectorize import VectorizeSpec, finish, read_tile, region_pieces, shard_box_px, shard_pieces
+from pipeline.vectorize import (
+    VectorizeSpec,
+    cached_loader,
+    finish,
+    read_tile,
+    region_pieces,
+    shard_box_px,
+    shard_pieces,
+)
 from tasks.base import RegionTask, ShardTask
 
 
@@ -52,23 +60,36 @@ class Vectorize(ShardTask):
     def requires(self) -> Any:
         return source_task(self.config, self.spec.source, self.data_dir)
 
-    def _tiles(self) -> Iterator[tuple[Tile, Any]]:
+    def _tile_files(self) -> dict[Tile, Path]:
         src_dir = self.data_dir / self.spec.source
         mpath = src_dir / "_shards" / f"{self.shard}.json"
         files = read_manifest(mpath)["files"] if mpath.is_file() else {}
-        ids = [c.id for c in sorted(self.cfg.classes, key=lambda c: c.id)]
-        for k, rel in enumerate(sorted(files)):
+        out = {}
+        for rel in files:
             z, x, y = (int(v) for v in rel.rsplit(".", 1)[0].split("/"))
-            path = src_dir / rel
-            if k % 256 == 0:
-                self.progress(k, len(files), f"vectorize {self.shard}")
-            yield Tile(z, x, y), read_tile(path.read_bytes(), self.spec.source, ids, str(path))
+            out[Tile(z, x, y)] = src_dir / rel
+        return out
 
     def run(self) -> None:
         cfg = self.cfg
+        files = self._tile_files()
+        ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
+        src_dir = self.data_dir / self.spec.source
+        done = [0]
+
+        def read(t: Tile) -> Any:
+            # tiles of neighbouring shards (line margins) are read from the same tile tree when present
+            path = files.get(t) or tile_path(src_dir, t, "png")
+            if not path.is_file():
+                return None
+            done[0] += 1
+            if done[0] % 256 == 0:
+                self.progress(min(done[0], len(files)), len(files), f"vectorize {self.shard}")
+            return read_tile(path.read_bytes(), self.spec.source, ids, str(path))
+
         p = quadkey_to_tile(str(self.shard))
         src_id = p.x * (1 << p.z) + p.y
-        pieces = shard_pieces(self._tiles(), cfg.classes, self.spec.threshold,
+        pieces = shard_pieces(list(files), cached_loader(read), cfg.classes, self.spec.threshold,
                               shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id)
         out = self.product_dir() / f"{self.shard}.parquet"
         write_pieces(pieces, out)
