@@ -88,3 +88,20 @@ def padded(load: Any, t: Any, band: int, margin: int, size: int) -> np.ndarray:
                 else slice(margin, margin + size)
             out[dst_r, dst_c] = probs[band][src_r, src_c]
     return out
+
+
+def spurs(lines: np.ndarray, length: np.ndarray, max_length: np.ndarray) -> np.ndarray:
+    """True for skeleton spurs: lines shorter than ``max_length`` (same units as ``length``) with
+    one free end while the other end meets two or more lines (a junction). Skeletons grow such
+    branches towards the corners of a band's ends and bumps of its edges. End points are
+    compared exactly (all lines run through pixel centres of one grid)."""
+    if len(lines) == 0:
+        return np.zeros(0, dtype=bool)
+    ends = np.stack([shapely.get_coordinates(shapely.get_point(lines, 0)),
+                     shapely.get_coordinates(shapely.get_point(lines, -1))], axis=1)  # (N, 2, 2)
+    keys = np.round(ends.reshape(-1, 2), 3)
+    _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    deg = counts[inv.ravel()].reshape(-1, 2)
+    free = deg == 1
+    junction = deg >= 3
+    return (length < max_length) & ((free[:, 0] & junction[:, 1]) | (free[:, 1] & junction[:, 0]))

@@ -20,10 +20,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0) -> np.ndarray:
-    """Regularised copies of EPSG:3857 polygons; ``scale`` is mercator metres per ground metre
-    (tolerances are 1 ground metre for parallel edges, 0.5 m for the first simplification).
-    Polygons whose regularised form has IoU < ``min_iou`` with the raw one are kept raw."""
+def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0, pixel: float = 0.0) -> np.ndarray:
+    """Regularised copies of EPSG:3857 polygons; ``scale`` is mercator metres per ground metre,
+    ``pixel`` the side of the traced pixels in mercator metres (tolerances: 1 ground metre for
+    parallel edges; the first simplification 0.5 m or 1.5 pixels, whichever is larger, so pixel
+    stairs never survive as edges). Polygons whose regularised form has IoU < ``min_iou`` with
+    the raw one are kept raw."""
     import geopandas as gpd
     from buildingregulariser import regularize_geodataframe
 
@@ -33,7 +35,7 @@ def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0) -> np.ndar
     gdf = gpd.GeoDataFrame({"i": np.arange(len(raw))}, geometry=list(raw), crs="EPSG:3857")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reg = regularize_geodataframe(gdf, parallel_threshold=1.0 * scale, simplify_tolerance=0.5 * scale,
+        reg = regularize_geodataframe(gdf, parallel_threshold=1.0 * scale, simplify_tolerance=max(0.5 * scale, 1.5 * pixel),
                                       allow_circles=False, num_cores=1)
     out = raw.copy()
     idx = reg["i"].to_numpy()

@@ -31,7 +31,7 @@ from PIL import Image
 from rasterio.features import shapes
 from scipy import ndimage
 
-from pipeline.centerline import padded, tile_lines
+from pipeline.centerline import padded, spurs, tile_lines
 from pipeline.config import ClassSpec, Section
 from pipeline.errors import InputDataError
 from pipeline.geo import HALF_WORLD_M, mercator_scale, to_lonlat
@@ -59,6 +59,7 @@ class VectorizeSpec:
     simplify_m: float = 0.25         # polygon simplification tolerance (Douglas-Peucker, topology kept)
     line_simplify_m: float = 1.0     # centreline simplification tolerance
     min_length_m: float = 3.0        # centrelines shorter than this are dropped
+    spur_m: float = 8.0              # skeleton spurs (free end, other end at a junction) shorter than this are dropped
     regularize: tuple[str, ...] = ()  # area classes whose polygons get right angles (buildingregulariser)
     regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
 
@@ -75,6 +76,7 @@ def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
         simplify_m=sec.number("simplify_m", d.simplify_m, lo=0.0),
         line_simplify_m=sec.number("line_simplify_m", d.line_simplify_m, lo=0.0),
         min_length_m=sec.number("min_length_m", d.min_length_m, lo=0.0),
+        spur_m=sec.number("spur_m", d.spur_m, lo=0.0),
         regularize=tuple(str(v) for v in sec.take("regularize", list, list(d.regularize))),
         regularize_min_iou=sec.number("regularize_min_iou", d.regularize_min_iou, lo=0.0, hi=1.0),
     )
@@ -244,6 +246,8 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
     line = (pieces["kind"] == "line").to_numpy()
     area_m2 = np.where(line, np.nan, shapely.area(geoms) / scale**2)
     keep = np.where(line, True, area_m2 >= spec.min_area_m2)
+    if line.any():  # spurs are found on the raw lines, before simplification moves their ends
+        keep[line] = ~spurs(geoms[line], shapely.length(geoms[line]) / scale[line], np.full(line.sum(), spec.spur_m))
     poly = ~line & keep
     geoms[poly] = drop_small_holes(geoms[poly], spec.min_hole_m2 * scale[poly] ** 2)
     geoms[poly] = shapely.simplify(geoms[poly], spec.simplify_m * scale[poly], preserve_topology=True)
@@ -254,7 +258,8 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
     for name in spec.regularize:
         sel = poly & keep & (cls == next((c.id for c in classes if c.name == name), -1))
         if sel.any():
-            geoms[sel] = regularize(geoms[sel], spec.regularize_min_iou, float(np.median(scale[sel])))
+            geoms[sel] = regularize(geoms[sel], spec.regularize_min_iou, float(np.median(scale[sel])),
+                                    tile_extent_m(z) / size)
     bad = ~shapely.is_valid(geoms)
     if bad.any():
         geoms[bad] = _polygonal(shapely.make_valid(geoms[bad]))
