@@ -12,6 +12,10 @@ import warnings
 import numpy as np
 import shapely
 
+#: kept above the IoU floor so that rounding lon/lat to 7 decimals (about 1 cm) cannot push a
+#: small building's regularised outline below it
+ROUNDING_SLACK = 0.01
+
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise intersection over union of two arrays of polygons (0 where both are empty)."""
@@ -44,6 +48,6 @@ def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0, pixel: flo
     idx, cand = idx[ok], cand[ok]
     _, first = np.unique(idx, return_index=True)  # one part per input (multi results: first part)
     idx, cand = idx[first], cand[first]
-    good = iou(cand, raw[idx]) >= min_iou
+    good = iou(cand, raw[idx]) >= min_iou + ROUNDING_SLACK
     out[idx[good]] = cand[good]
     return out
