@@ -66,7 +66,8 @@ def report_md(region: str, summary: dict[str, Any], picture: str) -> str:
     """``report.md``: the counts and figures per class and the map picture."""
     lines = [f"# osmsat comparison: {region}", "",
              f"Matching: one-to-one by IoU >= {summary['match_iou']}; offset when centroids are more than "
-             f"{summary['offset_m']} m apart; precision/recall/F1 count matches with IoU >= {summary['score_iou']}.", "",
+             f"{summary['offset_m']} m apart; precision/recall/F1 count matches with IoU >= "
+             f"{summary['score_iou']}.", "",
              "| class | predicted | OSM | matched | offset | missing in OSM | not seen | precision | recall | F1 "
              "| mean IoU | area IoU |", "|---|" + "---:|" * 11]
     for name, f in summary["classes"].items():

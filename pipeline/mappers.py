@@ -71,7 +71,8 @@ class _Writer:
         self.relations.append(f'  <relation id="{rid}">{body}{_tags({"type": "multipolygon", **tags})}\n  </relation>')
 
     def xml(self) -> bytes:
-        head = f"<?xml version='1.0' encoding='UTF-8'?>\n<osm version=\"0.6\" generator=\"{GENERATOR}\" upload=\"never\">"
+        head = ("<?xml version='1.0' encoding='UTF-8'?>\n"
+                f'<osm version="0.6" generator="{GENERATOR}" upload="never">')
         return "\n".join([head, *self.nodes, *self.ways, *self.relations, "</osm>\n"]).encode()
 
 

@@ -39,7 +39,8 @@ def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0, pixel: flo
     gdf = gpd.GeoDataFrame({"i": np.arange(len(raw))}, geometry=list(raw), crs="EPSG:3857")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reg = regularize_geodataframe(gdf, parallel_threshold=1.0 * scale, simplify_tolerance=max(0.5 * scale, 1.5 * pixel),
+        reg = regularize_geodataframe(gdf, parallel_threshold=1.0 * scale,
+                                      simplify_tolerance=max(0.5 * scale, 1.5 * pixel),
                                       allow_circles=False, num_cores=1)
     out = raw.copy()
     idx = reg["i"].to_numpy()

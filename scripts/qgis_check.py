@@ -12,15 +12,15 @@ import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsMapLayerType,
     QgsMapRendererParallelJob,
     QgsMapSettings,
     QgsProject,
 )
-from qgis.PyQt.QtCore import QSize  # noqa: E402
-from qgis.PyQt.QtGui import QColor  # noqa: E402
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
 
 
 def main(path: str, png: str | None) -> int:
@@ -42,8 +42,8 @@ def main(path: str, png: str | None) -> int:
         root = project.layerTreeRoot()
         settings.setLayers([t.layer() for t in root.findLayers() if t.isVisible()])
         settings.setDestinationCrs(project.crs())
-        settings.setExtent(project.viewSettings().defaultViewExtent() if not project.viewSettings().defaultViewExtent().isEmpty()
-                           else settings.fullExtent())
+        view = project.viewSettings().defaultViewExtent()
+        settings.setExtent(view if not view.isEmpty() else settings.fullExtent())
         settings.setOutputSize(QSize(900, 900))
         settings.setBackgroundColor(QColor(255, 255, 255))
         job = QgsMapRendererParallelJob(settings)

@@ -41,7 +41,7 @@ def source_task(config: str, source: str, data_dir: Path) -> luigi.Task:
 
         return MasksAll(config=config)
     try:
-        from tasks.predict import PredictAll  # type: ignore[import-not-found,unused-ignore]
+        from tasks.predict import PredictAll  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return SourceTilesPresent(folder=str(data_dir / "predictions"))
     return PredictAll(config=config)
@@ -55,7 +55,7 @@ class Vectorize(ShardTask):
 
     @property
     def spec(self) -> VectorizeSpec:
-        return self.cfg.section("vectorize")  # type: ignore[no-any-return]
+        return self.cfg.section("vectorize")
 
     def requires(self) -> Any:
         return source_task(self.config, self.spec.source, self.data_dir)

@@ -29,7 +29,15 @@ from pipeline.geo import to_mercator
 from pipeline.io import read_features, read_tile_index, write_manifest, write_tile_files
 from pipeline.probs import encode_probs
 from pipeline.tiles import Tile, tile_transform
-from pipeline.vectorize import VectorizeSpec, cached_loader, finish, read_tile, region_pieces, shard_box_px, shard_pieces
+from pipeline.vectorize import (
+    VectorizeSpec,
+    cached_loader,
+    finish,
+    read_tile,
+    region_pieces,
+    shard_box_px,
+    shard_pieces,
+)
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.toml"
@@ -82,7 +90,7 @@ def test_round_trip_osm_buildings_through_masks(region: tuple[Path, RegionConfig
     osm = osm[features_in_tiles(osm.geometry.to_numpy(), set(files_xy(files)), cfg.zoom)]
     b_osm = to_mercator(osm[osm["class"] == "building"].geometry.to_numpy())
     b_pred = to_mercator(pred[pred["class"] == "building"].geometry.to_numpy())
-    i, j, v = match(b_pred, b_osm, 0.3)
+    _, _, v = match(b_pred, b_osm, 0.3)
     assert len(v) == len(b_osm) == len(b_pred)  # one polygon per building: nothing split or fused
     assert np.median(v) >= 0.95, np.median(v)
     total = shapely.area(b_pred).sum() / shapely.area(b_osm).sum()
@@ -160,7 +168,7 @@ def test_change_layers_find_exactly_the_truth(compared: tuple[Path, RegionConfig
     # missing in OSM = exactly the buildings the truth marks missing (matched one-to-one by IoU)
     found = [shapely.geometry.shape(f["geometry"]) for f in json.loads((out / "missing_in_osm.geojson").read_text())[
         "features"]]
-    i, j, v = match(to_mercator(np.array(found, dtype=object)), to_mercator(np.array(missing, dtype=object)), 0.5)
+    _, _, v = match(to_mercator(np.array(found, dtype=object)), to_mercator(np.array(missing, dtype=object)), 0.5)
     precision, recall = len(v) / len(found), len(v) / len(missing)
     assert (precision, recall) == (1.0, 1.0)
     # shifted OSM buildings come out as "offset", with the shift measured

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,8 +51,9 @@ def burn(geoms_3857: list[shapely.Geometry], band: int, tiles: list[Tile] = TILE
     return out
 
 
-def vectorise(probs: dict[Tile, np.ndarray], spec: VectorizeSpec = VectorizeSpec()) -> object:
+def vectorise(probs: dict[Tile, np.ndarray], spec: VectorizeSpec | None = None) -> Any:
     """Shard by shard (z18 shards), then the region merge, then finish -> EPSG:4326 features."""
+    spec = spec or VectorizeSpec()
     load = cached_loader(probs.get)
     shards = sorted({shard_of(t, SHARD_Z) for t in probs})
     parts = [shard_pieces([t for t in probs if shard_of(t, SHARD_Z) == s], load, CLASSES, spec.threshold,
@@ -60,7 +62,7 @@ def vectorise(probs: dict[Tile, np.ndarray], spec: VectorizeSpec = VectorizeSpec
 
 
 def corner() -> tuple[float, float]:
-    left, bottom, right, top = tile_bounds(TILES[-1])
+    left, _, _, top = tile_bounds(TILES[-1])
     return left, top  # the shared corner of the four tiles (EPSG:3857)
 
 
@@ -170,7 +172,7 @@ def test_config_section(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     assert parse_vectorize(p, {}) == VectorizeSpec()
     assert parse_vectorize(p, {"source": "masks", "simplify_m": 0.5}).source == "masks"
-    with pytest.raises(ConfigError, match="vectorize.source"):
+    with pytest.raises(ConfigError, match=r"vectorize\.source"):
         parse_vectorize(p, {"source": "probs"})
     with pytest.raises(ConfigError, match="simplfy_m"):
         parse_vectorize(p, {"simplfy_m": 0.5})
