@@ -122,27 +122,51 @@ def _merge_kind(sub: pd.DataFrame, kind: str, outer: tuple[float, float, float, 
     _, label = connected_components(graph, directed=False)
     order = np.argsort(label, kind="stable")
     cuts = np.flatnonzero(np.diff(label[order])) + 1
-    groups = np.split(order, cuts)
-    bridge_of = _bridges_by_group(label, i, bridges)
-    rows: list[dict[str, Any]] = []
     psum, count, pmax = sub["psum"].to_numpy(), sub["count"].to_numpy(), sub["pmax"].to_numpy()
-    for g in groups:
-        stats = {"class_id": int(cls[g[0]]), "kind": kind, "psum": float(psum[g].sum()),
-                 "count": int(count[g].sum()), "pmax": int(pmax[g].max()), "src": src_id}
-        if kind == "area":
-            merged = geoms[g[0]] if len(g) == 1 else shapely.union_all(geoms[g])
-            parts = [merged]
-        else:
-            lines = list(geoms[g]) + bridge_of.get(int(label[g[0]]), [])
-            merged = shapely.line_merge(shapely.union_all(lines)) if len(lines) > 1 else lines[0]
-            parts = list(shapely.get_parts(merged))
-        for part in parts:
-            rows.append({"geometry": part, **stats})
-    res = pd.DataFrame(rows)
+    if kind == "area":
+        res = _merge_areas(geoms, label, order, cuts, cls, psum, count, pmax, src_id)
+    else:
+        res = _merge_lines(geoms, label, np.split(order, cuts), i, bridges, cls, psum, count, pmax, src_id)
     opened = touches_box(res["geometry"].to_numpy(), outer, 1.5 if kind == "line" else 0.0) \
         if outer is not None else np.zeros(len(res), dtype=bool)
     res["open"] = opened
     return res[list(PIECE_COLUMNS)]
+
+
+def _merge_areas(geoms: np.ndarray, label: np.ndarray, order: np.ndarray, cuts: np.ndarray, cls: np.ndarray,
+                 psum: np.ndarray, count: np.ndarray, pmax: np.ndarray, src_id: int) -> pd.DataFrame:
+    """One polygon per group (vectorised for groups of one and two pieces, the common cases)."""
+    starts = np.r_[0, cuts]
+    size = np.diff(np.r_[starts, len(order)])
+    first = order[starts]
+    merged = geoms[first].copy()
+    two = size == 2
+    merged[two] = shapely.union(geoms[first[two]], geoms[order[starts[two] + 1]])
+    for k in np.flatnonzero(size > 2):
+        merged[k] = shapely.union_all(geoms[order[starts[k]:starts[k] + size[k]]])
+    lab_sorted = label[order]
+    return pd.DataFrame({
+        "geometry": merged, "class_id": cls[first], "kind": "area",
+        "psum": np.add.reduceat(psum[order].astype(np.float64), starts),
+        "count": np.add.reduceat(count[order].astype(np.int64), starts),
+        "pmax": np.maximum.reduceat(pmax[order].astype(np.int64), starts),
+        "src": np.full(len(starts), src_id, dtype=np.int64), "label": lab_sorted[starts]}).drop(columns="label")
+
+
+def _merge_lines(geoms: np.ndarray, label: np.ndarray, groups: list[np.ndarray], i: np.ndarray, bridges: list[Any],
+                 cls: np.ndarray, psum: np.ndarray, count: np.ndarray, pmax: np.ndarray, src_id: int) -> pd.DataFrame:
+    """Each group's lines and bridges merged into as few lines as its shape allows."""
+    kind = "line"
+    bridge_of = _bridges_by_group(label, i, bridges)
+    rows: list[dict[str, Any]] = []
+    for g in groups:
+        stats = {"class_id": int(cls[g[0]]), "kind": kind, "psum": float(psum[g].sum()),
+                 "count": int(count[g].sum()), "pmax": int(pmax[g].max()), "src": src_id}
+        lines = list(geoms[g]) + bridge_of.get(int(label[g[0]]), [])
+        merged = shapely.line_merge(shapely.union_all(lines)) if len(lines) > 1 else lines[0]
+        for part in shapely.get_parts(merged):
+            rows.append({"geometry": part, **stats})
+    return pd.DataFrame(rows)
 
 
 def _bridges_by_group(label: np.ndarray, i: np.ndarray, bridges: list[Any]) -> dict[int, list[Any]]:

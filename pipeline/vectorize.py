@@ -4,7 +4,7 @@ tile and shard borders, filtered, simplified and (optionally) regularised in met
 Pipeline of one region:
 1. :func:`tile_pieces` traces each tile's thresholded bands in *global pixel coordinates*
    (see :mod:`pipeline.merge`): connected components (4-connectivity) become polygons with holes
-   via ``rasterio.features.shapes``; line classes become skeleton paths (:mod:`pipeline.centerline`).
+   along the pixel edges (:mod:`pipeline.trace`, the same outlines as ``rasterio.features.shapes``); line classes become skeleton paths (:mod:`pipeline.centerline`).
 2. :func:`shard_pieces` merges the pieces that touch tile borders inside a shard
    (:func:`pipeline.merge.merge_open`); pieces still touching the shard's edge stay ``open``.
 3. The region merge joins the open pieces of all shards the same way: only border pieces are
@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import shapely
-from affine import Affine
 from PIL import Image
-from rasterio.features import shapes
 from scipy import ndimage
 
 from pipeline.centerline import padded, spurs, tile_lines
@@ -38,6 +36,7 @@ from pipeline.geo import HALF_WORLD_M, mercator_scale, to_lonlat
 from pipeline.merge import concat_pieces, empty_pieces, merge_open, touches_box
 from pipeline.probs import decode_probs
 from pipeline.tiles import Tile, quadkey_to_tile, tile_extent_m
+from pipeline.trace import trace
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -119,56 +118,81 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) ->
 
 
 def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
-                src: int = 0, load: Loader | None = None) -> pd.DataFrame:
-    """The pieces of one tile: ``probs`` uint8 (C, H, W), bands in ascending class id of
-    ``classes``; geometries in global pixel coordinates of ``t.z`` at the tile's size. With
-    ``load`` (tile -> probs or None), line classes are skeletonised with ``LINE_MARGIN_PX``
-    pixels of the neighbouring tiles, so centrelines cross tile borders straight."""
+                src: int = 0, load: Loader | None = None) -> Columns:
+    """The pieces of one tile as piece-table columns (numpy arrays; :func:`pieces_frame` makes
+    the table): ``probs`` uint8 (C, H, W), bands in ascending class id of ``classes``;
+    geometries in global pixel coordinates of ``t.z`` at the tile's size. With ``load`` (tile
+    -> probs or None), line classes are skeletonised with ``LINE_MARGIN_PX`` pixels of the
+    neighbouring tiles, so centrelines cross tile borders straight."""
     ordered = sorted(classes, key=lambda c: c.id)
     if probs.shape[0] != len(ordered):
         raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes")
     size = probs.shape[1]
     x0, y0 = t.x * size, t.y * size
     thr = threshold_u8(threshold)
-    rows: list[dict[str, Any]] = []
+    box = (x0, y0, x0 + size, y0 + probs.shape[2])
+    parts: list[Columns] = []
     for k, (band, c) in enumerate(zip(probs, ordered)):
         if int(band.max()) < thr:
             continue
-        if c.kind == "line" and load is not None:
-            new = tile_lines(padded(load, t, k, LINE_MARGIN_PX, size), thr, x0, y0, LINE_MARGIN_PX)
-        elif c.kind == "line":
-            new = tile_lines(band, thr, x0, y0)
+        if c.kind == "line":
+            pb = padded(load, t, k, LINE_MARGIN_PX, size) if load is not None else band
+            cols = _columns(tile_lines(pb, thr, x0, y0, LINE_MARGIN_PX if load is not None else 0))
         else:
-            new = _tile_polygons(band, thr, x0, y0)
-        for r in new:
-            r["class_id"], r["kind"] = c.id, c.kind
-        rows.extend(new)
-    if not rows:
+            cols = _tile_polygons(band, thr, x0, y0)
+        n = len(cols["geometry"])
+        if n == 0:
+            continue
+        cols["class_id"] = np.full(n, c.id, dtype=np.int64)
+        cols["kind"] = np.full(n, c.kind, dtype=object)
+        cols["src"] = np.full(n, src, dtype=np.int64)
+        cols["open"] = touches_box(cols["geometry"], box, 1.5 if c.kind == "line" else 0.0)
+        parts.append(cols)
+    return _concat_columns(parts)
+
+
+Columns = dict[str, np.ndarray]
+
+
+def _columns(rows: list[dict[str, Any]]) -> Columns:
+    """Rows of :func:`pipeline.centerline.tile_lines` as columns."""
+    return {"geometry": np.array([r["geometry"] for r in rows], dtype=object),
+            "psum": np.array([r["psum"] for r in rows], dtype=np.float64),
+            "count": np.array([r["count"] for r in rows], dtype=np.int64),
+            "pmax": np.array([r["pmax"] for r in rows], dtype=np.int64)}
+
+
+def _concat_columns(parts: list[Columns]) -> Columns:
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def pieces_frame(parts: list[Columns]) -> pd.DataFrame:
+    """One piece table from the columns of many tiles."""
+    cols = _concat_columns([p for p in parts if p])
+    if not cols:
         return empty_pieces()
-    df = pd.DataFrame(rows)
-    df["src"] = src
-    line = (df["kind"] == "line").to_numpy()
-    box = (x0, y0, x0 + size, y0 + probs.shape[2])
-    df["open"] = np.where(line, touches_box(df["geometry"].to_numpy(), box, 1.5),
-                          touches_box(df["geometry"].to_numpy(), box, 0.0))
-    return df[list(empty_pieces().columns)]
+    return pd.DataFrame({k: cols[k] for k in empty_pieces().columns})
 
 
-def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int) -> list[dict[str, Any]]:
-    """Connected components (4-connectivity) of ``p >= thr`` as polygons with holes."""
+def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int) -> Columns:
+    """Connected components (4-connectivity) of ``p >= thr`` as polygons with holes, with the
+    sum, count and maximum of the probabilities of each component's pixels."""
     binary = p >= thr
     lab, n = ndimage.label(binary)
-    flat = lab.ravel()
-    psum = np.bincount(flat, weights=p.ravel(), minlength=n + 1)
-    cnt = np.bincount(flat, minlength=n + 1)
-    pmax = ndimage.maximum(p, lab, np.arange(n + 1))
-    rows: list[dict[str, Any]] = []
-    for geom, val in shapes(lab, mask=binary, connectivity=4, transform=Affine(1, 0, x0, 0, 1, y0)):
-        k = int(val)
-        rings = geom["coordinates"]
-        rows.append({"geometry": shapely.Polygon(rings[0], rings[1:]), "psum": float(psum[k]),
-                     "count": int(cnt[k]), "pmax": int(pmax[k])})
-    return rows
+    idx = np.flatnonzero(binary)
+    labs = lab.ravel()[idx]
+    vals = p.ravel()[idx]
+    psum = np.bincount(labs, weights=vals, minlength=n + 1)
+    cnt = np.bincount(labs, minlength=n + 1)
+    order = np.argsort(labs, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(labs[order]) != 0])
+    pmax = np.zeros(n + 1, dtype=np.int64)
+    pmax[labs[order][starts]] = np.maximum.reduceat(vals[order], starts)
+    polys, comp = trace(binary, lab, x0, y0)
+    return {"geometry": polys, "psum": psum[comp].astype(np.float64), "count": cnt[comp].astype(np.int64),
+            "pmax": pmax[comp]}
 
 
 def shard_box_px(shard: str, z: int, size: int) -> tuple[float, float, float, float]:
@@ -193,7 +217,7 @@ def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpe
         probs = load(t)
         if probs is not None:
             parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load))
-    return merge_open(concat_pieces(parts), box, src_id)
+    return merge_open(pieces_frame(parts), box, src_id)
 
 
 def region_pieces(shards: Iterable[pd.DataFrame]) -> pd.DataFrame:
