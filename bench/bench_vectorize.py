@@ -6,8 +6,8 @@ three region sizes up to 25 km² of z19 tiles (256 px); compared with the plain 
 
 Synthetic probability tiles (PNG bytes in memory, decoded in the timed loop as Vectorize
 does): rotated rectangles of 6-14 m on a jittered 20 m grid (2,500 houses per km², about 15
-per tile, a third of them cut by tile borders); one area class (building). One core. Each phase runs in a fresh process, so its peak
-RSS is its own (the PNG bytes it inherits count: about 10 KB per tile).
+per tile, a third of them cut by tile borders); one area class (building). One core. Each
+phase runs in a fresh process, so its peak RSS is its own (the PNG bytes it inherits count: about 10 KB per tile).
 
 Our phases, as the tasks run them: ``Vectorize`` per shard (64 x 64 tiles: tracing + merge
 across tile borders inside the shard) and ``MergeFeatures`` (shard-border merge + finish:

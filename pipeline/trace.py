@@ -12,7 +12,8 @@ The successor permutation splits into cycles (the rings); pointer doubling finds
 smallest edge and each edge's rank in its cycle, in ``log2(edges)`` numpy passes. Rings whose
 signed area is positive in y-down coordinates are outer rings; the others are holes (a hole
 that touches the outline at one corner comes out inside the outer ring and is split off by
-GEOS' ``make_valid``, as GDAL draws it). A ring belongs to the component (``scipy.ndimage.label``) of the foreground pixel on its right.
+GEOS' ``make_valid``, as GDAL draws it). A ring belongs to the component
+(``scipy.ndimage.label``) of the foreground pixel on its right.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ def trace(b: np.ndarray, labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -
     r, c, d = _edges(b)
     if len(r) == 0:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-    h, w = b.shape
-    ncorner = (h + 1) * (w + 1)
+    w = b.shape[1]
     start = r * (w + 1) + c
     end = (r + _DY[d]) * (w + 1) + (c + _DX[d])
     key = start * 4 + d

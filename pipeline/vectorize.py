@@ -4,7 +4,8 @@ tile and shard borders, filtered, simplified and (optionally) regularised in met
 Pipeline of one region:
 1. :func:`tile_pieces` traces each tile's thresholded bands in *global pixel coordinates*
    (see :mod:`pipeline.merge`): connected components (4-connectivity) become polygons with holes
-   along the pixel edges (:mod:`pipeline.trace`, the same outlines as ``rasterio.features.shapes``); line classes become skeleton paths (:mod:`pipeline.centerline`).
+   along the pixel edges (:mod:`pipeline.trace`, the same outlines as
+   ``rasterio.features.shapes``); line classes become skeleton paths (:mod:`pipeline.centerline`).
 2. :func:`shard_pieces` merges the pieces that touch tile borders inside a shard
    (:func:`pipeline.merge.merge_open`); pieces still touching the shard's edge stay ``open``.
 3. The region merge joins the open pieces of all shards the same way: only border pieces are
