@@ -56,7 +56,7 @@ class VectorizeSpec:
     threshold: float = 0.5           # probability at or above which a pixel belongs to a class
     min_area_m2: float = 2.0         # polygons smaller than this (after the merge) are dropped
     min_hole_m2: float = 1.0         # holes smaller than this are filled
-    simplify_m: float = 0.25         # polygon simplification tolerance (Douglas-Peucker, topology kept)
+    simplify_m: float = 0.3          # polygon simplification tolerance (Douglas-Peucker), after the merge
     line_simplify_m: float = 1.0     # centreline simplification tolerance
     min_length_m: float = 3.0        # centrelines shorter than this are dropped
     spur_m: float = 8.0              # skeleton spurs (free end, other end at a junction) shorter than this are dropped
@@ -275,7 +275,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
         keep[line] = ~spurs(geoms[line], shapely.length(geoms[line]) / scale[line], np.full(line.sum(), spec.spur_m))
     poly = ~line & keep
     geoms[poly] = drop_small_holes(geoms[poly], spec.min_hole_m2 * scale[poly] ** 2)
-    geoms[poly] = shapely.simplify(geoms[poly], spec.simplify_m * scale[poly], preserve_topology=True)
+    geoms[poly] = _simplify(geoms[poly], spec.simplify_m * scale[poly])
     geoms[line] = shapely.simplify(geoms[line], spec.line_simplify_m * scale[line], preserve_topology=True)
     length_m = np.where(line, shapely.length(geoms) / scale, np.nan)
     keep &= np.where(line, length_m >= spec.min_length_m, True)
@@ -297,13 +297,26 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
         "prob_max": np.round(pieces["pmax"].to_numpy() / 255.0, 3),
         "area_m2": np.round(area_m2, 2), "length_m": np.round(length_m, 2),
     })
-    ll = shapely.set_precision(to_lonlat(shapely.orient_polygons(geoms)), 1e-7)
+    ll = shapely.transform(to_lonlat(geoms), lambda c: np.round(c, 7))  # RFC 7946 output precision
+    bad = ~shapely.is_valid(ll)  # rounding can fold a tiny polygon: snap those through GEOS
+    if bad.any():
+        ll[bad] = shapely.set_precision(ll[bad], 1e-7)
     ll = shapely.orient_polygons(ll)
     keep &= ~shapely.is_empty(ll)
     out = gpd.GeoDataFrame(df, geometry=ll, crs=_crs_4326())[keep]
     c = shapely.centroid(out.geometry.to_numpy())
     order = np.lexsort((shapely.get_y(c), shapely.get_x(c), out["class_id"].to_numpy()))
     return out.iloc[order].reset_index(drop=True)
+
+
+def _simplify(polys: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """Douglas-Peucker without topology checks (fast), redone with them where that made a polygon
+    invalid (a collapsed ring or a self-intersection)."""
+    out = shapely.simplify(polys, tol, preserve_topology=False)
+    bad = ~shapely.is_valid(out) | shapely.is_empty(out)
+    if bad.any():
+        out[bad] = shapely.simplify(polys[bad], tol[bad], preserve_topology=True)
+    return out
 
 
 def _polygonal(geoms: np.ndarray) -> np.ndarray:

@@ -21,14 +21,12 @@ import luigi
 import numpy as np
 import pytest
 import shapely
-from rasterio.features import rasterize
 
 from pipeline.compare import CompareSpec, compare, features_in_tiles, match
 from pipeline.config import RegionConfig, load_config
 from pipeline.geo import to_mercator
-from pipeline.io import read_features, read_tile_index, write_manifest, write_tile_files
-from pipeline.probs import encode_probs
-from pipeline.tiles import Tile, tile_transform
+from pipeline.io import read_features, read_tile_index
+from pipeline.tiles import Tile
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
@@ -38,6 +36,7 @@ from pipeline.vectorize import (
     shard_box_px,
     shard_pieces,
 )
+from scripts.truth_predictions import write_truth_predictions
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.toml"
@@ -117,32 +116,12 @@ def files_xy(files: dict[Tile, Path]) -> list[tuple[int, int]]:
     return [(t.x, t.y) for t in files]
 
 
-def _write_truth_predictions(cfg: RegionConfig) -> None:
-    """Prediction tiles showing the image's truth: buildings the image shows, roads from the masks."""
-    index = read_tile_index(cfg.data_dir / "masks")
-    index = index[index.status == "written"]
-    shown = [shapely.geometry.shape(f["geometry"]) for f in _truth(cfg) if f["properties"]["status"] != "demolished"]
-    shown_m = list(to_mercator(np.array(shown, dtype=object)))
-    ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
-    out = cfg.data_dir / "predictions"
-    for shard in sorted(index.shard.unique()):
-        items = []
-        for r in index[index.shard == shard].itertuples():
-            t = Tile(int(r.z), int(r.x), int(r.y))
-            probs = read_tile((cfg.data_dir / "masks" / r.path).read_bytes(), "masks", ids, str(t))
-            probs[0] = rasterize(shown_m, (cfg.tile_size, cfg.tile_size), transform=tile_transform(t, cfg.tile_size),
-                                 default_value=255, dtype=np.uint8)
-            items.append((t, encode_probs(probs)))
-        files = write_tile_files(out, items, "png", out / "_tmp" / shard)
-        write_manifest(out / "_shards" / f"{shard}.json", "test", {"root": str(out), "shard": shard, "files": files})
-
-
 @pytest.fixture(scope="module")
 def compared(region: tuple[Path, RegionConfig]) -> tuple[Path, RegionConfig]:
     from tasks.compare import CompareWithOSM
 
     cfg_path, cfg = region
-    _write_truth_predictions(cfg)
+    write_truth_predictions(cfg)
     pred_path = _config(cfg_path.parent, "predictions")
     _build(CompareWithOSM(config=str(pred_path)))
     return pred_path, load_config(pred_path)
