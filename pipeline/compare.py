@@ -10,6 +10,10 @@ result is deterministic). Statuses:
 - ``matched``: a pair, with its IoU and the distance between centroids in ground metres;
 - ``offset``: a matched pair whose centroids are more than ``offset_m`` apart.
 
+A small building shifted by a metre or two can overlap its outline by less than ``match_iou``;
+a second pass therefore pairs the leftovers whose centroids lie within ``max_offset_m`` ground
+metres and whose areas differ by less than a factor of two (closest first, one-to-one).
+
 Region figures per class: object precision / recall / F1 counting pairs with IoU >= 0.5
 (``score_iou``), the mean IoU of the matched pairs, and the area IoU of all predicted against
 all OSM polygons (pixel IoU at infinite resolution: overlapping areas summed over every
@@ -44,6 +48,7 @@ class CompareSpec:
     match_iou: float = 0.3     # pairs with IoU below this never match
     offset_m: float = 0.75     # a matched pair further apart than this (centroids, ground metres) is "offset"
     score_iou: float = 0.5     # IoU at which a match counts as a true positive in the figures
+    max_offset_m: float = 3.0  # second pass: leftover pairs this close (centroids), of similar area, match too
     classes: tuple[str, ...] = ()
 
 
@@ -55,6 +60,7 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
         match_iou=sec.number("match_iou", d.match_iou, lo=0.01, hi=1.0),
         offset_m=sec.number("offset_m", d.offset_m, lo=0.0),
         score_iou=sec.number("score_iou", d.score_iou, lo=0.01, hi=1.0),
+        max_offset_m=sec.number("max_offset_m", d.max_offset_m, lo=0.0),
         classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
     )
     sec.done()
@@ -98,6 +104,36 @@ def match(pred: np.ndarray, osm: np.ndarray, min_iou: float) -> tuple[np.ndarray
     return i[sel], j[sel], v[sel]
 
 
+def _match_shifted(pm: np.ndarray, om: np.ndarray, i: np.ndarray, j: np.ndarray, v: np.ndarray,
+                   max_offset_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add one-to-one pairs of still unmatched polygons (EPSG:3857) whose centroids are within
+    ``max_offset_m`` ground metres and whose areas differ by less than 2x, closest first."""
+    rest_p = np.setdiff1d(np.arange(len(pm)), i)
+    rest_o = np.setdiff1d(np.arange(len(om)), j)
+    if len(rest_p) == 0 or len(rest_o) == 0:
+        return i, j, v
+    cp, co = shapely.centroid(pm[rest_p]), shapely.centroid(om[rest_o])
+    reach = max_offset_m * float(mercator_scale(float(np.median(shapely.get_y(cp)))))
+    a, b = shapely.STRtree(co).query(cp, predicate="dwithin", distance=reach)
+    ap, ao = shapely.area(pm[rest_p[a]]), shapely.area(om[rest_o[b]])
+    ok = np.minimum(ap, ao) >= 0.5 * np.maximum(ap, ao)
+    a, b = a[ok], b[ok]
+    dist = shapely.distance(cp[a], co[b])
+    used_p: set[int] = set()
+    used_o: set[int] = set()
+    extra_p, extra_o = [], []
+    for k in np.lexsort((b, a, dist)):
+        if int(a[k]) not in used_p and int(b[k]) not in used_o:
+            used_p.add(int(a[k]))
+            used_o.add(int(b[k]))
+            extra_p.append(rest_p[a[k]])
+            extra_o.append(rest_o[b[k]])
+    if not extra_p:
+        return i, j, v
+    ep, eo = np.asarray(extra_p, dtype=np.int64), np.asarray(extra_o, dtype=np.int64)
+    return np.r_[i, ep], np.r_[j, eo], np.r_[v, iou(pm[ep], om[eo])]
+
+
 def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
     """Sum of intersection areas over every intersecting (pred, osm) pair."""
     if len(pred) == 0 or len(osm) == 0:
@@ -121,6 +157,8 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         om = to_mercator(o.geometry.to_numpy())
         om = np.where(shapely.is_valid(om), om, shapely.make_valid(om))
         i, j, v = match(pm, om, spec.match_iou)
+        if spec.max_offset_m > 0:
+            i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
         pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
         scale = mercator_scale(shapely.get_y(pc)) if len(i) else np.empty(0)
         de = (shapely.get_x(pc) - shapely.get_x(oc)) / np.maximum(scale, 1e-9) if len(i) else np.empty(0)
