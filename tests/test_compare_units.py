@@ -90,3 +90,17 @@ def test_compare_section(tmp_path: Path) -> None:
     assert parse_compare(tmp_path / "c.toml", {"match_iou": 0.5, "classes": ["building"]}).classes == ("building",)
     with pytest.raises(ConfigError, match="match_iou"):
         parse_compare(tmp_path / "c.toml", {"match_iou": 2})
+
+
+def test_small_shifted_building_is_offset_not_missing() -> None:
+    # a 2.5 m shed shifted 1.5 m: IoU 0.25 < match_iou, found by the second pass
+    pred = frame([box(0, 1.5, 2.5, 2.5), box(20, 0, 2.5, 2.5)], **{
+        "class": ["building"] * 2, "prob_mean": [0.9] * 2, "prob_max": [1.0] * 2, "area_m2": [6.0] * 2})
+    osm = frame([box(0, 0, 2.5, 2.5), box(30, 0, 2.5, 2.5)], **{
+        "class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [7, 8]})
+    res = compare(pred, osm, (BUILDING,), CompareSpec())
+    assert res.summary["counts"] == {"matched": 0, "offset": 1, "missing_in_osm": 1, "not_seen": 1}
+    assert res.layers["offset"]["osm_id"].tolist() == [7]
+    assert res.layers["offset"]["iou"].iloc[0] < 0.3
+    off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0)).summary["counts"]
+    assert off["offset"] == 0 and off["missing_in_osm"] == 2  # the second pass can be switched off
