@@ -90,3 +90,24 @@ def read_pieces(path: str | Path) -> pd.DataFrame:
         return empty_pieces()
     df["geometry"] = shapely.from_wkb(df["geometry"].to_numpy())
     return df
+
+
+def shard_files(product_dir: Path, shard: str) -> tuple[Path, Path]:
+    """A shard's two vectorise outputs: finished features (GeoParquet, EPSG:4326) and open pieces."""
+    return product_dir / f"{shard}.features.parquet", product_dir / f"{shard}.open.parquet"
+
+
+def write_finished(gdf: gpd.GeoDataFrame, path: str | Path) -> None:
+    """Write finished features (EPSG:4326) as GeoParquet, atomically."""
+    with atomic_path(path) as tmp:
+        gdf.to_parquet(tmp, index=False, compression="zstd")
+
+
+def read_finished(path: str | Path) -> gpd.GeoDataFrame:
+    """Read features written by :func:`write_finished`."""
+    import geopandas as gpd
+
+    try:
+        return gpd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: unreadable feature file ({exc}); delete it and rerun Vectorize") from exc

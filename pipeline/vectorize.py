@@ -8,8 +8,10 @@ Pipeline of one region:
    ``rasterio.features.shapes``); line classes become skeleton paths (:mod:`pipeline.centerline`).
 2. :func:`shard_pieces` merges the pieces that touch tile borders inside a shard
    (:func:`pipeline.merge.merge_open`); pieces still touching the shard's edge stay ``open``.
-3. The region merge joins the open pieces of all shards the same way: only border pieces are
-   ever merged, so no whole-region union is built and the cost is linear in tiles.
+3. :func:`finish_shard` finishes the shard's closed pieces at once (they are whole) and keeps
+   the open ones; the region merge joins the open pieces of all shards the same way: only
+   border pieces are ever merged or held together, so no whole-region union is built, memory
+   stays small and the cost is linear in tiles.
 4. :func:`finish` converts pixels to EPSG:3857 metres, drops small polygons and holes (ground
    m²), simplifies (ground metres), regularises if asked, and returns EPSG:4326 features.
 """
@@ -252,8 +254,44 @@ def drop_small_holes(polys: np.ndarray, min_area: np.ndarray) -> np.ndarray:
     return out
 
 
+def spur_mask(pieces: pd.DataFrame, spec: VectorizeSpec, z: int, size: int) -> np.ndarray:
+    """True for the line pieces that are skeleton spurs (:func:`pipeline.centerline.spurs`)."""
+    out = np.zeros(len(pieces), dtype=bool)
+    line = (pieces["kind"] == "line").to_numpy()
+    if line.any():
+        geoms = pixels_to_mercator(pieces["geometry"].to_numpy()[line], z, size)
+        b = shapely.bounds(geoms)
+        length = shapely.length(geoms) / mercator_scale((b[:, 1] + b[:, 3]) / 2)
+        out[line] = spurs(geoms, length, np.full(len(geoms), spec.spur_m))
+    return out
+
+
+def finish_shard(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
+                 size: int) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Split a shard's pieces: the closed ones are whole and are finished now (spurs judged with
+    the whole shard's lines in view); the open ones are returned for the region merge. So the
+    region merge holds only border pieces, and memory stays small."""
+    pieces = pieces[~spur_mask(pieces, spec, z, size)]
+    is_open = pieces["open"].to_numpy(dtype=bool)
+    done = finish(pieces[~is_open], classes, spec, z, size, prune_spurs=False)
+    return done, pieces[is_open].reset_index(drop=True)
+
+
+def sort_features(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    """Concatenate finished features in a deterministic order (class id, then centroid x, y)."""
+    import geopandas as gpd
+
+    parts = [p for p in parts if len(p)] or parts[:1]
+    out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=parts[0].crs)
+    if len(out) == 0:
+        return out
+    c = shapely.centroid(out.geometry.to_numpy())
+    order = np.lexsort((shapely.get_y(c), shapely.get_x(c), out["class_id"].to_numpy()))
+    return out.iloc[order].reset_index(drop=True)
+
+
 def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
-           size: int) -> gpd.GeoDataFrame:
+           size: int, prune_spurs: bool = True) -> gpd.GeoDataFrame:
     """Merged pieces -> features in EPSG:4326 with ``class``, ``class_id``, ``kind``,
     ``prob_mean``, ``prob_max`` (0-1), ``area_m2`` (areas) or ``length_m`` (lines)."""
     import geopandas as gpd
@@ -271,7 +309,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
     line = (pieces["kind"] == "line").to_numpy()
     area_m2 = np.where(line, np.nan, shapely.area(geoms) / scale**2)
     keep = np.where(line, True, area_m2 >= spec.min_area_m2)
-    if line.any():  # spurs are found on the raw lines, before simplification moves their ends
+    if line.any() and prune_spurs:  # spurs are found on the raw lines, before simplification moves their ends
         keep[line] = ~spurs(geoms[line], shapely.length(geoms[line]) / scale[line], np.full(line.sum(), spec.spur_m))
     poly = ~line & keep
     geoms[poly] = drop_small_holes(geoms[poly], spec.min_hole_m2 * scale[poly] ** 2)
@@ -303,10 +341,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
         ll[bad] = shapely.set_precision(ll[bad], 1e-7)
     ll = shapely.orient_polygons(ll)
     keep &= ~shapely.is_empty(ll)
-    out = gpd.GeoDataFrame(df, geometry=ll, crs=_crs_4326())[keep]
-    c = shapely.centroid(out.geometry.to_numpy())
-    order = np.lexsort((shapely.get_y(c), shapely.get_x(c), out["class_id"].to_numpy()))
-    return out.iloc[order].reset_index(drop=True)
+    return sort_features([gpd.GeoDataFrame(df, geometry=ll, crs=_crs_4326())[keep]])
 
 
 def _simplify(polys: np.ndarray, tol: np.ndarray) -> np.ndarray:

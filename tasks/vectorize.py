@@ -12,15 +12,25 @@ import luigi
 from pipeline.cover import read_tiles_csv
 from pipeline.io import read_manifest, tile_path
 from pipeline.tiles import Tile, quadkey_to_tile
-from pipeline.vector_io import read_pieces, write_geojson, write_gpkg, write_pieces
+from pipeline.vector_io import (
+    read_finished,
+    read_pieces,
+    shard_files,
+    write_finished,
+    write_geojson,
+    write_gpkg,
+    write_pieces,
+)
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
     finish,
+    finish_shard,
     read_tile,
     region_pieces,
     shard_box_px,
     shard_pieces,
+    sort_features,
 )
 from tasks.base import RegionTask, ShardTask
 
@@ -91,11 +101,13 @@ class Vectorize(ShardTask):
         src_id = p.x * (1 << p.z) + p.y
         pieces = shard_pieces(list(files), cached_loader(read), cfg.classes, self.spec.threshold,
                               shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id)
-        out = self.product_dir() / f"{self.shard}.parquet"
-        write_pieces(pieces, out)
-        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "pieces": len(pieces),
-                             "open": int(pieces["open"].sum()) if len(pieces) else 0,
-                             "files": {out.name: {"size": out.stat().st_size}}})
+        done, open_pieces = finish_shard(pieces, cfg.classes, self.spec, cfg.zoom, cfg.tile_size)
+        feats, rest = shard_files(self.product_dir(), str(self.shard))
+        write_finished(done, feats)
+        write_pieces(open_pieces, rest)
+        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "features": len(done),
+                             "open": len(open_pieces),
+                             "files": {p.name: {"size": p.stat().st_size} for p in (feats, rest)}})
 
 
 class MergeFeatures(RegionTask):
@@ -115,8 +127,10 @@ class MergeFeatures(RegionTask):
         tasks = [Vectorize(config=self.config, shard=s) for s in shards]
         yield tasks
         self.progress(0, 1, "merging shards")
-        pieces = region_pieces(read_pieces(t.product_dir() / f"{t.shard}.parquet") for t in tasks)
-        feats = finish(pieces, cfg.classes, cfg.section("vectorize"), cfg.zoom, cfg.tile_size)
+        paths = [shard_files(t.product_dir(), str(t.shard)) for t in tasks]
+        pieces = region_pieces(read_pieces(rest) for _, rest in paths)
+        merged = finish(pieces, cfg.classes, cfg.section("vectorize"), cfg.zoom, cfg.tile_size)
+        feats = sort_features([read_finished(f) for f, _ in paths] + [merged])
         gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"
         write_geojson(feats, gj, "predictions")
         write_gpkg({c.name: feats[feats["class"] == c.name] for c in cfg.classes}, gpkg)

@@ -23,12 +23,14 @@ from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
     finish,
+    finish_shard,
     mask_to_probs,
     parse_vectorize,
     read_tile,
     region_pieces,
     shard_box_px,
     shard_pieces,
+    sort_features,
     threshold_u8,
 )
 
@@ -56,9 +58,14 @@ def vectorise(probs: dict[Tile, np.ndarray], spec: VectorizeSpec | None = None) 
     spec = spec or VectorizeSpec()
     load = cached_loader(probs.get)
     shards = sorted({shard_of(t, SHARD_Z) for t in probs})
-    parts = [shard_pieces([t for t in probs if shard_of(t, SHARD_Z) == s], load, CLASSES, spec.threshold,
-                          shard_box_px(s, Z, SIZE), k) for k, s in enumerate(shards)]
-    return finish(region_pieces(parts), CLASSES, spec, Z, SIZE)
+    done, open_parts = [], []
+    for k, s in enumerate(shards):  # as Vectorize (per shard) and MergeFeatures do
+        pieces = shard_pieces([t for t in probs if shard_of(t, SHARD_Z) == s], load, CLASSES, spec.threshold,
+                              shard_box_px(s, Z, SIZE), k)
+        finished, still_open = finish_shard(pieces, CLASSES, spec, Z, SIZE)
+        done.append(finished)
+        open_parts.append(still_open)
+    return sort_features([*done, finish(region_pieces(open_parts), CLASSES, spec, Z, SIZE)])
 
 
 def corner() -> tuple[float, float]:
