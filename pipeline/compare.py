@@ -185,7 +185,10 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
     layers = {s: gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                   pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326")
               for s in STATUSES}
-    summary = {"classes": per_class, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
+    lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
+                                  osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m)
+             for c in classes if c.kind == "line" and (not spec.classes or c.name in spec.classes)}
+    summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
                "score_iou": spec.score_iou, "counts": {s: len(layers[s]) for s in STATUSES}}
     return Comparison(layers=layers, summary=summary)
 
@@ -204,6 +207,24 @@ def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray,
         "tp_at_score_iou": tp, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
         "mean_iou": _r(float(v.mean())) if len(v) else None, "area_iou": _r(inter / union) if union > 0 else None,
     }
+
+
+def line_figures(pred_4326: np.ndarray, osm_4326: np.ndarray, tol_m: float) -> dict[str, Any]:
+    """Centrelines: correctness (share of predicted length within ``tol_m`` ground metres of an
+    OSM line), completeness (share of OSM length within ``tol_m`` of a predicted line), and
+    their lengths in km (ground)."""
+    pm, om = to_mercator(pred_4326), to_mercator(osm_4326)
+    if len(pm) == 0 or len(om) == 0:
+        return {"predicted_km": 0.0, "osm_km": 0.0, "correctness": None, "completeness": None}
+    y = np.median(shapely.get_y(shapely.centroid(np.concatenate([pm, om]))))
+    s = float(mercator_scale(float(y)))
+    tol = max(tol_m, 1.0) * s
+    near_osm = shapely.union_all(shapely.buffer(om, tol, cap_style="flat"))
+    near_pred = shapely.union_all(shapely.buffer(pm, tol, cap_style="flat"))
+    lp, lo = float(shapely.length(pm).sum()), float(shapely.length(om).sum())
+    return {"predicted_km": round(lp / s / 1000, 3), "osm_km": round(lo / s / 1000, 3), "tolerance_m": max(tol_m, 1.0),
+            "correctness": _r(float(shapely.length(shapely.intersection(pm, near_osm)).sum()) / lp),
+            "completeness": _r(float(shapely.length(shapely.intersection(om, near_pred)).sum()) / lo)}
 
 
 def _r(x: float) -> float | None:

@@ -74,6 +74,12 @@ def report_md(region: str, summary: dict[str, Any], picture: str) -> str:
         vals = [f[k] for k in ("predicted", "osm", "matched", "offset", "missing_in_osm", "not_seen", "precision",
                                "recall", "f1", "mean_iou", "area_iou")]
         lines.append(f"| {name} | " + " | ".join("–" if v is None else str(v) for v in vals) + " |")
+    if summary.get("lines"):
+        lines += ["", "| line class | predicted km | OSM km | correctness | completeness | tolerance m |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, f in summary["lines"].items():
+            vals = [f.get(k) for k in ("predicted_km", "osm_km", "correctness", "completeness", "tolerance_m")]
+            lines.append(f"| {name} | " + " | ".join("–" if v is None else str(v) for v in vals) + " |")
     lines += ["", "Layers: `missing_in_osm.geojson` (red), `not_seen.geojson` (yellow), `offset.geojson` (orange), "
               "`matched.geojson`; for JOSM `missing_in_osm.osm` (never uploadable as is); for MapRoulette "
               "`maproulette.geojsonl`.", "", f"![map of the change layers]({picture})", ""]

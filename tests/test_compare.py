@@ -160,6 +160,8 @@ def test_change_layers_find_exactly_the_truth(compared: tuple[Path, RegionConfig
         assert d == pytest.approx(shifted[k], abs=0.35)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["missing_in_osm"] == len(missing)
+    road = summary["lines"]["road"]  # centrelines from the road masks against the OSM roads
+    assert road["correctness"] > 0.95 and road["completeness"] > 0.9, road
     assert (out / "report.md").read_text().count("| building |") == 1
     assert (out / "map.png").read_bytes()[:4] == b"\x89PNG"
 
