@@ -246,3 +246,20 @@ def test_qgis_project_opens_with_every_layer_valid(compared: tuple[Path, RegionC
     assert {"missing in OSM", "in OSM, not seen", "offset", "imagery", "OSM building"} <= set(layers)
     assert all(v["valid"] for v in layers.values())
     assert all(v["features"] > 0 for v in layers.values() if v["type"] == "vector")
+
+
+def test_config_change_reruns_compare_only(compared: tuple[Path, RegionConfig]) -> None:
+    from tasks.compare import CompareWithOSM
+    from tasks.vectorize import MergeFeatures, Vectorize
+
+    path, cfg = compared
+    assert CompareWithOSM(config=str(path)).complete() and MergeFeatures(config=str(path)).complete()
+    other = path.with_name("demo-compare-changed.toml")
+    other.write_text(path.read_text() + "\n[compare]\nmatch_iou = 0.4\n")
+    assert MergeFeatures(config=str(other)).complete()  # [compare] is not a vectorise key
+    assert not CompareWithOSM(config=str(other)).complete()
+    third = path.with_name("demo-vectorize-changed.toml")
+    third.write_text(path.read_text().replace('source = "predictions"', 'source = "predictions"\nsimplify_m = 0.5'))
+    shard = sorted(read_tile_index(cfg.data_dir / "masks").shard.unique())[0]
+    assert not Vectorize(config=str(third), shard=shard).complete()
+    assert not CompareWithOSM(config=str(third)).complete()
