@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 SOURCES = ("predictions", "masks")
+#: area classes are traced in blocks of this many tiles squared (one raster, no merge inside)
+BLOCK_TILES = 8
 #: pixels of the neighbouring tiles around a tile when skeletonising line classes
 LINE_MARGIN_PX = 32
 Loader = Callable[[Tile], "np.ndarray | None"]
@@ -121,22 +123,26 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) ->
 
 
 def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
-                src: int = 0, load: Loader | None = None) -> Columns:
+                src: int = 0, load: Loader | None = None, kinds: tuple[str, ...] = ("area", "line"),
+                origin: tuple[int, int] | None = None, box: tuple[float, float, float, float] | None = None
+                ) -> Columns:
     """The pieces of one tile as piece-table columns (numpy arrays; :func:`pieces_frame` makes
     the table): ``probs`` uint8 (C, H, W), bands in ascending class id of ``classes``;
     geometries in global pixel coordinates of ``t.z`` at the tile's size. With ``load`` (tile
     -> probs or None), line classes are skeletonised with ``LINE_MARGIN_PX`` pixels of the
-    neighbouring tiles, so centrelines cross tile borders straight."""
+    neighbouring tiles, so centrelines cross tile borders straight. Only classes of ``kinds``
+    are traced. ``probs`` may also be a block of tiles whose top-left pixel is ``origin``
+    (global pixels; areas only), with ``box`` the block's extent for the ``open`` flags."""
     ordered = sorted(classes, key=lambda c: c.id)
     if probs.shape[0] != len(ordered):
         raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes")
     size = probs.shape[1]
-    x0, y0 = t.x * size, t.y * size
+    x0, y0 = origin if origin is not None else (t.x * size, t.y * size)
     thr = threshold_u8(threshold)
-    box = (x0, y0, x0 + size, y0 + probs.shape[2])
+    box = box if box is not None else (x0, y0, x0 + probs.shape[2], y0 + size)
     parts: list[Columns] = []
     for k, (band, c) in enumerate(zip(probs, ordered)):
-        if int(band.max()) < thr:
+        if c.kind not in kinds or int(band.max()) < thr:
             continue
         if c.kind == "line":
             pb = padded(load, t, k, LINE_MARGIN_PX, size) if load is not None else band
@@ -205,22 +211,63 @@ def shard_box_px(shard: str, z: int, size: int) -> tuple[float, float, float, fl
     return (p.x * n, p.y * n, (p.x + 1) * n, (p.y + 1) * n)
 
 
-def cached_loader(read: Loader, maxsize: int = 512) -> Loader:
-    """``read`` (tile -> uint8 probs or None) with an LRU cache, so neighbours are decoded once."""
+def cached_loader(read: Loader, classes: Sequence[ClassSpec], maxsize: int = 3 * 8 * BLOCK_TILES * BLOCK_TILES
+                  ) -> Loader:
+    """``read`` (tile -> uint8 probs or None) with an LRU cache when ``classes`` has a line class,
+    so the neighbours a centreline's margins need are decoded once (the default holds three
+    columns of blocks of a 64 x 64-tile shard); without line classes every tile is read once
+    and nothing is cached."""
+    if not any(c.kind == "line" for c in classes):
+        return read
     return functools.lru_cache(maxsize=maxsize)(read)
 
 
 def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpec], threshold: float,
                  box: tuple[float, float, float, float] | None, src_id: int = 0) -> pd.DataFrame:
-    """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`; visited
-    column by column so neighbours are still cached) and merge the pieces across tile borders;
-    pieces that reach the edge of ``box`` (the shard, in global pixels) stay ``open``."""
+    """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`) and merge
+    the pieces across tile borders; pieces that reach the edge of ``box`` (the shard, in global
+    pixels) stay ``open``. Area classes are traced per block of ``BLOCK_TILES``² tiles (one
+    raster: nothing to merge inside a block), line classes per tile with margins from the
+    neighbouring tiles; blocks are visited column by column so those neighbours stay cached."""
     parts = []
-    for i, t in enumerate(sorted(tiles)):
-        probs = load(t)
-        if probs is not None:
-            parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load))
+    blocks: dict[tuple[int, int], list[Tile]] = {}
+    for t in sorted(tiles):
+        blocks.setdefault((t.x // BLOCK_TILES, t.y // BLOCK_TILES), []).append(t)
+    lines = any(c.kind == "line" for c in classes)
+    i = 0
+    for b, ((bx, by), ts) in enumerate(sorted(blocks.items())):  # one block in memory at a time
+        items = []
+        for t in ts:
+            probs = load(t)
+            if probs is None:
+                continue
+            items.append((t, probs))
+            if lines:
+                parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load, kinds=("line",)))
+            i += 1
+        if items:
+            parts.append(_block_pieces(items, bx, by, classes, threshold, b, box))
     return merge_open(pieces_frame(parts), box, src_id)
+
+
+def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classes: Sequence[ClassSpec],
+                  threshold: float, src: int, shard_box: tuple[float, float, float, float] | None) -> Columns:
+    """Area pieces of a block of up to BLOCK_TILES x BLOCK_TILES tiles, traced as one raster
+    (no merge needed inside the block); ``open`` means reaching the block's (or shard's) edge."""
+    t0 = items[0][0]
+    c, size = items[0][1].shape[0], items[0][1].shape[1]
+    x0, y0 = bx * BLOCK_TILES, by * BLOCK_TILES
+    nx = max(t.x for t, _ in items) - x0 + 1
+    ny = max(t.y for t, _ in items) - y0 + 1
+    canvas = np.zeros((c, ny * size, nx * size), dtype=np.uint8)
+    for t, probs in items:
+        canvas[:, (t.y - y0) * size:(t.y - y0 + 1) * size, (t.x - x0) * size:(t.x - x0 + 1) * size] = probs
+    box = (x0 * size, y0 * size, (x0 + nx) * size, (y0 + ny) * size)
+    if shard_box is not None:
+        box = (max(box[0], shard_box[0]), max(box[1], shard_box[1]), min(box[2], shard_box[2]),
+               min(box[3], shard_box[3]))
+    return tile_pieces(canvas, t0, classes, threshold, src=src, kinds=("area",),
+                       origin=(x0 * size, y0 * size), box=box)
 
 
 def region_pieces(shards: Iterable[pd.DataFrame]) -> pd.DataFrame:

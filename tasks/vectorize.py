@@ -99,7 +99,7 @@ class Vectorize(ShardTask):
 
         p = quadkey_to_tile(str(self.shard))
         src_id = p.x * (1 << p.z) + p.y
-        pieces = shard_pieces(list(files), cached_loader(read), cfg.classes, self.spec.threshold,
+        pieces = shard_pieces(list(files), cached_loader(read, cfg.classes), cfg.classes, self.spec.threshold,
                               shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id)
         done, open_pieces = finish_shard(pieces, cfg.classes, self.spec, cfg.zoom, cfg.tile_size)
         feats, rest = shard_files(self.product_dir(), str(self.shard))

@@ -78,7 +78,8 @@ def test_round_trip_osm_buildings_through_masks(region: tuple[Path, RegionConfig
     index = index[index.status == "written"]
     ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
     files = {Tile(int(r.z), int(r.x), int(r.y)): cfg.data_dir / "masks" / r.path for r in index.itertuples()}
-    load = cached_loader(lambda t: read_tile(files[t].read_bytes(), "masks", ids, str(t)) if t in files else None)
+    load = cached_loader(lambda t: read_tile(files[t].read_bytes(), "masks", ids, str(t)) if t in files else None,
+                         cfg.classes)
     parts = []
     for k, s in enumerate(sorted(index.shard.unique())):
         tiles = [Tile(int(r.z), int(r.x), int(r.y)) for r in index[index.shard == s].itertuples()]

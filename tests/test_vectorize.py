@@ -56,7 +56,7 @@ def burn(geoms_3857: list[shapely.Geometry], band: int, tiles: list[Tile] = TILE
 def vectorise(probs: dict[Tile, np.ndarray], spec: VectorizeSpec | None = None) -> Any:
     """Shard by shard (z18 shards), then the region merge, then finish -> EPSG:4326 features."""
     spec = spec or VectorizeSpec()
-    load = cached_loader(probs.get)
+    load = cached_loader(probs.get, CLASSES)
     shards = sorted({shard_of(t, SHARD_Z) for t in probs})
     done, open_parts = [], []
     for k, s in enumerate(shards):  # as Vectorize (per shard) and MergeFeatures do
