@@ -32,18 +32,16 @@ from rasterio.features import rasterize, shapes
 
 from bench.common import report, run_phase
 from pipeline.config import ClassSpec, TagFilter
+from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.geo import mercator_scale
 from pipeline.probs import decode_probs, encode_probs
 from pipeline.tiles import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
-    finish,
-    finish_shard,
     region_pieces,
     shard_box_px,
     shard_pieces,
-    sort_features,
 )
 
 Z, SIZE, SHARD_Z = 19, 256, 13

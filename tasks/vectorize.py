@@ -10,6 +10,7 @@ from typing import Any
 import luigi
 
 from pipeline.cover import read_tiles_csv
+from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.io import read_manifest, tile_path
 from pipeline.tiles import Tile, quadkey_to_tile
 from pipeline.vector_io import (
@@ -24,13 +25,10 @@ from pipeline.vector_io import (
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
-    finish,
-    finish_shard,
     read_tile,
     region_pieces,
     shard_box_px,
     shard_pieces,
-    sort_features,
 )
 from tasks.base import RegionTask, ShardTask
 

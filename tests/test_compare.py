@@ -24,13 +24,13 @@ import shapely
 
 from pipeline.compare import CompareSpec, compare, features_in_tiles, match
 from pipeline.config import RegionConfig, load_config
+from pipeline.finish import finish
 from pipeline.geo import to_mercator
 from pipeline.io import read_features, read_tile_index
 from pipeline.tiles import Tile
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
-    finish,
     read_tile,
     region_pieces,
     shard_box_px,

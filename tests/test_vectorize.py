@@ -13,6 +13,7 @@ import shapely
 from rasterio.features import rasterize
 
 from pipeline.config import ClassSpec, ConfigError, TagFilter
+from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.geo import to_lonlat, to_mercator
 from pipeline.merge import empty_pieces
 from pipeline.probs import encode_probs
@@ -22,15 +23,12 @@ from pipeline.vector_io import geojson_bytes, read_pieces, write_gpkg, write_pie
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
-    finish,
-    finish_shard,
     mask_to_probs,
     parse_vectorize,
     read_tile,
     region_pieces,
     shard_box_px,
     shard_pieces,
-    sort_features,
     threshold_u8,
 )
 
