@@ -37,6 +37,7 @@ from pipeline.vectorize import (
     shard_pieces,
 )
 from scripts.truth_predictions import write_truth_predictions
+from scripts.truth_scores import truth_scores
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.toml"
@@ -159,6 +160,8 @@ def test_change_layers_find_exactly_the_truth(compared: tuple[Path, RegionConfig
     assert set(offset) == set(shifted)
     for k, d in offset.items():
         assert d == pytest.approx(shifted[k], abs=0.35)
+    scores = truth_scores(cfg.data_dir)  # the script a closing note uses for a trained model's run
+    assert all(scores[k]["precision"] == scores[k]["recall"] == 1.0 for k in scores), scores
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["missing_in_osm"] == len(missing)
     road = summary["lines"]["road"]  # centrelines from the road masks against the OSM roads
