@@ -10,7 +10,6 @@ import pytest
 import shapely
 from rasterio.features import rasterize
 
-from pipeline.compare import match
 from pipeline.config import ClassSpec, TagFilter
 from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.geo import to_mercator
