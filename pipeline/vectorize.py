@@ -193,13 +193,11 @@ def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int) -> Columns:
     vals = p.ravel()[idx]
     psum = np.bincount(labs, weights=vals, minlength=n + 1)
     cnt = np.bincount(labs, minlength=n + 1)
-    order = np.argsort(labs, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(labs[order]) != 0])
-    pmax = np.zeros(n + 1, dtype=np.int64)
-    pmax[labs[order][starts]] = np.maximum.reduceat(vals[order], starts)
+    pmax = np.zeros(n + 1, dtype=np.uint8)
+    np.maximum.at(pmax, labs, vals)  # (same dtypes: numpy's fast path, far quicker than a sort)
     polys, comp = trace(binary, lab, x0, y0)
     return {"geometry": polys, "psum": psum[comp].astype(np.float64), "count": cnt[comp].astype(np.int64),
-            "pmax": pmax[comp]}
+            "pmax": pmax[comp].astype(np.int64)}
 
 
 def shard_box_px(shard: str, z: int, size: int) -> tuple[float, float, float, float]:
