@@ -8,8 +8,8 @@ Method ("crack following"): every pixel edge between a foreground and a backgrou
 a directed edge with the foreground on its right (screen coordinates, y down). At each grid
 corner an edge continues with the outgoing edge that turns right, else straight on, else left;
 turning right at the diagonal "saddle" corners keeps diagonal pixels apart (4-connectivity).
-The successor permutation splits into cycles (the rings); pointer doubling finds each cycle's
-smallest edge and each edge's rank in its cycle, in ``log2(edges)`` numpy passes. Rings whose
+The successor permutation splits into cycles (the rings: scipy's connected components); each
+edge's rank along its ring comes from pointer jumping, in ``log2(longest ring)`` numpy passes. Rings whose
 signed area is positive in y-down coordinates are outer rings; the others are holes (a hole
 that touches the outline at one corner comes out inside the outer ring and is split off by
 GEOS' ``make_valid``, as GDAL draws it). A ring belongs to the component
@@ -47,20 +47,26 @@ def _edges(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _cycles(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cycle id (its smallest member) and rank from that member, for a permutation ``succ``."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(succ)
-    head = np.arange(n)
-    s = succ.copy()
-    steps = max(1, int(np.ceil(np.log2(n))) + 1)
-    for _ in range(steps):
-        head = np.minimum(head, head[s])
-        s = s[s]
+    idx = np.arange(n)
+    _, comp = connected_components(csr_matrix((np.ones(n, dtype=np.int8), (idx, succ)), shape=(n, n)),
+                                   directed=True, connection="weak")
+    first = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, comp, idx)
+    head = first[comp]
     # list ranking: cut each cycle before its head; dist = edges from e to the cycle's last edge
     last = succ == head
-    nxt = np.where(last, np.arange(n), succ)
+    nxt = np.where(last, idx, succ)
     dist = np.where(last, 0, 1)
-    for _ in range(steps):
+    while True:  # pointer jumping: log2(longest ring) rounds
+        nn = nxt[nxt]
+        if np.array_equal(nn, nxt):
+            break
         dist = dist + dist[nxt]
-        nxt = nxt[nxt]
+        nxt = nn
     return head, -dist
 
 
