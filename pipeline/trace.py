@@ -84,16 +84,12 @@ def trace(b: np.ndarray, labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -
     by_key = np.argsort(key)
     skey = key[by_key]
 
-    def out(q: np.ndarray) -> np.ndarray:
-        """The edge leaving corner/direction key ``q``, or -1."""
-        i = np.minimum(np.searchsorted(skey, q), len(skey) - 1)
-        return np.where(skey[i] == q, by_key[i], -1)
-
-    succ = out(end * 4 + (d + 1) % 4)  # turn right first (saddles), else straight, else left
-    miss = succ < 0
-    succ[miss] = out(end[miss] * 4 + d[miss])
-    miss = succ < 0
-    succ[miss] = out(end[miss] * 4 + (d[miss] + 3) % 4)
+    # one or two edges leave each corner an edge ends at; with two (a saddle) turn right
+    i = np.searchsorted(skey, end * 4)  # the first edge leaving corner `end`
+    j = np.minimum(i + 1, len(skey) - 1)
+    two = (skey[j] // 4) == end
+    right = (end * 4 + (d + 1) % 4) == skey[j]
+    succ = by_key[np.where(two & right, j, i)]
     pred = np.empty_like(succ)
     pred[succ] = np.arange(len(succ))
     ring, rank = _cycles(succ)
