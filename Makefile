@@ -15,9 +15,9 @@ WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
 
-.PHONY: install test lint demo masks imagery region helsinki bench clean clean-tmp verify prune osmium-tool browser
+.PHONY: install test lint demo masks imagery region helsinki bench clean clean-tmp verify prune osmium-tool browser qgis compare
 
-install: $(VENV)/.installed osmium-tool browser
+install: $(VENV)/.installed osmium-tool browser qgis
 
 # torch comes plainly from the package index (with torchvision, which segmentation-models-pytorch needs)
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -36,6 +36,18 @@ browser:
 	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "note: chromium not installed; the report's browser test will skip"; }
+
+# PyQGIS (Debian's python3-qgis, QGIS 3.22 on Debian 12; about 90 s) lets a test open the QGIS
+# project the compare stage writes; installed when we may (root + apt), else that test skips
+qgis:
+	@[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null 2>&1 && (apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-qgis >/dev/null) || \
+	  echo "note: python3-qgis not installed; the QGIS project test will skip"; }
+
+# predictions (or masks, [vectorize] source) -> predictions.geojson/.gpkg -> compare/ + <region>.qgs
+compare: install data/$(REGION)/$(REGION).osm.pbf
+	$(RUN) CompareWithOSM --config configs/$(REGION).toml --workers $(WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tasks tests bench scripts
@@ -78,6 +90,8 @@ bench: install
 	$(PY) -m bench.bench_imagery
 	$(PY) -m bench.bench_synthetic
 	$(PY) -m bench.bench_byod
+
+	$(PY) -m bench.bench_vectorize
 
 clean:
 	rm -rf data/*/ bench/out

@@ -39,7 +39,11 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: a config never imports torch): section name -> "module:function". The function takes
 #: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
-SECTION_PARSERS: dict[str, str] = {"labels": "pipeline.labels:parse_labels_config"}
+SECTION_PARSERS: dict[str, str] = {
+    "labels": "pipeline.labels:parse_labels_config",
+    "vectorize": "pipeline.vectorize:parse_vectorize",
+    "compare": "pipeline.compare:parse_compare",
+}
 
 
 @dataclass(frozen=True)

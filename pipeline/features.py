@@ -85,11 +85,11 @@ def read_features(
         table = table.drop_columns(["bbox"])
     df = table.to_pandas()
     geoms = shapely.from_wkb(df.pop("geometry").to_numpy())
-    return gpd.GeoDataFrame(df, geometry=geoms, crs=_crs_4326())
+    return gpd.GeoDataFrame(df, geometry=geoms, crs=crs_4326())
 
 
 @functools.cache
-def _crs_4326() -> Any:
+def crs_4326() -> Any:
     import pyproj
 
     return pyproj.CRS.from_epsg(4326)

@@ -89,6 +89,9 @@ register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "ima
                          "imagery.path"), ("extract",)))
 register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",)))
 register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths))
+# vectorize reads masks or predictions ([vectorize] source)
+register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks",)))
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
 
 #: Old string tables (stage -> config keys, stage -> upstream stages), kept for code that reads
 #: them; a stage added here only (not registered) still gets a digest, with version 1.

@@ -22,6 +22,9 @@ Tasks (each stage's output lands under data/<region>/):
   MasksAll          every shard's masks
   FetchImagery      one shard (--shard QUADKEY) -> images/z/x/y.<ext> + images/_shards/QUADKEY.json
   ImageryAll        every shard's imagery + coverage summary
+  Vectorize         one shard (--shard QUADKEY) of predictions/masks -> vectors/QUADKEY.parquet
+  MergeFeatures     every shard vectorised and merged -> predictions.geojson + predictions.gpkg
+  CompareWithOSM    predictions vs OSM -> compare/ (change layers, .osm, MapRoulette tasks, report) + QGIS project
   RegionPipeline    everything above that the config asks for
 
 The local scheduler is used unless --scheduler-host or --scheduler-url is given.
@@ -30,7 +33,7 @@ python -m tasks TASK --help-all
 """
 
 
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "pipeline")
+STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline")
 
 
 def register_tasks() -> None:

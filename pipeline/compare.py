@@ -1,0 +1,244 @@
+"""Compare predicted polygons with OSM features: one-to-one matching by IoU, per-feature
+statuses and region figures.
+
+Per area class, candidate pairs come from an STRtree over the OSM polygons (EPSG:3857); pairs
+with IoU >= ``match_iou`` are matched one-to-one greedily in decreasing IoU (ties by ids, so the
+result is deterministic). Statuses:
+
+- ``missing_in_osm``: a predicted polygon with no OSM match (the imagery shows it, OSM lacks it);
+- ``not_seen``: an OSM feature with no predicted match (demolished, hidden, or a model miss);
+- ``matched``: a pair, with its IoU and the distance between centroids in ground metres;
+- ``offset``: a matched pair whose centroids are more than ``offset_m`` apart.
+
+A small building shifted by a metre or two can overlap its outline by less than ``match_iou``;
+a second pass therefore pairs the leftovers whose centroids lie within ``max_offset_m`` ground
+metres and whose areas differ by less than a factor of two (closest first, one-to-one).
+
+Region figures per class: object precision / recall / F1 counting pairs with IoU >= 0.5
+(``score_iou``), the mean IoU of the matched pairs, and the area IoU of all predicted against
+all OSM polygons (pixel IoU at infinite resolution: overlapping areas summed over every
+intersecting pair, so no region-wide union is built).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.config import ClassSpec, Section
+from pipeline.geo import mercator_scale, to_mercator
+from pipeline.regularize import iou
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+STATUSES = ("missing_in_osm", "not_seen", "matched", "offset")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """``[compare]``: matching thresholds; ``classes`` empty = every area class."""
+
+    match_iou: float = 0.3     # pairs with IoU below this never match
+    offset_m: float = 0.75     # a matched pair further apart than this (centroids, ground metres) is "offset"
+    score_iou: float = 0.5     # IoU at which a match counts as a true positive in the figures
+    max_offset_m: float = 3.0  # second pass: leftover pairs this close (centroids), of similar area, match too
+    classes: tuple[str, ...] = ()
+
+
+def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
+    """Parse ``[compare]`` (``{}`` gives the defaults)."""
+    sec = Section(path, "compare", table)
+    d = CompareSpec()
+    spec = CompareSpec(
+        match_iou=sec.number("match_iou", d.match_iou, lo=0.01, hi=1.0),
+        offset_m=sec.number("offset_m", d.offset_m, lo=0.0),
+        score_iou=sec.number("score_iou", d.score_iou, lo=0.01, hi=1.0),
+        max_offset_m=sec.number("max_offset_m", d.max_offset_m, lo=0.0),
+        classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
+    )
+    sec.done()
+    return spec
+
+
+@dataclass
+class Comparison:
+    """Per-status layers (EPSG:4326 GeoDataFrames) and the region figures."""
+
+    layers: dict[str, gpd.GeoDataFrame]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def compare_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
+    """The area classes to compare (``spec.classes`` or all of them)."""
+    areas = [c for c in classes if c.kind == "area"]
+    return [c for c in areas if c.name in spec.classes] if spec.classes else areas
+
+
+def match(pred: np.ndarray, osm: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one matching of EPSG:3857 polygons by IoU >= ``min_iou``: (pred index, osm index, IoU)."""
+    if len(pred) == 0 or len(osm) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    tree = shapely.STRtree(osm)
+    i, j = tree.query(pred, predicate="intersects")
+    v = iou(pred[i], osm[j])
+    ok = v >= min_iou
+    i, j, v = i[ok], j[ok], v[ok]
+    order = np.lexsort((j, i, -v))
+    used_p: set[int] = set()
+    used_o: set[int] = set()
+    keep = []
+    for k in order:
+        a, b = int(i[k]), int(j[k])
+        if a not in used_p and b not in used_o:
+            used_p.add(a)
+            used_o.add(b)
+            keep.append(k)
+    sel = np.asarray(keep, dtype=np.int64)
+    return i[sel], j[sel], v[sel]
+
+
+def _match_shifted(pm: np.ndarray, om: np.ndarray, i: np.ndarray, j: np.ndarray, v: np.ndarray,
+                   max_offset_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add one-to-one pairs of still unmatched polygons (EPSG:3857) whose centroids are within
+    ``max_offset_m`` ground metres and whose areas differ by less than 2x, closest first."""
+    rest_p = np.setdiff1d(np.arange(len(pm)), i)
+    rest_o = np.setdiff1d(np.arange(len(om)), j)
+    if len(rest_p) == 0 or len(rest_o) == 0:
+        return i, j, v
+    cp, co = shapely.centroid(pm[rest_p]), shapely.centroid(om[rest_o])
+    reach = max_offset_m * float(mercator_scale(float(np.median(shapely.get_y(cp)))))
+    a, b = shapely.STRtree(co).query(cp, predicate="dwithin", distance=reach)
+    ap, ao = shapely.area(pm[rest_p[a]]), shapely.area(om[rest_o[b]])
+    ok = np.minimum(ap, ao) >= 0.5 * np.maximum(ap, ao)
+    a, b = a[ok], b[ok]
+    dist = shapely.distance(cp[a], co[b])
+    used_p: set[int] = set()
+    used_o: set[int] = set()
+    extra_p, extra_o = [], []
+    for k in np.lexsort((b, a, dist)):
+        if int(a[k]) not in used_p and int(b[k]) not in used_o:
+            used_p.add(int(a[k]))
+            used_o.add(int(b[k]))
+            extra_p.append(rest_p[a[k]])
+            extra_o.append(rest_o[b[k]])
+    if not extra_p:
+        return i, j, v
+    ep, eo = np.asarray(extra_p, dtype=np.int64), np.asarray(extra_o, dtype=np.int64)
+    return np.r_[i, ep], np.r_[j, eo], np.r_[v, iou(pm[ep], om[eo])]
+
+
+def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
+    """Sum of intersection areas over every intersecting (pred, osm) pair."""
+    if len(pred) == 0 or len(osm) == 0:
+        return 0.0
+    i, j = shapely.STRtree(osm).query(pred, predicate="intersects")
+    return float(shapely.area(shapely.intersection(pred[i], osm[j])).sum()) if len(i) else 0.0
+
+
+def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],
+            spec: CompareSpec) -> Comparison:
+    """Compare predicted features (``finish`` output, EPSG:4326) with OSM features
+    (``features.parquet`` rows, EPSG:4326) class by class."""
+    import geopandas as gpd
+
+    parts: dict[str, list[pd.DataFrame]] = {s: [] for s in STATUSES}
+    per_class: dict[str, Any] = {}
+    for c in compare_classes(classes, spec):
+        p = pred[pred["class"] == c.name].reset_index(drop=True)
+        o = osm[osm["class"] == c.name].reset_index(drop=True)
+        pm = to_mercator(p.geometry.to_numpy())
+        om = to_mercator(o.geometry.to_numpy())
+        om = np.where(shapely.is_valid(om), om, shapely.make_valid(om))
+        i, j, v = match(pm, om, spec.match_iou)
+        if spec.max_offset_m > 0:
+            i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
+        pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
+        scale = mercator_scale(shapely.get_y(pc)) if len(i) else np.empty(0)
+        de = (shapely.get_x(pc) - shapely.get_x(oc)) / np.maximum(scale, 1e-9) if len(i) else np.empty(0)
+        dn = (shapely.get_y(pc) - shapely.get_y(oc)) / np.maximum(scale, 1e-9) if len(i) else np.empty(0)
+        dist = np.hypot(de, dn)
+        shifted = dist > spec.offset_m
+        pairs = pd.DataFrame({
+            "class": c.name, "osm_type": o["osm_type"].to_numpy()[j], "osm_id": o["osm_id"].to_numpy()[j],
+            "iou": np.round(v, 4), "offset_m": np.round(dist, 3), "offset_east_m": np.round(de, 3),
+            "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i],
+            "geometry": p.geometry.to_numpy()[i]})
+        parts["matched"].append(pairs[~shifted])
+        parts["offset"].append(pairs[shifted])
+        miss = np.setdiff1d(np.arange(len(p)), i)
+        parts["missing_in_osm"].append(pd.DataFrame({
+            "class": c.name, "prob_mean": p["prob_mean"].to_numpy()[miss],
+            "prob_max": p["prob_max"].to_numpy()[miss], "area_m2": p["area_m2"].to_numpy()[miss],
+            "geometry": p.geometry.to_numpy()[miss]}))
+        unseen = np.setdiff1d(np.arange(len(o)), j)
+        parts["not_seen"].append(pd.DataFrame({
+            "class": c.name, "osm_type": o["osm_type"].to_numpy()[unseen],
+            "osm_id": o["osm_id"].to_numpy()[unseen], "geometry": o.geometry.to_numpy()[unseen]}))
+        per_class[c.name] = _figures(pm, om, v, shifted, spec.score_iou)
+    layers = {s: gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
+                                  pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326")
+              for s in STATUSES}
+    lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
+                                  osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m)
+             for c in classes if c.kind == "line" and (not spec.classes or c.name in spec.classes)}
+    summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
+               "score_iou": spec.score_iou, "counts": {s: len(layers[s]) for s in STATUSES}}
+    return Comparison(layers=layers, summary=summary)
+
+
+def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray, score_iou: float) -> dict[str, Any]:
+    """Region figures of one class (see the module docstring)."""
+    tp = int((v >= score_iou).sum())
+    precision = tp / len(pm) if len(pm) else math.nan
+    recall = tp / len(om) if len(om) else math.nan
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    inter = _pair_overlap(pm, om)
+    union = float(shapely.area(pm).sum() + shapely.area(om).sum()) - inter
+    return {
+        "predicted": len(pm), "osm": len(om), "matched": int((~shifted).sum()), "offset": int(shifted.sum()),
+        "missing_in_osm": len(pm) - len(v), "not_seen": len(om) - len(v),
+        "tp_at_score_iou": tp, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
+        "mean_iou": _r(float(v.mean())) if len(v) else None, "area_iou": _r(inter / union) if union > 0 else None,
+    }
+
+
+def line_figures(pred_4326: np.ndarray, osm_4326: np.ndarray, tol_m: float) -> dict[str, Any]:
+    """Centrelines: correctness (share of predicted length within ``tol_m`` ground metres of an
+    OSM line), completeness (share of OSM length within ``tol_m`` of a predicted line), and
+    their lengths in km (ground)."""
+    pm, om = to_mercator(pred_4326), to_mercator(osm_4326)
+    if len(pm) == 0 or len(om) == 0:
+        return {"predicted_km": 0.0, "osm_km": 0.0, "correctness": None, "completeness": None}
+    y = np.median(shapely.get_y(shapely.centroid(np.concatenate([pm, om]))))
+    s = float(mercator_scale(float(y)))
+    tol = max(tol_m, 1.0) * s
+    near_osm = shapely.union_all(shapely.buffer(om, tol, cap_style="flat"))
+    near_pred = shapely.union_all(shapely.buffer(pm, tol, cap_style="flat"))
+    lp, lo = float(shapely.length(pm).sum()), float(shapely.length(om).sum())
+    return {"predicted_km": round(lp / s / 1000, 3), "osm_km": round(lo / s / 1000, 3), "tolerance_m": max(tol_m, 1.0),
+            "correctness": _r(float(shapely.length(shapely.intersection(pm, near_osm)).sum()) / lp),
+            "completeness": _r(float(shapely.length(shapely.intersection(om, near_pred)).sum()) / lo)}
+
+
+def _r(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 4)
+
+
+def features_in_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a geometry's representative point lies in one of ``tiles`` ((x, y) at zoom ``z``):
+    OSM features outside the vectorised tiles are left out of the comparison."""
+    from pipeline.geo import HALF_WORLD_M
+    from pipeline.tiles import tile_extent_m
+
+    pts = to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object)))
+    e = tile_extent_m(z)
+    tx = np.floor((shapely.get_x(pts) + HALF_WORLD_M) / e).astype(np.int64)
+    ty = np.floor((HALF_WORLD_M - shapely.get_y(pts)) / e).astype(np.int64)
+    return np.array([(int(a), int(b)) in tiles for a, b in zip(tx, ty)], dtype=bool)

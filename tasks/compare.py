@@ -1,0 +1,100 @@
+"""Luigi task ``CompareWithOSM``: predictions.geojson vs features.parquet -> ``compare/`` (a GeoJSON
+per status with its .qml style, summary.json, report.md + map.png, missing_in_osm.osm for JOSM,
+maproulette.geojsonl) and the QGIS project ``<region>.qgs`` (with osm_features.gpkg)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.compare import STATUSES, compare, features_in_tiles
+from pipeline.compare_report import COLORS, LABELS, write_report
+from pipeline.io import atomic_write_bytes, atomic_write_json, read_features, read_tile_index
+from pipeline.mappers import maproulette_tasks, osm_xml
+from pipeline.qgis import VectorLayer, write_project, xyz_source
+from pipeline.tiles import tile_bounds
+from pipeline.vector_io import write_geojson, write_gpkg
+from tasks.base import RegionTask
+from tasks.extract import ExtractFeatures
+from tasks.vectorize import MergeFeatures
+
+_GEOM = {"area": "Polygon", "line": "Line"}
+
+
+class CompareWithOSM(RegionTask):
+    """Compare the merged predictions with the region's OSM features; write the change layers."""
+
+    stage = "compare"
+
+    def requires(self) -> Any:
+        return [MergeFeatures(config=self.config), ExtractFeatures(config=self.config)]
+
+    def run(self) -> None:
+        import geopandas as gpd
+
+        cfg, d = self.cfg, self.data_dir
+        out = d / "compare"
+        pred = gpd.read_file(d / "predictions.geojson", engine="pyogrio")
+        source = cfg.section("vectorize").source
+        index = read_tile_index(d / source)
+        index = index[index.status == "written"]
+        tiles = {(int(x), int(y)) for x, y in zip(index.x, index.y)}
+        osm = read_features(d / "features.parquet")
+        osm = osm[features_in_tiles(osm.geometry.to_numpy(), tiles, cfg.zoom)].reset_index(drop=True)
+        result = compare(pred, osm, cfg.classes, cfg.section("compare"))
+        written: list[Path] = []
+        for status in STATUSES:
+            written.append(out / f"{status}.geojson")
+            write_geojson(result.layers[status], written[-1], status)
+        summary = {**result.summary, "region": cfg.name, "source": source, "tiles": len(tiles)}
+        atomic_write_json(out / "summary.json", summary)
+        missing = result.layers["missing_in_osm"]
+        atomic_write_bytes(out / "missing_in_osm.osm", osm_xml(missing, cfg.classes))
+        atomic_write_bytes(out / "maproulette.geojsonl", maproulette_tasks(missing, cfg.name))
+        written += [out / "summary.json", out / "missing_in_osm.osm", out / "maproulette.geojsonl"]
+        written += write_report(out, cfg.name, summary, result.layers, osm[osm["class"].isin(
+            list(summary["classes"]))])
+        written += self._qgis_project(osm, result.layers, index)
+        self.output().write({"root": str(d), "counts": summary["counts"],
+                             "files": {str(p.relative_to(d)): {"size": p.stat().st_size} for p in written}})
+
+    def _qgis_project(self, osm: Any, layers: dict[str, Any], index: Any) -> list[Path]:
+        """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers)."""
+        cfg, d = self.cfg, self.data_dir
+        osm_gpkg = d / "osm_features.gpkg"
+        write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
+        present = {c.name for c in cfg.classes if (osm["class"] == c.name).any()}
+        pred = json.loads((d / "_manifests" / "vectorize.json").read_text()).get("by_class", {})
+        vl: list[VectorLayer] = []
+        for status in ("missing_in_osm", "not_seen", "offset", "matched"):
+            if len(layers[status]):
+                vl.append(VectorLayer(LABELS[status], f"./compare/{status}.geojson", "Polygon", COLORS[status],
+                                      visible=status != "matched"))
+        for c in cfg.classes:
+            if pred.get(c.name):
+                vl.append(VectorLayer(f"predicted {c.name}", f"./predictions.gpkg|layername={c.name}",
+                                      _GEOM[c.kind], "#1f78b4", fill_alpha=60))
+        for c in cfg.classes:
+            if c.name in present:
+                vl.append(VectorLayer(f"OSM {c.name}", f"./osm_features.gpkg|layername={c.name}",
+                                      _GEOM[c.kind], c.color, fill_alpha=0, visible=c.kind == "area"))
+        xyz = None
+        images = d / "images"
+        if cfg.imagery is not None and images.is_dir():
+            ext = cfg.imagery.format if cfg.imagery.source == "raster" else "png"
+            xyz = ("imagery", xyz_source(images, ext, cfg.zoom, cfg.zoom))  # only this zoom exists
+        b = [tile_bounds(t) for t in _corner_tiles(index, cfg.zoom)]
+        extent = (min(v[0] for v in b), min(v[1] for v in b), max(v[2] for v in b), max(v[3] for v in b))
+        qgs = d / f"{cfg.name}.qgs"
+        write_project(qgs, cfg.name, vl, xyz, extent)
+        styles = [(d / lyr.source).with_suffix(".qml") for lyr in vl if lyr.source.endswith(".geojson")]
+        return [osm_gpkg, qgs, *styles]
+
+
+def _corner_tiles(index: Any, z: int) -> list[Any]:
+    from pipeline.tiles import Tile
+
+    if len(index) == 0:
+        return [Tile(0, 0, 0)]
+    return [Tile(z, int(index.x.min()), int(index.y.min())), Tile(z, int(index.x.max()), int(index.y.max()))]

@@ -1,0 +1,138 @@
+"""Luigi tasks ``Vectorize`` (one shard -> vectors/<quadkey>.parquet pieces) and ``MergeFeatures``
+(every shard, merged across shard borders -> predictions.geojson + predictions.gpkg)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from pipeline.cover import read_tiles_csv
+from pipeline.finish import finish, finish_shard, sort_features
+from pipeline.io import read_manifest, tile_path
+from pipeline.tiles import Tile, quadkey_to_tile
+from pipeline.vector_io import (
+    read_finished,
+    read_pieces,
+    shard_files,
+    write_finished,
+    write_geojson,
+    write_gpkg,
+    write_pieces,
+)
+from pipeline.vectorize import (
+    VectorizeSpec,
+    cached_loader,
+    read_tile,
+    region_pieces,
+    shard_box_px,
+    shard_pieces,
+)
+from tasks.base import RegionTask, ShardTask
+
+
+class SourceTilesPresent(luigi.ExternalTask):
+    """Tiles made outside this task graph (predictions before the Predict stage is wired in)."""
+
+    folder = luigi.Parameter(description="product folder with _shards/ manifests")
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(Path(str(self.folder)) / "_shards"))
+
+
+def source_task(config: str, source: str, data_dir: Path) -> luigi.Task:
+    """The task that makes the tiles to vectorise: MasksAll, or PredictAll when it exists."""
+    if source == "masks":
+        from tasks.masks import MasksAll
+
+        return MasksAll(config=config)
+    try:
+        from tasks.predict import PredictAll  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return SourceTilesPresent(folder=str(data_dir / "predictions"))
+    return PredictAll(config=config)
+
+
+class Vectorize(ShardTask):
+    """Trace one shard's prediction (or mask) tiles and merge them across tile borders."""
+
+    stage = "vectorize"
+    product = "vectors"
+
+    @property
+    def spec(self) -> VectorizeSpec:
+        return self.cfg.section("vectorize")
+
+    def requires(self) -> Any:
+        return source_task(self.config, self.spec.source, self.data_dir)
+
+    def _tile_files(self) -> dict[Tile, Path]:
+        src_dir = self.data_dir / self.spec.source
+        mpath = src_dir / "_shards" / f"{self.shard}.json"
+        files = read_manifest(mpath)["files"] if mpath.is_file() else {}
+        out = {}
+        for rel in files:
+            z, x, y = (int(v) for v in rel.rsplit(".", 1)[0].split("/"))
+            out[Tile(z, x, y)] = src_dir / rel
+        return out
+
+    def run(self) -> None:
+        cfg = self.cfg
+        files = self._tile_files()
+        ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
+        src_dir = self.data_dir / self.spec.source
+        done = [0]
+
+        def read(t: Tile) -> Any:
+            # tiles of neighbouring shards (line margins) are read from the same tile tree when present
+            path = files.get(t) or tile_path(src_dir, t, "png")
+            if not path.is_file():
+                return None
+            done[0] += 1
+            if done[0] % 256 == 0:
+                self.progress(min(done[0], len(files)), len(files), f"vectorize {self.shard}")
+            return read_tile(path.read_bytes(), self.spec.source, ids, str(path))
+
+        p = quadkey_to_tile(str(self.shard))
+        src_id = p.x * (1 << p.z) + p.y
+        pieces = shard_pieces(list(files), cached_loader(read, cfg.classes), cfg.classes, self.spec.threshold,
+                              shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id)
+        done, open_pieces = finish_shard(pieces, cfg.classes, self.spec, cfg.zoom, cfg.tile_size)
+        feats, rest = shard_files(self.product_dir(), str(self.shard))
+        write_finished(done, feats)
+        write_pieces(open_pieces, rest)
+        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "features": len(done),
+                             "open": len(open_pieces),
+                             "files": {p.name: {"size": p.stat().st_size} for p in (feats, rest)}})
+
+
+class MergeFeatures(RegionTask):
+    """Every shard's pieces merged across shard borders, finished (filters, simplification,
+    regularisation) -> ``predictions.geojson`` (RFC 7946) and ``predictions.gpkg`` (a layer per class)."""
+
+    stage = "vectorize"
+
+    def requires(self) -> Any:
+        from tasks.cover import CoverTiles
+
+        return CoverTiles(config=self.config)
+
+    def run(self) -> Iterator[Any]:
+        cfg = self.cfg
+        shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())
+        tasks = [Vectorize(config=self.config, shard=s) for s in shards]
+        yield tasks
+        self.progress(0, 1, "merging shards")
+        paths = [shard_files(t.product_dir(), str(t.shard)) for t in tasks]
+        pieces = region_pieces(read_pieces(rest) for _, rest in paths)
+        merged = finish(pieces, cfg.classes, cfg.section("vectorize"), cfg.zoom, cfg.tile_size)
+        feats = sort_features([read_finished(f) for f, _ in paths] + [merged])
+        gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"
+        write_geojson(feats, gj, "predictions")
+        write_gpkg({c.name: feats[feats["class"] == c.name] for c in cfg.classes}, gpkg)
+        counts = feats.groupby("class").size().to_dict() if len(feats) else {}
+        self.output().write({"root": str(self.data_dir), "shards": len(tasks), "features": len(feats),
+                             "by_class": {str(k): int(v) for k, v in counts.items()},
+                             "files": {p.name: {"size": p.stat().st_size} for p in (gj, gpkg)}})

@@ -1,0 +1,106 @@
+"""Pure parts of the comparison: one-to-one matching, statuses and figures, the .osm writer
+(polygons with holes as multipolygons), the QGIS project XML and the config section."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+
+from pipeline.compare import CompareSpec, compare, match, parse_compare
+from pipeline.config import ClassSpec, ConfigError, TagFilter
+from pipeline.geo import to_lonlat
+from pipeline.mappers import class_tags, maproulette_tasks, osm_xml
+from pipeline.qgis import VectorLayer, project_xml, qml, xyz_source
+
+BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
+PARK = ClassSpec("park", 3, "area", 5, (TagFilter("leisure", ("park", "garden")),))
+X0, Y0 = 3_000_000.0, 1_000_000.0  # EPSG:3857 metres, about 27° E, 9° N
+
+
+def box(x: float, y: float, w: float = 10.0, h: float = 10.0) -> shapely.Polygon:
+    return shapely.box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
+
+
+def frame(geoms: list[shapely.Geometry], **cols: list[object]) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(cols, geometry=list(to_lonlat(np.array(geoms, dtype=object))), crs="EPSG:4326")
+
+
+def test_match_is_one_to_one_by_best_iou() -> None:
+    pred = np.array([box(0, 0), box(1, 0), box(100, 0)], dtype=object)
+    osm = np.array([box(0.5, 0), box(300, 0)], dtype=object)
+    i, j, v = match(pred, osm, 0.3)
+    assert len(i) == 1 and j[0] == 0 and v[0] == pytest.approx(0.9048, abs=1e-3)  # both overlap: one wins
+    assert match(pred, osm[:0], 0.3)[0].size == 0
+
+
+def test_statuses_and_figures() -> None:
+    pred = frame([box(0, 0), box(50, 0), box(100, 1.5), box(200, 0)], **{
+        "class": ["building"] * 4, "prob_mean": [0.9] * 4, "prob_max": [1.0] * 4, "area_m2": [100.0] * 4})
+    osm = frame([box(0, 0), box(100, 0), box(300, 0)], **{
+        "class": ["building"] * 3, "osm_type": ["way"] * 3, "osm_id": [1, 2, 3]})
+    res = compare(pred, osm, (BUILDING,), CompareSpec(offset_m=0.75))
+    counts = res.summary["counts"]
+    assert counts == {"matched": 1, "offset": 1, "missing_in_osm": 2, "not_seen": 1}
+    assert list(res.layers["not_seen"]["osm_id"]) == [3]
+    off = res.layers["offset"].iloc[0]
+    assert off["osm_id"] == 2 and off["offset_north_m"] == pytest.approx(1.5 / 1.0125, abs=0.02)
+    f = res.summary["classes"]["building"]
+    assert (f["precision"], f["recall"]) == (0.5, pytest.approx(2 / 3, abs=1e-4))
+    assert f["mean_iou"] == pytest.approx((1 + 8.5 / 11.5) / 2, abs=1e-3)
+
+
+def test_osm_xml_new_objects_with_holes() -> None:
+    ring = box(0, 0, 30, 30).difference(box(10, 10))
+    missing = frame([box(100, 0), ring], **{"class": ["building", "park"], "prob_mean": [0.8, 0.7]})
+    root = ET.fromstring(osm_xml(missing, (BUILDING, PARK)))
+    assert root.get("upload") == "never" and root.get("version") == "0.6"
+    ids = [int(e.get("id")) for e in root]  # type: ignore[arg-type]
+    assert all(i < 0 for i in ids) and len(set(ids)) == len(ids)
+    rel = root.find("relation")
+    assert rel is not None
+    tags = {t.get("k"): t.get("v") for t in rel.findall("tag")}
+    assert tags["type"] == "multipolygon" and tags["leisure"] == "park" and tags["source"] == "osmsat"
+    assert sorted(m.get("role") for m in rel.findall("member")) == ["inner", "outer"]
+    assert class_tags(BUILDING) == {"building": "yes"}
+    assert maproulette_tasks(missing, "r").count(b"\n") == 2
+
+
+def test_qgis_project_xml() -> None:
+    layers = [VectorLayer("missing in OSM", "./compare/missing_in_osm.geojson", "Polygon", "#e31a1c"),
+              VectorLayer("roads", "./predictions.gpkg|layername=road", "Line", "#1f78b4")]
+    src = xyz_source(Path("/data/r/images"), "png", 19, 19)
+    assert src.startswith("type=xyz&url=file:///data/r/images/%7Bz%7D/%7Bx%7D/%7By%7D.png")
+    root = ET.fromstring(project_xml("r", layers, ("imagery", src), (0.0, 0.0, 10.0, 10.0)).split(b"\n", 1)[1])
+    maps = root.findall("projectlayers/maplayer")
+    assert [m.findtext("layername") for m in maps] == ["missing in OSM", "roads", "imagery"]
+    assert maps[2].findtext("provider") == "wms" and maps[0].findtext("provider") == "ogr"
+    assert root.findtext("projectCrs/spatialrefsys/authid") == "EPSG:3857"
+    fill = maps[0].find("renderer-v2/symbols/symbol/layer")
+    assert fill is not None and fill.get("class") == "SimpleFill"
+    assert ET.fromstring(qml(layers[1]).split(b"\n", 1)[1]).find("renderer-v2/symbols/symbol").get("type") == "line"  # type: ignore[union-attr]
+
+
+def test_compare_section(tmp_path: Path) -> None:
+    assert parse_compare(tmp_path / "c.toml", {}) == CompareSpec()
+    assert parse_compare(tmp_path / "c.toml", {"match_iou": 0.5, "classes": ["building"]}).classes == ("building",)
+    with pytest.raises(ConfigError, match="match_iou"):
+        parse_compare(tmp_path / "c.toml", {"match_iou": 2})
+
+
+def test_small_shifted_building_is_offset_not_missing() -> None:
+    # a 2.5 m shed shifted 1.5 m: IoU 0.25 < match_iou, found by the second pass
+    pred = frame([box(0, 1.5, 2.5, 2.5), box(20, 0, 2.5, 2.5)], **{
+        "class": ["building"] * 2, "prob_mean": [0.9] * 2, "prob_max": [1.0] * 2, "area_m2": [6.0] * 2})
+    osm = frame([box(0, 0, 2.5, 2.5), box(30, 0, 2.5, 2.5)], **{
+        "class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [7, 8]})
+    res = compare(pred, osm, (BUILDING,), CompareSpec())
+    assert res.summary["counts"] == {"matched": 0, "offset": 1, "missing_in_osm": 1, "not_seen": 1}
+    assert res.layers["offset"]["osm_id"].tolist() == [7]
+    assert res.layers["offset"]["iou"].iloc[0] < 0.3
+    off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0)).summary["counts"]
+    assert off["offset"] == 0 and off["missing_in_osm"] == 2  # the second pass can be switched off
