@@ -33,7 +33,7 @@ python -m tasks TASK --help-all
 """
 
 
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline")
+STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline", "runlog")
 
 
 def register_tasks() -> None:

@@ -179,9 +179,25 @@ class AllShardsTask(RegionTask):
     def output(self) -> IndexTarget:
         return IndexTarget(self.manifest_path(), self.digest())
 
+    def shard_tasks(self) -> list[ShardTask]:
+        """One task per shard of today's ``tiles.csv``."""
+        tiles = read_tiles_csv(self.data_dir / "tiles.csv")
+        return [self.shard_task(s) for s in sorted(tiles.shard.unique())]
+
+    def deps(self) -> list[Any]:
+        """The upstream tasks and, when they are already complete at scheduling time, the shard
+        tasks too: then every worker that schedules this task (other machines against one
+        ``luigid``) can take shards, not only the worker that runs it. Decided once per task
+        instance, at scheduling: when the upstream was not complete then, the shards come as
+        dynamic dependencies of ``run`` (and the run-time check of ``deps`` must not ask for them)."""
+        deps = list(super().deps())
+        if "_static_shards" not in self.__dict__:
+            self.__dict__["_static_shards"] = bool(deps) and all(d.complete() for d in deps)
+        return deps + self.shard_tasks() if self.__dict__["_static_shards"] else deps
+
     def run(self) -> Iterator[Any]:
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
-        shard_tasks = [self.shard_task(s) for s in sorted(tiles.shard.unique())]
+        shard_tasks = self.shard_tasks()
         yield shard_tasks
         index = write_tile_index(self.product_dir(), {str(t.shard): read_manifest(t.manifest_path())
                                                       for t in shard_tasks})
