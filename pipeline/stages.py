@@ -92,6 +92,8 @@ register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"
 # vectorize reads masks or predictions ([vectorize] source)
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks",)))
 register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
+register(Stage("run", (), ("compare",)))  # run.json
+register(Stage("report", (), ("run",)))  # report.html
 
 #: Old string tables (stage -> config keys, stage -> upstream stages), kept for code that reads
 #: them; a stage added here only (not registered) still gets a digest, with version 1.

@@ -33,7 +33,8 @@ python -m tasks TASK --help-all
 """
 
 
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline", "runlog")
+STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline", "runlog",
+                 "report")
 
 
 def register_tasks() -> None:

@@ -11,7 +11,9 @@ from tasks.upkeep import Prune, Verify  # noqa: F401 - registered for `python -m
 
 
 class RegionPipeline(luigi.WrapperTask):
-    """Root task for ``make <region>``: masks (and imagery, when the config has a source)."""
+    """Root task for ``make <region>``: every stage the config allows. With imagery: masks,
+    imagery, split, training, prediction, vectorising, the comparison with OSM, the QGIS project,
+    ``run.json`` and ``report.html``; without imagery: the label masks."""
 
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
 
@@ -21,6 +23,7 @@ class RegionPipeline(luigi.WrapperTask):
         reqs: list[Any] = [MasksAll(config=self.config)]
         if load_config(self.config).imagery is not None:
             from tasks.imagery import ImageryAll
+            from tasks.report import RegionReport
 
-            reqs.append(ImageryAll(config=self.config))
+            reqs += [ImageryAll(config=self.config), RegionReport(config=self.config)]
         return reqs

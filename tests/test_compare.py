@@ -27,6 +27,7 @@ from pipeline.config import RegionConfig, load_config
 from pipeline.finish import finish
 from pipeline.geo import to_mercator
 from pipeline.io import read_features, read_tile_index
+from pipeline.synthetic.score import truth_scores
 from pipeline.tiles import Tile
 from pipeline.vectorize import (
     VectorizeSpec,
@@ -37,7 +38,6 @@ from pipeline.vectorize import (
     shard_pieces,
 )
 from scripts.truth_predictions import write_truth_predictions
-from scripts.truth_scores import truth_scores
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "demo.toml"

@@ -2,10 +2,10 @@
 ``compare/missing_in_osm.geojson`` lists the ones ``truth.geojson`` marks missing in OSM, and are
 the ``not_seen`` ones the demolished ones? Works for any predictions (a trained model's too).
 
-    python scripts/truth_scores.py configs/demo.toml     (after CompareWithOSM)
+    python -m pipeline.synthetic.score configs/demo.toml     (after CompareWithOSM)
 
 Prints JSON: precision / recall of missing_in_osm (one-to-one by IoU >= 0.5 with the truth
-footprints), of not_seen (by OSM type and id) and of offset (by OSM id).
+footprints, EPSG:3857), of not_seen (by OSM type and id) and of offset (by OSM id).
 """
 
 from __future__ import annotations

@@ -1,0 +1,161 @@
+"""The last stages of a region: ``RunManifest`` (``run.json``: versions, config digest, input
+checksums, device, time and throughput per stage) and ``RegionReport`` (``report.html``: a
+self-contained page with the slippy map, the training curves and the figures)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ManifestError
+from pipeline.io import atomic_write_bytes, read_manifest, read_tile_index
+from pipeline.report import MapLayer, Report, TileLayer, layers_bounds, render_report
+from pipeline.runinfo import input_checksums, read_records, run_manifest
+from pipeline.stages import stage_digest, stage_inputs
+from tasks.base import RegionTask
+from tasks.compare import CompareWithOSM
+
+log = logging.getLogger("luigi-interface")
+
+#: map layers of the report: (name, file under data/<region>, colour, shown at first)
+LAYERS = (("predictions", "predictions.geojson", "#33a02c", True),
+          ("missing in OSM", "compare/missing_in_osm.geojson", "#e31a1c", True),
+          ("not seen (in OSM only)", "compare/not_seen.geojson", "#ffd92f", True),
+          ("offset", "compare/offset.geojson", "#ff7f00", True))
+
+
+def _model_tasks(task: RegionTask) -> list[Any]:
+    """EvaluateModel when the region predicts with a model (its figures go into the report)."""
+    if task.cfg.section("vectorize").source != "predictions":
+        return []
+    from tasks.predict import EvaluateModel
+
+    return [EvaluateModel(config=task.config)]
+
+
+class RunManifest(RegionTask):
+    """``data/<region>/run.json`` from the task records that the region's tasks left."""
+
+    stage = "run"
+
+    def requires(self) -> Any:
+        return [CompareWithOSM(config=self.config), *_model_tasks(self)]
+
+    def manifest_path(self) -> Path:
+        return self.data_dir / "run.json"
+
+    def run(self) -> None:
+        cfg = self.cfg
+        inputs = [p for s in ("synthetic", "extract", "imagery") for p in stage_inputs(cfg, s) if Path(p).is_file()]
+        body = run_manifest(cfg.name, str(cfg.path), stage_digest(cfg, "run"), read_records(self.data_dir / "_runlog"),
+                            input_checksums(sorted(set(inputs))), _device(self.data_dir))
+        self.output().write(body)
+
+
+class RegionReport(RegionTask):
+    """``data/<region>/report.html``: one page to look at what the region produced."""
+
+    stage = "report"
+
+    def requires(self) -> Any:
+        return RunManifest(config=self.config)
+
+    def manifest_path(self) -> Path:
+        return self.data_dir / "_manifests" / "report.json"
+
+    def run(self) -> None:
+        d = self.data_dir
+        page = render_report(region_report(d, self.cfg.name, self.cfg.zoom))
+        atomic_write_bytes(d / "report.html", page.encode())
+        self.output().write({"root": str(d), "files": {"report.html": {"size": (d / "report.html").stat().st_size}}})
+        log.info("report: %s", (d / "report.html").resolve())
+
+
+def _device(d: Path) -> str | None:
+    try:
+        return str(read_manifest(d / "_manifests" / "train.json").get("device"))
+    except ManifestError:
+        return None
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
+    """The report's tables from the region's outputs (those that exist)."""
+    figs: dict[str, list[tuple[str, str]]] = {}
+    metrics = _json(d / "model" / "metrics.json")
+    if metrics and isinstance(metrics.get("iou"), dict):
+        scope = metrics.get("scope", "test")
+        figs[f"Model ({scope} tiles)"] = [
+            (f"{name} {k}", _fmt(metrics.get(k, {}).get(name)))
+            for name in metrics["iou"] for k in ("iou", "precision", "recall", "f1")]
+    summary = _json(d / "compare" / "summary.json")
+    if summary:
+        rows = []
+        for name, f in summary.get("classes", {}).items():
+            rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
+                     ("predicted", "osm", "matched", "offset", "missing_in_osm", "not_seen", "precision", "recall",
+                      "f1", "mean_iou")]
+        for name, f in summary.get("lines", {}).items():
+            rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
+                     ("predicted_km", "osm_km", "correctness", "completeness")]
+        figs["Comparison with OSM"] = rows
+    if (d / "truth.geojson").is_file() and (d / "compare" / "missing_in_osm.geojson").is_file():
+        from pipeline.synthetic.score import truth_scores
+
+        scores = truth_scores(d)
+        figs["Against the sample region's truth"] = [
+            (f"{k.replace('_', ' ')} {m}", _fmt(v[m])) for k, v in scores.items() for m in ("precision", "recall")]
+    run = _json(d / "run.json")
+    if run and run.get("stages"):
+        figs["Run (seconds per stage)"] = [(k, f"{v['seconds']:.1f}" + (f" ({v['tiles_per_s']} tiles/s)"
+                                                                       if v.get("tiles_per_s") else ""))
+                                          for k, v in run["stages"].items()]
+    return figs
+
+
+def osm_layer(path: Path, limit: int = 50_000) -> MapLayer | None:
+    """The region's OSM (or vector label) features as a map layer (the first ``limit``)."""
+    if not path.is_file():
+        return None
+    from pipeline.features import read_features
+
+    feats = read_features(path)
+    cols = [c for c in ("class", "osm_type", "osm_id") if c in feats.columns]
+    gj = json.loads(feats[[*cols, "geometry"]].iloc[:limit].to_json(drop_id=True))
+    return MapLayer("OSM features", gj, "#1f78b4", visible=False, fill_opacity=0.1, weight=1.0)
+
+
+def region_report(d: Path, name: str, zoom: int) -> Report:
+    """The report of the region whose outputs are under ``d``."""
+    layers = []
+    osm = osm_layer(d / "features.parquet")
+    if osm is not None:
+        layers.append(osm)
+    for title, rel, color, visible in LAYERS:
+        gj = _json(d / rel)
+        if gj and gj.get("features") is not None:
+            layers.append(MapLayer(title, gj, color, visible=visible))
+    tiles = None
+    try:
+        idx = read_tile_index(d / "images")
+        written = idx[idx.status == "written"]
+        if len(written):
+            tiles = TileLayer("images/{z}/{x}/{y}." + str(written.path.iloc[0]).rsplit(".", 1)[-1], zoom)
+    except ManifestError:
+        tiles = None
+    bounds = layers_bounds(layers) or (-180.0, -85.0, 180.0, 85.0)
+    curves = d / "model" / "training.png"
+    return Report(title=f"osmsat: {name}", bounds=bounds, tiles=tiles, layers=tuple(layers),
+                  figures=region_figures(d), curves_png=curves.read_bytes() if curves.is_file() else None)
