@@ -140,6 +140,8 @@ class ImageryConfig:
     never appear in logs, manifests or errors (see ``pipeline.imagery.common.redact``).
 
     Raster tiles are encoded as ``format``; downloaded tiles keep the server's bytes and format.
+    How to talk to the server (connections, retries, timeouts, rate limit, user agent) is
+    operational: ``configs/luigi.toml`` ``[download]`` (see ``OPERATIONAL_IMAGERY_KEYS``).
     """
 
     source: str
@@ -157,13 +159,6 @@ class ImageryConfig:
     png_level: int = 1  # zlib level 0-9: on aerial photos 1 is 5x faster than 6, files ~6 % larger
     retina: bool = False  # {r} -> "@2x" (set region.tile_size = 512 for such servers)
     headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers (e.g. Referer)
-    max_connections: int = 8  # concurrent requests per shard
-    rate_limit_per_s: float = 0.0  # requests per second per shard; 0: unlimited
-    retries: int = 5
-    timeout_s: float = 20.0  # per connect / read, seconds
-    backoff_s: float = 0.5  # first retry delay; doubles per attempt, with jitter
-    max_backoff_s: float = 60.0  # cap of one delay (Retry-After included)
-    user_agent: str = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
 
 
 @dataclass(frozen=True)
@@ -415,7 +410,18 @@ def _default_color(cid: int) -> str:
     return tab[(cid - 1) % len(tab)]
 
 
+#: download settings that used to sit in ``[imagery]``; now operational (``configs/luigi.toml``)
+OPERATIONAL_IMAGERY_KEYS = ("max_connections", "rate_limit_per_s", "retries", "timeout_s", "backoff_s",
+                            "max_backoff_s", "user_agent")
+
+
 def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
+    moved = [k for k in OPERATIONAL_IMAGERY_KEYS if isinstance(table, dict) and k in table]
+    if moved:
+        raise ConfigError(
+            f"{path}: imagery.{moved[0]}: download settings ({', '.join(moved)}) moved out of the region "
+            "config (changing them must not redo tiles); delete them here and set them in configs/luigi.toml "
+            "under [download] (or in the file LUIGI_CONFIG_PATH names)")
     sec = Section(path, "imagery", table)
     d = ImageryConfig(source="raster")
     source = sec.choice("source", ("raster", "xyz", "wms"))
@@ -458,13 +464,6 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
         retina=sec.take("retina", bool, d.retina),
         headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
-        max_connections=sec.integer("max_connections", d.max_connections, lo=1, hi=256),
-        rate_limit_per_s=sec.number("rate_limit_per_s", d.rate_limit_per_s, lo=0),
-        retries=sec.integer("retries", d.retries, lo=0, hi=50),
-        timeout_s=sec.number("timeout_s", d.timeout_s, lo=0.1, hi=600),
-        backoff_s=sec.number("backoff_s", d.backoff_s, lo=0, hi=60),
-        max_backoff_s=sec.number("max_backoff_s", d.max_backoff_s, lo=0, hi=3600),
-        user_agent=sec.take("user_agent", str, d.user_agent),
     )
     sec.done()
     if cfg.keep_16bit and cfg.format != "tif":

@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.errors import ConfigError
 from pipeline.imagery.shard import (
+    ShardResult,
     clear_started,
     coverage_summary,
     make_shard,
@@ -29,6 +30,7 @@ from pipeline.imagery.shard import (
 from pipeline.io import read_manifest, reset_dir
 from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
+from tasks.settings import download
 
 log = logging.getLogger("luigi-interface")
 
@@ -96,8 +98,16 @@ class FetchImagery(ShardTask):
         reuse = may_reuse(manifest, digest)
         scratch = reset_dir(self.scratch_dir())
         mark_started(manifest, digest)
-        result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, self.product_dir(), scratch,
-                            reuse=reuse, progress=lambda i, n: self.progress(i, n, f"imagery {shard}"))
+        progress = lambda i, n: self.progress(i, n, f"imagery {shard}")  # noqa: E731
+        if icfg.source == "raster":
+            result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, self.product_dir(), scratch,
+                                reuse=reuse, progress=progress)
+        else:  # downloads take the operational settings of configs/luigi.toml [download]
+            from pipeline.imagery.xyz import fetch_tiles
+
+            records, stats = fetch_tiles(icfg, tiles, self.cfg.tile_size, self.product_dir(), scratch,
+                                         reuse=reuse, progress=progress, download=download().options())
+            result = ShardResult(records, stats.as_dict())
         body = manifest_body(icfg, shard, result, self.product_dir())
         self.output().write(body)
         clear_started(manifest)

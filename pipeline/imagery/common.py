@@ -83,9 +83,19 @@ def expand_env(text: str, where: str) -> tuple[str, list[str]]:
     return _ENV_REF.sub(sub, text), secrets
 
 
+#: query parameters whose values are printed (lower case): WMS/WMTS/tile-server vocabulary that
+#: never carries a credential. Every other value is redacted, whatever its name (``?k=SECRET``).
+PUBLIC_PARAMS = frozenset({
+    "service", "request", "version", "layers", "layer", "styles", "style", "format", "crs", "srs", "bbox",
+    "width", "height", "transparent", "bgcolor", "tilematrixset", "tilematrix", "tilerow", "tilecol", "time",
+    "z", "x", "y", "zoom", "scale", "lang", "language", "size", "dpi", "map_resolution", "exceptions",
+})
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its userinfo and the values of key/token/secret/signature-like query
-    parameters replaced by ``REDACTED``; other parts are kept."""
+    """``url`` with its userinfo and the value of every query parameter not in
+    :data:`PUBLIC_PARAMS` replaced by ``REDACTED`` (so a key under any name, e.g. ``?k=...``,
+    never shows); the scheme, host, path and public parameters are kept."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -96,8 +106,8 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(k + "=" + (REDACTED if _SECRET_NAME.search(k) else quote(v, safe=",:/{}-"))
-                         for k, v in pairs)
+        query = "&".join(k + "=" + (REDACTED if _SECRET_NAME.search(k) or k.lower() not in PUBLIC_PARAMS
+                                    else quote(v, safe=",:/{}-")) for k, v in pairs)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
