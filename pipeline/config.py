@@ -7,7 +7,7 @@ working directory (the project root when run through the Makefile).
 Schema (see ``configs/helsinki.toml`` for a commented example)::
 
     [region]   name, zoom, tile_size, shard_zoom, bbox (W,S,E,N in EPSG:4326), data_dir
-    [osm]      path, url
+    [osm]      path, url, sha256
     [masks]    ignore_ring_px
     [[classes]] name, id, kind (area|line), priority, tags, exclude, buffer_m, buffer_m_by_value, color
     [imagery]  source (raster|xyz|wms), paths, url, ... (optional)
@@ -121,10 +121,12 @@ class ClassSpec:
 
 @dataclass(frozen=True)
 class OsmSource:
-    """Where the OSM extract comes from: a local ``.osm.pbf`` and an optional download URL."""
+    """Where the OSM extract comes from: a local ``.osm.pbf``, an optional download URL and the
+    optional sha256 (hex) a download must have."""
 
     path: Path
     url: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,11 @@ def load_config(path: str | Path) -> RegionConfig:
     region.done()
 
     osm_sec = Section(path, "osm", top.take("osm", dict))
-    osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None))
+    osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None), osm_sec.take("sha256", str, None))
+    if osm.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", osm.sha256):
+        raise ConfigError(f"{osm_sec.key('sha256')} must be 64 hex digits (sha256sum of the extract)")
+    if osm.url is not None and not re.match(r"^https?://", osm.url):
+        raise ConfigError(f"{osm_sec.key('url')} must start with http:// or https://")
     osm_sec.done()
 
     masks_sec = Section(path, "masks", top.take("masks", dict, {}))
