@@ -8,8 +8,8 @@ from typing import Any
 import luigi
 
 from pipeline.errors import InputDataError, MissingInputError
-from pipeline.io import write_features
 from pipeline.imagery.fetch import DEFAULT_USER_AGENT
+from pipeline.io import write_features
 from pipeline.osm import extract_features_with_stats
 from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
 from tasks.base import RegionTask
