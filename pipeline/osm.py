@@ -16,7 +16,8 @@ How it reads (two passes, the heavy work in C++):
    sequence as shell. Only the areas of candidate relations leave the assembler (C++
    ``IdFilter``); when there are none, the assembler is not run at all.
 
-WKB is then parsed, checked and repaired vectorised with shapely.
+WKB is then parsed, turned into areas (closed ways: Polygons; one-part multipolygons:
+Polygons), checked and repaired, vectorised with shapely.
 
 Sorted PBFs (header ``Sort.Type_then_ID``, as Geofabrik, planet and osmium-tool write them)
 keep their relations in the last blocks: the relations pass then reads only those blocks
@@ -278,7 +279,7 @@ class _Collector:
         if m.lines:
             self.features.append(_Feature("way", wid, m, False, wkb))
         if closed:
-            self.features.append(_Feature("way", wid, m, True, _ring_to_polygon(wkb)))
+            self.features.append(_Feature("way", wid, m, True, wkb))  # the shell; made a Polygon in _frame
 
     def area(self, a: Any) -> None:
         """Areas assembled from candidate relations (the C++ IdFilter lets only them pass)."""
@@ -288,31 +289,28 @@ class _Collector:
             return
         rid = a.orig_id()
         self.relations_done.add(rid)
-        self.features.append(_Feature("relation", rid, self.match(a.tags), True, _one_part_polygon(wkb)))
+        self.features.append(_Feature("relation", rid, self.match(a.tags), True, wkb))
 
     def finish(self) -> None:
         """Count the candidate relations that never became areas."""
         self.stats.skipped_relations = len(self.relations - self.relations_done)
 
 
-def _ring_to_polygon(wkb_hex: str) -> str:
-    """Hex WKB LineString -> hex WKB Polygon with that ring as shell (no holes).
-
-    LineString: byte order (1 byte), type 2 (4 bytes), point count (4), points. Polygon: byte
-    order, type 3, ring count 1, then the ring as point count + points."""
-    if wkb_hex.startswith("01"):  # little endian
-        return "010300000001000000" + wkb_hex[10:]
-    return "000000000300000001" + wkb_hex[10:]
-
-
-def _one_part_polygon(wkb_hex: str) -> str:
-    """A hex WKB MultiPolygon of one part -> that Polygon (anything else unchanged).
-
-    A WKB MultiPolygon is a 9-byte head (byte order, type 6, part count) followed by complete
-    Polygon WKBs, so the head is dropped."""
-    if wkb_hex.startswith(("010600000001000000", "000000000600000001")):
-        return wkb_hex[18:]
-    return wkb_hex
+def _as_areas(geoms: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Area geometries with shapely, vectorised: where ``ring``, the LineString of a closed way
+    becomes a Polygon with it as shell (None when it has under 4 points); a MultiPolygon of one
+    part (libosmium's output for a simple relation) becomes that Polygon."""
+    out = geoms.copy()
+    idx = np.flatnonzero(ring & ~shapely.is_missing(geoms))
+    n = shapely.get_num_coordinates(geoms[idx])
+    ok, short = idx[n >= 4], idx[n < 4]
+    out[short] = None
+    if len(ok):
+        coords, which = shapely.get_coordinates(geoms[ok], return_index=True)
+        out[ok] = shapely.polygons(shapely.linearrings(coords, indices=which))
+    single = np.flatnonzero((shapely.get_type_id(out) == 6) & (shapely.get_num_geometries(out) == 1))
+    out[single] = shapely.get_geometry(out[single], 0)
+    return out
 
 
 @contextlib.contextmanager
@@ -366,8 +364,8 @@ def _frame(coll: _Collector, plan: _Plan) -> gpd.GeoDataFrame:
 
     specs = plan.classes
     rows = _rows(coll.features)
-    geoms = _parse_wkb(rows.wkb)
     is_area = np.array([c.kind == "area" for c in specs] + [False], dtype=bool)[rows.cls]
+    geoms = _as_areas(_parse_wkb(rows.wkb), is_area & (rows.osm_type == "way"))
     keep = _repair_areas(geoms, is_area, coll.stats)
     class_id = np.array([c.id for c in specs] + [0], dtype=np.uint8)[rows.cls]
     order = np.lexsort((rows.osm_id, rows.osm_type.astype(str), class_id))
