@@ -17,7 +17,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from pipeline.config import ImageryConfig
-from pipeline.errors import ConfigError, TileServerError
+from pipeline.errors import ConfigError, InputDataError, TileServerError
 from pipeline.imagery.common import MISSING, OK, TileRecord, redact, redact_url, verify_image
 from pipeline.imagery.fetch import (
     Downloader,
@@ -293,3 +293,22 @@ def test_concurrency_is_bounded(served: dict[Tile, bytes], tmp_path: Path) -> No
 def test_url_function_rejects_missing_url() -> None:
     with pytest.raises(ConfigError):
         url_function(ImageryConfig(source="xyz"), 256)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "html", "crc"])
+def test_verify_image_rejects_damaged_pngs(served: dict[Tile, bytes], damage: str) -> None:
+    good = served[sorted(served)[0]]
+    assert verify_image(good, 256).ext == "png"
+    bad = bytearray(good)
+    if damage == "flip":
+        bad[len(bad) // 2] ^= 0xFF
+    elif damage == "truncate":
+        bad = bad[: len(bad) - 40]
+    elif damage == "html":
+        bad = bytearray(b"<html><body>502 Bad Gateway</body></html>")
+    else:  # a CRC byte of the first IDAT chunk
+        pos = bytes(bad).index(b"IDAT")
+        n = int.from_bytes(bad[pos - 4 : pos], "big")
+        bad[pos + 4 + n] ^= 0x01
+    with pytest.raises(InputDataError, match="not a decodable image"):
+        verify_image(bytes(bad), 256)
