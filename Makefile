@@ -57,6 +57,7 @@ bench: install
 	$(PY) -m bench.bench_cover_masks
 	$(PY) -m bench.bench_imagery
 	$(PY) -m bench.bench_download
+	$(PY) -m bench.bench_peers
 	$(PY) -m bench.bench_synthetic
 
 clean:
