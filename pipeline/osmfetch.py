@@ -20,6 +20,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from pipeline.errors import InputDataError
+from pipeline.imagery.common import redact
 from pipeline.io import atomic_path, atomic_write_json
 
 _CHUNK = 1 << 20
@@ -76,7 +77,15 @@ def download_extract(url: str, dest: Path, sha256: str | None = None, timeout_s:
                      user_agent: str = "osmsat") -> DownloadRecord:
     """Download ``url`` to ``dest`` (atomically, verified as above); returns what was written.
 
-    Raises InputDataError naming the URL and what was wrong; ``dest`` is then left untouched."""
+    Raises InputDataError naming the URL (query values and userinfo redacted) and what was
+    wrong; ``dest`` is then left untouched."""
+    try:
+        return _download(url, dest, sha256, timeout_s, user_agent)
+    except InputDataError as exc:
+        raise InputDataError(redact(str(exc))) from exc.__cause__
+
+
+def _download(url: str, dest: Path, sha256: str | None, timeout_s: float, user_agent: str) -> DownloadRecord:
     http = urllib3.PoolManager(headers={"User-Agent": user_agent})
     h = hashlib.sha256()
     size = 0

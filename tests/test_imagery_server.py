@@ -312,3 +312,21 @@ def test_verify_image_rejects_damaged_pngs(served: dict[Tile, bytes], damage: st
         bad[pos + 4 + n] ^= 0x01
     with pytest.raises(InputDataError, match="not a decodable image"):
         verify_image(bytes(bad), 256)
+
+
+def test_unusual_key_names_are_redacted_and_failed_tiles_show_no_url(served: dict[Tile, bytes],
+                                                                     tmp_path: Path) -> None:
+    """A literal key under a name that does not look secret (``?k=``) never shows; a failed
+    tile is named by z/x/y, the server only by its redacted template."""
+    url = "https://tiles.example.com/{z}/{x}/{y}.png?k=LITERAL-SECRET-9&style=dark&LAYERS=ortho"
+    red = redact_url(url)
+    assert "LITERAL-SECRET-9" not in red and "k=REDACTED" in red and "style=dark" in red and "LAYERS=ortho" in red
+    tiles = sorted(served)[:2]
+    with TileServer(served, faults={tiles[0]: ["503"] * 9}) as srv:
+        cfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?k=LITERAL-SECRET-9", retries=1)
+        with pytest.raises(TileServerError) as err:
+            fetch(cfg, tiles, 256, tmp_path / "i", tmp_path / "s")
+    msg = str(err.value)
+    assert "LITERAL-SECRET-9" not in msg and f"tile {tiles[0]}: HTTP 503" in msg
+    assert f"/xyz/{tiles[0].z}/{tiles[0].x}/{tiles[0].y}.png" not in msg  # no tile URL
+    assert "/xyz/{z}/{x}/{y}.png?k=REDACTED" in msg  # the server, as a redacted template
