@@ -12,6 +12,7 @@ Luigi's own logging on the terminal instead (tracebacks included).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -99,7 +100,7 @@ def _prepare_run(task: str, data_dir: Path) -> tuple[Path, Path]:
     """The run's log file under ``data_dir/logs`` and a temporary errors file (raises OSError
     with the path)."""
     if data_dir.exists() and not data_dir.is_dir():
-        raise NotADirectoryError(20, "Not a directory", str(data_dir))
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(data_dir))
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
