@@ -3,7 +3,6 @@
 #   make test                      install, then lint (ruff, mypy) and run the test suite
 #   make masks REGION=helsinki     run a region up to its label masks
 #   make bench                     benchmarks (speed and peak memory; not tests)
-#   make bench-pbf                 the pipeline/pbf.py benchmark on a ~1 GB generated extract
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -13,7 +12,7 @@ WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
 
-.PHONY: install test lint demo masks imagery region helsinki bench bench-pbf clean osmium-tool
+.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool
 
 install: $(VENV)/.installed osmium-tool
 
@@ -60,10 +59,6 @@ bench: install
 	$(PY) -m bench.bench_download
 	$(PY) -m bench.bench_peers
 	$(PY) -m bench.bench_synthetic
-
-# is pipeline/pbf.py worth keeping? extraction from a ~1 GB generated extract (generated once, ~35 min)
-bench-pbf: install
-	$(PY) -m bench.bench_pbf
 
 clean:
 	rm -rf data/*/ bench/out

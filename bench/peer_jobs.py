@@ -192,13 +192,5 @@ def riotiler_imagery(cog: str, tiles_txt: str, fmt: str, out: str) -> None:
             path.write_bytes(data)
 
 
-def osmsat_extract_no_tail(config: str, pbf: str, out: str, only: str = "") -> None:
-    """osmsat_extract with the relations pass over the whole file (pipeline.pbf not used)."""
-    import pipeline.osm
-
-    pipeline.osm._relation_source = lambda path: (str(path), "full")  # type: ignore[attr-defined]
-    osmsat_extract(config, pbf, out, only)
-
-
 if __name__ == "__main__":
     globals()[sys.argv[1].replace("-", "_")](*sys.argv[2:])
