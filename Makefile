@@ -88,6 +88,8 @@ bench: install
 	$(PY) -m bench.bench_extract
 	$(PY) -m bench.bench_cover_masks
 	$(PY) -m bench.bench_imagery
+	$(PY) -m bench.bench_download
+	$(PY) -m bench.bench_peers
 	$(PY) -m bench.bench_synthetic
 	$(PY) -m bench.bench_byod
 

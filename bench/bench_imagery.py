@@ -108,11 +108,12 @@ def _serve(tiles: dict[Any, bytes], port_q: Any, stop: Any) -> None:
 
 def fetch_phase(url: str, tiles: list[Any], out: Path, connections: int) -> int:
     from pipeline.config import ImageryConfig
+    from pipeline.imagery.fetch import DownloadOptions
     from pipeline.imagery.xyz import fetch_tiles
 
-    icfg = ImageryConfig(source="xyz", url=url + "/xyz/{z}/{x}/{y}.png", max_connections=connections,
-                         timeout_s=30)
-    _, stats = fetch_tiles(icfg, tiles, SIZE, out, out / "_tmp")
+    icfg = ImageryConfig(source="xyz", url=url + "/xyz/{z}/{x}/{y}.png")
+    _, stats = fetch_tiles(icfg, tiles, SIZE, out, out / "_tmp",
+                           download=DownloadOptions(max_connections=connections, timeout_s=30))
     return int(stats.fetched)
 
 

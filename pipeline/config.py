@@ -7,7 +7,7 @@ working directory (the project root when run through the Makefile).
 Schema (see ``configs/helsinki.toml`` for a commented example)::
 
     [region]   name, zoom, tile_size, shard_zoom, bbox (W,S,E,N in EPSG:4326), data_dir
-    [osm]      path, url (optional when [labels] source = "vector")
+    [osm]      path, url, sha256 (optional when [labels] source = "vector")
     [labels]   source (osm|vector), paths, layer, crs, ... (optional; see pipeline.labels)
     [masks]    ignore_ring_px
     [[classes]] name, id, kind (area|line), priority, tags, exclude, buffer_m, buffer_m_by_value, color
@@ -81,10 +81,12 @@ class ClassSpec:
 
 @dataclass(frozen=True)
 class OsmSource:
-    """Where the OSM extract comes from: a local ``.osm.pbf`` and an optional download URL."""
+    """Where the OSM extract comes from: a local ``.osm.pbf``, an optional download URL and the
+    optional sha256 (hex) a download must have."""
 
     path: Path
     url: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class ImageryConfig:
     never appear in logs, manifests or errors (see ``pipeline.imagery.common.redact``).
 
     Raster tiles are encoded as ``format``; downloaded tiles keep the server's bytes and format.
+    How to talk to the server (connections, retries, timeouts, rate limit, user agent) is
+    operational: ``configs/luigi.toml`` ``[download]`` (see ``OPERATIONAL_IMAGERY_KEYS``).
     """
 
     source: str
@@ -120,13 +124,6 @@ class ImageryConfig:
     png_level: int = 1  # zlib level 0-9: on aerial photos 1 is 5x faster than 6, files ~6 % larger
     retina: bool = False  # {r} -> "@2x" (set region.tile_size = 512 for such servers)
     headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers (e.g. Referer)
-    max_connections: int = 8  # concurrent requests per shard
-    rate_limit_per_s: float = 0.0  # requests per second per shard; 0: unlimited
-    retries: int = 5
-    timeout_s: float = 20.0  # per connect / read, seconds
-    backoff_s: float = 0.5  # first retry delay; doubles per attempt, with jitter
-    max_backoff_s: float = 60.0  # cap of one delay (Retry-After included)
-    user_agent: str = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
 
 
 @dataclass(frozen=True)
@@ -236,7 +233,12 @@ def load_config(path: str | Path) -> RegionConfig:
     osm = None
     if "osm" in top.table:
         osm_sec = Section(path, "osm", top.take("osm", dict))
-        osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None))
+        osm = OsmSource(Path(osm_sec.take("path", str)), osm_sec.take("url", str, None),
+                        osm_sec.take("sha256", str, None))
+        if osm.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", osm.sha256):
+            raise ConfigError(f"{osm_sec.key('sha256')} must be 64 hex digits (sha256sum of the extract)")
+        if osm.url is not None and not re.match(r"^https?://", osm.url):
+            raise ConfigError(f"{osm_sec.key('url')} must start with http:// or https://")
         osm_sec.done()
 
     masks_sec = Section(path, "masks", top.take("masks", dict, {}))
@@ -357,7 +359,18 @@ def _default_color(cid: int) -> str:
     return tab[(cid - 1) % len(tab)]
 
 
+#: download settings that used to sit in ``[imagery]``; now operational (``configs/luigi.toml``)
+OPERATIONAL_IMAGERY_KEYS = ("max_connections", "rate_limit_per_s", "retries", "timeout_s", "backoff_s",
+                            "max_backoff_s", "user_agent")
+
+
 def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
+    moved = [k for k in OPERATIONAL_IMAGERY_KEYS if isinstance(table, dict) and k in table]
+    if moved:
+        raise ConfigError(
+            f"{path}: imagery.{moved[0]}: download settings ({', '.join(moved)}) moved out of the region "
+            "config (changing them must not redo tiles); delete them here and set them in configs/luigi.toml "
+            "under [download] (or in the file LUIGI_CONFIG_PATH names)")
     sec = Section(path, "imagery", table)
     d = ImageryConfig(source="raster")
     source = sec.choice("source", ("raster", "xyz", "wms", "tiles"))
@@ -416,13 +429,6 @@ def _imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
         retina=sec.take("retina", bool, d.retina),
         headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
-        max_connections=sec.integer("max_connections", d.max_connections, lo=1, hi=256),
-        rate_limit_per_s=sec.number("rate_limit_per_s", d.rate_limit_per_s, lo=0),
-        retries=sec.integer("retries", d.retries, lo=0, hi=50),
-        timeout_s=sec.number("timeout_s", d.timeout_s, lo=0.1, hi=600),
-        backoff_s=sec.number("backoff_s", d.backoff_s, lo=0, hi=60),
-        max_backoff_s=sec.number("max_backoff_s", d.max_backoff_s, lo=0, hi=3600),
-        user_agent=sec.take("user_agent", str, d.user_agent),
     )
     sec.done()
     if cfg.keep_16bit and cfg.format != "tif":

@@ -16,11 +16,12 @@ How it reads (two passes, the heavy work in C++):
    sequence as shell. Only the areas of candidate relations leave the assembler (C++
    ``IdFilter``); when there are none, the assembler is not run at all.
 
-WKB is then parsed, checked and repaired vectorised with shapely.
+WKB is then parsed, turned into areas (closed ways: Polygons; one-part multipolygons:
+Polygons), checked and repaired, vectorised with shapely.
 
-Sorted PBFs (header ``Sort.Type_then_ID``, as Geofabrik, planet and osmium-tool write them)
-keep their relations in the last blocks: the relations pass then reads only those blocks
-(:func:`pipeline.pbf.relation_tail`), so most of the file is decompressed once, not twice.
+The relations pass reads the whole file (libosmium decodes only the relation groups). Reading
+just the trailing relation blocks of a type-sorted PBF was tried (our own block-level reader) and
+removed: on a 926 MB extract it saved no CPU time (102.2 s vs 101.0 s, bench/bench_peers jobs).
 
 Features that cannot be built are skipped and counted, never fatal: ways whose nodes are
 missing from the extract (normal at extract edges), relations with missing member ways or
@@ -42,7 +43,6 @@ import numpy as np
 import osmium
 import shapely
 
-from pipeline import pbf
 from pipeline.config import ClassSpec
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.io import FEATURE_COLUMNS
@@ -54,8 +54,6 @@ CRS = "EPSG:4326"
 #: relation types libosmium assembles into areas
 AREA_RELATION_TYPES = ("multipolygon", "boundary")
 _MATCH_CACHE_SIZE = 100_000
-#: the relation blocks of a sorted PBF are read into memory up to this size (else: whole file)
-MAX_RELATION_TAIL_BYTES = 256 << 20
 
 
 @dataclass
@@ -68,7 +66,7 @@ class ExtractStats:
     degenerate: int = 0  # matching ways of fewer than two distinct points
     repaired: int = 0  # invalid polygons made valid (rows)
     dropped_invalid: int = 0  # rows dropped: rings of under 4 points, nothing polygonal after repair
-    relations_pass: str = "none"  # "tail": sorted-PBF fast path, "full": whole file, "none": no area class
+    relations_pass: str = "none"  # "full": the whole file was read for relations, "none": no area class
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,9 +153,9 @@ def _read(path: Path, plan: _Plan, coll: _Collector, index: Any) -> str:
     chain: list[Any] = [locations]
     mode = "none"
     if plan.area:
-        source, mode = _relation_source(path)
+        mode = "full"
         manager = osmium.area.AreaManager()
-        with osmium.io.Reader(source, osmium.osm.RELATION, thread_pool=pool) as reader:
+        with osmium.io.Reader(str(path), osmium.osm.RELATION, thread_pool=pool) as reader:
             osmium.apply(reader, osmium.filter.KeyFilter(*area_keys), manager.first_pass_handler(),
                          _Handler(relation=coll.relation))
         if coll.relations:  # else no assembler: it would build every tagged closed way in vain
@@ -169,20 +167,6 @@ def _read(path: Path, plan: _Plan, coll: _Collector, index: Any) -> str:
     with osmium.io.Reader(str(path), osmium.osm.NODE | osmium.osm.WAY, thread_pool=pool) as reader:
         osmium.apply(reader, *chain)
     return mode
-
-
-def _relation_source(path: Path) -> tuple[Any, str]:
-    """What the relations pass reads: the relation blocks of a PBF that declares
-    Sort.Type_then_ID (``"tail"``), else the whole file (``"full"``)."""
-    with osmium.io.Reader(str(path), osmium.osm.NOTHING) as reader:
-        sorting = reader.header().get("sorting")  # a corrupt header raises here
-    if sorting != "Type_then_ID" or not path.name.endswith(".pbf"):
-        return str(path), "full"
-    try:
-        tail = pbf.relation_tail(path, MAX_RELATION_TAIL_BYTES)
-    except pbf.PBF_ERRORS:
-        return str(path), "full"  # anything unexpected: libosmium reads it all (or reports it)
-    return osmium.io.FileBuffer(tail, "pbf"), "tail"
 
 
 def _relation_area_id(rid: int) -> int:
@@ -278,7 +262,7 @@ class _Collector:
         if m.lines:
             self.features.append(_Feature("way", wid, m, False, wkb))
         if closed:
-            self.features.append(_Feature("way", wid, m, True, _ring_to_polygon(wkb)))
+            self.features.append(_Feature("way", wid, m, True, wkb))  # the shell; made a Polygon in _frame
 
     def area(self, a: Any) -> None:
         """Areas assembled from candidate relations (the C++ IdFilter lets only them pass)."""
@@ -288,31 +272,28 @@ class _Collector:
             return
         rid = a.orig_id()
         self.relations_done.add(rid)
-        self.features.append(_Feature("relation", rid, self.match(a.tags), True, _one_part_polygon(wkb)))
+        self.features.append(_Feature("relation", rid, self.match(a.tags), True, wkb))
 
     def finish(self) -> None:
         """Count the candidate relations that never became areas."""
         self.stats.skipped_relations = len(self.relations - self.relations_done)
 
 
-def _ring_to_polygon(wkb_hex: str) -> str:
-    """Hex WKB LineString -> hex WKB Polygon with that ring as shell (no holes).
-
-    LineString: byte order (1 byte), type 2 (4 bytes), point count (4), points. Polygon: byte
-    order, type 3, ring count 1, then the ring as point count + points."""
-    if wkb_hex.startswith("01"):  # little endian
-        return "010300000001000000" + wkb_hex[10:]
-    return "000000000300000001" + wkb_hex[10:]
-
-
-def _one_part_polygon(wkb_hex: str) -> str:
-    """A hex WKB MultiPolygon of one part -> that Polygon (anything else unchanged).
-
-    A WKB MultiPolygon is a 9-byte head (byte order, type 6, part count) followed by complete
-    Polygon WKBs, so the head is dropped."""
-    if wkb_hex.startswith(("010600000001000000", "000000000600000001")):
-        return wkb_hex[18:]
-    return wkb_hex
+def _as_areas(geoms: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Area geometries with shapely, vectorised: where ``ring``, the LineString of a closed way
+    becomes a Polygon with it as shell (None when it has under 4 points); a MultiPolygon of one
+    part (libosmium's output for a simple relation) becomes that Polygon."""
+    out = geoms.copy()
+    idx = np.flatnonzero(ring & ~shapely.is_missing(geoms))
+    n = shapely.get_num_coordinates(geoms[idx])
+    ok, short = idx[n >= 4], idx[n < 4]
+    out[short] = None
+    if len(ok):
+        coords, which = shapely.get_coordinates(geoms[ok], return_index=True)
+        out[ok] = shapely.polygons(shapely.linearrings(coords, indices=which))
+    single = np.flatnonzero((shapely.get_type_id(out) == 6) & (shapely.get_num_geometries(out) == 1))
+    out[single] = shapely.get_geometry(out[single], 0)
+    return out
 
 
 @contextlib.contextmanager
@@ -366,8 +347,8 @@ def _frame(coll: _Collector, plan: _Plan) -> gpd.GeoDataFrame:
 
     specs = plan.classes
     rows = _rows(coll.features)
-    geoms = _parse_wkb(rows.wkb)
     is_area = np.array([c.kind == "area" for c in specs] + [False], dtype=bool)[rows.cls]
+    geoms = _as_areas(_parse_wkb(rows.wkb), is_area & (rows.osm_type == "way"))
     keep = _repair_areas(geoms, is_area, coll.stats)
     class_id = np.array([c.id for c in specs] + [0], dtype=np.uint8)[rows.cls]
     order = np.lexsort((rows.osm_id, rows.osm_type.astype(str), class_id))

@@ -1,17 +1,28 @@
-"""Command line: ``python -m tasks <Task> --config configs/<region>.toml [luigi options]``.
+"""Command line: ``python -m tasks <Task> --config configs/<region>.toml [--debug] [luigi options]``.
 
 Validates the region config before Luigi starts (a typo exits 2 with the file and key named),
 uses ``configs/luigi.toml`` and the local scheduler unless told otherwise, and exits with
 Luigi's ``[retcode]`` codes so that a failed run exits non-zero.
+
+Luigi's log (progress, tracebacks, the execution summary) goes to
+``<data_dir>/logs/<Task>-<UTC time>-<pid>.log``; the terminal shows warnings and, when the run
+fails, ends with ONE line ``error: <file/key/tile>: <what> — <how to fix>``. ``--debug`` keeps
+Luigi's own logging on the terminal instead (tracebacks included).
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-USAGE = """usage: python -m tasks TASK --config configs/<region>.toml [--workers N] [luigi options]
+USAGE = """usage: python -m tasks TASK --config configs/<region>.toml [--workers N] [--debug] [luigi options]
 
 Tasks (each stage's output lands under data/<region>/):
   MakeSampleRegion  generate the synthetic sample region (demo.osm.pbf, orthophoto.tif, truth.geojson)
@@ -25,16 +36,21 @@ Tasks (each stage's output lands under data/<region>/):
   Vectorize         one shard (--shard QUADKEY) of predictions/masks -> vectors/QUADKEY.parquet
   MergeFeatures     every shard vectorised and merged -> predictions.geojson + predictions.gpkg
   CompareWithOSM    predictions vs OSM -> compare/ (change layers, .osm, MapRoulette tasks, report) + QGIS project
+  RunManifest       run.json: versions, config digest, input checksums, device, time per stage
+  RegionReport      report.html: slippy map of imagery, OSM, predictions and change layers; curves; figures
   RegionPipeline    everything above that the config asks for
+  Verify            check every tile's sha256 against the manifests; redo damaged shards
+  Prune             delete tiles that today's index does not list (left by an earlier config)
 
 The local scheduler is used unless --scheduler-host or --scheduler-url is given.
+The log is written to <data_dir>/logs/; --debug shows Luigi's log (with tracebacks) on the terminal.
 Luigi settings: configs/luigi.toml (override with LUIGI_CONFIG_PATH). Luigi's own options:
 python -m tasks TASK --help-all
 """
 
 
 STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline", "runlog",
-                 "report")
+                 "report", "upkeep")
 
 
 def register_tasks() -> None:
@@ -45,33 +61,132 @@ def register_tasks() -> None:
         importlib.import_module(f"tasks.{name}")
 
 
+#: environment variables through which task processes (forked by Luigi workers) report failures
+ERRORS_ENV, DATA_DIR_ENV, LOG_ENV = "OSMSAT_ERRORS_FILE", "OSMSAT_DATA_DIR", "OSMSAT_LOG_FILE"
+
+
+def _record_failure(task: Any, exc: BaseException) -> None:
+    """Luigi FAILURE / BROKEN_TASK handler: append the clear message to the run's errors file."""
+    from pipeline.user_errors import clear_message
+
+    path = os.environ.get(ERRORS_ENV)
+    if not path:
+        return
+    msg = clear_message(exc, os.environ.get(DATA_DIR_ENV), os.environ.get(LOG_ENV))
+    line = json.dumps({"task": task.task_id if hasattr(task, "task_id") else str(task), "message": msg})
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError:
+        print(f"error: {msg}", file=sys.stderr)  # the disk is full: say it now
+
+
+class _Console(logging.Filter):
+    """Warnings only, without tracebacks (those are in the log file)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno == logging.WARNING and record.exc_info is None
+
+
+def _setup_logging(log_path: Path) -> None:
+    import luigi.configuration
+
+    luigi.configuration.get_config().set("core", "no_configure_logging", True)
+    logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fh = logging.FileHandler(log_path, encoding="utf-8", delay=True)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(_Console())
+    console.setFormatter(logging.Formatter("warning: %(message)s"))
+    root.addHandler(fh)
+    root.addHandler(console)
+
+
+def _prepare_run(task: str, data_dir: Path) -> tuple[Path, Path]:
+    """The run's log file under ``data_dir/logs`` and a temporary errors file (raises OSError
+    with the path)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(data_dir))
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    log_path = logs / f"{task}-{stamp}-{os.getpid()}.log"
+    # failures are collected outside data_dir: they must reach us when that disk is full
+    fd, name = tempfile.mkstemp(prefix=f"osmsat-{task}-", suffix=".errors.jsonl")
+    os.close(fd)
+    return log_path, Path(name)
+
+
+def _report(code: int, errors: Path, log_path: Path, task: str) -> None:
+    """Print the failures (the first one last) or a one-line success."""
+    found: list[str] = []
+    if errors.is_file():
+        for line in errors.read_text(encoding="utf-8").splitlines():
+            msg = json.loads(line)["message"]
+            if msg not in found:
+                found.append(msg)
+    errors.unlink(missing_ok=True)
+    if code == 0:
+        print(f"done: {task} (log: {log_path})", file=sys.stderr)
+        return
+    if not found:
+        found = [f"{task}: did not complete (exit code {code}: a dependency is missing or was not run) — "
+                 f"see {log_path}"]
+    for msg in found[1:]:
+        print(f"error (also): {msg}", file=sys.stderr)
+    print(f"error: {found[0]}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     root = Path(__file__).resolve().parents[1]
     os.environ.setdefault("LUIGI_CONFIG_PARSER", "toml")
     os.environ.setdefault("LUIGI_CONFIG_PATH", str(root / "configs" / "luigi.toml"))
-    from pipeline.config import load_config
+    from pipeline.config import check_environment, load_config
     from pipeline.errors import OsmsatError
+    from pipeline.user_errors import os_error_message
 
+    cfg = None
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
         try:
-            load_config(argv[argv.index("--config") + 1])
+            cfg = load_config(argv[argv.index("--config") + 1])
+            check_environment(cfg)
         except OsmsatError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if not any(a.startswith(("--scheduler-host", "--scheduler-url", "--local-scheduler")) for a in argv):
         argv = [*argv, "--local-scheduler"]
+    import luigi
     import luigi.retcodes
 
     register_tasks()
-
+    run = None
+    if cfg is not None and not argv[0].startswith("-"):
+        try:
+            run = _prepare_run(argv[0], cfg.data_dir)
+        except OSError as exc:
+            print(f"error: {os_error_message(exc, cfg.data_dir)}", file=sys.stderr)
+            return 1
+        log_path, errors = run
+        os.environ.update({ERRORS_ENV: str(errors), DATA_DIR_ENV: str(cfg.data_dir), LOG_ENV: str(log_path)})
+        luigi.Task.event_handler(luigi.Event.FAILURE)(_record_failure)
+        luigi.Task.event_handler(luigi.Event.BROKEN_TASK)(_record_failure)
+        if not debug:
+            _setup_logging(log_path)
+    code = 0
     try:
         luigi.retcodes.run_with_retcodes(argv)
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    if run is not None:
+        _report(code, run[1], run[0], argv[0])
+    return code
 
 
 if __name__ == "__main__":

@@ -2,47 +2,52 @@
 
 from __future__ import annotations
 
-import shutil
-import urllib.error
-import urllib.request
+from pathlib import Path
 from typing import Any
 
 import luigi
 
 from pipeline.config import OsmSource
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.io import atomic_path, write_features
+from pipeline.features import write_features
+from pipeline.imagery.fetch import DEFAULT_USER_AGENT
 from pipeline.osm import extract_features_with_stats
+from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
 from tasks.base import RegionTask
-from tasks.settings import osmsat
+from tasks.settings import download, osmsat
 
-USER_AGENT = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
+USER_AGENT = DEFAULT_USER_AGENT  # the default of configs/luigi.toml [download] user_agent
+
+
+class _ExtractTarget(luigi.LocalTarget):
+    """The extract file; a downloaded one counts only while it keeps its recorded size."""
+
+    def exists(self) -> bool:
+        return downloaded_intact(Path(self.path))
 
 
 class FetchOSM(RegionTask):
-    """Download ``[osm] url`` to ``[osm] path``, atomically (scheduled only when the file is
-    missing). Its output is the file itself."""
+    """Download ``[osm] url`` to ``[osm] path``, verified before the rename (see
+    :mod:`pipeline.osmfetch`). Scheduled when the file is missing, or when an earlier download
+    of it no longer has its recorded size. Its output is the file itself."""
 
     timeout_s = luigi.FloatParameter(default=60.0, significant=False,
                                      description="seconds without data before the download fails")
 
     def output(self) -> luigi.LocalTarget:  # type: ignore[override]
-        return luigi.LocalTarget(str(_osm(self).path))
+        return _ExtractTarget(str(_osm(self).path))
 
     def run(self) -> None:
         url, dest = _osm(self).url, _osm(self).path
         if not url:
             raise MissingInputError(f"{dest}: OSM extract not found and {self.cfg.path} sets no osm.url")
         self.progress(0, 1, f"downloading {url}")
-        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         try:
-            with (urllib.request.urlopen(req, timeout=self.timeout_s) as resp,
-                  atomic_path(dest) as tmp, open(tmp, "wb") as fh):
-                shutil.copyfileobj(resp, fh, 1 << 20)
-        except (urllib.error.URLError, OSError) as exc:
+            download_extract(url, dest, _osm(self).sha256, self.timeout_s, download().user_agent)
+        except InputDataError as exc:
             raise InputDataError(
-                f"{url}: download failed ({exc}); check osm.url in {self.cfg.path}, "
-                f"or put the extract at {dest} (osm.path) by hand"
+                f"{exc} — nothing was written to {dest}; check osm.url (and osm.sha256) in {self.cfg.path} "
+                "and rerun, or put the extract at osm.path by hand"
             ) from exc
 
 
@@ -66,8 +71,8 @@ class ExtractFeatures(RegionTask):
             return MakeSampleRegion(config=self.config)
         if self.cfg.section("labels").source == "osm":
             osm = _osm(self)
-            if not osm.path.exists() and osm.url:
-                return FetchOSM(config=self.config)
+            if osm.url and (not osm.path.exists() or read_sidecar(osm.path) is not None):
+                return FetchOSM(config=self.config)  # missing, or our own download (refetched when damaged)
         return []
 
     def run(self) -> None:
@@ -81,7 +86,14 @@ class ExtractFeatures(RegionTask):
                 f"{pbf}: OSM extract not found; fix osm.path in {self.cfg.path} (or set osm.url to download it)"
             )
         self.progress(0, 1, f"extracting features from {pbf}")
-        gdf, stats = extract_features_with_stats(pbf, self.cfg.classes, osmsat().node_index)
+        try:
+            gdf, stats = extract_features_with_stats(pbf, self.cfg.classes, osmsat().node_index)
+        except InputDataError as exc:
+            if not isinstance(exc, MissingInputError) and pbf.exists():
+                fix = ("it will be downloaded again from osm.url" if _osm(self).url
+                       else f"put a good extract there, or set osm.url in {self.cfg.path}")
+                raise InputDataError(f"{exc} — delete {pbf} and rerun ({fix})") from exc
+            raise
         out = self.data_dir / "features.parquet"
         write_features(gdf, out)
         self.progress(1, 1, f"{len(gdf)} features from {pbf}")

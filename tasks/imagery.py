@@ -21,8 +21,10 @@ from pipeline.errors import ConfigError
 from pipeline.imagery.common import TILE_EXTS
 from pipeline.imagery.shard import coverage_summary, make_shard, manifest_extra, server_resource
 from pipeline.io import read_manifest
+from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
+from tasks.settings import download
 
 log = logging.getLogger("luigi-interface")
 
@@ -49,16 +51,22 @@ class ImageryPlan(RegionTask):
     stage = "imagery"
 
     def requires(self) -> Any:
-        return _sample_region(self)
+        return [CoverTiles(config=self.config), *_sample_region(self)]
 
     def manifest_path(self) -> Path:
         return self.data_dir / "images" / "_plan.json"
 
     def run(self) -> None:
-        from pipeline.imagery.raster import plan_sources
+        from pipeline.imagery.raster import check_coverage, plan_sources
 
         plan = plan_sources(_imagery(self))
-        self.output().write({"plan": plan.to_json()})
+        tiles = read_tiles_csv(self.data_dir / "tiles.csv")
+        share = check_coverage(plan, [Tile(int(z), int(x), int(y)) for z, x, y in zip(tiles.z, tiles.x, tiles.y)],
+                               str(self.cfg.path))
+        if share < 1.0:
+            log.warning("%s: [imagery] paths cover %.1f %% of the region's %d tiles; the others get no imagery",
+                        self.cfg.path, 100 * share, len(tiles))
+        self.output().write({"plan": plan.to_json(), "coverage_share": round(share, 4)})
 
 
 class FetchImagery(ShardTask):
@@ -90,8 +98,10 @@ class FetchImagery(ShardTask):
                 from pipeline.imagery.raster import RasterPlan
 
                 plan = RasterPlan.from_json(read_manifest(ImageryPlan(config=self.config).manifest_path())["plan"])
+            # downloads take the operational settings of configs/luigi.toml [download]
             result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, out,
-                                progress=lambda i, n: self.progress(i, n, f"imagery {shard}"))
+                                progress=lambda i, n: self.progress(i, n, f"imagery {shard}"),
+                                download=download().options())
             body = out.commit(manifest_extra(icfg, result))
         log.info("imagery shard %s: %s", shard, body["counts"])
 

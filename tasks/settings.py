@@ -1,8 +1,14 @@
-"""Operational settings (``configs/luigi.toml``, section ``[osmsat]``), not region config."""
+"""Operational settings (``configs/luigi.toml``), not region config: changing them reruns nothing.
+
+``[osmsat]`` (node index, progress) and ``[download]`` (how to talk to imagery servers). Each is a
+``luigi.Config``: a value also comes from the command line (``--download-retries 8``).
+"""
 
 from __future__ import annotations
 
 import luigi
+
+from pipeline.imagery.fetch import DEFAULT_USER_AGENT, DownloadOptions
 
 
 class osmsat(luigi.Config):  # noqa: N801 - the section name in luigi.toml
@@ -13,3 +19,32 @@ class osmsat(luigi.Config):  # noqa: N801 - the section name in luigi.toml
         description="pyosmium node-location index: flex_mem (RAM) or sparse_file_array,<path> (disk)",
     )
 
+
+class download(luigi.Config):  # noqa: N801 - the section name in luigi.toml
+    """``[download]`` in luigi.toml: how imagery tiles (and the OSM extract) are downloaded."""
+
+    max_connections = luigi.IntParameter(default=8, description="concurrent requests per shard (1-256)")
+    rate_limit_per_s = luigi.FloatParameter(default=0.0, description="requests per second per shard; 0: no limit")
+    retries = luigi.IntParameter(default=5, description="attempts after the first for a failing tile (0-50)")
+    timeout_s = luigi.FloatParameter(default=20.0, description="seconds to connect, and without data, per request")
+    backoff_s = luigi.FloatParameter(default=0.5, description="first retry delay in seconds; doubles per attempt, "
+                                                              "with jitter")
+    max_backoff_s = luigi.FloatParameter(default=60.0, description="cap of one retry delay in seconds "
+                                                                   "(Retry-After included)")
+    user_agent = luigi.Parameter(default=DEFAULT_USER_AGENT, description="HTTP User-Agent (identify yourself to "
+                                                                         "tile servers)")
+
+    def options(self) -> DownloadOptions:
+        """The settings as the fetch code takes them; raises ConfigError for a value out of range."""
+        from pipeline.errors import ConfigError
+
+        checks = (("max_connections", 1, 256), ("retries", 0, 50), ("timeout_s", 0.1, 600),
+                  ("rate_limit_per_s", 0, 1e6), ("backoff_s", 0, 60), ("max_backoff_s", 0, 3600))
+        for name, lo, hi in checks:
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ConfigError(f"configs/luigi.toml: download.{name} = {value} is out of range [{lo}, {hi}]")
+        return DownloadOptions(
+            max_connections=int(self.max_connections), rate_limit_per_s=float(self.rate_limit_per_s),
+            retries=int(self.retries), timeout_s=float(self.timeout_s), backoff_s=float(self.backoff_s),
+            max_backoff_s=float(self.max_backoff_s), user_agent=str(self.user_agent))

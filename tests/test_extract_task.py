@@ -136,27 +136,41 @@ def test_missing_pbf_without_url_names_the_path_and_key(tmp_path: Path) -> None:
         run_direct(task)
 
 
+MODE = {"serve": "ok"}  # what the server sends for /sample.osm.pbf: ok | html | short | garbage
+
+
 @pytest.fixture
 def server(sample: Sample) -> Iterator[tuple[str, list[str]]]:
-    """An HTTP server on localhost: /sample.osm.pbf is the sample, anything else a 404."""
+    """An HTTP server on localhost: /sample.osm.pbf is the sample (or, by ``MODE``, an HTML
+    page, a cut-short body, or bytes that are no PBF), anything else a 404."""
     body = sample.path.read_bytes()
     agents: list[str] = []
+    MODE["serve"] = "ok"
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             agents.append(self.headers.get("User-Agent", ""))
             if self.path != "/sample.osm.pbf":
                 self.send_error(404)
                 return
+            mode = MODE["serve"]
+            data = {"html": b"<!DOCTYPE html><html><body>Rate limited, try later</body></html>",
+                    "garbage": random.Random(3).randbytes(len(body))}.get(mode, body)
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", "text/html" if mode == "html" else "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data[: len(data) // 2] if mode == "short" else data)
+            if mode == "short":
+                self.close_connection = True
 
         def log_message(self, *args: object) -> None:
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.handle_error = lambda *args: None  # type: ignore[method-assign]  # the "short" fault hangs up
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -178,7 +192,8 @@ def test_missing_pbf_with_url_is_downloaded_then_extracted(server: tuple[str, li
     assert agents == [USER_AGENT]
     assert (tmp_path / "data" / "features.parquet").is_file()
     # once the file is there, nothing is fetched
-    assert ExtractFeatures(config=str(cfg_path)).requires() == []
+    assert ExtractFeatures(config=str(cfg_path)).requires().complete()
+    assert build(ExtractFeatures(config=str(cfg_path))).status.name == "SUCCESS" and len(agents) == 1
 
 
 def test_failed_download_names_the_url_and_leaves_no_file(server: tuple[str, list[str]], tmp_path: Path) -> None:
@@ -191,3 +206,51 @@ def test_failed_download_names_the_url_and_leaves_no_file(server: tuple[str, lis
     assert not dest.parent.exists() or not any(dest.parent.iterdir())  # no temporary file left
     with pytest.raises(InputDataError, match=rf"{url}.*404.*osm\.path"):
         run_direct(FetchOSM(config=str(cfg_path)))
+
+
+@pytest.mark.parametrize("fault", ["html", "short", "garbage", "sha256"])
+def test_poisoned_download_is_never_renamed_and_recovers_on_rerun(server: tuple[str, list[str]], sample: Sample,
+                                                                   tmp_path: Path, fault: str) -> None:
+    """An HTML page, a cut-short body, bytes that are no PBF, or a wrong sha256: nothing reaches
+    [osm] path; once the server is good again, the rerun downloads and extracts."""
+    import hashlib
+
+    base, _ = server
+    dest = tmp_path / "osm" / "fetched.osm.pbf"
+    good = hashlib.sha256(sample.path.read_bytes()).hexdigest()
+    cfg_path = write_config(tmp_path / "tiny.toml", dest, tmp_path / "data", url=f"{base}/sample.osm.pbf")
+    if fault == "sha256":
+        cfg_path.write_text(cfg_path.read_text().replace("url = ", f'sha256 = "{"0" * 64}"\nurl = '))
+    MODE["serve"] = "ok" if fault == "sha256" else fault
+    assert build(ExtractFeatures(config=str(cfg_path))).status == luigi.execution_summary.LuigiStatusCode.FAILED
+    assert not dest.exists() and not list(dest.parent.glob("*"))  # nothing renamed, no temporary file
+    expect = {"html": "text/html", "short": "cut short", "garbage": "not a valid OSM PBF", "sha256": "sha256 is"}
+    with pytest.raises(InputDataError, match=rf"{expect[fault]}.*nothing was written to .*fetched\.osm\.pbf"):
+        run_direct(FetchOSM(config=str(cfg_path)))
+    MODE["serve"] = "ok"
+    if fault == "sha256":
+        cfg_path.write_text(cfg_path.read_text().replace("0" * 64, good))
+    luigi.task_register.Register.clear_instance_cache()
+    assert build(ExtractFeatures(config=str(cfg_path))).status.name == "SUCCESS"
+    assert dest.read_bytes() == sample.path.read_bytes()
+
+
+def test_damaged_download_is_fetched_again_and_a_hand_placed_one_names_the_fix(
+        server: tuple[str, list[str]], sample: Sample, tmp_path: Path) -> None:
+    base, agents = server
+    dest = tmp_path / "osm" / "fetched.osm.pbf"
+    cfg_path = write_config(tmp_path / "tiny.toml", dest, tmp_path / "data", url=f"{base}/sample.osm.pbf")
+    assert build(FetchOSM(config=str(cfg_path))).status.name == "SUCCESS"
+    dest.write_bytes(dest.read_bytes()[:1000])  # damaged after the download: refetched
+    assert not FetchOSM(config=str(cfg_path)).complete()
+    assert build(ExtractFeatures(config=str(cfg_path))).status.name == "SUCCESS"
+    assert dest.read_bytes() == sample.path.read_bytes() and len(agents) == 2
+    # a bad file the user put there (no download record) is not overwritten: the error says what to do
+    hand = tmp_path / "hand.osm.pbf"
+    hand.write_bytes(b"<html>oops</html>")
+    cfg2 = write_config(tmp_path / "hand.toml", hand, tmp_path / "data2", url=f"{base}/sample.osm.pbf")
+    assert ExtractFeatures(config=str(cfg2)).requires() == []
+    with pytest.raises(InputDataError, match=r"hand\.osm\.pbf.*delete .*hand\.osm\.pbf and rerun \(it will be "
+                                             r"downloaded again"):
+        run_direct(ExtractFeatures(config=str(cfg2)))
+    assert hand.read_bytes() == b"<html>oops</html>"

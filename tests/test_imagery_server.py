@@ -10,15 +10,23 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
 from pipeline.config import ImageryConfig
-from pipeline.errors import ConfigError, TileServerError
-from pipeline.imagery.common import MISSING, OK, redact, redact_url, verify_image
-from pipeline.imagery.fetch import Downloader, FetchOptions, RateLimiter, parse_retry_after
+from pipeline.errors import ConfigError, InputDataError, TileServerError
+from pipeline.imagery.common import MISSING, OK, TileRecord, redact, redact_url, verify_image
+from pipeline.imagery.fetch import (
+    Downloader,
+    DownloadOptions,
+    FetchOptions,
+    FetchStats,
+    RateLimiter,
+    parse_retry_after,
+)
 from pipeline.imagery.shard import ShardResult, manifest_body, server_resource
 from pipeline.imagery.wms import wms_url
 from pipeline.imagery.xyz import fetch_tiles, url_function, xyz_url
@@ -38,11 +46,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[Tile, bytes]:
     return tiles_from_raster(tif, tiles)
 
 
-def server_config(url: str, **kw: object) -> ImageryConfig:
-    opts: dict[str, object] = dict(source="xyz", url=url, timeout_s=0.4, backoff_s=0.01, max_connections=6,
-                                   retries=5, user_agent="osmsat-test/1.0 (+tests)")
-    opts.update(kw)
-    return ImageryConfig(**opts)  # type: ignore[arg-type]
+class Server(NamedTuple):
+    """A download config: the region's ``[imagery]`` and the operational settings."""
+
+    icfg: ImageryConfig
+    download: DownloadOptions
+
+
+def server_config(url: str, **kw: object) -> Server:
+    ops: dict[str, object] = dict(timeout_s=0.4, backoff_s=0.01, max_connections=6, retries=5,
+                                  user_agent="osmsat-test/1.0 (+tests)")
+    opts: dict[str, object] = dict(source="xyz", url=url)
+    for k, v in kw.items():
+        (ops if k in ops else opts)[k] = v
+    return Server(ImageryConfig(**opts), DownloadOptions(**ops))  # type: ignore[arg-type]
+
+
+def fetch(server: Server, *args: Any, **kw: Any) -> tuple[list[TileRecord], FetchStats]:
+    return fetch_tiles(server.icfg, *args, download=server.download, **kw)
 
 
 def check_tree(root: Path, records: list, served: dict[Tile, bytes]) -> None:
@@ -84,7 +105,7 @@ def test_redaction() -> None:
     text = f"failed: {url} (and the literal value MYKEYVALUE in a path /v1/MYKEYVALUE/1)"
     out = redact(text, ["MYKEYVALUE"])
     assert "SECRET1" not in out and "MYKEYVALUE" not in out and "pa55" not in out
-    assert server_resource(server_config("http://u:p@Tiles.Example.com:8080/{z}/{x}/{y}.png")) == \
+    assert server_resource(server_config("http://u:p@Tiles.Example.com:8080/{z}/{x}/{y}.png").icfg) == \
         "imagery_server_tiles_example_com_8080"
     assert server_resource(ImageryConfig(source="raster", paths=(Path("a.tif"),))) is None
 
@@ -123,7 +144,7 @@ def test_faults_end_valid_or_missing(served: dict[Tile, bytes], tmp_path: Path) 
     assert {k for f in faults.values() for k in f} == set(KINDS)
     with TileServer(served, faults=faults, holes=holes, timeout_sleep_s=0.8, retry_after="1") as srv:
         icfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png")
-        records, stats = fetch_tiles(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch", seed=1)
+        records, stats = fetch(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch", seed=1)
         assert [r.tile for r in records] == tiles
         assert {r.tile for r in records if r.status == MISSING} == holes
         assert {r.tile for r in records if r.status == OK} == set(tiles) - holes
@@ -141,7 +162,7 @@ def test_faults_end_valid_or_missing(served: dict[Tile, bytes], tmp_path: Path) 
         (tmp_path / "images" / ok[0].rel_path).unlink()
         (tmp_path / "images" / ok[1].rel_path).write_bytes(served[ok[1].tile][:100])
         before = Counter(srv.requests)
-        again, stats2 = fetch_tiles(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch", reuse=True)
+        again, stats2 = fetch(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch", reuse=True)
         fetched = {t for t in tiles if srv.requests[t] > before[t]}
         assert fetched == {ok[0].tile, ok[1].tile} | holes
         assert stats2.reused == len(ok) - 2
@@ -154,7 +175,7 @@ def test_persistent_failure_is_reported_and_others_kept(served: dict[Tile, bytes
     with TileServer(served, faults={bad: ["503"] * 20}) as srv:
         icfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png", retries=3)
         with pytest.raises(TileServerError, match=r"1 of 8 tiles failed.*HTTP 503 after 4 attempts"):
-            fetch_tiles(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch")
+            fetch(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch")
         assert srv.requests[bad] == 4
         kept = {str(p.relative_to(tmp_path / "images")) for p in (tmp_path / "images").rglob("*.png")}
         assert kept == {f"{t.z}/{t.x}/{t.y}.png" for t in tiles if t != bad}
@@ -194,19 +215,19 @@ def test_no_key_in_logs_errors_or_manifests(served: dict[Tile, bytes], tmp_path:
         # the key comes from the environment, under a parameter name that does not look secret
         icfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?key=${OSMSAT_TEST_KEY}", retries=2)
         with pytest.raises(TileServerError) as err:
-            fetch_tiles(icfg, tiles, 256, tmp_path / "a", tmp_path / "s")
+            fetch(icfg, tiles, 256, tmp_path / "a", tmp_path / "s")
         assert key not in str(err.value) and "REDACTED" in str(err.value)
         # a refused key fails at once, without retries, and is not echoed either
         icfg_bad = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?api_key=WRONG-KEY-77&key=WRONG-KEY-77")
         before = sum(srv.requests.values()) + len(srv.paths)
         with pytest.raises(TileServerError, match="HTTP 403") as err2:
-            fetch_tiles(icfg_bad, tiles[:1], 256, tmp_path / "b", tmp_path / "s")
+            fetch(icfg_bad, tiles[:1], 256, tmp_path / "b", tmp_path / "s")
         assert "WRONG-KEY-77" not in str(err2.value)
         assert len(srv.paths) + sum(srv.requests.values()) - before == 1
         # a good run: the manifest names the source without the key
         icfg_ok = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?key=" + key)
-        records, stats = fetch_tiles(icfg_ok, tiles[2:], 256, tmp_path / "c", tmp_path / "s")
-        body = manifest_body(icfg_ok, "q", ShardResult(records, stats.as_dict()), tmp_path / "c")
+        records, stats = fetch(icfg_ok, tiles[2:], 256, tmp_path / "c", tmp_path / "s")
+        body = manifest_body(icfg_ok.icfg, "q", ShardResult(records, stats.as_dict()), tmp_path / "c")
     assert all(r.status == OK for r in records)
     blob = json.dumps(body) + caplog.text + json.dumps(body["requests"])
     assert key not in blob and "WRONG-KEY-77" not in caplog.text
@@ -218,7 +239,7 @@ def test_missing_env_key_is_a_clear_error(served: dict[Tile, bytes], tmp_path: P
     monkeypatch.delenv("OSMSAT_UNSET_KEY", raising=False)
     icfg = server_config("http://127.0.0.1:9/{z}/{x}/{y}.png?key=${OSMSAT_UNSET_KEY}")
     with pytest.raises(ConfigError, match="OSMSAT_UNSET_KEY"):
-        fetch_tiles(icfg, sorted(served)[:1], 256, tmp_path / "a", tmp_path / "s")
+        fetch(icfg, sorted(served)[:1], 256, tmp_path / "a", tmp_path / "s")
 
 
 @pytest.mark.parametrize("scheme,template", [
@@ -231,7 +252,7 @@ def test_url_schemes_fetch_the_right_tile(served: dict[Tile, bytes], tmp_path: P
     tiles = sorted(served)[:5]
     with TileServer(served) as srv:
         icfg = server_config(srv.url + template, source="wms" if scheme == "wms" else "xyz")
-        records, _ = fetch_tiles(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch")
+        records, _ = fetch(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch")
     assert all(r.status == OK for r in records)
     check_tree(tmp_path / "images", records, {t: served[t] for t in tiles})
 
@@ -250,21 +271,21 @@ def test_retina_tiles(served: dict[Tile, bytes], tmp_path: Path) -> None:
         big[t] = buf.getvalue()
     with TileServer(served, retina_tiles=big) as srv:
         icfg = server_config(srv.url + "/xyz/{z}/{x}/{y}{r}.png", retina=True)
-        records, _ = fetch_tiles(icfg, tiles, 512, tmp_path / "images", tmp_path / "scratch")
+        records, _ = fetch(icfg, tiles, 512, tmp_path / "images", tmp_path / "scratch")
         assert all(p.endswith("@2x.png") for p in srv.paths)
     assert {r.ext for r in records} == {"jpg"}  # the server's format is kept
     for r in records:
         assert (tmp_path / "images" / r.rel_path).read_bytes() == big[r.tile]
     # a 256-px server for a 512-px region is an error, not a silent resize
     with TileServer(served) as srv, pytest.raises(TileServerError, match="expected 512x512"):
-        fetch_tiles(server_config(srv.url + "/xyz/{z}/{x}/{y}.png", retries=1), tiles[:1], 512,
+        fetch(server_config(srv.url + "/xyz/{z}/{x}/{y}.png", retries=1), tiles[:1], 512,
                     tmp_path / "x", tmp_path / "scratch")
 
 
 def test_concurrency_is_bounded(served: dict[Tile, bytes], tmp_path: Path) -> None:
     tiles = sorted(served)[:12]
     with TileServer(served, delay_s=0.05) as srv:
-        fetch_tiles(server_config(srv.url + "/xyz/{z}/{x}/{y}.png", max_connections=3), tiles, 256,
+        fetch(server_config(srv.url + "/xyz/{z}/{x}/{y}.png", max_connections=3), tiles, 256,
                     tmp_path / "images", tmp_path / "scratch")
         assert 2 <= srv.max_inflight <= 3
 
@@ -272,3 +293,40 @@ def test_concurrency_is_bounded(served: dict[Tile, bytes], tmp_path: Path) -> No
 def test_url_function_rejects_missing_url() -> None:
     with pytest.raises(ConfigError):
         url_function(ImageryConfig(source="xyz"), 256)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "html", "crc"])
+def test_verify_image_rejects_damaged_pngs(served: dict[Tile, bytes], damage: str) -> None:
+    good = served[sorted(served)[0]]
+    assert verify_image(good, 256).ext == "png"
+    bad = bytearray(good)
+    if damage == "flip":
+        bad[len(bad) // 2] ^= 0xFF
+    elif damage == "truncate":
+        bad = bad[: len(bad) - 40]
+    elif damage == "html":
+        bad = bytearray(b"<html><body>502 Bad Gateway</body></html>")
+    else:  # a CRC byte of the first IDAT chunk
+        pos = bytes(bad).index(b"IDAT")
+        n = int.from_bytes(bad[pos - 4 : pos], "big")
+        bad[pos + 4 + n] ^= 0x01
+    with pytest.raises(InputDataError, match="not a decodable image"):
+        verify_image(bytes(bad), 256)
+
+
+def test_unusual_key_names_are_redacted_and_failed_tiles_show_no_url(served: dict[Tile, bytes],
+                                                                     tmp_path: Path) -> None:
+    """A literal key under a name that does not look secret (``?k=``) never shows; a failed
+    tile is named by z/x/y, the server only by its redacted template."""
+    url = "https://tiles.example.com/{z}/{x}/{y}.png?k=LITERAL-SECRET-9&style=dark&LAYERS=ortho"
+    red = redact_url(url)
+    assert "LITERAL-SECRET-9" not in red and "k=REDACTED" in red and "style=dark" in red and "LAYERS=ortho" in red
+    tiles = sorted(served)[:2]
+    with TileServer(served, faults={tiles[0]: ["503"] * 9}) as srv:
+        cfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?k=LITERAL-SECRET-9", retries=1)
+        with pytest.raises(TileServerError) as err:
+            fetch(cfg, tiles, 256, tmp_path / "i", tmp_path / "s")
+    msg = str(err.value)
+    assert "LITERAL-SECRET-9" not in msg and f"tile {tiles[0]}: HTTP 503" in msg
+    assert f"/xyz/{tiles[0].z}/{tiles[0].x}/{tiles[0].y}.png" not in msg  # no tile URL
+    assert "/xyz/{z}/{x}/{y}.png?k=REDACTED" in msg  # the server, as a redacted template

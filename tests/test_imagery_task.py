@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError
 from pipeline.imagery.common import verify_image
 from pipeline.tiles import Tile, cover_bbox
 from tests.conftest import ROOT
+from tests.luigi_settings import luigi_settings
 from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
 from tests.town import write_town_config
 
@@ -121,10 +122,10 @@ def test_imagery_all_from_a_flaky_server(tmp_path: Path, ortho: tuple[Path, list
     faults = {t: [["500", "429", "truncate", "html", "timeout"][i % 5]] for i, t in enumerate(tiles) if i % 3 == 1}
     key = "K3Y-FOR-TESTS-ONLY"
     monkeypatch.setenv("OSMSAT_TASK_TEST_KEY", key)
-    with TileServer(served, faults=faults, holes=holes, key=key, timeout_sleep_s=0.6, retry_after="0") as srv:
+    with (TileServer(served, faults=faults, holes=holes, key=key, timeout_sleep_s=0.6, retry_after="0") as srv,
+          luigi_settings("download", timeout_s=0.3, backoff_s=0.01, max_connections=4, user_agent="osmsat-tests")):
         url = srv.url + "/xyz/{z}/{x}/{y}.png?key=${OSMSAT_TASK_TEST_KEY}"
-        cfg = region(tmp_path, f'source = "xyz"\nurl = "{url}"\ntimeout_s = 0.3\nbackoff_s = 0.01\n'
-                               'max_connections = 4\nuser_agent = "osmsat-tests"\n', tiles)
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{url}"\n', tiles)
         res = build(ImageryAll(config=str(cfg)))
         assert res.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, res.summary_text
         port = srv.url.rsplit(":", 1)[1]
@@ -153,9 +154,9 @@ def test_kill_during_download_then_rerun(tmp_path: Path, ortho: tuple[Path, list
     mine = by_shard[shard]
     served = tiles_from_raster(tif, tiles)
     with TileServer(served, delay_s=0.08) as srv:
-        cfg = region(tmp_path, f'source = "xyz"\nurl = "{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png"\nmax_connections = 2\n',
-                     tiles)
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png"\n', tiles)
         code = ("import luigi; from tasks.imagery import FetchImagery; "
+                "luigi.configuration.get_config().set('download', 'max_connections', 2); "
                 f"luigi.build([FetchImagery(config={str(cfg)!r}, shard={shard!r})], local_scheduler=True, "
                 "log_level='WARNING')")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ))
@@ -215,11 +216,11 @@ def test_imagery_config_errors_name_file_and_key(tmp_path: Path, imagery: str, m
 
 def test_imagery_config_keys_parse(tmp_path: Path) -> None:
     imagery = ('source = "xyz"\nurl = "https://t.example/{z}/{x}/{-y}{r}.png?api_key=${KEY}"\nretina = true\n'
-               'headers = { Referer = "https://osmsat.example" }\nrate_limit_per_s = 20\nmax_backoff_s = 30\n'
+               'headers = { Referer = "https://osmsat.example" }\n'
                'jpeg_quality = 85\npng_level = 3\n')
     icfg = load_config(write_town_config(tmp_path / "r.toml", tmp_path / "x.pbf", tmp_path / "d",
                                          extra="\n[imagery]\n" + imagery)).imagery
-    assert icfg is not None and icfg.retina and icfg.rate_limit_per_s == 20.0 and icfg.max_backoff_s == 30.0
+    assert icfg is not None and icfg.retina
     assert icfg.headers == (("Referer", "https://osmsat.example"),) and icfg.png_level == 3
 
 
@@ -257,3 +258,45 @@ def test_synthetic_region_requires_the_generated_orthophoto(tmp_path: Path) -> N
         assert any(isinstance(r, MakeSampleRegion) for r in reqs)
     fetch_reqs = luigi.task.flatten(FetchImagery(config=str(cfg), shard="0").requires())
     assert any(isinstance(r, ImageryPlan) for r in fetch_reqs)
+
+
+def test_download_settings_are_operational(tmp_path: Path, ortho: tuple[Path, list[Tile]]) -> None:
+    """[download] retries, timeouts, connections... live in luigi.toml, outside the digest:
+    changing them and rerunning redoes nothing and sends no request."""
+    from tasks.imagery import ImageryAll
+
+    tif, tiles = ortho
+    tiles = tiles[:12]
+    with TileServer(tiles_from_raster(tif, tiles)) as srv:
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png"\n', tiles)
+        with luigi_settings("download", retries=1, max_connections=2):
+            assert build(ImageryAll(config=str(cfg))).status == luigi.execution_summary.LuigiStatusCode.SUCCESS
+        asked = sum(srv.requests.values())
+        assert asked == len(tiles)
+        manifests = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / "images").rglob("*.json")}
+        luigi.task_register.Register.clear_instance_cache()
+        with luigi_settings("download", retries=9, max_connections=5, timeout_s=3.0, user_agent="other/2"):
+            res = build(ImageryAll(config=str(cfg)))
+        assert res.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, res.summary_text
+        assert sum(srv.requests.values()) == asked  # not one request
+        assert "1 complete ones were encountered" in res.summary_text and "ran successfully" not in res.summary_text
+    assert {p: p.stat().st_mtime_ns for p in manifests} == manifests  # nothing rewritten
+
+
+@pytest.mark.parametrize("key", ["retries = 3", "max_connections = 4", 'user_agent = "me"', "timeout_s = 5"])
+def test_download_keys_in_region_config_say_where_they_moved(tmp_path: Path, key: str) -> None:
+    imagery = f'source = "xyz"\nurl = "https://t.example/{{z}}/{{x}}/{{y}}.png"\n{key}\n'
+    cfg = write_town_config(tmp_path / "r.toml", tmp_path / "x.pbf", tmp_path / "d", extra="\n[imagery]\n" + imagery)
+    with pytest.raises(ConfigError, match=r"r\.toml: imagery\.\w+: download settings .* configs/luigi\.toml "
+                                          r"under \[download\]"):
+        load_config(cfg)
+
+
+def test_download_settings_out_of_range() -> None:
+    from tasks.settings import download
+
+    with luigi_settings("download", retries=99), pytest.raises(ConfigError, match=r"download\.retries = 99"):
+        download().options()
+    with luigi_settings("download", retries=2, timeout_s=1.5):
+        opts = download().options()
+    assert opts.retries == 2 and opts.timeout_s == 1.5

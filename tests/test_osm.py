@@ -1,4 +1,4 @@
-"""pipeline.osm (and pipeline.pbf): feature extraction from generated PBFs and from real Helsinki data."""
+"""pipeline.osm: feature extraction from generated PBFs and from real Helsinki data."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import osmium
 import pytest
 import shapely
 
-from pipeline import osm, pbf
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.io import FEATURE_COLUMNS
 from pipeline.osm import ExtractStats, extract_features, extract_features_with_stats
@@ -142,16 +140,16 @@ def test_stats_count_rows_per_class(extracted: Extracted) -> None:
     gdf, stats = extracted
     assert stats.rows_per_class == gdf["class"].value_counts().to_dict() | {
         c.name: 0 for c in CLASSES if c.name not in set(gdf["class"])}
-    assert stats.relations_pass == "tail"
+    assert stats.relations_pass == "full"
     assert json.dumps(stats.as_dict())
 
 
-def test_sorted_header_fast_path_gives_the_same_rows(tmp_path: Path) -> None:
+def test_sorted_and_unsorted_headers_give_the_same_rows(tmp_path: Path) -> None:
     fast = write_grid(tmp_path / "sorted.osm.pbf", 40, sorted_header=True)
     slow = write_grid(tmp_path / "plain.osm.pbf", 40, sorted_header=False)
     a, sa = extract_features_with_stats(fast, CLASSES)
     b, sb = extract_features_with_stats(slow, CLASSES)
-    assert (sa.relations_pass, sb.relations_pass) == ("tail", "full")
+    assert (sa.relations_pass, sb.relations_pass) == ("full", "full")
     assert len(a) == 1600 + 40 and (a.osm_type == "relation").sum() == 534
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
     assert shapely.equals_exact(a.geometry.values, b.geometry.values, tolerance=0).all()
@@ -207,64 +205,13 @@ def test_no_classes(sample: Sample) -> None:
     assert gdf.empty and list(gdf.columns) == [*FEATURE_COLUMNS, "geometry"]
 
 
-# ---------------------------------------------------------------------------------------------
-# pipeline.pbf
-
-
-@pytest.mark.parametrize("fmt", ["pbf", "pbf,pbf_compression=none"])
-def test_relation_tail_holds_every_relation_and_little_else(tmp_path: Path, fmt: str) -> None:
-    path = write_grid(tmp_path / "grid.osm.pbf", 60, fmt=fmt)
-    tail = pbf.relation_tail(path)
-    with open(path, "rb") as fh:
-        blocks = pbf.block_index(fh)
-        kinds = [pbf.first_group(fh, b) for b in blocks[1:]]
-    assert len(blocks) > 4 and kinds == sorted(kinds) and kinds[-1] == pbf.RELATIONS
-    # header + the block before the first relation block (it might end with relations) + the rest
-    first = 1 + kinds.index(pbf.RELATIONS)
-    assert len(tail) == blocks[0][2] + path.stat().st_size - blocks[first - 1][1]
-
-    def count(src: str | osmium.io.FileBuffer) -> int:
-        n = 0
-
-        def relation(r: object) -> None:
-            nonlocal n
-            n += 1
-
-        handler = type("H", (), {"relation": staticmethod(relation)})()
-        with osmium.io.Reader(src, osmium.osm.RELATION) as reader:
-            osmium.apply(reader, handler)
-        return n
-
-    assert count(osmium.io.FileBuffer(tail, "pbf")) == count(str(path)) == 1200
-
-
 def test_a_file_without_relations(tmp_path: Path) -> None:
     b = PbfBuilder(4)
     b.ring(rect(0, 0, 10, 10), {"building": "yes"})
     b.line([(0, 20), (50, 20)], {"highway": "residential"})
     path = b.write(tmp_path / "flat.osm.pbf")
-    with osmium.io.Reader(osmium.io.FileBuffer(pbf.relation_tail(path), "pbf")) as reader:
-        assert reader.header().get("sorting") == "Type_then_ID"
     gdf, stats = extract_features_with_stats(path, CLASSES)
-    assert stats.relations_pass == "tail" and sorted(gdf["class"]) == ["building", "road"]
-
-
-def test_a_large_relation_tail_falls_back_to_reading_the_whole_file(
-        sample: Sample, extracted: Extracted, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="exceed"):
-        pbf.relation_tail(sample.path, max_bytes=100)
-    monkeypatch.setattr(osm, "MAX_RELATION_TAIL_BYTES", 100)
-    gdf, stats = extract_features_with_stats(sample.path, CLASSES)
-    assert stats.relations_pass == "full"
-    assert gdf.to_wkb().equals(extracted[0].to_wkb())
-
-
-def test_relation_tail_rejects_a_cut_file(tmp_path: Path) -> None:
-    path = write_grid(tmp_path / "grid.osm.pbf", 10)
-    cut = tmp_path / "cut.osm.pbf"
-    cut.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(pbf.PBF_ERRORS):
-        pbf.relation_tail(cut)
+    assert stats.relations_pass == "full" and sorted(gdf["class"]) == ["building", "road"]
 
 
 # ---------------------------------------------------------------------------------------------

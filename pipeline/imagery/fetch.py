@@ -1,37 +1,45 @@
-"""Download tiles from an HTTP tile server (XYZ/TMS or WMS) robustly, with the stdlib only.
+"""Download tiles from an HTTP tile server (XYZ/TMS or WMS) robustly, through urllib3.
 
-* a bounded pool of ``max_connections`` worker threads, each keeping its own persistent
-  HTTP/1.1 connection (``http.client``) per host;
+* one ``urllib3.PoolManager`` (keep-alive connections, at most ``max_connections`` per host,
+  blocking when all are busy) shared by ``max_connections`` worker threads;
 * a shared request-rate limit (``rate_limit_per_s``; 0: none);
-* retries with exponential backoff and full jitter on timeouts, connection errors, truncated
-  bodies, HTTP 408/429/5xx and invalid images (a 200 that is not an image, or does not
-  decode, or has the wrong size); ``Retry-After`` (seconds or an HTTP date) is honoured and
-  pauses every worker, since it speaks for the whole server;
+* retries counted by a ``urllib3.util.Retry`` per tile (``retries`` attempts after the first) on
+  timeouts, connection errors, truncated bodies (Content-Length enforced), HTTP 408/429/5xx and
+  invalid images (a 200 that is not an image, or does not decode, or has the wrong size: urllib3
+  cannot see those, so the retry loop is ours); the delay is exponential backoff with full
+  jitter, or the server's ``Retry-After`` (seconds or an HTTP date, read by ``Retry``, capped by
+  ``max_backoff_s``) when longer, which pauses every worker since it speaks for the server;
 * HTTP 404/410/204 mean the server has no such tile: recorded ``missing-on-server``, not a
   failure; other 4xx fail that tile at once (retrying would not help);
 * each tile is verified (decodes, is ``size`` x ``size``) and written atomically (temporary file
   in ``scratch``, then renamed), keeping the server's bytes and format (``.png``/``.jpg``/...);
 * with ``reuse``, tiles already on disk that verify are kept and not fetched again.
 
-URLs, headers and error texts pass through :func:`pipeline.imagery.common.redact` before they
-reach a log line, a manifest or an exception, so API keys never leak.
+How to talk to the server (connections, retries, timeouts, rate, user agent) is operational:
+:class:`DownloadOptions`, read from ``configs/luigi.toml`` ``[download]`` by the task, never part
+of a stage digest. URLs, headers and error texts pass through
+:func:`pipeline.imagery.common.redact` before they reach a log line, a manifest or an exception.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
-import http.client
 import logging
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util import Retry
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import InputDataError, TileServerError
@@ -49,15 +57,36 @@ from pipeline.io import atomic_write_bytes, sha256_bytes, tile_path
 from pipeline.tiles import Tile
 
 log = logging.getLogger(__name__)
+# urllib3 logs every request's full URL (API keys included) at DEBUG: never let those through
+if logging.getLogger("urllib3").level == logging.NOTSET:
+    logging.getLogger("urllib3").setLevel(logging.INFO)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 MISSING_STATUSES = frozenset({204, 404, 410})
 _OK_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
+DEFAULT_USER_AGENT = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """How to talk to a server: operational settings (``configs/luigi.toml`` ``[download]``),
+    not region config, so changing them reruns nothing. Times in seconds."""
+
+    max_connections: int = 8  # concurrent requests per shard
+    rate_limit_per_s: float = 0.0  # requests per second per shard; 0: unlimited
+    retries: int = 5  # attempts after the first
+    timeout_s: float = 20.0  # per connect / read
+    backoff_s: float = 0.5  # first retry delay; doubles per attempt, with jitter
+    max_backoff_s: float = 60.0  # cap of one delay (Retry-After included)
+    user_agent: str = DEFAULT_USER_AGENT
+
+
 @dataclass(frozen=True)
 class FetchOptions:
-    """How to talk to a tile server (see ``[imagery]`` in the region config). Times in seconds."""
+    """Everything one :class:`Downloader` needs: the tile size, the region's extra headers and the
+    operational :class:`DownloadOptions` fields. Times in seconds."""
 
     size: int = 256  # expected tile width and height, pixels
     max_connections: int = 8
@@ -71,10 +100,11 @@ class FetchOptions:
     seed: int | None = None  # jitter RNG seed (None: from the OS)
 
     @classmethod
-    def from_config(cls, icfg: ImageryConfig, size: int) -> FetchOptions:
-        return cls(size=size, max_connections=icfg.max_connections, rate_limit_per_s=icfg.rate_limit_per_s,
-                   retries=icfg.retries, timeout_s=icfg.timeout_s, backoff_s=icfg.backoff_s,
-                   max_backoff_s=icfg.max_backoff_s, user_agent=icfg.user_agent, headers=icfg.headers)
+    def from_config(cls, icfg: ImageryConfig, size: int, download: DownloadOptions | None = None) -> FetchOptions:
+        d = download or DownloadOptions()
+        return cls(size=size, max_connections=d.max_connections, rate_limit_per_s=d.rate_limit_per_s,
+                   retries=d.retries, timeout_s=d.timeout_s, backoff_s=d.backoff_s,
+                   max_backoff_s=d.max_backoff_s, user_agent=d.user_agent, headers=icfg.headers)
 
 
 @dataclass
@@ -157,13 +187,18 @@ class Downloader:
     ``url_for`` may contain ``${NAME}`` environment references (expanded per request; their
     values are redacted everywhere)."""
 
-    def __init__(self, url_for: Callable[[Tile], str], opts: FetchOptions, secrets: Sequence[str] = ()) -> None:
+    def __init__(self, url_for: Callable[[Tile], str], opts: FetchOptions, secrets: Sequence[str] = (),
+                 source: str = "") -> None:
         self.url_for = url_for
         self.opts = opts
+        self.source = source  # the server as errors name it (a redacted URL template), never a tile's URL
         self.secrets = list(secrets)
         self.stats = FetchStats()
         self._stats_lock = threading.Lock()
-        self._local = threading.local()
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=opts.max_connections, block=True)
+        self._timeout = urllib3.Timeout(connect=opts.timeout_s, read=opts.timeout_s)
+        # urllib3 itself only follows redirects; every other retry is counted by retry_policy()
+        self._transport_retry = Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
         self.sleep: Callable[[float], None] = time.sleep  # replaceable in tests
         self._limiter = RateLimiter(opts.rate_limit_per_s, sleep=self._sleep)
         self._hold_lock = threading.Lock()
@@ -195,54 +230,22 @@ class Downloader:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def _connection(self, scheme: str, host: str, port: int | None) -> tuple[http.client.HTTPConnection, bool]:
-        conns: dict[tuple[str, str, int | None], http.client.HTTPConnection] = getattr(self._local, "conns", None) \
-            or {}
-        self._local.conns = conns
-        key = (scheme, host, port)
-        conn = conns.get(key)
-        if conn is not None:
-            return conn, True
-        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = cls(host, port, timeout=self.opts.timeout_s)
-        conns[key] = conn
-        return conn, False
-
-    def _drop(self, scheme: str, host: str, port: int | None) -> None:
-        conn = self._local.conns.pop((scheme, host, port), None)
-        if conn is not None:
-            conn.close()
-
-    def _get(self, url: str) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One GET on a kept-alive connection; a connection the server closed while idle is
-        reopened once without counting as an attempt."""
+    def _get(self, url: str) -> tuple[int, Mapping[str, str], bytes]:
+        """One GET through the pool (urllib3 reopens a connection the server closed while idle;
+        redirects are followed). Raises urllib3's errors for transport failures."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _FatalError(f"not an http(s) URL: {url}")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = dict(self._headers)
         if parts.username is not None:
-            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
-        for fresh_try in range(2):
-            conn, reused = self._connection(parts.scheme, parts.hostname, parts.port)
-            try:
-                self._count(requests=1)
-                conn.request("GET", target, headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self._drop(parts.scheme, parts.hostname, parts.port)
-                if reused and fresh_try == 0:
-                    continue
-                raise
-            except BaseException:
-                self._drop(parts.scheme, parts.hostname, parts.port)
-                raise
-            if resp.will_close:
-                self._drop(parts.scheme, parts.hostname, parts.port)
-            return resp.status, resp.msg, body
-        raise _RetryError("connection closed")  # not reached
+            headers.update(urllib3.make_headers(
+                basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}"))
+            host = parts.netloc.rsplit("@", 1)[1]
+            url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        self._count(requests=1)
+        resp = self._pool.request("GET", url, headers=headers, preload_content=True, timeout=self._timeout,
+                                  retries=self._transport_retry)
+        return resp.status, resp.headers, resp.data
 
     def _wait_turn(self) -> None:
         with self._hold_lock:
@@ -260,13 +263,27 @@ class Downloader:
         base = min(self.opts.max_backoff_s, self.opts.backoff_s * (2 ** attempt))
         return base * (0.5 + 0.5 * self._rng.random())
 
-    def _check(self, tile: Tile, status: int, headers: http.client.HTTPMessage, body: bytes) -> tuple[str, bytes]:
+    def retry_policy(self) -> Retry:
+        """The retry state of one tile: ``retries`` attempts after the first, whatever failed;
+        ``Retry-After`` capped at ``max_backoff_s``."""
+        return Retry(total=self.opts.retries, status_forcelist=RETRY_STATUSES, respect_retry_after_header=True,
+                     retry_after_max=int(self.opts.max_backoff_s), raise_on_status=False)
+
+    def _retry_after(self, value: str | None) -> float:
+        if not value:
+            return 0.0
+        try:
+            return min(self.opts.max_backoff_s, float(self.retry_policy().parse_retry_after(value)))
+        except InvalidHeader:
+            return 0.0
+
+    def _check(self, tile: Tile, status: int, headers: Mapping[str, str], body: bytes) -> tuple[str, bytes]:
         """Classify a response: ``(OK, body)`` or ``(MISSING, b"")``; raises _RetryError or _FatalError."""
         self._status(str(status))
         if status in MISSING_STATUSES:
             return MISSING, b""
         if status in RETRY_STATUSES:
-            wait = min(self.opts.max_backoff_s, parse_retry_after(headers.get("Retry-After")))
+            wait = self._retry_after(headers.get("Retry-After"))
             if wait > 0:
                 self._hold(wait)
             raise _RetryError(f"HTTP {status}", wait)
@@ -286,12 +303,11 @@ class Downloader:
         if found:
             with self._stats_lock:
                 self.secrets.extend(s for s in found if s not in self.secrets)
-        reason = ""
-        for attempt in range(self.opts.retries + 1):
-            if attempt:
-                self._count(retries=1)
+        retry, reason, attempt = self.retry_policy(), "", 0
+        while True:
             self._wait_turn()
             delay = 0.0
+            error: Exception | None = None
             try:
                 status, headers, body = self._get(url)
                 kind, data = self._check(tile, status, headers, body)
@@ -301,24 +317,35 @@ class Downloader:
                 self._count(bytes=len(data))
                 return OK, data, info.ext
             except _FatalError as exc:
-                raise TileServerError(self.redact(f"tile {tile} from {url}: {exc}")) from None
+                raise TileServerError(self.redact(f"tile {tile}: {exc}{self._from()}")) from None
             except _RetryError as exc:
                 reason, delay = exc.reason, exc.delay
             except InputDataError as exc:
                 reason = str(exc)
                 self._status("invalid")
-            except TimeoutError:
-                reason = "timed out"
+            except (Urllib3Timeout, TimeoutError) as exc:
+                reason, error = "timed out", exc
                 self._status("timeout")
-            except (OSError, http.client.HTTPException) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                self._status("error")
-            if attempt < self.opts.retries:
-                wait = max(delay, self._backoff(attempt))
-                log.debug("%s", self.redact(f"tile {tile}: {reason}; retry {attempt + 1} in {wait:.2f}s: {url}"))
-                self.sleep(wait)
-        raise TileServerError(self.redact(f"tile {tile} from {url}: {reason} after {self.opts.retries + 1} "
-                                          "attempts"))
+            except (Urllib3Error, OSError) as exc:
+                cause = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+                reason, error = f"{type(cause).__name__}: {cause}", exc
+                if isinstance(cause, Urllib3Timeout):
+                    reason = "timed out"
+                self._status("timeout" if reason == "timed out" else "error")
+            try:
+                retry = retry.increment("GET", urlsplit(url).path, error=error)
+            except MaxRetryError:
+                break
+            wait = max(delay, self._backoff(attempt))
+            attempt += 1
+            self._count(retries=1)
+            log.debug("%s", self.redact(f"tile {tile}: {reason}; retry {attempt} in {wait:.2f}s: {url}"))
+            self.sleep(wait)
+        raise TileServerError(self.redact(f"tile {tile}: {reason} after {self.opts.retries + 1} attempts"
+                                          f"{self._from()}"))
+
+    def _from(self) -> str:
+        return f" (server {self.source})" if self.source else ""
 
     # -- a batch -------------------------------------------------------------------------------
 
@@ -363,5 +390,6 @@ class Downloader:
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise TileServerError(self.redact(
                 f"{len(failed)} of {len(tiles)} tiles failed: {head}{more}. Valid tiles are kept; rerun to "
-                "fetch only the others, or lower [imagery] max_connections / rate_limit_per_s"))
+                "fetch only the others, or lower max_connections / rate_limit_per_s in configs/luigi.toml "
+                "[download]"))
         return [results[t].record for t in tiles]  # type: ignore[misc]

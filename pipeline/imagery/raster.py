@@ -126,6 +126,12 @@ def _source_info(path: Path, icfg: ImageryConfig) -> tuple[SourceInfo, Any, str]
             raise InputDataError(f"{path}: raster has no CRS; assign one (gdal_edit.py -a_srs EPSG:...)")
         if not src.transform.is_rectilinear:
             raise InputDataError(f"{path}: rotated rasters are not supported; warp it north-up first")
+        if src.transform.is_identity and not src.gcps[0]:
+            raise InputDataError(f"{path}: raster has a CRS but no geotransform (pixel coordinates only); "
+                                 "georeference it (gdal_translate -a_ullr ... or a world file)")
+        if not _has_valid_pixels(src, icfg.nodata):
+            raise InputDataError(f"{path}: every pixel is nodata (or transparent); check the file or "
+                                 "[imagery] nodata")
         alpha = _alpha_band(src)
         nodata = icfg.nodata if icfg.nodata is not None else src.nodata
         bounds = transform_bounds(src.crs, "EPSG:3857", *src.bounds, densify_pts=21)
@@ -133,6 +139,40 @@ def _source_info(path: Path, icfg: ImageryConfig) -> tuple[SourceInfo, Any, str]
                           (abs(src.res[0]), abs(src.res[1])), tuple(src.overviews(1)),
                           tuple(float(v) for v in bounds))  # type: ignore[arg-type]
         return info, _default_bands(src, alpha), src.dtypes[0]
+
+
+def _has_valid_pixels(src: Any, nodata: float | None) -> bool:
+    """True when a reduced read (at most ``STATS_SIDE`` px a side) of ``src`` has a valid pixel."""
+    f = max(1, math.ceil(max(src.width, src.height) / STATS_SIDE))
+    shape = (max(1, src.height // f), max(1, src.width // f))
+    if nodata is None:
+        return bool(src.dataset_mask(out_shape=shape, resampling=Resampling.nearest).any())
+    data = src.read(out_shape=(src.count, *shape), resampling=Resampling.nearest)
+    return bool((data != nodata).any())
+
+
+def coverage_share(plan: RasterPlan, tiles: Sequence[Tile]) -> float:
+    """Share (0..1) of ``tiles`` whose EPSG:3857 bounds overlap some raster's footprint."""
+    if not tiles:
+        return 1.0
+    b = np.array([tile_bounds(t) for t in tiles])
+    hit = np.zeros(len(tiles), dtype=bool)
+    for s in plan.sources:
+        w, so, e, n = s.bounds_3857
+        hit |= (b[:, 0] < e) & (b[:, 2] > w) & (b[:, 1] < n) & (b[:, 3] > so)
+    return float(hit.mean())
+
+
+def check_coverage(plan: RasterPlan, tiles: Sequence[Tile], where: str) -> float:
+    """The share of the region's ``tiles`` the rasters cover; raises InputDataError naming
+    ``where`` (the config) when they cover none, since the imagery stage would yield nothing."""
+    share = coverage_share(plan, tiles)
+    if share == 0.0:
+        foot = "; ".join(f"{Path(s.path).name}: {tuple(round(v) for v in s.bounds_3857)}" for s in plan.sources)
+        raise InputDataError(
+            f"{where}: [imagery] paths: no raster overlaps the region's {len(tiles)} tiles (raster footprints in "
+            f"EPSG:3857: {foot}) — check region.bbox and the rasters' CRS (gdalinfo)")
+    return share
 
 
 def plan_sources(icfg: ImageryConfig) -> RasterPlan:

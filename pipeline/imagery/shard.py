@@ -33,7 +33,7 @@ class ShardResult:
 
 
 def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile], size: int, out: ShardWriter,
-               progress: Callable[[int, int], None] | None = None) -> ShardResult:
+               progress: Callable[[int, int], None] | None = None, download: Any = None) -> ShardResult:
     """Make the imagery tiles of one shard through the shard's tile writer ``out``: cut from
     the rasters (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded
     (keeping verified tiles already on disk when ``out.resumable``)."""
@@ -50,7 +50,8 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
         return ShardResult(raster_tiles(plan, icfg, shard, tiles, size, out, progress))
     from pipeline.imagery.xyz import fetch_tiles
 
-    records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch, reuse=out.resumable, progress=progress)
+    records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch, reuse=out.resumable, progress=progress,
+                                 download=download)
     for r in records:  # the downloader wrote its files through the writer's scratch folder
         out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
     return ShardResult(records, stats.as_dict())

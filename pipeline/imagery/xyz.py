@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError
-from pipeline.imagery.common import TileRecord
-from pipeline.imagery.fetch import Downloader, FetchOptions, FetchStats
+from pipeline.imagery.common import TileRecord, redact_url
+from pipeline.imagery.fetch import Downloader, DownloadOptions, FetchOptions, FetchStats
 from pipeline.tiles import Tile, quadkey
 
 
@@ -42,11 +42,13 @@ def url_function(icfg: ImageryConfig, size: int) -> Callable[[Tile], str]:
 
 def fetch_tiles(icfg: ImageryConfig, tiles: Sequence[Tile], size: int, out_root: Path, scratch: Path,
                 reuse: bool = False, progress: Callable[[int, int], None] | None = None,
-                seed: int | None = None) -> tuple[list[TileRecord], FetchStats]:
+                seed: int | None = None, download: DownloadOptions | None = None,
+                ) -> tuple[list[TileRecord], FetchStats]:
     """Download ``tiles`` from the server of an ``xyz`` or ``wms`` config into
-    ``out_root/z/x/y.<ext>``; returns a record per tile and the request counts. Raises
+    ``out_root/z/x/y.<ext>``; returns a record per tile and the request counts. ``download``:
+    the operational settings (connections, retries, timeouts; defaults when None). Raises
     TileServerError (redacted) after trying every tile if some kept failing."""
-    opts = replace(FetchOptions.from_config(icfg, size), seed=seed)
-    dl = Downloader(url_function(icfg, size), opts)
+    opts = replace(FetchOptions.from_config(icfg, size, download), seed=seed)
+    dl = Downloader(url_function(icfg, size), opts, source=redact_url(icfg.url or ""))
     records = dl.run(tiles, out_root, scratch, reuse=reuse, progress=progress)
     return records, dl.stats

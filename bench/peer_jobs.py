@@ -1,0 +1,196 @@
+"""One benchmark job per process: ``python -m bench.peer_jobs JOB ARGS...`` (see bench_peers).
+
+Each job imports only what it needs, inside its function, so the process start-up it pays is
+the one a user's script would pay. Ours call the library as the Luigi tasks do; the peers are
+what a user would write instead, with the same input and an output of the same kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# extraction: features.parquet from a .osm.pbf
+
+
+def osmsat_extract(config: str, pbf: str, out: str, only: str = "") -> None:
+    from pipeline.config import load_config
+    from pipeline.io import write_features
+    from pipeline.osm import extract_features
+
+    classes = load_config(config).classes
+    classes = tuple(c for c in classes if not only or c.name == only)
+    write_features(extract_features(Path(pbf), classes), out)
+
+
+def plain_extract(config: str, pbf: str, out: str, only: str = "") -> None:
+    """A plain pyosmium handler: areas from ``area()``, lines from ``way()``, WKB factory,
+    a GeoDataFrame, GeoParquet."""
+    import geopandas as gpd
+    import osmium
+    import shapely
+
+    from pipeline.config import load_config
+
+    classes = [c for c in load_config(config).classes if not only or c.name == only]
+    areas = [c for c in classes if c.kind == "area"]
+    lines = [c for c in classes if c.kind == "line"]
+    fab = osmium.geom.WKBFactory()
+    rows: list[tuple[int, str, str]] = []
+
+    def first(specs: list[Any], tags: Any) -> Any:
+        d = dict(tags)
+        return next((c for c in specs if c.matches(d) is not None), None)
+
+    class Handler(osmium.SimpleHandler):
+        def area(self, a: Any) -> None:
+            c = first(areas, a.tags)
+            if c is not None:
+                with contextlib.suppress(RuntimeError):
+                    rows.append((a.orig_id(), c.name, fab.create_multipolygon(a)))
+
+        def way(self, w: Any) -> None:
+            c = first(lines, w.tags)
+            if c is not None:
+                with contextlib.suppress(RuntimeError, osmium.InvalidLocationError):
+                    rows.append((w.id, c.name, fab.create_linestring(w)))
+
+    keys = sorted({f.key for c in classes for f in c.tags})
+    Handler().apply_file(pbf, locations=True, filters=[osmium.filter.KeyFilter(*keys)])
+    geoms = shapely.from_wkb([bytes.fromhex(w) for _, _, w in rows])
+    gdf = gpd.GeoDataFrame({"osm_id": [r[0] for r in rows], "class": [r[1] for r in rows]}, geometry=geoms,
+                           crs="EPSG:4326")
+    gdf.to_parquet(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# cover: tiles.csv from the features
+
+
+def osmsat_cover(config: str, features: str, out: str) -> None:
+    from pipeline.config import load_config
+    from pipeline.cover import cover_features, tiles_table, write_tiles_csv
+    from pipeline.io import read_features
+
+    cfg = load_config(config)
+    feats = read_features(features)
+    xy = cover_features(feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float), cfg.zoom)
+    write_tiles_csv(tiles_table(xy, cfg.zoom, cfg.shard_zoom), out)
+
+
+def supermercado_cover(zoom: str, geojson: str, out: str) -> None:
+    """supermercado's ``burntiles.burn`` on the same (line-buffered) features as GeoJSON."""
+    import json
+
+    from supermercado import burntiles
+
+    with open(geojson) as fh:
+        feats = json.load(fh)["features"]
+    tiles = burntiles.burn(feats, int(zoom))
+    with open(out, "w") as fh:
+        fh.write("z,x,y\n")
+        fh.writelines(f"{z},{x},{y}\n" for x, y, z in tiles.tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# masks: palette PNG per tile
+
+
+def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
+    from pipeline.config import load_config
+    from pipeline.cover import read_tiles_csv, shard_tiles
+    from pipeline.io import read_features, write_tile_files
+    from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+
+    cfg = load_config(config)
+    df = read_tiles_csv(tiles_csv)
+    root = Path(out)
+    for shard in sorted(df.shard.unique()):
+        feats = read_features(features, bbox=shard_read_bbox(shard, cfg.classes))
+        burn = prepare_burn(feats, cfg.classes)
+        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
+        write_tile_files(root, pngs, "png", root / "_tmp" / shard)
+
+
+def plain_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
+    """A plain loop: features to EPSG:3857 (lines buffered), an STRtree, then per tile one
+    ``rasterio.features.rasterize`` and a Pillow palette PNG."""
+    import geopandas as gpd
+    import mercantile
+    import numpy as np
+    import pandas as pd
+    import shapely
+    from PIL import Image
+    from rasterio.features import rasterize
+    from rasterio.transform import from_bounds
+
+    from pipeline.config import load_config
+
+    cfg = load_config(config)
+    prio = {c.id: c.priority for c in cfg.classes}
+    g = gpd.read_parquet(features)
+    b = g.geometry.bounds
+    lat = ((b["miny"] + b["maxy"]) / 2).to_numpy()
+    g = g.to_crs(3857)
+    scale = 1 / np.cos(np.radians(lat))
+    lines = g.geometry.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
+    geoms = g.geometry.to_numpy().copy()
+    geoms[lines] = shapely.buffer(geoms[lines], g["buffer_m"].to_numpy()[lines] * scale[lines], cap_style="flat")
+    order = np.argsort([prio[int(c)] for c in g["class_id"]], kind="stable")
+    geoms, ids = geoms[order], g["class_id"].to_numpy()[order]
+    tree = shapely.STRtree(geoms)
+    palette = cfg.palette()
+    size = cfg.tile_size
+    for z, x, y in pd.read_csv(tiles_csv)[["z", "x", "y"]].itertuples(index=False):
+        b = mercantile.xy_bounds(int(x), int(y), int(z))
+        hit = np.sort(tree.query(shapely.box(b.left, b.bottom, b.right, b.top)))
+        arr = rasterize(zip(geoms[hit], ids[hit]), out_shape=(size, size), dtype="uint8",
+                        transform=from_bounds(b.left, b.bottom, b.right, b.top, size, size)) if len(hit) \
+            else np.zeros((size, size), np.uint8)
+        img = Image.fromarray(arr, mode="P")
+        img.putpalette(palette)
+        path = Path(out) / str(z) / str(x) / f"{y}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, optimize=False, compress_level=6)
+
+
+# ---------------------------------------------------------------------------------------------
+# imagery: tiles cut from a COG
+
+
+def osmsat_imagery(cog: str, tiles_txt: str, fmt: str, out: str) -> None:
+    from pipeline.config import ImageryConfig
+    from pipeline.imagery.raster import plan_sources, raster_shard
+    from pipeline.tiles import Tile, shard_of
+
+    tiles = [Tile(*map(int, line.split())) for line in Path(tiles_txt).read_text().split("\n") if line]
+    icfg = ImageryConfig(source="raster", paths=(Path(cog),), format=fmt, resampling="bilinear", png_level=1,
+                         jpeg_quality=90)
+    plan = plan_sources(icfg)
+    shards: dict[str, list[Tile]] = {}
+    for t in tiles:
+        shards.setdefault(shard_of(t, t.z - 5), []).append(t)
+    for shard, ts in shards.items():
+        raster_shard(plan, icfg, shard, ts, 256, Path(out), Path(out) / "_tmp" / shard)
+
+
+def riotiler_imagery(cog: str, tiles_txt: str, fmt: str, out: str) -> None:
+    """rio-tiler's ``Reader.tile`` + ``render`` at the same PNG level (1) / JPEG quality (90)."""
+    from rio_tiler.io import Reader
+
+    tiles = [tuple(map(int, line.split())) for line in Path(tiles_txt).read_text().split("\n") if line]
+    opts = {"zlevel": 1} if fmt == "png" else {"quality": 90}
+    with Reader(cog) as r:
+        for z, x, y in tiles:
+            img = r.tile(x, y, z, tilesize=256, resampling_method="bilinear")
+            data = img.render(img_format="PNG" if fmt == "png" else "JPEG", add_mask=False, **opts)
+            path = Path(out) / str(z) / str(x) / f"{y}.{fmt}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1].replace("-", "_")](*sys.argv[2:])
