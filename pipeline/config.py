@@ -39,7 +39,9 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: a config never imports torch): section name -> "module:function". The function takes
 #: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
-SECTION_PARSERS: dict[str, str] = {}
+SECTION_PARSERS: dict[str, str] = {
+    "predict": "pipeline.predict_spec:parse_predict",
+}
 
 
 @dataclass(frozen=True)
