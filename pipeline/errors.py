@@ -28,3 +28,11 @@ class TileServerError(OsmsatError, RuntimeError):
 
 class ManifestError(OsmsatError, ValueError):
     """A manifest or a finished output does not match what it claims (size, checksum, digest)."""
+
+
+class ModelError(OsmsatError, ValueError):
+    """A model spec, encoder weights file or checkpoint is missing, unreadable or does not fit."""
+
+
+class TrainingError(OsmsatError, RuntimeError):
+    """Training cannot go on (NaN loss, empty split, no positive pixel, out of memory)."""
