@@ -41,6 +41,8 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
 SECTION_PARSERS: dict[str, str] = {
     "predict": "pipeline.predict_spec:parse_predict",
+    "split": "pipeline.specs:parse_split",
+    "train": "pipeline.specs:parse_train",
 }
 
 
