@@ -4,7 +4,7 @@ Keys (all optional)::
 
     [split]
     block_zoom = 16          # tiles are split by their parent tile at this zoom (a block never
-                             # straddles two splits); default: region.zoom - 3 (8 x 8 tiles)
+                             # straddles two splits); default: region.zoom - 2 (4 x 4 tiles)
     val_fraction = 0.15      # share of tiles (whole blocks) for validation
     test_fraction = 0.15     # share of tiles (whole blocks) for the test split
     seed = 0                 # shuffles the blocks
