@@ -251,23 +251,31 @@ def _scale_of(pred: Predictor, tile_size: int) -> float:
     return model_side / tile_size
 
 
-def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
-    """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
-    of their centres. Images are normalised with the checkpoint's band statistics and resampled
-    to the model's tile scale (``meta['tile_size']`` per ``T``) when it differs."""
+def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.Tensor:
+    """uint8 windows (N, C, W, W) around tiles of ``tile_size`` px -> the model's float32 input on
+    its device: normalised with the checkpoint's band statistics and resampled to the model's
+    scale (``meta['scale']``, or ``meta['tile_size']`` per ``tile_size``) when that is not 1."""
     n, c, w, _ = windows.shape
-    t = w - 2 * border
-    x = torch.from_numpy(windows).to(pred.device, non_blocking=True)
+    x = torch.from_numpy(np.ascontiguousarray(windows)).to(pred.device, non_blocking=True)
     # normalise() takes one (C, H, W) image: stack the batch along the rows
     x = normalise(x.permute(1, 0, 2, 3).reshape(c, n * w, w), pred.meta["band_stats"])
     x = x.reshape(c, n, w, w).permute(1, 0, 2, 3).contiguous()
-    scale = _scale_of(pred, t)
+    scale = _scale_of(pred, tile_size)
     if scale != 1.0:
         side = max(1, round(w * scale))
         x = nnf.interpolate(x, size=(side, side), mode="area" if scale < 1 else "bilinear",
-                          align_corners=None if scale < 1 else False)
-    p = forward_probs(pred, x, tta)
-    if scale != 1.0:
+                            align_corners=None if scale < 1 else False)
+    return x
+
+
+def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
+    """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
+    of their centres (see :func:`model_input`; probabilities are resampled back to the image
+    scale before the centre is cut)."""
+    w = windows.shape[-1]
+    t = w - 2 * border
+    p = forward_probs(pred, model_input(pred, windows, t), tta)
+    if p.shape[-1] != w:
         p = nnf.interpolate(p, size=(w, w), mode="bilinear", align_corners=False)
     return p[:, 1:, border:border + t, border:border + t].float().cpu().numpy()
 

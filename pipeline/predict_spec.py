@@ -47,3 +47,17 @@ def parse_predict(path: Path, table: dict[str, Any]) -> PredictSpec:
     )
     sec.done()
     return spec
+
+
+def model_path(cfg: Any) -> Path:
+    """The checkpoint that predicts region ``cfg`` (a RegionConfig): ``[predict] model``, or the
+    region's own ``data/<region>/model/best.pt``."""
+    own = Path(cfg.data_dir) / "model" / "best.pt"
+    spec: PredictSpec = cfg.section("predict")
+    return spec.model if spec.model is not None else own
+
+
+def is_own_model(cfg: Any) -> bool:
+    """True when the region is predicted with the model trained on it (``model/best.pt``)."""
+    own = Path(cfg.data_dir) / "model" / "best.pt"
+    return model_path(cfg).resolve() == own.resolve()

@@ -239,3 +239,142 @@ def test_checkpoint_for_other_classes_or_bands(tmp_path: Path) -> None:
         check_compatible(pred, [("building", 1), ("water", 2)], 3, "region.toml")
     with pytest.raises(ModelError, match=r"3-band.*4 bands"):
         check_compatible(pred, [("building", 1), ("road", 2)], 4, "region.toml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Luigi: PredictAll and EvaluateModel on a generated town with a raster orthophoto
+
+
+def town_region(tmp: Path, town_pbf: Path, model: Path, extra: str = "") -> Path:
+    """The test town at z17 (256 px tiles), imagery from a generated EPSG:3857 GeoTIFF over part of
+    it, predicted with the checkpoint ``model`` (a model 'trained elsewhere' on 64 px tiles: the
+    tiles are resampled to a quarter, which keeps this test fast)."""
+    import math
+
+    from tests.pbf_fixtures import ORIGIN
+    from tests.tileserver import write_test_geotiff
+    from tests.town import write_town_config
+
+    r = 6378137.0
+    ox = math.radians(ORIGIN[0]) * r
+    oy = math.log(math.tan(math.pi / 4 + math.radians(ORIGIN[1]) / 2)) * r
+    tif = write_test_geotiff(tmp / "ortho.tif", seed=5, size_px=600, res_m=1.2, origin=(ox - 40, oy + 760),
+                             crs="EPSG:3857")
+    cfg = write_town_config(tmp / "town.toml", town_pbf, tmp / "data", zoom=17, shard_zoom=15, extra=f"""
+[imagery]
+source = "raster"
+paths = ["{tif}"]
+format = "png"
+
+[predict]
+model = "{model}"
+batch_size = 4
+{extra}""")
+    return cfg
+
+
+def town_checkpoint(path: Path) -> Path:
+    torch.manual_seed(2)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=4)
+    classes = [{"name": "building", "id": 1}, {"name": "road", "id": 2}, {"name": "park", "id": 3}]
+    save_checkpoint(path, build_model(spec), make_meta(spec, classes, STATS, 64, "elsewhere"))
+    return path
+
+
+def run_luigi(*tasks: object) -> object:
+    import luigi
+
+    res = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    return res
+
+
+@pytest.fixture(scope="module")
+def predicted_town(tmp_path_factory: pytest.TempPathFactory, town_pbf: Path) -> Path:
+    from tasks.predict import EvaluateModel
+
+    tmp = tmp_path_factory.mktemp("predict_town")
+    cfg = town_region(tmp, town_pbf, town_checkpoint(tmp / "elsewhere.pt"))
+    res = run_luigi(EvaluateModel(config=str(cfg)))
+    assert res.status.name == "SUCCESS", res.summary_text  # type: ignore[attr-defined]
+    return cfg
+
+
+def test_predict_all_writes_valid_tiles_with_manifests(predicted_town: Path) -> None:
+    import hashlib
+    import json
+
+    from pipeline.io import read_tile_index
+
+    data = predicted_town.parent / "data"
+    images = read_tile_index(data / "images")
+    with_imagery = {(z, x, y) for z, x, y, s in zip(images.z, images.x, images.y, images.status) if s == "written"}
+    preds = read_tile_index(data / "predictions")
+    assert {(z, x, y) for z, x, y in zip(preds.z, preds.x, preds.y)} == with_imagery
+    assert len(with_imagery) >= 4 and (images.status != "written").any()  # some tiles lack imagery
+    for rel, sha in zip(preds.path, preds.sha256):
+        raw = (data / "predictions" / rel).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == sha
+        assert decode_probs(raw, 3).shape == (3, 256, 256)
+    summary = json.loads((data / "predictions" / "_manifest.json").read_text())
+    assert summary["tiles"] == len(with_imagery)
+    assert [c["name"] for c in summary["classes"]] == ["building", "road", "park"]
+    assert not list((data / "predictions").rglob("*.tmp"))
+
+
+def test_evaluate_model_metrics(predicted_town: Path) -> None:
+    import json
+
+    data = predicted_town.parent / "data"
+    m = json.loads((data / "model" / "metrics.json").read_text())
+    assert m["scope"] == "all labelled" and m["classes"] == ["background", "building", "road", "park"]
+    cm = np.array(m["confusion"])
+    assert cm.shape == (4, 4) and cm.sum() == m["pixels"] > 0
+    for k in ("iou", "precision", "recall", "f1"):
+        assert set(m[k]) == set(m["classes"])
+    tp, fp, fn = cm[1, 1], cm[:, 1].sum() - cm[1, 1], cm[1, :].sum() - cm[1, 1]
+    if tp + fp + fn:
+        assert m["iou"]["building"] == pytest.approx(tp / (tp + fp + fn))
+
+
+def test_rerun_is_complete_and_model_change_reruns(predicted_town: Path, tmp_path: Path) -> None:
+    import luigi
+
+    from tasks.predict import PredictAll
+
+    res = run_luigi(PredictAll(config=str(predicted_town)))
+    parts = luigi.execution_summary._partition_tasks(res.worker)  # type: ignore[attr-defined]
+    assert not parts["completed"] and parts["already_done"]
+    # another checkpoint file (same path, new bytes) is another model: predictions are stale
+    task = PredictAll(config=str(predicted_town))
+    assert task.complete()
+    model = predicted_town.parent / "elsewhere.pt"
+    data = model.read_bytes()
+    model.write_bytes(data)  # new mtime
+    import os
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))
+    assert not PredictAll(config=str(predicted_town)).complete()
+
+
+def test_task_errors_name_the_model(predicted_town: Path, tmp_path: Path) -> None:
+    """A missing checkpoint, or one made for another class table, stops the shard with an error
+    that names the file and says what to do (the town's imagery is reused: same data folder)."""
+    from pipeline.io import read_tile_index
+    from tasks.predict import Predict, image_paths
+
+    data = predicted_town.parent / "data"
+    shard = str(sorted(read_tile_index(data / "images").shard)[0])
+    assert image_paths(data, shard)
+    text = predicted_town.read_text()
+    missing = tmp_path / "bad.toml"
+    missing.write_text(text.replace(str(predicted_town.parent / "elsewhere.pt"), str(tmp_path / "gone.pt")))
+    with pytest.raises(ModelError, match=r"gone\.pt: no such checkpoint"):
+        Predict(config=str(missing), shard=shard).run()
+    torch.manual_seed(0)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+    other = tmp_path / "water.pt"
+    save_checkpoint(other, build_model(spec), make_meta(spec, [{"name": "building", "id": 1},
+                                                               {"name": "water", "id": 2}], STATS, 64, "x"))
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(text.replace(str(predicted_town.parent / "elsewhere.pt"), str(other)))
+    with pytest.raises(ModelError, match=r"water\.pt: the model was trained for classes .*wrong\.toml"):
+        Predict(config=str(wrong), shard=shard).run()
