@@ -268,6 +268,13 @@ def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.T
     return x
 
 
+def border_for(pred: Predictor, tile_size: int, context_px: int) -> int:
+    """The context border (image pixels) for tiles of ``tile_size`` px: ``context_px`` rounded up
+    to the model's stride counted in image pixels (stride / scale), at most one tile."""
+    stride = max(1, math.ceil(pred.stride / _scale_of(pred, tile_size)))
+    return plan_border(tile_size, context_px, stride)
+
+
 def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
     """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
     of their centres (see :func:`model_input`; probabilities are resampled back to the image
@@ -292,8 +299,7 @@ def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], 
     if first is None:
         raise InputDataError(f"tile {'/'.join(map(str, keys[0]))} has no image tile to predict")
     t = first.shape[1]
-    stride = max(1, math.ceil(pred.stride / _scale_of(pred, t)))
-    border = plan_border(t, context_px, stride)
+    border = border_for(pred, t, context_px)
     batches = [list(keys[i:i + batch_size]) for i in range(0, len(keys), batch_size)]
 
     def load(batch: list[TileKey]) -> np.ndarray:

@@ -46,7 +46,7 @@ class ExportModel(RegionTask):
 
     def run(self) -> None:
         from pipeline.export import check_onnx, export_onnx, file_info, model_card
-        from pipeline.predict import TileReader, load_predictor, model_input, plan_border, tile_window
+        from pipeline.predict import TileReader, border_for, load_predictor, model_input, tile_window
 
         cfg = self.cfg
         spec: PredictSpec = cfg.section("predict")
@@ -56,7 +56,7 @@ class ExportModel(RegionTask):
         keys = self._check_tiles(images)
         reader = TileReader(images)
         t = reader.get(keys[0]).shape[-1]  # type: ignore[union-attr]
-        border = plan_border(t, spec.context_px, pred.stride)
+        border = border_for(pred, t, spec.context_px)
         x = model_input(pred, np.stack([tile_window(reader, k, border) for k in keys]), t)
         side = int(x.shape[-1])
         out = self.export_dir()
