@@ -21,27 +21,27 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.model import normalise
-from pipeline.split import IGNORE, TileRow, read_image, read_mask
 from pipeline.specs import TrainSpec
+from pipeline.split import IGNORE, TileRow, read_image, read_mask
 
 
 def build_augment(spec: TrainSpec, bands: int) -> Any:
     """albumentations Compose applied jointly to image (H, W, C uint8) and mask: flips, 90-degree
     rotations, scale jitter (mask resampled nearest, new border ignored) and colour jitter."""
-    import albumentations as A
+    import albumentations as alb
     import cv2
 
-    ts: list[Any] = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=1.0)]
+    ts: list[Any] = [alb.HorizontalFlip(p=0.5), alb.VerticalFlip(p=0.5), alb.RandomRotate90(p=1.0)]
     if spec.scale_jitter > 0:
         j = spec.scale_jitter
-        ts.append(A.Affine(scale=(1 - j, 1 + j), border_mode=cv2.BORDER_REFLECT_101, fill_mask=IGNORE, p=0.5))
+        ts.append(alb.Affine(scale=(1 - j, 1 + j), border_mode=cv2.BORDER_REFLECT_101, fill_mask=IGNORE, p=0.5))
     if spec.color_jitter > 0:
         c = spec.color_jitter
-        ts.append(A.RandomBrightnessContrast(brightness_limit=c, contrast_limit=c, p=0.8))
+        ts.append(alb.RandomBrightnessContrast(brightness_limit=c, contrast_limit=c, p=0.8))
         if bands == 3:
-            ts.append(A.HueSaturationValue(hue_shift_limit=int(20 * c), sat_shift_limit=int(30 * c),
+            ts.append(alb.HueSaturationValue(hue_shift_limit=int(20 * c), sat_shift_limit=int(30 * c),
                                            val_shift_limit=0, p=0.5))
-    return A.Compose(ts)
+    return alb.Compose(ts)
 
 
 class TileDataset(Dataset[dict[str, Any]]):

@@ -25,7 +25,7 @@ import contextlib
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -160,10 +160,21 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: Mapping[str,
                             "model": state, "meta": dict(meta)}
     if train_state is not None:
         blob["train_state"] = dict(train_state)
+    with atomic_target(path) as tmp:
+        torch.save(blob, tmp)
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; renamed onto ``path`` on success, deleted on error
+    (like ``pipeline.io.atomic_path``, without importing the geospatial stack)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)
     try:
-        torch.save(blob, tmp)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -129,8 +129,8 @@ def split_by_areas(tiles: Sequence[tuple[int, int, int]], spec: SplitSpec, block
     for name, areas in (("val", spec.val_areas), ("test", spec.test_areas)):
         if areas is not None:
             hit = shapely.intersects(boxes, _area_geoms(areas, f"{name}_areas"))
-            for i in np.flatnonzero(hit):
-                out[int(i)] = name
+            for j in np.flatnonzero(hit):
+                out[int(j)] = name
     if spec.val_areas is None and spec.val_fraction > 0:
         rest = [i for i, s in enumerate(out) if s == "train"]
         sub = split_by_blocks([tiles[i] for i in rest], block_zoom, spec.val_fraction, 0.0, spec.seed)
@@ -144,7 +144,8 @@ def read_image(path: str | Path, bands: int | None = None) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as src:
+            im = src
             if im.mode in ("P", "RGBA", "CMYK", "YCbCr"):
                 im = im.convert("RGB")
             elif im.mode == "LA":
@@ -175,7 +176,7 @@ def training_stats(data_dir: Path, rows: Iterable[TileRow]) -> dict[str, Any]:
     """Band mean/std (pixel / 255 units) and class pixel counts/shares over ``rows``."""
     s1: np.ndarray | None = None
     s2: np.ndarray | None = None
-    n = 0
+    n: int = 0
     counts = np.zeros(256, dtype=np.int64)
     for r in rows:
         img = read_image(data_dir / r.image, None if s1 is None else len(s1)).astype(np.float64) / 255.0

@@ -19,6 +19,11 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "cover": ("region.zoom", "region.bbox", "region.shard_zoom"),
     "masks": ("region.tile_size", "masks", "classes"),
     "imagery": ("region.tile_size", "imagery"),
+    "split": ("split",),
+    "train": ("train", "classes"),
+    "predict": ("predict", "classes", "region.tile_size"),
+    "evaluate": ("predict.model",),
+    "export": ("predict.model",),
 }
 #: the stages each stage reads the outputs of
 STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -27,6 +32,11 @@ STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
     "cover": ("extract",),
     "masks": ("cover",),
     "imagery": ("cover", "sample"),
+    "split": ("masks", "imagery"),
+    "train": ("split",),
+    "predict": ("imagery", "train"),
+    "evaluate": ("predict", "masks", "split"),
+    "export": ("evaluate",),
 }
 
 
@@ -45,6 +55,10 @@ def stage_inputs(cfg: RegionConfig, stage: str) -> list[Path]:
         return [cfg.osm.path]
     if stage == "imagery" and cfg.imagery is not None:
         return list(cfg.imagery.paths)
+    if stage == "predict":
+        from pipeline.predict_spec import model_path
+
+        return [model_path(cfg)]
     return []
 
 

@@ -22,6 +22,8 @@ Tasks (each stage's output lands under data/<region>/):
   MasksAll          every shard's masks
   FetchImagery      one shard (--shard QUADKEY) -> images/z/x/y.<ext> + images/_shards/QUADKEY.json
   ImageryAll        every shard's imagery + coverage summary
+  SplitDataset      image/mask pairs -> split.csv (train/val/test by block) + split_stats.json
+  TrainModel        split -> model/best.pt, last.pt, metrics.csv, training.png (resumes last.pt)
   RegionPipeline    everything above that the config asks for
 
 The local scheduler is used unless --scheduler-host or --scheduler-url is given.
@@ -30,7 +32,7 @@ python -m tasks TASK --help-all
 """
 
 
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "pipeline")
+STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "split", "train", "pipeline")
 
 
 def register_tasks() -> None:
