@@ -2,6 +2,8 @@
 #   make demo                      install, generate the sample region, run the whole pipeline (offline, CPU)
 #   make test                      install, then lint (ruff, mypy) and run the test suite
 #   make masks REGION=helsinki     run a region up to its label masks
+#   make predict REGION=demo       predict every tile with imagery (predictions/z/x/y.png) + model/metrics.json
+#   make export REGION=demo        ONNX + STAC mlm model card in data/<region>/model/export/
 #   make bench                     benchmarks (speed and peak memory; not tests)
 
 PYTHON  ?= python3
@@ -12,7 +14,7 @@ WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
 
-.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool
+.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool predict export
 
 install: $(VENV)/.installed osmium-tool
 
@@ -49,6 +51,12 @@ masks: install data/$(REGION)/$(REGION).osm.pbf
 region: install data/$(REGION)/$(REGION).osm.pbf
 	$(RUN) RegionPipeline --config configs/$(REGION).toml --workers $(WORKERS)
 
+predict: install
+	$(RUN) EvaluateModel --config configs/$(REGION).toml --workers $(WORKERS)
+
+export: install
+	$(RUN) ExportModel --config configs/$(REGION).toml --workers $(WORKERS)
+
 helsinki:
 	$(MAKE) region REGION=helsinki
 
@@ -57,6 +65,7 @@ bench: install
 	$(PY) -m bench.bench_cover_masks
 	$(PY) -m bench.bench_imagery
 	$(PY) -m bench.bench_synthetic
+	$(PY) -m bench.bench_predict
 
 clean:
 	rm -rf data/*/ bench/out
