@@ -24,6 +24,10 @@ Tasks (each stage's output lands under data/<region>/):
   ImageryAll        every shard's imagery + coverage summary
   SplitDataset      image/mask pairs -> split.csv (train/val/test by block) + split_stats.json
   TrainModel        split -> model/best.pt, last.pt, metrics.csv, training.png (resumes last.pt)
+  Predict           one shard (--shard QUADKEY) -> predictions/z/x/y.png + predictions/_shards/QUADKEY.json
+  PredictAll        every shard with imagery ([predict] model, default model/best.pt)
+  EvaluateModel     predictions vs masks on the test split -> model/metrics.json
+  ExportModel       model/export/model.onnx (checked with onnxruntime) + model.stac.json (STAC mlm card)
   RegionPipeline    everything above that the config asks for
 
 The local scheduler is used unless --scheduler-host or --scheduler-url is given.
@@ -32,7 +36,7 @@ python -m tasks TASK --help-all
 """
 
 
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "split", "train", "pipeline")
+STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "split", "train", "predict", "export", "pipeline")
 
 
 def register_tasks() -> None:
