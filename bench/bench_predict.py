@@ -9,6 +9,7 @@
   only): tiles/s over its tiles, the test-split scores of predictions made in a temporary folder,
   and how much a tile's output changes with its context border (0, 32, 64 px) against the
   largest border (a whole neighbour tile): the seam measure on a trained model.
+  (context 0/32/64/128 px, rounded up to the model's stride in image pixels)
 
 Run: ``python -m bench.bench_predict [--quick] [--region CONFIG]``.
 """
@@ -140,13 +141,12 @@ def _region(config: str, threads: int) -> dict[str, Any]:
         out["tiles_per_s"] = len(test) / (time.perf_counter() - t0)
         classes = sorted(((c.name, c.id) for c in cfg.classes), key=lambda c: c[1])
         out["scores"] = evaluate_tiles(pairs, classes)
-    # seams: a tile's probabilities with borders 0/32/64 px against a whole-tile border
+    # seams: a tile's probabilities with borders for 0/32/64/128 px against a whole-tile border
     t = reader.get(test[0]).shape[-1]  # type: ignore[union-attr]
     inner = [k for k in test if all((k[0], k[1] + dx, k[2] + dy) in images for dx in (-1, 0, 1) for dy in (-1, 0, 1))]
     seams = {}
     full = border_for(pred, t, t)
-    for ctx in (0, 32, 64):
-        b = border_for(pred, t, ctx)
+    for b in sorted({border_for(pred, t, ctx) for ctx in (0, 32, 64, 128)}):
         diffs = []
         for k in inner[:12]:
             ref = predict_windows(pred, tile_window(reader, k, full)[None], full)[0]
