@@ -378,3 +378,33 @@ def test_task_errors_name_the_model(predicted_town: Path, tmp_path: Path) -> Non
     wrong.write_text(text.replace(str(predicted_town.parent / "elsewhere.pt"), str(other)))
     with pytest.raises(ModelError, match=r"water\.pt: the model was trained for classes .*wrong\.toml"):
         Predict(config=str(wrong), shard=shard).run()
+
+
+def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path) -> None:
+    """Without ``[predict] model`` the region's own model/best.pt predicts (TrainModel is done here
+    by writing its checkpoint and manifest) and metrics.json covers the test split only."""
+    import json
+
+    from pipeline.split import read_split_csv
+    from tasks.predict import EvaluateModel
+    from tasks.split import SplitDataset
+    from tasks.train import TrainModel
+
+    cfg = town_region(tmp_path, town_pbf, tmp_path / "unused.pt",
+                      extra="\n[split]\nblock_zoom = 17\ntest_fraction = 0.4\nval_fraction = 0.2\nseed = 1\n")
+    cfg.write_text(cfg.read_text().replace(f'model = "{tmp_path / "unused.pt"}"\n', ""))
+    assert run_luigi(SplitDataset(config=str(cfg))).status.name == "SUCCESS"  # type: ignore[attr-defined]
+    data = tmp_path / "data"
+    town_checkpoint(data / "model" / "best.pt")
+    (data / "model" / "last.pt").write_bytes((data / "model" / "best.pt").read_bytes())
+    train = TrainModel(config=str(cfg))
+    train.output().write({"root": str(data / "model"), "files": {
+        n: {"size": (data / "model" / n).stat().st_size} for n in ("best.pt", "last.pt")}})
+    assert train.complete()
+    res = run_luigi(EvaluateModel(config=str(cfg)))
+    assert res.status.name == "SUCCESS", res.summary_text  # type: ignore[attr-defined]
+    m = json.loads((data / "model" / "metrics.json").read_text())
+    test = [r for r in read_split_csv(data / "split.csv") if r.split == "test"]
+    assert m["scope"] == "test" and m["tiles"] == len(test) >= 1
+    assert m["pixels"] <= len(test) * 256 * 256
+    assert m["model"] == str(data / "model" / "best.pt")
