@@ -104,9 +104,10 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         "mlm:name": item_id,
         "mlm:architecture": f"segmentation_models_pytorch.{spec['arch']} ({spec['encoder']} encoder)",
         "mlm:tasks": ["semantic-segmentation"],
-        "mlm:framework": "pytorch",
+        "mlm:framework": "PyTorch",
         "mlm:framework_version": torch.__version__.split("+")[0],
         "mlm:pretrained": bool(spec.get("encoder_weights_path")),
+        "bands": [{"name": b, "description": f"image tile band {i + 1} (8-bit)"} for i, b in enumerate(names)],
         "mlm:accelerator": None,
         "mlm:accelerator_constrained": False,
         "mlm:input": [{
@@ -128,6 +129,8 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
             "post_processing_function": None,
         }],
     }
+    if not props["mlm:pretrained"]:
+        props["mlm:pretrained_source"] = None  # mlm: trained from scratch
     if total_parameters is not None:
         props["mlm:total_parameters"] = int(total_parameters)
     if metrics:

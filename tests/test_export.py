@@ -55,7 +55,7 @@ def test_model_card_has_the_mlm_fields(tiny: tuple[torch.nn.Module, dict, Path])
     p = card["properties"]
     for key in ("datetime", "mlm:name", "mlm:architecture", "mlm:tasks", "mlm:framework", "mlm:input", "mlm:output"):
         assert key in p, key
-    assert p["mlm:tasks"] == ["semantic-segmentation"] and p["mlm:framework"] == "pytorch"
+    assert p["mlm:tasks"] == ["semantic-segmentation"] and p["mlm:framework"] == "PyTorch"
     (inp,) = p["mlm:input"]
     assert inp["bands"] == ["red", "green", "blue"] and inp["input"]["shape"] == [-1, 3, 128, 128]
     assert inp["input"]["dim_order"] == ["batch", "bands", "height", "width"]
@@ -70,6 +70,9 @@ def test_model_card_has_the_mlm_fields(tiny: tuple[torch.nn.Module, dict, Path])
     assert "id 3" in out["classification:classes"][2]["description"]
     assert p["osmsat:metrics"] == {"iou": {"building": 0.8}}
     assert card["assets"]["model"]["bands"] == [{"name": "red"}, {"name": "green"}, {"name": "blue"}]
+    # mlm: named input bands need STAC 1.1 'bands' in the item properties; no pretraining -> source null
+    assert [b["name"] for b in p["bands"]] == inp["bands"] and card["stac_version"] == "1.1.0"
+    assert p["mlm:pretrained"] is False and p["mlm:pretrained_source"] is None
 
 
 # ---------------------------------------------------------------------------------------------
