@@ -126,3 +126,24 @@ def test_export_model_task(exported: Path) -> None:
     z, xx, y = key
     written = decode_probs((data / "predictions" / f"{z}/{xx}/{y}.png").read_bytes(), 3)
     assert np.abs(np.rint(probs * 255) - written.astype(float)).max() <= 1
+
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "philippines" / "tiles"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="real sample tiles (../shared/data/real/philippines) are absent")
+def test_onnx_matches_pytorch_on_real_tiles(tiny: tuple[torch.nn.Module, dict, Path]) -> None:  # type: ignore[type-arg]
+    """Context windows of real z20 aerial tiles (JPEG, neighbours where the sample has them,
+    mirrored elsewhere), normalised as prediction does: ONNX and PyTorch agree."""
+    from pipeline.predict import Predictor, TileReader, border_for, model_input, tile_window
+
+    model, meta, path = tiny
+    paths = {(20, int(p.parent.name), int(p.stem)): p for p in sorted((REAL / "20").glob("*/*.jpg"))}
+    pred = Predictor(model, {**meta, "tile_size": 256}, torch.device("cpu"), "tiny")
+    reader = TileReader(paths)
+    keys = sorted(paths)[:4]
+    border = border_for(pred, 256, 32)
+    x = model_input(pred, np.stack([tile_window(reader, k, border) for k in keys]), 256)
+    assert x.shape == (4, 3, 320, 320)
+    check = check_onnx(path, model, x)
+    assert check["max_abs_diff_probs"] < 1e-4 and check["max_abs_diff_logits"] < 1e-3, check
