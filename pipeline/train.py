@@ -320,7 +320,7 @@ def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: Epoch
                                 f"{max(1, spec.batch_size // 2)} (or a smaller scale); {out}/last.pt keeps the "
                                 "last good epoch") from exc
         sched.step()
-        total += float(loss) * len(x)
+        total += float(loss.detach()) * len(x)
         seen += len(x)
         if bar is not None:
             bar.update(1)
