@@ -21,9 +21,9 @@ Importable with torch, numpy and Pillow alone (no geospatial stack): tiles are p
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,8 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
     dev = torch.device(device)
     model, meta = load_checkpoint(path, map_location="cpu")
     model.to(dev).eval()
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     return Predictor(model=model, meta=meta, device=dev, source=str(path))
 
 
@@ -234,6 +236,8 @@ def forward_probs(pred: Predictor, x: torch.Tensor, tta: str = "none") -> torch.
     with torch.inference_mode(), torch.autocast(pred.device.type, dtype=dtype, enabled=amp):
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
+            if amp:
+                xi = xi.contiguous(memory_format=torch.channels_last)
             logits = pred.model(xi).float()
             p = torch.softmax(logits, dim=1)
             p = torch.flip(p, dims) if dims else p
@@ -256,7 +260,10 @@ def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.T
     its device: normalised with the checkpoint's band statistics and resampled to the model's
     scale (``meta['scale']``, or ``meta['tile_size']`` per ``tile_size``) when that is not 1."""
     n, c, w, _ = windows.shape
-    x = torch.from_numpy(np.ascontiguousarray(windows)).to(pred.device, non_blocking=True)
+    x = torch.from_numpy(np.ascontiguousarray(windows))
+    if pred.device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(pred.device, non_blocking=True)
     # normalise() takes one (C, H, W) image: stack the batch along the rows
     x = normalise(x.permute(1, 0, 2, 3).reshape(c, n * w, w), pred.meta["band_stats"])
     x = x.reshape(c, n, w, w).permute(1, 0, 2, 3).contiguous()
@@ -320,7 +327,17 @@ def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], 
                 progress(done, len(keys))
 
 
-def prediction_pngs(results: Iterator[tuple[TileKey, np.ndarray]], level: int = 1) -> Iterator[tuple[TileKey, bytes]]:
-    """``(tile, uint8 probabilities)`` -> ``(tile, prediction PNG bytes)`` (:func:`pipeline.probs.encode_probs`)."""
-    for key, q in results:
-        yield key, encode_probs(q, level)
+def prediction_pngs(results: Iterator[tuple[TileKey, np.ndarray]], level: int = 1,
+                    threads: int = 4) -> Iterator[tuple[TileKey, bytes]]:
+    """``(tile, uint8 probabilities)`` -> ``(tile, prediction PNG bytes)`` (:func:`pipeline.probs.encode_probs`),
+    in order, encoded by ``threads`` threads (zlib releases the GIL) with at most ``4 * threads`` tiles in flight."""
+    pending: deque[tuple[TileKey, Future[bytes]]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for key, q in results:
+            pending.append((key, pool.submit(encode_probs, q, level)))
+            while len(pending) > 4 * threads:
+                k, fut = pending.popleft()
+                yield k, fut.result()
+        while pending:
+            k, fut = pending.popleft()
+            yield k, fut.result()

@@ -23,6 +23,7 @@ from pipeline.predict import (
     plan_border,
     predict_tiles,
     predict_windows,
+    prediction_pngs,
     read_image,
     tile_window,
 )
@@ -222,6 +223,9 @@ def test_predict_tiles_outputs_valid_prediction_tiles(tmp_path: Path) -> None:
         assert int(q.astype(int).sum(0).max()) <= 256  # two of three softmax channels
         assert np.array_equal(decode_probs(encode_probs(q), 2), q)
     assert seen[-1] == (8, 8) and len(seen) == 3
+    pngs = list(prediction_pngs(iter(out.items()), threads=2))  # threaded encoding keeps the order
+    assert [k for k, _ in pngs] == keys
+    assert all(np.array_equal(decode_probs(b, 2), out[k]) for k, b in pngs)
 
 
 # ---------------------------------------------------------------------------------------------
