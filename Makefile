@@ -65,6 +65,7 @@ bench: install
 	$(PY) -m bench.bench_cover_masks
 	$(PY) -m bench.bench_imagery
 	$(PY) -m bench.bench_synthetic
+	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_predict
 
 clean:

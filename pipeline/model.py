@@ -13,6 +13,7 @@ Checkpoint format (``torch.save`` of a dict of tensors and plain Python values, 
         "classes": [{"name", "id"}, ...],   # output channel k >= 1 = k-th class by ascending id; 0 = background
         "band_stats": {"mean": [...], "std": [...]},   # per band, in units of pixel / 255 (0..1)
         "tile_size": int,                   # pixels of the training tiles (model input side)
+        "scale": float,                     # input resampling of training: model px per image px
         "config_digest": str,               # chained digest of the train stage that made it
         "metrics": {...},                   # validation metrics of this epoch (may be empty)
      },
@@ -134,8 +135,10 @@ def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Sequenc
 
 
 def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats: Mapping[str, Sequence[float]],
-              tile_size: int, config_digest: str, metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The checkpoint's ``meta`` dict (see the module docstring), checked for consistency."""
+              tile_size: int, config_digest: str, metrics: Mapping[str, Any] | None = None,
+              scale: float = 1.0) -> dict[str, Any]:
+    """The checkpoint's ``meta`` dict (see the module docstring), checked for consistency.
+    ``scale`` is the input resampling factor of training (0.5: image tiles were halved)."""
     table = [{"name": str(c["name"]), "id": int(c["id"])} for c in sorted(classes, key=lambda c: int(c["id"]))]
     if len(table) + 1 != spec.classes:
         raise ModelError(f"{len(table)} classes need a model with {len(table) + 1} outputs, spec has {spec.classes}")
@@ -144,7 +147,8 @@ def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats:
     return {"spec": spec.to_dict(), "classes": table,
             "band_stats": {"mean": [float(v) for v in band_stats["mean"]],
                            "std": [float(v) for v in band_stats["std"]]},
-            "tile_size": int(tile_size), "config_digest": str(config_digest), "metrics": dict(metrics or {})}
+            "tile_size": int(tile_size), "scale": float(scale), "config_digest": str(config_digest),
+            "metrics": dict(metrics or {})}
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: Mapping[str, Any],

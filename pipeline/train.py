@@ -133,12 +133,14 @@ def seed_everything(seed: int) -> None:
 @dataclass(frozen=True)
 class RunInfo:
     """What the checkpoint records besides weights: classes [{name, id}], band stats (pixel / 255
-    units), tile size (pixels at the model input) and the train stage's config digest."""
+    units), tile size (pixels at the model input), the train stage's config digest and the input
+    resampling factor ``scale`` (model pixels per image pixel)."""
 
     classes: tuple[Mapping[str, Any], ...]
     band_stats: Mapping[str, Sequence[float]]
     tile_size: int
     config_digest: str
+    scale: float = 1.0
 
 
 def _loader(ds: TileDataset, sampler: EpochSampler, batch: int, workers: int, pin: bool) -> DataLoader[Any]:
@@ -257,7 +259,8 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     val_loader = _loader(val_ds, EpochSampler(len(val_ds), 0, rank, world, shuffle=False), spec.batch_size,
                          workers, pin)
     loss_fn = build_loss(spec.losses)
-    meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest)
+    meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest,
+                          scale=info.scale)
     board = None
     if rank == 0:
         from pipeline.trainlog import Board

@@ -52,7 +52,8 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     train_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "train"], band_stats, spec.scale, augment)
     val_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "val"], band_stats, spec.scale)
     info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,
-                   tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest)
+                   tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
+                   scale=spec.scale)
     return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, cfg.data_dir / "model", info,
                device=device, workers=workers, progress=progress, on_step=on_step)
 
