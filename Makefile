@@ -14,7 +14,7 @@ WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
 
-.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool predict export
+.PHONY: install test lint demo masks imagery region helsinki bench clean osmium-tool predict export train
 
 install: $(VENV)/.installed osmium-tool
 
@@ -50,6 +50,9 @@ masks: install data/$(REGION)/$(REGION).osm.pbf
 
 region: install data/$(REGION)/$(REGION).osm.pbf
 	$(RUN) RegionPipeline --config configs/$(REGION).toml --workers $(WORKERS)
+
+train: install
+	$(RUN) TrainModel --config configs/$(REGION).toml --workers $(WORKERS)
 
 predict: install
 	$(RUN) EvaluateModel --config configs/$(REGION).toml --workers $(WORKERS)
