@@ -169,12 +169,49 @@ def bench_region(config: str) -> None:
           {k: {m: round(v, 4) for m, v in d.items()} for k, d in res["seams"].items()}, flush=True)
 
 
+def picture(config: str, out: str) -> None:
+    """A picture of a predicted region: the imagery mosaic with the predicted class probabilities
+    (from ``<data_dir>/predictions``, read through its tile index) blended in the class colours."""
+    from PIL import Image
+
+    from pipeline.config import load_config
+    from pipeline.predict import read_image
+    from pipeline.probs import decode_probs
+    from tasks.predict import image_paths, image_paths_of
+
+    cfg = load_config(config)
+    images = image_paths(cfg.data_dir)
+    preds = image_paths_of(cfg.data_dir / "predictions")
+    classes = sorted(cfg.classes, key=lambda c: c.id)
+    keys = sorted(set(images) & set(preds))
+    xs, ys = [k[1] for k in keys], [k[2] for k in keys]
+    t = cfg.tile_size
+    canvas = np.zeros(((max(ys) - min(ys) + 1) * t, (max(xs) - min(xs) + 1) * t, 3), np.float32)
+    for z, x, y in keys:
+        img = read_image(images[(z, x, y)])[:3].transpose(1, 2, 0).astype(np.float32)
+        probs = decode_probs((cfg.data_dir / "predictions" / preds[(z, x, y)]).read_bytes(), len(classes)) / 255.0
+        for c, p in zip(classes, probs):
+            colour = np.array([int(c.color[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
+            img = img * (1 - 0.6 * p[..., None]) + colour * 0.6 * p[..., None]
+        r, c0 = (y - min(ys)) * t, (x - min(xs)) * t
+        canvas[r:r + t, c0:c0 + t] = img
+    im = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    im.thumbnail((1600, 1600))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    im.save(out, optimize=True)
+    print(f"picture: {out} ({im.size[0]}x{im.size[1]} px, {len(keys)} tiles)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer tiles")
     ap.add_argument("--region", help="a trained region config (reads its model/best.pt and tiles)")
     ap.add_argument("--gpu-only", action="store_true", help="only the CUDA benchmark")
+    ap.add_argument("--picture", help="with --region: write a picture of its predictions folder to this PNG")
     args = ap.parse_args()
+    if args.region and args.picture:
+        picture(args.region, args.picture)
+        return
     if args.region:
         bench_region(args.region)
         return
