@@ -97,16 +97,17 @@ def plan_border(tile_size: int, context_px: int, stride: int) -> int:
 
 
 def context_window(centre: np.ndarray, neighbours: Mapping[tuple[int, int], np.ndarray | None],
-                   border: int) -> np.ndarray:
+                   border: int, where: str = "image tile") -> np.ndarray:
     """(bands, T + 2b, T + 2b) window: ``centre`` (bands, T, T) in the middle, its border from the
-    ``neighbours`` keyed by ``(dx, dy)`` (dx east, dy south), each (bands, T, T) or None.
+    ``neighbours`` keyed by ``(dx, dy)`` (dx east, dy south), each (bands, T, T) or None;
+    ``where`` names the tile in errors.
 
     A missing edge neighbour is the centre mirrored across that edge (``numpy.pad`` 'symmetric');
     a missing corner is the strip beside it mirrored across the edge whose neighbour is missing
     (so with no neighbour at all the window equals ``numpy.pad(centre, b, 'symmetric')``)."""
     c, t, t2 = centre.shape
     if t != t2:
-        raise InputDataError(f"image tile of {t}x{t2} px is not square")
+        raise InputDataError(f"{where}: {t}x{t2} px is not square; rerun ImageryAll")
     b = border
     if b == 0:
         return centre
@@ -120,8 +121,8 @@ def context_window(centre: np.ndarray, neighbours: Mapping[tuple[int, int], np.n
     def nb(dx: int, dy: int) -> np.ndarray | None:
         arr = neighbours.get((dx, dy))
         if arr is not None and arr.shape != centre.shape:
-            raise InputDataError(f"neighbour tile ({dx:+d}, {dy:+d}) has shape {arr.shape}, the tile "
-                                 f"{centre.shape}: a region's image tiles must share size and bands")
+            raise InputDataError(f"{where}: its neighbour ({dx:+d}, {dy:+d}) has shape {arr.shape}, the tile "
+                                 f"{centre.shape}; a region's image tiles must share size and bands: rerun ImageryAll")
         return arr
 
     left, right, top, bottom = nb(-1, 0), nb(1, 0), nb(0, -1), nb(0, 1)
@@ -154,7 +155,7 @@ def tile_window(reader: TileReader, key: TileKey, border: int) -> np.ndarray:
     z, x, y = key
     neighbours = {(dx, dy): reader.get((z, x + dx, y + dy)) if border else None
                   for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)}
-    return context_window(centre, neighbours, border)
+    return context_window(centre, neighbours, border, where=f"image tile {z}/{x}/{y} ({reader.paths[key]})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,6 +116,8 @@ def test_no_neighbour_is_mirrored() -> None:
     w = context_window(c, {}, 32)
     assert np.array_equal(w, np.pad(c, ((0, 0), (32, 32), (32, 32)), mode="symmetric"))
     assert np.array_equal(context_window(c, {}, 64), np.pad(c, ((0, 0), (64, 64), (64, 64)), mode="symmetric"))
+    with pytest.raises(InputDataError, match=r"tile 1/2/3: its neighbour \(\+1, \+0\) has shape \(4, 64, 64\)"):
+        context_window(c, {(1, 0): np.zeros((4, 64, 64), np.uint8)}, 32, where="tile 1/2/3")
 
 
 def test_neighbours_give_the_border(tmp_path: Path) -> None:
