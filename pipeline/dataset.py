@@ -26,12 +26,14 @@ from pipeline.split import IGNORE, TileRow, read_image, read_mask
 
 
 def build_augment(spec: TrainSpec, bands: int) -> Any:
-    """albumentations Compose applied jointly to image (H, W, C uint8) and mask: flips, 90-degree
-    rotations, scale jitter (mask resampled nearest, new border ignored) and colour jitter."""
+    """albumentations Compose applied jointly to image (H, W, C uint8) and mask: a random crop
+    (``spec.crop`` px, when set), flips, 90-degree rotations, scale jitter (mask resampled
+    nearest, new border ignored) and colour jitter."""
     import albumentations as alb
     import cv2
 
-    ts: list[Any] = [alb.HorizontalFlip(p=0.5), alb.VerticalFlip(p=0.5), alb.RandomRotate90(p=1.0)]
+    ts: list[Any] = [alb.RandomCrop(spec.crop, spec.crop, pad_if_needed=True, fill_mask=IGNORE)] if spec.crop else []
+    ts += [alb.HorizontalFlip(p=0.5), alb.VerticalFlip(p=0.5), alb.RandomRotate90(p=1.0)]
     if spec.scale_jitter > 0:
         j = spec.scale_jitter
         ts.append(alb.Affine(scale=(1 - j, 1 + j), border_mode=cv2.BORDER_REFLECT_101, fill_mask=IGNORE, p=0.5))

@@ -24,6 +24,7 @@ Keys (all optional)::
     grad_clip = 1.0          # max gradient norm; 0: off
     losses = { ce = 1.0, dice = 1.0 }   # weighted sum of ce, dice, lovasz, focal
     scale = 1.0              # input resampling factor (0.5 = half-resolution tiles, 4x faster)
+    crop = 0                 # train on random crops of this many (model) pixels; 0: whole tiles
     augment = true           # flips, 90-degree rotations, brightness/contrast/hue, scale jitter
     scale_jitter = 0.15      # +- zoom of the scale jitter (0: off)
     color_jitter = 0.2       # strength of brightness/contrast/hue jitter (0: off)
@@ -76,6 +77,7 @@ class TrainSpec:
     grad_clip: float = 1.0
     losses: tuple[tuple[str, float], ...] = (("ce", 1.0), ("dice", 1.0))
     scale: float = 1.0
+    crop: int = 0
     augment: bool = True
     scale_jitter: float = 0.15
     color_jitter: float = 0.2
@@ -151,6 +153,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         grad_clip=sec.number("grad_clip", d.grad_clip, lo=0.0),
         losses=_losses(sec),
         scale=sec.number("scale", d.scale, lo=0.125, hi=4.0),
+        crop=sec.integer("crop", d.crop, lo=0, hi=4096),
         augment=sec.take("augment", bool, d.augment),
         scale_jitter=sec.number("scale_jitter", d.scale_jitter, lo=0.0, hi=0.9),
         color_jitter=sec.number("color_jitter", d.color_jitter, lo=0.0, hi=1.0),
@@ -160,5 +163,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         channels_last=sec.take("channels_last", bool, d.channels_last),
         compile=sec.take("compile", bool, d.compile),
     )
+    if spec.crop % 32:
+        raise ConfigError(f"{path}: train.crop = {spec.crop}: use a multiple of 32 (the models' output stride), or 0")
     sec.done()
     return spec

@@ -72,6 +72,8 @@ def test_config_errors(tmp_path):
         parse_train(tmp_path / "c.toml", {"losses": {"bce": 1.0}})
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         parse_train(tmp_path / "c.toml", {"epoch": 3})
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        parse_train(tmp_path / "c.toml", {"crop": 100})
     assert parse_train(tmp_path / "c.toml", {"losses": {"dice": 1, "ce": 0.5}}).losses == (("ce", 0.5), ("dice", 1.0))
 
 
@@ -91,6 +93,9 @@ def test_dataset_sample_and_joint_augmentation(tmp_path):
     assert s["image"].dtype == torch.float32 and s["image"].shape == (3, 32, 32)
     assert s["mask"].dtype == torch.int64 and s["mask"].shape == (32, 32)
     assert s["tile"] == (rows[0].z, rows[0].x, rows[0].y)
+    cropped = TileDataset(tmp_path, rows, stats["band_stats"], augment=build_augment(TrainSpec(crop=32), 3))
+    c = cropped[(0, 1)]
+    assert c["image"].shape == (3, 32, 32) and c["mask"].shape == (32, 32)
     for i in range(len(ds)):
         for seed in range(6):
             a = ds[(i, seed)]
