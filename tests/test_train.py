@@ -165,7 +165,7 @@ def test_out_of_memory_suggests_a_batch_size(region, tmp_path, monkeypatch):
     assert not (tmp_path / "m" / "last.pt").exists()
 
 
-def test_luigi_split_and_train(tmp_path, town_pbf):
+def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
     import luigi
 
     from pipeline.io import read_manifest
@@ -190,7 +190,7 @@ def test_luigi_split_and_train(tmp_path, town_pbf):
         batch_size = 4
         scale = 0.25
         """))
-    os.environ["OMP_NUM_THREADS"] = "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     res = luigi.build([TrainModel(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
     assert res.status.name == "SUCCESS", res.summary_text
     data = tmp_path / "data"
