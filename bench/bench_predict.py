@@ -2,7 +2,7 @@
 
 * CPU, 256-px tiles from a generated 6 x 6 mosaic (read from PNG, context windows from the
   neighbours, normalised, model, softmax, quantised, PNG-encoded), the default model (U-Net /
-  ResNet-34, random weights: speed does not depend on them), 32-px context, batch 8, with and
+  ResNet-34, random weights: speed does not depend on them), 64-px context, batch 8, with and
   without flip TTA; torch on 1 thread and on all cores.
 * CUDA when present: the default model on 512-px tiles with AMP (bf16/fp16): tiles/s and GPU memory.
 * ``--region configs/demo.toml``: a trained region (its ``model/best.pt`` and image tiles, read
@@ -83,7 +83,7 @@ def bench_cpu(quick: bool) -> None:
         cores = os.cpu_count() or 1
         for threads, tta in ((1, "none"), (cores, "none"), (cores, "flip")):
             res, _, peak = run_phase(_predict, paths, "cpu", threads, tta, 8)
-            report(f"predict CPU 256 px, U-Net/ResNet-34, context 32, tta={tta}", res["tiles_per_s"], "tiles/s",
+            report(f"predict CPU 256 px, U-Net/ResNet-34, context 64, tta={tta}", res["tiles_per_s"], "tiles/s",
                    threads=threads, tiles=res["tiles"], peak_mb=round(peak))
 
 
@@ -97,7 +97,7 @@ def bench_gpu(quick: bool) -> None:
         paths = make_tiles(Path(tmp), 6 if quick else 12, 512)
         for tta, batch in (("none", 16), ("flip", 16)):
             res, _, peak = run_phase(_predict, paths, "cuda", os.cpu_count() or 1, tta, batch)
-            report(f"predict CUDA 512 px, U-Net/ResNet-34, AMP, context 32, tta={tta}", res["tiles_per_s"], "tiles/s",
+            report(f"predict CUDA 512 px, U-Net/ResNet-34, AMP, context 64, tta={tta}", res["tiles_per_s"], "tiles/s",
                    batch=batch, tiles=res["tiles"], gpu_mb=round(res["gpu_mb"]), peak_mb=round(peak),
                    gpu=torch.cuda.get_device_name(0))
 
@@ -198,7 +198,7 @@ def picture(config: str, out: str) -> None:
     im = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     im.thumbnail((1600, 1600))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    im.save(out, optimize=True)
+    im.save(out, optimize=True, quality=85)
     print(f"picture: {out} ({im.size[0]}x{im.size[1]} px, {len(keys)} tiles)", flush=True)
 
 

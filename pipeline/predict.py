@@ -295,7 +295,7 @@ def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str 
     return p[:, 1:, border:border + t, border:border + t].float().cpu().numpy()
 
 
-def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], *, context_px: int = 32,
+def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], *, context_px: int = 64,
                   batch_size: int = 8, tta: str = "none",
                   progress: Progress | None = None) -> Iterator[tuple[TileKey, np.ndarray]]:
     """Predict every tile of ``keys`` (in the order given): yields ``(tile, uint8 (K - 1, T, T))``

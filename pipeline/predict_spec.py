@@ -4,7 +4,7 @@ Keys (all optional)::
 
     [predict]
     model = "data/other/model/best.pt"  # checkpoint; default data/<region>/model/best.pt (trained here)
-    context_px = 32       # border of context read from the 8 neighbour tiles, pixels (rounded up to
+    context_px = 64       # border of context read from the 8 neighbour tiles, pixels (rounded up to
                           # a multiple of the model's output stride so strided layers line up)
     batch_size = 8        # tiles per forward pass
     tta = "none"          # "flip": average over the 4 flips (identity, left-right, up-down, both)
@@ -27,7 +27,7 @@ class PredictSpec:
     """Parsed ``[predict]``: ``model`` None means the region's own ``model/best.pt``."""
 
     model: Path | None = None
-    context_px: int = 32
+    context_px: int = 64
     batch_size: int = 8
     tta: str = "none"
     png_level: int = 1
