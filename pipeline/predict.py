@@ -248,8 +248,8 @@ def forward_probs(pred: Predictor, x: torch.Tensor, tta: str = "none") -> torch.
 
 def _scale_of(pred: Predictor, tile_size: int) -> float:
     """Input resampling factor: the checkpoint's ``scale`` (``[train] scale``, e.g. 0.5 for
-    half-resolution training) when it records one, else its ``tile_size`` (model input side)
-    over the image tile side."""
+    half-resolution training), or for checkpoints without one its ``tile_size`` (model input
+    side) over the image tile side."""
     if pred.meta.get("scale"):
         return float(pred.meta["scale"])
     model_side = int(pred.meta.get("tile_size") or tile_size)
@@ -259,7 +259,8 @@ def _scale_of(pred: Predictor, tile_size: int) -> float:
 def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.Tensor:
     """uint8 windows (N, C, W, W) around tiles of ``tile_size`` px -> the model's float32 input on
     its device: normalised with the checkpoint's band statistics and resampled to the model's
-    scale (``meta['scale']``, or ``meta['tile_size']`` per ``tile_size``) when that is not 1."""
+    scale (``meta['scale']``; older checkpoints: ``meta['tile_size']`` per ``tile_size``) when
+    that is not 1."""
     n, c, w, _ = windows.shape
     x = torch.from_numpy(np.ascontiguousarray(windows))
     if pred.device.type == "cuda":

@@ -111,6 +111,20 @@ def test_border_rounds_up_to_the_stride() -> None:
     assert plan_border(256, 0, 32) == 0
 
 
+def test_model_scale_sets_the_border_and_input_size() -> None:
+    """A half-scale checkpoint (meta scale 0.5, or an old one whose tile_size is half the tiles')
+    needs a 64-px border for its stride of 32 model px, and gets a half-size input."""
+    from pipeline.predict import border_for, model_input
+
+    base = tiny_predictor(256)
+    for meta in ({**base.meta, "scale": 0.5, "tile_size": 128}, {**{k: v for k, v in base.meta.items()
+                                                                    if k != "scale"}, "tile_size": 128}):
+        pred = Predictor(base.model, meta, base.device, "half")
+        assert border_for(pred, 256, 32) == 64
+        assert model_input(pred, np.zeros((2, 3, 384, 384), np.uint8), 256).shape == (2, 3, 192, 192)
+    assert border_for(base, 256, 32) == 32  # scale 1
+
+
 def test_no_neighbour_is_mirrored() -> None:
     c = smooth_mosaic(1, 64)
     w = context_window(c, {}, 32)
@@ -284,7 +298,7 @@ def town_checkpoint(path: Path) -> Path:
     torch.manual_seed(2)
     spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=4)
     classes = [{"name": "building", "id": 1}, {"name": "road", "id": 2}, {"name": "park", "id": 3}]
-    save_checkpoint(path, build_model(spec), make_meta(spec, classes, STATS, 64, "elsewhere"))
+    save_checkpoint(path, build_model(spec), make_meta(spec, classes, STATS, 64, "elsewhere", scale=0.25))
     return path
 
 
