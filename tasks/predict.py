@@ -37,11 +37,7 @@ def model_requires(task: RegionTask) -> list[Any]:
 
 def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], Path]:
     """``{(z, x, y): image file}`` of every tile with imagery (the images' tile index), or of one shard."""
-    idx = read_tile_index(data_dir / "images")
-    idx = idx[idx.status == WRITTEN]
-    if shard is not None:
-        idx = idx[idx.shard == shard]
-    return {(int(z), int(x), int(y)): data_dir / "images" / p for z, x, y, p in zip(idx.z, idx.x, idx.y, idx.path)}
+    return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images", shard).items()}
 
 
 class Predict(ShardTask):
@@ -180,8 +176,11 @@ class EvaluateModel(RegionTask):
         return sorted(preds & masks), "all labelled"
 
 
-def image_paths_of(product_dir: Path) -> dict[tuple[int, int, int], str]:
-    """``{(z, x, y): relative path}`` of the written tiles of a sharded product."""
+def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:
+    """``{(z, x, y): path relative to product_dir}`` of the written tiles of a sharded product
+    (from its shard manifests: ``read_tile_index``), or of one shard."""
     idx = read_tile_index(product_dir)
     idx = idx[idx.status == WRITTEN]
+    if shard is not None:
+        idx = idx[idx.shard == shard]
     return {(int(z), int(x), int(y)): str(p) for z, x, y, p in zip(idx.z, idx.x, idx.y, idx.path)}
