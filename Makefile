@@ -1,21 +1,43 @@
-# osmsat — set-up, tests, the demo and per-region targets.
-#   make demo                      install, generate the sample region, run the whole pipeline (offline, CPU)
-#   make test                      install, then lint (ruff, mypy) and run the test suite
-#   make masks REGION=helsinki     run a region up to its label masks
-#   make bench                     benchmarks (speed and peak memory; not tests)
-#   make verify REGION=helsinki    check every tile's sha256 against its index; redo damaged tiles
-#   make prune REGION=helsinki     delete tiles (and shard manifests) that today's index does not list
-#   make clean-tmp                 delete scratch folders and temporary files that killed runs left
+# osmsat — set-up, tests, the demo and per-region targets. `make help` lists them.
 
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
-REGION  ?= helsinki
+REGION  ?= demo
 WORKERS ?= 2
 SHARED  := ../shared/data
 RUN     := LUIGI_CONFIG_PARSER=toml LUIGI_CONFIG_PATH=configs/luigi.toml $(PY) -m tasks
+CONFIG  := configs/$(REGION).toml
+# every configs/<region>.toml is a target `make <region>` (configs/luigi.toml is Luigi's own)
+REGIONS := $(filter-out luigi demo,$(basename $(notdir $(wildcard configs/*.toml))))
 
-.PHONY: install test lint demo masks imagery region helsinki bench clean clean-tmp verify prune osmium-tool browser qgis compare
+# stage targets: make <stage> REGION=<region> runs that stage and what it needs
+TASK_masks     := MasksAll
+TASK_imagery   := ImageryAll
+TASK_split     := SplitDataset
+TASK_train     := TrainModel
+TASK_predict   := EvaluateModel
+TASK_vectorize := MergeFeatures
+TASK_compare   := CompareWithOSM
+TASK_report    := RegionReport
+TASK_export    := ExportModel
+TASK_verify    := Verify
+TASK_prune     := Prune
+STAGES := masks imagery split train predict vectorize compare report export verify prune
+
+.PHONY: help install test lint demo region bench clean clean-tmp osmium-tool browser qgis link-osm \
+        $(STAGES) $(REGIONS)
+
+help:
+	@echo "make demo                    install, generate the sample region, run the whole pipeline, print the figures"
+	@echo "make test                    install, lint (ruff, mypy) and run the test suite"
+	@echo "make <region>                the whole pipeline for configs/<region>.toml: $(REGIONS)"
+	@echo "make <stage> REGION=<region> one stage and what it needs; stages:"
+	@echo "                             $(STAGES)"
+	@echo "                             (predict = PredictAll + model/metrics.json; export = ONNX + STAC model card)"
+	@echo "make clean-tmp               delete what killed runs left (scratch folders, temporary files, locks)"
+	@echo "make bench                   benchmarks (speed, peak memory; side by side with the usual tools)"
+	@echo "options: REGION=$(REGION) WORKERS=$(WORKERS) (Luigi worker processes)"
 
 install: $(VENV)/.installed osmium-tool browser qgis
 
@@ -45,10 +67,6 @@ qgis:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-qgis >/dev/null) || \
 	  echo "note: python3-qgis not installed; the QGIS project test will skip"; }
 
-# predictions (or masks, [vectorize] source) -> predictions.geojson/.gpkg -> compare/ + <region>.qgs
-compare: install data/$(REGION)/$(REGION).osm.pbf
-	$(RUN) CompareWithOSM --config configs/$(REGION).toml --workers $(WORKERS)
-
 lint: install
 	$(VENV)/bin/ruff check pipeline tasks tests bench scripts
 	$(VENV)/bin/mypy pipeline tasks
@@ -58,26 +76,22 @@ test: lint
 
 demo: install
 	$(RUN) RegionPipeline --config configs/demo.toml --workers $(WORKERS)
+	@$(PY) -m tasks.summary --config configs/demo.toml
 
-# real extracts shipped beside the project (../shared/data) are linked, not copied
-data/%.osm.pbf:
-	@name=$$(basename $@ .osm.pbf); if [ -f $(SHARED)/osm/$$name.osm.pbf ]; then \
-	  mkdir -p $(@D) && ln -sf $(abspath $(SHARED))/osm/$$name.osm.pbf $@; fi
+# real extracts shipped beside the project (../shared/data/osm/<region>.osm.pbf) are linked, not copied
+link-osm:
+	@f=data/$(REGION)/$(REGION).osm.pbf; if [ ! -e $$f ] && [ -f $(SHARED)/osm/$(REGION).osm.pbf ]; then \
+	  mkdir -p data/$(REGION) && ln -sf $(abspath $(SHARED))/osm/$(REGION).osm.pbf $$f; fi
 
-masks: install data/$(REGION)/$(REGION).osm.pbf
-	$(RUN) MasksAll --config configs/$(REGION).toml --workers $(WORKERS)
+region: install link-osm
+	$(RUN) RegionPipeline --config $(CONFIG) --workers $(WORKERS)
+	@$(PY) -m tasks.summary --config $(CONFIG)
 
-region: install data/$(REGION)/$(REGION).osm.pbf
-	$(RUN) RegionPipeline --config configs/$(REGION).toml --workers $(WORKERS)
+$(REGIONS):
+	@$(MAKE) --no-print-directory region REGION=$@
 
-helsinki:
-	$(MAKE) region REGION=helsinki
-
-verify: install
-	$(RUN) Verify --config configs/$(REGION).toml --workers $(WORKERS)
-
-prune: install
-	$(RUN) Prune --config configs/$(REGION).toml
+$(STAGES): install link-osm
+	$(RUN) $(TASK_$@) --config $(CONFIG) --workers $(WORKERS)
 
 # never while a run is going on: it also deletes the scratch of live runs
 clean-tmp:
@@ -92,8 +106,10 @@ bench: install
 	$(PY) -m bench.bench_peers
 	$(PY) -m bench.bench_synthetic
 	$(PY) -m bench.bench_byod
-
 	$(PY) -m bench.bench_vectorize
+	$(PY) -m bench.bench_train
+	$(PY) -m bench.bench_predict
+	$(PY) -m bench.bench_e2e
 
 clean:
 	rm -rf data/*/ bench/out

@@ -41,6 +41,9 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
 SECTION_PARSERS: dict[str, str] = {
     "labels": "pipeline.labels:parse_labels_config",
+    "split": "pipeline.specs:parse_split",
+    "train": "pipeline.specs:parse_train",
+    "predict": "pipeline.predict_spec:parse_predict",
     "vectorize": "pipeline.vectorize:parse_vectorize",
     "compare": "pipeline.compare:parse_compare",
 }

@@ -33,3 +33,11 @@ class ManifestError(OsmsatError, ValueError):
 class TileError(OsmsatError, ValueError):
     """A tile or shard is not on the slippy-map grid, or not where it is asked for (a bad
     argument or a corrupt tile list, not a config error)."""
+
+
+class ModelError(OsmsatError, ValueError):
+    """A model spec, encoder weights file or checkpoint is missing, unreadable or does not fit."""
+
+
+class TrainingError(OsmsatError, RuntimeError):
+    """Training cannot go on (NaN loss, empty split, no positive pixel, out of memory)."""

@@ -89,8 +89,21 @@ register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "ima
                          "imagery.path"), ("extract",)))
 register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",)))
 register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths))
+
+
+def _model_path(cfg: RegionConfig) -> list[Path]:
+    from pipeline.predict_spec import model_path
+
+    return [model_path(cfg)]
+
+
+register(Stage("split", ("split",), ("masks", "imagery")))
+register(Stage("train", ("train", "classes"), ("split",)))
+register(Stage("predict", ("predict", "classes", "region.tile_size"), ("imagery", "train"), inputs=_model_path))
+register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split")))
+register(Stage("export", ("predict.model",), ("evaluate",)))
 # vectorize reads masks or predictions ([vectorize] source)
-register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks",)))
+register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks", "predict")))
 register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
 register(Stage("run", (), ("compare",)))  # run.json
 register(Stage("report", (), ("run",)))  # report.html

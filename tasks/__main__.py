@@ -33,6 +33,12 @@ Tasks (each stage's output lands under data/<region>/):
   MasksAll          every shard's masks
   FetchImagery      one shard (--shard QUADKEY) -> images/z/x/y.<ext> + images/_shards/QUADKEY.json
   ImageryAll        every shard's imagery + coverage summary
+  SplitDataset      image/mask pairs -> split.csv (train/val/test by block) + split_stats.json
+  TrainModel        split -> model/best.pt, last.pt, metrics.csv, training.png (resumes last.pt)
+  Predict           one shard (--shard QUADKEY) -> predictions/z/x/y.png + predictions/_shards/QUADKEY.json
+  PredictAll        every shard with imagery ([predict] model, default model/best.pt)
+  EvaluateModel     predictions vs masks on the test split -> model/metrics.json
+  ExportModel       model/export/model.onnx (checked with onnxruntime) + model.stac.json (STAC mlm card)
   Vectorize         one shard (--shard QUADKEY) of predictions/masks -> vectors/QUADKEY.parquet
   MergeFeatures     every shard vectorised and merged -> predictions.geojson + predictions.gpkg
   CompareWithOSM    predictions vs OSM -> compare/ (change layers, .osm, MapRoulette tasks, report) + QGIS project
@@ -49,8 +55,8 @@ python -m tasks TASK --help-all
 """
 
 
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "vectorize", "compare", "pipeline", "runlog",
-                 "report", "upkeep")
+STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "split", "train", "predict", "export",
+                 "vectorize", "compare", "pipeline", "runlog", "report", "upkeep")
 
 
 def register_tasks() -> None:

@@ -33,25 +33,14 @@ from pipeline.vectorize import (
 from tasks.base import RegionTask, ShardTask
 
 
-class SourceTilesPresent(luigi.ExternalTask):
-    """Tiles made outside this task graph (predictions before the Predict stage is wired in)."""
-
-    folder = luigi.Parameter(description="product folder with _shards/ manifests")
-
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(Path(str(self.folder)) / "_shards"))
-
-
 def source_task(config: str, source: str, data_dir: Path) -> luigi.Task:
-    """The task that makes the tiles to vectorise: MasksAll, or PredictAll when it exists."""
+    """The task that makes the tiles to vectorise: MasksAll or PredictAll."""
     if source == "masks":
         from tasks.masks import MasksAll
 
         return MasksAll(config=config)
-    try:
-        from tasks.predict import PredictAll  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return SourceTilesPresent(folder=str(data_dir / "predictions"))
+    from tasks.predict import PredictAll
+
     return PredictAll(config=config)
 
 

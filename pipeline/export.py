@@ -1,0 +1,152 @@
+"""Model export: ONNX (dynamic batch and image size) checked against PyTorch with onnxruntime,
+and a model card as a STAC item with the Machine Learning Model extension (``mlm``, v1.4).
+
+The ONNX graph takes the normalised image (float32, N x bands x H x W, ``(pixel / 255 - mean) /
+std`` per band, i.e. a z-score of the 0-255 pixel values with ``mean * 255`` and ``std * 255``,
+as the card's ``value_scaling`` states) and returns the logits (N x classes x H x W, channel 0
+background, channel k the k-th class by ascending id); softmax gives the probabilities. H and W
+are free; the card's input shape is one tile with its context border at the model's scale.
+Importable with torch, numpy (onnx and onnxruntime are imported when used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import ModelError
+from pipeline.model import atomic_target
+
+MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
+CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
+FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+ONNX_OPSET = 17
+RGB_NAMES = ("red", "green", "blue")
+
+
+def export_onnx(model: torch.nn.Module, bands: int, side: int, path: str | Path, opset: int = ONNX_OPSET) -> None:
+    """Write ``model`` (eval mode, CPU, float32) as ONNX to ``path`` atomically: input ``image``
+    (batch, bands, height, width), output ``logits``; batch, height and width are dynamic (traced
+    at ``side`` x ``side`` px, which must suit the model's stride)."""
+    model = model.to("cpu").float().eval()
+    example = torch.zeros((1, bands, side, side), dtype=torch.float32)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with atomic_target(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated in favour of dynamo
+        torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": axes, "logits": axes}, opset_version=opset, dynamo=False)
+
+
+def check_onnx(path: str | Path, model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Run the ONNX file with onnxruntime (CPU) and ``model`` (PyTorch, CPU, float32) on the model
+    input batch ``x``; returns the largest absolute differences of logits and of softmax
+    probabilities, and the sample count."""
+    import onnxruntime as ort
+
+    x = x.detach().to("cpu", torch.float32)
+    with torch.inference_mode():
+        ref = model.to("cpu").float().eval()(x)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(["logits"], {"image": x.numpy()})[0])
+    if got.shape != ref.shape:
+        raise ModelError(f"{path}: ONNX output shape {tuple(got.shape)} differs from PyTorch's {tuple(ref.shape)}")
+    return {"max_abs_diff_logits": float((got - ref).abs().max()),
+            "max_abs_diff_probs": float((got.softmax(1) - ref.softmax(1)).abs().max()),
+            "samples": int(x.shape[0]), "height": int(x.shape[2]), "width": int(x.shape[3])}
+
+
+def file_info(path: str | Path) -> dict[str, Any]:
+    """``file:size`` and ``file:checksum`` (multihash: 1220 + sha256 hex) of a file."""
+    data = Path(path).read_bytes()
+    return {"file:size": len(data), "file:checksum": "1220" + hashlib.sha256(data).hexdigest()}
+
+
+def band_names(bands: int) -> list[str]:
+    """Names of the input bands: red, green, blue for 3 bands, else band1..bandN (tile order)."""
+    return list(RGB_NAMES) if bands == 3 else [f"band{i + 1}" for i in range(bands)]
+
+
+def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], side: int, created: str,
+               metrics: Mapping[str, Any] | None = None, total_parameters: int | None = None,
+               assets: Mapping[str, Mapping[str, Any]] | None = None,
+               extra: Mapping[str, Any] | None = None, colors: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """A STAC item (STAC 1.1, ``mlm`` 1.4) describing a checkpoint's model.
+
+    ``meta`` is the checkpoint meta (spec, classes, band_stats, tile_size); ``bbox`` the area it
+    was trained on (W, S, E, N, EPSG:4326); ``side`` the input side the card states (one tile with
+    its context border, at the model's scale); ``created`` an ISO 8601 UTC time; ``metrics`` the
+    evaluation (``model/metrics.json``: per-class iou/precision/recall/f1) copied under
+    ``osmsat:metrics``; ``assets`` the STAC assets (model files); ``colors`` class id -> '#rrggbb'."""
+    spec = meta["spec"]
+    bands = int(spec["in_channels"])
+    names = band_names(bands)
+    stats = meta["band_stats"]
+    classes = sorted(meta["classes"], key=lambda c: int(c["id"]))
+    out_classes: list[dict[str, Any]] = [{"value": 0, "name": "background", "description": "no class (channel 0)"}]
+    for k, c in enumerate(classes, start=1):
+        entry = {"value": k, "name": str(c["name"]),
+                 "description": f"channel {k}: osmsat class id {int(c['id'])} ({c['name']})"}
+        if colors and int(c["id"]) in colors:
+            entry["color_hint"] = colors[int(c["id"])].lstrip("#").upper()
+        out_classes.append(entry)
+    w, s, e, n = (float(v) for v in bbox)
+    props: dict[str, Any] = {
+        "datetime": created,
+        "description": (f"{spec['arch']} / {spec['encoder']} semantic segmentation of "
+                        f"{', '.join(str(c['name']) for c in classes)} in aerial imagery tiles, trained by osmsat "
+                        "on labels burnt from OpenStreetMap. Output: logits; softmax over channels gives "
+                        "per-class probabilities (channel 0 background)."),
+        "mlm:name": item_id,
+        "mlm:architecture": f"segmentation_models_pytorch.{spec['arch']} ({spec['encoder']} encoder)",
+        "mlm:tasks": ["semantic-segmentation"],
+        "mlm:framework": "PyTorch",
+        "mlm:framework_version": torch.__version__.split("+")[0],
+        "mlm:pretrained": bool(spec.get("encoder_weights_path")),
+        "bands": [{"name": b, "description": f"image tile band {i + 1} (8-bit)"} for i, b in enumerate(names)],
+        "mlm:accelerator": None,
+        "mlm:accelerator_constrained": False,
+        "mlm:input": [{
+            "name": "image",
+            "bands": names,
+            "input": {"shape": [-1, bands, side, side], "dim_order": ["batch", "bands", "height", "width"],
+                      "data_type": "float32"},
+            "value_scaling": [{"type": "z-score", "mean": float(m) * 255.0, "stddev": float(sd) * 255.0}
+                              for m, sd in zip(stats["mean"], stats["std"])],
+            "resize_type": None,
+            "pre_processing_function": None,
+        }],
+        "mlm:output": [{
+            "name": "logits",
+            "tasks": ["semantic-segmentation"],
+            "result": {"shape": [-1, len(out_classes), side, side],
+                       "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
+            "classification:classes": out_classes,
+            "post_processing_function": None,
+        }],
+    }
+    if not props["mlm:pretrained"]:
+        props["mlm:pretrained_source"] = None  # mlm: trained from scratch
+    if total_parameters is not None:
+        props["mlm:total_parameters"] = int(total_parameters)
+    if metrics:
+        props["osmsat:metrics"] = {k: metrics[k] for k in ("iou", "precision", "recall", "f1", "miou", "accuracy",
+                                                           "tiles", "scope") if k in metrics}
+    props.update(extra or {})
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [MLM_SCHEMA, CLASSIFICATION_SCHEMA, FILE_SCHEMA],
+        "id": item_id,
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        "bbox": [w, s, e, n],
+        "properties": props,
+        "links": [],
+        "assets": {k: {**v, "bands": [{"name": b} for b in names]} if "mlm:model" in v.get("roles", ())
+                   else dict(v) for k, v in (assets or {}).items()},
+    }
+

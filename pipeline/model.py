@@ -1,0 +1,231 @@
+"""Segmentation models (segmentation-models-pytorch), input normalisation and the checkpoint format.
+
+Importable with torch, segmentation-models-pytorch, numpy and Pillow alone (no geospatial stack),
+so a GPU host with only PyTorch can train and predict.
+
+Checkpoint format (``torch.save`` of a dict of tensors and plain Python values, so that
+``torch.load(..., weights_only=True)`` reads it)::
+
+    {"format": "osmsat-checkpoint", "version": 1,
+     "model": state_dict,                   # weights (always on CPU)
+     "meta": {                              # JSON-compatible
+        "spec": ModelSpec as dict,
+        "classes": [{"name", "id"}, ...],   # output channel k >= 1 = k-th class by ascending id; 0 = background
+        "band_stats": {"mean": [...], "std": [...]},   # per band, in units of pixel / 255 (0..1)
+        "tile_size": int,                   # pixels of the training tiles (model input side)
+        "scale": float,                     # input resampling of training: model px per image px
+        "config_digest": str,               # chained digest of the train stage that made it
+        "metrics": {...},                   # validation metrics of this epoch (may be empty)
+     },
+     "train_state": {...} | absent}         # optimiser, scheduler, scaler, RNG states, epoch (resume only)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import ModelError
+
+CHECKPOINT_FORMAT = "osmsat-checkpoint"
+CHECKPOINT_VERSION = 1
+ARCHS = ("Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN",
+         "UPerNet", "Segformer", "DPT")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build: smp ``arch`` and ``encoder`` names, ``in_channels`` (image bands),
+    ``classes`` (outputs, background included: number of foreground classes + 1) and an optional
+    local file of pretrained encoder weights (a state dict of the smp encoder, e.g. timm/torchvision
+    ImageNet weights saved with ``torch.save(model.state_dict(), path)``)."""
+
+    arch: str = "Unet"
+    encoder: str = "resnet34"
+    in_channels: int = 3
+    classes: int = 2
+    encoder_weights_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelError(f"model spec has unknown keys {unknown}; it was written by another osmsat version")
+        return cls(**dict(d))
+
+
+def build_model(spec: ModelSpec) -> torch.nn.Module:
+    """An smp model for ``spec`` (randomly initialised, or with the encoder weights read from
+    ``spec.encoder_weights_path``; never downloaded)."""
+    import segmentation_models_pytorch as smp
+
+    if spec.in_channels < 1 or spec.classes < 2:
+        raise ModelError(f"model needs in_channels >= 1 and classes >= 2 (background + one class), got "
+                         f"in_channels={spec.in_channels}, classes={spec.classes}")
+    try:
+        model = smp.create_model(spec.arch, encoder_name=spec.encoder, encoder_weights=None,
+                                 in_channels=spec.in_channels, classes=spec.classes)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"[train] arch={spec.arch!r} encoder={spec.encoder!r}: not an smp model ({exc}); "
+                         f"arch is one of {', '.join(ARCHS)}; encoders: "
+                         "segmentation_models_pytorch.encoders.get_encoder_names()") from exc
+    if spec.encoder_weights_path:
+        _load_encoder_weights(model, spec)
+    return model
+
+
+def _load_encoder_weights(model: torch.nn.Module, spec: ModelSpec) -> None:
+    path = Path(str(spec.encoder_weights_path))
+    if not path.is_file():
+        raise ModelError(f"[train] encoder_weights = {str(path)!r}: no such file. Put the pretrained "
+                         f"{spec.encoder} encoder weights (a PyTorch state dict) at that path, or remove the "
+                         "key to train from scratch; osmsat never downloads weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelError(f"{path}: not a readable PyTorch state dict ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    encoder: Any = model.encoder
+    own = encoder.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelError(f"{path}: none of its tensors fit the {spec.encoder} encoder with "
+                         f"{spec.in_channels} input bands; is it the weights of another encoder?")
+    encoder.load_state_dict(usable, strict=False)
+
+
+def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Sequence[float]]) -> Any:
+    """uint8 image (H, W, C) or (C, H, W) -> float32 (C, H, W): ``(pixel / 255 - mean) / std`` per band.
+
+    ``band_stats`` mean and std are in units of pixel / 255. An (H, W, C) input is recognised by
+    its last axis matching the number of bands; a numpy input gives a numpy array, a tensor a tensor.
+    Used identically by training and prediction."""
+    mean = [float(v) for v in band_stats["mean"]]
+    std = [float(v) for v in band_stats["std"]]
+    n = len(mean)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"image must be (H, W, C) or (C, H, W), got shape {tuple(image.shape)}")
+    if image.shape[0] != n and image.shape[-1] == n:
+        image = image.permute(2, 0, 1) if isinstance(image, torch.Tensor) else np.transpose(image, (2, 0, 1))
+    if image.shape[0] != n:
+        raise ModelError(f"image has shape {tuple(image.shape)} but the model's band statistics have {n} bands")
+    if isinstance(image, torch.Tensor):
+        m = torch.tensor(mean, dtype=torch.float32, device=image.device).view(n, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=image.device).view(n, 1, 1)
+        return (image.to(torch.float32) / 255.0 - m) / s
+    m_np = np.asarray(mean, dtype=np.float32).reshape(n, 1, 1)
+    s_np = np.asarray(std, dtype=np.float32).reshape(n, 1, 1)
+    return ((np.asarray(image, dtype=np.float32) / np.float32(255.0) - m_np) / s_np).astype(np.float32)
+
+
+def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats: Mapping[str, Sequence[float]],
+              tile_size: int, config_digest: str, metrics: Mapping[str, Any] | None = None,
+              scale: float = 1.0) -> dict[str, Any]:
+    """The checkpoint's ``meta`` dict (see the module docstring), checked for consistency.
+    ``scale`` is the input resampling factor of training (0.5: image tiles were halved)."""
+    table = [{"name": str(c["name"]), "id": int(c["id"])} for c in sorted(classes, key=lambda c: int(c["id"]))]
+    if len(table) + 1 != spec.classes:
+        raise ModelError(f"{len(table)} classes need a model with {len(table) + 1} outputs, spec has {spec.classes}")
+    if len(band_stats["mean"]) != spec.in_channels or len(band_stats["std"]) != spec.in_channels:
+        raise ModelError(f"band statistics have {len(band_stats['mean'])} bands, the model {spec.in_channels}")
+    return {"spec": spec.to_dict(), "classes": table,
+            "band_stats": {"mean": [float(v) for v in band_stats["mean"]],
+                           "std": [float(v) for v in band_stats["std"]]},
+            "tile_size": int(tile_size), "scale": float(scale), "config_digest": str(config_digest),
+            "metrics": dict(metrics or {})}
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: Mapping[str, Any],
+                    train_state: Mapping[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically (temporary file in the same folder, then rename).
+
+    ``model`` may be wrapped (DDP, torch.compile): its inner module's weights are saved, on CPU."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inner = unwrap(model)
+    state = {k: v.detach().to("cpu") for k, v in inner.state_dict().items()}
+    blob: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                            "model": state, "meta": dict(meta)}
+    if train_state is not None:
+        blob["train_state"] = dict(train_state)
+    with atomic_target(path) as tmp:
+        torch.save(blob, tmp)
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; renamed onto ``path`` on success, deleted on error
+    (like ``pipeline.io.atomic_path``, without importing the geospatial stack)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The raw checkpoint dict (``weights_only=True``), checked to be an osmsat checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such checkpoint; train a model first (python -m tasks TrainModel ...)")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelError(f"{path}: not a readable checkpoint ({exc}); delete it and train again") from exc
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: not an osmsat checkpoint (no format tag)")
+    if blob.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(f"{path}: checkpoint version {blob.get('version')}, this osmsat reads {CHECKPOINT_VERSION}")
+    return blob
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``(model in eval mode, meta)`` from a checkpoint written by :func:`save_checkpoint`.
+
+    The encoder weights file is not needed (the checkpoint holds all weights)."""
+    blob = read_checkpoint(path, map_location)
+    meta = blob["meta"]
+    spec = ModelSpec.from_dict({**meta["spec"], "encoder_weights_path": None})
+    model = build_model(spec)
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the model its spec describes ({exc})") from exc
+    model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    model.eval()
+    return model, meta
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    inner: Any = model
+    while True:
+        if hasattr(inner, "_orig_mod"):
+            inner = inner._orig_mod
+        elif isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+            inner = inner.module
+        else:
+            return inner  # type: ignore[no-any-return,unused-ignore]

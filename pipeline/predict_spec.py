@@ -1,0 +1,63 @@
+"""The ``[predict]`` config section (prediction and evaluation settings); torch-free.
+
+Keys (all optional)::
+
+    [predict]
+    model = "data/other/model/best.pt"  # checkpoint; default data/<region>/model/best.pt (trained here)
+    context_px = 64       # border of context read from the 8 neighbour tiles, pixels (rounded up to
+                          # a multiple of the model's output stride so strided layers line up)
+    batch_size = 8        # tiles per forward pass
+    tta = "none"          # "flip": average over the 4 flips (identity, left-right, up-down, both)
+    png_level = 1         # zlib level of the prediction PNGs (0-9)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Section
+
+TTA_MODES = ("none", "flip")
+
+
+@dataclass(frozen=True)
+class PredictSpec:
+    """Parsed ``[predict]``: ``model`` None means the region's own ``model/best.pt``."""
+
+    model: Path | None = None
+    context_px: int = 64
+    batch_size: int = 8
+    tta: str = "none"
+    png_level: int = 1
+
+
+def parse_predict(path: Path, table: dict[str, Any]) -> PredictSpec:
+    """``[predict]`` of config ``path`` -> :class:`PredictSpec` (errors name the file and key)."""
+    sec = Section(path, "predict", table)
+    d = PredictSpec()
+    model = sec.take("model", str, None)
+    spec = PredictSpec(
+        model=Path(model) if model else None,
+        context_px=sec.integer("context_px", d.context_px, lo=0, hi=1024),
+        batch_size=sec.integer("batch_size", d.batch_size, lo=1, hi=4096),
+        tta=sec.choice("tta", TTA_MODES, d.tta),
+        png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
+    )
+    sec.done()
+    return spec
+
+
+def model_path(cfg: Any) -> Path:
+    """The checkpoint that predicts region ``cfg`` (a RegionConfig): ``[predict] model``, or the
+    region's own ``data/<region>/model/best.pt``."""
+    own = Path(cfg.data_dir) / "model" / "best.pt"
+    spec: PredictSpec = cfg.section("predict")
+    return spec.model if spec.model is not None else own
+
+
+def is_own_model(cfg: Any) -> bool:
+    """True when the region is predicted with the model trained on it (``model/best.pt``)."""
+    own = Path(cfg.data_dir) / "model" / "best.pt"
+    return model_path(cfg).resolve() == own.resolve()

@@ -1,0 +1,169 @@
+"""The ``[split]`` and ``[train]`` config sections (dataset split and training); torch-free.
+
+Keys (all optional)::
+
+    [split]
+    block_zoom = 16          # tiles are split by their parent tile at this zoom (a block never
+                             # straddles two splits); default: region.zoom - 2 (4 x 4 tiles)
+    val_fraction = 0.15      # share of tiles (whole blocks) for validation
+    test_fraction = 0.15     # share of tiles (whole blocks) for the test split
+    seed = 0                 # shuffles the blocks
+    test_areas = [[W, S, E, N], ...]   # or "path/to/areas.geojson": tiles touching them are test
+    val_areas = [[W, S, E, N], ...]    # likewise for validation (EPSG:4326 degrees)
+
+    [train]
+    arch = "Unet"            # segmentation-models-pytorch architecture
+    encoder = "resnet34"     # smp encoder
+    encoder_weights = "weights/resnet34.pth"  # local pretrained encoder state dict; default none
+    epochs = 30
+    batch_size = 8
+    lr = 1e-3                # peak learning rate (AdamW)
+    weight_decay = 1e-4
+    schedule = "onecycle"    # or "cosine" (linear warm-up then cosine decay), "constant"
+    warmup = 0.1             # share of the steps spent warming up
+    grad_clip = 1.0          # max gradient norm; 0: off
+    losses = { ce = 1.0, dice = 1.0 }   # weighted sum of ce, dice, lovasz, focal
+    scale = 1.0              # input resampling factor (0.5 = half-resolution tiles, 4x faster)
+    crop = 0                 # train on random crops of this many (model) pixels; 0: whole tiles
+    augment = true           # flips, 90-degree rotations, brightness/contrast/hue, scale jitter
+    scale_jitter = 0.15      # +- zoom of the scale jitter (0: off)
+    color_jitter = 0.2       # strength of brightness/contrast/hue jitter (0: off)
+    empty_tile_weight = 1.0  # sampling weight of tiles without any labelled class (< 1: fewer)
+    seed = 0
+    amp = "auto"             # "auto" (bf16/fp16 on CUDA), "off"
+    channels_last = true     # on CUDA
+    compile = false          # torch.compile the model (CUDA)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Section
+from pipeline.errors import ConfigError
+
+LOSSES = ("ce", "dice", "lovasz", "focal")
+SCHEDULES = ("onecycle", "cosine", "constant")
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Parsed ``[split]``. Areas are W,S,E,N boxes (EPSG:4326) or a GeoJSON file path."""
+
+    block_zoom: int | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    test_areas: tuple[Box, ...] | Path | None = None
+    val_areas: tuple[Box, ...] | Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Parsed ``[train]`` (see the module docstring for units and meanings)."""
+
+    arch: str = "Unet"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    warmup: float = 0.1
+    grad_clip: float = 1.0
+    losses: tuple[tuple[str, float], ...] = (("ce", 1.0), ("dice", 1.0))
+    scale: float = 1.0
+    crop: int = 0
+    augment: bool = True
+    scale_jitter: float = 0.15
+    color_jitter: float = 0.2
+    empty_tile_weight: float = 1.0
+    seed: int = 0
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+
+
+def _areas(sec: Section, key: str) -> tuple[Box, ...] | Path | None:
+    v = sec.take(key, (list, str), None)
+    if v is None or isinstance(v, str):
+        return Path(v) if v else None
+    boxes: list[Box] = []
+    for b in v:
+        ok = isinstance(b, list) and len(b) == 4 and all(isinstance(c, (int, float)) for c in b)
+        if not ok or not (b[0] < b[2] and b[1] < b[3]):
+            raise ConfigError(f"{sec.key(key)}: {b!r} is not a [W, S, E, N] box in degrees with W < E and S < N")
+        boxes.append((float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+    return tuple(boxes)
+
+
+def parse_split(path: Path, table: dict[str, Any]) -> SplitSpec:
+    """``[split]`` of config ``path`` -> :class:`SplitSpec` (errors name the file and key)."""
+    sec = Section(path, "split", table)
+    d = SplitSpec()
+    spec = SplitSpec(
+        block_zoom=sec.integer("block_zoom", None, lo=0, hi=24),
+        val_fraction=sec.number("val_fraction", d.val_fraction, lo=0.0, hi=0.9),
+        test_fraction=sec.number("test_fraction", d.test_fraction, lo=0.0, hi=0.9),
+        seed=sec.integer("seed", d.seed),
+        test_areas=_areas(sec, "test_areas"),
+        val_areas=_areas(sec, "val_areas"),
+    )
+    if spec.val_fraction + spec.test_fraction >= 1.0:
+        raise ConfigError(f"{path}: split.val_fraction + split.test_fraction must leave tiles to train on (< 1)")
+    sec.done()
+    return spec
+
+
+def _losses(sec: Section) -> tuple[tuple[str, float], ...]:
+    table = sec.take("losses", dict, None)
+    if table is None:
+        return TrainSpec().losses
+    out: list[tuple[str, float]] = []
+    for name, w in table.items():
+        if name not in LOSSES:
+            raise ConfigError(f"{sec.key('losses')}: unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+            raise ConfigError(f"{sec.key('losses')}.{name} = {w!r}: give a weight >= 0")
+        if w > 0:
+            out.append((name, float(w)))
+    if not out:
+        raise ConfigError(f"{sec.key('losses')}: give at least one loss a weight > 0")
+    return tuple(sorted(out))
+
+
+def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
+    """``[train]`` of config ``path`` -> :class:`TrainSpec` (errors name the file and key)."""
+    sec = Section(path, "train", table)
+    d = TrainSpec()
+    spec = TrainSpec(
+        arch=sec.take("arch", str, d.arch),
+        encoder=sec.take("encoder", str, d.encoder),
+        encoder_weights=sec.take("encoder_weights", str, None) or None,
+        epochs=sec.integer("epochs", d.epochs, lo=1, hi=100000),
+        batch_size=sec.integer("batch_size", d.batch_size, lo=1, hi=65536),
+        lr=sec.number("lr", d.lr, lo=1e-8, hi=10.0),
+        weight_decay=sec.number("weight_decay", d.weight_decay, lo=0.0, hi=10.0),
+        schedule=sec.choice("schedule", SCHEDULES, d.schedule),
+        warmup=sec.number("warmup", d.warmup, lo=0.0, hi=0.9),
+        grad_clip=sec.number("grad_clip", d.grad_clip, lo=0.0),
+        losses=_losses(sec),
+        scale=sec.number("scale", d.scale, lo=0.125, hi=4.0),
+        crop=sec.integer("crop", d.crop, lo=0, hi=4096),
+        augment=sec.take("augment", bool, d.augment),
+        scale_jitter=sec.number("scale_jitter", d.scale_jitter, lo=0.0, hi=0.9),
+        color_jitter=sec.number("color_jitter", d.color_jitter, lo=0.0, hi=1.0),
+        empty_tile_weight=sec.number("empty_tile_weight", d.empty_tile_weight, lo=0.0, hi=1.0),
+        seed=sec.integer("seed", d.seed),
+        amp=sec.choice("amp", ("auto", "off"), d.amp),
+        channels_last=sec.take("channels_last", bool, d.channels_last),
+        compile=sec.take("compile", bool, d.compile),
+    )
+    if spec.crop % 32:
+        raise ConfigError(f"{path}: train.crop = {spec.crop}: use a multiple of 32 (the models' output stride), or 0")
+    sec.done()
+    return spec

@@ -1,0 +1,249 @@
+"""Image/mask pairs from the tile index and a spatially blocked train/val/test split with the
+training split's band statistics and class pixel shares.
+
+``split.csv`` (one row per usable tile, sorted by z, x, y)::
+
+    z,x,y,split,image,mask,labelled      # split: train|val|test; paths relative to data/<region>/;
+                                          # labelled: pixels with a class id > 0 (not 255)
+
+``split_stats.json``: ``band_stats`` {"mean", "std"} per band in units of pixel / 255 (the units
+:func:`pipeline.model.normalise` uses), ``class_pixels`` {class id: pixel count} and
+``class_shares`` over the labelled (not 255) training pixels, tile counts per split, the number of
+tiles left out for lack of imagery, ``bands`` and ``tile_size``.
+
+I/O at the edges: pandas, shapely and mercantile are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import InputDataError
+from pipeline.specs import Box, SplitSpec
+
+SPLITS = ("train", "val", "test")
+SPLIT_COLUMNS = ("z", "x", "y", "split", "image", "mask", "labelled")
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class TileRow:
+    """One row of ``split.csv``: a tile, its split and its files (relative to the data folder)."""
+
+    z: int
+    x: int
+    y: int
+    split: str
+    image: str
+    mask: str
+    labelled: int = 0
+
+
+def tile_pairs(data_dir: str | Path) -> tuple[list[TileRow], dict[str, int]]:
+    """Image/mask pairs from the manifests of ``data_dir/images`` and ``data_dir/masks``
+    (``pipeline.io.read_tile_index``, never a glob). Returns rows with ``split=""`` sorted by
+    (z, x, y), and counts: ``tiles`` (masks), ``pairs``, ``no_imagery`` (tiles left out: the
+    imagery had no valid pixels or no file), ``no_mask``."""
+    from pipeline.io import WRITTEN, read_tile_index
+
+    data_dir = Path(data_dir)
+    images = read_tile_index(data_dir / "images")
+    masks = read_tile_index(data_dir / "masks")
+    img = {(r.z, r.x, r.y): r.path for r in images.itertuples() if r.status == WRITTEN}
+    rows: list[TileRow] = []
+    no_mask = 0
+    for r in masks.itertuples():
+        key = (int(r.z), int(r.x), int(r.y))
+        if r.status != WRITTEN:
+            no_mask += 1
+        elif key in img:
+            rows.append(TileRow(*key, "", f"images/{img[key]}", f"masks/{r.path}"))
+    counts = {"tiles": len(masks), "pairs": len(rows), "no_imagery": len(masks) - no_mask - len(rows),
+              "no_mask": no_mask}
+    return rows, counts
+
+
+def block_of(z: int, x: int, y: int, block_zoom: int) -> tuple[int, int]:
+    """The parent tile (x, y) at ``block_zoom`` of tile z/x/y (itself when z <= block_zoom)."""
+    shift = max(0, z - block_zoom)
+    return x >> shift, y >> shift
+
+
+def split_by_blocks(tiles: Sequence[tuple[int, int, int]], block_zoom: int, val_fraction: float,
+                    test_fraction: float, seed: int) -> list[str]:
+    """Assign whole blocks (parent tiles at ``block_zoom``) to test, val, then train, in a seeded
+    random order, until each held-out split has about its fraction of the tiles. Neighbouring
+    tiles in one block never straddle two splits. Returns one split name per tile."""
+    blocks: dict[tuple[int, int], list[int]] = {}
+    for i, (z, x, y) in enumerate(tiles):
+        blocks.setdefault(block_of(z, x, y, block_zoom), []).append(i)
+    keys = sorted(blocks)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    n = len(tiles)
+    want = {"test": test_fraction * n, "val": val_fraction * n}
+    out = ["train"] * n
+    got = {"test": 0, "val": 0}
+    for k in order:
+        members = blocks[keys[int(k)]]
+        for name in ("test", "val"):
+            # take the block if it brings the split closer to its target share
+            if want[name] > 0 and abs(got[name] + len(members) - want[name]) < abs(got[name] - want[name]):
+                got[name] += len(members)
+                for i in members:
+                    out[i] = name
+                break
+    return out
+
+
+def _area_geoms(areas: tuple[Box, ...] | Path, key: str) -> Any:
+    import shapely
+
+    if isinstance(areas, Path):
+        try:
+            data = json.loads(areas.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"[split] {key} = {str(areas)!r}: not a readable GeoJSON file ({exc})") from exc
+        feats = data.get("features", [data]) if isinstance(data, dict) else []
+        geoms = [shapely.geometry.shape(f.get("geometry", f)) for f in feats if isinstance(f, dict)]
+        if not geoms:
+            raise InputDataError(f"[split] {key} = {str(areas)!r}: no geometries (give EPSG:4326 polygons)")
+        return shapely.union_all(geoms)
+    return shapely.union_all([shapely.box(*b) for b in areas])
+
+
+def split_by_areas(tiles: Sequence[tuple[int, int, int]], spec: SplitSpec, block_zoom: int) -> list[str]:
+    """Tiles touching ``test_areas`` are test, those touching ``val_areas`` val; when no val areas
+    are given, val takes whole blocks of the rest by ``val_fraction``."""
+    import mercantile
+    import shapely
+
+    boxes = shapely.box(*np.array([list(mercantile.bounds(x, y, z)) for z, x, y in tiles]).T) if tiles else []
+    out = ["train"] * len(tiles)
+    for name, areas in (("val", spec.val_areas), ("test", spec.test_areas)):
+        if areas is not None:
+            hit = shapely.intersects(boxes, _area_geoms(areas, f"{name}_areas"))
+            for j in np.flatnonzero(hit):
+                out[int(j)] = name
+    if spec.val_areas is None and spec.val_fraction > 0:
+        rest = [i for i, s in enumerate(out) if s == "train"]
+        sub = split_by_blocks([tiles[i] for i in rest], block_zoom, spec.val_fraction, 0.0, spec.seed)
+        for i, s in zip(rest, sub, strict=True):
+            out[i] = s
+    return out
+
+
+def read_image(path: str | Path, bands: int | None = None) -> np.ndarray:
+    """An image tile as uint8 (H, W, C): palette expanded, alpha dropped; ``bands`` checks C."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as src:
+            im = src
+            if im.mode in ("P", "RGBA", "CMYK", "YCbCr"):
+                im = im.convert("RGB")
+            elif im.mode == "LA":
+                im = im.convert("L")
+            elif im.mode not in ("RGB", "L"):
+                raise InputDataError(f"{path}: image mode {im.mode} is not 8-bit; set [imagery] keep_16bit = false")
+            arr = np.asarray(im)
+    except OSError as exc:
+        raise InputDataError(f"{path}: unreadable image tile ({exc}); delete it and rerun ImageryAll") from exc
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if bands is not None and arr.shape[2] != bands:
+        raise InputDataError(f"{path}: {arr.shape[2]} bands, the other tiles have {bands}")
+    return arr
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask tile as uint8 (H, W) class ids (255 = ignore)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im if im.mode in ("P", "L") else im.convert("L"))
+    except OSError as exc:
+        raise InputDataError(f"{path}: unreadable mask tile ({exc}); delete it and rerun MasksAll") from exc
+
+
+def training_stats(data_dir: Path, rows: Iterable[TileRow]) -> dict[str, Any]:
+    """Band mean/std (pixel / 255 units) and class pixel counts/shares over ``rows``."""
+    s1: np.ndarray | None = None
+    s2: np.ndarray | None = None
+    n: int = 0
+    counts = np.zeros(256, dtype=np.int64)
+    for r in rows:
+        img = read_image(data_dir / r.image, None if s1 is None else len(s1)).astype(np.float64) / 255.0
+        flat = img.reshape(-1, img.shape[2])
+        s1 = flat.sum(0) + (0 if s1 is None else s1)
+        s2 = (flat * flat).sum(0) + (0 if s2 is None else s2)
+        n += flat.shape[0]
+        counts += np.bincount(read_mask(data_dir / r.mask).ravel(), minlength=256)
+    if s1 is None or s2 is None or n == 0:
+        raise InputDataError(f"{data_dir}: the training split is empty; lower [split] val_fraction/test_fraction "
+                             "or make the region larger")
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))
+    std = np.maximum(std, 1e-3)
+    counts[IGNORE] = 0
+    total = int(counts.sum())
+    ids = [int(i) for i in np.flatnonzero(counts)]
+    return {"band_stats": {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]},
+            "class_pixels": {str(i): int(counts[i]) for i in ids},
+            "class_shares": {str(i): round(float(counts[i]) / total, 6) for i in ids} if total else {},
+            "bands": len(mean)}
+
+
+def make_split(data_dir: str | Path, spec: SplitSpec, zoom: int) -> tuple[list[TileRow], dict[str, Any]]:
+    """Rows of ``split.csv`` and the stats of ``split_stats.json`` for region folder ``data_dir``."""
+    data_dir = Path(data_dir)
+    rows, counts = tile_pairs(data_dir)
+    if not rows:
+        raise InputDataError(f"{data_dir}: no tile has both imagery and a mask ({counts}); run ImageryAll and MasksAll")
+    bz = spec.block_zoom if spec.block_zoom is not None else max(0, zoom - 2)
+    keys = [(r.z, r.x, r.y) for r in rows]
+    if spec.test_areas is not None or spec.val_areas is not None:
+        names = split_by_areas(keys, spec, bz)
+    else:
+        names = split_by_blocks(keys, bz, spec.val_fraction, spec.test_fraction, spec.seed)
+    out: list[TileRow] = []
+    for r, name in zip(rows, names, strict=True):
+        m = read_mask(data_dir / r.mask)
+        out.append(TileRow(r.z, r.x, r.y, name, r.image, r.mask, int(((m > 0) & (m != IGNORE)).sum())))
+    stats = training_stats(data_dir, [r for r in out if r.split == "train"])
+    first = read_image(data_dir / out[0].image)
+    stats.update({"tiles": {s: sum(r.split == s for r in out) for s in SPLITS}, "counts": counts,
+                  "block_zoom": bz, "tile_size": int(first.shape[0])})
+    return out, stats
+
+
+def write_split_csv(path: str | Path, rows: Iterable[TileRow]) -> None:
+    """Write ``split.csv`` atomically."""
+    from pipeline.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(SPLIT_COLUMNS)
+        for r in rows:
+            w.writerow([r.z, r.x, r.y, r.split, r.image, r.mask, r.labelled])
+
+
+def read_split_csv(path: str | Path) -> list[TileRow]:
+    """Rows of ``split.csv`` (csv module only: usable on a host without pandas)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != SPLIT_COLUMNS:
+                raise InputDataError(f"{path}: columns {reader.fieldnames}, expected {list(SPLIT_COLUMNS)}; "
+                                     "delete it and run SplitDataset")
+            return [TileRow(int(d["z"]), int(d["x"]), int(d["y"]), d["split"], d["image"], d["mask"],
+                            int(d["labelled"])) for d in reader]
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read the split ({exc}); run SplitDataset first") from exc

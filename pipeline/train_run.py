@@ -1,0 +1,97 @@
+"""Train a region's model from its config, ``split.csv`` and ``split_stats.json``; the torchrun entry.
+
+    torchrun --nproc-per-node 4 -m pipeline.train_run --config configs/<region>.toml
+    torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc-per-node 8 -m pipeline.train_run --config ...
+
+Needs torch, segmentation-models-pytorch, numpy, Pillow and albumentations (no geospatial stack):
+the split files are plain CSV and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RegionConfig, load_config
+from pipeline.errors import InputDataError
+from pipeline.model import ModelSpec
+from pipeline.specs import TrainSpec
+from pipeline.split import read_split_csv
+
+
+def model_spec_for(cfg: RegionConfig, spec: TrainSpec, bands: int) -> ModelSpec:
+    """The model a region's ``[train]`` asks for: one output per class plus background."""
+    return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands, classes=len(cfg.classes) + 1,
+                     encoder_weights_path=spec.encoder_weights)
+
+
+def read_split_stats(path: Path) -> dict[str, Any]:
+    """``split_stats.json`` as a dict (band stats, class shares, counts)."""
+    try:
+        stats: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: cannot read the split statistics ({exc}); run SplitDataset first") from exc
+    return stats
+
+
+def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: int = 0, progress: bool = True,
+                 on_step: Any = None) -> Any:
+    """Train (or resume) the model of region ``cfg`` into ``data/<region>/model/``; returns the History."""
+    from pipeline.dataset import TileDataset, build_augment
+    from pipeline.train import RunInfo, fit
+
+    spec: TrainSpec = cfg.section("train")
+    rows = read_split_csv(cfg.data_dir / "split.csv")
+    stats = read_split_stats(cfg.data_dir / "split_stats.json")
+    bands = int(stats["bands"])
+    band_stats = stats["band_stats"]
+    augment = build_augment(spec, bands) if spec.augment else None
+    train_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "train"], band_stats, spec.scale, augment)
+    val_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "val"], band_stats, spec.scale)
+    info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,
+                   tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
+                   scale=spec.scale)
+    return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, cfg.data_dir / "model", info,
+               device=device, workers=workers, progress=progress, on_step=on_step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.train_run --config configs/<region>.toml`` (one process per GPU under torchrun)."""
+    import torch
+
+    from pipeline.stages import stage_digest
+    from pipeline.train import pick_device
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train_run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="configs/<region>.toml")
+    ap.add_argument("--workers", type=int, default=-1, help="DataLoader workers per process (-1: auto)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    device = pick_device(args.device)
+    workers = args.workers if args.workers >= 0 else default_workers(device)
+    hist = train_region(cfg, stage_digest(cfg, "train"), device=device, workers=workers)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    print(f"best epoch {hist.best_epoch}: validation mIoU {hist.best_miou:.4f}", file=sys.stderr)
+    return 0
+
+
+def default_workers(device: Any) -> int:
+    """DataLoader workers: on CUDA, the CPU cores per local GPU (at most 8); on CPU none."""
+    import os
+
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return 0
+    per_gpu = (os.cpu_count() or 1) // max(1, torch.cuda.device_count())
+    return max(1, min(8, per_gpu - 1))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

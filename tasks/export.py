@@ -1,0 +1,109 @@
+"""Luigi task ``ExportModel``: ONNX + STAC ``mlm`` model card in ``data/<region>/model/export/``.
+
+The ONNX file is checked against PyTorch with onnxruntime on real tiles of the region (their
+context windows, normalised as prediction does); the task fails when the probabilities differ
+by more than ``ONNX_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import mercantile
+import numpy as np
+
+from pipeline.errors import ModelError
+from pipeline.io import atomic_write_json, read_manifest
+from pipeline.predict_spec import PredictSpec, is_own_model, model_path
+from tasks.base import RegionTask
+from tasks.predict import EvaluateModel, image_paths
+
+log = logging.getLogger("luigi-interface")
+
+#: largest accepted difference of ONNX and PyTorch softmax probabilities
+ONNX_TOLERANCE = 1e-3
+#: tiles the ONNX check runs on
+CHECK_TILES = 4
+
+
+class ExportModel(RegionTask):
+    """``model/export/model.onnx`` and ``model/export/model.stac.json`` (the model card)."""
+
+    stage = "export"
+
+    def requires(self) -> Any:
+        return EvaluateModel(config=self.config)
+
+    def export_dir(self) -> Path:
+        return self.data_dir / "model" / "export"
+
+    def manifest_path(self) -> Path:
+        return self.export_dir() / "_manifest.json"
+
+    def run(self) -> None:
+        from pipeline.export import check_onnx, export_onnx, file_info, model_card
+        from pipeline.predict import TileReader, border_for, load_predictor, model_input, tile_window
+
+        cfg = self.cfg
+        spec: PredictSpec = cfg.section("predict")
+        ckpt = model_path(cfg)
+        pred = load_predictor(ckpt, "cpu")
+        images = image_paths(self.data_dir)
+        keys = self._check_tiles(images)
+        reader = TileReader(images)
+        t = reader.get(keys[0]).shape[-1]  # type: ignore[union-attr]
+        border = border_for(pred, t, spec.context_px)
+        x = model_input(pred, np.stack([tile_window(reader, k, border) for k in keys]), t)
+        side = int(x.shape[-1])
+        out = self.export_dir()
+        onnx_path, card_path = out / "model.onnx", out / "model.stac.json"
+        export_onnx(pred.model, pred.bands, side, onnx_path)
+        check = check_onnx(onnx_path, pred.model, x)
+        log.info("ONNX check on %d tiles of %s: %s", len(keys), cfg.name, check)
+        if check["max_abs_diff_probs"] > ONNX_TOLERANCE:
+            diff = check["max_abs_diff_probs"]
+            raise ModelError(f"{onnx_path}: ONNX probabilities differ from PyTorch by {diff:.2e} "
+                             f"(> {ONNX_TOLERANCE}); the exporter does not support this model faithfully")
+        metrics = read_manifest(EvaluateModel(config=self.config).manifest_path())
+        created = dt.datetime.fromtimestamp(os.stat(ckpt).st_mtime, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        spec_d = pred.meta["spec"]
+        card = model_card(
+            pred.meta, item_id=f"osmsat-{cfg.name}-{spec_d['arch']}-{spec_d['encoder']}".lower(),
+            bbox=_bbox(list(images)), side=side, created=created, metrics=metrics,
+            total_parameters=sum(p.numel() for p in pred.model.parameters()),
+            colors={c.id: c.color for c in cfg.classes},
+            assets={
+                "model": {"href": onnx_path.name, "title": "ONNX model (opset 17, dynamic batch/height/width)",
+                          "type": "application/octet-stream; framework=onnx; profile=onnx",
+                          "roles": ["mlm:model"], "mlm:artifact_type": "onnx", **file_info(onnx_path)},
+                "weights": {"href": os.path.relpath(ckpt, out), "title": "PyTorch checkpoint (osmsat format)",
+                            "type": "application/octet-stream; framework=pytorch",
+                            "roles": ["mlm:weights", "mlm:checkpoint"], "mlm:artifact_type": "torch.save",
+                            **file_info(ckpt)},
+            },
+            extra={"osmsat:tiles": {"zoom": cfg.zoom, "tile_size": t, "context_px": border,
+                                    "scale": side / (t + 2 * border)},
+                   "osmsat:onnx_check": check, "osmsat:trained_here": is_own_model(cfg)},
+        )
+        atomic_write_json(card_path, card)
+        self.output().write({"root": str(out), "model": str(ckpt), "onnx_check": check,
+                             "files": {p.name: {"size": p.stat().st_size} for p in (onnx_path, card_path)}})
+
+    def _check_tiles(self, images: dict[tuple[int, int, int], Path]) -> list[tuple[int, int, int]]:
+        """Up to CHECK_TILES tiles, evenly spread over the region's tiles with imagery."""
+        keys = sorted(images)
+        if not keys:
+            raise ModelError(f"{self.cfg.path}: the region has no image tile to check the ONNX export on")
+        pick = np.unique(np.linspace(0, len(keys) - 1, min(CHECK_TILES, len(keys))).round().astype(int))
+        return [keys[i] for i in pick]
+
+
+def _bbox(keys: list[tuple[int, int, int]]) -> tuple[float, float, float, float]:
+    """W, S, E, N (EPSG:4326 degrees) of the union of tiles."""
+    bounds = [mercantile.bounds(x, y, z) for z, x, y in keys]
+    return (min(b.west for b in bounds), min(b.south for b in bounds),
+            max(b.east for b in bounds), max(b.north for b in bounds))

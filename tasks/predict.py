@@ -1,0 +1,181 @@
+"""Luigi tasks ``Predict`` (one shard -> ``predictions/z/x/y.png`` + shard manifest), ``PredictAll``
+(every shard with imagery) and ``EvaluateModel`` (``model/metrics.json`` on the test split).
+
+The model is ``[predict] model`` or the region's own ``model/best.pt`` (then TrainModel is
+required). Prediction claims the Luigi resource ``gpu`` (its limit goes in configs/luigi.toml
+``[resources]``); the device is picked inside ``run()``: CUDA when present, else CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pandas as pd
+
+from pipeline.errors import InputDataError
+from pipeline.io import WRITTEN, read_manifest, read_tile_index
+from pipeline.predict_spec import PredictSpec, is_own_model, model_path
+from pipeline.tiles import Tile
+from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
+from tasks.imagery import ImageryAll
+
+log = logging.getLogger("luigi-interface")
+
+
+def model_requires(task: RegionTask) -> list[Any]:
+    """TrainModel when the region is predicted with its own model; nothing for a given checkpoint."""
+    if not is_own_model(task.cfg):
+        return []
+    from tasks.train import TrainModel
+
+    return [TrainModel(config=task.config)]
+
+
+def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], Path]:
+    """``{(z, x, y): image file}`` of every tile with imagery (the images' tile index), or of one shard."""
+    return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images", shard).items()}
+
+
+class Predict(ShardTask):
+    """Per-class probabilities of every tile of one shard that has imagery."""
+
+    stage = "predict"
+    product = "predictions"
+    device = luigi.Parameter(default="auto", significant=False,
+                             description="torch device: auto (CUDA when present), cpu, cuda, cuda:1")
+    resources = {"gpu": 1}  # noqa: RUF012 - Luigi reads it as a class attribute
+
+    def requires(self) -> Any:
+        return [ImageryAll(config=self.config), *model_requires(self)]
+
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        from pipeline.predict import (
+            TileReader,
+            check_compatible,
+            load_predictor,
+            pick_device,
+            predict_tiles,
+            prediction_pngs,
+            read_image,
+        )
+
+        cfg, shard = self.cfg, str(self.shard)
+        spec: PredictSpec = cfg.section("predict")
+        with self.writer(("png",)) as out:
+            if out.current:  # another run finished this shard while we waited for it
+                return
+            everywhere = image_paths(self.data_dir)  # neighbours may lie in other shards
+            keys = sorted(k for k in image_paths(self.data_dir, shard))
+            if keys:
+                pred = load_predictor(model_path(cfg), pick_device(str(self.device)))
+                bands = read_image(everywhere[keys[0]]).shape[0]
+                check_compatible(pred, [(c.name, c.id) for c in cfg.classes], bands, str(cfg.path))
+                bar = tqdm(total=len(keys), desc=f"predict {shard}", unit="tile", disable=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(done - bar.n)
+                    self.progress(done, total, f"predict {shard}")
+
+                results = predict_tiles(pred, TileReader(everywhere), keys, context_px=spec.context_px,
+                                        batch_size=spec.batch_size, tta=spec.tta, progress=progress)
+                out.write_many(((Tile(*k), data) for k, data in prediction_pngs(results, spec.png_level)), "png")
+                bar.close()
+            out.commit({"model": str(model_path(cfg)), "classes": _class_table(self)})
+
+
+def _class_table(task: RegionTask) -> list[dict[str, Any]]:
+    """Prediction bands in order: the region's classes by ascending id."""
+    return [{"band": i, "name": c.name, "id": c.id}
+            for i, c in enumerate(sorted(task.cfg.classes, key=lambda c: c.id))]
+
+
+class PredictAll(AllShardsTask):
+    """Every shard with imagery; the manifest records the tiles, the model and the band order."""
+
+    stage = "predict"
+    product = "predictions"
+    device = luigi.Parameter(default="auto", significant=False, description="torch device (see Predict)")
+
+    def requires(self) -> Any:
+        return [ImageryAll(config=self.config), *model_requires(self)]
+
+    def shard_task(self, shard: str) -> ShardTask:
+        return Predict(config=self.config, shard=shard, device=self.device)
+
+    def shard_tasks(self) -> list[ShardTask]:
+        """One task per shard with imagery (from the images' tile index)."""
+        idx = read_tile_index(self.data_dir / "images")
+        return [self.shard_task(s) for s in sorted(idx[idx.status == WRITTEN].shard.unique())]
+
+    def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
+        n = sum(int(read_manifest(t.manifest_path())["tiles"]) for t in done)
+        return {"tiles": n, "shards": len(done), "model": str(model_path(self.cfg)),
+                "classes": _class_table(self), "format": "pipeline.probs: uint8 p*255, bands stacked vertically"}
+
+
+class EvaluateModel(RegionTask):
+    """``model/metrics.json``: per-class IoU, precision, recall, F1 and the confusion matrix of the
+    predictions against the masks, on the test split (the region's own model) or on every
+    labelled tile (a model trained elsewhere: the whole region is unseen)."""
+
+    stage = "evaluate"
+    device = luigi.Parameter(default="auto", significant=False, description="torch device (see Predict)")
+
+    def requires(self) -> Any:
+        from tasks.masks import MasksAll
+
+        reqs: list[Any] = [PredictAll(config=self.config, device=self.device), MasksAll(config=self.config)]
+        if is_own_model(self.cfg):
+            from tasks.split import SplitDataset
+
+            reqs.append(SplitDataset(config=self.config))
+        return reqs
+
+    def manifest_path(self) -> Path:
+        return self.data_dir / "model" / "metrics.json"
+
+    def output(self) -> ManifestTarget:
+        return ManifestTarget(self.manifest_path(), self.digest())
+
+    def run(self) -> None:
+        from pipeline.evaluate import evaluate_tiles
+
+        tiles, scope = self._tiles()
+        if not tiles:
+            raise InputDataError(f"{self.cfg.path}: no {scope} tile has both a mask and a prediction to evaluate; "
+                                 "raise [split] test_fraction or check the masks and imagery")
+        classes = sorted(((c.name, c.id) for c in self.cfg.classes), key=lambda c: c[1])
+        pred_dir, mask_dir = self.data_dir / "predictions", self.data_dir / "masks"
+        pairs = [(pred_dir / f"{z}/{x}/{y}.png", mask_dir / f"{z}/{x}/{y}.png") for z, x, y in tiles]
+        result = evaluate_tiles(pairs, classes, progress=lambda i, n: self.progress(i, n, "evaluate"))
+        result.update({"scope": scope, "model": str(model_path(self.cfg))})
+        log.info("evaluate %s (%s, %d tiles): IoU %s", self.cfg.name, scope, len(tiles),
+                 {k: round(v, 4) for k, v in result["iou"].items()})
+        self.output().write(result)
+
+    def _tiles(self) -> tuple[list[tuple[int, int, int]], str]:
+        """Tiles to evaluate and a word for them: the test split, or every tile with a mask."""
+        preds = set(image_paths_of(self.data_dir / "predictions"))
+        if is_own_model(self.cfg):
+            from pipeline.split import read_split_csv
+
+            rows = read_split_csv(self.data_dir / "split.csv")
+            keys = [(r.z, r.x, r.y) for r in rows if r.split == "test"]
+            return [k for k in keys if k in preds], "test"
+        masks = set(image_paths_of(self.data_dir / "masks"))
+        return sorted(preds & masks), "all labelled"
+
+
+def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:
+    """``{(z, x, y): path relative to product_dir}`` of the written tiles of a sharded product
+    (from its shard manifests: ``read_tile_index``), or of one shard."""
+    idx = read_tile_index(product_dir)
+    idx = idx[idx.status == WRITTEN]
+    if shard is not None:
+        idx = idx[idx.shard == shard]
+    return {(int(z), int(x), int(y)): str(p) for z, x, y, p in zip(idx.z, idx.x, idx.y, idx.path)}

@@ -1,0 +1,55 @@
+"""Luigi task ``TrainModel``: split tiles -> ``data/<region>/model/{best,last}.pt`` + logs.
+
+With ``[train_run] processes = N`` > 1 (luigi.toml) it starts ``torchrun --nproc-per-node N``
+(one process per GPU); otherwise it trains in this process, on the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import luigi
+
+from tasks.base import RegionTask
+from tasks.split import SplitDataset
+
+
+class train_run(luigi.Config):  # noqa: N801 - the section name in luigi.toml
+    """``[train_run]`` in luigi.toml: operational training settings."""
+
+    device = luigi.Parameter(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    workers = luigi.IntParameter(default=-1, description="DataLoader workers per process; -1: auto")
+    processes = luigi.IntParameter(default=1, description="processes (GPUs) on this node; > 1 uses torchrun")
+
+
+class TrainModel(RegionTask):
+    """Train (or resume) the region's segmentation model; ``resources = {"gpu": 1}``."""
+
+    stage = "train"
+    resources = {"gpu": 1}  # noqa: RUF012 - Luigi's class attribute
+
+    def requires(self) -> Any:
+        return SplitDataset(config=self.config)
+
+    def run(self) -> None:
+        settings = train_run()
+        self.progress(0, 1, "training")
+        if settings.processes > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={settings.processes}",
+                   "-m", "pipeline.train_run", "--config", str(self.config), "--workers", str(settings.workers),
+                   "--device", str(settings.device)]
+            subprocess.run(cmd, check=True)
+        from pipeline.stages import stage_digest
+        from pipeline.train import pick_device
+        from pipeline.train_run import default_workers, train_region
+
+        device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
+        workers = settings.workers if settings.workers >= 0 else default_workers(device)
+        hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers)
+        model_dir = self.data_dir / "model"
+        files = {n: {"size": (model_dir / n).stat().st_size} for n in ("best.pt", "last.pt")}
+        self.output().write({"root": str(model_dir), "files": files, "best_epoch": hist.best_epoch,
+                             "best_miou": hist.best_miou, "epochs": len(hist.rows),
+                             "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})

@@ -1,0 +1,76 @@
+"""pipeline.model: building models, normalisation and the checkpoint format."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import ModelError
+from pipeline.model import ModelSpec, build_model, load_checkpoint, make_meta, normalise, save_checkpoint
+
+SPEC = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+STATS = {"mean": [0.4, 0.5, 0.3], "std": [0.2, 0.1, 0.25]}
+CLASSES = [{"name": "road", "id": 2}, {"name": "building", "id": 1}]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    meta = make_meta(SPEC, CLASSES, STATS, 64, "d1", {"iou": {"building": 0.5}})
+    save_checkpoint(tmp_path / "m.pt", model, meta)
+    loaded, meta2 = load_checkpoint(tmp_path / "m.pt")
+    assert [c["name"] for c in meta2["classes"]] == ["building", "road"]  # ascending id
+    assert meta2["band_stats"] == STATS and meta2["tile_size"] == 64 and meta2["config_digest"] == "d1"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_normalise_layouts_agree():
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    chw = np.transpose(hwc, (2, 0, 1))
+    a, b = normalise(hwc, STATS), normalise(chw, STATS)
+    t = normalise(torch.from_numpy(chw), STATS)
+    assert a.dtype == np.float32 and a.shape == (3, 8, 8)
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, t.numpy(), atol=1e-6)
+    np.testing.assert_allclose(a[1, 0, 0], (chw[1, 0, 0] / 255 - 0.5) / 0.1, rtol=1e-5)
+
+
+def test_missing_encoder_weights_says_where(tmp_path):
+    spec = ModelSpec(encoder="resnet18", classes=2, encoder_weights_path=str(tmp_path / "r18.pth"))
+    with pytest.raises(ModelError, match=r"r18.pth.*Put the pretrained resnet18"):
+        build_model(spec)
+
+
+def test_encoder_weights_from_local_file(tmp_path):
+    src = build_model(ModelSpec(encoder="resnet18", classes=2))
+    torch.save(src.encoder.state_dict(), tmp_path / "enc.pth")
+    dst = build_model(ModelSpec(encoder="resnet18", classes=2, encoder_weights_path=str(tmp_path / "enc.pth")))
+    for k, v in src.encoder.state_dict().items():
+        assert torch.equal(v, dst.encoder.state_dict()[k])
+
+
+def test_bad_checkpoint_and_spec(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match=r"bad\.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "none.pt")
+    with pytest.raises(ModelError, match="not an smp model"):
+        build_model(ModelSpec(arch="NoSuchNet"))
+    with pytest.raises(ModelError, match="outputs"):
+        make_meta(ModelSpec(classes=2), CLASSES, STATS, 64, "d")
+
+
+def test_import_without_geospatial_stack():
+    code = ("import sys; import pipeline.model; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('rasterio', 'geopandas', 'luigi', 'shapely')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False, capture_output=True).returncode == 0

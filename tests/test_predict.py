@@ -1,0 +1,450 @@
+"""Prediction library: context windows (neighbours, mirroring), the seam test, flip TTA,
+checkpoint compatibility errors. CPU, tiny models, generated tiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import InputDataError, ModelError
+from pipeline.model import ModelSpec, build_model, make_meta, save_checkpoint
+from pipeline.predict import (
+    Predictor,
+    TileReader,
+    check_compatible,
+    context_window,
+    forward_probs,
+    load_predictor,
+    plan_border,
+    predict_tiles,
+    predict_windows,
+    prediction_pngs,
+    read_image,
+    tile_window,
+)
+from pipeline.probs import decode_probs, encode_probs
+
+CLASSES = [{"name": "building", "id": 1}, {"name": "road", "id": 2}]
+STATS = {"mean": [0.45, 0.5, 0.4], "std": [0.2, 0.22, 0.25]}
+
+
+def smooth_mosaic(n: int, t: int, seed: int = 0) -> np.ndarray:
+    """uint8 (3, n*t, n*t): smooth blobs plus noise, so every tile and border differs."""
+    rng = np.random.default_rng(seed)
+    side = n * t
+    coarse = rng.uniform(0, 255, (3, side // 8 + 1, side // 8 + 1))
+    img = np.kron(coarse, np.ones((8, 8)))[:, :side, :side]
+    return np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+
+
+def write_tiles(folder: Path, mosaic: np.ndarray, t: int, z: int = 18, x0: int = 100, y0: int = 200,
+                skip: set[tuple[int, int]] = frozenset()) -> dict[tuple[int, int, int], Path]:  # type: ignore[assignment]
+    """Cut the mosaic into PNG tiles z/x/y (x east, y south); returns {tile: path}."""
+    from PIL import Image
+
+    n = mosaic.shape[1] // t
+    paths = {}
+    for j in range(n):
+        for i in range(n):
+            if (i, j) in skip:
+                continue
+            p = folder / f"{z}/{x0 + i}/{y0 + j}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mosaic[:, j * t:(j + 1) * t, i * t:(i + 1) * t].transpose(1, 2, 0)).save(p)
+            paths[(z, x0 + i, y0 + j)] = p
+    return paths
+
+
+class TinyFCN(nn.Module):
+    """A fully convolutional net with one stride-2 level; receptive field radius < 12 px."""
+
+    def __init__(self, bands: int = 3, outputs: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(bands, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(16, outputs, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.a(x))
+        d = torch.relu(self.b(torch.relu(self.down(a))))
+        u = nn.functional.interpolate(d, scale_factor=2, mode="nearest")
+        return self.out(torch.cat([a, u], 1)) * 3.0
+
+
+def tiny_predictor(t: int) -> Predictor:
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+    return Predictor(TinyFCN().eval(), make_meta(spec, CLASSES, STATS, t, "test"), torch.device("cpu"), "tiny")
+
+
+def smp_predictor(t: int, tmp: Path) -> tuple[Predictor, Path]:
+    torch.manual_seed(1)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+    path = tmp / "tiny.pt"
+    save_checkpoint(path, build_model(spec), make_meta(spec, CLASSES, STATS, t, "test"))
+    return load_predictor(path), path
+
+
+def mosaic_probs(pred: Predictor, mosaic: np.ndarray) -> np.ndarray:
+    """Foreground probabilities of the whole mosaic in one forward pass (no context handling)."""
+    from pipeline.model import normalise
+
+    x = normalise(torch.from_numpy(mosaic), pred.meta["band_stats"])[None]
+    return forward_probs(pred, x)[0, 1:].numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+
+
+def test_border_rounds_up_to_the_stride() -> None:
+    assert plan_border(256, 32, 32) == 32
+    assert plan_border(256, 20, 32) == 32
+    assert plan_border(256, 33, 32) == 64
+    assert plan_border(64, 200, 32) == 64  # at most one tile
+    assert plan_border(256, 0, 32) == 0
+
+
+def test_model_scale_sets_the_border_and_input_size() -> None:
+    """A half-scale checkpoint (meta scale 0.5, or an old one whose tile_size is half the tiles')
+    needs a 64-px border for its stride of 32 model px, and gets a half-size input."""
+    from pipeline.predict import border_for, model_input
+
+    base = tiny_predictor(256)
+    for meta in ({**base.meta, "scale": 0.5, "tile_size": 128}, {**{k: v for k, v in base.meta.items()
+                                                                    if k != "scale"}, "tile_size": 128}):
+        pred = Predictor(base.model, meta, base.device, "half")
+        assert border_for(pred, 256, 32) == 64
+        assert model_input(pred, np.zeros((2, 3, 384, 384), np.uint8), 256).shape == (2, 3, 192, 192)
+    assert border_for(base, 256, 32) == 32  # scale 1
+
+
+def test_no_neighbour_is_mirrored() -> None:
+    c = smooth_mosaic(1, 64)
+    w = context_window(c, {}, 32)
+    assert np.array_equal(w, np.pad(c, ((0, 0), (32, 32), (32, 32)), mode="symmetric"))
+    assert np.array_equal(context_window(c, {}, 64), np.pad(c, ((0, 0), (64, 64), (64, 64)), mode="symmetric"))
+    with pytest.raises(InputDataError, match=r"tile 1/2/3: its neighbour \(\+1, \+0\) has shape \(4, 64, 64\)"):
+        context_window(c, {(1, 0): np.zeros((4, 64, 64), np.uint8)}, 32, where="tile 1/2/3")
+
+
+def test_neighbours_give_the_border(tmp_path: Path) -> None:
+    t, b = 64, 32
+    m = smooth_mosaic(3, t)
+    reader = TileReader(write_tiles(tmp_path, m, t))
+    w = tile_window(reader, (18, 101, 201), b)
+    assert np.array_equal(w, m[:, t - b:2 * t + b, t - b:2 * t + b])
+
+
+def test_partly_missing_neighbours_are_mirrored(tmp_path: Path) -> None:
+    """Only the west neighbour exists: the window is the 2-tile strip [west | tile] padded by
+    mirroring on the other three sides (corners mirrored consistently)."""
+    t, b = 64, 32
+    m = smooth_mosaic(3, t, seed=4)
+    keep = {(0, 1), (1, 1)}
+    paths = write_tiles(tmp_path, m, t, skip={(i, j) for i in range(3) for j in range(3)} - keep)
+    w = tile_window(TileReader(paths), (18, 101, 201), b)
+    strip = m[:, t:2 * t, t - b:2 * t]
+    expect = np.pad(strip, ((0, 0), (b, b), (0, b)), mode="symmetric")
+    assert np.array_equal(w, expect)
+
+
+def test_read_image_drops_alpha_and_names_bad_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    arr = read_image(tmp_path / "a.png")
+    assert arr.shape == (3, 8, 8) and arr[0].min() == 200
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(InputDataError, match=r"bad\.png"):
+        read_image(tmp_path / "bad.png")
+    with pytest.raises(InputDataError, match=r"none\.png"):
+        read_image(tmp_path / "none.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# The seam test
+
+
+def test_seam_tile_alone_equals_mosaic_exact(tmp_path: Path) -> None:
+    """A tile predicted alone (context from its neighbours) equals the same pixels predicted in
+    one pass over a 3x3 mosaic: the model's receptive field (< 12 px) lies inside the 32 px
+    border and the border keeps the stride-2 phase. Float tolerance 1e-5 (conv arithmetic order)."""
+    t = 64
+    m = smooth_mosaic(3, t, seed=2)
+    pred = tiny_predictor(t)
+    reader = TileReader(write_tiles(tmp_path, m, t))
+    win = tile_window(reader, (18, 101, 201), plan_border(t, 32, pred.stride))
+    alone = predict_windows(pred, win[None], 32)[0]
+    whole = mosaic_probs(pred, m)[:, t:2 * t, t:2 * t]
+    assert np.abs(alone - whole).max() < 1e-5
+    # a tile predicted without its neighbours (mirrored) does differ near its edges: the test has teeth
+    bare = predict_windows(pred, context_window(m[:, t:2 * t, t:2 * t], {}, 32)[None], 32)[0]
+    assert np.abs(bare - whole).max() > 1e-3
+
+
+def test_seam_smp_unet_converges_with_context(tmp_path: Path) -> None:
+    """The same with a real smp U-Net/ResNet-18 (random weights, eval mode) on a 5x5 mosaic of
+    128 px tiles. Its theoretical receptive field (hundreds of pixels) exceeds any border a
+    neighbour can give, so the match is approximate: the difference shrinks as the border grows.
+    Measured (centre tile): mean |diff| 0.071 / 0.039 / 0.0067 and max 0.48 / 0.36 / 0.097 in
+    probability for 32 / 64 / 128 px borders. Asserted: strictly decreasing, and at 128 px
+    mean < 0.01, max < 0.15 (a trained model's effective field is far smaller; see the notes)."""
+    t = 128
+    m = smooth_mosaic(5, t, seed=3)
+    pred, _ = smp_predictor(t, tmp_path)
+    reader = TileReader(write_tiles(tmp_path / "tiles", m, t))
+    ref = mosaic_probs(pred, m)[:, 2 * t:3 * t, 2 * t:3 * t]
+    means, maxes = [], []
+    for b in (32, 64, 128):
+        alone = predict_windows(pred, tile_window(reader, (18, 102, 202), b)[None], b)[0]
+        diff = np.abs(alone - ref)
+        means.append(float(diff.mean()))
+        maxes.append(float(diff.max()))
+    assert means[0] > means[1] > means[2] and maxes[0] > maxes[2], (means, maxes)
+    assert means[2] < 0.01 and maxes[2] < 0.15, (means, maxes)
+
+
+def test_flip_tta_is_flip_equivariant() -> None:
+    """Averaging over the 4 flips makes the prediction of a flipped image the flipped prediction."""
+    t = 64
+    pred = tiny_predictor(t)
+    win = context_window(smooth_mosaic(1, t, seed=5), {}, 32)
+    a = predict_windows(pred, win[None], 32, tta="flip")[0]
+    b = predict_windows(pred, np.ascontiguousarray(win[None, :, :, ::-1]), 32, tta="flip")[0]
+    assert np.abs(a[:, :, ::-1] - b).max() < 1e-5
+    plain = predict_windows(pred, np.ascontiguousarray(win[None, :, :, ::-1]), 32)[0]
+    assert np.abs(a[:, :, ::-1] - plain).max() > 1e-4  # without TTA it is not
+
+
+def test_predict_tiles_outputs_valid_prediction_tiles(tmp_path: Path) -> None:
+    t = 64
+    m = smooth_mosaic(3, t, seed=6)
+    paths = write_tiles(tmp_path, m, t, skip={(2, 2)})
+    pred = tiny_predictor(t)
+    seen: list[tuple[int, int]] = []
+    keys = sorted(paths)
+    out = dict(predict_tiles(pred, TileReader(paths), keys, batch_size=3, progress=lambda d, n: seen.append((d, n))))
+    assert sorted(out) == keys
+    for q in out.values():
+        assert q.dtype == np.uint8 and q.shape == (2, t, t)
+        assert int(q.astype(int).sum(0).max()) <= 256  # two of three softmax channels
+        assert np.array_equal(decode_probs(encode_probs(q), 2), q)
+    assert seen[-1] == (8, 8) and len(seen) == 3
+    pngs = list(prediction_pngs(iter(out.items()), threads=2))  # threaded encoding keeps the order
+    assert [k for k, _ in pngs] == keys
+    assert all(np.array_equal(decode_probs(b, 2), out[k]) for k, b in pngs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"nope\.pt.*train"):
+        load_predictor(tmp_path / "nope.pt")
+
+
+def test_checkpoint_for_other_classes_or_bands(tmp_path: Path) -> None:
+    pred, _ = smp_predictor(64, tmp_path)
+    check_compatible(pred, [("building", 1), ("road", 2)], 3, "region.toml")
+    with pytest.raises(ModelError, match=r"tiny\.pt.*classes.*region\.toml.*\[predict\] model"):
+        check_compatible(pred, [("building", 1), ("water", 2)], 3, "region.toml")
+    with pytest.raises(ModelError, match=r"3-band.*4 bands"):
+        check_compatible(pred, [("building", 1), ("road", 2)], 4, "region.toml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Luigi: PredictAll and EvaluateModel on a generated town with a raster orthophoto
+
+
+def town_region(tmp: Path, town_pbf: Path, model: Path, extra: str = "") -> Path:
+    """The test town at z17 (256 px tiles), imagery from a generated EPSG:3857 GeoTIFF over part of
+    it, predicted with the checkpoint ``model`` (a model 'trained elsewhere' on 64 px tiles: the
+    tiles are resampled to a quarter, which keeps this test fast)."""
+    import math
+
+    from tests.pbf_fixtures import ORIGIN
+    from tests.tileserver import write_test_geotiff
+    from tests.town import write_town_config
+
+    r = 6378137.0
+    ox = math.radians(ORIGIN[0]) * r
+    oy = math.log(math.tan(math.pi / 4 + math.radians(ORIGIN[1]) / 2)) * r
+    tif = write_test_geotiff(tmp / "ortho.tif", seed=5, size_px=600, res_m=1.2, origin=(ox - 40, oy + 760),
+                             crs="EPSG:3857")
+    cfg = write_town_config(tmp / "town.toml", town_pbf, tmp / "data", zoom=17, shard_zoom=15, extra=f"""
+[imagery]
+source = "raster"
+paths = ["{tif}"]
+format = "png"
+
+[predict]
+model = "{model}"
+batch_size = 4
+{extra}""")
+    return cfg
+
+
+def town_checkpoint(path: Path) -> Path:
+    torch.manual_seed(2)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=4)
+    classes = [{"name": "building", "id": 1}, {"name": "road", "id": 2}, {"name": "park", "id": 3}]
+    save_checkpoint(path, build_model(spec), make_meta(spec, classes, STATS, 64, "elsewhere", scale=0.25))
+    return path
+
+
+def run_luigi(*tasks: object) -> object:
+    import luigi
+
+    res = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    return res
+
+
+@pytest.fixture(scope="module")
+def predicted_town(tmp_path_factory: pytest.TempPathFactory, town_pbf: Path) -> Path:
+    from tasks.predict import EvaluateModel
+
+    tmp = tmp_path_factory.mktemp("predict_town")
+    cfg = town_region(tmp, town_pbf, town_checkpoint(tmp / "elsewhere.pt"))
+    res = run_luigi(EvaluateModel(config=str(cfg)))
+    assert res.status.name == "SUCCESS", res.summary_text  # type: ignore[attr-defined]
+    return cfg
+
+
+def test_predict_all_writes_valid_tiles_with_manifests(predicted_town: Path) -> None:
+    import hashlib
+    import json
+
+    from pipeline.io import read_tile_index
+
+    data = predicted_town.parent / "data"
+    images = read_tile_index(data / "images")
+    with_imagery = {(z, x, y) for z, x, y, s in zip(images.z, images.x, images.y, images.status) if s == "written"}
+    preds = read_tile_index(data / "predictions")
+    assert {(z, x, y) for z, x, y in zip(preds.z, preds.x, preds.y)} == with_imagery
+    assert len(with_imagery) >= 4 and (images.status != "written").any()  # some tiles lack imagery
+    for rel, sha in zip(preds.path, preds.sha256):
+        raw = (data / "predictions" / rel).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == sha
+        assert decode_probs(raw, 3).shape == (3, 256, 256)
+    summary = json.loads((data / "predictions" / "_manifest.json").read_text())
+    assert summary["tiles"] == len(with_imagery)
+    assert [c["name"] for c in summary["classes"]] == ["building", "road", "park"]
+    assert not list((data / "predictions").rglob("*.tmp"))
+
+
+def test_evaluate_model_metrics(predicted_town: Path) -> None:
+    import json
+
+    data = predicted_town.parent / "data"
+    m = json.loads((data / "model" / "metrics.json").read_text())
+    assert m["scope"] == "all labelled" and m["classes"] == ["background", "building", "road", "park"]
+    cm = np.array(m["confusion"])
+    assert cm.shape == (4, 4) and cm.sum() == m["pixels"] > 0
+    for k in ("iou", "precision", "recall", "f1"):
+        assert set(m[k]) == set(m["classes"])
+    tp, fp, fn = cm[1, 1], cm[:, 1].sum() - cm[1, 1], cm[1, :].sum() - cm[1, 1]
+    if tp + fp + fn:
+        assert m["iou"]["building"] == pytest.approx(tp / (tp + fp + fn))
+
+
+def test_rerun_is_complete_and_model_change_reruns(predicted_town: Path) -> None:
+    import luigi
+
+    from tasks.predict import PredictAll
+
+    res = run_luigi(PredictAll(config=str(predicted_town)))
+    parts = luigi.execution_summary._partition_tasks(res.worker)  # type: ignore[attr-defined]
+    assert not parts["completed"] and parts["already_done"]
+    # a checkpoint file rewritten in place (new mtime) is another model: predictions are stale
+    assert PredictAll(config=str(predicted_town)).complete()
+    model = predicted_town.parent / "elsewhere.pt"
+    st = model.stat()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert not PredictAll(config=str(predicted_town)).complete()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert PredictAll(config=str(predicted_town)).complete()
+
+
+def test_task_errors_name_the_model(predicted_town: Path, tmp_path: Path) -> None:
+    """A missing checkpoint, or one made for another class table, stops the shard with an error
+    that names the file and says what to do (the town's imagery is reused: same data folder)."""
+    from pipeline.io import read_tile_index
+    from tasks.predict import Predict, image_paths
+
+    data = predicted_town.parent / "data"
+    shard = str(sorted(read_tile_index(data / "images").shard)[0])
+    assert image_paths(data, shard)
+    text = predicted_town.read_text()
+    missing = tmp_path / "bad.toml"
+    missing.write_text(text.replace(str(predicted_town.parent / "elsewhere.pt"), str(tmp_path / "gone.pt")))
+    with pytest.raises(ModelError, match=r"gone\.pt: no such checkpoint"):
+        Predict(config=str(missing), shard=shard).run()
+    torch.manual_seed(0)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+    other = tmp_path / "water.pt"
+    save_checkpoint(other, build_model(spec), make_meta(spec, [{"name": "building", "id": 1},
+                                                               {"name": "water", "id": 2}], STATS, 64, "x"))
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(text.replace(str(predicted_town.parent / "elsewhere.pt"), str(other)))
+    with pytest.raises(ModelError, match=r"water\.pt: the model was trained for classes .*wrong\.toml"):
+        Predict(config=str(wrong), shard=shard).run()
+
+
+def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path) -> None:
+    """Without ``[predict] model`` the region's own model/best.pt predicts (TrainModel is done here
+    by writing its checkpoint and manifest) and metrics.json covers the test split only."""
+    import json
+
+    from pipeline.split import read_split_csv
+    from tasks.predict import EvaluateModel
+    from tasks.split import SplitDataset
+    from tasks.train import TrainModel
+
+    cfg = town_region(tmp_path, town_pbf, tmp_path / "unused.pt",
+                      extra="\n[split]\nblock_zoom = 17\ntest_fraction = 0.4\nval_fraction = 0.2\nseed = 1\n")
+    cfg.write_text(cfg.read_text().replace(f'model = "{tmp_path / "unused.pt"}"\n', ""))
+    assert run_luigi(SplitDataset(config=str(cfg))).status.name == "SUCCESS"  # type: ignore[attr-defined]
+    data = tmp_path / "data"
+    town_checkpoint(data / "model" / "best.pt")
+    (data / "model" / "last.pt").write_bytes((data / "model" / "best.pt").read_bytes())
+    train = TrainModel(config=str(cfg))
+    train.output().write({"root": str(data / "model"), "files": {
+        n: {"size": (data / "model" / n).stat().st_size} for n in ("best.pt", "last.pt")}})
+    assert train.complete()
+    res = run_luigi(EvaluateModel(config=str(cfg)))
+    assert res.status.name == "SUCCESS", res.summary_text  # type: ignore[attr-defined]
+    m = json.loads((data / "model" / "metrics.json").read_text())
+    test = [r for r in read_split_csv(data / "split.csv") if r.split == "test"]
+    assert m["scope"] == "test" and m["tiles"] == len(test) >= 1
+    assert m["pixels"] <= len(test) * 256 * 256
+    assert m["model"] == str(data / "model" / "best.pt")
+
+
+def test_predict_section_parsing(tmp_path: Path) -> None:
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    from pipeline.predict_spec import PredictSpec, is_own_model, model_path
+    from tests.town import write_town_config
+
+    cfg = load_config(write_town_config(tmp_path / "a.toml", tmp_path / "t.pbf", tmp_path / "data"))
+    assert cfg.section("predict") == PredictSpec()
+    assert model_path(cfg) == tmp_path / "data" / "model" / "best.pt" and is_own_model(cfg)
+    cfg = load_config(write_town_config(tmp_path / "b.toml", tmp_path / "t.pbf", tmp_path / "data", extra=(
+        '[predict]\nmodel = "other.pt"\ncontext_px = 64\ntta = "flip"\nbatch_size = 2\n')))
+    assert cfg.section("predict") == PredictSpec(model=Path("other.pt"), context_px=64, batch_size=2, tta="flip")
+    assert not is_own_model(cfg)
+    for bad, key in (('tta = "rotate"', r"predict\.tta"), ("context_px = -1", r"predict\.context_px"),
+                     ("batchsize = 4", r"batchsize")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(write_town_config(tmp_path / "c.toml", tmp_path / "t.pbf", tmp_path / "data",
+                                          extra=f"[predict]\n{bad}\n"))

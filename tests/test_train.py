@@ -1,0 +1,214 @@
+"""pipeline.train: a few steps lower the loss, SIGKILL + resume == uninterrupted, DDP with two
+gloo processes, and the clear errors (NaN loss, empty split, no positive pixel, OOM, another
+config). Tiny: 64 px generated tiles, ResNet-18 U-Net, a handful of steps, one CPU thread."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.dataset import TileDataset, build_augment
+from pipeline.errors import TrainingError
+from pipeline.model import ModelSpec, load_checkpoint, read_checkpoint
+from pipeline.specs import SplitSpec, TrainSpec
+from pipeline.split import make_split
+from pipeline.train import RunInfo, fit
+from tests.conftest import ROOT
+from tests.train_fixtures import Z, write_region
+
+SPEC = TrainSpec(encoder="resnet18", epochs=2, batch_size=4, lr=3e-3, schedule="onecycle", warmup=0.2,
+                 losses=(("ce", 1.0), ("dice", 1.0)), scale_jitter=0.1, color_jitter=0.1, seed=5)
+MODEL = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=2)
+CLASSES = ({"name": "building", "id": 1},)
+
+
+def datasets(data: Path, spec: TrainSpec = SPEC, stats: dict | None = None) -> tuple[TileDataset, TileDataset, dict]:
+    rows, st = make_split(data, SplitSpec(block_zoom=Z, val_fraction=0.2, test_fraction=0.0, seed=1), Z)
+    band = stats or st["band_stats"]
+    train = TileDataset(data, [r for r in rows if r.split == "train"], band, spec.scale, build_augment(spec, 3))
+    val = TileDataset(data, [r for r in rows if r.split == "val"], band, spec.scale)
+    return train, val, band
+
+
+def run(data: Path, out: Path, spec: TrainSpec = SPEC, digest: str = "d1", stats: dict | None = None,
+        **kw: object) -> object:
+    train, val, band = datasets(data, spec, stats)
+    info = RunInfo(CLASSES, band, 64, digest)
+    return fit(spec, MODEL, train, val, out, info, device=torch.device("cpu"), progress=False, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("tiles")
+    write_region(data, n=3, seed=3)
+    return data
+
+
+def test_a_few_steps_lower_the_loss(region, tmp_path):
+    torch.set_num_threads(1)
+    spec = replace(SPEC, epochs=4, schedule="constant", augment=False, lr=2e-3)
+    hist = run(region, tmp_path / "m", spec)
+    losses = [r["train_loss"] for r in hist.rows]  # type: ignore[attr-defined]
+    assert losses[-1] < 0.8 * losses[0], losses
+    _, meta = load_checkpoint(tmp_path / "m" / "best.pt")
+    assert meta["classes"] == [{"name": "building", "id": 1}] and meta["tile_size"] == 64
+    assert set(meta["metrics"]["iou"]) == {"background", "building"}
+    for name in ("last.pt", "metrics.csv", "training.png"):
+        assert (tmp_path / "m" / name).stat().st_size > 0
+    assert list((tmp_path / "m" / "tb").iterdir())
+    csv_rows = (tmp_path / "m" / "metrics.csv").read_text().splitlines()
+    assert len(csv_rows) == 5 and "iou_building" in csv_rows[0]
+
+
+SCRIPT = """
+import os, signal, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads(1)
+from pathlib import Path
+from tests.test_train import run
+kill = {kill!r}
+def hook(epoch, step):
+    if kill is not None and (epoch, step) == tuple(kill):
+        os.kill(os.getpid(), signal.SIGKILL)
+run(Path({data!r}), Path({out!r}), on_step=hook)
+"""
+
+
+def _run_script(data: Path, out: Path, kill: tuple[int, int] | None) -> int:
+    code = SCRIPT.format(root=str(ROOT), data=str(data), out=str(out), kill=kill)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=False, timeout=600).returncode
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(region, tmp_path):
+    assert _run_script(region, tmp_path / "a", None) == 0
+    assert _run_script(region, tmp_path / "b", (1, 0)) == -9  # killed in the 2nd epoch, after its first step
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["epoch"] == 0
+    assert _run_script(region, tmp_path / "b", None) == 0
+    a, b = read_checkpoint(tmp_path / "a" / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["train_state"]["epoch"] == b["train_state"]["epoch"] == SPEC.epochs - 1
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["train_state"]["history"][-1]["train_loss"] == b["train_state"]["history"][-1]["train_loss"]
+
+
+DDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads(1)
+from pathlib import Path
+from tests.test_train import run
+run(Path({data!r}), Path({out!r}))
+"""
+
+
+def test_ddp_two_gloo_processes(region, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), data=str(region), out=str(tmp_path / "m")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, check=False, timeout=600, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    model, meta = load_checkpoint(tmp_path / "m" / "best.pt")  # loads in one process
+    assert meta["config_digest"] == "d1" and 0 <= meta["metrics"]["iou"]["building"] <= 1
+    hist = read_checkpoint(tmp_path / "m" / "last.pt")["train_state"]["history"]
+    assert len(hist) == SPEC.epochs
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(region, tmp_path):
+    torch.set_num_threads(1)
+    run(region, tmp_path / "m", replace(SPEC, epochs=1))
+    before = (tmp_path / "m" / "last.pt").read_bytes()
+    bad = {"mean": [0.5, 0.5, 0.5], "std": [0.0, 0.0, 0.0]}  # division by zero: inf inputs, NaN loss
+    with pytest.raises(TrainingError, match=r"loss is nan at epoch 2.*last\.pt keeps the last good epoch"):
+        run(region, tmp_path / "m", replace(SPEC, epochs=2), stats=bad)
+    assert (tmp_path / "m" / "last.pt").read_bytes() == before
+    # a checkpoint from another config is kept and named
+    with pytest.raises(TrainingError, match=r"checkpoint of another config.*it is kept"):
+        run(region, tmp_path / "m", replace(SPEC, epochs=2), digest="other")
+    assert (tmp_path / "m" / "last.pt").read_bytes() == before
+
+
+def test_empty_split_and_no_positive_pixel(tmp_path):
+    write_region(tmp_path / "empty", n=2, empty=True)
+    with pytest.raises(TrainingError, match="no training tile has a pixel of any class"):
+        run(tmp_path / "empty", tmp_path / "m")
+    train, val, band = datasets(tmp_path / "empty")
+    train.rows = []
+    with pytest.raises(TrainingError, match="training split is empty"):
+        fit(SPEC, MODEL, train, val, tmp_path / "m", RunInfo(CLASSES, band, 64, "d"), device=torch.device("cpu"))
+
+
+def test_out_of_memory_suggests_a_batch_size(region, tmp_path, monkeypatch):
+    import pipeline.train as train_mod
+
+    class Oom(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_mod, "build_model", lambda spec: Oom())
+    with pytest.raises(TrainingError, match=r"batch_size = 4; set batch_size = 2"):
+        run(region, tmp_path / "m")
+    assert not (tmp_path / "m" / "last.pt").exists()
+
+
+def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
+    import luigi
+
+    from pipeline.io import read_manifest
+    from tasks.train import TrainModel
+    from tests.tileserver import write_test_geotiff
+    from tests.town import write_town_config
+
+    tif = write_test_geotiff(tmp_path / "ortho.tif", seed=5, size_px=600, res_m=1.2, crs="EPSG:3857",
+                             origin=_town_origin())
+    cfg = write_town_config(tmp_path / "town.toml", town_pbf, tmp_path / "data", zoom=17, shard_zoom=15,
+                            extra=textwrap.dedent(f"""
+        [imagery]
+        source = "raster"
+        paths = ["{tif}"]
+        [split]
+        block_zoom = 17
+        val_fraction = 0.3
+        test_fraction = 0.0
+        [train]
+        encoder = "resnet18"
+        epochs = 1
+        batch_size = 4
+        scale = 0.25
+        """))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    res = luigi.build([TrainModel(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    assert res.status.name == "SUCCESS", res.summary_text
+    data = tmp_path / "data"
+    assert (data / "split.csv").read_text().startswith("z,x,y,split,image,mask,labelled")
+    m = read_manifest(data / "_manifests" / "train.json")
+    assert m["epochs"] == 1 and set(m["files"]) == {"best.pt", "last.pt"}
+    _, meta = load_checkpoint(data / "model" / "best.pt")
+    assert meta["tile_size"] == 64 and meta["scale"] == 0.25
+    assert [c["name"] for c in meta["classes"]] == ["building", "road", "park"]
+    assert TrainModel(config=str(cfg)).complete()
+
+
+def _town_origin() -> tuple[float, float]:
+    import math
+
+    from tests.pbf_fixtures import ORIGIN
+
+    r = 6378137.0
+    ox = math.radians(ORIGIN[0]) * r
+    oy = math.log(math.tan(math.pi / 4 + math.radians(ORIGIN[1]) / 2)) * r
+    return ox - 40, oy + 760
