@@ -118,14 +118,27 @@ def files_xy(files: dict[Tile, Path]) -> list[tuple[int, int]]:
     return [(t.x, t.y) for t in files]
 
 
+class GivenPredictions(luigi.ExternalTask):
+    """Prediction tiles made outside the task graph (here: the truth burnt into tiles)."""
+
+    folder = luigi.Parameter()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(Path(str(self.folder)) / "_shards"))
+
+
 @pytest.fixture(scope="module")
 def compared(region: tuple[Path, RegionConfig]) -> tuple[Path, RegionConfig]:
+    import tasks.vectorize
     from tasks.compare import CompareWithOSM
 
     cfg_path, cfg = region
     write_truth_predictions(cfg)
     pred_path = _config(cfg_path.parent, "predictions")
-    _build(CompareWithOSM(config=str(pred_path)))
+    with pytest.MonkeyPatch.context() as mp:  # the truth stands in for PredictAll (no model is trained)
+        mp.setattr(tasks.vectorize, "source_task", lambda config, source, data_dir: GivenPredictions(
+            folder=str(data_dir / "predictions")))
+        _build(CompareWithOSM(config=str(pred_path)))
     return pred_path, load_config(pred_path)
 
 
