@@ -44,6 +44,7 @@ class TileLayer:
     url: str  # e.g. "images/{z}/{x}/{y}.png"
     zoom: int
     name: str = "imagery"
+    available: tuple[tuple[int, int], ...] | None = None  # (x, y) at ``zoom`` that exist; None: all
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,25 @@ footer{{padding:4px 16px 12px;color:#666;font-size:12px}}
 <script>
 (function () {{
   var spec = {spec};
+  var BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
   var map = L.map("map", {{preferCanvas: false}});
   map.attributionControl.setPrefix("Leaflet");
   var b = spec.bounds;
   map.fitBounds([[b[1], b[0]], [b[3], b[2]]]);
   var base = {{}}, overlays = {{}}, counts = {{}};
   if (spec.tiles) {{
-    var t = L.tileLayer(spec.tiles.url, {{minZoom: Math.max(0, spec.tiles.zoom - 6),
+    var have = null;
+    if (spec.tiles.available) {{
+      have = {{}};
+      spec.tiles.available.forEach(function (xy) {{ have[xy[0] + "/" + xy[1]] = true; }});
+    }}
+    var Local = L.TileLayer.extend({{
+      getTileUrl: function (c) {{  // tiles the region lacks are never requested
+        if (have && !have[c.x + "/" + c.y]) return BLANK;
+        return L.TileLayer.prototype.getTileUrl.call(this, c);
+      }}
+    }});
+    var t = new Local(spec.tiles.url, {{minZoom: Math.max(0, spec.tiles.zoom - 6),
       maxZoom: spec.tiles.zoom + 3, minNativeZoom: spec.tiles.zoom, maxNativeZoom: spec.tiles.zoom,
       bounds: [[b[1], b[0]], [b[3], b[2]]], attribution: "imagery tiles"}});
     t.addTo(map); base[spec.tiles.name] = t;
@@ -154,8 +167,9 @@ def render_report(report: Report) -> str:
     js, css = leaflet_assets()
     spec = {
         "bounds": list(report.bounds),
-        "tiles": None if report.tiles is None else {"url": report.tiles.url, "zoom": report.tiles.zoom,
-                                                      "name": report.tiles.name},
+        "tiles": None if report.tiles is None else {
+            "url": report.tiles.url, "zoom": report.tiles.zoom, "name": report.tiles.name,
+            "available": None if report.tiles.available is None else [list(t) for t in report.tiles.available]},
         "layers": [{"name": layer.name, "geojson": layer.geojson, "color": layer.color,
                     "visible": layer.visible, "fillOpacity": layer.fill_opacity, "weight": layer.weight}
                    for layer in report.layers],

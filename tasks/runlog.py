@@ -42,5 +42,7 @@ def _succeeded(task: RegionTask) -> None:
         tiles = None
     rec = {"task": task.get_task_family(), "shard": getattr(task, "shard", None),
            "worker": f"{socket.gethostname()}:{os.getpid()}", "started": _iso(start), "ended": _iso(end),
-           "seconds": round(end - start, 3), "tiles": tiles if isinstance(tiles, int) else None}
+           "seconds": round(end - start, 3),
+           # tiles made: shard tasks only (a region task's manifest counts the tiles of its shards)
+           "tiles": tiles if isinstance(tiles, int) and getattr(task, "shard", None) else None}
     atomic_write_json(task.data_dir / "_runlog" / f"{task.task_id}.json", rec)

@@ -38,7 +38,10 @@ def _report(tmp_path: Path) -> tuple[Path, Report]:
     layers = (MapLayer("OSM features", osm, "#1f78b4"), MapLayer("missing in OSM", missing, "#e31a1c"))
     bounds = layers_bounds(layers)
     assert bounds is not None
-    rep = Report(title="test region", bounds=bounds, tiles=TileLayer("images/{z}/{x}/{y}.png", Z),
+    # one tile of the box is missing (as a nodata tile would be): it must not be requested
+    (tmp_path / "images" / f"{Z}/{tiles[-1].x}/{tiles[-1].y}.png").unlink()
+    have = tuple((t.x, t.y) for t in tiles[:-1])
+    rep = Report(title="test region", bounds=bounds, tiles=TileLayer("images/{z}/{x}/{y}.png", Z, available=have),
                  layers=layers, figures={"Model (test split)": [("building IoU", "0.812")]},
                  curves_png=(tmp_path / "images" / f"{Z}/{tiles[0].x}/{tiles[0].y}.png").read_bytes())
     return tmp_path / "report.html", rep
