@@ -188,6 +188,36 @@ def file_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> It
         os.close(fd)
 
 
+def remove_stale_scratch(folder: str | Path) -> int:
+    """Delete what killed shard runs left in a product's ``_tmp`` folder: scratch folders
+    (``<shard>/``) and lock files (``<shard>.lock``) of shards no process holds, then the folder
+    itself if it is empty; returns how many shards were cleaned. Safe beside live runs: a held
+    lock is skipped, and ``file_lock`` retries when its file was deleted."""
+    folder = Path(folder)
+    names = {p.stem for p in folder.glob("*.lock")} | {p.name for p in folder.iterdir() if p.is_dir()} \
+        if folder.is_dir() else set()
+    cleaned = 0
+    for name in sorted(names):
+        lock = folder / f"{name}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                shutil.rmtree(folder / name, ignore_errors=True)
+                os.unlink(lock)
+                cleaned += 1
+        except OSError:  # held by a live run (BlockingIOError), or gone meanwhile
+            pass
+        finally:
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+    return cleaned
+
+
 # ---------------------------------------------------------------------------------------------
 # Tile trees: one writer for every sharded product
 

@@ -26,6 +26,7 @@ from pipeline.io import (
     index_is_whole,
     manifest_is_current,
     read_manifest,
+    remove_stale_scratch,
     tiles_on_disk,
     write_manifest,
     write_tile_index,
@@ -199,6 +200,10 @@ class AllShardsTask(RegionTask):
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         shard_tasks = self.shard_tasks()
         yield shard_tasks
+        # every shard is complete: what killed shard runs left (locks, started markers) goes
+        for marker in (self.product_dir() / "_shards").glob("*.started.json"):
+            marker.unlink(missing_ok=True)
+        remove_stale_scratch(self.product_dir() / "_tmp")
         index = write_tile_index(self.product_dir(), {str(t.shard): read_manifest(t.manifest_path())
                                                       for t in shard_tasks})
         stale = len(set(tiles_on_disk(self.product_dir())) - set(index.path[index.path != ""]))

@@ -27,6 +27,13 @@ class CompareWithOSM(RegionTask):
 
     stage = "compare"
 
+    def owned_files(self) -> list[Path]:
+        """Every file the comparison writes (a rerun deletes what killed writes of them left)."""
+        out, d = self.data_dir / "compare", self.data_dir
+        names = [f"{s}.{e}" for s in STATUSES for e in ("geojson", "qml")]
+        names += ["summary.json", "missing_in_osm.osm", "maproulette.geojsonl", "map.png", "report.md"]
+        return [*super().owned_files(), *(out / n for n in names), d / f"{self.cfg.name}.qgs", d / "osm_features.gpkg"]
+
     def requires(self) -> Any:
         return [MergeFeatures(config=self.config), ExtractFeatures(config=self.config)]
 

@@ -48,6 +48,8 @@ class RunManifest(RegionTask):
 
     def run(self) -> None:
         cfg = self.cfg
+        for tmp in (self.data_dir / "_runlog").glob(".*.tmp"):  # records whose writer was killed
+            tmp.unlink(missing_ok=True)
         inputs = [p for s in ("synthetic", "extract", "imagery") for p in stage_inputs(cfg, s) if Path(p).is_file()]
         body = run_manifest(cfg.name, str(cfg.path), stage_digest(cfg, "run"), read_records(self.data_dir / "_runlog"),
                             input_checksums(sorted(set(inputs))), _device(self.data_dir))
@@ -58,6 +60,9 @@ class RegionReport(RegionTask):
     """``data/<region>/report.html``: one page to look at what the region produced."""
 
     stage = "report"
+
+    def owned_files(self) -> list[Path]:
+        return [*super().owned_files(), self.data_dir / "report.html"]
 
     def requires(self) -> Any:
         return RunManifest(config=self.config)

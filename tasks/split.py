@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_write_json
@@ -16,6 +17,9 @@ class SplitDataset(RegionTask):
     band statistics and class pixel shares (``[split]`` in the region config)."""
 
     stage = "split"
+
+    def owned_files(self) -> list[Path]:
+        return [*super().owned_files(), self.data_dir / "split.csv", self.data_dir / "split_stats.json"]
 
     def requires(self) -> Any:
         return [MasksAll(config=self.config), ImageryAll(config=self.config)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import luigi
@@ -28,6 +29,11 @@ class TrainModel(RegionTask):
     """Train (or resume) the region's segmentation model; ``resources = {"gpu": 1}``."""
 
     stage = "train"
+
+    def owned_files(self) -> list[Path]:
+        """The model folder's outputs (a rerun deletes what killed writes of them left)."""
+        model = self.data_dir / "model"
+        return [*super().owned_files(), *(model / n for n in ("last.pt", "best.pt", "metrics.csv", "training.png"))]
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi's class attribute
 
     def requires(self) -> Any:

@@ -103,6 +103,9 @@ class MergeFeatures(RegionTask):
 
     stage = "vectorize"
 
+    def owned_files(self) -> list[Path]:
+        return [*super().owned_files(), self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"]
+
     def requires(self) -> Any:
         from tasks.cover import CoverTiles
 

@@ -83,6 +83,7 @@ def test_killed_runs_resume_to_the_same_outputs(tmp_path: Path) -> None:
         "prediction": lambda: _shards(d / "predictions") >= 1,
     }
     killed = [stage for stage, cond in kills.items() if _run_until(cfg, cond)]
+    print("killed during:", killed)
     assert {"training", "prediction"} <= set(killed), killed
     done = subprocess.run(_cmd(cfg), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

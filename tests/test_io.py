@@ -174,3 +174,19 @@ def test_index_is_read_from_index_parquet_and_checked_by_size(tmp_path: Path) ->
     (product / "3" / "1" / "2.png").write_bytes(b"ab")
     assert not index_is_whole(product)
     assert tiles_on_disk(product) == ["3/1/2.png"]
+
+
+def test_remove_stale_scratch_skips_held_locks(tmp_path: Path) -> None:
+    from pipeline.io import file_lock, remove_stale_scratch
+
+    tmp = tmp_path / "_tmp"
+    (tmp / "0123").mkdir(parents=True)
+    (tmp / "0123" / "19-1-2.png.tmp").write_bytes(b"partial")
+    (tmp / "0123.lock").write_bytes(b"")  # left by a killed run
+    with file_lock(tmp / "0130.lock"):  # a live run
+        (tmp / "0130").mkdir()
+        assert remove_stale_scratch(tmp) == 1
+        assert not (tmp / "0123").exists() and not (tmp / "0123.lock").exists()
+        assert (tmp / "0130").is_dir() and (tmp / "0130.lock").exists()
+    (tmp / "0130").rmdir()
+    assert remove_stale_scratch(tmp) == 0 and not tmp.exists()
