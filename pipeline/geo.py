@@ -71,3 +71,14 @@ def burn_geometries(geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float6
     """The geometries as masks burn them and the cover covers them: EPSG:4326 in, EPSG:3857
     out, lines buffered by ``buffer_m`` ground metres."""
     return buffer_ground_m(to_mercator(geoms_4326), buffer_m)
+
+
+def polygonal_part(g: shapely.Geometry) -> shapely.Geometry:
+    """The Polygon/MultiPolygon part of a repaired geometry (an empty Polygon when none)."""
+    if isinstance(g, (shapely.Polygon, shapely.MultiPolygon)):
+        return g
+    parts = shapely.get_parts(shapely.get_parts(g))
+    polys = [p for p in parts if isinstance(p, shapely.Polygon) and not p.is_empty]
+    if not polys:
+        return shapely.Polygon()
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)

@@ -41,6 +41,7 @@ import shapely
 
 from pipeline.config import ClassSpec, ConfigError, Section, TagFilter
 from pipeline.errors import InputDataError, MissingInputError
+from pipeline.geo import polygonal_part
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -418,7 +419,7 @@ def _repair(geoms: np.ndarray, stats: LabelStats) -> np.ndarray:
     bad = np.flatnonzero(~shapely.is_valid(geoms))
     if len(bad):
         fixed = shapely.make_valid(geoms[bad], method="structure", keep_collapsed=False)
-        polys = [_polygonal(g) for g in fixed]
+        polys = [polygonal_part(g) for g in fixed]
         for j, g in zip(bad, polys):
             geoms[j] = g
         empty = shapely.is_empty(np.array([*polys, None], dtype=object)[:-1])
@@ -426,16 +427,6 @@ def _repair(geoms: np.ndarray, stats: LabelStats) -> np.ndarray:
         stats.repaired += int((~empty).sum())
         stats.dropped_invalid += int(empty.sum())
     return keep
-
-
-def _polygonal(g: shapely.Geometry) -> shapely.Geometry:
-    """The Polygon/MultiPolygon part of a repaired geometry (an empty Polygon when none)."""
-    if isinstance(g, (shapely.Polygon, shapely.MultiPolygon)):
-        return g
-    polys = [p for p in shapely.get_parts(shapely.get_parts(g)) if isinstance(p, shapely.Polygon) and not p.is_empty]
-    if not polys:
-        return shapely.Polygon()
-    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
 def label_inputs(lcfg: LabelsConfig) -> list[Path]:

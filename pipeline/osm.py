@@ -45,7 +45,8 @@ import shapely
 
 from pipeline.config import ClassSpec
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.io import FEATURE_COLUMNS
+from pipeline.features import FEATURE_COLUMNS
+from pipeline.geo import polygonal_part
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -402,24 +403,13 @@ def _repair_areas(geoms: np.ndarray, is_area: np.ndarray, stats: ExtractStats) -
     bad = np.flatnonzero(keep & is_area & ~shapely.is_valid(geoms))
     if len(bad):
         fixed = shapely.make_valid(geoms[bad], method="structure", keep_collapsed=False)
-        fixed = np.array([*(_polygonal(g) for g in fixed), None], dtype=object)[:-1]
+        fixed = np.array([*(polygonal_part(g) for g in fixed), None], dtype=object)[:-1]
         empty = shapely.is_empty(fixed)
         geoms[bad] = fixed
         keep[bad[empty]] = False
         stats.repaired += int((~empty).sum())
         stats.dropped_invalid += int(empty.sum())
     return keep
-
-
-def _polygonal(g: shapely.Geometry) -> shapely.Geometry:
-    """The Polygon/MultiPolygon part of a repaired geometry (an empty Polygon when none)."""
-    if isinstance(g, (shapely.Polygon, shapely.MultiPolygon)):
-        return g
-    parts = shapely.get_parts(shapely.get_parts(g))
-    polys = [p for p in parts if isinstance(p, shapely.Polygon) and not p.is_empty]
-    if not polys:
-        return shapely.Polygon()
-    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
 def _tags_json(tags: np.ndarray, cls: np.ndarray, specs: tuple[ClassSpec, ...]) -> np.ndarray:

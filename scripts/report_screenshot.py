@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.browser import chromium  # noqa: E402 - after the path set-up
+from tests.browser import chromium
 
 
 def main(page: Path, out: Path) -> None:
