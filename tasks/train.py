@@ -56,6 +56,7 @@ class TrainModel(RegionTask):
         hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers)
         model_dir = self.data_dir / "model"
         files = {n: {"size": (model_dir / n).stat().st_size} for n in ("best.pt", "last.pt")}
-        self.output().write({"root": str(model_dir), "files": files, "best_epoch": hist.best_epoch,
+        self.output().write({"root": str(model_dir), "files": files, "device": str(device),
+                             "processes": settings.processes, "best_epoch": hist.best_epoch,
                              "best_miou": hist.best_miou, "epochs": len(hist.rows),
                              "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})
