@@ -123,12 +123,29 @@ class RegionTask(luigi.Task):
     def output(self) -> ManifestTarget:
         return ManifestTarget(self.manifest_path(), self.digest())
 
+    #: draw a tqdm bar on the terminal from ``progress`` calls (tasks with bars of their own say no)
+    progress_bar: ClassVar[bool] = True
+
     def progress(self, done: int, total: int, what: str) -> None:
-        """Report progress to the Luigi scheduler (status message and percentage), when run by a worker."""
+        """Report progress to the Luigi scheduler (status message and percentage, visible on the
+        ``luigid`` page) when run by a worker, and as a tqdm bar when stderr is a terminal."""
         if self.set_status_message is not None:
             self.set_status_message(f"{what}: {done}/{total}")
         if self.set_progress_percentage is not None:
             self.set_progress_percentage(round(100 * done / total) if total else 100)
+        if self.progress_bar and total > 1:
+            self._bar(done, total, what)
+
+    def _bar(self, done: int, total: int, what: str) -> None:
+        from tqdm import tqdm
+
+        bar = self.__dict__.get("_tqdm")
+        if bar is None or bar.total != total:
+            bar = self.__dict__["_tqdm"] = tqdm(total=total, desc=what, unit="tile", disable=None, leave=False)
+        bar.update(max(0, done - bar.n))
+        if done >= total:
+            bar.close()
+            self.__dict__.pop("_tqdm", None)
 
 
 class ShardTask(RegionTask):

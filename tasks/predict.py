@@ -44,6 +44,7 @@ class Predict(ShardTask):
 
     stage = "predict"
     product = "predictions"
+    progress_bar = False  # run() draws its own
     device = luigi.Parameter(default="auto", significant=False,
                              description="torch device: auto (CUDA when present), cpu, cuda, cuda:1")
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi reads it as a class attribute
