@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import ModelError
-from pipeline.model import atomic_target
 
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
 CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
@@ -36,7 +36,7 @@ def export_onnx(model: torch.nn.Module, bands: int, side: int, path: str | Path,
     model = model.to("cpu").float().eval()
     example = torch.zeros((1, bands, side, side), dtype=torch.float32)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with atomic_target(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated in favour of dynamo
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": axes, "logits": axes}, opset_version=opset, dynamo=False)

@@ -22,11 +22,8 @@ Checkpoint format (``torch.save`` of a dict of tensors and plain Python values, 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import ModelError
 
 CHECKPOINT_FORMAT = "osmsat-checkpoint"
@@ -164,26 +162,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: Mapping[str,
                             "model": state, "meta": dict(meta)}
     if train_state is not None:
         blob["train_state"] = dict(train_state)
-    with atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(blob, tmp)
-
-
-@contextlib.contextmanager
-def atomic_target(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; renamed onto ``path`` on success, deleted on error
-    (like ``pipeline.io.atomic_path``, without importing the geospatial stack)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -26,13 +26,13 @@ def flat_row(epoch_row: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     """``metrics.csv``: one row per epoch (rewritten whole, atomically, so a resume keeps it whole)."""
-    from pipeline.model import atomic_target
+    from pipeline.atomic import atomic_path
 
     rows = [flat_row(h) for h in history]
     cols: list[str] = []
     for r in rows:
         cols += [c for c in r if c not in cols]
-    with atomic_target(path) as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
@@ -45,7 +45,7 @@ def write_plot(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.model import atomic_target
+    from pipeline.atomic import atomic_path
 
     ep = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -64,7 +64,7 @@ def write_plot(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     if names[1:]:
         ax2.legend()
     fig.tight_layout()
-    with atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
