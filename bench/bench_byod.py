@@ -46,7 +46,7 @@ def make_gpkg(path: Path, n: int, seed: int = 0) -> Path:
 
 def load_labels(path: Path, out: Path) -> int:
     from pipeline.config import ClassSpec, TagFilter
-    from pipeline.io import write_features
+    from pipeline.features import write_features
     from pipeline.labels import LabelsConfig, load_vector_labels
 
     cls = ClassSpec("building", 1, "area", 10, (TagFilter.parse("kind=house|garage", "bench"),))

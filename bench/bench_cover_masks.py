@@ -18,7 +18,8 @@ from pathlib import Path
 from bench.common import report, run_phase
 from pipeline.config import load_config
 from pipeline.cover import cover_features, read_tiles_csv, shard_tiles, tiles_table, write_tiles_csv
-from pipeline.io import read_features, write_features, write_tile_files
+from pipeline.features import read_features, write_features
+from pipeline.io import write_tile_files
 from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
 
 ROOT = Path(__file__).resolve().parents[1]

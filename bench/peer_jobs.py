@@ -18,7 +18,7 @@ from typing import Any
 
 def osmsat_extract(config: str, pbf: str, out: str, only: str = "") -> None:
     from pipeline.config import load_config
-    from pipeline.io import write_features
+    from pipeline.features import write_features
     from pipeline.osm import extract_features
 
     classes = load_config(config).classes
@@ -73,7 +73,7 @@ def plain_extract(config: str, pbf: str, out: str, only: str = "") -> None:
 def osmsat_cover(config: str, features: str, out: str) -> None:
     from pipeline.config import load_config
     from pipeline.cover import cover_features, tiles_table, write_tiles_csv
-    from pipeline.io import read_features
+    from pipeline.features import read_features
 
     cfg = load_config(config)
     feats = read_features(features)
@@ -102,7 +102,8 @@ def supermercado_cover(zoom: str, geojson: str, out: str) -> None:
 def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     from pipeline.config import load_config
     from pipeline.cover import read_tiles_csv, shard_tiles
-    from pipeline.io import read_features, write_tile_files
+    from pipeline.features import read_features
+    from pipeline.io import write_tile_files
     from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
 
     cfg = load_config(config)

@@ -415,12 +415,3 @@ def tiles_on_disk(product_dir: str | Path) -> list[str]:
             rel = os.path.relpath(dirpath, root)
             out.extend(f"{rel}/{n}" for n in names if not n.startswith("."))
     return sorted(out)
-
-
-def __getattr__(name: str) -> Any:
-    """Old names of the features functions, now in :mod:`pipeline.features`."""
-    if name in ("FEATURE_COLUMNS", "FEATURE_ROW_GROUP", "write_features", "read_features"):
-        from pipeline import features
-
-        return getattr(features, name)
-    raise AttributeError(f"module 'pipeline.io' has no attribute {name!r}")

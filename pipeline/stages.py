@@ -32,13 +32,9 @@ from typing import Any
 
 from pipeline.config import SECTION_PARSERS, RegionConfig
 
-#: dataclass fields that are operational (how, not what): never part of a digest. 7b moves
-#: these out of the region config; any still present are skipped here.
-OPERATIONAL_FIELDS: frozenset[str] = frozenset({
-    "ImageryConfig.max_connections", "ImageryConfig.rate_limit_per_s", "ImageryConfig.retries",
-    "ImageryConfig.timeout_s", "ImageryConfig.backoff_s", "ImageryConfig.max_backoff_s",
-    "ImageryConfig.user_agent", "OsmSource.url",
-})
+#: dataclass fields that are operational (how, not what): never part of a digest (download
+#: settings are not in the region config at all: configs/luigi.toml [download])
+OPERATIONAL_FIELDS: frozenset[str] = frozenset({"OsmSource.url"})
 
 #: ``region.<key>`` config parts and the RegionConfig attribute each is
 _REGION_KEYS = ("name", "zoom", "tile_size", "shard_zoom", "bbox", "data_dir")

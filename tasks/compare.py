@@ -10,7 +10,8 @@ from typing import Any
 
 from pipeline.compare import STATUSES, compare, features_in_tiles
 from pipeline.compare_report import COLORS, LABELS, write_report
-from pipeline.io import atomic_write_bytes, atomic_write_json, read_features, read_tile_index
+from pipeline.features import read_features
+from pipeline.io import atomic_write_bytes, atomic_write_json, read_tile_index
 from pipeline.mappers import maproulette_tasks, osm_xml
 from pipeline.qgis import VectorLayer, write_project, xyz_source
 from pipeline.tiles import tile_bounds

@@ -24,9 +24,10 @@ import shapely
 
 from pipeline.compare import CompareSpec, compare, features_in_tiles, match
 from pipeline.config import RegionConfig, load_config
+from pipeline.features import read_features
 from pipeline.finish import finish
 from pipeline.geo import to_mercator
-from pipeline.io import read_features, read_tile_index
+from pipeline.io import read_tile_index
 from pipeline.synthetic.score import truth_scores
 from pipeline.tiles import Tile
 from pipeline.vectorize import (

@@ -20,7 +20,7 @@ import shapely
 
 from pipeline.config import ClassSpec, TagFilter, load_config
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.io import FEATURE_COLUMNS, read_features
+from pipeline.features import FEATURE_COLUMNS, read_features
 from pipeline.labels import LabelsConfig, load_vector_labels
 
 LON, LAT = 32.58, 0.33

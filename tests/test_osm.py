@@ -14,7 +14,7 @@ import pytest
 import shapely
 
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.io import FEATURE_COLUMNS
+from pipeline.features import FEATURE_COLUMNS
 from pipeline.osm import ExtractStats, extract_features, extract_features_with_stats
 from tests.pbf_fixtures import PbfBuilder, Sample, helsinki_like_classes, rect, write_grid, write_sample
 
