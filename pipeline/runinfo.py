@@ -52,6 +52,15 @@ def input_checksums(paths: Iterable[str | Path]) -> dict[str, str]:
     return out
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path``, or None when the file is absent or unreadable (an output a
+    region has not made, or one a rerun rewrites)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_records(folder: str | Path) -> list[dict[str, Any]]:
     """Every task record under ``folder`` (unreadable ones are skipped: they are rewritten by a
     rerun of their task), sorted by start time."""

@@ -12,7 +12,7 @@ from typing import Any
 from pipeline.errors import ManifestError
 from pipeline.io import atomic_write_bytes, read_manifest, read_tile_index
 from pipeline.report import MapLayer, Report, TileLayer, layers_bounds, render_report
-from pipeline.runinfo import input_checksums, read_records, run_manifest
+from pipeline.runinfo import input_checksums, read_json, read_records, run_manifest
 from pipeline.stages import stage_digest, stage_inputs
 from tasks.base import RegionTask
 from tasks.compare import CompareWithOSM
@@ -85,13 +85,6 @@ def _device(d: Path) -> str | None:
         return None
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -99,13 +92,13 @@ def _fmt(v: Any) -> str:
 def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
     """The report's tables from the region's outputs (those that exist)."""
     figs: dict[str, list[tuple[str, str]]] = {}
-    metrics = _json(d / "model" / "metrics.json")
+    metrics = read_json(d / "model" / "metrics.json")
     if metrics and isinstance(metrics.get("iou"), dict):
         scope = metrics.get("scope", "test")
         figs[f"Model ({scope} tiles)"] = [
             (f"{name} {k}", _fmt(metrics.get(k, {}).get(name)))
             for name in metrics["iou"] for k in ("iou", "precision", "recall", "f1")]
-    summary = _json(d / "compare" / "summary.json")
+    summary = read_json(d / "compare" / "summary.json")
     if summary:
         rows = []
         for name, f in summary.get("classes", {}).items():
@@ -122,7 +115,7 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
         scores = truth_scores(d)
         figs["Against the sample region's truth"] = [
             (f"{k.replace('_', ' ')} {m}", _fmt(v[m])) for k, v in scores.items() for m in ("precision", "recall")]
-    run = _json(d / "run.json")
+    run = read_json(d / "run.json")
     if run and run.get("stages"):
         figs["Run (seconds per stage)"] = [(k, f"{v['seconds']:.1f}" + (f" ({v['tiles_per_s']} tiles/s)"
                                                                        if v.get("tiles_per_s") else ""))
@@ -149,7 +142,7 @@ def region_report(d: Path, name: str, zoom: int) -> Report:
     if osm is not None:
         layers.append(osm)
     for title, rel, color, visible in LAYERS:
-        gj = _json(d / rel)
+        gj = read_json(d / rel)
         if gj and gj.get("features") is not None:
             layers.append(MapLayer(title, gj, color, visible=visible))
     tiles = None

@@ -4,13 +4,12 @@ missing-in-OSM candidates against its truth; time per stage). ``make demo`` ends
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import load_config
 from pipeline.errors import OsmsatError
+from pipeline.runinfo import read_json
 
 #: outputs worth opening, relative to the region's data folder
 OUTPUTS = (("report.html", "the report page (open in a browser)"),
@@ -24,13 +23,6 @@ OUTPUTS = (("report.html", "the report page (open in a browser)"),
            ("run.json", "run manifest: versions, digests, time per stage"))
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def summary_lines(data_dir: Path, name: str) -> list[str]:
     """The lines to print for the region whose outputs are under ``data_dir``."""
     lines = [f"osmsat: {name} — outputs in {data_dir}/"]
@@ -38,7 +30,7 @@ def summary_lines(data_dir: Path, name: str) -> list[str]:
         p = data_dir / rel.format(name=name)
         if p.exists():
             lines.append(f"  {p!s:<44} {what}")
-    metrics = _json(data_dir / "model" / "metrics.json")
+    metrics = read_json(data_dir / "model" / "metrics.json")
     if metrics and isinstance(metrics.get("iou"), dict):
         ious = ", ".join(f"{k} {v:.3f}" for k, v in metrics["iou"].items())
         lines.append(f"model IoU on the {metrics.get('scope', 'test')} tiles: {ious}")
@@ -50,7 +42,7 @@ def summary_lines(data_dir: Path, name: str) -> list[str]:
             v = s[key]
             lines.append(f"{key.replace('_', ' ')} vs the truth: precision {v['precision']}, recall {v['recall']} "
                          f"({v['hits']} of {v['found']} found, {v['truth']} in the truth)")
-    run = _json(data_dir / "run.json")
+    run = read_json(data_dir / "run.json")
     if run and run.get("stages"):
         times = ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in run["stages"].items() if v["seconds"] >= 0.5)
         lines.append(f"time per stage (summed over shards): {times}")
