@@ -60,6 +60,14 @@ class Section:
             raise ConfigError(f"{self.key(k)} = {v!r}; choose one of {', '.join(options)}")
         return v
 
+    def strings(self, k: str, default: Any = ...) -> list[str]:
+        """A list of strings (one string is a list of one)."""
+        v = self.take(k, (list, str), default)
+        v = [v] if isinstance(v, str) else v
+        if not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{self.key(k)} must be a list of strings")
+        return list(v)
+
     def done(self) -> None:
         if self.table:
             hints = []

@@ -51,6 +51,12 @@ class Stage:
     upstream: tuple[str, ...] = ()
     inputs: Callable[[RegionConfig], Sequence[Path]] | None = None
     version: int = 1
+    #: the upstream stages for a config, when they depend on it (``upstream`` lists every candidate)
+    upstream_for: Callable[[RegionConfig], tuple[str, ...]] | None = None
+
+    def upstream_of(self, cfg: RegionConfig) -> tuple[str, ...]:
+        """The stages this one reads from under config ``cfg``."""
+        return self.upstream_for(cfg) if self.upstream_for is not None else self.upstream
 
 
 #: every stage by name (:func:`register` adds one)
@@ -98,8 +104,15 @@ register(Stage("train", ("train", "classes"), ("split",)))
 register(Stage("predict", ("predict", "classes", "region.tile_size"), ("imagery", "train"), inputs=_model_path))
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split")))
 register(Stage("export", ("predict.model",), ("evaluate",)))
-# vectorize reads masks or predictions ([vectorize] source)
-register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks", "predict")))
+
+
+def _vectorize_source(cfg: RegionConfig) -> tuple[str, ...]:
+    return ("masks",) if cfg.section("vectorize").source == "masks" else ("predict",)
+
+
+# vectorize reads masks or predictions ([vectorize] source): a retrain does not redo vectorised masks
+register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks", "predict"),
+               upstream_for=_vectorize_source))
 register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
 register(Stage("run", (), ("compare",)))  # run.json
 register(Stage("report", (), ("run",)))  # report.html
@@ -192,5 +205,5 @@ def stage_digest(cfg: RegionConfig, stage: str) -> str:
         # generated inputs are covered by the sample stage's digest; real ones by fingerprint
         inputs = {str(p): file_fingerprint(p) for p in stage_inputs(cfg, stage)}
     blob = {"stage": s.name, "version": s.version, "config": stage_config(cfg, stage), "inputs": inputs,
-            "upstream": {up: stage_digest(cfg, up) for up in s.upstream}}
+            "upstream": {up: stage_digest(cfg, up) for up in s.upstream_of(cfg)}}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]

@@ -32,6 +32,7 @@ from pipeline.model import ModelSpec, build_model, make_meta, read_checkpoint, s
 from pipeline.specs import TrainSpec
 
 StepHook = Callable[[int, int], None]
+EpochHook = Callable[[Mapping[str, Any]], None]
 
 
 @dataclass
@@ -223,12 +224,13 @@ def _amp(spec: TrainSpec, device: torch.device) -> tuple[Any, torch.amp.GradScal
 
 def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: TileDataset, out_dir: str | Path,
         info: RunInfo, device: torch.device | None = None, workers: int = 0, progress: bool = True,
-        on_step: StepHook | None = None) -> History:
+        on_step: StepHook | None = None, on_epoch: EpochHook | None = None) -> History:
     """Train (or resume from ``out_dir/last.pt``) for ``spec.epochs`` epochs; returns the history.
 
     Checkpoints are written atomically at the end of every epoch, so a killed run resumes from the
     last finished epoch and ends with the same weights as an uninterrupted one (CPU, same seed).
-    ``on_step(epoch, step)`` is called after each optimiser step (tests use it to kill a run)."""
+    ``on_step(epoch, step)`` is called after each optimiser step (tests use it to kill a run);
+    ``on_epoch(row)`` after each epoch's checkpoint, with its ``metrics.csv`` row (progress reports)."""
     out = Path(out_dir)
     device = device or pick_device()
     rank, world = dist_setup(device)
@@ -278,6 +280,8 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
                 _save_epoch(out, model, meta_base, row, hist, opt, sched, scaler, epoch, bool(len(val_ds)))
                 if board is not None:
                     board.epoch(row)
+                if on_epoch is not None:
+                    on_epoch(row)
             if world > 1:
                 dist.barrier()
     finally:

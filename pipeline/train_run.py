@@ -38,7 +38,7 @@ def read_split_stats(path: Path) -> dict[str, Any]:
 
 
 def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: int = 0, progress: bool = True,
-                 on_step: Any = None) -> Any:
+                 on_step: Any = None, on_epoch: Any = None) -> Any:
     """Train (or resume) the model of region ``cfg`` into ``data/<region>/model/``; returns the History."""
     from pipeline.dataset import TileDataset, build_augment
     from pipeline.train import RunInfo, fit
@@ -55,7 +55,8 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
                    tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
                    scale=spec.scale)
     return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, cfg.data_dir / "model", info,
-               device=device, workers=workers, progress=progress, on_step=on_step)
+               device=device, workers=workers, progress=progress, on_step=on_step,
+               on_epoch=on_epoch)
 
 
 def main(argv: list[str] | None = None) -> int:

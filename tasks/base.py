@@ -125,6 +125,7 @@ class RegionTask(luigi.Task):
 
     #: draw a tqdm bar on the terminal from ``progress`` calls (tasks with bars of their own say no)
     progress_bar: ClassVar[bool] = True
+    progress_unit: ClassVar[str] = "tile"
 
     def progress(self, done: int, total: int, what: str) -> None:
         """Report progress to the Luigi scheduler (status message and percentage, visible on the
@@ -141,7 +142,10 @@ class RegionTask(luigi.Task):
 
         bar = self.__dict__.get("_tqdm")
         if bar is None or bar.total != total:
-            bar = self.__dict__["_tqdm"] = tqdm(total=total, desc=what, unit="tile", disable=None, leave=False)
+            bar = self.__dict__["_tqdm"] = tqdm(total=total, desc=what, unit=self.progress_unit, disable=None,
+                                                leave=False)
+        elif getattr(bar, "desc", what) != what:  # (a disabled bar has no desc)
+            bar.set_description_str(what, refresh=False)
         bar.update(max(0, done - bar.n))
         if done >= total:
             bar.close()

@@ -43,6 +43,7 @@ class RasterizeMasks(ShardTask):
             if i % 256 == 0:
                 self.progress(i, total, f"masks {self.shard}")
             yield item
+        self.progress(total, total, f"masks {self.shard}")
 
 
 class MasksAll(AllShardsTask):

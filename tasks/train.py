@@ -6,6 +6,7 @@ With ``[train_run] processes = N`` > 1 (luigi.toml) it starts ``torchrun --nproc
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ class TrainModel(RegionTask):
         model = self.data_dir / "model"
         return [*super().owned_files(), *(model / n for n in ("last.pt", "best.pt", "metrics.csv", "training.png"))]
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi's class attribute
+    progress_unit = "epoch"
 
     def requires(self) -> Any:
         return SplitDataset(config=self.config)
@@ -53,10 +55,19 @@ class TrainModel(RegionTask):
 
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
-        hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers)
+        epochs = self.cfg.section("train").epochs
+        hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers,
+                            on_epoch=lambda row: self.progress(int(row["epoch"]), epochs, _epoch_note(row)))
         model_dir = self.data_dir / "model"
         files = {n: {"size": (model_dir / n).stat().st_size} for n in ("best.pt", "last.pt")}
         self.output().write({"root": str(model_dir), "files": files, "device": str(device),
                              "processes": settings.processes, "best_epoch": hist.best_epoch,
                              "best_miou": hist.best_miou, "epochs": len(hist.rows),
                              "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})
+
+
+def _epoch_note(row: Any) -> str:
+    """The status message after an epoch: its training loss and, when there is a val split, mIoU."""
+    miou = row.get("miou")
+    val = f", val mIoU {miou:.3f}" if isinstance(miou, float) and math.isfinite(miou) else ""
+    return f"training (loss {row['train_loss']:.4f}{val}), epoch"

@@ -92,6 +92,7 @@ class Vectorize(ShardTask):
         feats, rest = shard_files(self.product_dir(), str(self.shard))
         write_finished(done, feats)
         write_pieces(open_pieces, rest)
+        self.progress(len(files), len(files), f"vectorize {self.shard}")
         self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "features": len(done),
                              "open": len(open_pieces),
                              "files": {p.name: {"size": p.stat().st_size} for p in (feats, rest)}})

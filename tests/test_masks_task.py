@@ -148,3 +148,30 @@ def test_cli_bad_inputs(tmp_path: Path, town_pbf: Path) -> None:
 def test_cli_help(args: list[str]) -> None:
     r = subprocess.run([sys.executable, "-m", "tasks", *args], cwd=ROOT, capture_output=True, text=True, check=False)
     assert r.returncode == 0 and "MasksAll" in r.stdout and "--config" in r.stdout
+
+
+def test_progress_reports_and_terminal_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RegionTask.progress`` tells the scheduler (message, percentage) and draws one bar on a
+    terminal that follows the count and the latest description."""
+    import io
+
+    from tasks.masks import RasterizeMasks
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    task = RasterizeMasks(config="configs/demo.toml", shard="0")
+    seen: list[object] = []
+    task.set_status_message = seen.append
+    task.set_progress_percentage = seen.append
+    task.progress(0, 4, "masks 0")
+    task.progress(2, 4, "masks 0 (half)")
+    bar = task.__dict__["_tqdm"]
+    assert (bar.n, bar.total, bar.desc) == (2, 4, "masks 0 (half)")
+    task.progress(4, 4, "masks 0 (all)")
+    assert seen == ["masks 0: 0/4", 0, "masks 0 (half): 2/4", 50, "masks 0 (all): 4/4", 100]
+    assert "masks 0:   0%" in err.getvalue()
+    assert "_tqdm" not in task.__dict__ and bar.disable  # closed when done

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +53,13 @@ def _wait_for_workers(port: int, n: int, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"fewer than {n} workers registered with luigid on port {port}")
+
+
+def _done_tasks(port: int) -> dict[str, dict]:
+    """The scheduler's finished tasks, as its web page lists them (luigid's task list API)."""
+    query = urllib.parse.quote(json.dumps({"status": "DONE", "upstream_status": "", "search": ""}))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data={query}", timeout=10) as resp:
+        return dict(json.loads(resp.read())["response"])
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
@@ -100,6 +109,11 @@ def test_two_workers_against_luigid(tmp_path: Path) -> None:
         final = subprocess.run(_tasks("RegionPipeline", "--config", str(cfg), *sched), cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=600, check=False)
         assert final.returncode == 0 and "ran successfully" not in final.stderr, final.stderr[-3000:]
+        # what the luigid page shows: each shard task's last status message and percentage
+        shown = _done_tasks(port)
+        masks = [t for t in shown.values() if t["name"] == "RasterizeMasks"]
+        assert masks and all(t["progress_percentage"] == 100 for t in masks), masks
+        assert all(re.fullmatch(r"\w[\w ]*: (\d+)/\1", t["status_message"] or "") for t in masks), masks
     finally:
         server.terminate()
         server.wait(timeout=30)

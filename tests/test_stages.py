@@ -19,7 +19,6 @@ from pipeline.stages import (
     config_value,
     normalise,
     register,
-    stage_config,
     stage_digest,
 )
 from tests.test_config import BASE
@@ -99,13 +98,10 @@ def test_written_default_of_masks_changes_nothing(tmp_path: Path) -> None:
 
 def test_operational_settings_are_not_in_digests(tmp_path: Path, toy_stage: Stage) -> None:
     img = '\n[imagery]\nsource = "xyz"\nurl = "https://t.example/{z}/{x}/{y}.png"\n'
-    # download settings still in [imagery] (7b moves them to luigi.toml) never enter the digest
-    still_there = {k: v for k, v in (("retries", 9), ("max_connections", 2), ("timeout_s", 5))
-                   if k in {f.name for f in dataclasses.fields(pipeline.config.ImageryConfig)}}
+    # download settings are not in [imagery] (configs/luigi.toml [download] has them)
+    with pytest.raises(pipeline.config.ConfigError, match=r"imagery\.retries: .*configs/luigi\.toml"):
+        _cfg(tmp_path, BASE + img + "retries = 9\n", "b.toml")
     a = _cfg(tmp_path, BASE + img, "a.toml")
-    b = _cfg(tmp_path, BASE + img + "".join(f"{k} = {v}\n" for k, v in still_there.items()), "b.toml")
-    assert stage_digest(a, "imagery") == stage_digest(b, "imagery")
-    assert not set(still_there) & set(stage_config(b, "imagery")["imagery"])
     assert stage_digest(a, "imagery") != stage_digest(_cfg(tmp_path, BASE + img + "png_level = 6\n", "p.toml"),
                                                       "imagery")
     c = _cfg(tmp_path, BASE.replace('path = "x.osm.pbf"', 'path = "x.osm.pbf"\nurl = "https://e.example/x.pbf"'),
@@ -148,3 +144,15 @@ def test_config_values_are_typed(tmp_path: Path) -> None:
     assert classes[1]["buffer_m_by_value"] == [["motorway", 10.0]] and classes[0]["priority"] == 1
     with pytest.raises(KeyError, match="no such config part"):
         config_value(cfg, "nothing")
+
+
+def test_vectorize_follows_only_its_source(tmp_path: Path) -> None:
+    """Vectorised masks do not depend on the model; vectorised predictions do."""
+    def digests(source: str, epochs: int) -> tuple[str, str]:
+        cfg = _cfg(tmp_path, BASE + f'\n[vectorize]\nsource = "{source}"\n[train]\nepochs = {epochs}\n')
+        return stage_digest(cfg, "vectorize"), stage_digest(cfg, "compare")
+
+    assert digests("masks", 3) == digests("masks", 4)
+    assert digests("predictions", 3)[0] != digests("predictions", 4)[0]
+    assert digests("predictions", 3)[1] != digests("predictions", 4)[1]
+    assert digests("masks", 3)[0] != digests("predictions", 3)[0]

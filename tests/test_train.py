@@ -5,6 +5,7 @@ config). Tiny: 64 px generated tiles, ResNet-18 U-Net, a handful of steps, one C
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -191,8 +192,13 @@ def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
         scale = 0.25
         """))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    reports: list[tuple[int, int, str]] = []
+    monkeypatch.setattr(TrainModel, "progress", lambda self, done, total, what: reports.append((done, total, what)))
     res = luigi.build([TrainModel(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
     assert res.status.name == "SUCCESS", res.summary_text
+    # the scheduler hears of every epoch, with its loss and validation mIoU
+    assert reports[0][:2] == (0, 1) and reports[-1][:2] == (1, 1), reports
+    assert re.fullmatch(r"training \(loss \d\.\d{4}, val mIoU \d\.\d{3}\), epoch", reports[-1][2]), reports
     data = tmp_path / "data"
     assert (data / "split.csv").read_text().startswith("z,x,y,split,image,mask,labelled")
     m = read_manifest(data / "_manifests" / "train.json")
