@@ -41,10 +41,12 @@ class MapLayer:
 class TileLayer:
     """The imagery tiles: a URL template relative to the page and their native zoom."""
 
-    url: str  # e.g. "images/{z}/{x}/{y}.png"
+    url: str  # e.g. "images/{z}/{x}/{y}.{ext}" ({ext}: each tile's own extension)
     zoom: int
     name: str = "imagery"
-    available: tuple[tuple[int, int], ...] | None = None  # (x, y) at ``zoom`` that exist; None: all
+    #: (x, y) or (x, y, ext) at ``zoom`` of the tiles that exist; None: all
+    available: tuple[tuple[int, int] | tuple[int, int, str], ...] | None = None
+    ext: str = "png"  # the extension of tiles listed without one
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,13 @@ footer{{padding:4px 16px 12px;color:#666;font-size:12px}}
     var have = null;
     if (spec.tiles.available) {{
       have = {{}};
-      spec.tiles.available.forEach(function (xy) {{ have[xy[0] + "/" + xy[1]] = true; }});
+      spec.tiles.available.forEach(function (t) {{ have[t[0] + "/" + t[1]] = t[2] || spec.tiles.ext; }});
     }}
     var Local = L.TileLayer.extend({{
       getTileUrl: function (c) {{  // tiles the region lacks are never requested
-        if (have && !have[c.x + "/" + c.y]) return BLANK;
+        var ext = have ? have[c.x + "/" + c.y] : spec.tiles.ext;
+        if (!ext) return BLANK;
+        this.options.ext = ext;  // a folder may mix PNG and JPEG tiles
         return L.TileLayer.prototype.getTileUrl.call(this, c);
       }}
     }});
@@ -168,7 +172,7 @@ def render_report(report: Report) -> str:
     spec = {
         "bounds": list(report.bounds),
         "tiles": None if report.tiles is None else {
-            "url": report.tiles.url, "zoom": report.tiles.zoom, "name": report.tiles.name,
+            "url": report.tiles.url, "zoom": report.tiles.zoom, "name": report.tiles.name, "ext": report.tiles.ext,
             "available": None if report.tiles.available is None else [list(t) for t in report.tiles.available]},
         "layers": [{"name": layer.name, "geojson": layer.geojson, "color": layer.color,
                     "visible": layer.visible, "fillOpacity": layer.fill_opacity, "weight": layer.weight}

@@ -150,10 +150,9 @@ def region_report(d: Path, name: str, zoom: int) -> Report:
         idx = read_tile_index(d / "images")
         written = idx[idx.status == "written"]
         if len(written):
-            ext = str(written.path.iloc[0]).rsplit(".", 1)[-1]
-            same = written[written.path.str.endswith("." + ext)]  # one URL template: one extension
-            tiles = TileLayer("images/{z}/{x}/{y}." + ext, zoom,
-                              available=tuple((int(x), int(y)) for x, y in zip(same.x, same.y)))
+            exts = written.path.astype(str).str.rsplit(".", n=1).str[-1]
+            tiles = TileLayer("images/{z}/{x}/{y}.{ext}", zoom,
+                              available=tuple((int(x), int(y), str(e)) for x, y, e in zip(written.x, written.y, exts)))
     except ManifestError:
         tiles = None
     bounds = layers_bounds(layers) or (-180.0, -85.0, 180.0, 85.0)

@@ -26,11 +26,13 @@ def _square(lon: float, lat: float, d: float, **props: object) -> dict:
 def _report(tmp_path: Path) -> tuple[Path, Report]:
     rng = np.random.default_rng(3)
     tiles = list(mercantile.tiles(13.400, 52.500, 13.404, 52.502, Z))
+    exts = {t: "jpg" if i % 2 else "png" for i, t in enumerate(tiles)}  # a folder may mix them
     for t in tiles:
-        p = tmp_path / "images" / str(t.z) / str(t.x) / f"{t.y}.png"
+        p = tmp_path / "images" / str(t.z) / str(t.x) / f"{t.y}.{exts[t]}"
         p.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(buf, "PNG")
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(buf, "PNG" if exts[t] == "png"
+                                                                                   else "JPEG")
         p.write_bytes(buf.getvalue())
     osm = {"type": "FeatureCollection", "features": [_square(13.4005, 52.5005, 0.0004, osm_id=1)]}
     missing = {"type": "FeatureCollection",
@@ -39,9 +41,9 @@ def _report(tmp_path: Path) -> tuple[Path, Report]:
     bounds = layers_bounds(layers)
     assert bounds is not None
     # one tile of the box is missing (as a nodata tile would be): it must not be requested
-    (tmp_path / "images" / f"{Z}/{tiles[-1].x}/{tiles[-1].y}.png").unlink()
-    have = tuple((t.x, t.y) for t in tiles[:-1])
-    rep = Report(title="test region", bounds=bounds, tiles=TileLayer("images/{z}/{x}/{y}.png", Z, available=have),
+    (tmp_path / "images" / f"{Z}/{tiles[-1].x}/{tiles[-1].y}.{exts[tiles[-1]]}").unlink()
+    have = tuple((t.x, t.y, exts[t]) for t in tiles[:-1])
+    rep = Report(title="test region", bounds=bounds, tiles=TileLayer("images/{z}/{x}/{y}.{ext}", Z, available=have),
                  layers=layers, figures={"Model (test split)": [("building IoU", "0.812")]},
                  curves_png=(tmp_path / "images" / f"{Z}/{tiles[0].x}/{tiles[0].y}.png").read_bytes())
     return tmp_path / "report.html", rep
@@ -70,15 +72,15 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     with chromium() as drv:
         drv.get(path.as_uri())
         deadline = time.time() + 20
-        loaded = 0
+        drawn: list[str] = []
         while time.time() < deadline:
-            loaded = drv.execute_script(
-                "return Array.from(document.querySelectorAll('img.leaflet-tile'))"
-                ".filter(i => i.complete && i.naturalWidth > 0).length")
-            if loaded:
+            drawn = drv.execute_script("return Array.from(document.querySelectorAll('img.leaflet-tile'))"
+                                       ".filter(i => i.complete && i.naturalWidth > 0).map(i => i.src)")
+            if {u.rsplit(".", 1)[-1] for u in drawn} == {"png", "jpg"}:
                 break
             time.sleep(0.2)
-        assert loaded > 0, "no imagery tile was drawn"
+        # tiles of both extensions are drawn (one folder may mix PNG and JPEG)
+        assert {u.rsplit(".", 1)[-1] for u in drawn} == {"png", "jpg"}, drawn
         assert drv.execute_script("return window.osmsatReport.layers") == {"OSM features": 1, "missing in OSM": 1}
         paths = drv.find_elements("css selector", "path.leaflet-interactive")
         assert len(paths) == 2
