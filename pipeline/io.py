@@ -263,7 +263,8 @@ class ShardWriter(TileWriter):
 
     On entry it locks the shard (``_tmp/<shard>.lock``: a second run of the same shard waits,
     then finds it done in ``current``), deletes what a killed run left in the scratch folder,
-    and records a started marker with ``digest``: ``resumable`` tells whether the tiles on disk
+    deletes temporary files killed writes of its manifest or marker left, and records a started
+    marker with ``digest``: ``resumable`` tells whether the tiles on disk
     come from a run with today's digest (a killed one, or a finished one), so a downloader may
     keep them after verifying. ``commit(extra)`` writes the shard manifest last
     (``_shards/<shard>.json``); on exit the scratch folder, the lock and an empty ``_tmp`` go.
@@ -288,6 +289,8 @@ class ShardWriter(TileWriter):
             if not self.current:
                 self.resumable = any(_records_digest(p, self.digest) for p in (self.marker, self.manifest))
                 reset_dir(self.scratch)
+                for tmp in (*stale_temps(self.manifest), *stale_temps(self.marker)):  # killed writes (we hold the lock)
+                    tmp.unlink(missing_ok=True)
                 atomic_write_json(self.marker, {"config_digest": self.digest})
         except BaseException:
             stack.close()

@@ -114,9 +114,14 @@ def test_shard_writer_records_locks_resumes_and_cleans(tmp_path: Path) -> None:
     (product / "_tmp" / "q" / "19-10-20.png.tmp").write_bytes(b"left by a killed run")
     (product / "19" / "12").mkdir(parents=True)
     (product / "19" / "12" / "20.jpg").write_bytes(b"old format")
+    (product / "_shards").mkdir()
+    killed_writes = [product / "_shards" / ".q.started.json.0badf00d.tmp", product / "_shards" / ".q.json.1234abcd.tmp"]
+    for p in killed_writes:
+        p.write_bytes(b"{")
     with ShardWriter(product, "q", "d1", exts=("png", "jpg")) as out:
         assert not out.current and not out.resumable
         assert list(out.scratch.iterdir()) == []  # the killed run's scratch is gone
+        assert not any(p.exists() for p in killed_writes)  # and so are its half-written marker and manifest
         assert (product / "_shards" / "q.started.json").is_file()
         sha = out.write(t1, b"one", "png")
         out.write(t2, b"two", "png", valid_share=0.5)
