@@ -301,7 +301,8 @@ def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: Epoch
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{spec.epochs}", unit="batch", leave=False)
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{spec.epochs}", unit="batch", leave=False,
+                   disable=None)  # (no bar when stderr is not a terminal: logs stay readable)
     for step, batch in enumerate(loader):
         x = batch["image"].to(device, non_blocking=True)
         y = batch["mask"].to(device, non_blocking=True)

@@ -6,6 +6,7 @@ With ``[train_run] processes = N`` > 1 (luigi.toml) it starts ``torchrun --nproc
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import luigi
 
 from tasks.base import RegionTask
 from tasks.split import SplitDataset
+
+log = logging.getLogger("luigi-interface")
 
 
 class train_run(luigi.Config):  # noqa: N801 - the section name in luigi.toml
@@ -57,13 +60,19 @@ class TrainModel(RegionTask):
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
         epochs = self.cfg.section("train").epochs
         hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers,
-                            on_epoch=lambda row: self.progress(int(row["epoch"]), epochs, _epoch_note(row)))
+                            on_epoch=lambda row: self._epoch_done(row, epochs))
         model_dir = self.data_dir / "model"
         files = {n: {"size": (model_dir / n).stat().st_size} for n in ("best.pt", "last.pt")}
         self.output().write({"root": str(model_dir), "files": files, "device": str(device),
                              "processes": settings.processes, "best_epoch": hist.best_epoch,
                              "best_miou": hist.best_miou, "epochs": len(hist.rows),
                              "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})
+
+    def _epoch_done(self, row: Any, epochs: int) -> None:
+        """After each epoch: a log line (readable without a terminal) and the scheduler's progress."""
+        note = _epoch_note(row)
+        log.info("%s %d/%d (%.1f s, %.1f images/s)", note, row["epoch"], epochs, row["seconds"], row["images_per_s"])
+        self.progress(int(row["epoch"]), epochs, note)
 
 
 def _epoch_note(row: Any) -> str:
