@@ -3,7 +3,7 @@
 
     python -m bench.bench_e2e [--sizes 700 5000] [--epochs-large 3]
 
-700 m is the demo town (0.49 km²); 5000 m is 25 km² (about 8,000 z19 tiles), trained for
+700 m is the demo town (0.49 km²); 5000 m is 25 km² (4,394 z19 tiles), trained for
 ``--epochs-large`` epochs only, so that its run stays within an hour on 2 cores (the per-stage
 times of the tile stages are what it measures; training time scales with the epochs).
 """
@@ -53,7 +53,7 @@ def main() -> None:
             continue
         run = json.loads((OUT / f"town{size}" / "run.json").read_text())
         print(f"e2e town {size} m ({size * size / 1e6:.2f} km²): {wall:.0f} s wall, --workers 2")
-        for stage, s in run["stages"].items():
+        for stage, s in sorted(run["stages"].items(), key=lambda kv: (kv[1]["started"], kv[1]["ended"])):  # run order
             rate = f", {s['tiles_per_s']} tiles/s" if s.get("tiles_per_s") else ""
             print(f"  {stage:<18} {s['seconds']:8.1f} s in {s['runs']} task(s){rate}")
 
