@@ -112,9 +112,10 @@ def test_two_workers_against_luigid(tmp_path: Path) -> None:
         assert final.returncode == 0 and "ran successfully" not in final.stderr, final.stderr[-3000:]
         # what the luigid page shows: each shard task's last status message and percentage
         shown = _done_tasks(port)
-        masks = [t for t in shown.values() if t["name"] == "RasterizeMasks"]
-        assert masks and all(t["progress_percentage"] == 100 for t in masks), masks
-        assert all(re.fullmatch(r"\w[\w ]*: (\d+)/\1", t["status_message"] or "") for t in masks), masks
+        for name in ("RasterizeMasks", "FetchImagery", "Predict"):
+            shards = [t for t in shown.values() if t["name"] == name]
+            assert shards and all(t["progress_percentage"] == 100 for t in shards), shards
+            assert all(re.fullmatch(r"\w[\w ]*: (\d+)/\1", t["status_message"] or "") for t in shards), shards
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -414,6 +414,8 @@ def raster_tiles(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Seque
                 continue
             sha = out.write(t, data, ext, round(share, 4))
             records[t] = TileRecord(t, OK, ext, len(data), sha, round(share, 4))
+    if progress is not None:
+        progress(len(order), len(order))
     return [records[t] for t in tiles]
 
 
