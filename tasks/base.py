@@ -52,6 +52,24 @@ def _locked(run: Any) -> Any:
     return locked_run
 
 
+def _reports_end(run: Any) -> Any:
+    """Wrap a task's ``run`` (plain, or yielding dynamic dependencies) so that the scheduler hears
+    100 % when it returns, whatever its last progress report said."""
+    if inspect.isgeneratorfunction(run):
+        @functools.wraps(run)
+        def run_to_end(self: RegionTask) -> Any:
+            yield from run(self)
+            self.progress_done()
+        return run_to_end
+
+    @functools.wraps(run)
+    def ran(self: RegionTask) -> Any:
+        out = run(self)
+        self.progress_done()
+        return out
+    return ran
+
+
 class ManifestTarget(luigi.Target):
     """A manifest file that counts as existing only when it records ``digest``."""
 
@@ -77,7 +95,7 @@ class RegionTask(luigi.Task):
     (``_manifests/<Task>.lock``), so two runs on one region never write the same output at
     once: the second waits, then finds the task complete. Runs that yield dynamic
     dependencies, and tasks with ``locked_run = False`` (shards lock in their tile writer),
-    are not wrapped.
+    are not. Every ``run`` reports 100 % to the scheduler when it returns.
     """
 
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
@@ -87,8 +105,11 @@ class RegionTask(luigi.Task):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         run = cls.__dict__.get("run")
-        if run is not None and cls.locked_run and not inspect.isgeneratorfunction(run):
-            cls.run = _locked(run)  # type: ignore[method-assign]
+        if run is None:
+            return
+        locked = cls.locked_run and not inspect.isgeneratorfunction(run)
+        run = _reports_end(run)
+        cls.run = _locked(run) if locked else run  # type: ignore[method-assign]
 
     def lock_path(self) -> Path:
         """The lock held while this task runs (``data/<region>/_manifests/<Task>.lock``)."""
@@ -136,6 +157,11 @@ class RegionTask(luigi.Task):
             self.set_progress_percentage(round(100 * done / total) if total else 100)
         if self.progress_bar and total > 1:
             self._bar(done, total, what)
+
+    def progress_done(self) -> None:
+        """Tell the scheduler the task is at 100 % (called when ``run`` returns)."""
+        if self.set_progress_percentage is not None:
+            self.set_progress_percentage(100)
 
     def _bar(self, done: int, total: int, what: str) -> None:
         from tqdm import tqdm

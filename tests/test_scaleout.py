@@ -112,6 +112,9 @@ def test_two_workers_against_luigid(tmp_path: Path) -> None:
         assert final.returncode == 0 and "ran successfully" not in final.stderr, final.stderr[-3000:]
         # what the luigid page shows: each shard task's last status message and percentage
         shown = _done_tasks(port)
+        reported = [t for t in shown.values() if t["status_message"]]
+        assert {t["name"] for t in reported} >= {"MakeSampleRegion", "SplitDataset", "TrainModel", "MergeFeatures"}
+        assert all(t["progress_percentage"] == 100 for t in reported), reported  # finished: 100 %
         for name in ("RasterizeMasks", "FetchImagery", "Predict"):
             shards = [t for t in shown.values() if t["name"] == name]
             assert shards and all(t["progress_percentage"] == 100 for t in shards), shards
