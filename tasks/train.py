@@ -6,12 +6,13 @@ With ``[train_run] processes = N`` > 1 (luigi.toml) it starts ``torchrun --nproc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
 
@@ -48,10 +49,7 @@ class TrainModel(RegionTask):
         settings = train_run()
         self.progress(0, 1, "training")
         if settings.processes > 1:
-            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={settings.processes}",
-                   "-m", "pipeline.train_run", "--config", str(self.config), "--workers", str(settings.workers),
-                   "--device", str(settings.device)]
-            subprocess.run(cmd, check=True)
+            self._torchrun(settings)
         from pipeline.stages import stage_digest
         from pipeline.train import pick_device
         from pipeline.train_run import default_workers, train_region
@@ -68,6 +66,30 @@ class TrainModel(RegionTask):
                              "best_miou": hist.best_miou, "epochs": len(hist.rows),
                              "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})
 
+    #: seconds between two looks at ``metrics.csv`` while torchrun trains
+    poll_s: ClassVar[float] = 5.0
+
+    def _torchrun(self, settings: train_run) -> None:
+        """Train in ``settings.processes`` processes on this node (torchrun, standalone); the
+        epochs finished so far (rows of ``model/metrics.csv``) go to the scheduler meanwhile."""
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={settings.processes}", "-m", "pipeline.train_run", "--config", str(self.config),
+               "--workers", str(settings.workers), "--device", str(settings.device)]
+        epochs = self.cfg.section("train").epochs
+        metrics = self.data_dir / "model" / "metrics.csv"
+        proc = subprocess.Popen(cmd)
+        try:
+            while proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=self.poll_s)
+                self.progress(_rows(metrics), epochs, f"training ({settings.processes} processes), epoch")
+        finally:
+            if proc.poll() is None:  # this task was stopped: so are its trainers
+                proc.kill()
+                proc.wait()
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
+
     def _epoch_done(self, row: Any, epochs: int) -> None:
         """After each epoch: a log line (readable without a terminal) and the scheduler's progress."""
         note = _epoch_note(row)
@@ -80,3 +102,12 @@ def _epoch_note(row: Any) -> str:
     miou = row.get("miou")
     val = f", val mIoU {miou:.3f}" if isinstance(miou, float) and math.isfinite(miou) else ""
     return f"training (loss {row['train_loss']:.4f}{val}), epoch"
+
+
+def _rows(csv_path: Path) -> int:
+    """Data rows of a CSV file with a header (0 when it does not exist yet)."""
+    try:
+        with open(csv_path, "rb") as fh:
+            return max(0, sum(1 for _ in fh) - 1)
+    except OSError:
+        return 0

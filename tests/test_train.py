@@ -209,6 +209,47 @@ def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
     assert TrainModel(config=str(cfg)).complete()
 
 
+def test_luigi_train_with_torchrun(tmp_path, town_pbf, monkeypatch):
+    """``[train_run] processes = 2``: TrainModel trains through torchrun (gloo on CPU) and reports
+    the epochs its trainers finish; the model is the one the single-process path would load."""
+    import luigi
+
+    from pipeline.io import read_manifest
+    from tasks.train import TrainModel
+    from tests.luigi_settings import luigi_settings
+    from tests.tileserver import write_test_geotiff
+    from tests.town import write_town_config
+
+    tif = write_test_geotiff(tmp_path / "ortho.tif", seed=5, size_px=600, res_m=1.2, crs="EPSG:3857",
+                             origin=_town_origin())
+    cfg = write_town_config(tmp_path / "town.toml", town_pbf, tmp_path / "data", zoom=17, shard_zoom=15,
+                            extra=textwrap.dedent(f"""
+        [imagery]
+        source = "raster"
+        paths = ["{tif}"]
+        [split]
+        block_zoom = 17
+        val_fraction = 0.3
+        test_fraction = 0.0
+        [train]
+        encoder = "resnet18"
+        epochs = 2
+        batch_size = 2
+        scale = 0.25
+        """))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(TrainModel, "poll_s", 0.2)
+    reports: list[tuple[int, int, str]] = []
+    monkeypatch.setattr(TrainModel, "progress", lambda self, done, total, what: reports.append((done, total, what)))
+    with luigi_settings("train_run", processes=2, device="cpu", workers=0):
+        res = luigi.build([TrainModel(config=str(cfg))], local_scheduler=True, detailed_summary=True,
+                          log_level="WARNING")
+    assert res.status.name == "SUCCESS", res.summary_text
+    assert ("training (2 processes), epoch" in {r[2] for r in reports}) and (2, 2) in {r[:2] for r in reports}
+    hist = read_checkpoint(tmp_path / "data" / "model" / "last.pt")["train_state"]["history"]
+    assert len(hist) == 2 and read_manifest(tmp_path / "data" / "_manifests" / "train.json")["epochs"] == 2
+
+
 def _town_origin() -> tuple[float, float]:
     import math
 
