@@ -171,26 +171,7 @@ def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
 
     from pipeline.io import read_manifest
     from tasks.train import TrainModel
-    from tests.tileserver import write_test_geotiff
-    from tests.town import write_town_config
-
-    tif = write_test_geotiff(tmp_path / "ortho.tif", seed=5, size_px=600, res_m=1.2, crs="EPSG:3857",
-                             origin=_town_origin())
-    cfg = write_town_config(tmp_path / "town.toml", town_pbf, tmp_path / "data", zoom=17, shard_zoom=15,
-                            extra=textwrap.dedent(f"""
-        [imagery]
-        source = "raster"
-        paths = ["{tif}"]
-        [split]
-        block_zoom = 17
-        val_fraction = 0.3
-        test_fraction = 0.0
-        [train]
-        encoder = "resnet18"
-        epochs = 1
-        batch_size = 4
-        scale = 0.25
-        """))
+    cfg = _town_config(tmp_path, town_pbf, epochs=1, batch_size=4)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     reports: list[tuple[int, int, str]] = []
     monkeypatch.setattr(TrainModel, "progress", lambda self, done, total, what: reports.append((done, total, what)))
@@ -217,26 +198,7 @@ def test_luigi_train_with_torchrun(tmp_path, town_pbf, monkeypatch):
     from pipeline.io import read_manifest
     from tasks.train import TrainModel
     from tests.luigi_settings import luigi_settings
-    from tests.tileserver import write_test_geotiff
-    from tests.town import write_town_config
-
-    tif = write_test_geotiff(tmp_path / "ortho.tif", seed=5, size_px=600, res_m=1.2, crs="EPSG:3857",
-                             origin=_town_origin())
-    cfg = write_town_config(tmp_path / "town.toml", town_pbf, tmp_path / "data", zoom=17, shard_zoom=15,
-                            extra=textwrap.dedent(f"""
-        [imagery]
-        source = "raster"
-        paths = ["{tif}"]
-        [split]
-        block_zoom = 17
-        val_fraction = 0.3
-        test_fraction = 0.0
-        [train]
-        encoder = "resnet18"
-        epochs = 2
-        batch_size = 2
-        scale = 0.25
-        """))
+    cfg = _town_config(tmp_path, town_pbf, epochs=2, batch_size=2)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(TrainModel, "poll_s", 0.2)
     reports: list[tuple[int, int, str]] = []
@@ -248,6 +210,30 @@ def test_luigi_train_with_torchrun(tmp_path, town_pbf, monkeypatch):
     assert ("training (2 processes), epoch" in {r[2] for r in reports}) and (2, 2) in {r[:2] for r in reports}
     hist = read_checkpoint(tmp_path / "data" / "model" / "last.pt")["train_state"]["history"]
     assert len(hist) == 2 and read_manifest(tmp_path / "data" / "_manifests" / "train.json")["epochs"] == 2
+
+
+def _town_config(tmp_path: Path, town_pbf: Path, epochs: int, batch_size: int) -> Path:
+    """The test town's config with a raster orthophoto, a val split and a tiny [train] section."""
+    from tests.tileserver import write_test_geotiff
+    from tests.town import write_town_config
+
+    tif = write_test_geotiff(tmp_path / "ortho.tif", seed=5, size_px=600, res_m=1.2, crs="EPSG:3857",
+                             origin=_town_origin())
+    return write_town_config(tmp_path / "town.toml", town_pbf, tmp_path / "data", zoom=17, shard_zoom=15,
+                             extra=textwrap.dedent(f"""
+        [imagery]
+        source = "raster"
+        paths = ["{tif}"]
+        [split]
+        block_zoom = 17
+        val_fraction = 0.3
+        test_fraction = 0.0
+        [train]
+        encoder = "resnet18"
+        epochs = {epochs}
+        batch_size = {batch_size}
+        scale = 0.25
+        """))
 
 
 def _town_origin() -> tuple[float, float]:
