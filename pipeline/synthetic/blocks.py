@@ -4,138 +4,27 @@ side runs along x), in local metres."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import shapely
-from numpy.typing import NDArray
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.ops import polylabel
 
 from pipeline.synthetic import shapes
+from pipeline.synthetic.frame import (
+    APARTMENT_ROOFS,
+    CAR_COLORS,
+    HOUSE_ROOFS,
+    INDUSTRY_ROOFS,
+    SMALL_ROOFS,
+    Candidate,
+    Contents,
+    Frame,
+    pick,
+    roof_color,
+    trees_at,
+)
 from pipeline.synthetic.model import Area, Road
 from pipeline.synthetic.streets import Block, Warp
-
-RGB = tuple[int, int, int]
-
-HOUSE_ROOFS: tuple[RGB, ...] = (
-    (150, 72, 52), (128, 62, 48), (165, 90, 60), (96, 66, 54), (72, 72, 78), (58, 60, 66), (110, 100, 92),
-    (140, 120, 100), (120, 56, 46),
-)
-APARTMENT_ROOFS: tuple[RGB, ...] = (
-    (170, 168, 160), (150, 150, 146), (190, 186, 176), (120, 118, 116), (96, 96, 100), (176, 160, 140),
-    (100, 118, 80),
-)
-INDUSTRY_ROOFS: tuple[RGB, ...] = ((188, 190, 192), (212, 212, 208), (140, 150, 160), (120, 126, 130), (160, 160, 150))
-SMALL_ROOFS: tuple[RGB, ...] = ((90, 90, 92), (120, 84, 60), (70, 86, 60), (150, 146, 140))
-#: roofs that look like their surroundings (grass, asphalt)
-CAMOUFLAGE: tuple[RGB, ...] = ((86, 108, 60), (84, 84, 86))
-TREE_GREENS: tuple[RGB, ...] = ((52, 78, 40), (62, 88, 45), (45, 70, 42), (75, 95, 50), (58, 75, 38), (68, 80, 52))
-CAR_COLORS: tuple[RGB, ...] = (
-    (215, 215, 212), (30, 30, 32), (165, 165, 168), (80, 82, 86), (150, 30, 30), (40, 60, 120), (190, 180, 150),
-)
-
-
-@dataclass
-class Candidate:
-    """A building proposed in a block frame, before the checks that it fits."""
-
-    geom: Polygon
-    shape: str
-    use: str
-    roof: str
-    height_m: float
-    color: RGB
-    anchor: tuple[float, float] | None = None  # frame point it moves with (its lot centre; None: itself)
-    parent: int | None = None  # for a driveway: the index of the building it leads to
-
-
-@dataclass
-class Contents:
-    """What filling blocks produced (local metres)."""
-
-    buildings: list[Candidate] = field(default_factory=list)
-    areas: list[Area] = field(default_factory=list)
-    trees: list[tuple[float, ...]] = field(default_factory=list)
-    cars: list[Polygon] = field(default_factory=list)
-    car_colors: list[RGB] = field(default_factory=list)
-    markings: list[LineString] = field(default_factory=list)
-    footways: list[Road] = field(default_factory=list)
-    paved: list[Polygon] = field(default_factory=list)
-
-
-class Frame:
-    """A block in its own frame: x runs along the block's long street axis, y across it, in
-    parameter-plane metres (x, y) = (u, v), or (v, -u) when the block is longer in v.
-
-    Points map to local metres through the warp exactly; a building maps rigidly (turned to
-    the local street direction at its centre), so it stays a true rectangle on curved streets.
-    """
-
-    def __init__(self, warp: Warp, block: Block, region: Polygon | MultiPolygon) -> None:
-        self.warp = warp
-        self.along_u = (block.u1 - block.u0) >= (block.v1 - block.v0)
-        k0, k1, k2, k3 = block.kerb
-        if self.along_u:
-            self.bounds = (block.u0 + k0, block.v0 + k2, block.u1 - k1, block.v1 - k3)
-        else:
-            self.bounds = (block.v0 + k2, -(block.u1 - k1), block.v1 - k3, -(block.u0 + k0))
-        self.region = region
-        self.inner = region.buffer(-1.0)
-
-    def _uv(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
-        return (x, y) if self.along_u else (-y, x)
-
-    def points(self, xy: NDArray[np.float64]) -> NDArray[np.float64]:
-        """(n, 2) frame coordinates -> (n, 2) local metres."""
-        xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-        u, v = self._uv(xy[:, 0], xy[:, 1])
-        return self.warp(u, v)
-
-    def angle(self, x: float, y: float) -> float:
-        """Direction (radians from east, local metres) of the frame's x axis at (x, y)."""
-        u, v = (x, y) if self.along_u else (-y, x)
-        return self.warp.angle_u(u, v) if self.along_u else self.warp.angle_v(u, v)
-
-    def place(self, geoms: list[Polygon], anchors: list[tuple[float, float] | None] | None = None
-              ) -> list[Polygon]:
-        """Move frame-space shapes rigidly to local metres: each with its anchor point (default
-        its centroid) taken by the warp and turned to the local street direction there, so
-        shapes that share an anchor keep their relative places."""
-        out = []
-        for i, g in enumerate(geoms):
-            anchor = anchors[i] if anchors is not None else None
-            cx, cy = anchor if anchor is not None else (g.centroid.x, g.centroid.y)
-            p = self.points(np.array([[cx, cy]]))[0]
-            moved = shapes.rotate_about(np.array([g], dtype=object), self.angle(cx, cy), cx, cy)[0]
-            out.append(shapely.transform(moved, lambda xy, d=p - (cx, cy): xy + d))
-        return out
-
-    def area(self, poly: Polygon) -> Polygon:
-        """A frame-space area mapped point by point (densified) to local metres."""
-        dense = shapely.segmentize(poly, 3.0)
-        return shapely.transform(dense, self.points)
-
-
-def _pick(rng: np.random.Generator, palette: tuple[RGB, ...]) -> RGB:
-    base = np.array(palette[int(rng.integers(len(palette)))], dtype=float)
-    col = base * rng.uniform(0.88, 1.12) + rng.normal(0.0, 5.0, 3)
-    return (int(np.clip(col[0], 0, 255)), int(np.clip(col[1], 0, 255)), int(np.clip(col[2], 0, 255)))
-
-
-def _roof_color(rng: np.random.Generator, palette: tuple[RGB, ...], use: str) -> RGB:
-    if rng.random() < 0.05:  # a roof that blends with its surroundings
-        return _pick(rng, CAMOUFLAGE[:1] if use in ("house", "garage", "shed") else CAMOUFLAGE[1:])
-    return _pick(rng, palette)
-
-
-def _trees(rng: np.random.Generator, xy: NDArray[np.float64], r_lo: float, r_hi: float,
-           h_lo: float, h_hi: float) -> list[tuple[float, ...]]:
-    out = []
-    for x, y in xy:
-        g = _pick(rng, TREE_GREENS)
-        out.append((float(x), float(y), rng.uniform(r_lo, r_hi), rng.uniform(h_lo, h_hi), *map(float, g)))
-    return out
 
 
 def _rows(rng: np.random.Generator, y0: float, y1: float, lo: float, hi: float) -> list[tuple[float, float, int]]:
@@ -217,12 +106,12 @@ def _houses(rng: np.random.Generator, f: Frame, density: float) -> tuple[list[Ca
                 geom, shape = shapes.rect(hx, hy, hx + w, hy + d), "rect"
                 roof = str(rng.choice(["gable", "hip", "flat"], p=[0.55, 0.35, 0.10]))
             cands.append(Candidate(geom, shape, "house", roof, rng.uniform(5.0, 9.0),
-                                   _roof_color(rng, HOUSE_ROOFS, "house")))
+                                   roof_color(rng, HOUSE_ROOFS, "house")))
             gx = hx + w + 1.2
             if rng.random() < 0.35 and xb - gx >= 4.5:
                 gy = hy + (rng.uniform(1.0, 4.0) if front <= 0 else d - 6.0 - rng.uniform(1.0, 4.0))
                 cands.append(Candidate(shapes.rect(gx, gy, gx + 3.2, gy + 6.0), "rect", "garage", "flat",
-                                       2.8, _roof_color(rng, SMALL_ROOFS, "garage")))
+                                       2.8, roof_color(rng, SMALL_ROOFS, "garage")))
                 _driveway(cands, gx, gx + 3.2, gy, gy + 6.0, ya, yb, front)
             else:
                 dx = hx + w * rng.uniform(0.1, 0.6)
@@ -232,11 +121,11 @@ def _houses(rng: np.random.Generator, f: Frame, density: float) -> tuple[list[Ca
                 sx = xa + _span(rng, 1.0, lw - 4.0)
                 sy = back[0] + rng.uniform(0.0, back[1] - back[0] - 3.5)
                 cands.append(Candidate(shapes.rect(sx, sy, sx + rng.uniform(2.2, 3.2), sy + rng.uniform(2.5, 3.5)),
-                                       "rect", "shed", "flat", 2.4, _roof_color(rng, SMALL_ROOFS, "shed")))
+                                       "rect", "shed", "flat", 2.4, roof_color(rng, SMALL_ROOFS, "shed")))
             n = rng.poisson(1.4 * density)
             if n and back[1] > back[0]:
                 xy = np.column_stack([rng.uniform(xa + 1, xb - 1, n), rng.uniform(back[0], back[1], n)])
-                trees += _trees(rng, xy, 1.8, 4.2, 4.0, 11.0)
+                trees += trees_at(rng, xy, 1.8, 4.2, 4.0, 11.0)
     _anchor(cands)
     return cands, trees
 
@@ -270,7 +159,7 @@ def _apartment(rng: np.random.Generator, xa: float, xb: float, ya: float, yb: fl
         geom, shape = shapes.rect(x, y, x + w, y + d), "rect"
     roof = "flat" if rng.random() < 0.75 else "hip"
     return Candidate(geom, shape, "apartments", roof, rng.uniform(9.0, 18.0),
-                     _roof_color(rng, APARTMENT_ROOFS, "apartments"))
+                     roof_color(rng, APARTMENT_ROOFS, "apartments"))
 
 
 def _apartments(rng: np.random.Generator, f: Frame, density: float
@@ -285,7 +174,7 @@ def _apartments(rng: np.random.Generator, f: Frame, density: float
                 cands.append(c)
             n = rng.poisson(1.5 * density)
             xy = np.column_stack([rng.uniform(xa, xb, n), rng.uniform(ya, yb, n)])
-            trees += _trees(rng, xy, 2.5, 5.0, 6.0, 14.0)
+            trees += trees_at(rng, xy, 2.5, 5.0, 6.0, 14.0)
     return cands, trees
 
 
@@ -306,16 +195,16 @@ def _industry(rng: np.random.Generator, f: Frame, density: float
                 shape = "L"
             else:
                 geom, shape = shapes.rect(x, y, x + w, y + d), "rect"
-            color = _roof_color(rng, INDUSTRY_ROOFS, "industrial")
+            color = roof_color(rng, INDUSTRY_ROOFS, "industrial")
             cands.append(Candidate(geom, shape, "industrial", "flat", rng.uniform(6.0, 12.0), color))
             if rng.random() < 0.3:
                 sw, sd = rng.uniform(6.0, 12.0), rng.uniform(5.0, 9.0)
                 sx, sy = xa + _span(rng, 1.0, lw - sw - 1.0), ya + _span(rng, 1.0, ld - sd - 1.0)
                 cands.append(Candidate(shapes.rect(sx, sy, sx + sw, sy + sd), "rect", "yes", "flat",
-                                       rng.uniform(3.0, 5.0), _roof_color(rng, INDUSTRY_ROOFS, "yes")))
+                                       rng.uniform(3.0, 5.0), roof_color(rng, INDUSTRY_ROOFS, "yes")))
             n = rng.poisson(0.6 * density)
             xy = np.column_stack([rng.uniform(xa, xb, n), rng.uniform(ya, yb, n)])
-            trees += _trees(rng, xy, 2.0, 4.0, 5.0, 10.0)
+            trees += trees_at(rng, xy, 2.0, 4.0, 5.0, 10.0)
     _anchor(cands)
     return cands, trees
 
@@ -349,7 +238,7 @@ def _parking(rng: np.random.Generator, f: Frame, region: Polygon, out: Contents,
         if rng.random() < 0.6:
             cx, cy = x + 1.3 + rng.uniform(-0.2, 0.2), y + 2.5 + rng.uniform(-0.2, 0.2)
             cars.append(shapes.rect(cx - 0.9, cy - 2.2, cx + 0.9, cy + 2.2))
-            out.car_colors.append(_pick(rng, CAR_COLORS))
+            out.car_colors.append(pick(rng, CAR_COLORS))
     out.cars += f.place(cars)
 
 
@@ -365,7 +254,7 @@ def _park(rng: np.random.Generator, f: Frame, density: float, lake: bool, out: C
             avoid.append(water.buffer(2.0))
             for hole in water.interiors:
                 c = Polygon(hole).representative_point()
-                out.trees += _trees(rng, np.array([[c.x, c.y]]), 2.5, 4.0, 6.0, 10.0)
+                out.trees += trees_at(rng, np.array([[c.x, c.y]]), 2.5, 4.0, 6.0, 10.0)
     x0, y0, x1, y1 = f.bounds
     if rng.random() < 0.8:
         a = np.array([x0 - 5.0, rng.uniform(y0, y1)])
@@ -385,7 +274,7 @@ def _park(rng: np.random.Generator, f: Frame, density: float, lake: bool, out: C
     inside = shapely.contains_xy(f.region.buffer(-1.5), xy[:, 0], xy[:, 1])
     for av in avoid:
         inside &= ~shapely.contains_xy(av, xy[:, 0], xy[:, 1])
-    out.trees += _trees(rng, xy[inside], 2.0, 5.0, 6.0, 16.0)
+    out.trees += trees_at(rng, xy[inside], 2.0, 5.0, 6.0, 16.0)
 
 
 def _lake(rng: np.random.Generator, f: Frame) -> Polygon | None:
@@ -448,7 +337,7 @@ def _retail(rng: np.random.Generator, f: Frame, out: Contents) -> list[Candidate
     d = (y1 - y0) * rng.uniform(0.55, 0.8)
     y = y0 + (y1 - y0 - d) / 2
     big = Candidate(shapes.rect(x0 + 3.0, y, split - 2.0, y + d), "rect", "retail", "flat",
-                    rng.uniform(6.0, 10.0), _roof_color(rng, INDUSTRY_ROOFS + APARTMENT_ROOFS, "retail"))
+                    rng.uniform(6.0, 10.0), roof_color(rng, INDUSTRY_ROOFS + APARTMENT_ROOFS, "retail"))
     lot = f.region.intersection(f.area(shapes.rect(split + 2.0, y0 - 12.0, x1 + 12.0, y1 + 12.0)))
     if isinstance(lot, Polygon) and lot.area > 300.0:
         _parking(rng, f, lot, out, (split + 2.0, y0, x1, y1))

@@ -12,7 +12,8 @@ from shapely.ops import substring
 
 from pipeline.config import SyntheticConfig
 from pipeline.errors import ConfigError
-from pipeline.synthetic.blocks import Contents, fill_block
+from pipeline.synthetic.blocks import fill_block
+from pipeline.synthetic.frame import Contents
 from pipeline.synthetic.model import ROAD_HALF_WIDTH_M, SIDEWALK_M, Building, Road, Town
 from pipeline.synthetic.street_life import street_cars, street_trees
 from pipeline.synthetic.streets import Block, StreetPlan, clip_roads, kerb_m, plan_streets

@@ -7,7 +7,7 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry import LineString, Polygon
 
-from pipeline.synthetic.blocks import CAR_COLORS, RGB, _pick, _trees
+from pipeline.synthetic.frame import CAR_COLORS, RGB, pick, trees_at
 from pipeline.synthetic.model import Road
 
 
@@ -37,7 +37,7 @@ def street_trees(rng: np.random.Generator, roads: list[Road], half: dict[str, fl
         off = half[road.highway] + side[road.highway] * 0.5 + rng.uniform(-0.2, 0.6)
         for sgn in (-1.0, 1.0) if rng.random() < 0.6 else (float(rng.choice([-1.0, 1.0])),):
             xy = p + sgn * off * normal
-            out += _trees(rng, xy, 2.2, 3.8, 6.0, 12.0)
+            out += trees_at(rng, xy, 2.2, 3.8, 6.0, 12.0)
     return out
 
 
@@ -60,5 +60,5 @@ def street_cars(rng: np.random.Generator, roads: list[Road], half: dict[str, flo
         for ci, ti, ni in zip(c, t, n):
             corners = [ci + a * 2.2 * ti + b * 0.9 * ni for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
             cars.append(Polygon(corners))
-            colors.append(_pick(rng, CAR_COLORS))
+            colors.append(pick(rng, CAR_COLORS))
     return cars, colors
