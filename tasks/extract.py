@@ -94,17 +94,7 @@ class ExtractFeatures(RegionTask):
                        else f"put a good extract there, or set osm.url in {self.cfg.path}")
                 raise InputDataError(f"{exc} — delete {pbf} and rerun ({fix})") from exc
             raise
-        out = self.data_dir / "features.parquet"
-        write_features(gdf, out)
-        self.progress(1, 1, f"{len(gdf)} features from {pbf}")
-        self.output().write({
-            "root": str(self.data_dir),
-            "files": {"features.parquet": {"size": out.stat().st_size}},
-            "input": {"path": str(pbf), "size": pbf.stat().st_size},
-            "features": len(gdf),
-            "classes": stats.rows_per_class,
-            "stats": stats.as_dict(),
-        })
+        self._write(gdf, stats, str(pbf), {"path": str(pbf), "size": pbf.stat().st_size})
 
     def _run_vector(self, labels: Any) -> None:
         from pipeline.labels import load_vector_labels
@@ -112,13 +102,17 @@ class ExtractFeatures(RegionTask):
         names = ", ".join(str(p) for p in labels.paths)
         self.progress(0, 1, f"reading labels from {names}")
         gdf, stats = load_vector_labels(labels, self.cfg.classes)
+        self._write(gdf, stats, names, {"paths": [str(p) for p in labels.paths]})
+
+    def _write(self, gdf: Any, stats: Any, source: str, inputs: dict[str, Any]) -> None:
+        """``features.parquet`` and the manifest (``inputs`` describes where the features came from)."""
         out = self.data_dir / "features.parquet"
         write_features(gdf, out)
-        self.progress(1, 1, f"{len(gdf)} features from {names}")
+        self.progress(1, 1, f"{len(gdf)} features from {source}")
         self.output().write({
             "root": str(self.data_dir),
             "files": {"features.parquet": {"size": out.stat().st_size}},
-            "input": {"paths": [str(p) for p in labels.paths]},
+            "input": inputs,
             "features": len(gdf),
             "classes": stats.rows_per_class,
             "stats": stats.as_dict(),
