@@ -43,6 +43,17 @@ def stale_temps(path: str | Path) -> list[Path]:
     return sorted(p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*") if p.is_file())
 
 
+def clean_stale_temps(*paths: str | Path) -> list[Path]:
+    """Delete the temporary files that killed ``atomic_path`` writes of ``paths`` left beside
+    them (the caller owns these outputs, e.g. holds their lock); returns what went."""
+    gone: list[Path] = []
+    for p in paths:
+        for tmp in stale_temps(p):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, scratch: str | Path | None = None) -> None:
     """Write ``data`` to ``path`` atomically (temporary file + rename)."""
     with atomic_path(path, scratch) as tmp, open(tmp, "wb") as fh:
@@ -289,8 +300,7 @@ class ShardWriter(TileWriter):
             if not self.current:
                 self.resumable = any(_records_digest(p, self.digest) for p in (self.marker, self.manifest))
                 reset_dir(self.scratch)
-                for tmp in (*stale_temps(self.manifest), *stale_temps(self.marker)):  # killed writes (we hold the lock)
-                    tmp.unlink(missing_ok=True)
+                clean_stale_temps(self.manifest, self.marker)  # killed writes of them (we hold the lock)
                 atomic_write_json(self.marker, {"config_digest": self.digest})
         except BaseException:
             stack.close()

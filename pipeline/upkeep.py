@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.io import INDEX_FILE, WRITTEN, read_tile_index, stale_temps, tiles_on_disk
+from pipeline.io import INDEX_FILE, WRITTEN, read_tile_index, tiles_on_disk
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,3 @@ def clean_temps(data_dir: str | Path) -> list[Path]:
                 (Path(dirpath) / f).unlink(missing_ok=True)
                 removed.append(Path(dirpath) / f)
     return removed
-
-
-def clean_stale_temps(*paths: str | Path) -> list[Path]:
-    """Delete the temporary files that killed ``atomic_path`` writes of ``paths`` left beside
-    them (the caller owns these outputs, e.g. holds their lock); returns what went."""
-    gone: list[Path] = []
-    for p in paths:
-        for tmp in stale_temps(p):
-            tmp.unlink(missing_ok=True)
-            gone.append(tmp)
-    return gone

@@ -22,6 +22,7 @@ from pipeline.cover import read_tiles_csv
 from pipeline.io import (
     INDEX_FILE,
     ShardWriter,
+    clean_stale_temps,
     file_lock,
     index_is_whole,
     manifest_is_current,
@@ -32,7 +33,6 @@ from pipeline.io import (
     write_tile_index,
 )
 from pipeline.stages import file_fingerprint, stage_digest
-from pipeline.upkeep import clean_stale_temps
 
 log = logging.getLogger("luigi-interface")
 
