@@ -144,8 +144,7 @@ class RegionTask(luigi.Task):
     def output(self) -> ManifestTarget:
         return ManifestTarget(self.manifest_path(), self.digest())
 
-    #: draw a tqdm bar on the terminal from ``progress`` calls (tasks with bars of their own say no)
-    progress_bar: ClassVar[bool] = True
+    #: what the terminal bar counts (``progress`` draws a tqdm bar when stderr is a terminal)
     progress_unit: ClassVar[str] = "tile"
 
     def progress(self, done: int, total: int, what: str) -> None:
@@ -155,7 +154,7 @@ class RegionTask(luigi.Task):
             self.set_status_message(f"{what}: {done}/{total}")
         if self.set_progress_percentage is not None:
             self.set_progress_percentage(round(100 * done / total) if total else 100)
-        if self.progress_bar and total > 1:
+        if total > 1:
             self._bar(done, total, what)
 
     def progress_done(self) -> None:

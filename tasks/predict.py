@@ -44,7 +44,6 @@ class Predict(ShardTask):
 
     stage = "predict"
     product = "predictions"
-    progress_bar = False  # run() draws its own
     device = luigi.Parameter(default="auto", significant=False,
                              description="torch device: auto (CUDA when present), cpu, cuda, cuda:1")
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi reads it as a class attribute
@@ -53,7 +52,6 @@ class Predict(ShardTask):
         return [ImageryAll(config=self.config), *model_requires(self)]
 
     def run(self) -> None:
-        from tqdm import tqdm
 
         from pipeline.predict import (
             TileReader,
@@ -76,16 +74,10 @@ class Predict(ShardTask):
                 pred = load_predictor(model_path(cfg), pick_device(str(self.device)))
                 bands = read_image(everywhere[keys[0]]).shape[0]
                 check_compatible(pred, [(c.name, c.id) for c in cfg.classes], bands, str(cfg.path))
-                bar = tqdm(total=len(keys), desc=f"predict {shard}", unit="tile", disable=None)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(done - bar.n)
-                    self.progress(done, total, f"predict {shard}")
-
                 results = predict_tiles(pred, TileReader(everywhere), keys, context_px=spec.context_px,
-                                        batch_size=spec.batch_size, tta=spec.tta, progress=progress)
+                                        batch_size=spec.batch_size, tta=spec.tta,
+                                        progress=lambda done, total: self.progress(done, total, f"predict {shard}"))
                 out.write_many(((Tile(*k), data) for k, data in prediction_pngs(results, spec.png_level)), "png")
-                bar.close()
             out.commit({"model": str(model_path(cfg)), "classes": _class_table(self)})
 
 
