@@ -33,6 +33,9 @@ from pipeline.section import Section
 MAX_ZOOM = 24
 IGNORE_VALUE = 255
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: class names end up in GeoPackage layer and QGIS data-source names, file names of the report's
+#: layers, MapRoulette task ids and HTML pages: letters, digits, '-' and '_' only
+_CLASS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 #: Optional sections owned by a stage module, parsed by that module (imported lazily, so loading
@@ -279,6 +282,9 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
     for i, item in enumerate(items):
         sec = Section(path, f"classes[{i}]", item)
         name = sec.take("name", str)
+        if not _CLASS_NAME_RE.match(name):
+            raise ConfigError(f"{sec.key('name')} = {name!r}: use letters, digits, '-' or '_' "
+                              "(at most 64, starting with a letter or digit)")
         sec.where = f"classes[{i}] ({name})"
         cid = sec.integer("id", lo=1, hi=254)
         kind = sec.choice("kind", ("area", "line"))
@@ -306,8 +312,8 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
         )
         sec.done()
         for prev in out:
-            if prev.name == spec.name or prev.id == spec.id:
-                raise ConfigError(f"{path}: classes[{i}] repeats the name or id of class {prev.name!r}")
+            if prev.name.lower() == spec.name.lower() or prev.id == spec.id:  # GeoPackage layer names ignore case
+                raise ConfigError(f"{path}: classes[{i}] repeats the name (in any case) or id of class {prev.name!r}")
         out.append(spec)
     return tuple(out)
 

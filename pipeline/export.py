@@ -135,7 +135,7 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         props["mlm:total_parameters"] = int(total_parameters)
     if metrics:
         props["osmsat:metrics"] = {k: metrics[k] for k in ("iou", "precision", "recall", "f1", "miou", "accuracy",
-                                                           "tiles", "scope") if k in metrics}
+                                                           "tiles", "scope", "note") if k in metrics}
     props.update(extra or {})
     return {
         "type": "Feature",

@@ -3,7 +3,11 @@ MapRoulette.
 
 The ``.osm`` file holds the ``missing_in_osm`` polygons as NEW objects: negative ids, no
 version, the class's tags (its first include filter: ``building`` -> ``building=yes``,
-``key=v1|v2`` -> ``key=v1``) plus ``source=osmsat`` and a ``fixme`` asking for a review. The
+``key=v1|v2`` -> ``key=v1``) plus ``source=osmsat`` and a ``fixme`` asking for a review. A class
+without tag filters (vector labels: it takes every feature of the label files), or whose filters
+are on the label files' attributes rather than OSM tags, gets the usual OSM tag of its name
+(``building`` -> ``building=yes``, see ``NAME_TAGS``); a name without one gets no main tag and
+the ``fixme`` asks the mapper to tag the object as that class. The
 root element carries ``upload="never"``, so JOSM refuses to upload the layer as it is: a mapper
 copies the objects they checked into their own data layer. Polygons with holes become
 multipolygon relations (outer and inner ways).
@@ -12,6 +16,7 @@ multipolygon relations (outer and inner ways).
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
@@ -26,10 +31,32 @@ if TYPE_CHECKING:
 GENERATOR = "osmsat"
 
 
-def class_tags(c: ClassSpec) -> dict[str, str]:
-    """The tags a new object of class ``c`` gets (its first include filter, ``yes`` for any value)."""
-    f = c.tags[0]
-    return {f.key: f.values[0] if f.values else "yes"}
+#: the main tag of a new area object by class name, for classes without OSM tag filters
+NAME_TAGS: dict[str, tuple[str, str]] = {
+    "building": ("building", "yes"), "buildings": ("building", "yes"),
+    "water": ("natural", "water"), "park": ("leisure", "park"), "forest": ("landuse", "forest"),
+    "parking": ("amenity", "parking"),
+}
+
+
+def class_tags(c: ClassSpec, osm_labels: bool = True) -> dict[str, str]:
+    """The main tag a new object of class ``c`` gets: its first include filter (``yes`` for any
+    value) when the class has filters on OSM tags; otherwise (no filters, or ``osm_labels`` False:
+    filters on vector label attributes) the tag ``NAME_TAGS`` gives its name, or none."""
+    if osm_labels and c.tags:
+        f = c.tags[0]
+        return {f.key: f.values[0] if f.values else "yes"}
+    known = NAME_TAGS.get(c.name.lower())
+    return {} if known is None else {known[0]: known[1]}
+
+
+def candidate_tags(c: ClassSpec, prob: float | None, osm_labels: bool = True) -> dict[str, str]:
+    """Every tag of a new candidate object of class ``c``: the class's main tag, ``source`` and a
+    ``fixme`` asking for a review (and for tags, when the class has no main tag)."""
+    main = class_tags(c, osm_labels)
+    what = f"osmsat candidate ({c.name}" + (f", p={prob:.2f}" if prob is not None else "") + ")"
+    todo = "check against imagery" if main else f"check against imagery and tag it as a {c.name}"
+    return {**main, "source": GENERATOR, "fixme": f"{what}: {todo}"}
 
 
 class _Writer:
@@ -80,14 +107,14 @@ def _tags(tags: dict[str, str]) -> str:
     return "".join(f"\n    <tag k={quoteattr(k)} v={quoteattr(v)}/>" for k, v in tags.items())
 
 
-def osm_xml(missing: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...]) -> bytes:
-    """The ``missing_in_osm`` layer (EPSG:4326) as an OSM XML file of new objects (see module doc)."""
+def osm_xml(missing: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...], osm_labels: bool = True) -> bytes:
+    """The ``missing_in_osm`` layer (EPSG:4326) as an OSM XML file of new objects (see module doc);
+    ``osm_labels`` False: the classes' tag filters are on vector label attributes, not OSM tags."""
     by_name = {c.name: c for c in classes}
     w = _Writer()
     for cls, prob, geom in zip(missing["class"], missing.get("prob_mean", [None] * len(missing)), missing.geometry):
-        tags = {**class_tags(by_name[cls]), "source": GENERATOR,
-                "fixme": f"osmsat candidate ({cls}" + (f", p={prob:.2f}" if prob is not None else "")
-                + "): check against imagery"}
+        p = None if prob is None or math.isnan(prob) else float(prob)  # absent or NaN: no probability
+        tags = candidate_tags(by_name[cls], p, osm_labels)
         for poly in shapely.get_parts(geom):
             w.polygon(poly, tags)
     return w.xml()
@@ -105,8 +132,9 @@ def maproulette_tasks(missing: gpd.GeoDataFrame, region: str) -> bytes:
                  "instruction": f"The imagery shows a {cls} here that OpenStreetMap lacks: map it if it is there.",
                  "lon": round(float(c.x), 7), "lat": round(float(c.y), 7)}
         for key in ("prob_mean", "area_m2"):
-            if key in missing.columns:
-                props[key] = float(missing[key].iloc[k])
+            v = float(missing[key].iloc[k]) if key in missing.columns else math.nan
+            if math.isfinite(v):  # NaN is no JSON
+                props[key] = v
         feat = {"type": "Feature", "id": tid, "properties": props, "geometry": json.loads(shapely.to_geojson(geom))}
         lines.append(json.dumps({"type": "FeatureCollection", "features": [feat]}, separators=(",", ":")))
     return ("\n".join(lines) + "\n").encode() if lines else b""

@@ -9,6 +9,11 @@ imagery tiles are read from the region's own tile tree, by a URL relative to the
 
 Pure functions: layers in (GeoJSON dicts in EPSG:4326, lon/lat), an HTML string out; the task
 reads the files and writes the page atomically.
+
+Everything on the page that comes from data (feature properties, which carry label file names;
+layer, class and region names; figures) is text, never markup: HTML-escaped in Python, inlined
+JSON with ``<``, ``>`` and ``&`` as ``\\u`` escapes, and in the browser popups and the legend built
+from DOM text nodes (the layer control, which takes HTML, gets the names escaped).
 """
 
 from __future__ import annotations
@@ -75,9 +80,15 @@ def leaflet_assets() -> tuple[str, str]:
     return js, re.sub(r"url\(images/([\w.-]+\.png)\)", inline, css)
 
 
+#: characters JSON may hold that HTML reads inside a <script> element (``</script>``, ``<!--``),
+#: written as JavaScript escapes instead; JSON escapes every non-ASCII character (U+2028 too)
+_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def _script_json(obj: Any) -> str:
-    """JSON safe to place inside a <script> element (no ``</script>`` can close it early)."""
-    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe to place inside a <script> element: no ``<``, ``>`` or ``&`` in it, so user text
+    (a feature property, a layer name) can neither close the element early nor open markup."""
+    return json.dumps(obj, separators=(",", ":")).translate(_SCRIPT_ESCAPES)
 
 
 def _figures_html(figures: dict[str, list[tuple[str, str]]]) -> str:
@@ -111,6 +122,18 @@ footer{{padding:4px 16px 12px;color:#666;font-size:12px}}
 <script>
 (function () {{
   var spec = {spec};
+  // user text (feature properties, layer names) reaches the page only as DOM text, never as HTML
+  function textOf(tag, s) {{ var e = document.createElement(tag); e.textContent = s; return e; }}
+  function escaped(s) {{ return textOf("span", s).innerHTML; }}  // for Leaflet APIs that take HTML
+  function popup(name, p) {{
+    var d = document.createElement("div");
+    d.appendChild(textOf("b", name));
+    Object.keys(p).slice(0, 12).forEach(function (k) {{
+      d.appendChild(document.createElement("br"));
+      d.appendChild(document.createTextNode(k + ": " + p[k]));
+    }});
+    return d;
+  }}
   var BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
   var map = L.map("map", {{preferCanvas: false}});
   map.attributionControl.setPrefix("Leaflet");
@@ -134,20 +157,19 @@ footer{{padding:4px 16px 12px;color:#666;font-size:12px}}
     var t = new Local(spec.tiles.url, {{minZoom: Math.max(0, spec.tiles.zoom - 6),
       maxZoom: spec.tiles.zoom + 3, minNativeZoom: spec.tiles.zoom, maxNativeZoom: spec.tiles.zoom,
       bounds: [[b[1], b[0]], [b[3], b[2]]], attribution: "imagery tiles"}});
-    t.addTo(map); base[spec.tiles.name] = t;
+    t.addTo(map); base[escaped(spec.tiles.name)] = t;
   }}
   spec.layers.forEach(function (l) {{
     var layer = L.geoJSON(l.geojson, {{
       style: {{color: l.color, weight: l.weight, fillOpacity: l.fillOpacity}},
       pointToLayer: function (f, ll) {{ return L.circleMarker(ll, {{radius: 4, color: l.color}}); }},
-      onEachFeature: function (f, lyr) {{
-        var p = f.properties || {{}}, rows = [];
-        Object.keys(p).slice(0, 12).forEach(function (k) {{ rows.push(k + ": " + p[k]); }});
-        if (rows.length) lyr.bindPopup("<b>" + l.name + "</b><br>" + rows.join("<br>"));
+      onEachFeature: function (f, lyr) {{  // the popup's DOM is built when it opens
+        var p = f.properties || {{}};
+        if (Object.keys(p).length) lyr.bindPopup(function () {{ return popup(l.name, p); }});
       }}
     }});
     if (l.visible) layer.addTo(map);
-    overlays[l.name + " (" + l.geojson.features.length + ")"] = layer;
+    overlays[escaped(l.name + " (" + l.geojson.features.length + ")")] = layer;  // the control sets innerHTML
     counts[l.name] = l.geojson.features.length;
   }});
   L.control.layers(base, overlays, {{collapsed: false}}).addTo(map);
@@ -155,8 +177,13 @@ footer{{padding:4px 16px 12px;color:#666;font-size:12px}}
   var legend = L.control({{position: "bottomright"}});
   legend.onAdd = function () {{
     var d = L.DomUtil.create("div", "legend");
-    d.innerHTML = spec.layers.map(function (l) {{
-      return "<i style='background:" + l.color + "'></i>" + l.name; }}).join("<br>");
+    spec.layers.forEach(function (l, i) {{
+      if (i) d.appendChild(document.createElement("br"));
+      var swatch = document.createElement("i");
+      swatch.style.background = l.color;  // a CSS property set through the CSSOM: no markup
+      d.appendChild(swatch);
+      d.appendChild(document.createTextNode(l.name));
+    }});
     return d;
   }};
   legend.addTo(map);

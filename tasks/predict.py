@@ -15,6 +15,7 @@ from typing import Any
 import luigi
 import pandas as pd
 
+from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
 from pipeline.io import WRITTEN, read_manifest, read_tile_index
 from pipeline.predict_spec import PredictSpec, is_own_model, model_path
@@ -114,7 +115,9 @@ class PredictAll(AllShardsTask):
 class EvaluateModel(RegionTask):
     """``model/metrics.json``: per-class IoU, precision, recall, F1 and the confusion matrix of the
     predictions against the masks, on the test split (the region's own model) or on every
-    labelled tile (a model trained elsewhere: the whole region is unseen)."""
+    labelled tile (a model trained elsewhere: the whole region is unseen). A region whose split
+    holds no test tile (``[split] test_fraction = 0``: it is tested on another region) is not
+    evaluated: metrics.json then says so (``tiles`` 0 and a ``note``; no scores)."""
 
     stage = "evaluate"
     device = luigi.Parameter(default="auto", significant=False, description="torch device (see Predict)")
@@ -139,6 +142,11 @@ class EvaluateModel(RegionTask):
         from pipeline.evaluate import evaluate_tiles
 
         tiles, scope = self._tiles()
+        if not tiles and scope == "test" and not self._split_has_test_tiles():
+            note = no_test_split_note(self.cfg)
+            log.warning("evaluate %s: %s", self.cfg.name, note)
+            self.output().write({"scope": scope, "tiles": 0, "model": str(model_path(self.cfg)), "note": note})
+            return
         if not tiles:
             raise InputDataError(f"{self.cfg.path}: no {scope} tile has both a mask and a prediction to evaluate; "
                                  "raise [split] test_fraction or check the masks and imagery")
@@ -162,6 +170,20 @@ class EvaluateModel(RegionTask):
             return [k for k in keys if k in preds], "test"
         masks = set(image_paths_of(self.data_dir / "masks"))
         return sorted(preds & masks), "all labelled"
+
+    def _split_has_test_tiles(self) -> bool:
+        from pipeline.split import read_split_csv
+
+        return any(r.split == "test" for r in read_split_csv(self.data_dir / "split.csv"))
+
+
+def no_test_split_note(cfg: RegionConfig) -> str:
+    """Why a region's own model has no test figures: its split holds no test tile."""
+    split = cfg.section("split")
+    why = ("[split] test_areas hold no tile" if split.test_areas is not None
+           else f"[split] test_fraction = {split.test_fraction}")
+    return (f"no test tiles ({why} in {cfg.path}): the model is not evaluated on this region; "
+            "evaluate it on another region ([predict] model) or raise test_fraction")
 
 
 def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:

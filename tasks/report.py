@@ -98,6 +98,8 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
         figs[f"Model ({scope} tiles)"] = [
             (f"{name} {k}", _fmt(metrics.get(k, {}).get(name)))
             for name in metrics["iou"] for k in ("iou", "precision", "recall", "f1")]
+    elif metrics and metrics.get("note"):  # not evaluated (no test split): region_notes says why
+        figs[f"Model ({metrics.get('scope', 'test')} tiles)"] = [("tiles", "none: not evaluated")]
     summary = read_json(d / "compare" / "summary.json")
     if summary:
         rows = []
@@ -121,6 +123,14 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
                                                                        if v.get("tiles_per_s") else ""))
                                           for k, v in run["stages"].items()]
     return figs
+
+
+def region_notes(d: Path) -> tuple[str, ...]:
+    """Sentences for the page's footer: why a figure is absent (a model not evaluated)."""
+    metrics = read_json(d / "model" / "metrics.json")
+    if metrics and not isinstance(metrics.get("iou"), dict) and metrics.get("note"):
+        return (f"Model not evaluated: {metrics['note']}.",)
+    return ()
 
 
 def osm_layer(path: Path, limit: int = 50_000) -> MapLayer | None:
@@ -158,4 +168,5 @@ def region_report(d: Path, name: str, zoom: int) -> Report:
     bounds = layers_bounds(layers) or (-180.0, -85.0, 180.0, 85.0)
     curves = d / "model" / "training.png"
     return Report(title=f"osmsat: {name}", bounds=bounds, tiles=tiles, layers=tuple(layers),
-                  figures=region_figures(d), curves_png=curves.read_bytes() if curves.is_file() else None)
+                  figures=region_figures(d), curves_png=curves.read_bytes() if curves.is_file() else None,
+                  notes=region_notes(d))

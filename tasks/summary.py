@@ -34,6 +34,8 @@ def summary_lines(data_dir: Path, name: str) -> list[str]:
     if metrics and isinstance(metrics.get("iou"), dict):
         ious = ", ".join(f"{k} {v:.3f}" for k, v in metrics["iou"].items())
         lines.append(f"model IoU on the {metrics.get('scope', 'test')} tiles: {ious}")
+    elif metrics and metrics.get("note"):  # nothing to evaluate on (no test split)
+        lines.append(f"model not evaluated: {metrics['note']}")
     if (data_dir / "truth.geojson").is_file() and (data_dir / "compare" / "missing_in_osm.geojson").is_file():
         from pipeline.synthetic.score import truth_scores
 

@@ -76,7 +76,12 @@ def test_loads_typed_frozen(tmp_path: Path) -> None:
         (('kind = "area"', 'kind = "areas"'), "classes[0] (building).kind = 'areas'"),
         (("buffer_m = 3\nbuffer_m_by_value = { motorway = 10 }\n", ""), "classes[1] (road).buffer_m must be > 0"),
         (('tags = ["building"]', 'tags = ["building=="]'), "bad tag filter 'building=='"),
-        (("id = 2", "id = 1"), "repeats the name or id"),
+        (("id = 2", "id = 1"), "repeats the name (in any case) or id of class 'building'"),
+        (('name = "road"', 'name = "Building"'), "classes[1] repeats the name (in any case) or id of class 'building'"),
+        (('name = "building"', 'name = "<img src=x onerror=alert(1)>"'),
+         "classes[0].name = '<img src=x onerror=alert(1)>': use letters, digits, '-' or '_'"),
+        (('name = "road"', 'name = "main road"'), "classes[1].name = 'main road': use letters"),
+        (('name = "road"', 'name = "_road"'), "classes[1].name = '_road': use letters"),
         (('path = "x.osm.pbf"', 'pth = "x.osm.pbf"'), "osm.path is required"),
         (("[osm]", "[osmm]"), "[region] must be a table"),
     ],
@@ -91,6 +96,11 @@ def test_errors_name_file_and_key(tmp_path: Path, edit: tuple[str, str], needle:
         load_config(p)
     assert str(p) in str(err.value)
     assert needle in str(err.value)
+
+
+def test_class_names_may_mix_case_digits_dash_underscore(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, BASE.replace('name = "road"', 'name = "Road_2-lane"')))
+    assert [c.name for c in cfg.classes] == ["building", "Road_2-lane"]
 
 
 def test_missing_file_and_bad_toml(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ errors, shows the imagery tiles and every layer, and the layer control toggles t
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 import time
 from pathlib import Path
@@ -90,5 +92,72 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
         boxes[1].click()
         assert len(drv.find_elements("css selector", "path.leaflet-interactive")) == 1
         assert drv.find_element("css selector", ".curves img").get_property("naturalWidth") == 256
+        errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+
+
+# ---------------------------------------------------------------------------------------------
+# user text is text: a label file named like markup (it becomes each feature's osm_type), a class,
+# layer and region name, and figures never become HTML on the page
+
+#: each payload sets a global flag if the browser ever parses it as HTML
+PAYLOAD = "<img src=x onerror=\"window.osmsatXSS=(window.osmsatXSS||0)+1\">"
+FILE_PAYLOAD = "<img src=x onerror=alert(document.domain)>.geojson"
+
+
+def _hostile_report() -> Report:
+    osm = {"type": "FeatureCollection", "features": [
+        _square(13.4005, 52.5005, 0.0004, **{"class": "building", "osm_type": PAYLOAD + ".geojson", "osm_id": -1}),
+        _square(13.4020, 52.5010, 0.0003, **{"class": PAYLOAD, "osm_type": FILE_PAYLOAD, PAYLOAD: "key too"})]}
+    layers = (MapLayer("OSM features", osm, "#1f78b4"), MapLayer(PAYLOAD, osm, "#e31a1c"))
+    bounds = layers_bounds(layers)
+    assert bounds is not None
+    return Report(title=f"osmsat: {PAYLOAD}", bounds=bounds, tiles=None, layers=layers,
+                  figures={f"Model {PAYLOAD}": [(f"{PAYLOAD} iou", PAYLOAD)]}, notes=(PAYLOAD,))
+
+
+def test_user_text_is_never_markup() -> None:
+    page = render_report(_hostile_report())
+    for raw in (PAYLOAD, FILE_PAYLOAD, "<img src=x"):
+        assert raw not in page
+    # inlined JSON holds no character HTML reads inside <script>; its text is intact
+    spec = re.search(r"var spec = (\{.*?\});\n", page)
+    assert spec is not None and not re.search(r"[<>&]", spec.group(1))
+    decoded = json.loads(spec.group(1))
+    assert decoded["layers"][0]["geojson"]["features"][1]["properties"]["osm_type"] == FILE_PAYLOAD
+    assert decoded["layers"][1]["name"] == PAYLOAD
+    assert html.escape(PAYLOAD) in page  # title, figures and notes: escaped text
+    # popups and the legend are built from DOM text, never from HTML strings
+    assert "bindPopup(\"" not in page and ".innerHTML =" not in page.split("var spec", 1)[1]
+
+
+@needs_browser
+def test_popups_and_controls_do_not_run_feature_text(tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    path.write_text(render_report(_hostile_report()), encoding="utf-8")
+    with chromium() as drv:
+        drv.get(path.as_uri())
+        drv.execute_script("window.alert = function () { window.osmsatXSS = 'alert'; };")  # the file name's payload
+        assert drv.execute_script("return window.osmsatReport.layers") == {"OSM features": 2, PAYLOAD: 2}
+        # a real click opens a popup, then every feature's popup is opened in turn
+        drv.find_elements("css selector", "path.leaflet-interactive")[-1].click()
+        texts = drv.execute_script("""
+            var out = [], m = window.osmsatReport.map;
+            m.eachLayer(function (l) {
+              if (l.feature && l.getPopup()) { l.openPopup();
+                out.push(document.querySelector('.leaflet-popup-content').textContent); }
+            });
+            return out;""")
+        assert len(texts) == 4 and any(FILE_PAYLOAD in t for t in texts), texts
+        assert any(f"{PAYLOAD}: key too" in t for t in texts)
+        time.sleep(1.0)  # an <img src=x> that was parsed as HTML has failed to load by now
+        assert drv.execute_script("return window.osmsatXSS") is None
+        assert not drv.find_elements("css selector", ".leaflet-container img:not(.leaflet-tile)")
+        # the layer control and the legend show the names as text
+        labels = [e.text for e in drv.find_elements("css selector", ".leaflet-control-layers-overlays label")]
+        assert labels == ["OSM features (2)", f"{PAYLOAD} (2)"]
+        assert drv.find_element("css selector", ".legend").text.splitlines() == ["OSM features", PAYLOAD]
+        assert drv.find_element("css selector", "header h1").text == f"osmsat: {PAYLOAD}"
+        assert drv.execute_script("return window.osmsatXSS") is None
         errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
