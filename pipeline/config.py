@@ -118,9 +118,13 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class MasksConfig:
     """Section ``[masks]``: ``ignore_ring_px`` pixels on both sides of area edges get the ignore
-    value (255); 0 draws no ring."""
+    value (255); 0 draws no ring. ``instances``: area classes also get an edge band of
+    ``edge_px`` pixels inside each feature's outline (value ``255 - id``), which the model learns
+    so that touching buildings are vectorised apart (:mod:`pipeline.instances`)."""
 
     ignore_ring_px: int = 0
+    instances: bool = True
+    edge_px: int = 2
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,13 @@ class RegionConfig:
     def ignore_ring_px(self) -> int:
         """``[masks] ignore_ring_px`` (kept for older callers; read ``cfg.masks``)."""
         return self.masks.ignore_ring_px
+
+    @property
+    def edge_ids(self) -> tuple[int, ...]:
+        """Ids of the classes whose masks carry an edge band (:mod:`pipeline.instances`)."""
+        from pipeline.instances import edge_classes
+
+        return edge_classes(((c.id, c.kind) for c in self.classes), self.masks.instances)
 
     def class_by_name(self, name: str) -> ClassSpec:
         for c in self.classes:
@@ -211,10 +222,13 @@ def load_config(path: str | Path) -> RegionConfig:
         osm_sec.done()
 
     masks_sec = Section(path, "masks", top.take("masks", dict, {}))
-    masks = MasksConfig(ignore_ring_px=masks_sec.integer("ignore_ring_px", MasksConfig.ignore_ring_px, lo=0, hi=64))
+    masks = MasksConfig(ignore_ring_px=masks_sec.integer("ignore_ring_px", MasksConfig.ignore_ring_px, lo=0, hi=64),
+                        instances=masks_sec.take("instances", bool, MasksConfig.instances),
+                        edge_px=masks_sec.integer("edge_px", MasksConfig.edge_px, lo=1, hi=16))
     masks_sec.done()
 
     classes = _classes(path, top.take("classes", list))
+    _check_edge_values(path, classes, masks)
     imagery = parse_imagery(path, top.take("imagery", dict)) if "imagery" in top.table else None
     synthetic = _synthetic(path, top.take("synthetic", dict)) if "synthetic" in top.table else None
     sections = {name: _section_parser(name)(path, top.take(name, dict))
@@ -316,6 +330,18 @@ def _classes(path: Path, items: list[Any]) -> tuple[ClassSpec, ...]:
                 raise ConfigError(f"{path}: classes[{i}] repeats the name (in any case) or id of class {prev.name!r}")
         out.append(spec)
     return tuple(out)
+
+
+def _check_edge_values(path: Path, classes: tuple[ClassSpec, ...], masks: MasksConfig) -> None:
+    """With instances, an area class's edge value (255 - id) must not be another class's id."""
+    if not masks.instances:
+        return
+    ids = {c.id: c.name for c in classes}
+    for c in classes:
+        if c.kind == "area" and 255 - c.id in ids:
+            raise ConfigError(f"{path}: class {ids[255 - c.id]!r} has id {255 - c.id}, the mask value of the edge "
+                              f"band of class {c.name!r} (255 - {c.id}); use class ids below 128 or set "
+                              "[masks] instances = false")
 
 
 def _default_color(cid: int) -> str:

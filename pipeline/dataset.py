@@ -1,8 +1,9 @@
 """A torch Dataset over the tiles of one split, joint augmentations and a seeded sampler.
 
 Samples are dicts ``{"image": float32 (C, H, W) normalised with the split's band statistics,
-"mask": int64 (H, W) class ids (255 = ignore), "tile": (z, x, y)}``. Importable with torch,
-numpy and Pillow; albumentations is imported when augmentations are built.
+"mask": int64 (H, W) model output indices (255 = ignore), "tile": (z, x, y)}``: mask values are
+mapped through ``lut`` (:func:`pipeline.instances.target_lut`; without one they are used as they
+are). Importable with torch, numpy and Pillow; albumentations is imported when augmentations are built.
 
 Determinism: the sampler yields ``(index, seed)`` pairs drawn from a generator seeded by
 (seed, epoch); each sample's augmentation is seeded by its pair, so an epoch gives the same
@@ -49,16 +50,18 @@ def build_augment(spec: TrainSpec, bands: int) -> Any:
 class TileDataset(Dataset[dict[str, Any]]):
     """Image/mask tiles of ``rows`` under ``data_dir``; ``scale`` resamples them (0.5: half size);
     ``augment`` is a callable from :func:`build_augment` (or None). Index with an int or with an
-    ``(index, seed)`` pair from :class:`EpochSampler` (the seed drives the augmentation)."""
+    ``(index, seed)`` pair from :class:`EpochSampler` (the seed drives the augmentation); ``lut``
+    (256 uint8) maps mask values to output indices after the augmentation."""
 
     def __init__(self, data_dir: str | Path, rows: Sequence[TileRow], band_stats: Mapping[str, Sequence[float]],
-                 scale: float = 1.0, augment: Any = None) -> None:
+                 scale: float = 1.0, augment: Any = None, lut: np.ndarray | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.rows = list(rows)
         self.band_stats = {"mean": list(band_stats["mean"]), "std": list(band_stats["std"])}
         self.bands = len(self.band_stats["mean"])
         self.scale = scale
         self.augment = augment
+        self.lut = lut
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -87,6 +90,8 @@ class TileDataset(Dataset[dict[str, Any]]):
             out = self.augment(image=img, mask=mask)
             img, mask = out["image"], out["mask"]
         r = self.rows[i]
+        if self.lut is not None:
+            mask = self.lut[mask]
         return {"image": torch.from_numpy(normalise(np.ascontiguousarray(img), self.band_stats)),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
                 "tile": (r.z, r.x, r.y)}

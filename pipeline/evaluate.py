@@ -29,9 +29,12 @@ def labels_from_probs(q: np.ndarray) -> np.ndarray:
 
 
 def mask_to_index(mask: np.ndarray, class_ids: Sequence[int], where: str) -> np.ndarray:
-    """Mask class ids -> label index (0 background, k the k-th id of ``class_ids``), 255 kept."""
+    """Mask class ids -> label index (0 background, k the k-th id of ``class_ids``; a class's edge
+    value ``255 - id`` counts as the class), 255 kept."""
     lut = np.full(256, 254, dtype=np.uint8)
     lut[0], lut[IGNORE] = 0, IGNORE
+    for k, cid in enumerate(class_ids, start=1):
+        lut[255 - cid] = k
     for k, cid in enumerate(class_ids, start=1):
         lut[cid] = k
     out = lut[mask]

@@ -3,7 +3,11 @@
 Geometry is burnt in EPSG:3857 with each tile's exact transform (``pipeline.tiles``): a pixel
 takes a class when its centre lies inside the (buffered) geometry. Classes are burnt in
 ascending priority so the highest priority wins overlaps. An optional ignore ring (value 255)
-of ``ignore_ring_px`` pixels is drawn around area edges, on both sides of the edge.
+of ``ignore_ring_px`` pixels is drawn around area edges, on both sides of the edge. With
+instances (``[masks] instances``), pixels of an area feature within ``edge_px`` pixels of its own
+outline take the class's edge value ``255 - id`` (:mod:`pipeline.instances`), so the interiors of
+touching buildings never touch; the edge is found on a raster of feature ids grown by
+``edge_px`` around the block, so a tile's mask does not depend on how tiles are grouped.
 
 For speed, a shard's tiles are burnt in blocks of up to ``BLOCK_TILES`` x ``BLOCK_TILES``
 tiles with one ``rasterio.features.rasterize`` call per block, then cut into tiles; the cost
@@ -28,6 +32,7 @@ from rasterio.features import rasterize
 from pipeline.config import IGNORE_VALUE, ClassSpec
 from pipeline.errors import InputDataError
 from pipeline.geo import HALF_WORLD_M, burn_geometries, mercator_scale, mercator_to_lonlat
+from pipeline.instances import edge_band, edge_value
 from pipeline.tiles import Tile, block_transform, quadkey_to_tile, tile_bounds, tile_extent_m
 
 BLOCK_TILES = 8
@@ -36,9 +41,15 @@ IGNORE_COLOR = (128, 128, 128)
 
 
 def mask_palette(classes: Sequence[ClassSpec]) -> list[int]:
-    """768-entry RGB palette of the masks: each class colour (``#rrggbb``) at its id, grey at
-    the ignore value (255), black elsewhere (background 0)."""
+    """768-entry RGB palette of the masks: each class colour (``#rrggbb``) at its id, the same
+    colour at 60 % at the class's edge value (area classes), grey at the ignore value (255),
+    black elsewhere (background 0)."""
     pal = [0] * 768
+    for c in classes:
+        rgb = [int(c.color[i : i + 2], 16) for i in (1, 3, 5)]
+        if c.kind == "area":
+            e = edge_value(c.id)
+            pal[3 * e : 3 * e + 3] = [v * 3 // 5 for v in rgb]
     for c in classes:
         pal[3 * c.id : 3 * c.id + 3] = [int(c.color[i : i + 2], 16) for i in (1, 3, 5)]
     pal[3 * IGNORE_VALUE : 3 * IGNORE_VALUE + 3] = list(IGNORE_COLOR)
@@ -51,7 +62,7 @@ class BurnSet:
 
     ``shapes`` are the same geometries as GeoJSON-like dicts (what ``rasterize`` reads), made
     once. ``edges`` are the boundaries of area features (for the ignore ring). Both geometry
-    arrays carry an STRtree.
+    arrays carry an STRtree. ``instance`` flags the features of classes with an edge band.
     """
 
     geoms: NDArray[np.object_]
@@ -60,11 +71,13 @@ class BurnSet:
     edges: NDArray[np.object_]
     edge_tree: shapely.STRtree
     shapes: list[dict[str, Any]]
+    instance: NDArray[np.bool_]
 
 
-def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec]) -> BurnSet:
+def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec], edge_ids: Sequence[int] = ()) -> BurnSet:
     """Project features (EPSG:4326; columns ``class``, ``buffer_m``) to EPSG:3857, buffer
-    lines by their ground-metre half-width, and order them by class priority (stable)."""
+    lines by their ground-metre half-width, and order them by class priority (stable).
+    Features of the classes ``edge_ids`` get edge bands when burnt with ``edge_px`` > 0."""
     by_name = {c.name: c for c in classes}
     names = features["class"].to_numpy() if len(features) else np.array([], dtype=object)
     unknown = sorted(set(names) - set(by_name))
@@ -80,7 +93,8 @@ def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec]) -> Bu
     keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
     geoms, vals, is_area = geoms[keep], vals[keep], is_area[keep]
     edges = shapely.boundary(geoms[is_area]) if is_area.any() else np.array([], dtype=object)
-    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges), geojson_like(geoms))
+    instance = is_area & np.isin(vals, np.asarray(edge_ids, dtype=np.int64))
+    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges), geojson_like(geoms), instance)
 
 
 def geojson_like(geoms: NDArray[np.object_]) -> list[dict[str, Any]]:
@@ -128,10 +142,11 @@ def shard_read_bbox(shard: str, classes: Sequence[ClassSpec]) -> tuple[float, fl
 
 
 def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: int,
-               ignore_ring_px: int = 0) -> NDArray[np.uint8]:
+               ignore_ring_px: int = 0, edge_px: int = 0) -> NDArray[np.uint8]:
     """Burn a block of ``nx`` x ``ny`` tiles whose top-left tile is ``(z, x0, y0)``.
 
-    Returns a (ny*size, nx*size) uint8 array of class ids (0 = background, 255 = ignore).
+    Returns a (ny*size, nx*size) uint8 array of class ids (0 = background, 255 = ignore, and
+    ``255 - id`` on the edge bands of ``burn.instance`` features when ``edge_px`` > 0).
     """
     transform = block_transform(z, x0, y0, size)
     res = tile_extent_m(z) / size
@@ -143,6 +158,8 @@ def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: 
         shapes = [burn.shapes[i] for i in idx.tolist()]
         rasterize(zip(shapes, burn.values[idx].tolist()), out_shape=shape, transform=transform,
                   out=out, dtype=np.uint8)
+        if edge_px > 0 and burn.instance[idx].any():
+            _burn_edges(out, burn, idx[burn.instance[idx]], transform, edge_px)
     if ignore_ring_px > 0 and len(burn.edges):
         reach = ignore_ring_px * res
         eidx = np.sort(burn.edge_tree.query(box, predicate="dwithin", distance=reach))
@@ -154,9 +171,26 @@ def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: 
     return out
 
 
-def burn_tile(burn: BurnSet, tile: Tile, size: int, ignore_ring_px: int = 0) -> NDArray[np.uint8]:
+def _burn_edges(out: NDArray[np.uint8], burn: BurnSet, idx: NDArray[np.int64], transform: Any, width: int) -> None:
+    """Set the edge value on pixels of ``out`` (a block's class ids, changed in place) that lie
+    within ``width`` px of the outline of the instance feature covering them (features ``idx``,
+    in burn order; ids rasterised on the block grown by ``width`` px on every side)."""
+    from affine import Affine
+
+    h, w = out.shape
+    grown = transform @ Affine.translation(-width, -width)
+    inst = np.zeros((h + 2 * width, w + 2 * width), dtype=np.int32)
+    rasterize(zip([burn.shapes[i] for i in idx.tolist()], (idx + 1).tolist()), out_shape=inst.shape,
+              transform=grown, out=inst, dtype=np.int32)
+    band = edge_band(inst, width)[width:width + h, width:width + w]
+    for cid in np.unique(burn.values[idx]).tolist():
+        sel = band & (out == cid)
+        out[sel] = edge_value(cid)
+
+
+def burn_tile(burn: BurnSet, tile: Tile, size: int, ignore_ring_px: int = 0, edge_px: int = 0) -> NDArray[np.uint8]:
     """Burn one tile: a (size, size) uint8 array of class ids."""
-    return burn_block(burn, tile.z, tile.x, tile.y, 1, 1, size, ignore_ring_px)
+    return burn_block(burn, tile.z, tile.x, tile.y, 1, 1, size, ignore_ring_px, edge_px)
 
 
 def blocks(tiles: Iterable[Tile], block: int = BLOCK_TILES) -> dict[tuple[int, int], list[Tile]]:
@@ -168,15 +202,15 @@ def blocks(tiles: Iterable[Tile], block: int = BLOCK_TILES) -> dict[tuple[int, i
     return out
 
 
-def rasterize_tiles(burn: BurnSet, tiles: Sequence[Tile], size: int,
-                    ignore_ring_px: int = 0) -> Iterator[tuple[Tile, NDArray[np.uint8]]]:
+def rasterize_tiles(burn: BurnSet, tiles: Sequence[Tile], size: int, ignore_ring_px: int = 0,
+                    edge_px: int = 0) -> Iterator[tuple[Tile, NDArray[np.uint8]]]:
     """Yield ``(tile, mask)`` for every tile (same zoom), burning block by block."""
     for (bx, by), members in sorted(blocks(tiles).items()):
         z = members[0].z
         xs = [t.x for t in members]
         ys = [t.y for t in members]
         nx, ny = max(xs) - bx + 1, max(ys) - by + 1
-        arr = burn_block(burn, z, bx, by, nx, ny, size, ignore_ring_px)
+        arr = burn_block(burn, z, bx, by, nx, ny, size, ignore_ring_px, edge_px)
         for t in members:
             r, c = (t.y - by) * size, (t.x - bx) * size
             yield t, arr[r : r + size, c : c + size]
@@ -223,8 +257,8 @@ def decode_mask_png(data: bytes) -> NDArray[np.uint8]:
 
 
 def mask_pngs(burn: BurnSet, tiles: Sequence[Tile], size: int, palette: list[int],
-              ignore_ring_px: int = 0) -> Iterator[tuple[Tile, bytes]]:
+              ignore_ring_px: int = 0, edge_px: int = 0) -> Iterator[tuple[Tile, bytes]]:
     """Yield ``(tile, palette PNG bytes)`` for every tile: the masks of one shard, ready to write."""
     enc = PngEncoder(palette)
-    for t, arr in rasterize_tiles(burn, tiles, size, ignore_ring_px):
+    for t, arr in rasterize_tiles(burn, tiles, size, ignore_ring_px, edge_px):
         yield t, enc.encode(arr)

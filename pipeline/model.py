@@ -11,6 +11,7 @@ Checkpoint format (``torch.save`` of a dict of tensors and plain Python values, 
      "meta": {                              # JSON-compatible
         "spec": ModelSpec as dict,
         "classes": [{"name", "id"}, ...],   # output channel k >= 1 = k-th class by ascending id; 0 = background
+        "edges": [class id, ...],           # then one edge output per listed class (pipeline.instances)
         "band_stats": {"mean": [...], "std": [...]},   # per band, in units of pixel / 255 (0..1)
         "tile_size": int,                   # pixels of the training tiles (model input side)
         "scale": float,                     # input resampling of training: model px per image px
@@ -134,15 +135,21 @@ def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Sequenc
 
 def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats: Mapping[str, Sequence[float]],
               tile_size: int, config_digest: str, metrics: Mapping[str, Any] | None = None,
-              scale: float = 1.0) -> dict[str, Any]:
+              scale: float = 1.0, edges: Sequence[int] = ()) -> dict[str, Any]:
     """The checkpoint's ``meta`` dict (see the module docstring), checked for consistency.
-    ``scale`` is the input resampling factor of training (0.5: image tiles were halved)."""
+    ``scale`` is the input resampling factor of training (0.5: image tiles were halved);
+    ``edges`` the class ids with an edge output."""
     table = [{"name": str(c["name"]), "id": int(c["id"])} for c in sorted(classes, key=lambda c: int(c["id"]))]
-    if len(table) + 1 != spec.classes:
-        raise ModelError(f"{len(table)} classes need a model with {len(table) + 1} outputs, spec has {spec.classes}")
+    edge_list = sorted(int(e) for e in edges)
+    if not set(edge_list) <= {c["id"] for c in table}:
+        raise ModelError(f"edge outputs {edge_list} name classes the table {table} lacks")
+    want = len(table) + 1 + len(edge_list)
+    if want != spec.classes:
+        raise ModelError(f"{len(table)} classes and {len(edge_list)} edges need a model with {want} outputs, "
+                         f"spec has {spec.classes}")
     if len(band_stats["mean"]) != spec.in_channels or len(band_stats["std"]) != spec.in_channels:
         raise ModelError(f"band statistics have {len(band_stats['mean'])} bands, the model {spec.in_channels}")
-    return {"spec": spec.to_dict(), "classes": table,
+    return {"spec": spec.to_dict(), "classes": table, "edges": edge_list,
             "band_stats": {"mean": [float(v) for v in band_stats["mean"]],
                            "std": [float(v) for v in band_stats["std"]]},
             "tile_size": int(tile_size), "scale": float(scale), "config_digest": str(config_digest),

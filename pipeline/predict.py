@@ -181,6 +181,11 @@ class Predictor:
         return list(self.meta["classes"])
 
     @property
+    def edges(self) -> tuple[int, ...]:
+        """Class ids with an edge output (:mod:`pipeline.instances`); () for older checkpoints."""
+        return tuple(int(e) for e in self.meta.get("edges") or ())
+
+    @property
     def stride(self) -> int:
         """Output stride of the encoder (input pixels per step of its deepest feature map)."""
         enc = getattr(self.model, "encoder", None)
@@ -287,13 +292,21 @@ def border_for(pred: Predictor, tile_size: int, context_px: int) -> int:
 def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
     """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
     of their centres (see :func:`model_input`; probabilities are resampled back to the image
-    scale before the centre is cut)."""
+    scale before the centre is cut). With edge outputs, a class's band is its footprint (class +
+    its edge) and the edge bands follow the classes."""
     w = windows.shape[-1]
     t = w - 2 * border
     p = forward_probs(pred, model_input(pred, windows, t), tta)
     if p.shape[-1] != w:
         p = nnf.interpolate(p, size=(w, w), mode="bilinear", align_corners=False)
-    return p[:, 1:, border:border + t, border:border + t].float().cpu().numpy()
+    p = p[:, 1:, border:border + t, border:border + t].float()
+    if pred.edges:
+        ids = sorted(int(c["id"]) for c in pred.classes)
+        p = p.clone()
+        for j, cid in enumerate(sorted(pred.edges)):
+            p[:, ids.index(cid)] += p[:, len(ids) + j]
+        p = p.clamp_(0.0, 1.0)
+    return p.cpu().numpy()
 
 
 def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], *, context_px: int = 64,
@@ -330,13 +343,13 @@ def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], 
 
 
 def prediction_pngs(results: Iterator[tuple[TileKey, np.ndarray]], level: int = 1,
-                    threads: int = 4) -> Iterator[tuple[TileKey, bytes]]:
+                    threads: int = 4, edges: Sequence[int] = ()) -> Iterator[tuple[TileKey, bytes]]:
     """``(tile, uint8 probabilities)`` -> ``(tile, prediction PNG bytes)`` (:func:`pipeline.probs.encode_probs`),
     in order, encoded by ``threads`` threads (zlib releases the GIL) with at most ``4 * threads`` tiles in flight."""
     pending: deque[tuple[TileKey, Future[bytes]]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for key, q in results:
-            pending.append((key, pool.submit(encode_probs, q, level)))
+            pending.append((key, pool.submit(encode_probs, q, level, edges)))
             while len(pending) > 4 * threads:
                 k, fut = pending.popleft()
                 yield k, fut.result()

@@ -142,6 +142,7 @@ class RunInfo:
     tile_size: int
     config_digest: str
     scale: float = 1.0
+    edges: tuple[int, ...] = ()  # class ids with an edge output (pipeline.instances), after the classes
 
 
 def _loader(ds: TileDataset, sampler: EpochSampler, batch: int, workers: int, pin: bool) -> DataLoader[Any]:
@@ -180,8 +181,11 @@ def _resume(path: Path, digest: str, model: torch.nn.Module, opt: torch.optim.Op
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader[Any], n_classes: int, device: torch.device,
-             loss_fn: Callable[..., torch.Tensor] | None = None, amp: Any = None) -> tuple[torch.Tensor, float]:
-    """(confusion matrix, mean loss) of ``model`` over ``loader`` (summed over DDP ranks)."""
+             loss_fn: Callable[..., torch.Tensor] | None = None, amp: Any = None,
+             fold: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """(confusion matrix, mean loss) of ``model`` over ``loader`` (summed over DDP ranks). With
+    ``fold`` (output index -> class index, 255 kept), edge outputs count as their class, so the
+    matrix is over ``n_classes`` footprints."""
     model.eval()
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     loss_sum, n = torch.zeros(()), torch.zeros(())
@@ -195,7 +199,11 @@ def evaluate(model: torch.nn.Module, loader: DataLoader[Any], n_classes: int, de
             if loss_fn is not None:
                 loss_sum += float(loss_fn(logits, y)) * len(x)
                 n += len(x)
-            cm += confusion(logits.argmax(1), y, n_classes)
+            pred = logits.argmax(1)
+            if fold is not None:
+                f = fold.to(pred.device)
+                pred, y = f[pred], f[y]
+            cm += confusion(pred, y, n_classes)
     if dist.is_initialized():
         t = torch.cat([cm.flatten().double(), loss_sum.view(1).double(), n.view(1).double()]).to(device)
         dist.all_reduce(t)
@@ -237,6 +245,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     _check_inputs(train_ds)
     names = ["background"] + [str(c["name"]) for c in sorted(info.classes, key=lambda c: int(c["id"]))]
     n_classes = len(names)
+    fold = _fold_table(info, n_classes)
     seed_everything(spec.seed)
     model = build_model(model_spec).to(device)
     if device.type == "cuda" and spec.channels_last:
@@ -262,7 +271,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
                          workers, pin)
     loss_fn = build_loss(spec.losses)
     meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest,
-                          scale=info.scale)
+                          scale=info.scale, edges=info.edges)
     board = None
     if rank == 0:
         from pipeline.trainlog import Board
@@ -272,7 +281,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
         for epoch in range(start, spec.epochs):
             row = _train_epoch(train_model, loader, sampler, epoch, spec, opt, sched, scaler, amp, loss_fn,
                                device, out, progress and rank == 0, on_step)
-            cm, val_loss = evaluate(train_model, val_loader, n_classes, device, loss_fn, amp) if len(val_ds) \
+            cm, val_loss = evaluate(train_model, val_loader, n_classes, device, loss_fn, amp, fold) if len(val_ds) \
                 else (torch.zeros(n_classes, n_classes, dtype=torch.int64), math.nan)
             row.update(scores(cm, names) if len(val_ds) else {}, val_loss=val_loss)
             hist.rows.append(row)
@@ -288,6 +297,17 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
         if board is not None:
             board.close()
     return hist
+
+
+def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
+    """Output index -> class index (edge outputs -> their class; 255 kept), or None without edges."""
+    if not info.edges:
+        return None
+    ids = sorted(int(c["id"]) for c in info.classes)
+    table = torch.arange(256, dtype=torch.int64)
+    for j, cid in enumerate(sorted(info.edges)):
+        table[n_classes + j] = 1 + ids.index(cid)
+    return table
 
 
 def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: EpochSampler, epoch: int,

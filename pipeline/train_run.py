@@ -23,8 +23,9 @@ from pipeline.split import read_split_csv
 
 
 def model_spec_for(cfg: RegionConfig, spec: TrainSpec, bands: int) -> ModelSpec:
-    """The model a region's ``[train]`` asks for: one output per class plus background."""
-    return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands, classes=len(cfg.classes) + 1,
+    """The model a region's ``[train]`` asks for: background, one output per class, one per edge band."""
+    return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands,
+                     classes=len(cfg.classes) + 1 + len(cfg.edge_ids),
                      encoder_weights_path=spec.encoder_weights)
 
 
@@ -41,6 +42,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
                  on_step: Any = None, on_epoch: Any = None) -> Any:
     """Train (or resume) the model of region ``cfg`` into ``data/<region>/model/``; returns the History."""
     from pipeline.dataset import TileDataset, build_augment
+    from pipeline.instances import target_lut
     from pipeline.train import RunInfo, fit
 
     spec: TrainSpec = cfg.section("train")
@@ -49,11 +51,13 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     bands = int(stats["bands"])
     band_stats = stats["band_stats"]
     augment = build_augment(spec, bands) if spec.augment else None
-    train_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "train"], band_stats, spec.scale, augment)
-    val_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "val"], band_stats, spec.scale)
+    lut = target_lut([c.id for c in cfg.classes], cfg.edge_ids)
+    train_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "train"], band_stats, spec.scale, augment,
+                           lut)
+    val_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "val"], band_stats, spec.scale, lut=lut)
     info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,
                    tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
-                   scale=spec.scale)
+                   scale=spec.scale, edges=cfg.edge_ids)
     return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, cfg.data_dir / "model", info,
                device=device, workers=workers, progress=progress, on_step=on_step,
                on_epoch=on_epoch)

@@ -6,6 +6,9 @@ Pipeline of one region:
    (see :mod:`pipeline.merge`): connected components (4-connectivity) become polygons with holes
    along the pixel edges (:mod:`pipeline.trace`, the same outlines as
    ``rasterio.features.shapes``); line classes become skeleton paths (:mod:`pipeline.centerline`).
+   Area classes with an edge band (:mod:`pipeline.instances`; ``[vectorize] instances``) are
+   first split into instances by marker-based watershed (:mod:`pipeline.instance_split`), so
+   touching buildings become separate polygons.
 2. :func:`shard_pieces` merges the pieces that touch tile borders inside a shard
    (:func:`pipeline.merge.merge_open`); pieces still touching the shard's edge stay ``open``.
 3. :func:`pipeline.finish.finish_shard` finishes the shard's closed pieces at once (they are whole) and keeps
@@ -34,9 +37,11 @@ from scipy import ndimage
 from pipeline.centerline import padded, tile_lines
 from pipeline.config import ClassSpec, Section
 from pipeline.errors import InputDataError
+from pipeline.geo import mercator_scale
+from pipeline.instance_split import split_instances, trace_instances
 from pipeline.merge import concat_pieces, empty_pieces, merge_open, touches_box
-from pipeline.probs import decode_probs
-from pipeline.tiles import Tile, quadkey_to_tile
+from pipeline.probs import decode_prob_tile
+from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds, tile_extent_m
 from pipeline.trace import trace
 
 if TYPE_CHECKING:
@@ -64,6 +69,8 @@ class VectorizeSpec:
     spur_m: float = 8.0              # skeleton spurs (free end, other end at a junction) shorter than this are dropped
     regularize: tuple[str, ...] = ()  # area classes whose polygons get right angles (buildingregulariser)
     regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
+    instances: bool = True           # split area classes that have an edge band into instances (watershed)
+    marker_min_m2: float = 1.0       # interiors smaller than this (ground m²) seed no instance of their own
 
 
 def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
@@ -81,6 +88,8 @@ def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
         spur_m=sec.number("spur_m", d.spur_m, lo=0.0),
         regularize=tuple(str(v) for v in sec.take("regularize", list, list(d.regularize))),
         regularize_min_iou=sec.number("regularize_min_iou", d.regularize_min_iou, lo=0.0, hi=1.0),
+        instances=sec.take("instances", bool, d.instances),
+        marker_min_m2=sec.number("marker_min_m2", d.marker_min_m2, lo=0.0),
     )
     sec.done()
     return spec
@@ -95,17 +104,30 @@ def threshold_u8(threshold: float) -> int:
 # Reading tiles
 
 
-def mask_to_probs(mask: np.ndarray, class_ids: Sequence[int]) -> np.ndarray:
-    """A label mask (H, W class ids; 255 = ignore) -> uint8 probabilities (C, H, W): 255 in the
-    band of the pixel's class, 0 elsewhere (ignore pixels are 0 in every band)."""
+def mask_to_probs(mask: np.ndarray, class_ids: Sequence[int], edges: Sequence[int] = ()) -> np.ndarray:
+    """A label mask (H, W class ids; 255 = ignore; ``255 - id`` = the edge band of class ``id``)
+    -> uint8 probabilities (C + E, H, W): 255 in the band of the pixel's class (its footprint:
+    the class or its edge), 0 elsewhere (ignore pixels are 0 in every band); then per class of
+    ``edges`` 255 on its edge band."""
     ids = np.asarray(class_ids, dtype=np.int64)[:, None, None]
-    return ((mask[None, :, :] == ids) * np.uint8(255)).astype(np.uint8)
+    foot = (mask[None, :, :] == ids) | (mask[None, :, :] == 255 - ids)
+    e = 255 - np.asarray(edges, dtype=np.int64)[:, None, None]
+    return (np.concatenate([foot, mask[None, :, :] == e]) * np.uint8(255)).astype(np.uint8)
 
 
-def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) -> np.ndarray:
-    """PNG bytes of a prediction or mask tile -> uint8 (C, H, W) probabilities."""
+def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str, edges: Sequence[int] = ()) -> np.ndarray:
+    """PNG bytes of a prediction or mask tile -> uint8 (C + E, H, W) probabilities: the classes,
+    then the edge band of each class of ``edges`` (zero where the tile has none)."""
     if source == "predictions":
-        return decode_probs(data, len(class_ids), where)
+        arr, have = decode_prob_tile(data, len(class_ids), where)
+        if not edges:
+            return arr[:len(class_ids)]
+        out = np.zeros((len(class_ids) + len(edges), *arr.shape[1:]), dtype=np.uint8)
+        out[:len(class_ids)] = arr[:len(class_ids)]
+        for j, cid in enumerate(edges):
+            if cid in have:
+                out[len(class_ids) + j] = arr[len(class_ids) + have.index(cid)]
+        return out
     try:
         with Image.open(io.BytesIO(data)) as im:
             mask = np.asarray(im)
@@ -113,7 +135,7 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) ->
         raise InputDataError(f"{where}: not a readable mask PNG ({exc}); delete it and rerun MasksAll") from exc
     if mask.ndim != 2:
         raise InputDataError(f"{where}: a mask must be one band of class ids, got shape {mask.shape}")
-    return mask_to_probs(mask, class_ids)
+    return mask_to_probs(mask, class_ids, edges)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,18 +144,21 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str) ->
 
 def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
                 src: int = 0, load: Loader | None = None, kinds: tuple[str, ...] = ("area", "line"),
-                origin: tuple[int, int] | None = None, box: tuple[float, float, float, float] | None = None
-                ) -> Columns:
+                origin: tuple[int, int] | None = None, box: tuple[float, float, float, float] | None = None,
+                edges: Sequence[int] = (), marker_min_m2: float = 1.0) -> Columns:
     """The pieces of one tile as piece-table columns (numpy arrays; :func:`pieces_frame` makes
     the table): ``probs`` uint8 (C, H, W), bands in ascending class id of ``classes``;
     geometries in global pixel coordinates of ``t.z`` at the tile's size. With ``load`` (tile
     -> probs or None), line classes are skeletonised with ``LINE_MARGIN_PX`` pixels of the
     neighbouring tiles, so centrelines cross tile borders straight. Only classes of ``kinds``
     are traced. ``probs`` may also be a block of tiles whose top-left pixel is ``origin``
-    (global pixels; areas only), with ``box`` the block's extent for the ``open`` flags."""
+    (global pixels; areas only), with ``box`` the block's extent for the ``open`` flags. The bands
+    after the classes are the edge bands of the classes ``edges`` (:func:`read_tile`): those
+    classes are split into instances, each interior of at least ``marker_min_m2`` ground m²
+    seeding one."""
     ordered = sorted(classes, key=lambda c: c.id)
-    if probs.shape[0] != len(ordered):
-        raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes")
+    if probs.shape[0] != len(ordered) + len(edges):
+        raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes and {len(edges)} edges")
     size = probs.shape[1]
     x0, y0 = origin if origin is not None else (t.x * size, t.y * size)
     thr = threshold_u8(threshold)
@@ -145,6 +170,9 @@ def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], thresh
         if c.kind == "line":
             pb = padded(load, t, k, LINE_MARGIN_PX, size) if load is not None else band
             cols = _columns(tile_lines(pb, thr, x0, y0, LINE_MARGIN_PX if load is not None else 0))
+        elif c.id in edges:
+            edge = probs[len(ordered) + list(edges).index(c.id)]
+            cols = _tile_polygons(band, thr, x0, y0, edge, _marker_px(t, size, marker_min_m2))
         else:
             cols = _tile_polygons(band, thr, x0, y0)
         n = len(cols["geometry"])
@@ -183,11 +211,23 @@ def pieces_frame(parts: list[Columns]) -> pd.DataFrame:
     return pd.DataFrame({k: cols[k] for k in empty_pieces().columns})
 
 
-def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int) -> Columns:
+def _marker_px(t: Tile, size: int, m2: float) -> int:
+    """Pixels of ``m2`` ground square metres at tile ``t``'s latitude and ``size``-px tiles."""
+    side = tile_extent_m(t.z) / size / float(mercator_scale((tile_bounds(t)[1] + tile_bounds(t)[3]) / 2))
+    return max(1, math.ceil(m2 / (side * side)))
+
+
+def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int, edge: np.ndarray | None = None,
+                   min_marker_px: int = 1) -> Columns:
     """Connected components (4-connectivity) of ``p >= thr`` as polygons with holes, with the
-    sum, count and maximum of the probabilities of each component's pixels."""
+    sum, count and maximum of the probabilities of each component's pixels. With ``edge`` (the
+    class's edge band), components are instances split along it (:mod:`pipeline.instance_split`)."""
     binary = p >= thr
-    lab, n = ndimage.label(binary)
+    if edge is not None and edge.any():
+        lab = split_instances(p, edge, thr, min_marker_px)
+        n = int(lab.max())
+    else:
+        lab, n = ndimage.label(binary)
     idx = np.flatnonzero(binary)
     labs = lab.ravel()[idx]
     vals = p.ravel()[idx]
@@ -195,7 +235,7 @@ def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int) -> Columns:
     cnt = np.bincount(labs, minlength=n + 1)
     pmax = np.zeros(n + 1, dtype=np.uint8)
     np.maximum.at(pmax, labs, vals)  # (same dtypes: numpy's fast path, far quicker than a sort)
-    polys, comp = trace(binary, lab, x0, y0)
+    polys, comp = trace_instances(lab, x0, y0) if edge is not None and edge.any() else trace(binary, lab, x0, y0)
     return {"geometry": polys, "psum": psum[comp].astype(np.float64), "count": cnt[comp].astype(np.int64),
             "pmax": pmax[comp].astype(np.int64)}
 
@@ -219,12 +259,14 @@ def cached_loader(read: Loader, classes: Sequence[ClassSpec], maxsize: int = 3 *
 
 
 def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpec], threshold: float,
-                 box: tuple[float, float, float, float] | None, src_id: int = 0) -> pd.DataFrame:
+                 box: tuple[float, float, float, float] | None, src_id: int = 0, edges: Sequence[int] = (),
+                 marker_min_m2: float = 1.0) -> pd.DataFrame:
     """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`) and merge
     the pieces across tile borders; pieces that reach the edge of ``box`` (the shard, in global
     pixels) stay ``open``. Area classes are traced per block of ``BLOCK_TILES``² tiles (one
     raster: nothing to merge inside a block), line classes per tile with margins from the
-    neighbouring tiles; blocks are visited column by column so those neighbours stay cached."""
+    neighbouring tiles; blocks are visited column by column so those neighbours stay cached.
+    ``edges``: the classes whose edge bands follow the class bands (see :func:`tile_pieces`)."""
     parts = []
     blocks: dict[tuple[int, int], list[Tile]] = {}
     for t in sorted(tiles):
@@ -239,15 +281,17 @@ def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpe
                 continue
             items.append((t, probs))
             if lines:
-                parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load, kinds=("line",)))
+                parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load, kinds=("line",),
+                                         edges=edges))
             i += 1
         if items:
-            parts.append(_block_pieces(items, bx, by, classes, threshold, b, box))
+            parts.append(_block_pieces(items, bx, by, classes, threshold, b, box, edges, marker_min_m2))
     return merge_open(pieces_frame(parts), box, src_id)
 
 
 def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classes: Sequence[ClassSpec],
-                  threshold: float, src: int, shard_box: tuple[float, float, float, float] | None) -> Columns:
+                  threshold: float, src: int, shard_box: tuple[float, float, float, float] | None,
+                  edges: Sequence[int] = (), marker_min_m2: float = 1.0) -> Columns:
     """Area pieces of a block of up to BLOCK_TILES x BLOCK_TILES tiles, traced as one raster
     (no merge needed inside the block); ``open`` means reaching the block's (or shard's) edge."""
     t0 = items[0][0]
@@ -263,7 +307,7 @@ def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classe
         box = (max(box[0], shard_box[0]), max(box[1], shard_box[1]), min(box[2], shard_box[2]),
                min(box[3], shard_box[3]))
     return tile_pieces(canvas, t0, classes, threshold, src=src, kinds=("area",),
-                       origin=(x0 * size, y0 * size), box=box)
+                       origin=(x0 * size, y0 * size), box=box, edges=edges, marker_min_m2=marker_min_m2)
 
 
 def region_pieces(shards: Iterable[pd.DataFrame]) -> pd.DataFrame:

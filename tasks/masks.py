@@ -33,8 +33,9 @@ class RasterizeMasks(ShardTask):
             tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), str(self.shard))
             feats = read_features(self.data_dir / "features.parquet",
                                   bbox=shard_read_bbox(str(self.shard), cfg.classes))
-            burn = prepare_burn(feats, cfg.classes)
-            pngs = mask_pngs(burn, tiles, cfg.tile_size, mask_palette(cfg.classes), cfg.masks.ignore_ring_px)
+            burn = prepare_burn(feats, cfg.classes, cfg.edge_ids)
+            pngs = mask_pngs(burn, tiles, cfg.tile_size, mask_palette(cfg.classes), cfg.masks.ignore_ring_px,
+                             cfg.masks.edge_px if cfg.edge_ids else 0)
             out.write_many(self._progress(pngs, len(tiles)), "png")
             out.commit()
 
@@ -59,5 +60,6 @@ class MasksAll(AllShardsTask):
         return RasterizeMasks(config=self.config, shard=shard)
 
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
-        return {"tiles": len(tiles), "shards": len(done), "palette": "class ids; 255 = ignore",
-                "classes": {c.name: c.id for c in self.cfg.classes}}
+        return {"tiles": len(tiles), "shards": len(done), "palette": "class ids; 255 = ignore; 255 - id = edge band",
+                "classes": {c.name: c.id for c in self.cfg.classes},
+                "edges": {c.name: 255 - c.id for c in self.cfg.classes if c.id in self.cfg.edge_ids}}

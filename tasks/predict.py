@@ -71,6 +71,7 @@ class Predict(ShardTask):
                 return
             everywhere = image_paths(self.data_dir)  # neighbours may lie in other shards
             keys = sorted(k for k in image_paths(self.data_dir, shard))
+            edges: list[int] = []
             if keys:
                 pred = load_predictor(model_path(cfg), pick_device(str(self.device)))
                 bands = read_image(everywhere[keys[0]]).shape[0]
@@ -78,8 +79,10 @@ class Predict(ShardTask):
                 results = predict_tiles(pred, TileReader(everywhere), keys, context_px=spec.context_px,
                                         batch_size=spec.batch_size, tta=spec.tta,
                                         progress=lambda done, total: self.progress(done, total, f"predict {shard}"))
-                out.write_many(((Tile(*k), data) for k, data in prediction_pngs(results, spec.png_level)), "png")
-            out.commit({"model": str(model_path(cfg)), "classes": _class_table(self)})
+                pngs = prediction_pngs(results, spec.png_level, edges=pred.edges)
+                out.write_many(((Tile(*k), data) for k, data in pngs), "png")
+                edges = list(pred.edges)
+            out.commit({"model": str(model_path(cfg)), "classes": _class_table(self), "edges": edges})
 
 
 def _class_table(task: RegionTask) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ class Vectorize(ShardTask):
         cfg = self.cfg
         files = self._tile_files()
         ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
+        edges = cfg.edge_ids if self.spec.instances else ()
         src_dir = self.data_dir / self.spec.source
         done = [0]
 
@@ -82,12 +83,13 @@ class Vectorize(ShardTask):
             done[0] += 1
             if done[0] % 256 == 0:
                 self.progress(min(done[0], len(files)), len(files), f"vectorize {self.shard}")
-            return read_tile(path.read_bytes(), self.spec.source, ids, str(path))
+            return read_tile(path.read_bytes(), self.spec.source, ids, str(path), edges)
 
         p = quadkey_to_tile(str(self.shard))
         src_id = p.x * (1 << p.z) + p.y
         pieces = shard_pieces(list(files), cached_loader(read, cfg.classes), cfg.classes, self.spec.threshold,
-                              shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id)
+                              shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id, edges,
+                              self.spec.marker_min_m2)
         done, open_pieces = finish_shard(pieces, cfg.classes, self.spec, cfg.zoom, cfg.tile_size)
         feats, rest = shard_files(self.product_dir(), str(self.shard))
         write_finished(done, feats)

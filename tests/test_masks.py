@@ -156,3 +156,36 @@ def test_shard_read_margin_holds_at_any_latitude(classes, lat: float, tmp_path: 
     edge_tile = Tile(19, st.x * 32 + 16, st.y * 32 if lat > 0 else st.y * 32 + 31)  # the shard's poleward row
     m = burn_tile(prepare_burn(got, classes), edge_tile, SIZE)
     assert (m == 2).any()
+
+
+def test_touching_buildings_get_edge_bands_that_keep_interiors_apart(classes) -> None:  # type: ignore[no-untyped-def]
+    # two buildings sharing the wall at column 30, a third standing apart
+    geoms = [_px_box(T, 10, 20, 30, 40), _px_box(T, 30, 20, 50, 40), _px_box(T, 70, 70, 80, 80)]
+    burn = prepare_burn(_gdf(geoms, ["building"] * 3), classes, edge_ids=(1,))
+    m = burn_tile(burn, T, SIZE, edge_px=2)
+    edge = 255 - 1
+    assert set(np.unique(m).tolist()) == {0, 1, edge}
+    # footprints unchanged: class or edge exactly where the buildings are
+    foot = np.zeros((SIZE, SIZE), bool)
+    foot[20:40, 10:50] = foot[70:80, 70:80] = True
+    np.testing.assert_array_equal((m == 1) | (m == edge), foot)
+    # a 2 px band inside every outline, on both sides of the shared wall
+    assert (m[20:22, 10:50] == edge).all() and (m[30, 28:32] == edge).all()
+    assert (m[24:36, 27] == 1).all() and (m[24:36, 32] == 1).all()
+    # the interiors of the touching pair are two components
+    from scipy import ndimage
+
+    assert ndimage.label(m[:60, :60] == 1)[1] == 2
+    # without edge_px the mask is the plain class mask
+    np.testing.assert_array_equal(burn_tile(burn, T, SIZE), foot.astype(np.uint8))
+
+
+def test_edge_bands_do_not_depend_on_the_blocking(classes) -> None:  # type: ignore[no-untyped-def]
+    # a pair sharing a wall that lies exactly on the border between T and its right neighbour
+    right = Tile(Z, T.x + 1, T.y)
+    geoms = [_px_box(T, 200, 20, 256, 60), _px_box(right, 0, 20, 40, 60)]
+    burn = prepare_burn(_gdf(geoms, ["building"] * 2), classes, edge_ids=(1,))
+    together = dict(rasterize_tiles(burn, [T, right], SIZE, edge_px=2))
+    for t in (T, right):
+        np.testing.assert_array_equal(burn_tile(burn, t, SIZE, edge_px=2), together[t])
+    assert (together[T][30, 254:] == 254).all() and (together[right][30, :2] == 254).all()

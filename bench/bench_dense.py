@@ -1,0 +1,194 @@
+"""Dense real towns: per-building figures on the fAIr sample sets in ``../shared/data/real``.
+
+For each set (nairobi, kampala, nepal by default) this writes a region config under
+``data/bench-dense/`` (vector labels over the set's z20 tile folder, the demo's CPU training
+recipe, a spatial block split at z18 with 30 % test), optionally hides a seeded share of the
+labelled buildings from the project (``--hide 0.1``: they are left out of the labels file the
+region reads), runs the pipeline through ``CompareWithOSM`` (``--until MergeFeatures`` for code
+that cannot compare) and prints, as JSON per set:
+
+* ``object``: predicted buildings against ALL labels on the test tiles (a building counts on
+  the tiles its representative point lies in), one-to-one at IoU >= 0.5: precision, recall, F1,
+  counts, and the largest predicted and labelled areas (m², EPSG:3857 areas scaled to ground);
+* ``statuses`` (with ``--hide``): the share of the mapped (given) buildings on the compared tiles
+  that ``not_seen`` reports, and ``missing_in_osm`` against the hidden buildings — a candidate
+  is right when at least half of its area lies in hidden buildings, a hidden building is found
+  when candidates cover at least half of it.
+
+Run: ``python -m bench.bench_dense [--sets nairobi] [--hide 0.1] [--until MergeFeatures]``.
+Needs ``../shared/data/real`` (not part of the repository). Training takes minutes per set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHARED = Path("../shared/data/real")
+RECIPE = """
+[split]
+block_zoom = 18
+val_fraction = 0.15
+test_fraction = 0.3
+seed = 0
+
+[train]
+arch = "Unet"
+encoder = "resnet18"
+epochs = {epochs}
+batch_size = 8
+lr = 3e-3
+schedule = "onecycle"
+warmup = 0.15
+losses = {{ ce = 1.0, dice = 1.0 }}
+scale = 0.5
+augment = true
+"""
+
+
+def write_region(name: str, out: Path, hide: float, seed: int, epochs: int, extra: str) -> tuple[Path, list[int]]:
+    """The region config (and its labels file, with ``hide`` of the buildings left out)."""
+    src = json.loads((SHARED / name / "labels" / "buildings.geojson").read_text())
+    n = len(src["features"])
+    rng = np.random.default_rng(seed)
+    hidden = sorted(rng.choice(n, size=round(hide * n), replace=False).tolist()) if hide > 0 else []
+    kept = [f for i, f in enumerate(src["features"]) if i not in set(hidden)]
+    region_dir = out / name
+    region_dir.mkdir(parents=True, exist_ok=True)
+    labels = region_dir / "labels.geojson"
+    labels.write_text(json.dumps({"type": "FeatureCollection", "features": kept}))
+    cfg = out / f"{name}.toml"
+    cfg.write_text(f"""[region]
+name = "{name}"
+zoom = 20
+tile_size = 256
+shard_zoom = 13
+data_dir = "{region_dir}"
+
+[labels]
+source = "vector"
+paths = ["{labels}"]
+
+[[classes]]
+name = "building"
+id = 1
+kind = "area"
+priority = 10
+color = "#e31a1c"
+
+[imagery]
+source = "tiles"
+path = "{SHARED / name / 'tiles'}"
+cover_folder = true
+""" + RECIPE.format(epochs=epochs) + extra)
+    return cfg, hidden
+
+
+def run_pipeline(cfg: Path, task: str) -> None:
+    env = dict(os.environ, LUIGI_CONFIG_PARSER="toml", LUIGI_CONFIG_PATH="configs/luigi.toml")
+    subprocess.run([sys.executable, "-m", "tasks", task, "--config", str(cfg), "--workers", "1"], check=True, env=env)
+
+
+def _ground(geoms: np.ndarray) -> np.ndarray:
+    from pipeline.geo import to_mercator
+
+    return to_mercator(np.asarray(geoms, dtype=object))
+
+
+def _test_tiles(region_dir: Path) -> set[tuple[int, int]]:
+    with open(region_dir / "split.csv", newline="") as fh:
+        return {(int(r["x"]), int(r["y"])) for r in csv.DictReader(fh) if r["split"] == "test"}
+
+
+def object_figures(pred: np.ndarray, truth: np.ndarray, tiles: set[tuple[int, int]], z: int) -> dict[str, Any]:
+    """One-to-one IoU >= 0.5 figures of EPSG:4326 polygons whose representative point is on ``tiles``."""
+    import shapely
+
+    from pipeline.compare import features_in_tiles, match
+    from pipeline.geo import mercator_scale
+
+    p = pred[features_in_tiles(pred, tiles, z)] if len(pred) else pred
+    t = truth[features_in_tiles(truth, tiles, z)] if len(truth) else truth
+    pm, tm = _ground(p), _ground(t)
+    _, _, v = match(pm, tm, 0.5)
+    tp = len(v)
+    prec = tp / len(pm) if len(pm) else 0.0
+    rec = tp / len(tm) if len(tm) else 0.0
+
+    def ground_area(g: np.ndarray) -> float:
+        if not len(g):
+            return 0.0
+        s = mercator_scale(shapely.get_y(shapely.centroid(g)))
+        return float((shapely.area(g) / s**2).max())
+
+    return {"predicted": len(pm), "labelled": len(tm), "tp": tp, "precision": round(prec, 3), "recall": round(rec, 3),
+            "f1": round(2 * prec * rec / (prec + rec), 3) if tp else 0.0,
+            "largest_predicted_m2": round(ground_area(pm), 1), "largest_labelled_m2": round(ground_area(tm), 1)}
+
+
+def status_figures(region_dir: Path, all_labels: np.ndarray, hidden: list[int]) -> dict[str, Any]:
+    """``not_seen`` share of the given buildings and ``missing_in_osm`` against the hidden ones."""
+    import geopandas as gpd
+    import shapely
+
+    comp = region_dir / "compare"
+    miss = gpd.read_file(comp / "missing_in_osm.geojson")
+    unseen = gpd.read_file(comp / "not_seen.geojson")
+    summary = json.loads((comp / "summary.json").read_text())
+    mapped = int(summary["classes"]["building"]["osm"])
+    hid = _ground(all_labels[hidden])
+    cand = _ground(miss.geometry.to_numpy()) if len(miss) else np.empty(0, dtype=object)
+    hid_union = shapely.union_all(hid) if len(hid) else shapely.Polygon()
+    right = [float(shapely.area(shapely.intersection(c, hid_union)) / max(shapely.area(c), 1e-9)) >= 0.5 for c in cand]
+    cand_union = shapely.union_all(cand) if len(cand) else shapely.Polygon()
+    # only hidden buildings on compared (vectorised) tiles can be found
+    found = [float(shapely.area(shapely.intersection(h, cand_union)) / shapely.area(h)) >= 0.5 for h in hid]
+    return {"mapped": mapped, "not_seen": len(unseen), "not_seen_share": round(len(unseen) / max(mapped, 1), 3),
+            "missing_candidates": len(cand), "missing_right": int(sum(right)),
+            "missing_precision": round(sum(right) / len(cand), 3) if len(cand) else None,
+            "hidden": len(hid), "hidden_found": int(sum(found)),
+            "missing_recall": round(sum(found) / len(hid), 3) if len(hid) else None}
+
+
+def bench_set(name: str, out: Path, hide: float, seed: int, epochs: int, until: str, extra: str) -> dict[str, Any]:
+    import geopandas as gpd
+
+    cfg, hidden = write_region(name, out, hide, seed, epochs, extra)
+    run_pipeline(cfg, until)
+    region_dir = out / name
+    labels = gpd.read_file(SHARED / name / "labels" / "buildings.geojson").geometry.make_valid().to_numpy()
+    pred = gpd.read_file(region_dir / "predictions.geojson")
+    pred = pred[pred["class"] == "building"].geometry.to_numpy()
+    res: dict[str, Any] = {"set": name, "hide": hide,
+                           "object": object_figures(pred, labels, _test_tiles(region_dir), 20)}
+    if until == "CompareWithOSM" and hide > 0:
+        res["statuses"] = status_figures(region_dir, labels, hidden)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", nargs="+", default=["nairobi", "kampala", "nepal"])
+    ap.add_argument("--out", type=Path, default=Path("data/bench-dense"))
+    ap.add_argument("--hide", type=float, default=0.1, help="share of labelled buildings hidden from the project")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--until", default="CompareWithOSM", help="last task to run (MergeFeatures for older code)")
+    ap.add_argument("--extra", default="", help="more TOML appended to each region config")
+    a = ap.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"error: {SHARED}: the real sample sets are not here (they sit beside the project)")
+    for name in a.sets:
+        print(json.dumps(bench_set(name, a.out, a.hide, a.seed, a.epochs, a.until, a.extra)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

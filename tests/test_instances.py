@@ -1,0 +1,97 @@
+"""Instances: edge bands in masks and model targets, watershed split, touching buildings traced
+apart, and predictions that carry their edge bands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+
+from pipeline.config import ClassSpec, TagFilter
+from pipeline.instance_split import split_instances, trace_instances
+from pipeline.instances import edge_band, edge_classes, edge_value, fold_lut, target_lut
+from pipeline.probs import decode_prob_tile, decode_probs, encode_probs
+from pipeline.tiles import Tile
+from pipeline.vectorize import mask_to_probs, read_tile, tile_pieces
+
+BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
+ROAD = ClassSpec("road", 2, "line", 10, (TagFilter("highway", None),), buffer_m=4.0)
+T = Tile(19, 300_000, 260_000)
+
+
+def test_edge_values_and_lookup_tables() -> None:
+    assert edge_value(1) == 254 and edge_classes([(1, "area"), (2, "line")], True) == (1,)
+    assert edge_classes([(1, "area")], False) == ()
+    lut = target_lut([1, 2], (1,))
+    assert (lut[0], lut[1], lut[2], lut[254], lut[255], lut[7]) == (0, 1, 2, 3, 255, 255)
+    # without an edge output the edge value folds into its class
+    assert target_lut([1, 2], ())[254] == 1
+    fold = fold_lut([1, 2])
+    assert (fold[254], fold[253], fold[1], fold[0], fold[255], fold[9]) == (1, 2, 1, 0, 255, 254)
+
+
+def test_edge_band_marks_both_sides_of_a_shared_wall() -> None:
+    inst = np.zeros((10, 12), np.int32)
+    inst[2:8, 1:6], inst[2:8, 6:11] = 1, 2
+    band = edge_band(inst, 1)
+    assert band[4, 5] and band[4, 6] and not band[4, 4] and not band[4, 7]
+    assert band[2, 3] and not band[0, 3]  # outline ring inside the feature, never outside
+
+
+def _pair(gap: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Footprint and edge probabilities (uint8) of two 20 x 30 px buildings sharing a wall."""
+    foot = np.zeros((40, 80), np.uint8)
+    edge = np.zeros_like(foot)
+    for c0 in (5, 35 + gap):
+        foot[5:35, c0:c0 + 30] = 255
+        edge[5:35, c0:c0 + 30] = 255
+        edge[7:33, c0 + 2:c0 + 28] = 0
+    return foot, edge
+
+
+def test_touching_buildings_split_and_traced_apart() -> None:
+    foot, edge = _pair()
+    labels = split_instances(foot, edge, 128, 4)
+    assert labels.max() == 2 and (labels[5:35, 5:35] == labels[20, 10]).all()
+    polys, ids = trace_instances(labels)
+    assert len(polys) == 2 and sorted(ids.tolist()) == [1, 2]
+    boxes = sorted((tuple(p.bounds) for p in polys))
+    assert boxes == [(5.0, 5.0, 35.0, 35.0), (35.0, 5.0, 65.0, 35.0)]
+    a, b = polys
+    assert shapely.intersection(a, b).area == 0 and shapely.intersection(a, b).length == 30  # one shared wall
+
+
+def test_without_an_edge_band_touching_buildings_stay_one() -> None:
+    foot, _ = _pair()
+    cols = tile_pieces(foot[None], T, (BUILDING,), 0.5)
+    assert len(cols["geometry"]) == 1
+    foot, edge = _pair()
+    cols = tile_pieces(np.stack([foot, edge]), T, (BUILDING,), 0.5, edges=(1,), marker_min_m2=0.1)
+    assert len(cols["geometry"]) == 2 and (cols["count"] == 900).all()
+
+
+def test_a_marker_too_small_seeds_nothing() -> None:
+    foot, edge = _pair()
+    edge[5:35, 35:65] = 255  # the second building's interior vanishes: it joins the first or stays whole
+    edge[20, 50] = 0         # ... but for a one-pixel speck of interior
+    assert split_instances(foot, edge, 128, 4).max() == 1
+    assert split_instances(foot, edge, 128, 1).max() == 2
+
+
+def test_masks_and_predictions_carry_edge_bands() -> None:
+    mask = np.array([[0, 1, 254], [2, 253, 255]], np.uint8)
+    p = mask_to_probs(mask, [1, 2], (1,))
+    assert p.shape == (3, 2, 3)
+    np.testing.assert_array_equal(p[0], [[0, 255, 255], [0, 0, 0]])  # building footprint: class + edge
+    np.testing.assert_array_equal(p[2], [[0, 0, 255], [0, 0, 0]])    # its edge band
+    q = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8) % 200
+    data = encode_probs(q, edges=(1, 2))
+    arr, edges = decode_prob_tile(data, 2)
+    assert edges == (1, 2) and np.array_equal(arr, q)
+    assert np.array_equal(decode_probs(data, 2), q[:2])
+    # read_tile lays out the edges a caller asks for; an edge the tile lacks is zero
+    got = read_tile(data, "predictions", [1, 2], "t", (2,))
+    assert np.array_equal(got, q[[0, 1, 3]])
+    assert not read_tile(encode_probs(q[:2]), "predictions", [1, 2], "t", (1,))[2].any()
+    with pytest.raises(ValueError, match="not square"):
+        decode_probs(encode_probs(q[:3]), 2)
