@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from numpy.typing import NDArray
 from rasterio.warp import Resampling, reproject
 
 from pipeline.config import RegionConfig, SyntheticConfig, load_config
@@ -26,12 +27,13 @@ from pipeline.synthetic import (
     utm_epsg,
     write_sample_region,
 )
+from pipeline.synthetic.walls import shared_length, touching_pairs
 from pipeline.tiles import Tile, cover_lonlat, tile_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.toml"
 SIZE_M = 300.0  # small towns keep the tests fast
-SEED = 11  # a 300 m town with a courtyard building, a lake, a car park and a roundabout
+SEED = 11  # a 300 m town with a courtyard building, terraces, a lake, a car park and a roundabout
 
 
 def _syn(**kw: object) -> SyntheticConfig:
@@ -111,9 +113,61 @@ def test_town_has_the_promised_features(town: Town) -> None:
 def test_buildings_do_not_overlap_and_lie_inside_the_image(town: Town) -> None:
     geoms = np.array([b.geom for b in town.buildings], dtype=object)
     assert shapely.is_valid(geoms).all()
-    a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    assert np.all(a == b)
+    a, b = touching_pairs(geoms)
+    assert len(a)  # terraces and perimeter blocks touch: they may, but never overlap
+    assert shapely.area(shapely.intersection(geoms[a], geoms[b])).max() < 0.01
     assert shapely.box(0, 0, town.size_m, town.size_m).contains(shapely.union_all(geoms))
+
+
+def _walls(town: Town) -> tuple[NDArray[np.object_], NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Footprints, the pairs that touch, and the length (m) of the wall each pair shares."""
+    geoms = np.array([b.geom for b in town.buildings], dtype=object)
+    a, b = touching_pairs(geoms)
+    return geoms, a, b, np.array([shared_length(geoms[i], geoms[j]) for i, j in zip(a, b)])
+
+
+def test_dense_quarters_share_walls(town: Town) -> None:
+    _, a, b, length = _walls(town)
+    assert (length > 3.0).sum() > 15  # terraced houses side by side
+    dense = set(a.tolist()) | set(b.tolist())
+    kinds = {"demolished", "missing_in_osm"}
+    assert kinds <= {town.buildings[i].status for i in dense}
+    assert any(town.buildings[i].offset != (0.0, 0.0) for i in dense)
+
+
+def test_demo_town_has_terraces_and_courtyard_blocks() -> None:
+    syn = load_config(DEMO).synthetic
+    assert syn is not None
+    town = make_town(syn)
+    geoms, a, b, length = _walls(town)
+    assert (length > 3.0).sum() > 120
+    dense = np.zeros(len(geoms), dtype=bool)
+    dense[a], dense[b] = True, True
+    share = shapely.area(geoms[dense]).sum() / shapely.area(geoms).sum()
+    assert 0.18 < share < 0.32, share
+    assert {"house", "apartments"} <= {town.buildings[i].use for i in np.flatnonzero(dense)}
+    blocks = shapely.get_parts(shapely.union_all(shapely.buffer(geoms[dense], 0.05, join_style="mitre")))
+    yards = [p for p in blocks if any(shapely.Polygon(r).area > 100.0 for r in p.interiors)]
+    assert len(yards) >= 3  # rings of buildings around an open yard
+
+
+def test_party_walls_are_drawn_darker(town: Town) -> None:
+    scene = Scene(town)
+    img = scene.render(0, 0, town.size_px, town.size_px).astype(float).mean(axis=2)
+    segs = scene.roofs.party.reshape(-1, 4)
+    segs = segs[np.isfinite(segs[:, 0])]
+    assert len(segs) > 20
+    d = segs[:, 2:] - segs[:, :2]
+    normal = np.column_stack([-d[:, 1], d[:, 0]]) / np.hypot(d[:, 0], d[:, 1])[:, None]
+    mid = (segs[:, :2] + segs[:, 2:]) / 2
+
+    def lum(xy: NDArray[np.float64]) -> NDArray[np.float64]:
+        col, row = ~town.local_transform @ (xy[:, 0], xy[:, 1])
+        return img[np.floor(row).astype(int), np.floor(col).astype(int)]
+
+    step = (lum(mid + 1.2 * normal) + lum(mid - 1.2 * normal)) / 2 - lum(mid)
+    # a thin darker line between the roofs, as between real terraced houses: there, but faint
+    assert 3.0 < np.median(step) < 30.0, np.median(step)
 
 
 def test_status_shares(town: Town) -> None:
@@ -158,6 +212,9 @@ def test_orthophoto_is_a_utm_cog(sample: tuple[Path, SyntheticConfig]) -> None:
 
 
 def test_truth_matches_the_osm_extraction(sample: tuple[Path, SyntheticConfig]) -> None:
+    import osmium
+
+    from pipeline.geo import to_mercator
     from pipeline.osm import extract_features
 
     folder, _ = sample
@@ -179,6 +236,16 @@ def test_truth_matches_the_osm_extraction(sample: tuple[Path, SyntheticConfig]) 
         assert iou > 0.999 if f["properties"]["offset_m"] == 0 else iou < 0.97
     roads = feats[feats["class"] == "road"]
     assert len(roads) > 5
+    # terraced houses are separate ways, side by side, sharing the nodes of their common wall
+    merc = to_mercator(np.array(got.geometry, dtype=object))
+    a, b = touching_pairs(merc)
+    assert sum(shared_length(merc[i], merc[j]) > 3.0 for i, j in zip(a, b)) > 10
+    refs: dict[int, int] = {}
+    for w in osmium.FileProcessor(str(folder / "demo.osm.pbf")).with_filter(osmium.filter.KeyFilter("building")):
+        if isinstance(w, osmium.osm.Way):
+            for n in {r.ref for r in w.nodes}:
+                refs[n] = refs.get(n, 0) + 1
+    assert sum(c > 1 for c in refs.values()) > 20
 
 
 def test_masks_agree_with_rendered_buildings(sample: tuple[Path, SyntheticConfig], town: Town) -> None:

@@ -3,7 +3,7 @@ and a block's own frame (x along its long street axis, y across it; local metres
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import shapely
@@ -60,6 +60,11 @@ class Contents:
     markings: list[LineString] = field(default_factory=list)
     footways: list[Road] = field(default_factory=list)
     paved: list[Polygon] = field(default_factory=list)
+
+    def extend(self, other: Contents) -> None:
+        """Append everything ``other`` holds, list by list."""
+        for f in fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
 
 
 class Frame:

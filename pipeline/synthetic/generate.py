@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import shapely
+from numpy.typing import NDArray
 from pyproj import Transformer
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.ops import substring
@@ -13,6 +14,7 @@ from shapely.ops import substring
 from pipeline.config import SyntheticConfig
 from pipeline.errors import ConfigError
 from pipeline.synthetic.blocks import fill_block
+from pipeline.synthetic.dense import densify
 from pipeline.synthetic.frame import Contents
 from pipeline.synthetic.model import ROAD_HALF_WIDTH_M, SIDEWALK_M, Building, Road, Town
 from pipeline.synthetic.street_life import street_cars, street_trees
@@ -49,12 +51,18 @@ def make_town(cfg: SyntheticConfig) -> Town:
     rng = np.random.default_rng(cfg.seed)
     plan = plan_streets(rng, size)
     roads = clip_roads(plan.roads, size)
-    out = Contents()
     regions = _block_regions(plan, size)
     lakes = _pick_lakes(rng, regions, size)
+    parts, uses = [], []
     for k, (block, region) in enumerate(regions):
-        use = "lake" if k in lakes else _use(rng, region.area, block.centrality)
-        fill_block(rng, plan.warp, block, region, use, cfg.tree_density, out)
+        uses.append("lake" if k in lakes else _use(rng, region.area, block.centrality))
+        parts.append(Contents())
+        fill_block(rng, plan.warp, block, region, uses[-1], cfg.tree_density, parts[-1])
+    quarters = set(densify(cfg.seed, plan.warp, regions, uses, parts, cfg.tree_density))
+    out, dense = Contents(), []
+    for k, part in enumerate(parts):
+        dense += [k in quarters] * len(part.buildings)
+        out.extend(part)
     roads += out.footways
     town.roads = roads
     town.areas = out.areas
@@ -70,7 +78,7 @@ def make_town(cfg: SyntheticConfig) -> Town:
         Building(i + 1, c.geom, c.shape, c.use, c.roof, round(float(c.height_m), 1), c.color)
         for i, c in enumerate(out.buildings)
     ]
-    _assign_status(np.random.default_rng([cfg.seed, 1]), town, cfg)
+    _assign_status(np.random.default_rng([cfg.seed, 1]), town, cfg, np.array(dense, dtype=bool))
     town.trees = _clear_trees(np.array(trees, dtype=float).reshape(-1, 7), town)
     return town
 
@@ -153,15 +161,17 @@ def _road_markings(roads: list[Road]) -> list[LineString]:
     return out
 
 
-def _assign_status(rng: np.random.Generator, town: Town, cfg: SyntheticConfig) -> None:
-    """Pick demolished (in OSM only), missing (image only) and offset buildings."""
+def _assign_status(rng: np.random.Generator, town: Town, cfg: SyntheticConfig, dense: NDArray[np.bool_]) -> None:
+    """Pick demolished (in OSM only), missing (image only) and offset buildings; each kind
+    includes a building of a dense quarter (``dense``, by building) when there are any."""
     n = len(town.buildings)
     order = rng.permutation(n)
     n_dem = round(cfg.share_demolished * n)
+    n_miss = round(cfg.share_missing * (n - n_dem))
+    n_off = round(cfg.share_offset * (n - n_dem - n_miss))
+    _mix_in(order, dense, [n_dem, n_miss, n_off])
     rest = order[n_dem:]
-    n_miss = round(cfg.share_missing * len(rest))
     mapped = rest[n_miss:]
-    n_off = round(cfg.share_offset * len(mapped))
     for k in order[:n_dem]:
         town.buildings[k].status = "demolished"
         if rng.random() < 0.5:
@@ -171,6 +181,21 @@ def _assign_status(rng: np.random.Generator, town: Town, cfg: SyntheticConfig) -
     for k in mapped[:n_off]:
         dist, ang = rng.uniform(1.0, 2.0), rng.uniform(0.0, 2 * math.pi)
         town.buildings[k].offset = (round(dist * math.cos(ang), 3), round(dist * math.sin(ang), 3))
+
+
+def _mix_in(order: NDArray[np.int64], dense: NDArray[np.bool_], sizes: list[int]) -> None:
+    """Reorder ``order`` in place so that each of its leading slices of ``sizes`` (the status
+    kinds) holds a dense building: swap the slice's last one with the first dense building
+    after all the slices."""
+    free = sum(sizes)
+    start = 0
+    for size in sizes:
+        if size and not dense[order[start:start + size]].any():
+            later = np.flatnonzero(dense[order[free:]])
+            if len(later):
+                j = free + int(later[0])
+                order[start + size - 1], order[j] = order[j], order[start + size - 1]
+        start += size
 
 
 def _clear_trees(trees: np.ndarray, town: Town) -> np.ndarray:

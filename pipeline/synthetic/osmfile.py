@@ -2,9 +2,10 @@
 
 Streets are ways sharing their junction nodes; parks and car parks are closed ways; the lake is
 a multipolygon relation (outer and inner ways); buildings are closed ways, or multipolygon
-relations when they have a courtyard. Buildings ``missing_in_osm`` are left out; offset ones
-are shifted by their offset. Ids count from 1 per type and are written sorted (nodes, ways,
-relations), with fixed versions, changesets, users and timestamps drawn from the seed.
+relations when they have a courtyard; touching buildings share the nodes of their common wall.
+Buildings ``missing_in_osm`` are left out; offset ones are shifted by their offset. Ids count
+from 1 per type and are written sorted (nodes, ways, relations), with fixed versions,
+changesets, users and timestamps drawn from the seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pyproj import Transformer
 from shapely.geometry import Polygon
 
 from pipeline.io import atomic_path
-from pipeline.synthetic.model import Town
+from pipeline.synthetic.model import Building, Town
+from pipeline.synthetic.walls import node_walls
 
 _EPOCH = dt.datetime(2016, 1, 1, tzinfo=dt.UTC)
 _USERS = ("ana_maps", "bojan", "chiara_osm", "dmitri", "eun-ji", "femi", "gustavo", "hana")
@@ -79,18 +81,21 @@ def build(town: Town) -> tuple[_Builder, dict[int, tuple[str, int]]]:
             tags = {**tags, "name": a.name}
         b.area(a.geom, tags)
     ids: dict[int, tuple[str, int]] = {}
-    for bld in town.buildings:
-        if not bld.in_osm:
-            continue
-        geom = bld.geom
-        if bld.offset != (0.0, 0.0):
-            shift = np.array(bld.offset)
-            geom = shapely.transform(geom, lambda c, o=shift: c + o)
+    mapped = [bld for bld in town.buildings if bld.in_osm]
+    for bld, geom in zip(mapped, node_walls([_osm_geom(bld) for bld in mapped])):
         tags = {"building": bld.use, "building:levels": str(max(1, round(bld.height_m / _LEVEL_M)))}
         if bld.id % 3 == 0:
             tags["roof:shape"] = {"gable": "gabled", "hip": "hipped", "flat": "flat"}[bld.roof]
         ids[bld.id] = b.area(geom, tags)
     return b, ids
+
+
+def _osm_geom(bld: Building) -> Polygon:
+    """The footprint as OSM has it: shifted by the building's offset (metres east, north)."""
+    if bld.offset == (0.0, 0.0):
+        return bld.geom
+    shift = np.array(bld.offset)
+    return shapely.transform(bld.geom, lambda c: c + shift)
 
 
 def write_osm(town: Town, path: str | Path) -> dict[int, tuple[str, int]]:

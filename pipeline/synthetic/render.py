@@ -2,8 +2,9 @@
 
 Layers, bottom to top: ground cover (grass with dry patches, parks, bare soil, water, car parks,
 sidewalks, asphalt, paths, road markings), cars, cast shadows (sun in the south-south-east),
-roofs (hip and gable facets shaded by the sun, flat roofs with parapets, texture), tree crowns,
-then a slight blur and sensor noise. Every pixel depends only on its global position, so the
+roofs (hip and gable facets shaded by the sun, flat roofs with parapets, texture; a roof runs
+on over a party wall, marked there by a faint darker line), tree crowns, then a slight blur and
+sensor noise. Every pixel depends only on its global position, so the
 image is the same whatever the window size, and windows join without seams.
 """
 
@@ -24,12 +25,16 @@ from shapely.geometry import Polygon
 from pipeline.synthetic import noise
 from pipeline.synthetic.model import ROAD_HALF_WIDTH_M, SIDEWALK_M, Town
 from pipeline.synthetic.shapes import MAX_EDGES
+from pipeline.synthetic.walls import across, edges_on, party_walls
 
 SUN_AZIMUTH_DEG = 150.0  # clockwise from north
 SUN_ELEVATION_DEG = 55.0
 _SUN = np.array([math.sin(math.radians(SUN_AZIMUTH_DEG)), math.cos(math.radians(SUN_AZIMUTH_DEG))])
 _SHADOW_PER_M = 1.0 / math.tan(math.radians(SUN_ELEVATION_DEG))  # shadow length per metre of height
 MARGIN_PX = 8  # blur reach, rendered around each window and cropped
+MAX_PARTY = 4  # party-wall segments kept per building
+PARTY_LINE_M = 0.35  # a party wall darkens the roofs up to this far from it (metres)
+PARTY_DARKEN = 0.22  # by this much right on the wall
 BLUR_RADIUS_PX = 0.65
 
 # ground cover codes, painted in this order (later ones on top)
@@ -65,12 +70,15 @@ class _Layer:
 
 @dataclass
 class _Roofs:
-    """Per drawn building: colour, roof code, edges (x0, y0, x1, y1) and outward edge normals."""
+    """Per drawn building: colour, roof code, the edges that shape its roof (x0, y0, x1, y1;
+    walls shared with a neighbour left out) with outward normals, and its party walls."""
 
     color: NDArray[np.float32]
     roof: NDArray[np.int8]
     edges: NDArray[np.float32]  # (n, MAX_EDGES, 4), NaN where unused
     normals: NDArray[np.float32]  # (n, MAX_EDGES, 2)
+    party: NDArray[np.float32]  # (n, MAX_PARTY, 4) walls shared with touching buildings, NaN where unused
+    n_party: NDArray[np.int64]  # (n,) how many
 
 
 class Scene:
@@ -84,7 +92,7 @@ class Scene:
             if town.markings else None
         self.building_ids = np.array([b.id for b in drawn], dtype=np.int64)
         self.buildings = _Layer([b.geom for b in drawn], np.arange(1, len(drawn) + 1)) if drawn else None
-        self.roofs = _roofs(drawn)
+        self.roofs = _roofs(drawn, party_walls([b.geom for b in drawn], limit=MAX_PARTY))
         self.cars = _Layer(list(town.cars), np.arange(1, len(town.cars) + 1)) if town.cars else None
         self.car_colors = np.array(town.car_colors, dtype=np.float32).reshape(-1, 3)
         shadows = _shadows(town, drawn)
@@ -186,16 +194,27 @@ def _ground(code: NDArray[np.uint8], rows: NDArray[np.int64], cols: NDArray[np.i
     return rgb
 
 
-def _roofs(drawn: list) -> _Roofs:
+def _roofs(drawn: list, party: list[NDArray[np.float64]]) -> _Roofs:
+    """Roof data of the drawn buildings; ``party``: each one's party-wall segments (local metres).
+    A roof runs on over its party walls: they shape no facet or parapet, and a gabled roof
+    between them has its eaves across them (like a terrace's ridge along the row)."""
     n = len(drawn)
     edges = np.full((n, MAX_EDGES, 4), np.nan, dtype=np.float32)
     normals = np.zeros((n, MAX_EDGES, 2), dtype=np.float32)
+    walls = np.full((n, MAX_PARTY, 4), np.nan, dtype=np.float32)
     for i, b in enumerate(drawn):
         segs = []
         for ring in [b.geom.exterior, *b.geom.interiors]:
             c = np.asarray(ring.coords)
             segs.append(np.hstack([c[:-1], c[1:]]))
         e = np.vstack(segs)[:MAX_EDGES]
+        walls[i, : len(party[i])] = party[i]
+        shared = edges_on(e, party[i])
+        eaves = across(e, e[shared]) if shared.any() else shared
+        if b.roof == "gable" and len(e) == 4 and eaves.sum() >= 2:
+            e = e[eaves]
+        elif shared.any() and not shared.all():
+            e = e[~shared]
         d = e[:, 2:] - e[:, :2]
         length = np.hypot(d[:, 0], d[:, 1])
         if b.roof == "gable" and len(e) == 4:
@@ -207,7 +226,7 @@ def _roofs(drawn: list) -> _Roofs:
     return _Roofs(
         color=np.array([b.color for b in drawn], dtype=np.float32).reshape(-1, 3),
         roof=np.array([_ROOF_CODES[b.roof] for b in drawn], dtype=np.int8),
-        edges=edges, normals=normals,
+        edges=edges, normals=normals, party=walls, n_party=np.array([len(p) for p in party], dtype=np.int64),
     )
 
 
@@ -236,6 +255,12 @@ def _paint_roofs(rgb: NDArray[np.float32], bid: NDArray[np.int32], xs: NDArray[n
     shade = np.where(pitched, 1.0 + 0.32 * (nx * _SUN[0] + ny * _SUN[1]), 1.0).astype(np.float32)
     shade *= np.where(pitched & (d2 - d1 < 0.25), 1.08, 1.0).astype(np.float32)
     shade *= np.where(~pitched & (d1 < 0.4), 1.14, 1.0).astype(np.float32)
+    sub = np.flatnonzero(roofs.n_party[k] > 0)
+    if len(sub):
+        dp = np.full(len(sub), np.inf, dtype=np.float32)
+        for j in range(MAX_PARTY):
+            dp = np.minimum(dp, _seg_dist(px[sub], py[sub], roofs.party[k[sub], j]))
+        shade[sub] *= (1.0 - PARTY_DARKEN * np.clip(1.0 - dp / PARTY_LINE_M, 0.0, 1.0)).astype(np.float32)
     fine = noise.value(rows, cols, 2.0, seed + 51)[sel] * 0.5 + noise.white(rows, cols, seed + 52)[sel] * 0.5
     stain = noise.value(rows, cols, 25.0, seed + 53)[sel]
     tex = np.where(pitched, 0.07 * fine + 0.03 * stain, 0.06 * fine + 0.08 * stain)
