@@ -1,14 +1,19 @@
-"""Compare predicted polygons with OSM features: one-to-one matching by IoU, per-feature
-statuses and region figures.
+"""Compare predicted polygons with OSM features: statuses by coverage, one-to-one matching by
+IoU for pairs and offsets, and region figures.
 
 Per area class, candidate pairs come from an STRtree over the OSM polygons (EPSG:3857); pairs
 with IoU >= ``match_iou`` are matched one-to-one greedily in decreasing IoU (ties by ids, so the
-result is deterministic). Statuses:
+result is deterministic). Statuses (:mod:`pipeline.coverage` for the first three):
 
-- ``missing_in_osm``: a predicted polygon with no OSM match (the imagery shows it, OSM lacks it);
-- ``not_seen``: an OSM feature with no predicted match (demolished, hidden, or a model miss);
-- ``matched``: a pair, with its IoU and the distance between centroids in ground metres;
-- ``offset``: a matched pair whose centroids are more than ``offset_m`` apart.
+- ``missing_in_osm``: predicted area that no OSM feature explains, cut into parts of at least
+  ``missing_min_m2`` (the imagery shows it, OSM lacks it) — never a block of mapped buildings;
+- ``not_seen``: an OSM feature covered less than ``seen_cover`` by predicted polygons of its
+  class (demolished, hidden, or a model miss), with its ``coverage``;
+- ``matched``: a one-to-one pair (``match = "one_to_one"``, the predicted polygon, its IoU and
+  the distance between centroids in ground metres), or an OSM feature without a pair that
+  predictions cover at least ``seen_cover`` (``match = "covered"``, the OSM outline: e.g. one of
+  several touching buildings the model outlined as one block);
+- ``offset``: a pair whose centroids are more than ``offset_m`` apart.
 
 A small building shifted by a metre or two can overlap its outline by less than ``match_iou``;
 a second pass therefore pairs the leftovers whose centroids lie within ``max_offset_m`` ground
@@ -32,7 +37,8 @@ import pandas as pd
 import shapely
 
 from pipeline.config import ClassSpec, Section
-from pipeline.geo import mercator_scale, to_mercator
+from pipeline.coverage import coverage, ground_scale, unexplained
+from pipeline.geo import mercator_scale, to_lonlat, to_mercator
 from pipeline.regularize import iou
 
 if TYPE_CHECKING:
@@ -49,6 +55,10 @@ class CompareSpec:
     offset_m: float = 0.75     # a matched pair further apart than this (centroids, ground metres) is "offset"
     score_iou: float = 0.5     # IoU at which a match counts as a true positive in the figures
     max_offset_m: float = 3.0  # second pass: leftover pairs this close (centroids), of similar area, match too
+    seen_cover: float = 0.5    # an OSM feature covered at least this much by predictions of its class is seen
+    explain_m: float = 0.5     # predicted area within this of an OSM feature (ground metres) is explained by it
+    open_m: float = 1.0        # unexplained area narrower than twice this (ground metres) is a sliver, not a building
+    missing_min_m2: float = 8.0  # unexplained parts smaller than this (ground m²) are no candidates
     classes: tuple[str, ...] = ()
 
 
@@ -61,6 +71,10 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
         offset_m=sec.number("offset_m", d.offset_m, lo=0.0),
         score_iou=sec.number("score_iou", d.score_iou, lo=0.01, hi=1.0),
         max_offset_m=sec.number("max_offset_m", d.max_offset_m, lo=0.0),
+        seen_cover=sec.number("seen_cover", d.seen_cover, lo=0.01, hi=1.0),
+        explain_m=sec.number("explain_m", d.explain_m, lo=0.0),
+        open_m=sec.number("open_m", d.open_m, lo=0.0),
+        missing_min_m2=sec.number("missing_min_m2", d.missing_min_m2, lo=0.0),
         classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
     )
     sec.done()
@@ -159,29 +173,28 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         i, j, v = match(pm, om, spec.match_iou)
         if spec.max_offset_m > 0:
             i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
-        pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
-        scale = mercator_scale(shapely.get_y(pc)) if len(i) else np.empty(0)
-        de = (shapely.get_x(pc) - shapely.get_x(oc)) / np.maximum(scale, 1e-9) if len(i) else np.empty(0)
-        dn = (shapely.get_y(pc) - shapely.get_y(oc)) / np.maximum(scale, 1e-9) if len(i) else np.empty(0)
-        dist = np.hypot(de, dn)
-        shifted = dist > spec.offset_m
-        pairs = pd.DataFrame({
-            "class": c.name, "osm_type": o["osm_type"].to_numpy()[j], "osm_id": o["osm_id"].to_numpy()[j],
-            "iou": np.round(v, 4), "offset_m": np.round(dist, 3), "offset_east_m": np.round(de, 3),
-            "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i],
-            "geometry": p.geometry.to_numpy()[i]})
-        parts["matched"].append(pairs[~shifted])
-        parts["offset"].append(pairs[shifted])
-        miss = np.setdiff1d(np.arange(len(p)), i)
+        pairs, cover = _pairs(c.name, p, o, pm, om, i, j, v)
+        parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
+        parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
+        unpaired = np.setdiff1d(np.arange(len(o)), j)
+        seen = unpaired[cover[unpaired] >= spec.seen_cover]
+        unseen = unpaired[cover[unpaired] < spec.seen_cover]
+        parts["matched"].append(_osm_rows(c.name, o, om, seen, cover, "covered"))
+        parts["not_seen"].append(_osm_rows(c.name, o, om, unseen, cover, None))
+        shifts = np.column_stack([pairs["_dx"].to_numpy(), pairs["_dy"].to_numpy()]) if len(pairs) else \
+            np.empty((0, 2))
+        miss, src = unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.missing_min_m2)
+        s2 = ground_scale(pm) ** 2
         parts["missing_in_osm"].append(pd.DataFrame({
-            "class": c.name, "prob_mean": p["prob_mean"].to_numpy()[miss],
-            "prob_max": p["prob_max"].to_numpy()[miss], "area_m2": p["area_m2"].to_numpy()[miss],
-            "geometry": p.geometry.to_numpy()[miss]}))
-        unseen = np.setdiff1d(np.arange(len(o)), j)
-        parts["not_seen"].append(pd.DataFrame({
-            "class": c.name, "osm_type": o["osm_type"].to_numpy()[unseen],
-            "osm_id": o["osm_id"].to_numpy()[unseen], "geometry": o.geometry.to_numpy()[unseen]}))
-        per_class[c.name] = _figures(pm, om, v, shifted, spec.score_iou)
+            "class": c.name, "prob_mean": p["prob_mean"].to_numpy()[src], "prob_max": p["prob_max"].to_numpy()[src],
+            "area_m2": np.round(shapely.area(miss) / s2, 2),
+            "source_area_m2": np.round(shapely.area(pm[src]) / s2, 2) if len(src) else np.empty(0),
+            "geometry": shapely.set_precision(to_lonlat(miss), 1e-7) if len(miss) else np.empty(0, dtype=object)}))
+        per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
+            "covered": len(seen), "not_seen": len(unseen), "missing_in_osm": len(miss),
+            "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
+    for k in ("matched", "offset"):
+        parts[k] = [df.drop(columns=["_dx", "_dy"], errors="ignore") for df in parts[k]]
     layers = {s: gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                   pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326")
               for s in STATUSES}
@@ -189,8 +202,39 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                                   osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m)
              for c in classes if c.kind == "line" and (not spec.classes or c.name in spec.classes)}
     summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
-               "score_iou": spec.score_iou, "counts": {s: len(layers[s]) for s in STATUSES}}
+               "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
+               "counts": {s: len(layers[s]) for s in STATUSES}}
     return Comparison(layers=layers, summary=summary)
+
+
+def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pm: np.ndarray, om: np.ndarray, i: np.ndarray,
+           j: np.ndarray, v: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of the one-to-one pairs (predicted geometry; ``_dx``/``_dy``: the centroid offset in
+    mercator metres) and the coverage of every OSM feature."""
+    pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
+    dx, dy = shapely.get_x(pc) - shapely.get_x(oc), shapely.get_y(pc) - shapely.get_y(oc)
+    scale = np.maximum(mercator_scale(shapely.get_y(pc)), 1e-9) if len(i) else np.empty(0)
+    de, dn = dx / scale, dy / scale
+    cover = coverage(om, pm)
+    return pd.DataFrame({
+        "class": name, "match": "one_to_one", "osm_type": o["osm_type"].to_numpy()[j],
+        "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4), "coverage": np.round(cover[j], 4),
+        "offset_m": np.round(np.hypot(de, dn), 3), "offset_east_m": np.round(de, 3),
+        "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i], "_dx": dx, "_dy": dy,
+        "geometry": p.geometry.to_numpy()[i]}), cover
+
+
+def _osm_rows(name: str, o: pd.DataFrame, om: np.ndarray, idx: np.ndarray, cover: np.ndarray,
+              match: str | None) -> pd.DataFrame:
+    """Rows of OSM features ``idx`` (their own outlines) with their coverage and ground area."""
+    s2 = ground_scale(om) ** 2
+    cols: dict[str, Any] = {"class": name}
+    if match is not None:
+        cols["match"] = match
+    return pd.DataFrame(cols | {
+        "osm_type": o["osm_type"].to_numpy()[idx], "osm_id": o["osm_id"].to_numpy()[idx],
+        "coverage": np.round(cover[idx], 4), "area_m2": np.round(shapely.area(om[idx]) / s2, 2),
+        "geometry": o.geometry.to_numpy()[idx]})
 
 
 def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray, score_iou: float) -> dict[str, Any]:
@@ -203,7 +247,6 @@ def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray,
     union = float(shapely.area(pm).sum() + shapely.area(om).sum()) - inter
     return {
         "predicted": len(pm), "osm": len(om), "matched": int((~shifted).sum()), "offset": int(shifted.sum()),
-        "missing_in_osm": len(pm) - len(v), "not_seen": len(om) - len(v),
         "tp_at_score_iou": tp, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
         "mean_iou": _r(float(v.mean())) if len(v) else None, "area_iou": _r(inter / union) if union > 0 else None,
     }

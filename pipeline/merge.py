@@ -30,6 +30,8 @@ PIECE_COLUMNS = ("geometry", "class_id", "kind", "psum", "count", "pmax", "src",
 
 #: end points of centrelines closer than this (pixels) across a border are joined (diagonal + slack)
 JOIN_PX = 1.5
+#: instance pieces (touching buildings split apart) sharing less border than this (pixels) stay apart
+MIN_SHARED_PX = 2.0
 
 
 def empty_pieces() -> pd.DataFrame:
@@ -58,16 +60,42 @@ def touches_box(geoms: np.ndarray, box: tuple[float, float, float, float], inset
             | (b[:, 3] >= y1 - inset))
 
 
-def _area_links(geoms: np.ndarray, src: np.ndarray, cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j) of open polygons from different sources sharing a border segment."""
+def _area_links(geoms: np.ndarray, src: np.ndarray, cls: np.ndarray,
+                instance_ids: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) of open polygons from different sources sharing a border segment.
+
+    Pieces of the classes ``instance_ids`` are separate buildings on either side of a border as
+    often as halves of one (a wall of a slanted row can run along the border for a while): two
+    of them are linked only when they share at least ``MIN_SHARED_PX`` and each is the other's
+    longest-shared partner across that border line."""
     tree = shapely.STRtree(geoms)
     i, j = tree.query(geoms, predicate="intersects")
     keep = (i < j) & (src[i] != src[j]) & (cls[i] == cls[j])
     i, j = i[keep], j[keep]
     if len(i):
-        shared = shapely.length(shapely.intersection(geoms[i], geoms[j])) > 0
-        i, j = i[shared], j[shared]
+        inter = shapely.intersection(geoms[i], geoms[j])
+        length = shapely.length(inter)
+        shared = length > 0
+        i, j, length, inter = i[shared], j[shared], length[shared], inter[shared]
+        inst = np.isin(cls[i], np.asarray(instance_ids, dtype=np.int64))
+        if inst.any():
+            ok = ~inst | ((length >= MIN_SHARED_PX) & _mutual_best(i, j, length, inter))
+            i, j = i[ok], j[ok]
     return i, j
+
+
+def _mutual_best(i: np.ndarray, j: np.ndarray, length: np.ndarray, inter: np.ndarray) -> np.ndarray:
+    """True for pairs (i, j) where each piece is the other's partner of longest shared border
+    across the same border line (the shared segments lie on one vertical or horizontal line)."""
+    b = shapely.bounds(inter)
+    vertical = (b[:, 2] - b[:, 0]) <= (b[:, 3] - b[:, 1])
+    line = np.where(vertical, b[:, 0], b[:, 1]) * 2 + vertical  # one key per border line and direction
+    best: dict[tuple[int, float], float] = {}
+    for a, c, k, v in zip(i.tolist(), j.tolist(), line.tolist(), length.tolist()):
+        for piece in (a, c):
+            best[(piece, k)] = max(best.get((piece, k), 0.0), v)
+    return np.array([v >= best[(a, k)] and v >= best[(c, k)]
+                     for a, c, k, v in zip(i.tolist(), j.tolist(), line.tolist(), length.tolist())], dtype=bool)
 
 
 def _line_links(geoms: np.ndarray, src: np.ndarray, cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
@@ -86,8 +114,10 @@ def _line_links(geoms: np.ndarray, src: np.ndarray, cls: np.ndarray) -> tuple[np
     return owner[a], owner[b], bridges
 
 
-def merge_open(pieces: pd.DataFrame, outer: tuple[float, float, float, float] | None, src_id: int) -> pd.DataFrame:
-    """Merge the open pieces of ``pieces`` that meet across source borders.
+def merge_open(pieces: pd.DataFrame, outer: tuple[float, float, float, float] | None, src_id: int,
+               instance_ids: tuple[int, ...] = ()) -> pd.DataFrame:
+    """Merge the open pieces of ``pieces`` that meet across source borders (``instance_ids``:
+    area classes split into instances, see :func:`_area_links`).
 
     Closed pieces pass through unchanged. Each merged group becomes one piece (a polygon, or
     for centrelines the merged lines, one piece per resulting line) with summed ``psum`` and
@@ -103,17 +133,17 @@ def merge_open(pieces: pd.DataFrame, outer: tuple[float, float, float, float] | 
     for kind in ("area", "line"):
         sub = op[op["kind"] == kind].reset_index(drop=True)
         if len(sub):
-            out.append(_merge_kind(sub, kind, outer, src_id))
+            out.append(_merge_kind(sub, kind, outer, src_id, instance_ids))
     return concat_pieces(out)
 
 
 def _merge_kind(sub: pd.DataFrame, kind: str, outer: tuple[float, float, float, float] | None,
-                src_id: int) -> pd.DataFrame:
+                src_id: int, instance_ids: tuple[int, ...] = ()) -> pd.DataFrame:
     geoms = sub["geometry"].to_numpy()
     src = sub["src"].to_numpy()
     cls = sub["class_id"].to_numpy()
     if kind == "area":
-        i, j = _area_links(geoms, src, cls)
+        i, j = _area_links(geoms, src, cls, instance_ids)
         bridges: list[Any] = []
     else:
         i, j, bridges = _line_links(geoms, src, cls)

@@ -145,7 +145,7 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str, ed
 def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
                 src: int = 0, load: Loader | None = None, kinds: tuple[str, ...] = ("area", "line"),
                 origin: tuple[int, int] | None = None, box: tuple[float, float, float, float] | None = None,
-                edges: Sequence[int] = (), marker_min_m2: float = 1.0) -> Columns:
+                edges: Sequence[int] = (), marker_min_m2: float = 1.0, tile_size: int | None = None) -> Columns:
     """The pieces of one tile as piece-table columns (numpy arrays; :func:`pieces_frame` makes
     the table): ``probs`` uint8 (C, H, W), bands in ascending class id of ``classes``;
     geometries in global pixel coordinates of ``t.z`` at the tile's size. With ``load`` (tile
@@ -155,7 +155,7 @@ def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], thresh
     (global pixels; areas only), with ``box`` the block's extent for the ``open`` flags. The bands
     after the classes are the edge bands of the classes ``edges`` (:func:`read_tile`): those
     classes are split into instances, each interior of at least ``marker_min_m2`` ground m²
-    seeding one."""
+    seeding one (``tile_size``: the side of one tile in pixels, when ``probs`` is a block)."""
     ordered = sorted(classes, key=lambda c: c.id)
     if probs.shape[0] != len(ordered) + len(edges):
         raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes and {len(edges)} edges")
@@ -172,7 +172,7 @@ def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], thresh
             cols = _columns(tile_lines(pb, thr, x0, y0, LINE_MARGIN_PX if load is not None else 0))
         elif c.id in edges:
             edge = probs[len(ordered) + list(edges).index(c.id)]
-            cols = _tile_polygons(band, thr, x0, y0, edge, _marker_px(t, size, marker_min_m2))
+            cols = _tile_polygons(band, thr, x0, y0, edge, _marker_px(t, tile_size or size, marker_min_m2))
         else:
             cols = _tile_polygons(band, thr, x0, y0)
         n = len(cols["geometry"])
@@ -286,12 +286,12 @@ def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpe
             i += 1
         if items:
             parts.append(_block_pieces(items, bx, by, classes, threshold, b, box, edges, marker_min_m2))
-    return merge_open(pieces_frame(parts), box, src_id)
+    return merge_open(pieces_frame(parts), box, src_id, tuple(edges))
 
 
 def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classes: Sequence[ClassSpec],
                   threshold: float, src: int, shard_box: tuple[float, float, float, float] | None,
-                  edges: Sequence[int] = (), marker_min_m2: float = 1.0) -> Columns:
+                  edges: Sequence[int] = (), marker_min_m2: float = 1.0, tile_size: int | None = None) -> Columns:
     """Area pieces of a block of up to BLOCK_TILES x BLOCK_TILES tiles, traced as one raster
     (no merge needed inside the block); ``open`` means reaching the block's (or shard's) edge."""
     t0 = items[0][0]
@@ -307,10 +307,11 @@ def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classe
         box = (max(box[0], shard_box[0]), max(box[1], shard_box[1]), min(box[2], shard_box[2]),
                min(box[3], shard_box[3]))
     return tile_pieces(canvas, t0, classes, threshold, src=src, kinds=("area",),
-                       origin=(x0 * size, y0 * size), box=box, edges=edges, marker_min_m2=marker_min_m2)
+                       origin=(x0 * size, y0 * size), box=box, edges=edges, marker_min_m2=marker_min_m2,
+                       tile_size=size)
 
 
-def region_pieces(shards: Iterable[pd.DataFrame]) -> pd.DataFrame:
+def region_pieces(shards: Iterable[pd.DataFrame], edges: Sequence[int] = ()) -> pd.DataFrame:
     """Join the shards' pieces: their open pieces are merged across shard borders (each shard's
-    pieces must carry a distinct ``src``)."""
-    return merge_open(concat_pieces(list(shards)), None, -1)
+    pieces must carry a distinct ``src``; ``edges``: the classes split into instances)."""
+    return merge_open(concat_pieces(list(shards)), None, -1, tuple(edges))

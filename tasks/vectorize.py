@@ -121,7 +121,8 @@ class MergeFeatures(RegionTask):
         yield tasks
         self.progress(0, 1, "merging shards")
         paths = [shard_files(t.product_dir(), str(t.shard)) for t in tasks]
-        pieces = region_pieces(read_pieces(rest) for _, rest in paths)
+        spec = cfg.section("vectorize")
+        pieces = region_pieces((read_pieces(rest) for _, rest in paths), cfg.edge_ids if spec.instances else ())
         merged = finish(pieces, cfg.classes, cfg.section("vectorize"), cfg.zoom, cfg.tile_size)
         feats = sort_features([read_finished(f) for f, _ in paths] + [merged])
         gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"

@@ -80,14 +80,17 @@ def test_round_trip_osm_buildings_through_masks(region: tuple[Path, RegionConfig
     index = index[index.status == "written"]
     ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
     files = {Tile(int(r.z), int(r.x), int(r.y)): cfg.data_dir / "masks" / r.path for r in index.itertuples()}
-    load = cached_loader(lambda t: read_tile(files[t].read_bytes(), "masks", ids, str(t)) if t in files else None,
-                         cfg.classes)
+    edges = cfg.edge_ids  # touching buildings come out apart through the masks' edge bands
+    assert edges == (1,)
+    load = cached_loader(lambda t: read_tile(files[t].read_bytes(), "masks", ids, str(t), edges)
+                         if t in files else None, cfg.classes)
     parts = []
     for k, s in enumerate(sorted(index.shard.unique())):
         tiles = [Tile(int(r.z), int(r.x), int(r.y)) for r in index[index.shard == s].itertuples()]
-        parts.append(shard_pieces(tiles, load, cfg.classes, 0.5, shard_box_px(s, cfg.zoom, cfg.tile_size), k))
+        parts.append(shard_pieces(tiles, load, cfg.classes, 0.5, shard_box_px(s, cfg.zoom, cfg.tile_size), k,
+                                  edges))
     assert len(parts) > 1  # the town spans several shards: shard borders are crossed
-    pred = finish(region_pieces(parts), cfg.classes, VectorizeSpec(), cfg.zoom, cfg.tile_size)
+    pred = finish(region_pieces(parts, edges), cfg.classes, VectorizeSpec(), cfg.zoom, cfg.tile_size)
     osm = read_features(cfg.data_dir / "features.parquet")
     osm = osm[features_in_tiles(osm.geometry.to_numpy(), set(files_xy(files)), cfg.zoom)]
     b_osm = to_mercator(osm[osm["class"] == "building"].geometry.to_numpy())

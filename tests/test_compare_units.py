@@ -98,9 +98,15 @@ def test_small_shifted_building_is_offset_not_missing() -> None:
         "class": ["building"] * 2, "prob_mean": [0.9] * 2, "prob_max": [1.0] * 2, "area_m2": [6.0] * 2})
     osm = frame([box(0, 0, 2.5, 2.5), box(30, 0, 2.5, 2.5)], **{
         "class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [7, 8]})
-    res = compare(pred, osm, (BUILDING,), CompareSpec())
+    res = compare(pred, osm, (BUILDING,), CompareSpec(missing_min_m2=4.0))
     assert res.summary["counts"] == {"matched": 0, "offset": 1, "missing_in_osm": 1, "not_seen": 1}
+    # the moved partner explains the shifted shed whole; the lone one is the candidate, whole
+    assert res.layers["missing_in_osm"]["area_m2"].tolist() == [pytest.approx(6.25, rel=0.05)]
+    # below the default missing_min_m2 (8 m²) it is no candidate
+    assert compare(pred, osm, (BUILDING,), CompareSpec()).summary["counts"]["missing_in_osm"] == 0
     assert res.layers["offset"]["osm_id"].tolist() == [7]
     assert res.layers["offset"]["iou"].iloc[0] < 0.3
-    off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0)).summary["counts"]
-    assert off["offset"] == 0 and off["missing_in_osm"] == 2  # the second pass can be switched off
+    off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0, missing_min_m2=4.0)).summary["counts"]
+    # the second pass can be switched off: the shed is then not seen (40 % covered), and what of it
+    # OSM does not explain is a 1 m sliver, no candidate
+    assert off["offset"] == 0 and off["not_seen"] == 2 and off["missing_in_osm"] == 1

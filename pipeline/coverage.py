@@ -1,0 +1,73 @@
+"""Comparison by coverage: statuses that survive predictions merging touching buildings.
+
+One-to-one matching breaks where a model outlines a row of touching buildings as one block:
+the block matches at most one of them, so the others look "not seen" and the block looks
+"missing". Coverage asks two questions instead, both in EPSG:3857 metres scaled to the ground:
+
+- :func:`coverage`: how much of each OSM feature do the predicted polygons of its class cover?
+  A feature covered at least ``[compare] seen_cover`` is seen (matched, even when one predicted
+  block covers several features); less is ``not_seen``.
+- :func:`unexplained`: which predicted area does no OSM feature explain? Each predicted polygon
+  minus the OSM features near it (grown by ``explain_m``; a one-to-one partner also moved by
+  the pair's offset), opened by ``open_m`` (slivers along misaligned outlines vanish, corners
+  stay square), cut into its parts; parts of at least ``min_area_m2`` are the
+  ``missing_in_osm`` candidates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+import shapely.affinity
+
+from pipeline.geo import mercator_scale
+
+
+def ground_scale(geoms: np.ndarray) -> float:
+    """Mercator metres per ground metre at the median latitude of ``geoms`` (EPSG:3857)."""
+    if len(geoms) == 0:
+        return 1.0
+    return float(mercator_scale(float(np.median(shapely.get_y(shapely.centroid(geoms))))))
+
+
+def coverage(osm: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Share (0..1) of each OSM polygon's area covered by the predicted polygons (EPSG:3857;
+    predicted polygons of one class do not overlap, so their intersections add up)."""
+    out = np.zeros(len(osm))
+    if len(osm) == 0 or len(pred) == 0:
+        return out
+    i, j = shapely.STRtree(pred).query(osm, predicate="intersects")
+    if len(i):
+        inter = shapely.area(shapely.intersection(osm[i], pred[j]))
+        out = np.bincount(i, weights=inter, minlength=len(osm)) / np.maximum(shapely.area(osm), 1e-12)
+    return np.clip(out, 0.0, 1.0)
+
+
+def unexplained(pred: np.ndarray, osm: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], shifts: np.ndarray,
+                explain_m: float, open_m: float, min_area_m2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Parts of predicted polygons (EPSG:3857) that no OSM polygon explains: (parts, index of the
+    predicted polygon each part comes from). ``pairs`` are one-to-one (pred, osm) indices and
+    ``shifts`` (n, 2) the pairs' centroid offsets in mercator metres (pred minus osm)."""
+    if len(pred) == 0:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    s = ground_scale(pred)
+    near = shapely.buffer(osm, explain_m * s, join_style="mitre") if explain_m > 0 else osm
+    i, j = (shapely.STRtree(near).query(pred, predicate="intersects") if len(osm)
+            else (np.empty(0, np.int64), np.empty(0, np.int64)))
+    moved = {int(a): shapely.buffer(shapely.affinity.translate(osm[b], *shifts[k]), explain_m * s,
+                                    join_style="mitre")
+             for k, (a, b) in enumerate(zip(*pairs))}
+    by_pred: dict[int, list[shapely.Geometry]] = {}
+    for a, b in zip(i.tolist(), j.tolist()):
+        by_pred.setdefault(a, []).append(near[b])
+    rest = pred.copy()
+    for a in sorted(set(by_pred) | set(moved)):
+        cover = by_pred.get(a, []) + ([moved[a]] if a in moved else [])
+        rest[a] = shapely.difference(pred[a], shapely.union_all(cover))
+    if open_m > 0:
+        r = open_m * s
+        rest = shapely.buffer(shapely.buffer(rest, -r, join_style="mitre"), r, join_style="mitre")
+        rest = shapely.intersection(rest, pred)  # opening never grows past the prediction
+    parts, src = shapely.get_parts(rest, return_index=True)
+    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area_m2 * s * s)
+    return parts[keep], src[keep].astype(np.int64)
