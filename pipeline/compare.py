@@ -38,7 +38,8 @@ import shapely
 
 from pipeline.config import ClassSpec, Section
 from pipeline.coverage import coverage, ground_scale, unexplained
-from pipeline.geo import mercator_scale, to_lonlat, to_mercator
+from pipeline.finish import output_lonlat
+from pipeline.geo import mercator_scale, to_mercator
 from pipeline.regularize import iou
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class CompareSpec:
     seen_cover: float = 0.5    # an OSM feature covered at least this much by predictions of its class is seen
     explain_m: float = 0.5     # predicted area within this of an OSM feature (ground metres) is explained by it
     open_m: float = 1.0        # unexplained area narrower than twice this (ground metres) is a sliver, not a building
-    missing_min_m2: float = 8.0  # unexplained parts smaller than this (ground m²) are no candidates
+    missing_min_m2: float = 5.0  # unexplained parts smaller than this (ground m²) are no candidates
     classes: tuple[str, ...] = ()
 
 
@@ -189,7 +190,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
             "class": c.name, "prob_mean": p["prob_mean"].to_numpy()[src], "prob_max": p["prob_max"].to_numpy()[src],
             "area_m2": np.round(shapely.area(miss) / s2, 2),
             "source_area_m2": np.round(shapely.area(pm[src]) / s2, 2) if len(src) else np.empty(0),
-            "geometry": shapely.set_precision(to_lonlat(miss), 1e-7) if len(miss) else np.empty(0, dtype=object)}))
+            "geometry": output_lonlat(miss) if len(miss) else np.empty(0, dtype=object)}))
         per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
             "covered": len(seen), "not_seen": len(unseen), "missing_in_osm": len(miss),
             "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}

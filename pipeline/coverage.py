@@ -47,7 +47,9 @@ def unexplained(pred: np.ndarray, osm: np.ndarray, pairs: tuple[np.ndarray, np.n
                 explain_m: float, open_m: float, min_area_m2: float) -> tuple[np.ndarray, np.ndarray]:
     """Parts of predicted polygons (EPSG:3857) that no OSM polygon explains: (parts, index of the
     predicted polygon each part comes from). ``pairs`` are one-to-one (pred, osm) indices and
-    ``shifts`` (n, 2) the pairs' centroid offsets in mercator metres (pred minus osm)."""
+    ``shifts`` (n, 2) the pairs' centroid offsets in mercator metres (pred minus osm); a partner
+    moved by its offset explains its prediction only when their areas agree within 20 % (a
+    shifted outline, not a mapped house whose unmapped annex pulls the centroid)."""
     if len(pred) == 0:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     s = ground_scale(pred)
@@ -56,7 +58,7 @@ def unexplained(pred: np.ndarray, osm: np.ndarray, pairs: tuple[np.ndarray, np.n
             else (np.empty(0, np.int64), np.empty(0, np.int64)))
     moved = {int(a): shapely.buffer(shapely.affinity.translate(osm[b], *shifts[k]), explain_m * s,
                                     join_style="mitre")
-             for k, (a, b) in enumerate(zip(*pairs))}
+             for k, (a, b) in enumerate(zip(*pairs)) if _similar(pred[a], osm[b])}
     by_pred: dict[int, list[shapely.Geometry]] = {}
     for a, b in zip(i.tolist(), j.tolist()):
         by_pred.setdefault(a, []).append(near[b])
@@ -71,3 +73,9 @@ def unexplained(pred: np.ndarray, osm: np.ndarray, pairs: tuple[np.ndarray, np.n
     parts, src = shapely.get_parts(rest, return_index=True)
     keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area_m2 * s * s)
     return parts[keep], src[keep].astype(np.int64)
+
+
+def _similar(a: shapely.Geometry, b: shapely.Geometry) -> bool:
+    """True when the areas of ``a`` and ``b`` differ by at most 20 % of the larger."""
+    x, y = shapely.area(a), shapely.area(b)
+    return bool(min(x, y) >= 0.8 * max(x, y))

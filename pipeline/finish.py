@@ -124,11 +124,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
         "prob_max": np.round(pieces["pmax"].to_numpy() / 255.0, 3),
         "area_m2": np.round(area_m2, 2), "length_m": np.round(length_m, 2),
     })
-    ll = shapely.transform(to_lonlat(geoms), lambda c: np.round(c, 7))  # RFC 7946 output precision
-    bad = ~shapely.is_valid(ll)  # rounding can fold a tiny polygon: snap those through GEOS
-    if bad.any():
-        ll[bad] = shapely.set_precision(ll[bad], 1e-7)
-    ll = shapely.orient_polygons(ll)
+    ll = output_lonlat(geoms)
     keep &= ~shapely.is_empty(ll)
     return sort_features([gpd.GeoDataFrame(df, geometry=ll, crs=_crs_4326())[keep]])
 
@@ -151,3 +147,13 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
             parts = [p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")]
             out[i] = shapely.union_all(parts) if parts else shapely.Polygon()
     return out
+
+
+def output_lonlat(geoms_3857: np.ndarray) -> np.ndarray:
+    """EPSG:3857 geometries -> EPSG:4326 as the outputs write them (RFC 7946): 7 decimals (a
+    polygon that rounding folds is snapped through GEOS), exterior rings counterclockwise."""
+    ll = shapely.transform(to_lonlat(geoms_3857), lambda c: np.round(c, 7))
+    bad = ~shapely.is_valid(ll)
+    if bad.any():
+        ll[bad] = shapely.set_precision(ll[bad], 1e-7)
+    return shapely.orient_polygons(ll)

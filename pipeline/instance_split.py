@@ -5,7 +5,10 @@ Marker-based watershed (scikit-image): markers are the 4-connected components of
 ``min_marker_px`` pixels; each grows over the footprint (probability at or above the threshold)
 by the watershed of the edge probability, so the line between two touching buildings falls
 where the model saw their common wall. Footprint components that hold no marker (a building too
-thin for an interior) stay whole.
+thin for an interior) stay whole. At the raster's border a building may be cut to a sliver
+without an interior of its own; footprint pixels that touch the border and lie further than
+``reach`` pixels from every marker are kept apart as their own pieces, so the sliver joins the
+rest of its building across the border instead of the neighbour that would flood it.
 
 Tracing: :func:`pipeline.trace.trace` outlines 4-connected components of a binary raster, so
 touching instances would fuse; the instances are therefore coloured so that no two 4-adjacent
@@ -21,7 +24,7 @@ from scipy import ndimage
 from pipeline.trace import trace
 
 
-def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int) -> np.ndarray:
+def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int, reach: int = 2) -> np.ndarray:
     """int32 instance labels (0 = outside) of ``foot >= thr`` (uint8 probabilities, H x W),
     separated along ``edge`` (uint8 edge probabilities of the same class)."""
     from skimage.segmentation import watershed
@@ -39,6 +42,11 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
         n = int(keep.sum())
     labels = watershed(edge, markers, mask=binary, connectivity=1).astype(np.int32) if n else \
         np.zeros(foot.shape, dtype=np.int32)
+    if n:
+        far = binary & (ndimage.distance_transform_cdt(markers == 0, metric="chessboard") > reach)
+        cut, k = ndimage.label(far)
+        frame = np.unique(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]]))
+        labels[np.isin(cut, frame[frame > 0])] = 0  # border slivers: their own pieces below
     rest = binary & (labels == 0)
     if rest.any():
         extra, _ = ndimage.label(rest)

@@ -1,6 +1,7 @@
 """Prediction tiles that show the sample region's truth, for checking the compare stage without
 a trained model: buildings the orthophoto shows (truth.geojson, status != demolished) burnt at
-probability 1 into the building band, the other bands copied from the masks.
+probability 1 into the building band, with their edge bands as a perfect model with instance
+outputs would predict them (``[masks] instances``), the other bands copied from the masks.
 
     python scripts/truth_predictions.py configs/demo.toml   (after MasksAll)
 
@@ -14,15 +15,15 @@ import json
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import shapely
-from rasterio.features import rasterize
 
 from pipeline.config import RegionConfig, load_config
-from pipeline.geo import to_mercator
 from pipeline.io import read_tile_index, write_manifest, write_tile_files
+from pipeline.masks import burn_tile, prepare_burn
 from pipeline.probs import encode_probs
-from pipeline.tiles import Tile, tile_transform
+from pipeline.tiles import Tile
 from pipeline.vectorize import read_tile
 
 
@@ -32,20 +33,25 @@ def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> in
     index = index[index.status == "written"]
     truth = json.loads((cfg.data_dir / "truth.geojson").read_text())["features"]
     shown = [shapely.geometry.shape(f["geometry"]) for f in truth if f["properties"]["status"] != "demolished"]
-    shown_m = list(to_mercator(np.array(shown, dtype=object)))
     ordered = sorted(cfg.classes, key=lambda c: c.id)
     ids = [c.id for c in ordered]
     band = [c.name for c in ordered].index(building)
+    cid = ordered[band].id
+    edges = (cid,) if cid in cfg.edge_ids else ()
+    burn = prepare_burn(gpd.GeoDataFrame({"class": [building] * len(shown), "buffer_m": 0.0}, geometry=shown, crs=4326),
+                        (ordered[band],), edges)
     out = cfg.data_dir / "predictions"
     n = 0
     for shard in sorted(index.shard.unique()):
         items = []
         for r in index[index.shard == shard].itertuples():
             t = Tile(int(r.z), int(r.x), int(r.y))
-            probs = read_tile((cfg.data_dir / "masks" / r.path).read_bytes(), "masks", ids, str(t))
-            probs[band] = rasterize(shown_m, (cfg.tile_size, cfg.tile_size), transform=tile_transform(t, cfg.tile_size),
-                                    default_value=255, dtype=np.uint8)
-            items.append((t, encode_probs(probs)))
+            probs = read_tile((cfg.data_dir / "masks" / r.path).read_bytes(), "masks", ids, str(t), edges)
+            shown_mask = burn_tile(burn, t, cfg.tile_size, edge_px=cfg.masks.edge_px if edges else 0)
+            probs[band] = np.where((shown_mask == cid) | (shown_mask == 255 - cid), 255, 0).astype(np.uint8)
+            if edges:
+                probs[len(ids)] = np.where(shown_mask == 255 - cid, 255, 0).astype(np.uint8)
+            items.append((t, encode_probs(probs, edges=edges)))
         files = write_tile_files(out, items, "png", out / "_tmp" / shard)
         (out / "_tmp" / shard).rmdir()
         write_manifest(out / "_shards" / f"{shard}.json", "truth", {"root": str(out), "shard": shard, "files": files})

@@ -13,7 +13,7 @@ import shapely
 
 from pipeline.compare import CompareSpec, compare, match, parse_compare
 from pipeline.config import ClassSpec, ConfigError, TagFilter
-from pipeline.geo import to_lonlat
+from pipeline.geo import to_lonlat, to_mercator
 from pipeline.mappers import class_tags, maproulette_tasks, osm_xml
 from pipeline.qgis import VectorLayer, project_xml, qml, xyz_source
 
@@ -52,6 +52,46 @@ def test_statuses_and_figures() -> None:
     f = res.summary["classes"]["building"]
     assert (f["precision"], f["recall"]) == (0.5, pytest.approx(2 / 3, abs=1e-4))
     assert f["mean_iou"] == pytest.approx((1 + 8.5 / 11.5) / 2, abs=1e-3)
+
+
+def test_a_block_of_touching_buildings_is_covered_and_its_unmapped_part_missing() -> None:
+    # a terrace of four 8 x 10 m houses (scale 1.0125 m per ground m here): OSM maps three, the
+    # model outlines the whole row as one block; a lone shed stands apart and is unmapped
+    houses = [box(8 * k, 0, 8, 10) for k in range(4)]
+    block = shapely.union_all(houses)
+    pred = frame([block, box(100, 0, 4, 4)], **{
+        "class": ["building"] * 2, "prob_mean": [0.9, 0.8], "prob_max": [1.0, 1.0], "area_m2": [320.0, 16.0]})
+    osm = frame(houses[:3] + [box(300, 0)], **{
+        "class": ["building"] * 4, "osm_type": ["way"] * 4, "osm_id": [1, 2, 3, 9]})
+    res = compare(pred, osm, (BUILDING,), CompareSpec())
+    matched = res.layers["matched"]
+    assert sorted(matched["osm_id"]) == [1, 2, 3]  # every mapped house is seen, none "not seen"
+    assert set(matched["match"]) == {"covered"} and (matched["coverage"] == 1.0).all()
+    assert list(res.layers["not_seen"]["osm_id"]) == [9] and res.layers["not_seen"]["coverage"].iloc[0] == 0
+    miss = res.layers["missing_in_osm"]
+    # the unmapped fourth house (not the block) and the shed are the candidates
+    assert len(miss) == 2 and sorted(miss["source_area_m2"]) == pytest.approx([16 / 1.0125**2, 320 / 1.0125**2], rel=0.01)
+    parts = to_mercator(miss.geometry.to_numpy())
+    fourth = next(g for g in parts if g.intersects(houses[3]))
+    assert shapely.area(shapely.intersection(fourth, houses[3])) / shapely.area(houses[3]) > 0.85
+    assert not fourth.intersects(houses[1])
+    f = res.summary["classes"]["building"]
+    assert (f["covered"], f["not_seen"], f["missing_in_osm"], f["seen_share"]) == (3, 1, 2, 0.75)
+    assert f["tp_at_score_iou"] == 0  # one-to-one figures stay as figures: the block matches no house
+
+
+def test_slivers_along_misaligned_outlines_are_no_candidates() -> None:
+    # predictions 0.8 m wider than OSM on one side (a misaligned outline): no candidate
+    pred = frame([box(0, 0, 10.8, 10)], **{"class": ["building"], "prob_mean": [0.9], "prob_max": [1.0],
+                                           "area_m2": [108.0]})
+    osm = frame([box(0, 0, 10, 10)], **{"class": ["building"], "osm_type": ["way"], "osm_id": [1]})
+    assert compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0)).summary["counts"]["missing_in_osm"] == 0
+    # ... but a 3 m wide annex is one
+    pred = frame([box(0, 0, 13, 10)], **{"class": ["building"], "prob_mean": [0.9], "prob_max": [1.0],
+                                         "area_m2": [130.0]})
+    res = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0))
+    assert res.summary["counts"]["missing_in_osm"] == 1
+    assert res.layers["missing_in_osm"]["area_m2"].iloc[0] == pytest.approx(2.5 * 10 / 1.0125**2, rel=0.1)
 
 
 def test_osm_xml_new_objects_with_holes() -> None:
@@ -102,8 +142,8 @@ def test_small_shifted_building_is_offset_not_missing() -> None:
     assert res.summary["counts"] == {"matched": 0, "offset": 1, "missing_in_osm": 1, "not_seen": 1}
     # the moved partner explains the shifted shed whole; the lone one is the candidate, whole
     assert res.layers["missing_in_osm"]["area_m2"].tolist() == [pytest.approx(6.25, rel=0.05)]
-    # below the default missing_min_m2 (8 m²) it is no candidate
-    assert compare(pred, osm, (BUILDING,), CompareSpec()).summary["counts"]["missing_in_osm"] == 0
+    # below missing_min_m2 it is no candidate
+    assert compare(pred, osm, (BUILDING,), CompareSpec(missing_min_m2=7.0)).summary["counts"]["missing_in_osm"] == 0
     assert res.layers["offset"]["osm_id"].tolist() == [7]
     assert res.layers["offset"]["iou"].iloc[0] < 0.3
     off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0, missing_min_m2=4.0)).summary["counts"]
