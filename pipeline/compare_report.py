@@ -65,14 +65,17 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
 def report_md(region: str, summary: dict[str, Any], picture: str) -> str:
     """``report.md``: the counts and figures per class and the map picture."""
     lines = [f"# osmsat comparison: {region}", "",
-             f"Matching: one-to-one by IoU >= {summary['match_iou']}; offset when centroids are more than "
-             f"{summary['offset_m']} m apart; precision/recall/F1 count matches with IoU >= "
-             f"{summary['score_iou']}.", "",
-             "| class | predicted | OSM | matched | offset | missing in OSM | not seen | precision | recall | F1 "
-             "| mean IoU | area IoU |", "|---|" + "---:|" * 11]
+             f"Statuses by coverage: an OSM feature is seen when predictions cover at least "
+             f"{summary.get('seen_cover', '–')} of it (covered: seen, but inside a predicted block rather than "
+             f"its own polygon); missing in OSM = predicted area no OSM feature explains, in parts of at least "
+             f"{summary.get('missing_min_m2', '–')} m². Pairs: one-to-one by IoU >= {summary['match_iou']}; "
+             f"offset when centroids are more than {summary['offset_m']} m apart; precision/recall/F1 count "
+             f"one-to-one matches with IoU >= {summary['score_iou']}.", "",
+             "| class | predicted | OSM | matched | covered | offset | missing in OSM | not seen | precision | recall "
+             "| F1 | mean IoU | area IoU |", "|---|" + "---:|" * 12]
     for name, f in summary["classes"].items():
-        vals = [f[k] for k in ("predicted", "osm", "matched", "offset", "missing_in_osm", "not_seen", "precision",
-                               "recall", "f1", "mean_iou", "area_iou")]
+        vals = [f.get(k) for k in ("predicted", "osm", "matched", "covered", "offset", "missing_in_osm", "not_seen",
+                                   "precision", "recall", "f1", "mean_iou", "area_iou")]
         lines.append(f"| {name} | " + " | ".join("–" if v is None else str(v) for v in vals) + " |")
     if summary.get("lines"):
         lines += ["", "| line class | predicted km | OSM km | correctness | completeness | tolerance m |",

@@ -44,7 +44,7 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
         np.zeros(foot.shape, dtype=np.int32)
     if n:
         far = binary & (ndimage.distance_transform_cdt(markers == 0, metric="chessboard") > reach)
-        cut, k = ndimage.label(far)
+        cut, _ = ndimage.label(far)
         frame = np.unique(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]]))
         labels[np.isin(cut, frame[frame > 0])] = 0  # border slivers: their own pieces below
     rest = binary & (labels == 0)

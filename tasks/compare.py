@@ -58,7 +58,8 @@ class CompareWithOSM(RegionTask):
         summary = {**result.summary, "region": cfg.name, "source": source, "tiles": len(tiles)}
         atomic_write_json(out / "summary.json", summary)
         missing = result.layers["missing_in_osm"]
-        atomic_write_bytes(out / "missing_in_osm.osm", osm_xml(missing, cfg.classes))
+        osm_labels = cfg.section("labels").source == "osm"
+        atomic_write_bytes(out / "missing_in_osm.osm", osm_xml(missing, cfg.classes, osm_labels=osm_labels))
         atomic_write_bytes(out / "maproulette.geojsonl", maproulette_tasks(missing, cfg.name))
         written += [out / "summary.json", out / "missing_in_osm.osm", out / "maproulette.geojsonl"]
         written += write_report(out, cfg.name, summary, result.layers, osm[osm["class"].isin(

@@ -105,8 +105,8 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
         rows = []
         for name, f in summary.get("classes", {}).items():
             rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
-                     ("predicted", "osm", "matched", "offset", "missing_in_osm", "not_seen", "precision", "recall",
-                      "f1", "mean_iou")]
+                     ("predicted", "osm", "matched", "covered", "offset", "missing_in_osm", "not_seen", "seen_share",
+                      "precision", "recall", "f1", "mean_iou")]
         for name, f in summary.get("lines", {}).items():
             rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
                      ("predicted_km", "osm_km", "correctness", "completeness")]

@@ -104,7 +104,8 @@ def test_round_trip_osm_buildings_through_masks(region: tuple[Path, RegionConfig
     assert res.summary["classes"]["building"]["area_iou"] >= 0.97
     assert shapely.is_valid(pred.geometry.to_numpy()).all()
     # regularised buildings keep IoU >= 0.9 with the raw ones
-    reg = finish(region_pieces(parts, edges), cfg.classes, VectorizeSpec(regularize=("building",)), cfg.zoom, cfg.tile_size)
+    reg = finish(region_pieces(parts, edges), cfg.classes, VectorizeSpec(regularize=("building",)), cfg.zoom,
+                 cfg.tile_size)
     r_reg = to_mercator(reg[reg["class"] == "building"].geometry.to_numpy())
     _, _, v_reg = match(r_reg, b_pred, 0.5)  # (finish sorts by centroid: pair them up first)
     assert len(v_reg) == len(r_reg) == len(b_pred)

@@ -55,7 +55,7 @@ def test_touching_buildings_split_and_traced_apart() -> None:
     assert labels.max() == 2 and (labels[5:35, 5:35] == labels[20, 10]).all()
     polys, ids = trace_instances(labels)
     assert len(polys) == 2 and sorted(ids.tolist()) == [1, 2]
-    boxes = sorted((tuple(p.bounds) for p in polys))
+    boxes = sorted(tuple(p.bounds) for p in polys)
     assert boxes == [(5.0, 5.0, 35.0, 35.0), (35.0, 5.0, 65.0, 35.0)]
     a, b = polys
     assert shapely.intersection(a, b).area == 0 and shapely.intersection(a, b).length == 30  # one shared wall
