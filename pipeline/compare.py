@@ -163,6 +163,9 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
     (``features.parquet`` rows, EPSG:4326) class by class."""
     import geopandas as gpd
 
+    if len(pred) == 0:  # an empty predictions.geojson has no columns: give it the ones read below
+        pred = gpd.GeoDataFrame({"class": pd.Series([], dtype=object), "prob_mean": pd.Series([], dtype=float),
+                                 "prob_max": pd.Series([], dtype=float)}, geometry=[], crs="EPSG:4326")
     parts: dict[str, list[pd.DataFrame]] = {s: [] for s in STATUSES}
     per_class: dict[str, Any] = {}
     for c in compare_classes(classes, spec):

@@ -28,7 +28,7 @@ from pipeline.features import read_features
 from pipeline.finish import finish
 from pipeline.geo import to_mercator
 from pipeline.io import read_tile_index
-from pipeline.synthetic.score import truth_scores
+from pipeline.synthetic.score import object_scores, truth_scores
 from pipeline.tiles import Tile
 from pipeline.vectorize import (
     VectorizeSpec,
@@ -180,6 +180,8 @@ def test_change_layers_find_exactly_the_truth(compared: tuple[Path, RegionConfig
         assert d == pytest.approx(shifted[k], abs=0.35)
     scores = truth_scores(cfg.data_dir)  # the script a closing note uses for a trained model's run
     assert all(scores[k]["precision"] == scores[k]["recall"] == 1.0 for k in scores), scores
+    objects = object_scores(cfg.data_dir, cfg.zoom)  # every building one polygon, terraces included
+    assert objects["all"]["f1"] == objects["dense"]["f1"] == 1.0 and objects["dense"]["truth"] > 20, objects
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["missing_in_osm"] == len(missing)
     road = summary["lines"]["road"]  # centrelines from the road masks against the OSM roads

@@ -151,3 +151,11 @@ def test_small_shifted_building_is_offset_not_missing() -> None:
     # the second pass can be switched off: the shed is then not seen (40 % covered), and what of it
     # OSM does not explain is a 1 m sliver, no candidate
     assert off["offset"] == 0 and off["not_seen"] == 2 and off["missing_in_osm"] == 1
+
+
+def test_no_prediction_at_all_leaves_every_osm_feature_not_seen() -> None:
+    import geopandas as gpd
+
+    osm = frame([box(0, 0), box(30, 0)], **{"class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
+    res = compare(gpd.GeoDataFrame(geometry=[], crs="EPSG:4326"), osm, (BUILDING,), CompareSpec())
+    assert res.summary["counts"] == {"missing_in_osm": 0, "not_seen": 2, "matched": 0, "offset": 0}

@@ -5,7 +5,10 @@ the ``not_seen`` ones the demolished ones? Works for any predictions (a trained 
     python -m pipeline.synthetic.score configs/demo.toml     (after CompareWithOSM)
 
 Prints JSON: precision / recall of missing_in_osm (one-to-one by IoU >= 0.5 with the truth
-footprints, EPSG:3857), of not_seen (by OSM type and id) and of offset (by OSM id).
+footprints, EPSG:3857), of not_seen (by OSM type and id) and of offset (by OSM id); and
+``objects``: the predicted buildings (``predictions.geojson``) against every building the image
+shows, one-to-one at IoU >= 0.5 (precision, recall, F1), on all tiles, on the test tiles of
+``split.csv`` and for the buildings that share a wall with another (the dense quarters).
 """
 
 from __future__ import annotations
@@ -48,5 +51,46 @@ def truth_scores(data_dir: Path, min_iou: float = 0.5) -> dict[str, Any]:
             "offset": _pr(len(offset), len(offset & shifted), len(shifted))}
 
 
+def object_scores(data_dir: Path, zoom: int, min_iou: float = 0.5) -> dict[str, Any]:
+    """Object precision / recall / F1 of the predicted buildings against the truth (see the module doc)."""
+    import csv
+
+    from pipeline.compare import features_in_tiles
+
+    truth = json.loads((data_dir / "truth.geojson").read_text())["features"]
+    shown = np.array([shapely.geometry.shape(f["geometry"]) for f in truth
+                      if f["properties"]["status"] != "demolished"], dtype=object)
+    pred = np.array([shapely.geometry.shape(f["geometry"]) for f in json.loads(
+        (data_dir / "predictions.geojson").read_text())["features"] if f["properties"]["class"] == "building"],
+        dtype=object)
+    sm, pm = to_mercator(shown), to_mercator(pred)
+    a, b = shapely.STRtree(sm).query(sm, predicate="intersects")
+    walls = shapely.length(shapely.intersection(shapely.boundary(sm[a]), shapely.boundary(sm[b])))
+    touching = np.zeros(len(sm), dtype=bool)
+    touching[a[(a != b) & (walls > 1.0)]] = True
+    dense = shapely.union_all(sm[touching])
+    in_dense = shapely.area(shapely.intersection(pm, dense)) >= 0.5 * shapely.area(pm)
+    out = {"all": _f1(pm, sm, min_iou), "dense": _f1(pm[in_dense], sm[touching], min_iou)}
+    split = data_dir / "split.csv"
+    if split.is_file():
+        with open(split, newline="") as fh:
+            tiles = {(int(r["x"]), int(r["y"])) for r in csv.DictReader(fh) if r["split"] == "test"}
+        if tiles:
+            out["test_tiles"] = _f1(pm[features_in_tiles(pred, tiles, zoom)], sm[features_in_tiles(shown, tiles, zoom)],
+                                    min_iou)
+    return out
+
+
+def _f1(pm: np.ndarray, tm: np.ndarray, min_iou: float) -> dict[str, Any]:
+    _, _, v = match(pm, tm, min_iou)
+    p, r = (len(v) / len(pm) if len(pm) else 0.0), (len(v) / len(tm) if len(tm) else 0.0)
+    return {"predicted": len(pm), "truth": len(tm), "hits": len(v), "precision": round(p, 4), "recall": round(r, 4),
+            "f1": round(2 * p * r / (p + r), 4) if len(v) else 0.0}
+
+
 if __name__ == "__main__":
-    print(json.dumps(truth_scores(load_config(Path(sys.argv[1])).data_dir), indent=1))
+    cfg = load_config(Path(sys.argv[1]))
+    scores = truth_scores(cfg.data_dir)
+    if (cfg.data_dir / "predictions.geojson").is_file():
+        scores["objects"] = object_scores(cfg.data_dir, cfg.zoom)
+    print(json.dumps(scores, indent=1))
