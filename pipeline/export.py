@@ -94,6 +94,14 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         if colors and int(c["id"]) in colors:
             entry["color_hint"] = colors[int(c["id"])].lstrip("#").upper()
         out_classes.append(entry)
+    for j, cid in enumerate(sorted(int(e) for e in meta.get("edges") or ())):
+        k = len(classes) + 1 + j
+        own = 1 + [int(c["id"]) for c in classes].index(cid)
+        name = str(classes[own - 1]["name"])
+        out_classes.append({"value": k, "name": f"{name}_edge",
+                            "description": f"channel {k}: the edge band inside each {name} outline (mask value "
+                                           f"{255 - cid}); the {name} footprint is channel {own} plus this one, "
+                                           "its instances are split along it"})
     w, s, e, n = (float(v) for v in bbox)
     props: dict[str, Any] = {
         "datetime": created,
