@@ -108,7 +108,11 @@ def _download(url: str, dest: Path, sha256: str | None, timeout_s: float, user_a
                     h.update(chunk)
                     size += len(chunk)
         except Urllib3Error as exc:  # a cut-short body (Content-Length not reached), a reset
-            raise InputDataError(f"{url}: download cut short after {size} bytes ({exc})") from exc
+            got = resp.tell()  # bytes off the wire, the failed read's included (``size`` misses its part)
+            expected = resp.headers.get("Content-Length")
+            of = f" of {expected} bytes (Content-Length)" if expected and expected.isdigit() else " bytes"
+            raise InputDataError(f"{url}: download cut short: got {got}{of}; the server or the network "
+                                 f"dropped the connection ({type(exc).__name__})") from exc
         finally:
             resp.release_conn()
         expected = resp.headers.get("Content-Length")

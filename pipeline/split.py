@@ -70,6 +70,56 @@ def tile_pairs(data_dir: str | Path) -> tuple[list[TileRow], dict[str, int]]:
     return rows, counts
 
 
+def no_pairs_message(data_dir: Path, counts: dict[str, int]) -> str:
+    """Why no tile has both imagery and a mask (``counts`` from :func:`tile_pairs`), and the fix:
+    no tile at all (no labelled feature, or none the classes can burn), or no imagery."""
+    from pipeline.io import MISSING, NODATA, WRITTEN, read_tile_index
+
+    head = f"{data_dir}: no tile has both imagery and a mask"
+    if counts["tiles"] == 0:
+        return f"{data_dir}: no tile to split: {_why_no_tiles(data_dir)}"
+    with_mask = counts["tiles"] - counts["no_mask"]
+    if with_mask == 0:
+        return (f"{head}: none of the {counts['tiles']} tile(s) got a mask file (see "
+                f"{data_dir / 'masks' / '_manifest.json'}) — rerun MasksAll")
+    masks = read_tile_index(data_dir / "masks")
+    keys = {(int(r.z), int(r.x), int(r.y)) for r in masks.itertuples() if r.status == WRITTEN}
+    images = read_tile_index(data_dir / "images")
+    status = [r.status for r in images.itertuples() if (int(r.z), int(r.x), int(r.y)) in keys]
+    nodata, missing = status.count(NODATA), status.count(MISSING)
+    fixes = []
+    if nodata or not missing:
+        fixes.append("check that [imagery] covers the region (its paths or url; nodata, min_valid_share)")
+    if missing:
+        fixes.append("once the server has the missing tiles, rerun with --download-refetch-missing "
+                     "(or check [imagery] url)")
+    return (f"{head}: none of the {with_mask} tile(s) with a mask has imagery ({nodata} nodata, {missing} missing "
+            f"on the server) — {'; '.join(fixes)}")
+
+
+def _why_no_tiles(data_dir: Path) -> str:
+    """Why the region has no tile: what the extract manifest says about the labelled features."""
+    from pipeline.errors import ManifestError
+    from pipeline.io import read_manifest
+
+    where = data_dir / "_manifests" / "extract.json"
+    try:
+        m = read_manifest(where)
+    except ManifestError:
+        m = {}
+    stats = m.get("stats")
+    stats = stats if isinstance(stats, dict) else {}
+    wrong = int(stats.get("wrong_geometry") or 0)
+    if m.get("features") == 0 and wrong:
+        return (f"no labelled feature: {wrong} feature(s) have a geometry their class cannot burn (Points or lines "
+                f"for an area class; see {where}) — give polygons for area classes, or burn points and lines with "
+                'a class of kind = "line" and buffer_m (points become discs)')
+    if m.get("features") == 0:
+        return (f"no labelled feature: the labels hold no feature of any class (see {where}) — check the label "
+                "files (or the OSM extract) and the classes' tags (or [labels] attribute and values)")
+    return "the region has no tiles (tiles.csv is empty) — check region.bbox and that the labels lie inside it"
+
+
 def block_of(z: int, x: int, y: int, block_zoom: int) -> tuple[int, int]:
     """The parent tile (x, y) at ``block_zoom`` of tile z/x/y (itself when z <= block_zoom)."""
     shift = max(0, z - block_zoom)
@@ -205,7 +255,7 @@ def make_split(data_dir: str | Path, spec: SplitSpec, zoom: int) -> tuple[list[T
     data_dir = Path(data_dir)
     rows, counts = tile_pairs(data_dir)
     if not rows:
-        raise InputDataError(f"{data_dir}: no tile has both imagery and a mask ({counts}); run ImageryAll and MasksAll")
+        raise InputDataError(no_pairs_message(data_dir, counts))
     bz = spec.block_zoom if spec.block_zoom is not None else max(0, zoom - 2)
     keys = [(r.z, r.x, r.y) for r in rows]
     if spec.test_areas is not None or spec.val_areas is not None:

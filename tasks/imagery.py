@@ -5,11 +5,17 @@ once per region), ``FetchImagery`` (one shard -> ``images/z/x/y.<ext>`` + shard 
 Shards that download from one server claim the Luigi resource ``imagery_server_<host>``
 (see :func:`pipeline.imagery.shard.server_resource`); its limit goes in ``configs/luigi.toml``
 ``[resources]`` (an unlisted resource allows one shard at a time).
+
+Tiles a server lacked (HTTP 404) are not missing forever: a shard whose missing tiles were last
+asked more than ``[download] refetch_missing_after_days`` ago, or before this process started
+when run with ``--download-refetch-missing``, is incomplete; its rerun keeps the valid tiles and
+asks only for the missing ones. Both settings are operational (never in a digest).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +23,18 @@ import pandas as pd
 
 from pipeline.config import check_environment
 from pipeline.cover import read_tiles_csv, shard_tiles
-from pipeline.errors import ConfigError
-from pipeline.imagery.common import TILE_EXTS
-from pipeline.imagery.shard import coverage_summary, make_shard, manifest_extra, server_resource
+from pipeline.errors import ConfigError, ManifestError
+from pipeline.imagery.common import MISSING, OK, TILE_EXTS
+from pipeline.imagery.shard import (
+    coverage_summary,
+    make_shard,
+    manifest_extra,
+    missing_count,
+    missing_due,
+    refetch_cutoff,
+    reopen_shard,
+    server_resource,
+)
 from pipeline.io import read_manifest
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, RegionTask, ShardTask
@@ -27,6 +42,15 @@ from tasks.cover import CoverTiles
 from tasks.settings import download
 
 log = logging.getLogger("luigi-interface")
+
+#: when this process started: with ``--download-refetch-missing``, tiles missing since before it are asked again
+RUN_STARTED = time.time()
+
+
+def _refetch_cutoff(task: RegionTask) -> float | None:
+    """Missing tiles last asked before this time (epoch seconds) are asked again (None: none is)."""
+    opts = download().options()
+    return refetch_cutoff(task.cfg.imagery, opts.refetch_missing_after_days, opts.refetch_missing, RUN_STARTED)
 
 
 def _sample_region(task: RegionTask) -> list[Any]:
@@ -86,12 +110,20 @@ class FetchImagery(ShardTask):
             reqs.append(ImageryPlan(config=self.config))
         return reqs
 
+    def complete(self) -> bool:
+        """Done, and no tile the server lacked is due to be asked again."""
+        return super().complete() and not missing_due(self.manifest_path(), _refetch_cutoff(self))
+
     def run(self) -> None:
         icfg = _imagery(self)
         shard = str(self.shard)
         with self.writer(TILE_EXTS) as out:
-            if out.current:  # another run finished this shard while we waited for it
-                return
+            if out.current:
+                if not missing_due(out.manifest, _refetch_cutoff(self)):
+                    return  # another run finished this shard while we waited for it
+                log.info("imagery shard %s: asking the server again for the %d tile(s) it lacked", shard,
+                         missing_count(out.manifest))
+                reopen_shard(out)
             tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), shard)
             plan = None
             if icfg.source == "raster":
@@ -119,9 +151,43 @@ class ImageryAll(AllShardsTask):
         _imagery(self)
         return FetchImagery(config=self.config, shard=shard)
 
+    def complete(self) -> bool:
+        """Done, and no shard holds tiles the server lacked that are due to be asked again."""
+        if not super().complete():
+            return False
+        cutoff = _refetch_cutoff(self)
+        if cutoff is None:
+            return True
+        shards = self.product_dir() / "_shards"
+        return not any(missing_due(shards / f"{s}.json", cutoff) for s, counts in self._by_shard().items()
+                       if counts.get(MISSING))
+
+    def _by_shard(self) -> dict[str, dict[str, int]]:
+        """Tile counts per shard in the coverage summary of the last finished run ({} if none)."""
+        try:
+            by_shard = read_manifest(self.manifest_path())["coverage"]["by_shard"]
+        except (ManifestError, KeyError, TypeError):
+            return {}
+        return by_shard if isinstance(by_shard, dict) else {}
+
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
-        summary = coverage_summary({str(t.shard): read_manifest(t.manifest_path()) for t in done})
+        manifests = {str(t.shard): read_manifest(t.manifest_path()) for t in done}
+        summary = coverage_summary(manifests)
         log.info("imagery %s: %s of %s tiles with imagery, %s skipped (nodata), %s missing on the server",
                  self.cfg.name, summary["counts"]["ok"], summary["tiles"], summary["counts"]["nodata-skipped"],
                  summary["counts"]["missing-on-server"])
+        self._report_refetched(manifests)
         return {"coverage": summary}
+
+    def _report_refetched(self, manifests: dict[str, dict[str, Any]]) -> None:
+        """Warn when tiles the last run recorded missing on the server now have imagery."""
+        try:
+            before = read_manifest(self.manifest_path())["coverage"]["missing_on_server"]
+        except (ManifestError, KeyError, TypeError):
+            return
+        status = {tile: st for m in manifests.values() for tile, st in m["status"].items()}
+        now = [t for t in before if status.get(t) == OK]
+        if now:
+            log.warning("imagery %s: %d tile(s) missing on the server before are now fetched (e.g. %s); what was "
+                        "made from the imagery before (the split, predictions) does not include them",
+                        self.cfg.name, len(now), now[0])

@@ -1,7 +1,8 @@
 """Operational settings (``configs/luigi.toml``), not region config: changing them reruns nothing.
 
-``[osmsat]`` (node index, progress) and ``[download]`` (how to talk to imagery servers). Each is a
-``luigi.Config``: a value also comes from the command line (``--download-retries 8``).
+``[osmsat]`` (node index, progress) and ``[download]`` (how to talk to imagery servers, and when to
+ask again for tiles a server lacked). Each is a ``luigi.Config``: a value also comes from the
+command line (``--download-retries 8``; a switch: ``--download-refetch-missing``).
 """
 
 from __future__ import annotations
@@ -33,13 +34,23 @@ class download(luigi.Config):  # noqa: N801 - the section name in luigi.toml
                                                                    "(Retry-After included)")
     user_agent = luigi.Parameter(default=DEFAULT_USER_AGENT, description="HTTP User-Agent (identify yourself to "
                                                                          "tile servers)")
+    refetch_missing_after_days = luigi.FloatParameter(
+        default=30.0, description="tiles a server lacked (HTTP 404) are asked again by a run at least this many days "
+                                  "later; 0: only with --download-refetch-missing")
+    refetch_missing = luigi.BoolParameter(
+        default=False, description="ask the server again, on this run, for every tile it lacked before (a switch: "
+                                   "--download-refetch-missing)")
+    allow_empty_shards = luigi.BoolParameter(
+        default=False, description="a shard none of whose tiles the server has is recorded missing instead of "
+                                   "failing (a region reaching beyond the server's coverage)")
 
     def options(self) -> DownloadOptions:
         """The settings as the fetch code takes them; raises ConfigError for a value out of range."""
         from pipeline.errors import ConfigError
 
         checks = (("max_connections", 1, 256), ("retries", 0, 50), ("timeout_s", 0.1, 600),
-                  ("rate_limit_per_s", 0, 1e6), ("backoff_s", 0, 60), ("max_backoff_s", 0, 3600))
+                  ("rate_limit_per_s", 0, 1e6), ("backoff_s", 0, 60), ("max_backoff_s", 0, 3600),
+                  ("refetch_missing_after_days", 0, 36500))
         for name, lo, hi in checks:
             value = getattr(self, name)
             if not lo <= value <= hi:
@@ -47,4 +58,6 @@ class download(luigi.Config):  # noqa: N801 - the section name in luigi.toml
         return DownloadOptions(
             max_connections=int(self.max_connections), rate_limit_per_s=float(self.rate_limit_per_s),
             retries=int(self.retries), timeout_s=float(self.timeout_s), backoff_s=float(self.backoff_s),
-            max_backoff_s=float(self.max_backoff_s), user_agent=str(self.user_agent))
+            max_backoff_s=float(self.max_backoff_s), user_agent=str(self.user_agent),
+            refetch_missing_after_days=float(self.refetch_missing_after_days),
+            refetch_missing=bool(self.refetch_missing), allow_empty_shards=bool(self.allow_empty_shards))

@@ -224,7 +224,9 @@ def test_poisoned_download_is_never_renamed_and_recovers_on_rerun(server: tuple[
     MODE["serve"] = "ok" if fault == "sha256" else fault
     assert build(ExtractFeatures(config=str(cfg_path))).status == luigi.execution_summary.LuigiStatusCode.FAILED
     assert not dest.exists() and not list(dest.parent.glob("*"))  # nothing renamed, no temporary file
-    expect = {"html": "text/html", "short": "cut short", "garbage": "not a valid OSM PBF", "sha256": "sha256 is"}
+    n = sample.path.stat().st_size
+    expect = {"html": "text/html", "short": rf"cut short: got {n // 2} of {n} bytes \(Content-Length\)",
+              "garbage": "not a valid OSM PBF", "sha256": "sha256 is"}
     with pytest.raises(InputDataError, match=rf"{expect[fault]}.*nothing was written to .*fetched\.osm\.pbf"):
         run_direct(FetchOSM(config=str(cfg_path)))
     MODE["serve"] = "ok"

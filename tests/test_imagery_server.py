@@ -4,6 +4,7 @@ URL schemes, and no API key in any log, error or manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -33,7 +34,7 @@ from pipeline.imagery.xyz import fetch_tiles, url_function, xyz_url
 from pipeline.tiles import Tile, cover_bbox, quadkey, tile_bounds
 from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
 
-KINDS = ["500", "429", "timeout", "truncate", "html", "garbage", "small", "reset", "503"]
+KINDS = ["500", "429", "timeout", "truncate", "html", "garbage", "reset", "503"]  # retried ("small" is not)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,9 @@ def server_config(url: str, **kw: object) -> Server:
     ops: dict[str, object] = dict(timeout_s=0.4, backoff_s=0.01, max_connections=6, retries=5,
                                   user_agent="osmsat-test/1.0 (+tests)")
     opts: dict[str, object] = dict(source="xyz", url=url)
+    operational = {f.name for f in dataclasses.fields(DownloadOptions)}
     for k, v in kw.items():
-        (ops if k in ops else opts)[k] = v
+        (ops if k in operational else opts)[k] = v
     return Server(ImageryConfig(**opts), DownloadOptions(**ops))  # type: ignore[arg-type]
 
 
@@ -330,3 +332,74 @@ def test_unusual_key_names_are_redacted_and_failed_tiles_show_no_url(served: dic
     assert "LITERAL-SECRET-9" not in msg and f"tile {tiles[0]}: HTTP 503" in msg
     assert f"/xyz/{tiles[0].z}/{tiles[0].x}/{tiles[0].y}.png" not in msg  # no tile URL
     assert "/xyz/{z}/{x}/{y}.png?k=REDACTED" in msg  # the server, as a redacted template
+
+
+# ---------------------------------------------------------------------------------------------
+# Words: what went wrong, and permanent failures at once
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_refused_connection_is_called_refused(served: dict[Tile, bytes], tmp_path: Path) -> None:
+    """Nothing listens on the port: 'connection refused' and check the URL, not 'timed out ...
+    lower max_connections'."""
+    port = _closed_port()
+    cfg = server_config(f"http://127.0.0.1:{port}/xyz/{{z}}/{{x}}/{{y}}.png?k=SECRET-77", retries=1)
+    with pytest.raises(TileServerError) as err:
+        fetch(cfg, sorted(served)[:2], 256, tmp_path / "i", tmp_path / "s")
+    msg = str(err.value)
+    assert "connection refused" in msg and "timed out" not in msg and "max_connections" not in msg
+    assert f"127.0.0.1:{port}" in msg and "check [imagery] url" in msg and "SECRET-77" not in msg
+
+
+def test_cut_short_body_gives_the_real_byte_counts(served: dict[Tile, bytes], tmp_path: Path) -> None:
+    t = sorted(served)[0]
+    n = len(served[t])
+    with TileServer(served, faults={t: ["truncate"] * 10}) as srv, pytest.raises(TileServerError) as err:
+        fetch(server_config(srv.url + "/xyz/{z}/{x}/{y}.png", retries=1), [t], 256, tmp_path / "i", tmp_path / "s")
+    assert f"body cut short: {n // 2} of {n} bytes" in str(err.value)
+
+
+def test_wrong_size_tile_is_a_permanent_failure_at_once(served: dict[Tile, bytes], tmp_path: Path) -> None:
+    """A server that sends 64 px tiles for a 256 px region sends them on every try: one request
+    per tile, no backoff, and the fix in the message."""
+    tiles = sorted(served)[:3]
+    with TileServer(served, faults={t: ["small"] * 10 for t in tiles}) as srv:
+        with pytest.raises(TileServerError) as err:
+            fetch(server_config(srv.url + "/xyz/{z}/{x}/{y}.png", retries=5, backoff_s=5.0), tiles, 256,
+                  tmp_path / "i", tmp_path / "s")
+        assert all(srv.requests[t] == 1 for t in tiles)
+    msg = str(err.value)
+    assert "image is 64x64 px, expected 256x256" in msg and "region.tile_size" in msg
+    assert "attempts" not in msg and "max_connections" not in msg
+
+
+def test_a_shard_without_any_tile_is_a_failure_naming_the_server(served: dict[Tile, bytes],
+                                                                 tmp_path: Path) -> None:
+    """Every tile 404: no silent empty shard. The server (redacted) and its answer are named."""
+    tiles = sorted(served)[:4]
+    with TileServer({}, holes=tiles) as srv:
+        cfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?k=SECRET-KEY-5", retries=3)
+        with pytest.raises(TileServerError) as err:
+            fetch(cfg, tiles, 256, tmp_path / "i", tmp_path / "s", shard="0312")
+        assert sum(srv.requests.values()) == 4  # a 404 is an answer: not retried
+        msg = str(err.value)
+        assert msg.startswith("shard 0312: none of its 4 tiles could be fetched")
+        assert "HTTP 404 for every tile" in msg and "'no tile here'" in msg
+        assert f"{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png?k=REDACTED" in msg and "SECRET-KEY-5" not in msg
+        assert "check [imagery] url" in msg and "allow_empty_shards" in msg
+        # a server that covers only part of the region: allowed, recorded missing
+        records, _ = fetch(server_config(cfg.icfg.url, allow_empty_shards=True), tiles, 256, tmp_path / "i",
+                           tmp_path / "s")
+    assert {r.status for r in records} == {MISSING}
+    # one tile served is enough: the others are missing, as before
+    with TileServer({tiles[0]: served[tiles[0]]}, holes=tiles[1:]) as srv:
+        records, _ = fetch(server_config(srv.url + "/xyz/{z}/{x}/{y}.png"), tiles, 256, tmp_path / "j",
+                           tmp_path / "s")
+    assert [r.status for r in records] == [OK, MISSING, MISSING, MISSING]

@@ -300,3 +300,76 @@ def test_download_settings_out_of_range() -> None:
     with luigi_settings("download", retries=2, timeout_s=1.5):
         opts = download().options()
     assert opts.retries == 2 and opts.timeout_s == 1.5
+
+
+def test_a_server_answering_404_everywhere_is_a_failure_not_an_empty_region(tmp_path: Path,
+                                                                             ortho: tuple[Path, list[Tile]]) -> None:
+    """`ImageryAll` against a server that has none of the tiles: one clear line naming the
+    server (key redacted) and its answer, a non-zero exit, no coverage summary."""
+    from tests.test_cli import cli, last_line
+
+    tiles = ortho[1][:6]
+    with TileServer({}, holes=tiles) as srv:
+        url = srv.url + "/xyz/{z}/{x}/{y}.png?api_key=SECRET-ON-404"
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{url}"\n', tiles)
+        code, out, err = cli("ImageryAll", "--config", str(cfg))
+        assert sum(srv.requests.values()) == len(tiles)  # each tile asked once: a 404 is an answer
+    line = last_line(err)
+    assert code != 0 and line.startswith("error: shard ") and "none of its" in line, err
+    assert "HTTP 404 for every tile" in line and f"{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png?api_key=REDACTED" in line
+    assert "SECRET-ON-404" not in out + err and "Traceback" not in out + err
+    assert not (tmp_path / "data" / "images" / "_manifest.json").exists()
+
+
+def test_missing_tiles_are_asked_again_after_an_age_or_with_the_switch(tmp_path: Path,
+                                                                       ortho: tuple[Path, list[Tile]]) -> None:
+    """A 404 is not forever: once the server has the tiles, a run after
+    `[download] refetch_missing_after_days` (or with `--download-refetch-missing`) asks for the
+    missing tiles again, and only for them; a plain rerun before that asks nothing."""
+    from collections import Counter
+
+    from tasks.imagery import ImageryAll
+    from tests.test_cli import cli
+
+    tif, tiles = ortho
+    tiles = tiles[:20]
+    served = tiles_from_raster(tif, tiles)
+    holes = set(tiles[1::4])
+    data = tmp_path / "data"
+
+    def coverage() -> dict[str, int]:
+        return json.loads((data / "images" / "_manifest.json").read_text())["coverage"]["counts"]
+
+    def rerun(**settings: object) -> set[Tile]:
+        """Build ImageryAll; the tiles the server was asked for."""
+        before = Counter(srv.requests)
+        luigi.task_register.Register.clear_instance_cache()
+        with luigi_settings("download", backoff_s=0.01, **settings):
+            res = build(ImageryAll(config=str(cfg)))
+        assert res.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, res.summary_text
+        return {t for t in tiles if srv.requests[t] > before[t]}
+
+    with TileServer(served, holes=holes) as srv:
+        cfg = region(tmp_path, f'source = "xyz"\nurl = "{srv.url}/xyz/{{z}}/{{x}}/{{y}}.png"\n', tiles)
+        assert rerun() == set(tiles)
+        assert coverage()["missing-on-server"] == len(holes)
+        srv.holes = {sorted(holes)[0]}  # the server now has all but one of them
+        assert rerun() == set()  # asked just now: not again
+        shards = [p for p in (data / "images" / "_shards").glob("*.json") if "missing-on-server" in p.read_text()]
+        old = time.time() - 40 * 86400
+        for p in shards:
+            os.utime(p, (old, old))
+        assert rerun(refetch_missing_after_days=0) == set()  # 0: never by age
+        assert rerun() == holes  # 40 days > the default 30: the missing tiles only, valid ones kept
+        assert coverage()["missing-on-server"] == 1
+        assert rerun() == set()
+        # the switch, on the command line: asked again whatever the age
+        srv.holes = set()
+        code, _, err = cli("ImageryAll", "--config", str(cfg), "--download-refetch-missing")
+        assert code == 0, err
+        assert srv.requests[sorted(holes)[0]] == 3 and "now fetched" in err
+    assert coverage()["missing-on-server"] == 0
+    assert len(image_files(data / "images")) == len(tiles)
+    from pipeline.io import read_tile_index
+
+    assert set(read_tile_index(data / "images").status) == {"written"}

@@ -79,8 +79,50 @@ def test_config_errors(tmp_path):
 
 def test_no_pairs_is_a_clear_error(tmp_path):
     write_region(tmp_path, n=1, nodata=(0, 0))
-    with pytest.raises(InputDataError, match="no tile has both imagery and a mask"):
+    with pytest.raises(InputDataError, match="no tile has both imagery and a mask") as err:
         make_split(tmp_path, SplitSpec(), Z)
+    msg = str(err.value)
+    assert "none of the 1 tile(s) with a mask has imagery (1 nodata, 0 missing on the server)" in msg
+    assert "[imagery]" in msg and "run ImageryAll and MasksAll" not in msg
+
+
+def test_no_pairs_when_the_server_lacks_every_tile_names_the_refetch_switch(tmp_path):
+    write_region(tmp_path, n=1, nodata=(0, 0))
+    manifest = next((tmp_path / "images" / "_shards").glob("*.json"))
+    m = json.loads(manifest.read_text())
+    m["status"] = {k: "missing-on-server" for k in m["status"]}
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(InputDataError) as err:
+        make_split(tmp_path, SplitSpec(), Z)
+    msg = str(err.value)
+    assert "(0 nodata, 1 missing on the server)" in msg and "--download-refetch-missing" in msg
+
+
+def _no_tiles(data_dir, features, wrong_geometry):
+    """A region whose cover made no tile (empty indexes) after an extract of ``features``."""
+    from pipeline.io import write_manifest, write_tile_index
+
+    for product in ("images", "masks"):
+        (data_dir / product).mkdir(parents=True)
+        write_tile_index(data_dir / product, {})
+    write_manifest(data_dir / "_manifests" / "extract.json", "test", {
+        "features": features, "classes": {"building": features},
+        "stats": {"wrong_geometry": wrong_geometry, "files": {"labels.geojson": 2}}})
+
+
+@pytest.mark.parametrize("features,wrong,expect", [
+    (0, 2, r"no labelled feature: 2 feature\(s\) have a geometry their class cannot burn \(Points or lines for "
+           r"an area class; see .*extract\.json\) — give polygons for area classes"),
+    (0, 0, r"no labelled feature: the labels hold no feature of any class.*extract\.json.*tags"),
+    (3, 0, r"the region has no tiles.*region\.bbox"),
+])
+def test_no_pairs_without_tiles_says_what_is_wrong(tmp_path, features, wrong, expect):
+    """Empty labels, or Points for an area class: the message names the cause, not 'run
+    ImageryAll and MasksAll' (which changes nothing)."""
+    _no_tiles(tmp_path, features, wrong)
+    with pytest.raises(InputDataError, match=expect) as err:
+        make_split(tmp_path, SplitSpec(), Z)
+    assert "run ImageryAll and MasksAll" not in str(err.value)
 
 
 def test_dataset_sample_and_joint_augmentation(tmp_path):

@@ -192,9 +192,16 @@ def verify_image(data: bytes, size: int | None = None, what: str = "tile") -> De
     except (OSError, SyntaxError, ValueError, zlib.error, struct.error, Image.DecompressionBombError) as exc:
         raise InputDataError(f"{what}: not a decodable image ({type(exc).__name__}: {exc})") from exc
     if size is not None and (info.width, info.height) != (size, size):
-        raise InputDataError(f"{what}: image is {info.width}x{info.height} px, expected {size}x{size} "
-                             "(set region.tile_size, or imagery.retina for @2x tiles)")
+        raise InputDataError(f"{what}: {size_mismatch(info, size)}")
     return info
+
+
+def size_mismatch(info: DecodedInfo, size: int) -> str:
+    """What is wrong with an image of the wrong size, and the fix ("" when it is ``size`` x ``size``)."""
+    if (info.width, info.height) == (size, size):
+        return ""
+    return (f"image is {info.width}x{info.height} px, expected {size}x{size} "
+            "(set region.tile_size, or imagery.retina for @2x tiles)")
 
 
 def _verify_pil(data: bytes, draft: bool) -> DecodedInfo:

@@ -4,13 +4,16 @@
   blocking when all are busy) shared by ``max_connections`` worker threads;
 * a shared request-rate limit (``rate_limit_per_s``; 0: none);
 * retries counted by a ``urllib3.util.Retry`` per tile (``retries`` attempts after the first) on
-  timeouts, connection errors, truncated bodies (Content-Length enforced), HTTP 408/429/5xx and
-  invalid images (a 200 that is not an image, or does not decode, or has the wrong size: urllib3
+  timeouts, refused or failed connections, truncated bodies (Content-Length enforced), HTTP
+  408/429/5xx and invalid images (a 200 that is not an image, or does not decode: urllib3
   cannot see those, so the retry loop is ours); the delay is exponential backoff with full
   jitter, or the server's ``Retry-After`` (seconds or an HTTP date, read by ``Retry``, capped by
   ``max_backoff_s``) when longer, which pauses every worker since it speaks for the server;
 * HTTP 404/410/204 mean the server has no such tile: recorded ``missing-on-server``, not a
-  failure; other 4xx fail that tile at once (retrying would not help);
+  failure (the task asks again after ``[download] refetch_missing_after_days``); but a shard in
+  which *no* tile could be fetched is a failure naming the server and its answer (a wrong URL
+  answers 404 everywhere) unless ``allow_empty_shards``; other 4xx, and an image of the wrong
+  size, fail that tile at once (the same request gets the same answer);
 * each tile is verified (decodes, is ``size`` x ``size``) and written atomically (temporary file
   in ``scratch``, then renamed), keeping the server's bytes and format (``.png``/``.jpg``/...);
 * with ``reuse``, tiles already on disk that verify are kept and not fetched again.
@@ -37,7 +40,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import InvalidHeader, MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Retry
 
@@ -51,6 +54,7 @@ from pipeline.imagery.common import (
     expand_env,
     redact,
     remove_tile_files,
+    size_mismatch,
     verify_image,
 )
 from pipeline.io import atomic_write_bytes, sha256_bytes, tile_path
@@ -81,6 +85,10 @@ class DownloadOptions:
     backoff_s: float = 0.5  # first retry delay; doubles per attempt, with jitter
     max_backoff_s: float = 60.0  # cap of one delay (Retry-After included)
     user_agent: str = DEFAULT_USER_AGENT
+    #: a tile the server lacked (404) is asked again by a run this many days later (0: only on request)
+    refetch_missing_after_days: float = 30.0
+    refetch_missing: bool = False  # ask every missing tile again on this run (--download-refetch-missing)
+    allow_empty_shards: bool = False  # a shard the server has no tile of is recorded missing, not a failure
 
 
 @dataclass(frozen=True)
@@ -98,13 +106,15 @@ class FetchOptions:
     user_agent: str = "osmsat"
     headers: tuple[tuple[str, str], ...] = ()
     seed: int | None = None  # jitter RNG seed (None: from the OS)
+    allow_empty_shards: bool = False  # a batch of missing tiles only is not a failure
 
     @classmethod
     def from_config(cls, icfg: ImageryConfig, size: int, download: DownloadOptions | None = None) -> FetchOptions:
         d = download or DownloadOptions()
         return cls(size=size, max_connections=d.max_connections, rate_limit_per_s=d.rate_limit_per_s,
                    retries=d.retries, timeout_s=d.timeout_s, backoff_s=d.backoff_s,
-                   max_backoff_s=d.max_backoff_s, user_agent=d.user_agent, headers=icfg.headers)
+                   max_backoff_s=d.max_backoff_s, user_agent=d.user_agent, headers=icfg.headers,
+                   allow_empty_shards=d.allow_empty_shards)
 
 
 @dataclass
@@ -156,7 +166,19 @@ class _RetryError(Exception):
 
 
 class _FatalError(Exception):
-    """A response that retrying will not fix (e.g. HTTP 403)."""
+    """A response that retrying will not fix (e.g. HTTP 403, an image of the wrong size)."""
+
+
+#: kinds of failed tiles (they choose the fix a batch's error suggests)
+CONNECT, TRANSIENT, PERMANENT = "connect", "transient", "permanent"
+
+
+class TileFailedError(TileServerError):
+    """One tile failed; ``kind`` is CONNECT (nothing answered), TRANSIENT or PERMANENT."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -164,6 +186,8 @@ class _Result:
     tile: Tile
     record: TileRecord | None
     error: str = ""
+    kind: str = ""  # of a failure
+    answer: str = ""  # of a missing tile: the status and the start of the body, e.g. "HTTP 404 'not found'"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float:
@@ -243,9 +267,19 @@ class Downloader:
             host = parts.netloc.rsplit("@", 1)[1]
             url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
         self._count(requests=1)
-        resp = self._pool.request("GET", url, headers=headers, preload_content=True, timeout=self._timeout,
+        resp = self._pool.request("GET", url, headers=headers, preload_content=False, timeout=self._timeout,
                                   retries=self._transport_retry)
-        return resp.status, resp.headers, resp.data
+        try:
+            data = b"".join(resp.stream(1 << 16))  # read by chunks: tell() then counts a cut-short body
+        except ProtocolError:
+            expected = resp.headers.get("Content-Length") or ""
+            if not expected.isdigit() or resp.tell() >= int(expected):
+                raise
+            self._status("truncated")
+            raise _RetryError(f"body cut short: {resp.tell()} of {expected} bytes (Content-Length)") from None
+        finally:
+            resp.release_conn()
+        return resp.status, resp.headers, data
 
     def _wait_turn(self) -> None:
         with self._hold_lock:
@@ -278,10 +312,10 @@ class Downloader:
             return 0.0
 
     def _check(self, tile: Tile, status: int, headers: Mapping[str, str], body: bytes) -> tuple[str, bytes]:
-        """Classify a response: ``(OK, body)`` or ``(MISSING, b"")``; raises _RetryError or _FatalError."""
+        """Classify a response: ``(OK, body)`` or ``(MISSING, body)``; raises _RetryError or _FatalError."""
         self._status(str(status))
         if status in MISSING_STATUSES:
-            return MISSING, b""
+            return MISSING, body
         if status in RETRY_STATUSES:
             wait = self._retry_after(headers.get("Retry-After"))
             if wait > 0:
@@ -299,39 +333,46 @@ class Downloader:
     def fetch(self, tile: Tile) -> tuple[str, bytes, str]:
         """Fetch one tile with retries: ``(OK, bytes, ext)`` or ``(MISSING, b"", "")``; raises
         TileServerError (redacted) when every attempt failed or the server refused."""
+        kind, data, ext, _ = self._fetch(tile)
+        return kind, data, ext
+
+    def _fetch(self, tile: Tile) -> tuple[str, bytes, str, str]:
+        """:meth:`fetch`, and for a missing tile the server's answer (status, start of the body);
+        raises TileFailedError with the kind of failure."""
         url, found = expand_env(self.url_for(tile), "[imagery] url")
         if found:
             with self._stats_lock:
                 self.secrets.extend(s for s in found if s not in self.secrets)
-        retry, reason, attempt = self.retry_policy(), "", 0
+        retry, reason, attempt, kind = self.retry_policy(), "", 0, TRANSIENT
         while True:
             self._wait_turn()
             delay = 0.0
             error: Exception | None = None
             try:
                 status, headers, body = self._get(url)
-                kind, data = self._check(tile, status, headers, body)
-                if kind == MISSING:
-                    return MISSING, b"", ""
-                info = verify_image(data, self.opts.size, "response")
+                got, data = self._check(tile, status, headers, body)
+                if got == MISSING:
+                    snippet = data[:80].decode("utf-8", "replace").strip()
+                    return MISSING, b"", "", f"HTTP {status}" + (f" {snippet!r}" if snippet else "")
+                info = verify_image(data, None, "response")
+                wrong = size_mismatch(info, self.opts.size)
+                if wrong:  # the server sends this size every time: retrying cannot help
+                    self._status("wrong-size")
+                    raise _FatalError(wrong)
                 self._count(bytes=len(data))
-                return OK, data, info.ext
+                return OK, data, info.ext, ""
             except _FatalError as exc:
-                raise TileServerError(self.redact(f"tile {tile}: {exc}{self._from()}")) from None
+                raise TileFailedError(self.redact(f"tile {tile}: {exc}{self._from()}"), PERMANENT) from None
             except _RetryError as exc:
-                reason, delay = exc.reason, exc.delay
+                reason, delay, kind = exc.reason, exc.delay, TRANSIENT
             except InputDataError as exc:
-                reason = str(exc)
+                reason, kind = str(exc), TRANSIENT
                 self._status("invalid")
-            except (Urllib3Timeout, TimeoutError) as exc:
-                reason, error = "timed out", exc
-                self._status("timeout")
             except (Urllib3Error, OSError) as exc:
                 cause = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
-                reason, error = f"{type(cause).__name__}: {cause}", exc
-                if isinstance(cause, Urllib3Timeout):
-                    reason = "timed out"
-                self._status("timeout" if reason == "timed out" else "error")
+                reason, kind = self._transport_reason(cause)
+                error = exc
+                self._status({"timed out": "timeout", "connection refused": "refused"}.get(reason, "error"))
             try:
                 retry = retry.increment("GET", urlsplit(url).path, error=error)
             except MaxRetryError:
@@ -341,11 +382,31 @@ class Downloader:
             self._count(retries=1)
             log.debug("%s", self.redact(f"tile {tile}: {reason}; retry {attempt} in {wait:.2f}s: {url}"))
             self.sleep(wait)
-        raise TileServerError(self.redact(f"tile {tile}: {reason} after {self.opts.retries + 1} attempts"
-                                          f"{self._from()}"))
+        attempts = self.opts.retries + 1
+        raise TileFailedError(self.redact(f"tile {tile}: {reason} after {attempts} attempts{self._from()}"), kind)
+
+    @staticmethod
+    def _transport_reason(cause: BaseException) -> tuple[str, str]:
+        """Words and kind of a failure below HTTP. urllib3's NewConnectionError (refused, no
+        route, unknown host) subclasses its ConnectTimeoutError: it is looked at first."""
+        if isinstance(cause, NameResolutionError):
+            return "host not found (DNS)", CONNECT
+        if isinstance(cause, NewConnectionError):
+            inner = cause.__cause__ or cause.__context__
+            if isinstance(inner, ConnectionRefusedError):
+                return "connection refused", CONNECT
+            detail = inner.strerror if isinstance(inner, OSError) and inner.strerror else str(inner or cause)
+            return f"cannot connect ({detail})", CONNECT
+        if isinstance(cause, (Urllib3Timeout, TimeoutError)):
+            return "timed out", TRANSIENT
+        return f"{type(cause).__name__}: {cause}", TRANSIENT
 
     def _from(self) -> str:
         return f" (server {self.source})" if self.source else ""
+
+    def _host(self) -> str:
+        """host[:port] of the server (no userinfo), for messages."""
+        return urlsplit(self.source).netloc.rsplit("@", 1)[-1] if self.source else "the server"
 
     # -- a batch -------------------------------------------------------------------------------
 
@@ -357,23 +418,28 @@ class Downloader:
                 self._count(reused=1)
                 return _Result(tile, TileRecord(tile, OK, info.ext, len(data), sha256_bytes(data)))
         try:
-            kind, data, ext = self.fetch(tile)
+            kind, data, ext, answer = self._fetch(tile)
+        except TileFailedError as exc:
+            return _Result(tile, None, str(exc), exc.kind)
         except TileServerError as exc:
-            return _Result(tile, None, str(exc))
+            return _Result(tile, None, str(exc), PERMANENT)
         if kind == MISSING:
             remove_tile_files(root, tile)
-            return _Result(tile, TileRecord(tile, MISSING, valid_share=0.0))
+            return _Result(tile, TileRecord(tile, MISSING, valid_share=0.0), answer=answer)
         atomic_write_bytes(tile_path(root, tile, ext), data, scratch)
         remove_tile_files(root, tile, keep_ext=ext)
         self._count(fetched=1)
         return _Result(tile, TileRecord(tile, OK, ext, len(data), sha256_bytes(data)))
 
     def run(self, tiles: Sequence[Tile], root: Path, scratch: Path, reuse: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> list[TileRecord]:
+            progress: Callable[[int, int], None] | None = None, shard: str = "") -> list[TileRecord]:
         """Fetch every tile into ``root/z/x/y.<ext>``; returns one record per tile (in order).
 
         Every tile is tried even when some fail; then, if any failed, raises TileServerError
-        listing them (valid tiles stay on disk, so a rerun with ``reuse`` fetches only the rest).
+        listing them (valid tiles stay on disk, so a rerun with ``reuse`` fetches only the rest)
+        with the fix their kind of failure calls for. When the server had none of the tiles,
+        raises TileServerError naming the server and its answer (unless ``allow_empty_shards``).
+        ``shard`` names the batch in messages.
         """
         scratch.mkdir(parents=True, exist_ok=True)
         results: dict[Tile, _Result] = {}
@@ -384,12 +450,38 @@ class Downloader:
                 results[r.tile] = r
                 if progress is not None and (i % 32 == 0 or i == len(futures)):
                     progress(i, len(futures))
+        prefix = f"shard {shard}: " if shard else ""
         failed = [results[t] for t in tiles if results[t].record is None]
         if failed:
             head = "; ".join(r.error for r in failed[:5])
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise TileServerError(self.redact(
-                f"{len(failed)} of {len(tiles)} tiles failed: {head}{more}. Valid tiles are kept; rerun to "
-                "fetch only the others, or lower max_connections / rate_limit_per_s in configs/luigi.toml "
-                "[download]"))
-        return [results[t].record for t in tiles]  # type: ignore[misc]
+                f"{prefix}{len(failed)} of {len(tiles)} tiles failed: {head}{more}. {self._fix(failed)}"))
+        records: list[TileRecord] = [results[t].record for t in tiles]  # type: ignore[misc]
+        if records and not self.opts.allow_empty_shards and all(r.status == MISSING for r in records):
+            raise TileServerError(self.redact(prefix + self._none_served(tiles, results)))
+        return records
+
+    def _fix(self, failed: Sequence[_Result]) -> str:
+        """What to do about failed tiles, by their kinds."""
+        kinds = {r.kind for r in failed}
+        if kinds == {CONNECT}:
+            return (f"Nothing answered at {self._host()}: check [imagery] url (host and port) and that the server "
+                    "is running, then rerun")
+        if kinds == {PERMANENT}:
+            return ("Retrying gets the same answer: fix what the error says ([imagery] url, its key, retina, or "
+                    "region.tile_size), then rerun")
+        return ("Valid tiles are kept; rerun to fetch only the others, or lower max_connections / "
+                "rate_limit_per_s in configs/luigi.toml [download]")
+
+    def _none_served(self, tiles: Sequence[Tile], results: Mapping[Tile, _Result]) -> str:
+        """The error for a batch in which the server had no tile at all."""
+        answers = Counter(results[t].answer.split(" ", 2)[1] for t in tiles if results[t].answer)
+        codes = " or ".join(f"HTTP {c}" for c, _ in answers.most_common()) or "no tile"
+        example = next((t for t in tiles if results[t].answer), tiles[0])
+        z = tiles[0].z
+        return (f"none of its {len(tiles)} tiles could be fetched: server {self.source or self._host()} answered "
+                f"{codes} for every tile (e.g. tile {example}: {results[example].answer}) — check [imagery] url "
+                f"(the {{z}}/{{x}}/{{y}} order, {{-y}} for TMS, the layer, the key) and that the server has zoom {z} "
+                "imagery of the region; if it has none for this part of the region, set allow_empty_shards = true "
+                "under [download] in configs/luigi.toml")

@@ -5,11 +5,16 @@ the status of every tile of the shard (``ok`` / ``nodata-skipped`` / ``missing-o
 counts, and the source with secrets redacted. A marker ``<quadkey>.started.json`` records the
 config digest of a run in progress, so that a rerun after a kill keeps (after verifying) the
 tiles that run downloaded, and never trusts tiles from a run with another config.
+
+Tiles a server lacked are asked again once their shard's manifest (written when they were last
+asked) is older than a cutoff (:func:`missing_due`); the shard is then reopened as a resumed run
+(:func:`reopen_shard`): its valid tiles are kept, only the missing ones are requested.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +25,7 @@ from urllib.parse import urlsplit
 from pipeline.config import ImageryConfig
 from pipeline.errors import ManifestError
 from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES, TileRecord, redact_url
-from pipeline.io import ShardWriter, atomic_write_json, read_manifest
+from pipeline.io import ShardWriter, atomic_write_json, read_manifest, reset_dir
 from pipeline.tiles import Tile
 
 
@@ -51,7 +56,7 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
     from pipeline.imagery.xyz import fetch_tiles
 
     records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch, reuse=out.resumable, progress=progress,
-                                 download=download)
+                                 download=download, shard=shard)
     for r in records:  # the downloader wrote its files through the writer's scratch folder
         out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
     return ShardResult(records, stats.as_dict())
@@ -144,3 +149,46 @@ def mark_started(manifest_path: Path, digest: str) -> None:
 
 def clear_started(manifest_path: Path) -> None:
     started_marker(manifest_path).unlink(missing_ok=True)
+
+
+def refetch_cutoff(icfg: ImageryConfig | None, after_days: float, refetch: bool, run_started: float,
+                   now: float | None = None) -> float | None:
+    """Tiles missing on a server that were last asked before this time (epoch seconds) are asked
+    again: ``after_days`` ago (0: never by age), or, with ``refetch``, ``run_started``. None for
+    sources other than a server, or when neither applies."""
+    if icfg is None or icfg.source in ("raster", "tiles"):
+        return None
+    cutoffs = [run_started] if refetch else []
+    if after_days > 0:
+        cutoffs.append((time.time() if now is None else now) - after_days * 86400)
+    return max(cutoffs) if cutoffs else None
+
+
+def missing_count(manifest_path: Path) -> int:
+    """Tiles a finished shard recorded missing on the server (0 when unreadable)."""
+    try:
+        return int(read_manifest(manifest_path).get("counts", {}).get(MISSING, 0))
+    except (ManifestError, AttributeError, TypeError, ValueError):
+        return 0
+
+
+def missing_due(manifest_path: Path, cutoff: float | None) -> bool:
+    """True when the shard manifest records tiles missing on the server that were last asked
+    (when the manifest was written: its mtime) before ``cutoff`` (epoch seconds)."""
+    if cutoff is None:
+        return False
+    try:
+        if manifest_path.stat().st_mtime >= cutoff:
+            return False
+    except OSError:
+        return False
+    return missing_count(manifest_path) > 0
+
+
+def reopen_shard(out: ShardWriter) -> None:
+    """Reopen a finished shard (its manifest current, its lock held by ``out``) to ask for its
+    missing tiles again: as a resumed run, whose valid tiles on disk are kept after verifying.
+    Until the new manifest is written, the old one stays: a killed refetch loses nothing."""
+    out.current, out.resumable = False, True
+    reset_dir(out.scratch)
+    mark_started(out.manifest, out.digest)

@@ -42,13 +42,14 @@ def url_function(icfg: ImageryConfig, size: int) -> Callable[[Tile], str]:
 
 def fetch_tiles(icfg: ImageryConfig, tiles: Sequence[Tile], size: int, out_root: Path, scratch: Path,
                 reuse: bool = False, progress: Callable[[int, int], None] | None = None,
-                seed: int | None = None, download: DownloadOptions | None = None,
+                seed: int | None = None, download: DownloadOptions | None = None, shard: str = "",
                 ) -> tuple[list[TileRecord], FetchStats]:
     """Download ``tiles`` from the server of an ``xyz`` or ``wms`` config into
     ``out_root/z/x/y.<ext>``; returns a record per tile and the request counts. ``download``:
-    the operational settings (connections, retries, timeouts; defaults when None). Raises
-    TileServerError (redacted) after trying every tile if some kept failing."""
+    the operational settings (connections, retries, timeouts; defaults when None); ``shard``
+    names the batch in messages. Raises TileServerError (redacted) after trying every tile if
+    some kept failing, or when the server had none of them (unless ``allow_empty_shards``)."""
     opts = replace(FetchOptions.from_config(icfg, size, download), seed=seed)
     dl = Downloader(url_function(icfg, size), opts, source=redact_url(icfg.url or ""))
-    records = dl.run(tiles, out_root, scratch, reuse=reuse, progress=progress)
+    records = dl.run(tiles, out_root, scratch, reuse=reuse, progress=progress, shard=shard)
     return records, dl.stats
