@@ -6,13 +6,16 @@ value, the class's *edge*: pixels of a feature that lie within ``[masks] edge_px
 buildings share a wall, both edge bands meet, so the interiors of touching buildings never
 touch. The model learns the edge as one more output; vectorising grows each interior back over
 its edge by marker-based watershed (:mod:`pipeline.instance_split`), so touching buildings come
-out as separate polygons (the SpaceNet-winners' footprint + boundary + contact idea, folded
-into one softmax as the RAMP project does).
+out as separate polygons (the SpaceNet building winners' footprint + boundary channels). The
+edge is a channel of its own (sigmoid, binary loss) rather than a class of the softmax: measured
+on nairobi, a softmax edge class took probability from the footprint of a model trained on a
+small region (roof interiors fell below 0.5) and was itself never confident (max 0.13).
 
 Values: class ``c`` (id 1..254) has the edge value ``255 - c`` in masks; the config refuses class
 ids that collide with an edge value. Model outputs: 0 background, then one per class in
-ascending id, then one per edge in ascending class id. Prediction tiles keep one band per class
-(the footprint probability: class + edge) followed by one band per edge.
+ascending id (a softmax over these: the footprint, edge included), then one independent
+(sigmoid) channel per edge in ascending class id. Prediction tiles keep one band per class
+followed by one band per edge.
 Pure numpy; no torch, no geospatial stack.
 """
 
@@ -50,28 +53,6 @@ def target_lut(class_ids: Sequence[int], edges: Sequence[int]) -> np.ndarray:
     return lut
 
 
-def fold_lut(class_ids: Sequence[int]) -> np.ndarray:
-    """uint8 lookup table mask value -> class id: edges fold into their class; 0 and 255 kept,
-    any other value is 254 (not a class: callers report it)."""
-    lut = np.full(256, 254, dtype=np.uint8)
-    lut[0], lut[IGNORE] = 0, IGNORE
-    for cid in class_ids:
-        lut[edge_value(int(cid))] = int(cid)
-    for cid in class_ids:
-        lut[int(cid)] = int(cid)
-    return lut
-
-
-def fold_outputs(index: np.ndarray, n_classes: int, edges: Sequence[int], class_ids: Sequence[int]) -> np.ndarray:
-    """Model output indices (argmax over 1 + n + len(edges) outputs) -> 0..n class indices: an
-    edge output counts as its class."""
-    ids = sorted(int(c) for c in class_ids)
-    lut = np.arange(max(int(index.max(initial=0)) + 1, 1 + n_classes + len(edges)), dtype=np.int64)
-    for j, cid in enumerate(sorted(int(e) for e in edges)):
-        lut[1 + n_classes + j] = 1 + ids.index(cid)
-    return lut[index]
-
-
 def edge_band(inst: np.ndarray, width: int) -> np.ndarray:
     """True on pixels of a feature (``inst`` > 0, one id per feature) within ``width`` pixels
     (Chebyshev) of a pixel of another feature or of background."""
@@ -83,14 +64,3 @@ def edge_band(inst: np.ndarray, width: int) -> np.ndarray:
     hi = ndimage.maximum_filter(inst, size=size, mode="nearest")
     lo = ndimage.minimum_filter(inst, size=size, mode="nearest")
     return (inst > 0) & ((hi != inst) | (lo != inst))
-
-
-def footprint_and_edges(softmax: np.ndarray, n_classes: int, edges: Sequence[int],
-                        class_ids: Sequence[int]) -> np.ndarray:
-    """Softmax (1 + n + e, H, W) -> prediction bands (n + e, H, W): per class its footprint
-    probability (class + its edge), then each edge's probability."""
-    ids = sorted(int(c) for c in class_ids)
-    out = np.array(softmax[1:1 + n_classes + len(edges)], dtype=np.float32, copy=True)
-    for j, cid in enumerate(sorted(int(e) for e in edges)):
-        out[ids.index(cid)] += softmax[1 + n_classes + j]
-    return np.clip(out, 0.0, 1.0)

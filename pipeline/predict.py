@@ -245,10 +245,19 @@ def forward_probs(pred: Predictor, x: torch.Tensor, tta: str = "none") -> torch.
             if amp:
                 xi = xi.contiguous(memory_format=torch.channels_last)
             logits = pred.model(xi).float()
-            p = torch.softmax(logits, dim=1)
+            p = output_probs(logits, len(pred.edges))
             p = torch.flip(p, dims) if dims else p
             out = out + p
     return out / len(flips)
+
+
+def output_probs(logits: torch.Tensor, n_edges: int) -> torch.Tensor:
+    """Logits (N, K, H, W) -> probabilities: softmax over background and the classes, and a
+    sigmoid per edge channel (the last ``n_edges``; :mod:`pipeline.instances`)."""
+    if n_edges == 0:
+        return torch.softmax(logits, dim=1)
+    k = logits.shape[1] - n_edges
+    return torch.cat([torch.softmax(logits[:, :k], dim=1), torch.sigmoid(logits[:, k:])], dim=1)
 
 
 def _scale_of(pred: Predictor, tile_size: int) -> float:
@@ -292,21 +301,13 @@ def border_for(pred: Predictor, tile_size: int, context_px: int) -> int:
 def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
     """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
     of their centres (see :func:`model_input`; probabilities are resampled back to the image
-    scale before the centre is cut). With edge outputs, a class's band is its footprint (class +
-    its edge) and the edge bands follow the classes."""
+    scale before the centre is cut). With edge outputs, the edge bands follow the classes."""
     w = windows.shape[-1]
     t = w - 2 * border
     p = forward_probs(pred, model_input(pred, windows, t), tta)
     if p.shape[-1] != w:
         p = nnf.interpolate(p, size=(w, w), mode="bilinear", align_corners=False)
-    p = p[:, 1:, border:border + t, border:border + t].float()
-    if pred.edges:
-        ids = sorted(int(c["id"]) for c in pred.classes)
-        p = p.clone()
-        for j, cid in enumerate(sorted(pred.edges)):
-            p[:, ids.index(cid)] += p[:, len(ids) + j]
-        p = p.clamp_(0.0, 1.0)
-    return p.cpu().numpy()
+    return p[:, 1:, border:border + t, border:border + t].float().cpu().numpy()
 
 
 def predict_tiles(pred: Predictor, reader: TileReader, keys: Sequence[TileKey], *, context_px: int = 64,

@@ -45,9 +45,16 @@ class History:
     best_miou: float = -1.0
 
 
-def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE) -> Callable[..., torch.Tensor]:
+def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
+               fold: torch.Tensor | None = None, n_main: int = 0) -> Callable[..., torch.Tensor]:
     """Weighted sum of ``ce``, ``dice``, ``lovasz``, ``focal`` (smp.losses, multiclass, logits in)
-    with label ``ignore_index`` left out."""
+    with label ``ignore_index`` left out.
+
+    With edge outputs (``fold``: target index -> class index, ``n_main``: background + classes),
+    the multiclass loss sees the first ``n_main`` logits and the folded target (a building's
+    edge is building), and each further logit is an independent edge channel (sigmoid) trained
+    with binary cross-entropy + Dice on ``target == n_main + j``, so learning the thin edge never
+    takes probability away from the footprint."""
     from segmentation_models_pytorch import losses as smp_losses
 
     makers: dict[str, Callable[[], torch.nn.Module]] = {
@@ -61,7 +68,21 @@ def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE) 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum((w * fn(logits, target) for fn, w in parts), torch.zeros((), device=logits.device))
 
-    return loss
+    if fold is None:
+        return loss
+    bce = smp_losses.SoftBCEWithLogitsLoss(ignore_index=ignore_index)
+    dice = smp_losses.DiceLoss("binary", from_logits=True, ignore_index=ignore_index)
+
+    def with_edges(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        main = loss(logits[:, :n_main], fold.to(target.device)[target])
+        ignore = target == ignore_index
+        for j in range(logits.shape[1] - n_main):
+            t = torch.where(ignore, torch.full_like(target, ignore_index), (target == n_main + j).long())
+            e = logits[:, n_main + j]
+            main = main + bce(e, t.to(e.dtype)) + dice(e[:, None], t[:, None])
+        return main
+
+    return with_edges
 
 
 def build_scheduler(opt: torch.optim.Optimizer, spec: TrainSpec, total_steps: int) -> Any:
@@ -184,8 +205,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader[Any], n_classes: int, de
              loss_fn: Callable[..., torch.Tensor] | None = None, amp: Any = None,
              fold: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """(confusion matrix, mean loss) of ``model`` over ``loader`` (summed over DDP ranks). With
-    ``fold`` (output index -> class index, 255 kept), edge outputs count as their class, so the
-    matrix is over ``n_classes`` footprints."""
+    ``fold`` (target index -> class index, 255 kept) an edge target counts as its class: the
+    matrix is over the ``n_classes`` footprints (the softmax channels)."""
     model.eval()
     cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     loss_sum, n = torch.zeros(()), torch.zeros(())
@@ -199,10 +220,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader[Any], n_classes: int, de
             if loss_fn is not None:
                 loss_sum += float(loss_fn(logits, y)) * len(x)
                 n += len(x)
-            pred = logits.argmax(1)
+            pred = logits[:, :n_classes].argmax(1)  # edge channels (sigmoid) are not classes
             if fold is not None:
-                f = fold.to(pred.device)
-                pred, y = f[pred], f[y]
+                y = fold.to(y.device)[y]
             cm += confusion(pred, y, n_classes)
     if dist.is_initialized():
         t = torch.cat([cm.flatten().double(), loss_sum.view(1).double(), n.view(1).double()]).to(device)
@@ -269,7 +289,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     loader = _loader(train_ds, sampler, spec.batch_size, workers, pin)
     val_loader = _loader(val_ds, EpochSampler(len(val_ds), 0, rank, world, shuffle=False), spec.batch_size,
                          workers, pin)
-    loss_fn = build_loss(spec.losses)
+    loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes)
     meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest,
                           scale=info.scale, edges=info.edges)
     board = None
@@ -300,7 +320,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
 
 
 def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
-    """Output index -> class index (edge outputs -> their class; 255 kept), or None without edges."""
+    """Target index -> class index (edge targets -> their class; 255 kept), or None without edges."""
     if not info.edges:
         return None
     ids = sorted(int(c["id"]) for c in info.classes)

@@ -9,7 +9,7 @@ import shapely
 
 from pipeline.config import ClassSpec, TagFilter
 from pipeline.instance_split import split_instances, trace_instances
-from pipeline.instances import edge_band, edge_classes, edge_value, fold_lut, target_lut
+from pipeline.instances import edge_band, edge_classes, edge_value, target_lut
 from pipeline.probs import decode_prob_tile, decode_probs, encode_probs
 from pipeline.tiles import Tile
 from pipeline.vectorize import mask_to_probs, read_tile, tile_pieces
@@ -26,8 +26,6 @@ def test_edge_values_and_lookup_tables() -> None:
     assert (lut[0], lut[1], lut[2], lut[254], lut[255], lut[7]) == (0, 1, 2, 3, 255, 255)
     # without an edge output the edge value folds into its class
     assert target_lut([1, 2], ())[254] == 1
-    fold = fold_lut([1, 2])
-    assert (fold[254], fold[253], fold[1], fold[0], fold[255], fold[9]) == (1, 2, 1, 0, 255, 254)
 
 
 def test_edge_band_marks_both_sides_of_a_shared_wall() -> None:
@@ -95,3 +93,28 @@ def test_masks_and_predictions_carry_edge_bands() -> None:
     assert not read_tile(encode_probs(q[:2]), "predictions", [1, 2], "t", (1,))[2].any()
     with pytest.raises(ValueError, match="not square"):
         decode_probs(encode_probs(q[:3]), 2)
+
+
+def test_edge_channels_are_sigmoids_beside_the_class_softmax() -> None:
+    import torch
+
+    from pipeline.predict import output_probs
+    from pipeline.train import build_loss
+
+    logits = torch.randn(2, 4, 8, 8)  # background, building, road, building edge
+    p = output_probs(logits, 1)
+    assert torch.allclose(p[:, :3].sum(1), torch.ones(2, 8, 8), atol=1e-5)  # footprints: a softmax
+    assert torch.allclose(p[:, 3], torch.sigmoid(logits[:, 3]))
+    # targets: 0 bg, 1 building, 2 road, 3 building edge, 255 ignore
+    target = torch.randint(0, 4, (2, 8, 8))
+    target[0, 0, 0] = 255
+    fold = torch.arange(256)
+    fold[3] = 1
+    loss = build_loss((("ce", 1.0),), fold=fold, n_main=3)
+    plain = build_loss((("ce", 1.0),))
+    base = plain(logits[:, :3], fold[target])
+    # the edge channel adds a binary loss; the footprint loss sees the edge as building
+    assert float(loss(logits, target)) > float(base)
+    sure = logits.clone()
+    sure[:, 3] = torch.where(target == 3, 20.0, -20.0)
+    assert float(loss(sure, target)) == pytest.approx(float(plain(sure[:, :3], fold[target])), abs=1e-3)
