@@ -199,8 +199,8 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
             "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
     for k in ("matched", "offset"):
         parts[k] = [df.drop(columns=["_dx", "_dy"], errors="ignore") for df in parts[k]]
-    layers = {s: gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
-                                  pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326")
+    layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
+                                          pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
               for s in STATUSES}
     lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
                                   osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m)
@@ -209,6 +209,27 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
                "counts": {s: len(layers[s]) for s in STATUSES}}
     return Comparison(layers=layers, summary=summary)
+
+
+def stable_ids(classes: np.ndarray, geoms_4326: np.ndarray) -> np.ndarray:
+    """An id per feature from its class and position (a point on its surface, to 1e-6 degrees,
+    about 0.1 m): the same candidate keeps its id across reruns, whatever its row."""
+    import hashlib
+
+    pts = shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))
+    keys = [f"{c}:{x:.6f},{y:.6f}" for c, x, y in zip(classes, shapely.get_x(pts), shapely.get_y(pts))]
+    return np.array([f"{c}-{hashlib.sha1(k.encode()).hexdigest()[:10]}" for c, k in zip(classes, keys)], dtype=object)
+
+
+def _ranked(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A change layer with a stable ``id`` first, most probable first (then by id): row order
+    no longer depends on the order features were traced in."""
+    if len(layer) == 0:
+        return layer
+    layer.insert(0, "id", stable_ids(layer["class"].to_numpy(), layer.geometry.to_numpy()))
+    prob = layer["prob_mean"].fillna(-1.0) if "prob_mean" in layer.columns else pd.Series(0.0, index=layer.index)
+    order = np.lexsort((layer["id"].to_numpy().astype(str), -prob.to_numpy(dtype=float)))
+    return layer.iloc[order].reset_index(drop=True)
 
 
 def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pm: np.ndarray, om: np.ndarray, i: np.ndarray,

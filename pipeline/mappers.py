@@ -121,13 +121,17 @@ def osm_xml(missing: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...], osm_label
 
 
 def maproulette_tasks(missing: gpd.GeoDataFrame, region: str) -> bytes:
-    """Line-delimited GeoJSON: one FeatureCollection per candidate (a MapRoulette task), with a
-    stable ``id`` and the instruction in the feature's properties."""
+    """Line-delimited GeoJSON: one FeatureCollection per candidate (a MapRoulette task), each
+    line opened by the record separator (RS, 0x1E) as MapRoulette's line-by-line format asks,
+    with a stable ``id`` (the candidate's own, from its position; else its row) and the
+    instruction in the feature's properties."""
     lines = []
     geoms = shapely.transform(missing.geometry.to_numpy(), lambda c: np.round(c, 7))
+    ids = (missing["id"].tolist() if "id" in missing.columns
+           else [f"{c}-{k + 1}" for k, c in enumerate(missing["class"])])
     for k, (cls, geom) in enumerate(zip(missing["class"], geoms)):
         c = shapely.centroid(geom)
-        tid = f"osmsat-{region}-{cls}-{k + 1}"
+        tid = f"osmsat-{region}-{ids[k]}"
         props = {"id": tid, "class": cls, "source": GENERATOR,
                  "instruction": f"The imagery shows a {cls} here that OpenStreetMap lacks: map it if it is there.",
                  "lon": round(float(c.x), 7), "lat": round(float(c.y), 7)}
@@ -136,5 +140,5 @@ def maproulette_tasks(missing: gpd.GeoDataFrame, region: str) -> bytes:
             if math.isfinite(v):  # NaN is no JSON
                 props[key] = v
         feat = {"type": "Feature", "id": tid, "properties": props, "geometry": json.loads(shapely.to_geojson(geom))}
-        lines.append(json.dumps({"type": "FeatureCollection", "features": [feat]}, separators=(",", ":")))
+        lines.append("\x1e" + json.dumps({"type": "FeatureCollection", "features": [feat]}, separators=(",", ":")))
     return ("\n".join(lines) + "\n").encode() if lines else b""

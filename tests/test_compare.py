@@ -210,10 +210,13 @@ def test_every_output_geometry_is_valid_with_seven_decimals(compared: tuple[Path
         for g in geoms:
             if g.geom_type == "Polygon":  # RFC 7946: exterior rings counterclockwise
                 assert g.exterior.is_ccw
-    lines = (cfg.data_dir / "compare" / "maproulette.geojsonl").read_text().splitlines()
+    lines = (cfg.data_dir / "compare" / "maproulette.geojsonl").read_text().rstrip("\n").split("\n")
     assert len(lines) == len(json.loads((cfg.data_dir / "compare" / "missing_in_osm.geojson").read_text())["features"])
-    task = json.loads(lines[0])
+    assert all(line.startswith("\x1e") for line in lines)  # RFC 7464 record separators, as MapRoulette reads them
+    task = json.loads(lines[0][1:])
     assert task["type"] == "FeatureCollection" and len(task["features"]) == 1
+    layer = json.loads((cfg.data_dir / "compare" / "missing_in_osm.geojson").read_text())["features"]
+    assert task["features"][0]["id"] == f"osmsat-demo-{layer[0]['properties']['id']}"
     assert shapely.geometry.shape(task["features"][0]["geometry"]).is_valid
 
 

@@ -159,3 +159,14 @@ def test_no_prediction_at_all_leaves_every_osm_feature_not_seen() -> None:
     osm = frame([box(0, 0), box(30, 0)], **{"class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
     res = compare(gpd.GeoDataFrame(geometry=[], crs="EPSG:4326"), osm, (BUILDING,), CompareSpec())
     assert res.summary["counts"] == {"missing_in_osm": 0, "not_seen": 2, "matched": 0, "offset": 0}
+
+
+def test_candidates_have_stable_ids_and_come_most_probable_first() -> None:
+    pred = frame([box(0, 0), box(50, 0), box(100, 0)], **{
+        "class": ["building"] * 3, "prob_mean": [0.6, 0.9, 0.7], "prob_max": [1.0] * 3, "area_m2": [100.0] * 3})
+    osm = frame([box(300, 0)], **{"class": ["building"], "osm_type": ["way"], "osm_id": [1]})
+    first = compare(pred, osm, (BUILDING,), CompareSpec()).layers["missing_in_osm"]
+    assert list(first["prob_mean"]) == [0.9, 0.7, 0.6]
+    again = compare(pred.iloc[::-1].reset_index(drop=True), osm, (BUILDING,), CompareSpec()).layers["missing_in_osm"]
+    assert list(again["id"]) == list(first["id"]) and len(set(first["id"])) == 3
+    assert all(i.startswith("building-") for i in first["id"])

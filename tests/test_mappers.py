@@ -56,8 +56,9 @@ def test_osm_xml_from_vector_attribute_filters() -> None:
 
 
 def test_maproulette_tasks_for_classes_without_tags() -> None:
-    lines = maproulette_tasks(_missing(), "kampala").decode().splitlines()
-    tasks = [json.loads(line, parse_constant=_no_nan)["features"][0] for line in lines]
+    lines = maproulette_tasks(_missing(), "kampala").decode().rstrip("\n").split("\n")  # (splitlines splits at RS)
+    assert all(line.startswith("\x1e") for line in lines)
+    tasks = [json.loads(line[1:], parse_constant=_no_nan)["features"][0] for line in lines]
     assert [t["id"] for t in tasks] == ["osmsat-kampala-building-1", "osmsat-kampala-solar_panel-2",
                                         "osmsat-kampala-building-3"]
     assert "solar_panel" in tasks[1]["properties"]["instruction"]
