@@ -35,7 +35,9 @@ help:
 	@echo "make <stage> REGION=<region> one stage and what it needs; stages:"
 	@echo "                             $(STAGES)"
 	@echo "                             (predict = PredictAll + model/metrics.json; export = ONNX + STAC model card)"
-	@echo "make clean-tmp               delete what killed runs left (scratch folders, temporary files, locks)"
+	@echo "make clean-tmp               delete what killed runs left (scratch folders, temporary files, locks under"
+	@echo "                             data/, osmsat-*.errors.jsonl in the temp folder); unsafe during a run, so it"
+	@echo "                             refuses while a run holds a lock"
 	@echo "make bench                   benchmarks (speed, peak memory; side by side with the usual tools)"
 	@echo "options: REGION=$(REGION) WORKERS=$(WORKERS) (Luigi worker processes)"
 
@@ -93,10 +95,9 @@ $(REGIONS):
 $(STAGES): install link-osm
 	$(RUN) $(TASK_$@) --config $(CONFIG) --workers $(WORKERS)
 
-# never while a run is going on: it also deletes the scratch of live runs
-clean-tmp:
-	@[ ! -d data ] || { find data -type d -name _tmp -prune -exec rm -rf {} + ; \
-	  find data -type f -name '.*.tmp*' -delete ; find data -type f -path '*/_manifests/*.lock' -delete ; }
+# it would delete the scratch of live runs: it refuses while a run holds its region's lock (pipeline/upkeep.py)
+clean-tmp: $(VENV)/.installed
+	@$(PY) -m pipeline.upkeep clean-tmp data
 
 bench: install
 	$(PY) -m bench.bench_extract

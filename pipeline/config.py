@@ -6,7 +6,7 @@ working directory (the project root when run through the Makefile).
 
 Schema (see ``configs/helsinki.toml`` for a commented example)::
 
-    [region]   name, zoom, tile_size, shard_zoom, bbox (W,S,E,N in EPSG:4326), data_dir
+    [region]   name, zoom, tile_size, shard_zoom, bbox (W,S,E,N in EPSG:4326), data_dir, max_tiles
     [osm]      path, url, sha256 (optional when [labels] source = "vector")
     [labels]   source (osm|vector), paths, layer, crs, ... (optional; see pipeline.labels)
     [masks]    ignore_ring_px
@@ -31,6 +31,8 @@ from pipeline.imagery_config import ImageryConfig, parse_imagery
 from pipeline.section import Section
 
 MAX_ZOOM = 24
+#: default ``[region] max_tiles``: CoverTiles refuses to plan more tiles unless it is raised
+MAX_TILES = 200_000
 IGNORE_VALUE = 255
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 #: class names end up in GeoPackage layer and QGIS data-source names, file names of the report's
@@ -145,6 +147,7 @@ class RegionConfig:
     synthetic: SyntheticConfig | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    max_tiles: int = MAX_TILES  # a guard, not a setting of any output (in no stage digest)
 
     def section(self, name: str) -> Any:
         """The parsed dataclass of an optional stage section (``SECTION_PARSERS``): the config's
@@ -208,6 +211,7 @@ def load_config(path: str | Path) -> RegionConfig:
     if not data_dir_text.strip():
         raise ConfigError(f"{region.key('data_dir')} is empty; remove it (default data/{name}) or name a folder")
     data_dir = Path(data_dir_text)
+    max_tiles = region.integer("max_tiles", MAX_TILES, lo=1)
     region.done()
 
     osm = None
@@ -238,7 +242,7 @@ def load_config(path: str | Path) -> RegionConfig:
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
         data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
-        imagery=imagery, synthetic=synthetic, sections=sections, raw=raw,
+        imagery=imagery, synthetic=synthetic, sections=sections, raw=raw, max_tiles=max_tiles,
     )
 
 

@@ -1,7 +1,9 @@
 """Stage ``cover``: the tiles at the region's zoom that the features (or the bbox) touch.
 
 The table is ``z, x, y, shard`` (shard = quadkey of the parent tile at ``shard_zoom``),
-sorted by x then y, written as ``tiles.csv``.
+sorted by x then y, written as ``tiles.csv``. Before it is written, :func:`plan_line` states the
+tiles, shards and an estimate of the disk the tile products will take, and :func:`check_plan`
+refuses more tiles than ``[region] max_tiles``.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import shapely
 from numpy.typing import NDArray
 
 from pipeline.config import RegionConfig
-from pipeline.errors import InputDataError
-from pipeline.geo import burn_geometries
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.geo import burn_geometries, to_mercator
 from pipeline.io import atomic_path
-from pipeline.tiles import Tile, cover_bbox, cover_mercator, shards_of
+from pipeline.tiles import Tile, _tile_ranges, cover_bbox, cover_mercator, shards_of
 
 TILES_COLUMNS = ("z", "x", "y", "shard")
 
@@ -40,12 +43,68 @@ def tiles_table(xy: NDArray[np.int64], z: int, shard_zoom: int) -> pd.DataFrame:
 
 
 def region_tiles(cfg: RegionConfig, geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64]) -> pd.DataFrame:
-    """The region's tile table: every tile of ``cfg.bbox`` when set, else the features' cover."""
+    """The region's tile table: every tile of ``cfg.bbox`` when set, else the features' cover.
+    A bbox of more than ``max_tiles`` tiles is refused before its tiles are listed."""
     if cfg.bbox is not None:
+        check_plan(cfg, *bbox_counts(cfg.bbox, cfg.zoom, cfg.shard_zoom))
         xy = cover_bbox(cfg.bbox, cfg.zoom)
     else:
         xy = cover_features(geoms_4326, buffer_m, cfg.zoom)
     return tiles_table(xy, cfg.zoom, cfg.shard_zoom)
+
+
+#: rough bytes per 256-px tile of each tile product (masks: palette PNGs of z19-z21 towns, 4-5 KB;
+#: imagery by format; predictions: per-class probability PNGs); scaled by the tile's area
+_TILE_BYTES = {"masks": 5_000, "predictions": 15_000}
+_IMAGE_BYTES = {"png": 90_000, "jpg": 25_000, "tif": 200_000}
+
+
+def bbox_counts(bbox: tuple[float, float, float, float], z: int, shard_zoom: int) -> tuple[int, int]:
+    """(tiles, shards) of a lon/lat box at zoom ``z``, counted without listing the tiles."""
+    bounds = shapely.bounds(to_mercator(np.array([shapely.box(*bbox)], dtype=object)))
+
+    def count(zoom: int) -> int:
+        x0, x1, y0, y1 = _tile_ranges(bounds, zoom)
+        return int((x1[0] - x0[0] + 1) * (y1[0] - y0[0] + 1))
+
+    return count(z), count(shard_zoom)
+
+
+def disk_estimate(cfg: RegionConfig, n_tiles: int) -> dict[str, int]:
+    """Rough bytes on disk per tile product for ``n_tiles`` tiles (imagery only when configured)."""
+    scale = (cfg.tile_size / 256) ** 2
+    per = dict(_TILE_BYTES)
+    if cfg.imagery is not None:
+        per["images"] = _IMAGE_BYTES.get(cfg.imagery.format, _IMAGE_BYTES["png"])
+    else:
+        per.pop("predictions")  # nothing to predict from
+    return {k: round(v * scale * n_tiles) for k, v in per.items()}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def plan_line(cfg: RegionConfig, n_tiles: int, n_shards: int) -> str:
+    """One line: the region's tiles, shards and estimated disk by product."""
+    est = disk_estimate(cfg, n_tiles)
+    parts = ", ".join(f"{k} {_size(v)}" for k, v in est.items())
+    return (f"{cfg.name}: {n_tiles:,} tiles at zoom {cfg.zoom} in {n_shards:,} shards (zoom {cfg.shard_zoom}); "
+            f"estimated disk about {_size(sum(est.values()))} ({parts}); region.max_tiles = {cfg.max_tiles:,}")
+
+
+def check_plan(cfg: RegionConfig, n_tiles: int, n_shards: int) -> None:
+    """Raise ConfigError naming ``region.max_tiles`` when the region has more tiles than it allows."""
+    if n_tiles > cfg.max_tiles:
+        est = sum(disk_estimate(cfg, n_tiles).values())
+        raise ConfigError(f"{cfg.path}: region.max_tiles = {cfg.max_tiles:,}, but zoom {cfg.zoom} over this region "
+                          f"is {n_tiles:,} tiles in {n_shards:,} shards (about {_size(est)} on disk) — lower "
+                          f"region.zoom or shrink region.bbox, or raise max_tiles in [region] to {n_tiles} or more "
+                          "if this is meant")
 
 
 def write_tiles_csv(df: pd.DataFrame, path: str | Path) -> None:

@@ -41,3 +41,7 @@ class ModelError(OsmsatError, ValueError):
 
 class TrainingError(OsmsatError, RuntimeError):
     """Training cannot go on (NaN loss, empty split, no positive pixel, out of memory)."""
+
+
+class BusyError(OsmsatError, RuntimeError):
+    """A run holds a lock that the command needs (e.g. ``make clean-tmp`` while a run is going on)."""

@@ -5,7 +5,9 @@ Section ``[labels]`` of a region config (all keys optional)::
     source    = "vector"            # "osm" (default: extract from [osm] path) or "vector"
     paths     = ["labels/buildings.geojson"]   # one or more files readable by pyogrio/GDAL
     layer     = "buildings"         # layer of multi-layer files (GeoPackage); default: the first
-    crs       = "EPSG:32616"        # CRS of files that declare none (a file's own CRS always wins)
+    crs       = "EPSG:32616"        # CRS of files that declare none (a file's own CRS always wins; a
+                                    # GeoJSON without a crs member counts as none when its coordinates
+                                    # cannot be degrees)
     id_field  = "osm_id"            # feature ids; default: osm_id, else id, else the row number
     attribute = "label"             # optional: classes by this attribute's value ...
     values    = { "1" = "building", "road" = 2 }   # ... value -> class name or id
@@ -17,7 +19,8 @@ takes every feature. Polygons go to area classes (invalid ones repaired with
 ``shapely.make_valid`` and counted), lines to line classes (buffered by ``buffer_m`` ground
 metres downstream, exactly like OSM lines; polygons in a line class give their outline), and
 points in a line class become discs of ``buffer_m`` ground metres. Geometries of a kind the
-class cannot take are skipped and counted.
+class cannot take are skipped and counted. Coordinates that are no longitude/latitude once read
+(projected ones in a file without a CRS, say) are an error naming the file and ``[labels] crs``.
 
 The output is the frame that :mod:`pipeline.osm` makes (:data:`pipeline.io.FEATURE_COLUMNS` +
 geometry, EPSG:4326): ``osm_type`` names the source (file name, ``:layer`` when given),
@@ -230,13 +233,46 @@ def _read_one(path: Path, lcfg: LabelsConfig, classes: Sequence[ClassSpec]) -> t
                                     on_invalid="ignore")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
         raise InputDataError(f"{where}: unreadable ({exc})") from exc
-    geoms = np.asarray(df.geometry.array, dtype=object)
-    if not pyproj.CRS.from_user_input(crs).equals(pyproj.CRS.from_epsg(4326), ignore_axis_order=True):
-        geoms = _to_4326(geoms, crs)
+    raw = geoms = np.asarray(df.geometry.array, dtype=object)
+    wgs84 = pyproj.CRS.from_epsg(4326)
+    # GDAL reads a GeoJSON without a crs member as EPSG:4326 (RFC 7946): then labels.crs may say otherwise
+    implied = info["driver"] in _GEOJSON and pyproj.CRS.from_user_input(crs).equals(wgs84, ignore_axis_order=True)
+    if implied and lcfg.crs and _outside_degrees(raw) is not None:
+        crs = lcfg.crs
+    if not pyproj.CRS.from_user_input(crs).equals(wgs84, ignore_axis_order=True):
+        geoms = _to_4326(raw, crs)
+    _check_degrees(raw, geoms, where, crs, declared=bool(info["crs"]) and not implied)
     frame = df.drop(columns=df.geometry.name)
     frame = frame.assign(_id=_ids(frame[id_field] if id_field else None, len(frame)), geometry=geoms)
     source = Path(path).name + (f":{lcfg.layer}" if lcfg.layer else "")
     return frame, source
+
+
+#: GDAL drivers that report EPSG:4326 for a file without a CRS of its own
+_GEOJSON = ("GeoJSON", "GeoJSONSeq")
+
+
+def _outside_degrees(geoms: np.ndarray) -> int | None:
+    """The index (in ``shapely.get_coordinates`` order) of the first coordinate beyond longitude
+    ±180 / latitude ±90 or not finite, else None."""
+    coords = shapely.get_coordinates(geoms)
+    bad = ~(np.isfinite(coords).all(axis=1) & (np.abs(coords[:, 0]) <= 180) & (np.abs(coords[:, 1]) <= 90))
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def _check_degrees(raw: np.ndarray, geoms: np.ndarray, where: str, crs: Any, declared: bool) -> None:
+    """Raise InputDataError when the geometries ``raw`` (in ``crs``), once in EPSG:4326
+    (``geoms``), are no longitude/latitude: projected coordinates read as degrees, or outside
+    the valid range of their CRS. ``declared``: the file itself declares ``crs``."""
+    at = _outside_degrees(geoms)
+    if at is None:
+        return
+    x, y = shapely.get_coordinates(raw)[at]
+    fix = ("the file declares that CRS: fix the file's CRS" if declared else
+           'set [labels] crs = "EPSG:xxxx" (the CRS its coordinates are in, e.g. "EPSG:32636" for UTM zone 36N) '
+           "in the region config")
+    raise InputDataError(f"{where}: coordinates ({x:.10g}, {y:.10g}) read in {crs} are outside the valid "
+                         f"longitude/latitude range (projected coordinates without a declared CRS?); {fix}")
 
 
 def _id_field(lcfg: LabelsConfig, fields: list[str], where: str) -> str | None:

@@ -180,8 +180,11 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise ModelError(f"{path}: no such checkpoint; train a model first (python -m tasks TrainModel ...)")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise ModelError(f"{path}: not a readable checkpoint ({exc}); delete it and train again") from exc
+    except Exception as exc:  # torch raises anything (KeyError, IndexError, ...) on a file that is no checkpoint
+        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"  # its text runs to lines
+        raise ModelError(f"{path}: not a readable checkpoint ({why}); set [predict] model to a model/best.pt "
+                         "written by TrainModel (if this is the region's own checkpoint, delete it and train "
+                         "again)") from exc
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not an osmsat checkpoint (no format tag)")
     if blob.get("version") != CHECKPOINT_VERSION:

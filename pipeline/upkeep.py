@@ -1,5 +1,6 @@
 """Upkeep of a region's data folder: verify tiles against their index, prune what today's
-index does not list, and clean temporary files that killed runs left.
+index does not list, and clean temporary files that killed runs left (``make clean-tmp``:
+``python -m pipeline.upkeep clean-tmp data``, which refuses while a run holds a lock).
 
 A product folder (``data/<region>/<product>``) holds ``index.parquet`` (today's tiles, see
 :func:`pipeline.io.read_tile_index`), ``_shards/<quadkey>.json`` manifests, ``_manifest.json``
@@ -9,13 +10,23 @@ the tiles except to find files the index does *not* list.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import BusyError, OsmsatError
 from pipeline.io import INDEX_FILE, WRITTEN, read_tile_index, tiles_on_disk
+
+#: held (shared) by every ``python -m tasks`` run on a region for its whole life; a permanent file
+#: (not a ``*.lock``: those are per-task locks, deleted on release)
+RUN_LOCK = Path("_manifests") / "runs.flock"
+#: each run's failures file in the system temp folder, held (exclusive) by the run, deleted at its end
+ERRORS_PREFIX, ERRORS_SUFFIX = "osmsat-", ".errors.jsonl"
 
 
 @dataclass(frozen=True)
@@ -105,17 +116,104 @@ def remove_empty_dirs(root: str | Path) -> int:
     return n
 
 
-def clean_temps(data_dir: str | Path) -> list[Path]:
-    """Delete what killed runs left under a region folder: ``_tmp`` scratch folders and
-    ``.<name>.<random>.tmp*`` files. Never run it while a run on the region is going on."""
-    removed: list[Path] = []
-    for dirpath, dirs, files in os.walk(data_dir):
-        for d in [d for d in dirs if d == "_tmp"]:
-            shutil.rmtree(Path(dirpath) / d, ignore_errors=True)
-            removed.append(Path(dirpath) / d)
-            dirs.remove(d)
-        for f in files:
-            if f.startswith(".") and ".tmp" in f:
-                (Path(dirpath) / f).unlink(missing_ok=True)
-                removed.append(Path(dirpath) / f)
+def _lock_now(path: Path, create: bool = False) -> int | None:
+    """An exclusive ``flock`` on ``path`` if no one holds one: its descriptor (close it to
+    release), else None. A missing file (``create`` off) counts as free: -1."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+    except FileNotFoundError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def clean_tmp(root: str | Path, temp_dir: str | Path | None = None) -> dict[str, int]:
+    """Delete what killed runs left under ``root`` (``data/``): ``_tmp`` scratch folders,
+    ``.<name>.<random>.tmp*`` files and task/shard lock files; and their empty errors files
+    (``osmsat-*.errors.jsonl``) in the system temp folder (``temp_dir``).
+
+    Refuses (:class:`BusyError`, nothing deleted) while a run is going on: a ``python -m tasks``
+    run holds its region's ``_manifests/runs.flock``, a task its lock file. While it cleans,
+    it holds every region's run lock, so a run that starts meanwhile waits for it. An errors
+    file that a live run holds is left alone. Returns the counts of what it deleted."""
+    root = Path(root)
+    regions: list[Path] = []
+    scratch: list[Path] = []
+    temps: list[Path] = []
+    locks: list[Path] = []
+    for dirpath, dirs, files in os.walk(root):
+        here = Path(dirpath)
+        if here.name == "_tmp":
+            scratch.append(here)
+            locks.extend(here / f for f in files if f.endswith(".lock"))
+            dirs[:] = []  # shard scratch: it goes with the folder
+            continue
+        if "_manifests" in dirs:
+            regions.append(here)
+        temps.extend(here / f for f in files if f.startswith(".") and ".tmp" in f)
+        if here.name == "_manifests":
+            locks.extend(here / f for f in files if f.endswith(".lock"))
+    held: list[int] = []
+    try:
+        for region in sorted(regions):
+            fd = _lock_now(region / RUN_LOCK, create=True)
+            if fd is None:
+                raise BusyError(f"{region}: a run on this region is going on (it holds {region / RUN_LOCK}); "
+                                "let it finish or stop it (Ctrl-C), then run make clean-tmp again — nothing "
+                                "was deleted")
+            held.append(fd)
+        for lock in locks:
+            fd = _lock_now(lock)
+            if fd is None:
+                raise BusyError(f"{lock}: a task of a running run holds this lock; let the run finish or stop "
+                                "it, then run make clean-tmp again — nothing was deleted")
+            held.append(fd)
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in temps + [p for p in locks if p.parent.name == "_manifests"]:
+            path.unlink(missing_ok=True)
+    finally:
+        for fd in held:
+            if fd >= 0:
+                os.close(fd)
+    return {"scratch folders": len(scratch), "temporary files": len(temps), "lock files": len(locks),
+            "errors files": len(clean_errors_files(temp_dir))}
+
+
+def clean_errors_files(temp_dir: str | Path | None = None) -> list[Path]:
+    """Delete the errors files of ended runs in the temp folder (``tempfile.gettempdir()``); a
+    file a live run holds stays."""
+    folder = Path(temp_dir if temp_dir is not None else tempfile.gettempdir())
+    removed = []
+    for path in sorted(folder.glob(f"{ERRORS_PREFIX}*{ERRORS_SUFFIX}")):
+        fd = _lock_now(path)
+        if fd is None or fd < 0:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
     return removed
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pipeline.upkeep clean-tmp [ROOT]`` (ROOT: ``data``): one line either way."""
+    if len(argv) not in (1, 2) or argv[0] != "clean-tmp":
+        print("usage: python -m pipeline.upkeep clean-tmp [data]", file=sys.stderr)
+        return 2
+    try:
+        counts = clean_tmp(argv[1] if len(argv) > 1 else "data")
+    except OsmsatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("clean-tmp: deleted " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -7,20 +7,31 @@ Luigi's ``[retcode]`` codes so that a failed run exits non-zero.
 Luigi's log (progress, tracebacks, the execution summary) goes to
 ``<data_dir>/logs/<Task>-<UTC time>-<pid>.log``; the terminal shows warnings and, when the run
 fails, ends with ONE line ``error: <file/key/tile>: <what> — <how to fix>``. ``--debug`` keeps
-Luigi's own logging on the terminal instead (tracebacks included).
+Luigi's own logging on the terminal instead (tracebacks included). An unknown task or a missing
+``--config`` is one line too, before anything is created; Ctrl-C (or SIGTERM) ends the run with
+``interrupted; rerun to resume`` (worker processes end quietly).
+
+While it runs, the command holds a shared lock on ``<data_dir>/_manifests/runs.flock`` (``make
+clean-tmp`` refuses while it is held) and an exclusive one on its errors file in the system temp
+folder, which it deletes when it ends (``make clean-tmp`` deletes those of killed runs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import errno
+import fcntl
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, ClassVar, NoReturn
 
 USAGE = """usage: python -m tasks TASK --config configs/<region>.toml [--workers N] [--debug] [luigi options]
 
@@ -87,11 +98,55 @@ def _record_failure(task: Any, exc: BaseException) -> None:
         print(f"error: {msg}", file=sys.stderr)  # the disk is full: say it now
 
 
+INTERRUPTED = "interrupted; rerun to resume"
+
+
+class _Signals:
+    """The command's process id (forked worker processes have others) and the signals it got."""
+
+    pid = os.getpid()
+    received: ClassVar[list[int]] = []
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM: the command's process raises KeyboardInterrupt (reported in one line);
+    a forked worker process (Luigi's, a DataLoader's) ends by the signal as if it had no
+    handler, without a traceback: the command reports and a rerun resumes."""
+    if os.getpid() != _Signals.pid:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _Signals.received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted(held: _Held) -> NoReturn:
+    """End an interrupted run: release what it holds, print its one line and exit with the
+    signal's code at once — the interpreter's shutdown would run the ``__del__`` of half-used
+    objects (a DataLoader whose workers the signal ended prints a traceback from there)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # the line is the last word, even if Ctrl-C is pressed again
+    held.release()
+    with contextlib.suppress(Exception):
+        logging.shutdown()  # the log file gets what was logged
+        print(f"error: {INTERRUPTED}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(128 + (_Signals.received[0] if _Signals.received else signal.SIGINT))
+
+
 class _Console(logging.Filter):
-    """Warnings only, without tracebacks (those are in the log file)."""
+    """Warnings without tracebacks (those are in the log file), and notices."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "osmsat.notice":
+            return record.levelno >= logging.INFO
         return record.levelno == logging.WARNING and record.exc_info is None
+
+
+class _ConsoleFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{'note' if record.name == 'osmsat.notice' else 'warning'}: {record.getMessage()}"
 
 
 def _setup_logging(log_path: Path) -> None:
@@ -105,23 +160,46 @@ def _setup_logging(log_path: Path) -> None:
     fh.setFormatter(logging.Formatter("%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"))
     console = logging.StreamHandler(sys.stderr)
     console.addFilter(_Console())
-    console.setFormatter(logging.Formatter("warning: %(message)s"))
+    console.setFormatter(_ConsoleFormat())
     root.addHandler(fh)
     root.addHandler(console)
 
 
-def _prepare_run(task: str, data_dir: Path) -> tuple[Path, Path]:
+class _Held:
+    """What the command deletes and closes when it ends, however it ends."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.files: list[Path] = []
+
+    def release(self) -> None:
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _prepare_run(task: str, data_dir: Path, held: _Held) -> tuple[Path, Path]:
     """The run's log file under ``data_dir/logs`` and a temporary errors file (raises OSError
-    with the path)."""
+    with the path). Takes the run's locks; ``held`` gets their descriptors and the errors file."""
+    from pipeline.upkeep import ERRORS_PREFIX, ERRORS_SUFFIX, RUN_LOCK
+
     if data_dir.exists() and not data_dir.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(data_dir))
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    (data_dir / RUN_LOCK).parent.mkdir(parents=True, exist_ok=True)
+    held.fds.append(fd := os.open(data_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o666))
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while `make clean-tmp` cleans (it holds it exclusively)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     log_path = logs / f"{task}-{stamp}-{os.getpid()}.log"
     # failures are collected outside data_dir: they must reach us when that disk is full
-    fd, name = tempfile.mkstemp(prefix=f"osmsat-{task}-", suffix=".errors.jsonl")
-    os.close(fd)
+    fd, name = tempfile.mkstemp(prefix=f"{ERRORS_PREFIX}{task}-", suffix=ERRORS_SUFFIX)
+    held.fds.append(fd)
+    held.files.append(Path(name))
+    fcntl.flock(fd, fcntl.LOCK_EX)  # ours: `make clean-tmp` deletes only errors files no run holds
     return log_path, Path(name)
 
 
@@ -145,37 +223,97 @@ def _report(code: int, errors: Path, log_path: Path, task: str) -> None:
     print(f"error: {found[0]}", file=sys.stderr)
 
 
+def _our_tasks() -> list[str]:
+    """The task names this project defines (what ``--help`` lists)."""
+    from luigi.task_register import Register
+
+    names = []
+    for name in Register.task_names():
+        with contextlib.suppress(Exception):  # an ambiguous name
+            if Register.get_task_cls(name).__module__.startswith("tasks."):
+                names.append(name)
+    return names
+
+
+def _check_task(argv: list[str]) -> str | None:
+    """One line for an unknown task (with "did you mean") or a missing ``--config``, else None."""
+    from luigi.task_register import Register
+
+    name = argv[0]
+    if name not in Register.task_names():
+        close = difflib.get_close_matches(name, _our_tasks(), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"unknown task {name!r} — {hint}python -m tasks --help lists the tasks"
+    from tasks.base import RegionTask
+
+    asks_help = any(a.startswith("--help") for a in argv)
+    if issubclass(Register.get_task_cls(name), RegionTask) and _config_arg(argv) is None and not asks_help:
+        return (f"{name}: --config is missing — name the region config: "
+                f"python -m tasks {name} --config configs/<region>.toml")
+    return None
+
+
+def _config_arg(argv: list[str]) -> str | None:
+    """The value of ``--config PATH`` or ``--config=PATH``."""
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str]) -> int:
+    """The command: one line for every way it fails, Ctrl-C included (see the module docstring)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    _Signals.pid = os.getpid()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    held = _Held()
+    try:
+        code = _main(argv, held)
+        if _Signals.received:  # an interrupt swallowed below is still one
+            _interrupted(held)
+        return code
+    except KeyboardInterrupt:
+        _interrupted(held)
+    finally:
+        held.release()
+
+
+def _main(argv: list[str], held: _Held) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     root = Path(__file__).resolve().parents[1]
     os.environ.setdefault("LUIGI_CONFIG_PARSER", "toml")
     os.environ.setdefault("LUIGI_CONFIG_PATH", str(root / "configs" / "luigi.toml"))
+    import luigi
+    import luigi.retcodes
+
     from pipeline.config import check_environment, load_config
     from pipeline.errors import OsmsatError
     from pipeline.user_errors import os_error_message
 
+    register_tasks()
+    if not argv[0].startswith("-") and (wrong := _check_task(argv)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
+        return 2
     cfg = None
-    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+    if (config := _config_arg(argv)) is not None:
         try:
-            cfg = load_config(argv[argv.index("--config") + 1])
+            cfg = load_config(config)
             check_environment(cfg)
         except OsmsatError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if not any(a.startswith(("--scheduler-host", "--scheduler-url", "--local-scheduler")) for a in argv):
         argv = [*argv, "--local-scheduler"]
-    import luigi
-    import luigi.retcodes
-
-    register_tasks()
     run = None
     if cfg is not None and not argv[0].startswith("-"):
         try:
-            run = _prepare_run(argv[0], cfg.data_dir)
+            run = _prepare_run(argv[0], cfg.data_dir, held)
         except OSError as exc:
             print(f"error: {os_error_message(exc, cfg.data_dir)}", file=sys.stderr)
             return 1
@@ -190,7 +328,7 @@ def main(argv: list[str]) -> int:
         luigi.retcodes.run_with_retcodes(argv)
     except SystemExit as exc:
         code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    if run is not None:
+    if run is not None and not _Signals.received:
         _report(code, run[1], run[0], argv[0])
     return code
 

@@ -35,6 +35,8 @@ from pipeline.io import (
 from pipeline.stages import file_fingerprint, stage_digest
 
 log = logging.getLogger("luigi-interface")
+#: lines the user should see on the terminal without --debug (``python -m tasks`` prints them as ``note: ...``)
+NOTICE = logging.getLogger("osmsat.notice")
 
 
 def _locked(run: Any) -> Any:
@@ -156,6 +158,12 @@ class RegionTask(luigi.Task):
             self.set_progress_percentage(round(100 * done / total) if total else 100)
         if total > 1:
             self._bar(done, total, what)
+
+    def notice(self, message: str) -> None:
+        """Say ``message`` on the terminal (``note: ...``), in the log and to the scheduler."""
+        NOTICE.info(message)
+        if self.set_status_message is not None:
+            self.set_status_message(message)
 
     def progress_done(self) -> None:
         """Tell the scheduler the task is at 100 % (called when ``run`` returns)."""

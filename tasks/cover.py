@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cover import region_tiles, tiles_table, write_tiles_csv
+from pipeline.cover import check_plan, plan_line, region_tiles, tiles_table, write_tiles_csv
 from pipeline.features import read_features
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
@@ -12,7 +12,9 @@ from tasks.extract import ExtractFeatures
 
 class CoverTiles(RegionTask):
     """The tiles at the region's zoom that its features (or its bbox) touch; with
-    ``[imagery] cover_folder = true`` (tile folders), the tiles the folder has imagery for."""
+    ``[imagery] cover_folder = true`` (tile folders), the tiles the folder has imagery for.
+    States the tiles, shards and estimated disk before it writes anything, and refuses more
+    tiles than ``[region] max_tiles``."""
 
     stage = "cover"
 
@@ -28,13 +30,16 @@ class CoverTiles(RegionTask):
             df = tiles_table(folder_cover(icfg, self.cfg.zoom), self.cfg.zoom, self.cfg.shard_zoom)
         else:
             df = region_tiles(self.cfg, feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float))
+        n_shards = int(df.shard.nunique())
+        self.notice(plan_line(self.cfg, len(df), n_shards))
+        check_plan(self.cfg, len(df), n_shards)
         out = self.data_dir / "tiles.csv"
         write_tiles_csv(df, out)
         self.output().write({
             "root": str(self.data_dir),
             "files": {"tiles.csv": {"size": out.stat().st_size}},
             "tiles": len(df),
-            "shards": int(df.shard.nunique()),
+            "shards": n_shards,
             "zoom": self.cfg.zoom,
             "shard_zoom": self.cfg.shard_zoom,
         })

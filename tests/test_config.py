@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pipeline.config import TagFilter, load_config
@@ -170,3 +171,25 @@ def test_nodata_outside_the_band_type_is_caught_when_planning() -> None:
     for value, dtype in ((-9999, "uint8"), (256, "uint8"), (0.5, "uint16"), (70000, "int16")):
         with pytest.raises(ConfigError, match=rf"imagery\] nodata = .* is not a {dtype} value"):
             check_nodata(value, dtype)
+
+
+def test_max_tiles_guards_the_cover_and_is_in_no_digest(tmp_path: Path) -> None:
+    """``[region] max_tiles`` (default 200,000): a bbox of more tiles is refused before its tiles
+    are listed (z24 over a degree square: about 10^10 tiles), naming the key; raising it changes
+    no stage digest."""
+    from pipeline.cover import region_tiles
+
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.max_tiles == 200_000
+    with pytest.raises(ConfigError, match=r"region\.max_tiles = 0 is out of range"):
+        load_config(_write(tmp_path, BASE.replace("shard_zoom = 14", "shard_zoom = 14\nmax_tiles = 0")))
+    big = BASE.replace("zoom = 18\nshard_zoom = 14", "zoom = 24\nshard_zoom = 18\nbbox = [24.0, 60.0, 25.0, 61.0]")
+    cfg = load_config(_write(tmp_path, big))
+    with pytest.raises(ConfigError) as err:
+        region_tiles(cfg, np.empty(0, dtype=object), np.empty(0))
+    msg = str(err.value)
+    assert msg.startswith(f"{cfg.path}: region.max_tiles = 200,000, but zoom 24 over this region is ")
+    assert " shards (about " in msg and "raise max_tiles in [region]" in msg
+    raised = load_config(_write(tmp_path, big.replace("shard_zoom = 18", "shard_zoom = 18\nmax_tiles = 20000000000")))
+    assert raised.max_tiles == 20_000_000_000
+    assert all(stage_digest(raised, s) == stage_digest(cfg, s) for s in ("cover", "masks", "vectorize"))

@@ -137,6 +137,36 @@ def test_file_without_crs_is_an_error_unless_crs_is_set(tmp_path: Path) -> None:
     assert len(out) == 12
 
 
+def test_projected_coordinates_read_as_degrees_are_an_error_naming_labels_crs(tmp_path: Path) -> None:
+    """UTM metres in a GeoJSON without a ``crs`` member (GDAL reads it as EPSG:4326) or in a
+    Shapefile without ``.prj`` given ``crs = "EPSG:4326"``: an error naming the file and
+    ``[labels] crs``; with ``crs`` set to the UTM zone the GeoJSON lands where it should."""
+    utm = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32636", always_xy=True)
+    x, y = utm.transform(LON, LAT)
+    doc = {"type": "FeatureCollection",
+           "features": [{"type": "Feature", "properties": {"building": "yes"},
+                         "geometry": shapely.geometry.mapping(shapely.box(x, y, x + 20, y + 20))}]}
+    path = tmp_path / "utm-nocrs.geojson"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputDataError, match=r'utm-nocrs\.geojson: coordinates \(\d+.* outside the valid longitude/'
+                                             r'latitude range.*set \[labels\] crs = "EPSG:xxxx"'):
+        load_vector_labels(vector(path), [BUILDING_ALL])
+    out, _ = load_vector_labels(vector(path, crs="EPSG:32636"), [BUILDING_ALL])
+    w, s, _, _ = out.geometry[0].bounds
+    assert abs(w - LON) < 1e-7 and abs(s - LAT) < 1e-7
+    # a Shapefile without .prj, wrongly declared as degrees in the config
+    shp = tmp_path / "utm.shp"
+    gpd.GeoDataFrame({"kind": ["house"]}, geometry=[shapely.box(x, y, x + 20, y + 20)], crs="EPSG:32636").to_file(shp)
+    shp.with_suffix(".prj").unlink()
+    with pytest.raises(InputDataError, match=r'utm\.shp: coordinates .*\[labels\] crs = "EPSG:xxxx"'):
+        load_vector_labels(vector(shp, crs="EPSG:4326"), [BUILDING_ALL])
+    # a file that declares EPSG:4326 itself: its CRS is wrong, labels.crs would not apply
+    gpkg = tmp_path / "wrong.gpkg"
+    gpd.GeoDataFrame({"kind": ["house"]}, geometry=[shapely.box(x, y, x + 20, y + 20)], crs="EPSG:4326").to_file(gpkg)
+    with pytest.raises(InputDataError, match=r"wrong\.gpkg: coordinates .*declares that CRS: fix the file's CRS"):
+        load_vector_labels(vector(gpkg, crs="EPSG:32636"), [BUILDING_ALL])
+
+
 def test_unknown_layer_and_missing_attribute_name_them(tmp_path: Path) -> None:
     path = tmp_path / "two.gpkg"
     squares().to_file(path, layer="houses")
