@@ -12,18 +12,16 @@ import shapely
 
 from pipeline.geo import to_mercator
 from pipeline.io import atomic_write_bytes
+from pipeline.statuses import COLORS, LABELS, OSM, STATUS_STYLES
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-#: layer colours (QGIS styles use the same): matched grey-green, missing red, not seen yellow, offset orange
-COLORS = {"matched": "#4daf4a", "missing_in_osm": "#e31a1c", "not_seen": "#ffd92f", "offset": "#ff7f00"}
-LABELS = {"matched": "matched", "missing_in_osm": "missing in OSM", "not_seen": "in OSM, not seen",
-          "offset": "offset"}
+__all__ = ["COLORS", "LABELS", "map_png", "report_md", "write_report"]  # colours: pipeline.statuses
 
 
 def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = None, dpi: int = 110) -> bytes:
-    """A map of the change layers in web-mercator metres (OSM outlines in thin grey), as PNG bytes."""
+    """A map of the change layers in web-mercator metres (OSM outlines thin, in the OSM colour), as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +46,7 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
             for p in shapely.get_parts(g):
                 if p.geom_type == "Polygon":
                     xy = shapely.get_coordinates(p.exterior)
-                    ax.plot(xy[:, 0], xy[:, 1], color="#555555", linewidth=0.3)
+                    ax.plot(xy[:, 0], xy[:, 1], color=OSM.color, linewidth=0.3)
     ax.autoscale_view()
     ax.set_aspect("equal")
     ax.set_xticks([])
@@ -83,8 +81,8 @@ def report_md(region: str, summary: dict[str, Any], picture: str) -> str:
         for name, f in summary["lines"].items():
             vals = [f.get(k) for k in ("predicted_km", "osm_km", "correctness", "completeness", "tolerance_m")]
             lines.append(f"| {name} | " + " | ".join("–" if v is None else str(v) for v in vals) + " |")
-    lines += ["", "Layers: `missing_in_osm.geojson` (red), `not_seen.geojson` (yellow), `offset.geojson` (orange), "
-              "`matched.geojson`; for JOSM `missing_in_osm.osm` (never uploadable as is); for MapRoulette "
+    named = ", ".join(f"`{k}.geojson` ({s.color_name})" for k, s in STATUS_STYLES.items())
+    lines += ["", f"Layers: {named}; for JOSM `missing_in_osm.osm` (never uploadable as is); for MapRoulette "
               "`maproulette.geojsonl`.", "", f"![map of the change layers]({picture})", ""]
     return "\n".join(lines)
 

@@ -1,21 +1,27 @@
 """A QGIS project (``.qgs``, plain XML, opens in QGIS 3.22 and later) and ``.qml`` style files.
 
-The project loads the imagery tiles as a local XYZ layer (``file://`` URL template), the OSM
-features and the predictions from GeoPackages (QGIS 3.22's GDAL reads no GeoParquet) and every
-change layer (GeoJSON) styled: missing in OSM red, not seen yellow, offset orange, matched green.
-Vector paths are relative to the project file, so the region folder can be moved as a whole;
-the XYZ layer needs an absolute ``file://`` URL.
+The project loads the imagery tiles as a local XYZ layer (``file:./images/{z}/{x}/{y}.<ext>``,
+relative to the project, as QGIS itself writes it), for a raster imagery source the rasters
+themselves as GDAL layers beside the tiles, the OSM features and the predictions from
+GeoPackages (QGIS 3.22's GDAL reads no GeoParquet) and every change layer (GeoJSON), styled by
+the palette of :mod:`pipeline.statuses`. Layers sit in groups: change layers, predictions, OSM,
+imagery (drawn in that order, the first on top). Every path is relative to the project file, so
+the region folder can be moved or shared as a whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
+from pipeline.config import ClassSpec
 from pipeline.io import atomic_write_bytes
+from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
 
 QGIS_VERSION = "3.22.16-Białowieża"
 _HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
@@ -32,6 +38,25 @@ class VectorLayer:
     color: str  # "#rrggbb"
     fill_alpha: int = 110  # 0-255; lines ignore it
     visible: bool = True
+    group: str = "change layers"  # one of GROUPS
+
+
+@dataclass(frozen=True)
+class RasterLayer:
+    """A raster layer of the imagery group: an XYZ tile folder (``provider`` "wms", ``source``
+    from :func:`xyz_source`) or a raster file (``provider`` "gdal", ``source`` a path relative to
+    the project); ``authid``/``wkt`` its CRS (None: EPSG:3857, the XYZ grid)."""
+
+    name: str
+    source: str
+    provider: str
+    authid: str | None = None
+    wkt: str | None = None
+    visible: bool = True
+
+
+#: the project's layer groups, top to bottom (a group without layers is left out)
+GROUPS = ("change layers", "predictions", "OSM", "imagery")
 
 
 def _rgb(color: str, alpha: int = 255) -> str:
@@ -86,22 +111,93 @@ def _srs(epsg: int) -> str:
             "</spatialrefsys>")
 
 
-def xyz_source(tiles_dir: Path, ext: str, zmin: int, zmax: int) -> str:
-    """QGIS data source of a local XYZ tile folder (``type=xyz&url=file:///…/{z}/{x}/{y}.ext``)."""
-    url = f"file://{tiles_dir.resolve().as_posix()}/{{z}}/{{x}}/{{y}}.{ext}"
+def _srs_of(authid: str | None, wkt: str | None) -> str:
+    if authid is None and wkt is None:
+        return _srs(3857)
+    body = f"<wkt>{escape(wkt)}</wkt>" if wkt else ""
+    return f"<spatialrefsys>{body}<authid>{escape(authid or '')}</authid></spatialrefsys>"
+
+
+def xyz_source(tiles_dir: str, ext: str, zmin: int, zmax: int) -> str:
+    """QGIS data source of a local XYZ tile folder given relative to the project (``./images``):
+    ``type=xyz&url=file:./images/{z}/{x}/{y}.ext``, the form QGIS writes for relative paths."""
+    if tiles_dir.startswith("/") or "://" in tiles_dir:
+        raise ValueError(f"{tiles_dir}: the tile folder must be relative to the project (e.g. ./images)")
+    url = f"file:{tiles_dir.rstrip('/')}/{{z}}/{{x}}/{{y}}.{ext}"
     return f"type=xyz&url={quote(url, safe=':/.')}&zmax={zmax}&zmin={zmin}"
 
 
-def project_xml(title: str, layers: list[VectorLayer], xyz: tuple[str, str] | None,
+def tile_extension(paths: Iterable[str]) -> tuple[str, str | None]:
+    """The extension of most tiles among ``paths`` (``z/x/y.<ext>``; "png" when there are none)
+    and, when the folder mixes formats, a note saying which tiles the XYZ layer cannot show (one
+    URL template has one extension)."""
+    counts = Counter(str(p).rsplit(".", 1)[-1].lower() for p in paths if "." in str(p))
+    if not counts:
+        return "png", None
+    ext, _ = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    others = {k: v for k, v in counts.items() if k != ext}
+    if not others:
+        return ext, None
+    rest = ", ".join(f"{v} .{k}" for k, v in sorted(others.items()))
+    return ext, (f"the imagery folder mixes tile formats: the QGIS imagery layer shows the {counts[ext]} .{ext} "
+                 f"tiles (the majority), not the {rest} tiles")
+
+
+def gdal_layer(raster: Path, project_dir: Path, name: str | None = None) -> RasterLayer:
+    """A raster file as a GDAL layer of the project: its path relative to ``project_dir`` (so the
+    project still opens when the region folder and the raster move together) and its CRS."""
+    import os
+
+    import rasterio
+
+    with rasterio.open(raster) as src:
+        crs = src.crs
+    epsg = crs.to_epsg() if crs is not None else None
+    rel = Path(os.path.relpath(Path(raster).resolve(), Path(project_dir).resolve())).as_posix()
+    return RasterLayer(name or Path(raster).name, rel if rel.startswith("../") else f"./{rel}", "gdal",
+                       authid=f"EPSG:{epsg}" if epsg else None, wkt=crs.to_wkt() if crs is not None else None)
+
+
+_GEOM = {"area": "Polygon", "line": "Line"}
+
+
+def region_layers(classes: Sequence[ClassSpec], statuses: Iterable[str], predicted: Iterable[str],
+                  osm: Iterable[str]) -> list[VectorLayer]:
+    """The vector layers of a region's project, styled by the one palette: the change layers of
+    ``statuses`` (``compare/<status>.geojson``; matched hidden at first), the ``predicted`` classes
+    (``predictions.gpkg``, blue) and the ``osm`` classes (``osm_features.gpkg``, grey outlines)."""
+    have, pred, in_osm = set(statuses), set(predicted), set(osm)
+    out = [VectorLayer(style.label, f"./compare/{status}.geojson", "Polygon", style.color,
+                       visible=status != "matched", group="change layers")
+           for status, style in STATUS_STYLES.items() if status in have]
+    out += [VectorLayer(f"{PREDICTED.label} {c.name}", f"./predictions.gpkg|layername={c.name}", _GEOM[c.kind],
+                        PREDICTED.color, fill_alpha=60, group="predictions") for c in classes if c.name in pred]
+    out += [VectorLayer(f"{OSM.label} {c.name}", f"./osm_features.gpkg|layername={c.name}", _GEOM[c.kind],
+                        OSM.color, fill_alpha=0, visible=c.kind == "area", group="OSM")
+            for c in classes if c.name in in_osm]
+    return out
+
+
+def _group(name: str, items: list[str]) -> str:
+    return (f'<layer-tree-group name={quoteattr(name)} checked="Qt::Checked" expanded="1"><customproperties/>'
+            f'{"".join(items)}</layer-tree-group>')
+
+
+def project_xml(title: str, layers: Sequence[VectorLayer], imagery: Sequence[RasterLayer],
                 extent_3857: tuple[float, float, float, float]) -> bytes:
-    """The ``.qgs`` XML: vector ``layers`` (drawn in list order, the first on top) above the
-    optional XYZ imagery layer ``(name, source)``; the map view starts at ``extent_3857``."""
-    tree, maplayers = [], []
+    """The ``.qgs`` XML: vector ``layers`` and the ``imagery`` rasters in the layer groups of
+    ``GROUPS`` (drawn top to bottom; inside a group in list order, the first on top); the map
+    view starts at ``extent_3857``."""
+    groups: dict[str, list[str]] = {g: [] for g in GROUPS}
+    maplayers = []
     for lyr in layers:
+        if lyr.group not in groups:
+            raise ValueError(f"{lyr.name}: unknown layer group {lyr.group!r} (one of {', '.join(GROUPS)})")
         lid = _layer_id(lyr.name)
-        tree.append(f'<layer-tree-layer id="{lid}" name={quoteattr(lyr.name)} source={quoteattr(lyr.source)} '
-                    f'providerKey="ogr" checked="{"Qt::Checked" if lyr.visible else "Qt::Unchecked"}" expanded="0">'
-                    "<customproperties/></layer-tree-layer>")
+        groups[lyr.group].append(
+            f'<layer-tree-layer id="{lid}" name={quoteattr(lyr.name)} source={quoteattr(lyr.source)} '
+            f'providerKey="ogr" checked="{"Qt::Checked" if lyr.visible else "Qt::Unchecked"}" expanded="0">'
+            "<customproperties/></layer-tree-layer>")
         maplayers.append(f'<maplayer type="vector" geometry="{lyr.geometry}" autoRefreshEnabled="0" '
                          f'hasScaleBasedVisibilityFlag="0" minScale="100000000" maxScale="0">'
                          f"<id>{lid}</id><datasource>{escape(lyr.source)}</datasource>"
@@ -109,15 +205,17 @@ def project_xml(title: str, layers: list[VectorLayer], xyz: tuple[str, str] | No
                          f'<provider encoding="UTF-8">ogr</provider>{renderer_xml(lyr)}'
                          "<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode>"
                          "<layerOpacity>1</layerOpacity></maplayer>")
-    if xyz is not None:
-        name, source = xyz
-        lid = _layer_id(name)
-        tree.append(f'<layer-tree-layer id="{lid}" name={quoteattr(name)} source={quoteattr(source)} '
-                    'providerKey="wms" checked="Qt::Checked" expanded="0"><customproperties/></layer-tree-layer>')
+    for r in imagery:
+        lid = _layer_id(r.name)
+        groups["imagery"].append(
+            f'<layer-tree-layer id="{lid}" name={quoteattr(r.name)} source={quoteattr(r.source)} '
+            f'providerKey="{r.provider}" checked="{"Qt::Checked" if r.visible else "Qt::Unchecked"}" '
+            'expanded="0"><customproperties/></layer-tree-layer>')
         maplayers.append(f'<maplayer type="raster" autoRefreshEnabled="0" hasScaleBasedVisibilityFlag="0">'
-                         f"<id>{lid}</id><datasource>{escape(source)}</datasource>"
-                         f"<layername>{escape(name)}</layername><srs>{_srs(3857)}</srs>"
-                         '<provider>wms</provider><blendMode>0</blendMode></maplayer>')
+                         f"<id>{lid}</id><datasource>{escape(r.source)}</datasource>"
+                         f"<layername>{escape(r.name)}</layername><srs>{_srs_of(r.authid, r.wkt)}</srs>"
+                         f"<provider>{r.provider}</provider><blendMode>0</blendMode></maplayer>")
+    tree = [_group(g, items) for g, items in groups.items() if items]
     x0, y0, x1, y1 = extent_3857
     canvas = (f'<mapcanvas annotationsVisible="1" name="theMapCanvas"><units>meters</units><extent>'
               f"<xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></extent>"
@@ -136,11 +234,11 @@ def project_xml(title: str, layers: list[VectorLayer], xyz: tuple[str, str] | No
     return xml.encode()
 
 
-def write_project(path: Path, title: str, layers: list[VectorLayer], xyz: tuple[str, str] | None,
+def write_project(path: Path, title: str, layers: Sequence[VectorLayer], imagery: Sequence[RasterLayer],
                   extent_3857: tuple[float, float, float, float]) -> None:
     """Write the project atomically, and a ``.qml`` beside every GeoJSON layer's file."""
     for lyr in layers:
         file = lyr.source.split("|", 1)[0]
         if file.endswith(".geojson"):
             atomic_write_bytes((path.parent / file).with_suffix(".qml"), qml(lyr))
-    atomic_write_bytes(path, project_xml(title, layers, xyz, extent_3857))
+    atomic_write_bytes(path, project_xml(title, layers, imagery, extent_3857))

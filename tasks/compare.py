@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.compare import STATUSES, compare, features_in_tiles
-from pipeline.compare_report import COLORS, LABELS, write_report
+from pipeline.compare_report import write_report
+from pipeline.errors import ManifestError
 from pipeline.features import read_features
 from pipeline.io import atomic_write_bytes, atomic_write_json, read_tile_index
 from pipeline.mappers import maproulette_tasks, osm_xml
-from pipeline.qgis import VectorLayer, write_project, xyz_source
+from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
+from pipeline.statuses import with_status
 from pipeline.tiles import tile_bounds
 from pipeline.vector_io import write_geojson, write_gpkg
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 from tasks.vectorize import MergeFeatures
-
-_GEOM = {"area": "Polygon", "line": "Line"}
 
 
 class CompareWithOSM(RegionTask):
@@ -54,7 +54,7 @@ class CompareWithOSM(RegionTask):
         written: list[Path] = []
         for status in STATUSES:
             written.append(out / f"{status}.geojson")
-            write_geojson(result.layers[status], written[-1], status)
+            write_geojson(with_status(result.layers[status], status), written[-1], status)
         summary = {**result.summary, "region": cfg.name, "source": source, "tiles": len(tiles)}
         atomic_write_json(out / "summary.json", summary)
         missing = result.layers["missing_in_osm"]
@@ -75,28 +75,27 @@ class CompareWithOSM(RegionTask):
         write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
         present = {c.name for c in cfg.classes if (osm["class"] == c.name).any()}
         pred = json.loads((d / "_manifests" / "vectorize.json").read_text()).get("by_class", {})
-        vl: list[VectorLayer] = []
-        for status in ("missing_in_osm", "not_seen", "offset", "matched"):
-            if len(layers[status]):
-                vl.append(VectorLayer(LABELS[status], f"./compare/{status}.geojson", "Polygon", COLORS[status],
-                                      visible=status != "matched"))
-        for c in cfg.classes:
-            if pred.get(c.name):
-                vl.append(VectorLayer(f"predicted {c.name}", f"./predictions.gpkg|layername={c.name}",
-                                      _GEOM[c.kind], "#1f78b4", fill_alpha=60))
-        for c in cfg.classes:
-            if c.name in present:
-                vl.append(VectorLayer(f"OSM {c.name}", f"./osm_features.gpkg|layername={c.name}",
-                                      _GEOM[c.kind], c.color, fill_alpha=0, visible=c.kind == "area"))
-        xyz = None
-        images = d / "images"
-        if cfg.imagery is not None and images.is_dir():
-            ext = cfg.imagery.format if cfg.imagery.source == "raster" else "png"
-            xyz = ("imagery", xyz_source(images, ext, cfg.zoom, cfg.zoom))  # only this zoom exists
+        vl = region_layers(cfg.classes, [s for s in STATUSES if len(layers[s])],
+                           [c.name for c in cfg.classes if pred.get(c.name)], present)
+        imagery: list[RasterLayer] = []
+        if cfg.imagery is not None:
+            try:
+                tiles = read_tile_index(d / "images")
+            except ManifestError:
+                tiles = None
+            if tiles is not None:
+                ext, note = tile_extension(tiles[tiles.status == "written"].path.astype(str))
+                if note:
+                    self.notice(f"{cfg.name}.qgs: {note}")
+                name = "imagery" if note is None else f"imagery (.{ext} tiles only)"
+                # only this zoom exists; the URL is relative to the project, as QGIS writes it
+                imagery.append(RasterLayer(name, xyz_source("./images", ext, cfg.zoom, cfg.zoom), "wms"))
+            if cfg.imagery.source == "raster":  # the rasters themselves, beside the tiles (first on top)
+                imagery += [gdal_layer(p, d) for p in cfg.imagery.paths if Path(p).is_file()]
         b = [tile_bounds(t) for t in _corner_tiles(index, cfg.zoom)]
         extent = (min(v[0] for v in b), min(v[1] for v in b), max(v[2] for v in b), max(v[3] for v in b))
         qgs = d / f"{cfg.name}.qgs"
-        write_project(qgs, cfg.name, vl, xyz, extent)
+        write_project(qgs, cfg.name, vl, imagery, extent)
         styles = [(d / lyr.source).with_suffix(".qml") for lyr in vl if lyr.source.endswith(".geojson")]
         return [osm_gpkg, qgs, *styles]
 

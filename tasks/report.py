@@ -14,16 +14,17 @@ from pipeline.io import atomic_write_bytes, read_manifest, read_tile_index
 from pipeline.report import MapLayer, Report, TileLayer, layers_bounds, render_report
 from pipeline.runinfo import input_checksums, read_json, read_records, run_manifest
 from pipeline.stages import stage_digest, stage_inputs
+from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
 from tasks.base import RegionTask
 from tasks.compare import CompareWithOSM
 
 log = logging.getLogger("luigi-interface")
 
-#: map layers of the report: (name, file under data/<region>, colour, shown at first)
-LAYERS = (("predictions", "predictions.geojson", "#33a02c", True),
-          ("missing in OSM", "compare/missing_in_osm.geojson", "#e31a1c", True),
-          ("not seen (in OSM only)", "compare/not_seen.geojson", "#ffd92f", True),
-          ("offset", "compare/offset.geojson", "#ff7f00", True))
+#: map layers of the report: (name, file under data/<region>, colour, shown at first); names and
+#: colours from the one palette (pipeline.statuses) that the QGIS project uses too
+LAYERS = ((PREDICTED.label, "predictions.geojson", PREDICTED.color, True),
+          *((STATUS_STYLES[s].label, f"compare/{s}.geojson", STATUS_STYLES[s].color, True)
+            for s in ("missing_in_osm", "not_seen", "offset")))
 
 
 def _model_tasks(task: RegionTask) -> list[Any]:
@@ -142,7 +143,7 @@ def osm_layer(path: Path, limit: int = 50_000) -> MapLayer | None:
     feats = read_features(path)
     cols = [c for c in ("class", "osm_type", "osm_id") if c in feats.columns]
     gj = json.loads(feats[[*cols, "geometry"]].iloc[:limit].to_json(drop_id=True))
-    return MapLayer("OSM features", gj, "#1f78b4", visible=False, fill_opacity=0.1, weight=1.0)
+    return MapLayer(f"{OSM.label} features", gj, OSM.color, visible=False, fill_opacity=0.1, weight=1.0)
 
 
 def region_report(d: Path, name: str, zoom: int) -> Report:

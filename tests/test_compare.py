@@ -258,7 +258,11 @@ def test_qgis_project_opens_with_every_layer_valid(compared: tuple[Path, RegionC
     _, cfg = compared
     qgs = cfg.data_dir / f"{cfg.name}.qgs"
     text = qgs.read_text()
-    assert "type=xyz&amp;url=file://" in text and "./compare/missing_in_osm.geojson" in text
+    assert "type=xyz&amp;url=file:./images/%7Bz%7D/%7Bx%7D/%7By%7D.png" in text  # relative, the tiles' extension
+    assert "file:///" not in text and "./compare/missing_in_osm.geojson" in text and "<provider>gdal</provider>" in text
+    for status in ("missing_in_osm", "not_seen", "offset", "matched"):  # every feature says its status
+        feats = json.loads((cfg.data_dir / "compare" / f"{status}.geojson").read_text())["features"]
+        assert feats and all(f["properties"]["status"] == status for f in feats)
     for status in ("missing_in_osm", "not_seen", "offset"):
         assert (cfg.data_dir / "compare" / f"{status}.qml").is_file()
     if not _has_pyqgis():
@@ -270,8 +274,10 @@ def test_qgis_project_opens_with_every_layer_valid(compared: tuple[Path, RegionC
     report = json.loads(res.stdout[res.stdout.index("{"):])
     assert res.returncode == 0, report
     layers = report["layers"]
-    assert {"missing in OSM", "in OSM, not seen", "offset", "imagery", "OSM building"} <= set(layers)
+    assert {"missing in OSM", "in OSM, not seen", "offset", "imagery", "orthophoto.tif", "OSM building"} <= set(layers)
     assert all(v["valid"] for v in layers.values())
+    assert report["groups"] == ["change layers", "predictions", "OSM", "imagery"]
+    assert layers["orthophoto.tif"]["group"] == "imagery" and layers["OSM building"]["group"] == "OSM"
     assert all(v["features"] > 0 for v in layers.values() if v["type"] == "vector")
 
 

@@ -15,7 +15,7 @@ from pipeline.compare import CompareSpec, compare, match, parse_compare
 from pipeline.config import ClassSpec, ConfigError, TagFilter
 from pipeline.geo import to_lonlat, to_mercator
 from pipeline.mappers import class_tags, maproulette_tasks, osm_xml
-from pipeline.qgis import VectorLayer, project_xml, qml, xyz_source
+from pipeline.qgis import RasterLayer, VectorLayer, project_xml, qml, xyz_source
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
 PARK = ClassSpec("park", 3, "area", 5, (TagFilter("leisure", ("park", "garden")),))
@@ -113,10 +113,11 @@ def test_osm_xml_new_objects_with_holes() -> None:
 
 def test_qgis_project_xml() -> None:
     layers = [VectorLayer("missing in OSM", "./compare/missing_in_osm.geojson", "Polygon", "#e31a1c"),
-              VectorLayer("roads", "./predictions.gpkg|layername=road", "Line", "#1f78b4")]
-    src = xyz_source(Path("/data/r/images"), "png", 19, 19)
-    assert src.startswith("type=xyz&url=file:///data/r/images/%7Bz%7D/%7Bx%7D/%7By%7D.png")
-    root = ET.fromstring(project_xml("r", layers, ("imagery", src), (0.0, 0.0, 10.0, 10.0)).split(b"\n", 1)[1])
+              VectorLayer("roads", "./predictions.gpkg|layername=road", "Line", "#1f78b4", group="predictions")]
+    src = xyz_source("./images", "png", 19, 19)
+    assert src.startswith("type=xyz&url=file:./images/%7Bz%7D/%7Bx%7D/%7By%7D.png")
+    imagery = [RasterLayer("imagery", src, "wms")]
+    root = ET.fromstring(project_xml("r", layers, imagery, (0.0, 0.0, 10.0, 10.0)).split(b"\n", 1)[1])
     maps = root.findall("projectlayers/maplayer")
     assert [m.findtext("layername") for m in maps] == ["missing in OSM", "roads", "imagery"]
     assert maps[2].findtext("provider") == "wms" and maps[0].findtext("provider") == "ogr"
