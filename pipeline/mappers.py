@@ -11,6 +11,12 @@ the ``fixme`` asks the mapper to tag the object as that class. The
 root element carries ``upload="never"``, so JOSM refuses to upload the layer as it is: a mapper
 copies the objects they checked into their own data layer. Polygons with holes become
 multipolygon relations (outer and inner ways).
+
+Each MapRoulette task has a ``priority`` property from its candidate's mean predicted
+probability (``prob_mean``): ``high`` at 0.85 or more, ``medium`` at 0.70 or more, ``low`` below
+or without a probability (``PRIORITY_THRESHOLDS``); tasks come highest first (most probable
+first within a level). In the challenge's settings, priority rules such as "``priority`` equals
+``high``" (and ``medium``) turn it into MapRoulette's own task priority.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 GENERATOR = "osmsat"
+#: MapRoulette task priority by the candidate's ``prob_mean``: the first level whose threshold it
+#: reaches (``low`` below every threshold, and when there is no probability)
+PRIORITY_THRESHOLDS: tuple[tuple[str, float], ...] = (("high", 0.85), ("medium", 0.70))
 
 
 #: the main tag of a new area object by class name, for classes without OSM tag filters
@@ -120,19 +129,33 @@ def osm_xml(missing: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...], osm_label
     return w.xml()
 
 
+def priority(prob: float | None) -> str:
+    """A candidate's MapRoulette priority from its ``prob_mean`` (``PRIORITY_THRESHOLDS``)."""
+    if prob is None or not math.isfinite(prob):
+        return "low"
+    return next((level for level, t in PRIORITY_THRESHOLDS if prob >= t), "low")
+
+
 def maproulette_tasks(missing: gpd.GeoDataFrame, region: str) -> bytes:
     """Line-delimited GeoJSON: one FeatureCollection per candidate (a MapRoulette task), each
     line opened by the record separator (RS, 0x1E) as MapRoulette's line-by-line format asks,
-    with a stable ``id`` (the candidate's own, from its position; else its row) and the
-    instruction in the feature's properties."""
+    with a stable ``id`` (the candidate's own, from its position; else its row), its
+    ``priority`` (see the module doc) and the instruction in the feature's properties; highest
+    priority first, then most probable, then by id."""
     lines = []
     geoms = shapely.transform(missing.geometry.to_numpy(), lambda c: np.round(c, 7))
     ids = (missing["id"].tolist() if "id" in missing.columns
            else [f"{c}-{k + 1}" for k, c in enumerate(missing["class"])])
-    for k, (cls, geom) in enumerate(zip(missing["class"], geoms)):
+    probs = [float(v) if v is not None and math.isfinite(float(v)) else None
+             for v in (missing["prob_mean"] if "prob_mean" in missing.columns else [None] * len(missing))]
+    levels = [level for level, _ in PRIORITY_THRESHOLDS] + ["low"]
+    order = sorted(range(len(missing)), key=lambda k: (levels.index(priority(probs[k])),
+                                                       -(probs[k] if probs[k] is not None else -1.0), str(ids[k])))
+    for k in order:
+        cls, geom = missing["class"].iloc[k], geoms[k]
         c = shapely.centroid(geom)
         tid = f"osmsat-{region}-{ids[k]}"
-        props = {"id": tid, "class": cls, "source": GENERATOR,
+        props = {"id": tid, "class": cls, "source": GENERATOR, "priority": priority(probs[k]),
                  "instruction": f"The imagery shows a {cls} here that OpenStreetMap lacks: map it if it is there.",
                  "lon": round(float(c.x), 7), "lat": round(float(c.y), 7)}
         for key in ("prob_mean", "area_m2"):

@@ -11,7 +11,7 @@ import geopandas as gpd
 import shapely
 
 from pipeline.config import ClassSpec, TagFilter
-from pipeline.mappers import class_tags, maproulette_tasks, osm_xml
+from pipeline.mappers import PRIORITY_THRESHOLDS, class_tags, maproulette_tasks, osm_xml, priority
 
 # classes as configs/kampala.toml writes them: no tags, the class takes every labelled feature
 BUILDING = ClassSpec("building", 1, "area", 10, ())
@@ -59,10 +59,25 @@ def test_maproulette_tasks_for_classes_without_tags() -> None:
     lines = maproulette_tasks(_missing(), "kampala").decode().rstrip("\n").split("\n")  # (splitlines splits at RS)
     assert all(line.startswith("\x1e") for line in lines)
     tasks = [json.loads(line[1:], parse_constant=_no_nan)["features"][0] for line in lines]
-    assert [t["id"] for t in tasks] == ["osmsat-kampala-building-1", "osmsat-kampala-solar_panel-2",
-                                        "osmsat-kampala-building-3"]
-    assert "solar_panel" in tasks[1]["properties"]["instruction"]
-    assert "prob_mean" not in tasks[1]["properties"] and tasks[0]["properties"]["prob_mean"] == 0.9
+    # highest priority first: p 0.9 high, p 0.7 medium, no probability low
+    assert [t["id"] for t in tasks] == ["osmsat-kampala-building-1", "osmsat-kampala-building-3",
+                                        "osmsat-kampala-solar_panel-2"]
+    assert [t["properties"]["priority"] for t in tasks] == ["high", "medium", "low"]
+    assert "solar_panel" in tasks[2]["properties"]["instruction"]
+    assert "prob_mean" not in tasks[2]["properties"] and tasks[0]["properties"]["prob_mean"] == 0.9
+
+
+def test_maproulette_priority_from_the_score() -> None:
+    assert [priority(p) for p in (0.99, 0.85, 0.849, 0.70, 0.69, 0.1, None, float("nan"))] == [
+        "high", "high", "medium", "medium", "low", "low", "low", "low"]
+    assert [t for _, t in PRIORITY_THRESHOLDS] == sorted((t for _, t in PRIORITY_THRESHOLDS), reverse=True)
+    square = [shapely.box(32.58 + k / 1000, 0.31, 32.5801 + k / 1000, 0.3101) for k in range(4)]
+    missing = gpd.GeoDataFrame({"id": ["b-a", "b-b", "b-c", "b-d"], "class": ["building"] * 4,
+                                "prob_mean": [0.6, 0.95, 0.75, 0.9]}, geometry=square, crs="EPSG:4326")
+    lines = maproulette_tasks(missing, "r").decode().rstrip("\n").split("\n")
+    props = [json.loads(line[1:])["features"][0]["properties"] for line in lines]
+    assert [(p["id"], p["priority"]) for p in props] == [
+        ("osmsat-r-b-b", "high"), ("osmsat-r-b-d", "high"), ("osmsat-r-b-c", "medium"), ("osmsat-r-b-a", "low")]
 
 
 def _no_nan(word: str) -> None:
