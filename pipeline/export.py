@@ -6,12 +6,21 @@ std`` per band, i.e. a z-score of the 0-255 pixel values with ``mean * 255`` and
 as the card's ``value_scaling`` states) and returns the logits (N x classes x H x W, channel 0
 background, channel k the k-th class by ascending id); softmax gives the probabilities. H and W
 are free; the card's input shape is one tile with its context border at the model's scale.
+
+The card writes the input recipe out (``osmsat:input_recipe``, and ``resize_type`` in
+``mlm:input``): the model sees a tile *with* ``context_px`` pixels of its neighbours on every
+side (mirrored where a neighbour has no imagery), normalised, then resized by ``scale`` (area
+interpolation when shrinking, bilinear when enlarging); its output is resized back to the
+window and the border cut off. Fed the plain tile, a model trained this way loses accuracy.
+:func:`mlm_problems` checks a card against the rules of the STAC-MLM v1.4.0 JSON schema that
+osmsat's cards touch (required fields, the model asset's role and artifact type).
 Importable with torch, numpy (onnx and onnxruntime are imported when used).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,17 +80,111 @@ def band_names(bands: int) -> list[str]:
     return list(RGB_NAMES) if bands == 3 else [f"band{i + 1}" for i in range(bands)]
 
 
+#: MLM ``resize_type`` values (v1.4.0 schema enum, besides null)
+RESIZE_TYPES = ("crop", "pad", "interpolation-nearest", "interpolation-linear", "interpolation-cubic",
+                "interpolation-area", "interpolation-lanczos4", "interpolation-max", "wrap-fill-outliers",
+                "wrap-inverse-map")
+
+
+def input_recipe(tile_size: int, context_px: int, side: int) -> dict[str, Any]:
+    """How a tile becomes the model's input (and the output a prediction tile), as the card
+    states it: the tile of ``tile_size`` px with ``context_px`` px of neighbour context on every
+    side, resized to ``side`` px (the model's scale)."""
+    window = tile_size + 2 * context_px
+    scale = side / window
+    resize = None if side == window else "area" if side < window else "bilinear"
+    return {
+        "tile_px": int(tile_size), "context_px": int(context_px), "window_px": int(window),
+        "scale": round(scale, 6), "model_px": int(side),
+        "context": (f"the tile plus {context_px} px of its 8 neighbours on every side ({window} x {window} px); "
+                    "a missing neighbour is mirrored from the tile"),
+        "normalisation": "per band (pixel / 255 - mean) / std with the checkpoint's band statistics "
+                         "(= z-score of the 0-255 values, as value_scaling states)",
+        "resize": (None if resize is None else
+                   f"after normalising, {window} -> {side} px ({resize} interpolation, torch "
+                   f"interpolate{'' if resize == 'area' else ', align_corners=False'})"),
+        "resize_type": None if resize is None else "interpolation-area" if resize == "area" else
+        "interpolation-linear",
+        "output": (f"logits at {side} px: softmax (class channels), resized back to {window} px (bilinear), "
+                   f"then the {context_px} px border is cut off: the tile's {tile_size} x {tile_size} px"),
+    }
+
+
+def model_assets(onnx_path: Path, checkpoint: Path, folder: Path) -> dict[str, dict[str, Any]]:
+    """The card's assets: the ONNX model (role ``mlm:model``, ``mlm:artifact_type`` onnx) and the
+    PyTorch checkpoint it was exported from (``mlm:weights``/``mlm:checkpoint``; the MLM schema
+    allows ``mlm:artifact_type`` only on an asset with the ``mlm:model`` role, so the checkpoint's
+    format is in its type and title)."""
+    return {
+        "model": {"href": onnx_path.name, "title": "ONNX model (opset 17, dynamic batch/height/width)",
+                  "type": "application/octet-stream; framework=onnx; profile=onnx",
+                  "roles": ["mlm:model"], "mlm:artifact_type": "onnx", **file_info(onnx_path)},
+        "weights": {"href": Path(os.path.relpath(checkpoint, folder)).as_posix(),
+                    "title": "PyTorch checkpoint (osmsat format, torch.save of the state dict and meta)",
+                    "type": "application/octet-stream; framework=pytorch; profile=torch.save",
+                    "roles": ["mlm:weights", "mlm:checkpoint"], **file_info(checkpoint)},
+    }
+
+
+_MLM_ITEM = ("mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:output")
+_MLM_ONLY_FOR_MODEL = ("mlm:artifact_type", "mlm:compile_method")
+
+
+def mlm_problems(card: Mapping[str, Any]) -> list[str]:
+    """What in ``card`` breaks the STAC-MLM v1.4.0 schema's rules (empty: none). Checked: the
+    item's required ``mlm:*`` fields and the name pattern; each input's ``name``, ``bands``,
+    ``input`` (``shape``, ``dim_order``, ``data_type``, one dimension per name) and ``resize_type``;
+    each output's ``name``, ``tasks``, ``result``; at least one asset with the ``mlm:model`` role,
+    each with ``mlm:artifact_type``; ``mlm:artifact_type`` / ``mlm:compile_method`` on no other asset."""
+    import re
+
+    out: list[str] = []
+    if MLM_SCHEMA not in card.get("stac_extensions", ()):
+        out.append(f"stac_extensions lacks {MLM_SCHEMA}")
+    props = card.get("properties", {})
+    out += [f"properties: {k} is required" for k in _MLM_ITEM if k not in props]
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]", str(props.get("mlm:name", ""))):
+        out.append(f"properties: mlm:name {props.get('mlm:name')!r} does not match the schema's pattern")
+    for i, inp in enumerate(props.get("mlm:input", [])):
+        out += [f"mlm:input[{i}]: {k} is required" for k in ("name", "bands", "input") if k not in inp]
+        struct = inp.get("input", {})
+        out += [f"mlm:input[{i}].input: {k} is required" for k in ("shape", "dim_order", "data_type")
+                if k not in struct]
+        if len(struct.get("shape", ())) != len(struct.get("dim_order", ())):
+            out.append(f"mlm:input[{i}].input: shape and dim_order differ in length")
+        if inp.get("resize_type") not in (None, *RESIZE_TYPES):
+            out.append(f"mlm:input[{i}]: resize_type {inp.get('resize_type')!r} is not in the schema's list")
+    for i, o in enumerate(props.get("mlm:output", [])):
+        out += [f"mlm:output[{i}]: {k} is required" for k in ("name", "tasks", "result") if k not in o]
+        res = o.get("result", {})
+        out += [f"mlm:output[{i}].result: {k} is required" for k in ("shape", "dim_order", "data_type")
+                if k not in res]
+    assets = card.get("assets", {})
+    models = [k for k, a in assets.items() if "mlm:model" in a.get("roles", ())]
+    if not models:
+        out.append("assets: no asset has the mlm:model role")
+    for k, a in assets.items():
+        if k in models and "mlm:artifact_type" not in a:
+            out.append(f"assets.{k}: the mlm:model asset needs mlm:artifact_type")
+        if k not in models:
+            out += [f"assets.{k}: {f} is allowed only with the mlm:model role" for f in _MLM_ONLY_FOR_MODEL if f in a]
+    return out
+
+
 def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], side: int, created: str,
                metrics: Mapping[str, Any] | None = None, total_parameters: int | None = None,
                assets: Mapping[str, Mapping[str, Any]] | None = None,
-               extra: Mapping[str, Any] | None = None, colors: Mapping[int, str] | None = None) -> dict[str, Any]:
+               extra: Mapping[str, Any] | None = None, colors: Mapping[int, str] | None = None,
+               recipe: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A STAC item (STAC 1.1, ``mlm`` 1.4) describing a checkpoint's model.
 
     ``meta`` is the checkpoint meta (spec, classes, band_stats, tile_size); ``bbox`` the area it
     was trained on (W, S, E, N, EPSG:4326); ``side`` the input side the card states (one tile with
     its context border, at the model's scale); ``created`` an ISO 8601 UTC time; ``metrics`` the
     evaluation (``model/metrics.json``: per-class iou/precision/recall/f1) copied under
-    ``osmsat:metrics``; ``assets`` the STAC assets (model files); ``colors`` class id -> '#rrggbb'."""
+    ``osmsat:metrics``; ``assets`` the STAC assets (model files, :func:`model_assets`); ``colors``
+    class id -> '#rrggbb'; ``recipe`` the input recipe (:func:`input_recipe`), written out as
+    ``osmsat:input_recipe`` and in the input's ``resize_type`` and the description."""
     spec = meta["spec"]
     bands = int(spec["in_channels"])
     names = band_names(bands)
@@ -108,7 +211,11 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         "description": (f"{spec['arch']} / {spec['encoder']} semantic segmentation of "
                         f"{', '.join(str(c['name']) for c in classes)} in aerial imagery tiles, trained by osmsat "
                         "on labels burnt from OpenStreetMap. Output: logits; softmax over channels gives "
-                        "per-class probabilities (channel 0 background)."),
+                        "per-class probabilities (channel 0 background)."
+                        + ("" if recipe is None else
+                           f" Input: each tile with {recipe['context_px']} px of neighbour context on every side, "
+                           f"normalised, resized by {recipe['scale']:g} ({recipe['window_px']} -> "
+                           f"{recipe['model_px']} px); see osmsat:input_recipe.")),
         "mlm:name": item_id,
         "mlm:architecture": f"segmentation_models_pytorch.{spec['arch']} ({spec['encoder']} encoder)",
         "mlm:tasks": ["semantic-segmentation"],
@@ -125,7 +232,7 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
                       "data_type": "float32"},
             "value_scaling": [{"type": "z-score", "mean": float(m) * 255.0, "stddev": float(sd) * 255.0}
                               for m, sd in zip(stats["mean"], stats["std"])],
-            "resize_type": None,
+            "resize_type": None if recipe is None else recipe["resize_type"],
             "pre_processing_function": None,
         }],
         "mlm:output": [{
@@ -141,6 +248,8 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         props["mlm:pretrained_source"] = None  # mlm: trained from scratch
     if total_parameters is not None:
         props["mlm:total_parameters"] = int(total_parameters)
+    if recipe is not None:
+        props["osmsat:input_recipe"] = dict(recipe)
     if metrics:
         props["osmsat:metrics"] = {k: metrics[k] for k in ("iou", "precision", "recall", "f1", "miou", "accuracy",
                                                            "tiles", "scope", "note") if k in metrics}

@@ -149,8 +149,8 @@ def maproulette_tasks(missing: gpd.GeoDataFrame, region: str) -> bytes:
     probs = [float(v) if v is not None and math.isfinite(float(v)) else None
              for v in (missing["prob_mean"] if "prob_mean" in missing.columns else [None] * len(missing))]
     levels = [level for level, _ in PRIORITY_THRESHOLDS] + ["low"]
-    order = sorted(range(len(missing)), key=lambda k: (levels.index(priority(probs[k])),
-                                                       -(probs[k] if probs[k] is not None else -1.0), str(ids[k])))
+    score = [-1.0 if p is None else p for p in probs]
+    order = sorted(range(len(missing)), key=lambda k: (levels.index(priority(probs[k])), -score[k], str(ids[k])))
     for k in order:
         cls, geom = missing["class"].iloc[k], geoms[k]
         c = shapely.centroid(geom)

@@ -45,7 +45,7 @@ class ExportModel(RegionTask):
         return self.export_dir() / "_manifest.json"
 
     def run(self) -> None:
-        from pipeline.export import check_onnx, export_onnx, file_info, model_card
+        from pipeline.export import check_onnx, export_onnx, input_recipe, mlm_problems, model_assets, model_card
         from pipeline.predict import TileReader, border_for, load_predictor, model_input, tile_window
 
         cfg = self.cfg
@@ -76,19 +76,14 @@ class ExportModel(RegionTask):
             bbox=_bbox(list(images)), side=side, created=created, metrics=metrics,
             total_parameters=sum(p.numel() for p in pred.model.parameters()),
             colors={c.id: c.color for c in cfg.classes},
-            assets={
-                "model": {"href": onnx_path.name, "title": "ONNX model (opset 17, dynamic batch/height/width)",
-                          "type": "application/octet-stream; framework=onnx; profile=onnx",
-                          "roles": ["mlm:model"], "mlm:artifact_type": "onnx", **file_info(onnx_path)},
-                "weights": {"href": os.path.relpath(ckpt, out), "title": "PyTorch checkpoint (osmsat format)",
-                            "type": "application/octet-stream; framework=pytorch",
-                            "roles": ["mlm:weights", "mlm:checkpoint"], "mlm:artifact_type": "torch.save",
-                            **file_info(ckpt)},
-            },
+            assets=model_assets(onnx_path, ckpt, out), recipe=input_recipe(t, border, side),
             extra={"osmsat:tiles": {"zoom": cfg.zoom, "tile_size": t, "context_px": border,
                                     "scale": side / (t + 2 * border)},
                    "osmsat:onnx_check": check, "osmsat:trained_here": is_own_model(cfg)},
         )
+        problems = mlm_problems(card)
+        if problems:  # a card that STAC-MLM 1.4 tools would refuse is a bug here, never written
+            raise ModelError(f"{card_path}: the model card breaks STAC-MLM 1.4: {'; '.join(problems)}")
         atomic_write_json(card_path, card)
         self.output().write({"root": str(out), "model": str(ckpt), "onnx_check": check,
                              "files": {p.name: {"size": p.stat().st_size} for p in (onnx_path, card_path)}})

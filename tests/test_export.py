@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.export import MLM_SCHEMA, check_onnx, export_onnx, model_card
+from pipeline.export import (
+    MLM_SCHEMA,
+    check_onnx,
+    export_onnx,
+    input_recipe,
+    mlm_problems,
+    model_assets,
+    model_card,
+)
 from pipeline.model import ModelSpec, build_model, make_meta
 from tests.test_predict import STATS, run_luigi, town_checkpoint, town_region
 
@@ -75,6 +83,38 @@ def test_model_card_has_the_mlm_fields(tiny: tuple[torch.nn.Module, dict, Path])
     assert p["mlm:pretrained"] is False and p["mlm:pretrained_source"] is None
 
 
+def test_model_card_keeps_the_mlm_1_4_rules_and_states_the_input_recipe(
+        tiny: tuple[torch.nn.Module, dict, Path], tmp_path: Path) -> None:  # type: ignore[type-arg]
+    # (the jsonschema package is not installed here, and the schema cannot be downloaded: the
+    # rules of the STAC-MLM v1.4.0 schema that the card touches are checked structurally)
+    _, meta, onnx_path = tiny
+    ckpt = tmp_path / "model" / "best.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"checkpoint")
+    out = tmp_path / "model" / "export"
+    recipe = input_recipe(256, 64, 192)  # a 256 px tile + 64 px context each side, scale 0.5
+    assert (recipe["window_px"], recipe["scale"], recipe["resize_type"]) == (384, 0.5, "interpolation-area")
+    assert input_recipe(256, 0, 256)["resize_type"] is None and input_recipe(128, 0, 256)["resize_type"] == \
+        "interpolation-linear"
+    card = model_card(meta, item_id="osmsat-demo-unet-resnet18", bbox=(32.5, 0.3, 32.6, 0.4), side=192,
+                      created="2026-01-01T00:00:00Z", assets=model_assets(onnx_path, ckpt, out), recipe=recipe)
+    assert mlm_problems(card) == []
+    weights = card["assets"]["weights"]
+    assert "mlm:artifact_type" not in weights and "mlm:model" not in weights["roles"]
+    assert weights["href"] == "../best.pt" and card["assets"]["model"]["mlm:artifact_type"] == "onnx"
+    p = card["properties"]
+    assert p["mlm:input"][0]["resize_type"] == "interpolation-area"
+    assert p["osmsat:input_recipe"]["context_px"] == 64 and "64 px of neighbour context" in p["description"]
+    assert "(pixel / 255 - mean) / std" in p["osmsat:input_recipe"]["normalisation"]
+    # what the schema refuses is caught: the old card's weights asset, a missing role, a bad name
+    old = {**card, "assets": {**card["assets"], "weights": {**weights, "mlm:artifact_type": "torch.save"}}}
+    assert mlm_problems(old) == ["assets.weights: mlm:artifact_type is allowed only with the mlm:model role"]
+    no_model = {**card, "assets": {"weights": weights}}
+    assert mlm_problems(no_model) == ["assets: no asset has the mlm:model role"]
+    bad = {**card, "properties": {**p, "mlm:name": "-x", "mlm:input": [{**p["mlm:input"][0], "resize_type": "x"}]}}
+    assert len(mlm_problems(bad)) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # ExportModel on the generated town
 
@@ -106,6 +146,10 @@ def test_export_model_task(exported: Path) -> None:
     metrics = json.loads((data / "model" / "metrics.json").read_text())
     assert card["properties"]["osmsat:metrics"]["iou"] == metrics["iou"]
     assert card["assets"]["model"]["file:size"] == (out / "model.onnx").stat().st_size
+    assert mlm_problems(card) == [] and "mlm:artifact_type" not in card["assets"]["weights"]
+    recipe = card["properties"]["osmsat:input_recipe"]
+    assert recipe["context_px"] == card["properties"]["osmsat:tiles"]["context_px"]
+    assert recipe["model_px"] == card["properties"]["mlm:input"][0]["input"]["shape"][-1]
     assert (out / card["assets"]["weights"]["href"]).resolve() == (exported.parent / "elsewhere.pt").resolve()
     w, s, e, n = card["bbox"]
     assert 24.9 < w < e < 25.0 and 60.1 < s < n < 60.2
