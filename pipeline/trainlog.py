@@ -38,8 +38,9 @@ def write_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def write_plot(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
-    """``training.png``: train/val loss and per-class validation IoU by epoch."""
+def write_plot(path: Path, history: Sequence[Mapping[str, Any]]) -> Any:
+    """``training.png``: train/val loss (log scale, so one spike does not flatten the rest of
+    the curve) and per-class validation IoU by epoch; returns the (closed) matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +54,11 @@ def write_plot(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     if any(not math.isnan(h.get("val_loss", math.nan)) for h in history):
         ax1.plot(ep, [h.get("val_loss", math.nan) for h in history], label="val loss")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss")
+    losses = [v for h in history for v in (h.get("train_loss"), h.get("val_loss"))
+              if isinstance(v, (int, float)) and math.isfinite(v)]
+    if losses and min(losses) > 0:  # (a loss of 0 or below has no place on a log axis)
+        ax1.set_yscale("log")
+    ax1.set_ylabel("loss (log scale)" if ax1.get_yscale() == "log" else "loss")
     ax1.legend()
     names = list(history[-1].get("iou", {}))
     for n in names[1:]:
@@ -67,6 +72,7 @@ def write_plot(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+    return fig
 
 
 class Board:

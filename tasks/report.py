@@ -1,6 +1,7 @@
-"""The last stages of a region: ``RunManifest`` (``run.json``: versions, config digest, input
-checksums, device, time and throughput per stage) and ``RegionReport`` (``report.html``: a
-self-contained page with the slippy map, the training curves and the figures)."""
+"""The last stages of a region: ``RunManifest`` (``run.json``: code commit, versions (GDAL and
+PROJ too), one config digest, input and output checksums, device, time and throughput per
+stage) and ``RegionReport`` (``report.html``: a self-contained page with the slippy map, the
+training curves and the figures)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 from pipeline.errors import ManifestError
 from pipeline.io import atomic_write_bytes, read_manifest, read_tile_index
 from pipeline.report import MapLayer, Report, TileLayer, layers_bounds, render_report
-from pipeline.runinfo import input_checksums, read_json, read_records, run_manifest
-from pipeline.stages import stage_digest, stage_inputs
+from pipeline.runinfo import input_checksums, output_checksums, read_json, read_records, run_manifest
+from pipeline.stages import STAGES, stage_digest, stage_inputs
 from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
 from tasks.base import RegionTask
 from tasks.compare import CompareWithOSM
@@ -52,8 +53,10 @@ class RunManifest(RegionTask):
         for tmp in (self.data_dir / "_runlog").glob(".*.tmp"):  # records whose writer was killed
             tmp.unlink(missing_ok=True)
         inputs = [p for s in ("synthetic", "extract", "imagery") for p in stage_inputs(cfg, s) if Path(p).is_file()]
-        body = run_manifest(cfg.name, str(cfg.path), stage_digest(cfg, "run"), read_records(self.data_dir / "_runlog"),
-                            input_checksums(sorted(set(inputs))), _device(self.data_dir))
+        digests = {s: stage_digest(cfg, s) for s in STAGES if s not in ("run", "report")}
+        body = run_manifest(cfg.name, str(cfg.path), self.digest(), read_records(self.data_dir / "_runlog"),
+                            input_checksums(sorted(set(inputs))), _device(self.data_dir),
+                            outputs=output_checksums(self.data_dir, cfg.name), stage_digests=digests)
         self.output().write(body)
 
 

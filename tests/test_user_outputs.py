@@ -162,3 +162,61 @@ def test_every_change_layer_feature_carries_its_status() -> None:
     # the task writes every layer through with_status
     src = (ROOT / "tasks" / "compare.py").read_text()
     assert re.search(r"write_geojson\(with_status\(result\.layers\[status\], status\)", src)
+
+
+def test_run_manifest_names_the_code_one_digest_output_checksums_and_gdal_proj(tmp_path: Path) -> None:
+    import hashlib
+
+    from pipeline.runinfo import NOT_A_CHECKOUT, code_commit, output_checksums, run_manifest
+
+    repo = tmp_path / "code"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert code_commit(repo) == {"commit": head, "dirty": False}
+    (repo / "a.py").write_text("x = 2\n")
+    assert code_commit(repo)["dirty"] is True
+    plain = tmp_path / "unpacked"
+    plain.mkdir()
+    assert code_commit(plain) == {"commit": NOT_A_CHECKOUT}
+
+    d = tmp_path / "data"
+    (d / "compare").mkdir(parents=True)
+    (d / "model").mkdir()
+    (d / "model" / "best.pt").write_bytes(b"weights")
+    (d / "compare" / "missing_in_osm.geojson").write_text("{}")
+    (d / "r.qgs").write_text("<qgis/>")
+    (d / "compare" / "scratch.tmp").write_text("not an output")
+    sums = output_checksums(d, "r")
+    assert sums == {"compare/missing_in_osm.geojson": hashlib.sha256(b"{}").hexdigest(),
+                    "model/best.pt": hashlib.sha256(b"weights").hexdigest(),
+                    "r.qgs": hashlib.sha256(b"<qgis/>").hexdigest()}
+    body = run_manifest("r", "configs/r.toml", "abcd", [], {}, None, outputs=sums,
+                        stage_digests={"train": "t1", "evaluate": "e1"})
+    assert body["config_digest"] == "abcd" and "run stage" in body["config_digest_is"]
+    assert [k for k in body if "digest" in k and k != "stage_digests"] == ["config_digest", "config_digest_is"]
+    assert body["stage_digests"] == {"train": "t1", "evaluate": "e1"} and body["outputs"] == sums
+    assert re.fullmatch(r"[0-9a-f]{40}", body["code"]["commit"])  # this project is a git checkout
+    libs = body["libraries"]
+    assert re.match(r"\d+\.\d+", libs["gdal"]) and re.match(r"\d+\.\d+", libs["proj"])
+    json.dumps(body, allow_nan=False)
+    # RunManifest writes the output checksums and the per-stage digests into run.json
+    src = (ROOT / "tasks" / "report.py").read_text()
+    assert "outputs=output_checksums(self.data_dir, cfg.name)" in src and "stage_digests=digests" in src
+
+
+def test_training_plot_has_a_log_loss_axis(tmp_path: Path) -> None:
+    from pipeline.trainlog import write_plot
+
+    hist = [{"epoch": e, "train_loss": 18.4 if e == 3 else 1.0 / (e + 1), "val_loss": 0.8 / (e + 1),
+             "iou": {"background": 0.9, "building": 0.5 + e / 40}} for e in range(10)]
+    fig = write_plot(tmp_path / "training.png", hist)
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_ylabel() == "loss (log scale)"
+    assert fig.axes[1].get_yscale() == "linear" and (tmp_path / "training.png").stat().st_size > 1000
+    # a loss of 0 cannot be drawn on a log axis: the plot falls back to linear instead of failing
+    flat = [{**h, "train_loss": 0.0} for h in hist]
+    assert write_plot(tmp_path / "flat.png", flat).axes[0].get_yscale() == "linear"
