@@ -169,8 +169,15 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: Mapping[str,
                             "model": state, "meta": dict(meta)}
     if train_state is not None:
         blob["train_state"] = dict(train_state)
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    write_checkpoint(path, blob)
+
+
+def write_checkpoint(path: str | Path, blob: Mapping[str, Any]) -> None:
+    """Write a checkpoint dict atomically, through a file object: torch then names the archive's
+    records ``archive/...`` rather than after the temporary file, so equal checkpoints are equal
+    bytes (a ``best.pt`` rebuilt from ``last.pt`` matches the sha256 its manifest recorded)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(dict(blob), fh)
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

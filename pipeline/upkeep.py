@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from pipeline.errors import BusyError, OsmsatError
 from pipeline.io import INDEX_FILE, WRITTEN, read_tile_index, tiles_on_disk
+from pipeline.outputs import damaged_files, seal_intact
 
 #: held (shared) by every ``python -m tasks`` run on a region for its whole life; a permanent file
 #: (not a ``*.lock``: those are per-task locks, deleted on release)
@@ -69,6 +71,27 @@ def verify_product(product_dir: str | Path, repair: bool = True) -> VerifyReport
             if repair:
                 path.unlink(missing_ok=True)
     return VerifyReport(len(df), damaged)
+
+
+def verify_outputs(manifest_path: str | Path, repair: bool = True) -> list[str]:
+    """Check a region task's manifest (its seal, :func:`pipeline.outputs.seal_intact`) and the
+    sha256 of every file it lists; returns what is damaged (relative paths; the manifest's own name
+    when its seal is broken). With ``repair`` each damaged file (or the manifest) is deleted, so a
+    rerun of the task redoes it."""
+    manifest_path = Path(manifest_path)
+    if not manifest_path.is_file():
+        return []
+    if not seal_intact(manifest_path):
+        if repair:
+            manifest_path.unlink(missing_ok=True)
+        return [manifest_path.name]
+    manifest = json.loads(manifest_path.read_text())
+    damaged = damaged_files(manifest, manifest_path.parent)
+    if repair:
+        root = Path(manifest.get("root", manifest_path.parent))
+        for rel in damaged:
+            (root / rel).unlink(missing_ok=True)
+    return damaged
 
 
 def stale_tiles(product_dir: str | Path) -> list[str]:

@@ -2,7 +2,10 @@
 
 A task's Luigi output is a manifest JSON written last and atomically; the task is complete
 only when the manifest exists, records today's chained config digest
-(:func:`pipeline.stages.stage_digest`), and the files it lists still have their sizes.
+(:func:`pipeline.stages.stage_digest`), the files it lists still have their sizes, and (a region
+task) every region task it requires is complete too: Luigi does not look below a complete task, so
+a damaged upstream output (a deleted ``model/best.pt``) would otherwise stay invisible to a rerun.
+A task scheduled only for such an upstream repair finds its own output whole and does nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +25,7 @@ from pipeline.config import RegionConfig, load_config
 from pipeline.cover import read_tiles_csv
 from pipeline.io import (
     INDEX_FILE,
+    MANIFEST_VERSION,
     ShardWriter,
     clean_stale_temps,
     file_lock,
@@ -32,6 +37,7 @@ from pipeline.io import (
     write_manifest,
     write_tile_index,
 )
+from pipeline.outputs import file_entries, seal
 from pipeline.stages import file_fingerprint, stage_digest
 
 log = logging.getLogger("luigi-interface")
@@ -46,7 +52,8 @@ def _locked(run: Any) -> Any:
     @functools.wraps(run)
     def locked_run(self: RegionTask) -> Any:
         with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
-            if self.complete():
+            self.__dict__["skipped"] = self.output_whole()
+            if self.__dict__["skipped"]:
                 return None
             clean_stale_temps(*self.owned_files())
             return run(self)
@@ -60,6 +67,10 @@ def _reports_end(run: Any) -> Any:
     if inspect.isgeneratorfunction(run):
         @functools.wraps(run)
         def run_to_end(self: RegionTask) -> Any:
+            self.__dict__["skipped"] = self.output_whole()
+            if self.__dict__["skipped"]:  # scheduled for an upstream repair only
+                self.progress_done()
+                return
             yield from run(self)
             self.progress_done()
         return run_to_end
@@ -83,10 +94,14 @@ class ManifestTarget(luigi.Target):
         return manifest_is_current(self.path, self.digest)
 
     def write(self, body: dict[str, Any]) -> None:
-        """Write the manifest, then delete temporary files that killed runs left beside the
-        files it lists (the task that writes it owns them)."""
-        write_manifest(self.path, self.digest, body)
+        """Write the manifest, sealed (:func:`pipeline.outputs.seal`) and with size, sha256 and
+        mtime of every file it lists, then delete temporary files that killed runs left beside
+        the files it lists (the task that writes it owns them)."""
         root = Path(body.get("root", self.path.parent))
+        if body.get("files"):
+            body = {**body, "files": file_entries(root, body["files"])}
+        write_manifest(self.path, self.digest, seal({"version": MANIFEST_VERSION, "config_digest": self.digest,
+                                                     **body}))
         clean_stale_temps(self.path, *(root / rel for rel in body.get("files", {})))
 
 
@@ -146,6 +161,22 @@ class RegionTask(luigi.Task):
     def output(self) -> ManifestTarget:
         return ManifestTarget(self.manifest_path(), self.digest())
 
+    def output_whole(self) -> bool:
+        """This task's own output is current and whole (its upstream tasks not looked at)."""
+        return bool(super().complete())
+
+    def complete(self) -> bool:
+        """Own output whole and every region task it requires complete (each task checked once
+        per outermost call)."""
+        seen = getattr(_CHECKS, "seen", None)
+        if seen is not None:
+            return _deep_complete(self, seen)
+        _CHECKS.seen = {}
+        try:
+            return _deep_complete(self, _CHECKS.seen)
+        finally:
+            _CHECKS.seen = None
+
     #: what the terminal bar counts (``progress`` draws a tqdm bar when stderr is a terminal)
     progress_unit: ClassVar[str] = "tile"
 
@@ -185,8 +216,20 @@ class RegionTask(luigi.Task):
             self.__dict__.pop("_tqdm", None)
 
 
+#: the completeness checks of the outermost ``complete()`` call going on in this thread
+_CHECKS = threading.local()
+
+
+def _deep_complete(task: RegionTask, seen: dict[str, bool]) -> bool:
+    if task.task_id not in seen:
+        ups = [t for t in luigi.task.flatten(task.requires()) if isinstance(t, RegionTask)]
+        seen[task.task_id] = task.output_whole() and all(_deep_complete(t, seen) for t in ups)
+    return seen[task.task_id]
+
+
 class ShardTask(RegionTask):
-    """A task over one shard (the parent tile at ``shard_zoom``, named by its quadkey)."""
+    """A task over one shard (the parent tile at ``shard_zoom``, named by its quadkey); complete
+    when its own manifest is (its upstream region tasks are checked by its ``*All`` task)."""
 
     shard = luigi.Parameter(description="shard quadkey (parent tile at region.shard_zoom)")
     product: ClassVar[str] = ""
@@ -197,6 +240,9 @@ class ShardTask(RegionTask):
 
     def manifest_path(self) -> Path:
         return self.product_dir() / "_shards" / f"{self.shard}.json"
+
+    def complete(self) -> bool:
+        return self.output_whole()
 
     def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
         """The shard's tile writer (:class:`pipeline.io.ShardWriter`; use it as a context manager)."""

@@ -110,9 +110,9 @@ class FetchImagery(ShardTask):
             reqs.append(ImageryPlan(config=self.config))
         return reqs
 
-    def complete(self) -> bool:
+    def output_whole(self) -> bool:
         """Done, and no tile the server lacked is due to be asked again."""
-        return super().complete() and not missing_due(self.manifest_path(), _refetch_cutoff(self))
+        return super().output_whole() and not missing_due(self.manifest_path(), _refetch_cutoff(self))
 
     def run(self) -> None:
         icfg = _imagery(self)
@@ -151,9 +151,9 @@ class ImageryAll(AllShardsTask):
         _imagery(self)
         return FetchImagery(config=self.config, shard=shard)
 
-    def complete(self) -> bool:
+    def output_whole(self) -> bool:
         """Done, and no shard holds tiles the server lacked that are due to be asked again."""
-        if not super().complete():
+        if not super().output_whole():
             return False
         cutoff = _refetch_cutoff(self)
         if cutoff is None:

@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 import luigi
 
+from pipeline.errors import ManifestError
+from pipeline.io import manifest_is_current, read_manifest
+from pipeline.model_repair import MODEL_FILES
 from tasks.base import RegionTask
 from tasks.split import SplitDataset
 
@@ -54,17 +57,32 @@ class TrainModel(RegionTask):
         from pipeline.train import pick_device
         from pipeline.train_run import default_workers, train_region
 
+        self._repair()
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
         epochs = self.cfg.section("train").epochs
         hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers,
                             on_epoch=lambda row: self._epoch_done(row, epochs))
         model_dir = self.data_dir / "model"
-        files = {n: {"size": (model_dir / n).stat().st_size} for n in ("best.pt", "last.pt")}
+        files: dict[str, dict[str, Any]] = {n: {} for n in MODEL_FILES}
         self.output().write({"root": str(model_dir), "files": files, "device": str(device),
                              "processes": settings.processes, "best_epoch": hist.best_epoch,
                              "best_miou": hist.best_miou, "epochs": len(hist.rows),
                              "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})
+
+    def _repair(self) -> None:
+        """Mend the model folder from last.pt (or delete it to retrain) before training resumes."""
+        from pipeline.model_repair import repair_model_dir
+
+        recorded: dict[str, Any] = {}
+        with contextlib.suppress(ManifestError):
+            if manifest_is_current(self.manifest_path(), self.digest(), check_files=False):
+                recorded = read_manifest(self.manifest_path()).get("files", {})
+        done = repair_model_dir(self.data_dir / "model", self.digest(), recorded)
+        if done.action == "rebuilt":
+            self.notice(f"{self.data_dir / 'model'}: rebuilt {', '.join(done.files)} from last.pt")
+        elif done.action == "retrain":
+            self.notice(f"{self.data_dir / 'model'}: {done.why}; training again from the start")
 
     #: seconds between two looks at ``metrics.csv`` while torchrun trains
     poll_s: ClassVar[float] = 5.0

@@ -1,5 +1,6 @@
 """Luigi tasks that look after a region's data folder: ``Verify`` (sha256 of every tile against
-its product's index; damaged tiles are redone) and ``Prune`` (delete tiles and shard manifests
+its product's index and of every whole-region output against its task's manifest; what is damaged
+is redone) and ``Prune`` (delete tiles and shard manifests
 that today's index does not list). Both run every time they are asked (``make verify``,
 ``make prune``); each writes a report to ``data/<region>/_manifests/<task>.json``.
 """
@@ -18,8 +19,8 @@ import luigi
 from pipeline.errors import ManifestError
 from pipeline.io import atomic_write_json, manifest_is_current, read_manifest
 from pipeline.stages import stage_digest
-from pipeline.upkeep import product_dirs, prune_product, verify_product
-from tasks.base import AllShardsTask, RegionTask
+from pipeline.upkeep import product_dirs, prune_product, verify_outputs, verify_product
+from tasks.base import AllShardsTask, RegionTask, ShardTask
 
 log = logging.getLogger("luigi-interface")
 
@@ -40,6 +41,28 @@ def all_task_for(product: str, config: str) -> AllShardsTask:
     raise ManifestError(f"no task makes the product {product!r}; is its tasks module imported?")
 
 
+def region_tasks(config: str) -> dict[str, RegionTask]:
+    """Every region task (one instance per region, not a shard task) of ``config`` whose
+    manifest exists, by task family: the owners of the region's whole-region outputs."""
+    import importlib
+
+    from tasks.__main__ import STAGE_MODULES
+
+    for name in STAGE_MODULES:
+        importlib.import_module(f"tasks.{name}")
+    found: dict[str, RegionTask] = {}
+    todo: list[type[RegionTask]] = list(RegionTask.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if not cls.stage or issubclass(cls, (ShardTask, _Always)):
+            continue
+        task = cls(config=config)
+        if task.manifest_path().is_file():
+            found[task.task_family] = task
+    return found
+
+
 class _Always(RegionTask):
     """A task that runs once per command: its report records this process's run id."""
 
@@ -58,13 +81,18 @@ class _Always(RegionTask):
         except ManifestError:
             return False
 
+    def output_whole(self) -> bool:
+        return self.complete()
+
     def write_report(self, body: dict[str, Any]) -> None:
         atomic_write_json(self.report_path(), {"config_digest": "", "run_id": self.run_id, **body})
 
 
 class Verify(_Always):
     """Check every tile of every product against its index (sha256); delete damaged tiles and
-    rerun their products' ``*All`` tasks, which redo just the shards that lost a tile."""
+    rerun their products' ``*All`` tasks, which redo just the shards that lost a tile. Then the
+    same for every region task's outputs (model, vectors, comparison, report, run.json): a damaged
+    file is deleted and its task redone (a damaged ``best.pt`` is rebuilt from ``last.pt``)."""
 
     def run(self) -> Iterator[Any]:
         pending = self.data_dir / "_manifests" / "verify.pending.json"
@@ -72,6 +100,13 @@ class Verify(_Always):
         if pending.is_file():
             found = {k: v for k, v in read_manifest(pending).items() if isinstance(v, dict)}
         checked: dict[str, int] = {}
+        tasks = region_tasks(str(self.config))
+        outputs: dict[str, list[str]] = dict(found.pop("_outputs", {}))
+        for family, task in sorted(tasks.items()):
+            damaged = verify_outputs(task.manifest_path())
+            if damaged:
+                log.warning("verify %s: damaged %s; redoing %s", task.data_dir, ", ".join(damaged), family)
+                outputs.setdefault(family, []).extend(damaged)
         for pdir in product_dirs(self.data_dir):
             self.progress(0, 1, f"verifying {pdir.name}")
             rep = verify_product(pdir)
@@ -81,9 +116,10 @@ class Verify(_Always):
                             rep.n_damaged, len(rep.damaged))
                 for shard, rels in rep.damaged.items():
                     found.setdefault(pdir.name, {}).setdefault(shard, []).extend(rels)
-        atomic_write_json(pending, {"config_digest": "", **found})
+        atomic_write_json(pending, {"config_digest": "", **found, "_outputs": outputs})
         yield [all_task_for(product, str(self.config)) for product in sorted(found)]
-        self.write_report({"checked": checked, "redone": found})
+        yield [tasks[f] if f in tasks else region_tasks(str(self.config))[f] for f in sorted(outputs)]
+        self.write_report({"checked": checked, "redone": found, "outputs": outputs})
         pending.unlink(missing_ok=True)
 
 
