@@ -73,24 +73,24 @@ def verify_product(product_dir: str | Path, repair: bool = True) -> VerifyReport
     return VerifyReport(len(df), damaged)
 
 
-def verify_outputs(manifest_path: str | Path, repair: bool = True) -> list[str]:
+def verify_outputs(manifest_path: str | Path, repair: bool = True) -> list[Path]:
     """Check a region task's manifest (its seal, :func:`pipeline.outputs.seal_intact`) and the
-    sha256 of every file it lists; returns what is damaged (relative paths; the manifest's own name
-    when its seal is broken). With ``repair`` each damaged file (or the manifest) is deleted, so a
-    rerun of the task redoes it."""
+    sha256 of every file it lists; returns the damaged files (the manifest itself when its seal is
+    broken). With ``repair`` each damaged file (or the manifest) is deleted, so a rerun of the task
+    redoes it."""
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         return []
     if not seal_intact(manifest_path):
         if repair:
             manifest_path.unlink(missing_ok=True)
-        return [manifest_path.name]
+        return [manifest_path]
     manifest = json.loads(manifest_path.read_text())
-    damaged = damaged_files(manifest, manifest_path.parent)
+    root = Path(manifest.get("root", manifest_path.parent))
+    damaged = [root / rel for rel in damaged_files(manifest, manifest_path.parent)]
     if repair:
-        root = Path(manifest.get("root", manifest_path.parent))
-        for rel in damaged:
-            (root / rel).unlink(missing_ok=True)
+        for path in damaged:
+            path.unlink(missing_ok=True)
     return damaged
 
 

@@ -105,8 +105,9 @@ class Verify(_Always):
         for family, task in sorted(tasks.items()):
             damaged = verify_outputs(task.manifest_path())
             if damaged:
-                log.warning("verify %s: damaged %s; redoing %s", task.data_dir, ", ".join(damaged), family)
-                outputs.setdefault(family, []).extend(damaged)
+                log.warning("verify: %s damaged (missing, another size or another sha256); redoing %s",
+                            ", ".join(map(str, damaged)), family)
+                outputs.setdefault(family, []).extend(map(str, damaged))
         for pdir in product_dirs(self.data_dir):
             self.progress(0, 1, f"verifying {pdir.name}")
             rep = verify_product(pdir)

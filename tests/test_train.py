@@ -183,7 +183,7 @@ def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
     data = tmp_path / "data"
     assert (data / "split.csv").read_text().startswith("z,x,y,split,image,mask,labelled")
     m = read_manifest(data / "_manifests" / "train.json")
-    assert m["epochs"] == 1 and set(m["files"]) == {"best.pt", "last.pt"}
+    assert m["epochs"] == 1 and set(m["files"]) == {"best.pt", "last.pt", "metrics.csv"}
     _, meta = load_checkpoint(data / "model" / "best.pt")
     assert meta["tile_size"] == 64 and meta["scale"] == 0.25
     assert [c["name"] for c in meta["classes"]] == ["building", "road", "park"]
