@@ -53,6 +53,9 @@ class Stage:
     version: int = 1
     #: the upstream stages for a config, when they depend on it (``upstream`` lists every candidate)
     upstream_for: Callable[[RegionConfig], tuple[str, ...]] | None = None
+    #: its inputs are what the synthetic stage generates in a sample region (then that stage's digest
+    #: covers them); False for an input no sample makes (the model a region is predicted with)
+    sample_inputs: bool = True
 
     def upstream_of(self, cfg: RegionConfig) -> tuple[str, ...]:
         """The stages this one reads from under config ``cfg``."""
@@ -101,7 +104,8 @@ def _model_path(cfg: RegionConfig) -> list[Path]:
 
 register(Stage("split", ("split",), ("masks", "imagery")))
 register(Stage("train", ("train", "classes"), ("split",)))
-register(Stage("predict", ("predict", "classes", "region.tile_size"), ("imagery", "train"), inputs=_model_path))
+register(Stage("predict", ("predict", "classes", "region.tile_size"), ("imagery", "train"), inputs=_model_path,
+               sample_inputs=False))
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split")))
 register(Stage("export", ("predict.model",), ("evaluate",)))
 
@@ -201,7 +205,7 @@ def stage_digest(cfg: RegionConfig, stage: str) -> str:
         return "none"
     s = get_stage(stage)
     inputs: dict[str, str] = {}
-    if stage == "synthetic" or cfg.synthetic is None:
+    if stage == "synthetic" or cfg.synthetic is None or not s.sample_inputs:
         # generated inputs are covered by the sample stage's digest; real ones by fingerprint
         inputs = {str(p): file_fingerprint(p) for p in stage_inputs(cfg, stage)}
     blob = {"stage": s.name, "version": s.version, "config": stage_config(cfg, stage), "inputs": inputs,

@@ -110,9 +110,12 @@ class MergeFeatures(RegionTask):
         return [*super().owned_files(), self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"]
 
     def requires(self) -> Any:
+        """CoverTiles, and the task that makes the tiles its shards trace (so that a rerun sees a
+        damaged upstream output, e.g. the model, through this task: see ``RegionTask.complete``)."""
         from tasks.cover import CoverTiles
 
-        return CoverTiles(config=self.config)
+        return [CoverTiles(config=self.config),
+                source_task(self.config, self.cfg.section("vectorize").source, self.data_dir)]
 
     def run(self) -> Iterator[Any]:
         cfg = self.cfg

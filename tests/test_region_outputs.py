@@ -229,13 +229,19 @@ def test_same_size_damage_is_found_and_redone_by_verify(region: tuple[Path, Path
     _all_whole(data)
 
 
-def test_truncated_last_pt_retrains(region: tuple[Path, Path, Path]) -> None:
+@pytest.mark.parametrize("task", ["TrainModel", "RegionPipeline"])
+def test_truncated_last_pt_retrains(region: tuple[Path, Path, Path], task: str) -> None:
     from pipeline.model import read_checkpoint
 
     cfg, data = _fresh(region)
+    before = _state(data)
     _truncate(data / "model" / "last.pt", 1000)
-    rc, last, out = _cli("TrainModel", cfg)
-    _done("TrainModel", rc, last, out)
+    rc, last, out = _cli(task, cfg)
+    _done(task, rc, last, out)
     assert "last.pt is damaged; training again from the start" in out
     assert read_checkpoint(data / "model" / "last.pt")["train_state"]["epoch"] == 0
     _all_whole(data)
+    if task == "RegionPipeline":  # a new model (new best.pt): every tile is predicted again with it
+        after = _state(data)
+        pngs = [n for n in before if n.endswith(".png")]
+        assert pngs and all(after[n][0] != before[n][0] for n in pngs)
