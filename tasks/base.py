@@ -277,6 +277,18 @@ class AllShardsTask(RegionTask):
     def manifest_path(self) -> Path:
         return self.product_dir() / "_manifest.json"
 
+    def output_whole(self) -> bool:
+        """Done, and no shard manifest was written after the product's summary (a shard redone on
+        its own, e.g. to ask missing tiles again, makes the summary and index stale)."""
+        if not super().output_whole():
+            return False
+        shards = self.product_dir() / "_shards"
+        try:
+            mine = self.manifest_path().stat().st_mtime_ns
+            return all(p.stat().st_mtime_ns <= mine for p in shards.glob("*.json"))
+        except OSError:
+            return False
+
     def output(self) -> IndexTarget:
         return IndexTarget(self.manifest_path(), self.digest())
 

@@ -82,7 +82,11 @@ def test_extract_writes_features_and_manifest_then_is_complete(sample: Sample, t
     assert (gdf.osm_type == "relation").any()  # the courtyard multipolygon
     manifest = json.loads((tmp_path / "data" / "_manifests" / "extract.json").read_text())
     assert manifest["config_digest"] == stage_digest(load_config(cfg_path), "extract")
-    assert manifest["files"] == {"features.parquet": {"size": out.stat().st_size}}
+    import hashlib
+
+    assert list(manifest["files"]) == ["features.parquet"]
+    rec = manifest["files"]["features.parquet"]
+    assert rec["size"] == out.stat().st_size and rec["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert manifest["root"] == str(tmp_path / "data")
     assert manifest["input"]["path"] == str(sample.path)
     assert manifest["classes"] == gdf["class"].value_counts().to_dict()

@@ -38,6 +38,7 @@ ZOOM, SHARD_ZOOM = 19, 17
 def region(tmp: Path, imagery: str, tiles: list[Tile]) -> Path:
     """A region config with ``imagery`` (TOML) whose cover stage is already done with ``tiles``."""
     from tasks.cover import CoverTiles
+    from tasks.extract import ExtractFeatures
 
     data = tmp / "data"
     cfg = write_town_config(tmp / "region.toml", tmp / "absent.osm.pbf", data, zoom=ZOOM, shard_zoom=SHARD_ZOOM,
@@ -47,6 +48,8 @@ def region(tmp: Path, imagery: str, tiles: list[Tile]) -> Path:
     write_tiles_csv(df, data / "tiles.csv")
     CoverTiles(config=str(cfg)).output().write({"root": str(data), "files": {
         "tiles.csv": {"size": (data / "tiles.csv").stat().st_size}}, "tiles": len(df)})
+    # completeness looks upstream: the extraction CoverTiles stands on is taken as done too
+    ExtractFeatures(config=str(cfg)).output().write({"root": str(data), "files": {}})
     return cfg
 
 
