@@ -17,7 +17,6 @@ stage's (``best.pt``: train, ``metrics.json``: evaluate, the export manifest: ex
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -27,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from pipeline.outputs import file_sha256
 
 #: distributions whose versions go into the run manifest
 DISTRIBUTIONS = ("osmsat", "numpy", "shapely", "rasterio", "pyproj", "geopandas", "pyogrio", "osmium",
@@ -96,23 +97,16 @@ def output_checksums(data_dir: str | Path, region: str, patterns: Iterable[str] 
     found: set[Path] = set()
     for pat in patterns:
         found.update(p for p in d.glob(pat.format(region=region)) if p.is_file())
-    return {p.relative_to(d).as_posix(): sha256_file(p) for p in sorted(found)}
+    return {p.relative_to(d).as_posix(): file_sha256(p) for p in sorted(found)}
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def input_checksums(paths: Iterable[str | Path]) -> dict[str, str]:
     """``{path: sha256}`` of the region's input files (``"missing"`` for an absent one)."""
     out = {}
     for p in paths:
-        out[str(p)] = sha256_file(p) if Path(p).is_file() else "missing"
+        out[str(p)] = file_sha256(p) if Path(p).is_file() else "missing"
     return out
 
 
