@@ -340,10 +340,13 @@ def _check_edge_values(path: Path, classes: tuple[ClassSpec, ...], masks: MasksC
     """With instances, an area class's edge value (255 - id) must not be another class's id."""
     if not masks.instances:
         return
+    from pipeline.instances import edge_value
+
     ids = {c.id: c.name for c in classes}
     for c in classes:
-        if c.kind == "area" and 255 - c.id in ids:
-            raise ConfigError(f"{path}: class {ids[255 - c.id]!r} has id {255 - c.id}, the mask value of the edge "
+        edge = edge_value(c.id)
+        if c.kind == "area" and edge in ids:
+            raise ConfigError(f"{path}: class {ids[edge]!r} has id {edge}, the mask value of the edge "
                               f"band of class {c.name!r} (255 - {c.id}); use class ids below 128 or set "
                               "[masks] instances = false")
 

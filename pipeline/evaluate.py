@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputDataError
+from pipeline.instances import edge_value
 from pipeline.metrics import IGNORE, confusion, scores
 from pipeline.probs import decode_probs
 
@@ -34,7 +35,7 @@ def mask_to_index(mask: np.ndarray, class_ids: Sequence[int], where: str) -> np.
     lut = np.full(256, 254, dtype=np.uint8)
     lut[0], lut[IGNORE] = 0, IGNORE
     for k, cid in enumerate(class_ids, start=1):
-        lut[255 - cid] = k
+        lut[edge_value(cid)] = k
     for k, cid in enumerate(class_ids, start=1):
         lut[cid] = k
     out = lut[mask]

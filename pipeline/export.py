@@ -30,6 +30,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import ModelError
+from pipeline.instances import edge_value
 
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
 CLASSIFICATION_SCHEMA = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
@@ -203,7 +204,7 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         name = str(classes[own - 1]["name"])
         out_classes.append({"value": k, "name": f"{name}_edge",
                             "description": f"channel {k}: the edge band inside each {name} outline (mask value "
-                                           f"{255 - cid}); the {name} footprint is channel {own} plus this one, "
+                                           f"{edge_value(cid)}); the {name} footprint is channel {own} plus this one, "
                                            "its instances are split along it"})
     w, s, e, n = (float(v) for v in bbox)
     props: dict[str, Any] = {

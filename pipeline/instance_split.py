@@ -40,9 +40,9 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
         renum[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         markers = renum[markers]
         n = int(keep.sum())
-    labels = watershed(edge, markers, mask=binary, connectivity=1).astype(np.int32) if n else \
-        np.zeros(foot.shape, dtype=np.int32)
+    labels = np.zeros(foot.shape, dtype=np.int32)
     if n:
+        labels = watershed(edge, markers, mask=binary, connectivity=1).astype(np.int32)
         far = binary & (ndimage.distance_transform_cdt(markers == 0, metric="chessboard") > reach)
         cut, _ = ndimage.label(far)
         frame = np.unique(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]]))

@@ -22,15 +22,20 @@ Pure numpy; no torch, no geospatial stack.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import overload
 
 import numpy as np
 
 IGNORE = 255
 
 
-def edge_value(class_id: int) -> int:
-    """The mask value of the edge band of area class ``class_id``."""
-    return IGNORE - int(class_id)
+@overload
+def edge_value(class_id: int) -> int: ...
+@overload
+def edge_value(class_id: np.ndarray) -> np.ndarray: ...
+def edge_value(class_id: int | np.ndarray) -> int | np.ndarray:
+    """The mask value of the edge band of area class ``class_id`` (an id or an array of ids)."""
+    return IGNORE - class_id
 
 
 def edge_classes(class_kinds: Iterable[tuple[int, str]], instances: bool) -> tuple[int, ...]:

@@ -39,6 +39,7 @@ from pipeline.config import ClassSpec, Section
 from pipeline.errors import InputDataError
 from pipeline.geo import mercator_scale
 from pipeline.instance_split import split_instances, trace_instances
+from pipeline.instances import edge_value
 from pipeline.merge import concat_pieces, empty_pieces, merge_open, touches_box
 from pipeline.probs import decode_prob_tile
 from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds, tile_extent_m
@@ -110,8 +111,8 @@ def mask_to_probs(mask: np.ndarray, class_ids: Sequence[int], edges: Sequence[in
     the class or its edge), 0 elsewhere (ignore pixels are 0 in every band); then per class of
     ``edges`` 255 on its edge band."""
     ids = np.asarray(class_ids, dtype=np.int64)[:, None, None]
-    foot = (mask[None, :, :] == ids) | (mask[None, :, :] == 255 - ids)
-    e = 255 - np.asarray(edges, dtype=np.int64)[:, None, None]
+    foot = (mask[None, :, :] == ids) | (mask[None, :, :] == edge_value(ids))
+    e = edge_value(np.asarray(edges, dtype=np.int64))[:, None, None]
     return (np.concatenate([foot, mask[None, :, :] == e]) * np.uint8(255)).astype(np.uint8)
 
 
@@ -213,7 +214,8 @@ def pieces_frame(parts: list[Columns]) -> pd.DataFrame:
 
 def _marker_px(t: Tile, size: int, m2: float) -> int:
     """Pixels of ``m2`` ground square metres at tile ``t``'s latitude and ``size``-px tiles."""
-    side = tile_extent_m(t.z) / size / float(mercator_scale((tile_bounds(t)[1] + tile_bounds(t)[3]) / 2))
+    _, bottom, _, top = tile_bounds(t)
+    side = tile_extent_m(t.z) / size / float(mercator_scale((bottom + top) / 2))
     return max(1, math.ceil(m2 / (side * side)))
 
 

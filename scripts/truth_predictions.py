@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import shapely
 
 from pipeline.config import RegionConfig, load_config
@@ -24,7 +23,7 @@ from pipeline.io import read_tile_index, write_manifest, write_tile_files
 from pipeline.masks import burn_tile, prepare_burn
 from pipeline.probs import encode_probs
 from pipeline.tiles import Tile
-from pipeline.vectorize import read_tile
+from pipeline.vectorize import mask_to_probs, read_tile
 
 
 def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> int:
@@ -48,9 +47,10 @@ def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> in
             t = Tile(int(r.z), int(r.x), int(r.y))
             probs = read_tile((cfg.data_dir / "masks" / r.path).read_bytes(), "masks", ids, str(t), edges)
             shown_mask = burn_tile(burn, t, cfg.tile_size, edge_px=cfg.masks.edge_px if edges else 0)
-            probs[band] = np.where((shown_mask == cid) | (shown_mask == 255 - cid), 255, 0).astype(np.uint8)
+            shown_probs = mask_to_probs(shown_mask, [cid], edges)  # its footprint band, then its edge band
+            probs[band] = shown_probs[0]
             if edges:
-                probs[len(ids)] = np.where(shown_mask == 255 - cid, 255, 0).astype(np.uint8)
+                probs[len(ids)] = shown_probs[1]
             items.append((t, encode_probs(probs, edges=edges)))
         files = write_tile_files(out, items, "png", out / "_tmp" / shard)
         (out / "_tmp" / shard).rmdir()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.features import read_features
+from pipeline.instances import edge_value
 from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ShardTask
@@ -62,4 +63,4 @@ class MasksAll(AllShardsTask):
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         return {"tiles": len(tiles), "shards": len(done), "palette": "class ids; 255 = ignore; 255 - id = edge band",
                 "classes": {c.name: c.id for c in self.cfg.classes},
-                "edges": {c.name: 255 - c.id for c in self.cfg.classes if c.id in self.cfg.edge_ids}}
+                "edges": {c.name: edge_value(c.id) for c in self.cfg.classes if c.id in self.cfg.edge_ids}}
