@@ -112,16 +112,13 @@ def object_figures(pred: np.ndarray, truth: np.ndarray, tiles: set[tuple[int, in
     """One-to-one IoU >= 0.5 figures of EPSG:4326 polygons whose representative point is on ``tiles``."""
     import shapely
 
-    from pipeline.compare import features_in_tiles, match
+    from pipeline.compare import features_in_tiles, object_f1
     from pipeline.geo import mercator_scale
 
     p = pred[features_in_tiles(pred, tiles, z)] if len(pred) else pred
     t = truth[features_in_tiles(truth, tiles, z)] if len(truth) else truth
     pm, tm = _ground(p), _ground(t)
-    _, _, v = match(pm, tm, 0.5)
-    tp = len(v)
-    prec = tp / len(pm) if len(pm) else 0.0
-    rec = tp / len(tm) if len(tm) else 0.0
+    tp, prec, rec, f1 = object_f1(pm, tm, 0.5)
 
     def ground_area(g: np.ndarray) -> float:
         if not len(g):
@@ -130,7 +127,7 @@ def object_figures(pred: np.ndarray, truth: np.ndarray, tiles: set[tuple[int, in
         return float((shapely.area(g) / s**2).max())
 
     return {"predicted": len(pm), "labelled": len(tm), "tp": tp, "precision": round(prec, 3), "recall": round(rec, 3),
-            "f1": round(2 * prec * rec / (prec + rec), 3) if tp else 0.0,
+            "f1": round(f1, 3),
             "largest_predicted_m2": round(ground_area(pm), 1), "largest_labelled_m2": round(ground_area(tm), 1)}
 
 

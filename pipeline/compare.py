@@ -262,6 +262,14 @@ def _osm_rows(name: str, o: pd.DataFrame, om: np.ndarray, idx: np.ndarray, cover
         "geometry": o.geometry.to_numpy()[idx]})
 
 
+def object_f1(pred: np.ndarray, truth: np.ndarray, min_iou: float = 0.5) -> tuple[int, float, float, float]:
+    """(hits, precision, recall, F1) of polygons ``pred`` against ``truth`` (EPSG:3857), matched
+    one-to-one at IoU >= ``min_iou``; 0.0 where a side is empty."""
+    _, _, v = match(pred, truth, min_iou)
+    p, r = (len(v) / len(pred) if len(pred) else 0.0), (len(v) / len(truth) if len(truth) else 0.0)
+    return len(v), p, r, (2 * p * r / (p + r) if len(v) else 0.0)
+
+
 def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray, score_iou: float) -> dict[str, Any]:
     """Region figures of one class (see the module docstring)."""
     tp = int((v >= score_iou).sum())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from pipeline.compare import match
+from pipeline.compare import match, object_f1
 from pipeline.config import load_config
 from pipeline.geo import to_mercator
 
@@ -82,10 +82,9 @@ def object_scores(data_dir: Path, zoom: int, min_iou: float = 0.5) -> dict[str, 
 
 
 def _f1(pm: np.ndarray, tm: np.ndarray, min_iou: float) -> dict[str, Any]:
-    _, _, v = match(pm, tm, min_iou)
-    p, r = (len(v) / len(pm) if len(pm) else 0.0), (len(v) / len(tm) if len(tm) else 0.0)
-    return {"predicted": len(pm), "truth": len(tm), "hits": len(v), "precision": round(p, 4), "recall": round(r, 4),
-            "f1": round(2 * p * r / (p + r), 4) if len(v) else 0.0}
+    hits, p, r, f1 = object_f1(pm, tm, min_iou)
+    return {"predicted": len(pm), "truth": len(tm), "hits": hits, "precision": round(p, 4), "recall": round(r, 4),
+            "f1": round(f1, 4)}
 
 
 if __name__ == "__main__":
