@@ -131,6 +131,15 @@ _MLM_ITEM = ("mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:outp
 _MLM_ONLY_FOR_MODEL = ("mlm:artifact_type", "mlm:compile_method")
 
 
+#: the keys the MLM schema requires of an input's ``input`` and an output's ``result``
+_MLM_STRUCT = ("shape", "dim_order", "data_type")
+
+
+def _missing(where: str, obj: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """One problem line per key of ``keys`` that ``obj`` lacks."""
+    return [f"{where}: {k} is required" for k in keys if k not in obj]
+
+
 def mlm_problems(card: Mapping[str, Any]) -> list[str]:
     """What in ``card`` breaks the STAC-MLM v1.4.0 schema's rules (empty: none). Checked: the
     item's required ``mlm:*`` fields and the name pattern; each input's ``name``, ``bands``,
@@ -143,23 +152,20 @@ def mlm_problems(card: Mapping[str, Any]) -> list[str]:
     if MLM_SCHEMA not in card.get("stac_extensions", ()):
         out.append(f"stac_extensions lacks {MLM_SCHEMA}")
     props = card.get("properties", {})
-    out += [f"properties: {k} is required" for k in _MLM_ITEM if k not in props]
+    out += _missing("properties", props, _MLM_ITEM)
     if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]", str(props.get("mlm:name", ""))):
         out.append(f"properties: mlm:name {props.get('mlm:name')!r} does not match the schema's pattern")
     for i, inp in enumerate(props.get("mlm:input", [])):
-        out += [f"mlm:input[{i}]: {k} is required" for k in ("name", "bands", "input") if k not in inp]
         struct = inp.get("input", {})
-        out += [f"mlm:input[{i}].input: {k} is required" for k in ("shape", "dim_order", "data_type")
-                if k not in struct]
+        out += _missing(f"mlm:input[{i}]", inp, ("name", "bands", "input"))
+        out += _missing(f"mlm:input[{i}].input", struct, _MLM_STRUCT)
         if len(struct.get("shape", ())) != len(struct.get("dim_order", ())):
             out.append(f"mlm:input[{i}].input: shape and dim_order differ in length")
         if inp.get("resize_type") not in (None, *RESIZE_TYPES):
             out.append(f"mlm:input[{i}]: resize_type {inp.get('resize_type')!r} is not in the schema's list")
     for i, o in enumerate(props.get("mlm:output", [])):
-        out += [f"mlm:output[{i}]: {k} is required" for k in ("name", "tasks", "result") if k not in o]
-        res = o.get("result", {})
-        out += [f"mlm:output[{i}].result: {k} is required" for k in ("shape", "dim_order", "data_type")
-                if k not in res]
+        out += _missing(f"mlm:output[{i}]", o, ("name", "tasks", "result"))
+        out += _missing(f"mlm:output[{i}].result", o.get("result", {}), _MLM_STRUCT)
     assets = card.get("assets", {})
     models = [k for k, a in assets.items() if "mlm:model" in a.get("roles", ())]
     if not models:
