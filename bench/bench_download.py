@@ -37,7 +37,7 @@ def _fetch(url: str, tiles: list[Any], out: Path, connections: int) -> int:
 
     template = url + "/xyz/{z}/{x}/{y}.png"
     try:
-        from pipeline.imagery.fetch import DownloadOptions
+        from pipeline.imagery.download import DownloadOptions
     except ImportError:  # the tree before the download settings moved to luigi.toml
         icfg = ImageryConfig(source="xyz", url=template, max_connections=connections,  # type: ignore[call-arg]
                              timeout_s=30)

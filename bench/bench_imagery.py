@@ -108,7 +108,7 @@ def _serve(tiles: dict[Any, bytes], port_q: Any, stop: Any) -> None:
 
 def fetch_phase(url: str, tiles: list[Any], out: Path, connections: int) -> int:
     from pipeline.config import ImageryConfig
-    from pipeline.imagery.fetch import DownloadOptions
+    from pipeline.imagery.download import DownloadOptions
     from pipeline.imagery.xyz import fetch_tiles
 
     icfg = ImageryConfig(source="xyz", url=url + "/xyz/{z}/{x}/{y}.png")

@@ -10,7 +10,7 @@ import luigi
 from pipeline.config import OsmSource
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.features import write_features
-from pipeline.imagery.fetch import DEFAULT_USER_AGENT
+from pipeline.imagery.download import DEFAULT_USER_AGENT
 from pipeline.osm import extract_features_with_stats
 from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
 from tasks.base import RegionTask

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import luigi
 
-from pipeline.imagery.fetch import DEFAULT_USER_AGENT, DownloadOptions
+from pipeline.imagery.download import DEFAULT_USER_AGENT, DownloadOptions
 
 
 class osmsat(luigi.Config):  # noqa: N801 - the section name in luigi.toml

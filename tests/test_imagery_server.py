@@ -20,14 +20,8 @@ from rasterio.warp import transform_bounds
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, TileServerError
 from pipeline.imagery.common import MISSING, OK, TileRecord, redact, redact_url, verify_image
-from pipeline.imagery.fetch import (
-    Downloader,
-    DownloadOptions,
-    FetchOptions,
-    FetchStats,
-    RateLimiter,
-    parse_retry_after,
-)
+from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats, RateLimiter, parse_retry_after
+from pipeline.imagery.fetch import Downloader
 from pipeline.imagery.shard import ShardResult, manifest_body, server_resource
 from pipeline.imagery.wms import wms_url
 from pipeline.imagery.xyz import fetch_tiles, url_function, xyz_url

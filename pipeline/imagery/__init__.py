@@ -4,6 +4,7 @@
   VRT per shard and source (tile-sized blocks), mosaicked, nodata/alpha, bands, 16-bit, overviews;
 * :mod:`pipeline.imagery.xyz`, :mod:`pipeline.imagery.wms` — tile-server URL templates;
 * :mod:`pipeline.imagery.fetch` — robust concurrent downloads (retries, Retry-After, rate limit);
+  :mod:`pipeline.imagery.download` — their settings, counts and rate limiter;
 * :mod:`pipeline.imagery.common` — statuses, tile encoding and verification, secret redaction;
 * :mod:`pipeline.imagery.shard` — one shard whatever the source, its manifest, region coverage.
 """

@@ -15,7 +15,8 @@ from pathlib import Path
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError
 from pipeline.imagery.common import TileRecord, redact_url
-from pipeline.imagery.fetch import Downloader, DownloadOptions, FetchOptions, FetchStats
+from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats
+from pipeline.imagery.fetch import Downloader
 from pipeline.tiles import Tile, quadkey
 
 
