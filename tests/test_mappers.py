@@ -11,7 +11,7 @@ import geopandas as gpd
 import shapely
 
 from pipeline.config import ClassSpec, TagFilter
-from pipeline.mappers import PRIORITY_THRESHOLDS, class_tags, maproulette_tasks, osm_xml, priority
+from pipeline.mappers import PRIORITY_THRESHOLDS, candidate_tags, class_tags, maproulette_tasks, osm_xml, priority
 
 # classes as configs/kampala.toml writes them: no tags, the class takes every labelled feature
 BUILDING = ClassSpec("building", 1, "area", 10, ())
@@ -82,3 +82,79 @@ def test_maproulette_priority_from_the_score() -> None:
 
 def _no_nan(word: str) -> None:
     raise AssertionError(f"{word} is no JSON")
+
+
+ROAD = ClassSpec("road", 2, "line", 10, (TagFilter.parse("highway=primary|secondary|residential|service", "t"),),
+                 buffer_m=4.0)
+ROAD_NO_TAGS = ClassSpec("road", 2, "line", 10, ())
+RAIL = ClassSpec("rail", 3, "line", 5, (TagFilter.parse("railway=rail|tram", "t"),))
+
+
+def _roads() -> gpd.GeoDataFrame:
+    """Two road candidates and a building, with scores (one NaN) that rank them otherwise than
+    their probabilities; the user's class name needs escaping in XML."""
+    bent = shapely.LineString([(32.58, 0.31), (32.581, 0.31), (32.581, 0.311)])
+    split = shapely.MultiLineString([[(32.59, 0.31), (32.5905, 0.31)], [(32.591, 0.31), (32.592, 0.31)]])
+    return gpd.GeoDataFrame({"id": ["road-a", "road-b", "building-c"], "class": ["road", "road", "building"],
+                             "prob_mean": [0.95, 0.6, 0.9], "score": [0.4, 0.876, float("nan")],
+                             "length_m": [222.61, 166.96, float("nan")], "area_m2": [float("nan")] * 2 + [123.0]},
+                            geometry=[bent, split, shapely.box(32.60, 0.31, 32.6001, 0.3101)], crs="EPSG:4326")
+
+
+def test_line_classes_get_highway_road() -> None:
+    assert class_tags(ROAD) == {"highway": "road"}  # not highway=primary: the mapper picks the class
+    assert class_tags(ROAD_NO_TAGS) == {"highway": "road"}  # by its name
+    assert class_tags(RAIL) == {"railway": "rail"}  # other line classes keep their first filter
+    assert candidate_tags(ROAD, 0.8, score=0.456) == {
+        "highway": "road", "source": "osmsat", "fixme": "osmsat candidate (road, p=0.80): check against imagery and "
+                                                         "set its highway class", "osmsat:score": "0.46"}
+
+
+def test_osm_xml_writes_roads_as_open_ways_best_score_first() -> None:
+    root = ET.fromstring(osm_xml(_roads(), (ROAD, BUILDING)))
+    nodes = {int(str(n.get("id"))): (float(str(n.get("lon"))), float(str(n.get("lat")))) for n in root.findall("node")}
+    ways = root.findall("way")
+    # score order: road-b (0.88: two parts, two ways), road-a (0.40), then the building (NaN score: last)
+    assert [_tags(w).get("osmsat:score") for w in ways] == [
+        "0.88", "0.88", "0.40", None]
+    assert [_tags(w).get("highway") for w in ways] == ["road", "road", "road", None]
+    assert _tags(ways[2])["fixme"] == "osmsat candidate (road, p=0.95): check against imagery and set its highway class"
+    refs = [[int(str(nd.get("ref"))) for nd in w.findall("nd")] for w in ways]
+    assert [len(r) for r in refs] == [2, 2, 3, 5]
+    assert refs[2][0] != refs[2][-1] and refs[3][0] == refs[3][-1]  # roads are open ways, the building a ring
+    assert [nodes[r] for r in refs[2]] == [(32.58, 0.31), (32.581, 0.31), (32.581, 0.311)]
+    assert _tags(ways[3])["building"] == "yes"
+    # without a score column: the probability ranks them, and no score tag is written
+    root = ET.fromstring(osm_xml(_roads().drop(columns=["score"]), (ROAD, BUILDING)))
+    assert [_tags(w).get("fixme", "")[:28] for w in root.findall("way")] == [
+        "osmsat candidate (road, p=0.", "osmsat candidate (building, ", "osmsat candidate (road, p=0.",
+        "osmsat candidate (road, p=0."]
+    assert not any("osmsat:score" in _tags(w) for w in root.findall("way"))
+
+
+def test_osm_xml_escapes_user_class_names() -> None:
+    odd = ClassSpec('a "b" <c> & d', 4, "line", 1, ())
+    layer = _roads().iloc[:1].assign(**{"class": [odd.name]})
+    root = ET.fromstring(osm_xml(layer, (odd,)))
+    assert _tags(root.findall("way")[0])["fixme"].startswith('osmsat candidate (a "b" <c> & d, p=0.95)')
+
+
+def test_maproulette_tasks_for_roads_by_score() -> None:
+    lines = maproulette_tasks(_roads(), "demo").decode().rstrip("\n").split("\n")
+    props = [json.loads(line[1:], parse_constant=_no_nan)["features"][0]["properties"] for line in lines]
+    feats = [json.loads(line[1:])["features"][0] for line in lines]
+    # priority from the score: 0.876 high, 0.4 low, NaN low (after it: no value)
+    assert [(p["id"], p["priority"]) for p in props] == [
+        ("osmsat-demo-road-b", "high"), ("osmsat-demo-road-a", "low"), ("osmsat-demo-building-c", "low")]
+    assert props[0]["score"] == 0.876 and props[0]["length_m"] == 166.96 and "area_m2" not in props[0]
+    assert "score" not in props[2] and props[2]["area_m2"] == 123.0 and "length_m" not in props[2]
+    assert "road" in props[0]["instruction"] and "highway class" in props[0]["instruction"]
+    assert "highway" not in props[2]["instruction"]
+    assert [f["geometry"]["type"] for f in feats] == ["MultiLineString", "LineString", "Polygon"]
+    on_line = shapely.Point(props[1]["lon"], props[1]["lat"])
+    assert shapely.distance(on_line, shapely.geometry.shape(feats[1]["geometry"])) < 1e-7  # a point on the road
+    # without scores: prob_mean orders them and sets the priority
+    lines = maproulette_tasks(_roads().drop(columns=["score"]), "demo").decode().rstrip("\n").split("\n")
+    props = [json.loads(line[1:])["features"][0]["properties"] for line in lines]
+    assert [(p["id"], p["priority"]) for p in props] == [
+        ("osmsat-demo-road-a", "high"), ("osmsat-demo-building-c", "high"), ("osmsat-demo-road-b", "low")]
