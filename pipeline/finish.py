@@ -1,5 +1,5 @@
 """Finishing vectorised pieces: global pixels -> EPSG:3857 metres, area / hole / length filters
-in ground units, simplification after the merge, optional regularisation, skeleton spurs, and
+in ground units, simplification after the merge, regularisation (building classes by default), skeleton spurs, and
 EPSG:4326 features rounded to 7 decimals (RFC 7946 order: exterior rings counterclockwise)."""
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
 
     from pipeline.features import crs_4326 as _crs_4326
     from pipeline.regularize import regularize
+    from pipeline.vectorize import regularized_classes
 
     names = {c.id: c.name for c in classes}
     if len(pieces) == 0:
@@ -107,7 +108,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
     length_m = np.where(line, shapely.length(geoms) / scale, np.nan)
     keep &= np.where(line, length_m >= spec.min_length_m, True)
     cls = pieces["class_id"].to_numpy()
-    for name in spec.regularize:
+    for name in regularized_classes(spec, classes):
         sel = poly & keep & (cls == next((c.id for c in classes if c.name == name), -1))
         if sel.any():
             geoms[sel] = regularize(geoms[sel], spec.regularize_min_iou, float(np.median(scale[sel])),

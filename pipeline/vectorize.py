@@ -1,5 +1,5 @@
 """Probability tiles -> polygons (area classes) and centrelines (line classes), merged across
-tile and shard borders, filtered, simplified and (optionally) regularised in metres.
+tile and shard borders, filtered, simplified and (buildings, by default) regularised in metres.
 
 Pipeline of one region:
 1. :func:`tile_pieces` traces each tile's thresholded bands in *global pixel coordinates*
@@ -16,7 +16,8 @@ Pipeline of one region:
    border pieces are ever merged or held together, so no whole-region union is built, memory
    stays small and the cost is linear in tiles.
 4. :func:`pipeline.finish.finish` converts pixels to EPSG:3857 metres, drops small polygons and holes (ground
-   m²), simplifies (ground metres), regularises if asked, and returns EPSG:4326 features.
+   m²), simplifies (ground metres), regularises building classes (or those ``[vectorize]
+   regularize`` names) and returns EPSG:4326 features.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class VectorizeSpec:
     line_simplify_m: float = 1.0     # centreline simplification tolerance
     min_length_m: float = 3.0        # centrelines shorter than this are dropped
     spur_m: float = 8.0              # skeleton spurs (free end, other end at a junction) shorter than this are dropped
-    regularize: tuple[str, ...] = ()  # area classes whose polygons get right angles (buildingregulariser)
+    #: area classes whose polygons get right angles (buildingregulariser); None (the key left out):
+    #: every building class (:func:`regularized_classes`); ``[]`` turns it off
+    regularize: tuple[str, ...] | None = None
     regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
     instances: bool = True           # split area classes that have an edge band into instances (watershed)
     marker_min_m2: float = 1.0       # interiors smaller than this (ground m²) seed no instance of their own
@@ -87,13 +90,31 @@ def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
         line_simplify_m=sec.number("line_simplify_m", d.line_simplify_m, lo=0.0),
         min_length_m=sec.number("min_length_m", d.min_length_m, lo=0.0),
         spur_m=sec.number("spur_m", d.spur_m, lo=0.0),
-        regularize=tuple(str(v) for v in sec.take("regularize", list, list(d.regularize))),
+        regularize=_names(sec.take("regularize", list, None)),
         regularize_min_iou=sec.number("regularize_min_iou", d.regularize_min_iou, lo=0.0, hi=1.0),
         instances=sec.take("instances", bool, d.instances),
         marker_min_m2=sec.number("marker_min_m2", d.marker_min_m2, lo=0.0),
     )
     sec.done()
     return spec
+
+
+def _names(values: list[Any] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(str(v) for v in values)
+
+
+def is_building_class(c: ClassSpec) -> bool:
+    """True for an area class of buildings: named ``building`` or with a tag filter on a
+    ``building*`` key (``building``, ``building=house|...``, ``building:part``)."""
+    return c.kind == "area" and (c.name == "building" or any(t.key.startswith("building") for t in c.tags))
+
+
+def regularized_classes(spec: VectorizeSpec, classes: Sequence[ClassSpec]) -> tuple[str, ...]:
+    """The names of the classes whose polygons are regularised: ``[vectorize] regularize`` when
+    it is set, else every building class (:func:`is_building_class`)."""
+    if spec.regularize is not None:
+        return spec.regularize
+    return tuple(c.name for c in classes if is_building_class(c))
 
 
 def threshold_u8(threshold: float) -> int:

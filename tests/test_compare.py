@@ -90,7 +90,8 @@ def test_round_trip_osm_buildings_through_masks(region: tuple[Path, RegionConfig
         parts.append(shard_pieces(tiles, load, cfg.classes, 0.5, shard_box_px(s, cfg.zoom, cfg.tile_size), k,
                                   edges))
     assert len(parts) > 1  # the town spans several shards: shard borders are crossed
-    pred = finish(region_pieces(parts, edges), cfg.classes, VectorizeSpec(), cfg.zoom, cfg.tile_size)
+    pred = finish(region_pieces(parts, edges), cfg.classes, VectorizeSpec(regularize=()), cfg.zoom,
+                  cfg.tile_size)
     osm = read_features(cfg.data_dir / "features.parquet")
     osm = osm[features_in_tiles(osm.geometry.to_numpy(), set(files_xy(files)), cfg.zoom)]
     b_osm = to_mercator(osm[osm["class"] == "building"].geometry.to_numpy())

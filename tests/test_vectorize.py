@@ -23,10 +23,12 @@ from pipeline.vector_io import geojson_bytes, read_pieces, write_gpkg, write_pie
 from pipeline.vectorize import (
     VectorizeSpec,
     cached_loader,
+    is_building_class,
     mask_to_probs,
     parse_vectorize,
     read_tile,
     region_pieces,
+    regularized_classes,
     shard_box_px,
     shard_pieces,
     threshold_u8,
@@ -146,13 +148,17 @@ def test_filters_and_regularisation() -> None:
     assert len(out) == 1  # the tiny square (1.4 m²) is gone
     g = to_mercator(out.geometry.to_numpy())[0]
     assert len(g.interiors) == 0  # the hole (1.4 m²) is filled
-    raw = vectorise(burn([tiny, house], 0), VectorizeSpec(min_area_m2=2.0, min_hole_m2=2.0, simplify_m=0.0))
+    raw = vectorise(burn([tiny, house], 0), VectorizeSpec(min_area_m2=2.0, min_hole_m2=2.0, simplify_m=0.0,
+                                                          regularize=()))
     r = to_mercator(raw.geometry.to_numpy())[0]
     assert iou(np.array([g]), np.array([r]))[0] >= 0.9
     assert shapely.get_num_coordinates(g) < shapely.get_num_coordinates(r)
     # regularise() keeps the raw polygon when the result would drift below the IoU floor
     kept = regularize(np.array([r]), min_iou=1.01)
     assert kept[0].equals(r)
+    # buildings are regularised by default (the key left out); ``regularize = []`` turns it off
+    by_default = vectorise(burn([tiny, house], 0), VectorizeSpec(min_area_m2=2.0, min_hole_m2=2.0))
+    assert to_mercator(by_default.geometry.to_numpy())[0].equals(g)
 
 
 def test_outputs_geojson_gpkg_pieces(tmp_path: Path) -> None:
@@ -181,3 +187,12 @@ def test_config_section(tmp_path: Path) -> None:
         parse_vectorize(p, {"source": "probs"})
     with pytest.raises(ConfigError, match="simplfy_m"):
         parse_vectorize(p, {"simplfy_m": 0.5})
+    # regularize: left out -> every building class; [] -> none; a list -> those classes
+    houses = ClassSpec("houses", 3, "area", 20, (TagFilter("building", ("house", "detached")),))
+    parts = ClassSpec("parts", 4, "area", 20, (TagFilter("building:part", None),))
+    water = ClassSpec("water", 5, "area", 5, (TagFilter("natural", ("water",)),))
+    classes = (BUILDING, ROAD, houses, parts, water)
+    assert regularized_classes(parse_vectorize(p, {}), classes) == ("building", "houses", "parts")
+    assert regularized_classes(parse_vectorize(p, {"regularize": []}), classes) == ()
+    assert regularized_classes(parse_vectorize(p, {"regularize": ["water"]}), classes) == ("water",)
+    assert not is_building_class(ClassSpec("building", 6, "line", 1, (TagFilter("building", None),)))
