@@ -1,7 +1,8 @@
 """Building regularisation (right angles along a dominant orientation) that keeps the shape.
 
 Uses ``buildingregulariser`` (edges snapped parallel/perpendicular to the polygon's main
-direction) on EPSG:3857 polygons; a regularised polygon replaces the raw one only when their
+direction, never diagonal) on EPSG:3857 polygons; on by default for building classes
+(:func:`pipeline.vectorize.regularized_classes`); a regularised polygon replaces the raw one only when their
 IoU is at least ``min_iou``, so a regularised layer never drifts far from what was traced.
 """
 
@@ -15,6 +16,10 @@ import shapely
 #: kept above the IoU floor so that rounding lon/lat to 7 decimals (about 1 cm) cannot push a
 #: small building's regularised outline below it
 ROUNDING_SLACK = 0.01
+#: buildingregulariser's ``diagonal_threshold_reduction`` at its maximum (22.5°): no 45° edges, so
+#: every corner is square. (``allow_45_degree=False`` is worse: in buildingregulariser 0.2.5 it
+#: turns the short diagonals that simplification leaves at corners into 0.6 m notches.)
+DIAGONAL_REDUCTION_DEG = 22.5
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -41,6 +46,7 @@ def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0, pixel: flo
         warnings.simplefilter("ignore")
         reg = regularize_geodataframe(gdf, parallel_threshold=1.0 * scale,
                                       simplify_tolerance=max(0.5 * scale, 1.5 * pixel),
+                                      allow_45_degree=True, diagonal_threshold_reduction=DIAGONAL_REDUCTION_DEG,
                                       allow_circles=False, num_cores=1)
     out = raw.copy()
     idx = reg["i"].to_numpy()
