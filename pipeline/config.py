@@ -104,7 +104,9 @@ class SyntheticConfig:
     The town is a square of ``size_m`` centred on ``centre``; its orthophoto is in the UTM zone
     of ``centre`` at ``resolution_m``. Shares: of the buildings in the image, ``share_missing``
     are left out of OSM; ``share_demolished`` of all buildings are in OSM only; ``share_offset``
-    of the mapped ones are shifted 1-2 m in OSM."""
+    of the mapped ones are shifted 1-2 m in OSM. Of the side streets (residential and service
+    streets between two main streets), ``share_roads`` are left out of OSM and as many again are
+    in OSM only (no longer in the image); at least one of each when the share is not 0."""
 
     seed: int = 42
     size_m: float = 700.0
@@ -113,6 +115,7 @@ class SyntheticConfig:
     share_missing: float = 0.10
     share_demolished: float = 0.03
     share_offset: float = 0.03
+    share_roads: float = 0.10
     tree_density: float = 1.0  # multiplies the number of trees (0: none)
     jpeg_quality: int = 90  # JPEG quality of the orthophoto COG (1..100)
 
@@ -372,6 +375,7 @@ def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
         share_missing=sec.number("share_missing", d.share_missing, lo=0, hi=0.9),
         share_demolished=sec.number("share_demolished", d.share_demolished, lo=0, hi=0.9),
         share_offset=sec.number("share_offset", d.share_offset, lo=0, hi=0.9),
+        share_roads=sec.number("share_roads", d.share_roads, lo=0, hi=0.45),
         tree_density=sec.number("tree_density", d.tree_density, lo=0, hi=5),
         jpeg_quality=sec.integer("jpeg_quality", d.jpeg_quality, lo=1, hi=100),
     )

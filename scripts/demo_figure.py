@@ -56,7 +56,7 @@ def _candidates(cfg: RegionConfig, truth: list[dict]) -> list[list[Tile]]:  # ty
     ]
     for status, shape in (("missing_in_osm", "rect"), ("mapped", "courtyard")):
         themes.append([_tile_at(cfg, *shapely.geometry.shape(f["geometry"]).centroid.coords[0]) for f in truth
-                       if f["properties"]["status"] == status and f["properties"]["shape"] == shape])
+                       if f["properties"]["status"] == status and f["properties"].get("shape") == shape])
     return themes
 
 
@@ -67,7 +67,7 @@ def _outlines(draw: ImageDraw.ImageDraw, tile: Tile, size: int, truth: list[dict
         if status == "mapped":
             continue
         geom = shapely.geometry.shape(f["geometry"])
-        xy = lonlat_to_mercator(np.asarray(geom.exterior.coords))
+        xy = lonlat_to_mercator(shapely.get_coordinates(getattr(geom, "exterior", geom)))
         px = [inv * (float(x), float(y)) for x, y in xy]
         if any(0 <= a < size and 0 <= b < size for a, b in px):
             draw.line(px, fill=MISSING if status == "missing_in_osm" else DEMOLISHED, width=2)

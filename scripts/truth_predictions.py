@@ -22,6 +22,7 @@ from pipeline.config import RegionConfig, load_config
 from pipeline.io import read_tile_index, write_manifest, write_tile_files
 from pipeline.masks import burn_tile, prepare_burn
 from pipeline.probs import encode_probs
+from pipeline.synthetic.truth import is_building
 from pipeline.tiles import Tile
 from pipeline.vectorize import mask_to_probs, read_tile
 
@@ -31,7 +32,8 @@ def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> in
     index = read_tile_index(cfg.data_dir / "masks")
     index = index[index.status == "written"]
     truth = json.loads((cfg.data_dir / "truth.geojson").read_text())["features"]
-    shown = [shapely.geometry.shape(f["geometry"]) for f in truth if f["properties"]["status"] != "demolished"]
+    shown = [shapely.geometry.shape(f["geometry"]) for f in truth
+             if is_building(f["properties"]) and f["properties"]["status"] != "demolished"]
     ordered = sorted(cfg.classes, key=lambda c: c.id)
     ids = [c.id for c in ordered]
     band = [c.name for c in ordered].index(building)

@@ -116,9 +116,9 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
                      ("predicted_km", "osm_km", "correctness", "completeness")]
         figs["Comparison with OSM"] = rows
     if (d / "truth.geojson").is_file() and (d / "compare" / "missing_in_osm.geojson").is_file():
-        from pipeline.synthetic.score import truth_scores
+        from pipeline.synthetic.score import flat_scores, truth_scores
 
-        scores = truth_scores(d)
+        scores = flat_scores(truth_scores(d))
         figs["Against the sample region's truth"] = [
             (f"{k.replace('_', ' ')} {m}", _fmt(v[m])) for k, v in scores.items() for m in ("precision", "recall")]
     run = read_json(d / "run.json")

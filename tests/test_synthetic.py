@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ from pipeline.synthetic import (
     utm_epsg,
     write_sample_region,
 )
+from pipeline.synthetic.model import Road
+from pipeline.synthetic.truth import is_building
 from pipeline.synthetic.walls import shared_length, touching_pairs
 from pipeline.tiles import Tile, cover_lonlat, tile_transform
 
@@ -63,8 +66,14 @@ def town() -> Town:
     return make_town(_syn())
 
 
-def _truth(folder: Path) -> list[dict]:  # type: ignore[type-arg]
-    return json.loads((folder / "truth.geojson").read_text())["features"]  # type: ignore[no-any-return]
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads((folder / "truth.geojson").read_text())["features"]
+    return rows
+
+
+def _truth(folder: Path) -> list[dict[str, Any]]:
+    """The truth's building rows."""
+    return [f for f in _rows(folder) if is_building(f["properties"])]
 
 
 def test_config_section(tmp_path: Path) -> None:
@@ -101,7 +110,7 @@ def test_town_has_the_promised_features(town: Town) -> None:
     assert "park" in kinds
     shapes = {b.shape for b in town.buildings}
     assert {"rect", "L"} <= shapes
-    assert len(town.trees) > 50 and len(town.cars) > 10
+    assert len(town.trees) > 50 and len(town.cars) > 5  # (none on the demolished streets)
     big = make_town(_syn(size_m=700.0, seed=3))
     assert {"water", "parking"} <= {a.kind for a in big.areas}
     assert any(b.geom.interiors for b in big.buildings)  # courtyards
@@ -321,3 +330,45 @@ def test_make_sample_region_task(tmp_path: Path) -> None:
     other = tmp_path / "demo-seed8.toml"  # (luigi caches task instances by parameters)
     other.write_text(text.replace(f"seed = {SEED}", f"seed = {SEED + 1}"))
     assert not MakeSampleRegion(config=str(other)).complete()
+
+
+def test_some_side_streets_are_missing_from_osm_and_some_gone_from_the_image(
+        sample: tuple[Path, SyntheticConfig], town: Town) -> None:
+    from pipeline.geo import to_mercator
+    from pipeline.osm import extract_features
+    from pipeline.synthetic.generate import _SIDE_STREETS
+
+    folder, syn = sample
+    by_status = {s: [r for r in town.roads if r.status == s] for s in ("missing_in_osm", "demolished")}
+    side = [r for r in town.roads if r.highway in _SIDE_STREETS and r.junction is None and r.name and
+            r.line.length >= 30.0]
+    n = max(1, round(syn.share_roads * len(side)))
+    assert len(by_status["missing_in_osm"]) == len(by_status["demolished"]) == n >= 1
+    assert all(r.highway in _SIDE_STREETS and r.junction is None for rs in by_status.values() for r in rs)
+    roads = [f for f in _rows(folder) if f["properties"].get("class") == "road"]
+    assert [f["properties"]["status"] for f in roads].count("missing_in_osm") == n
+    assert [f["properties"]["status"] for f in roads].count("demolished") == n
+    assert all(f["geometry"]["type"] == "LineString" and f["properties"]["length_m"] >= 30.0 for f in roads)
+    assert all(f["properties"]["osm_id"] is None for f in roads if f["properties"]["status"] == "missing_in_osm")
+    # the OSM file has the removed roads (by id, same line) and lacks the missing ones
+    feats = extract_features(folder / "demo.osm.pbf", load_config(DEMO).classes)
+    osm = feats[feats["class"] == "road"]
+    osm_geoms = {(t, int(i)): g for t, i, g in zip(osm["osm_type"], osm["osm_id"], osm.geometry)}
+    for f in roads:
+        line = to_mercator(np.array([shapely.geometry.shape(f["geometry"])], dtype=object))[0]
+        if f["properties"]["status"] == "demolished":
+            g = osm_geoms[(f["properties"]["osm_type"], f["properties"]["osm_id"])]
+            assert shapely.hausdorff_distance(to_mercator(np.array([g], dtype=object))[0], line) < 0.01
+        else:  # no OSM road runs along it (only the streets it joins touch its ends)
+            near = shapely.union_all(shapely.buffer(to_mercator(osm.geometry.to_numpy()), 2.0))
+            assert shapely.length(shapely.intersection(line, near)) < 0.2 * line.length
+    # the image paints the missing roads and not the removed ones: asphalt (grey) or grass (green) at their middle
+    img = Scene(town).render(0, 0, town.size_px, town.size_px).astype(float)
+
+    def greenness(r: Road) -> float:
+        mid = shapely.line_interpolate_point(r.line, 0.5, normalized=True)
+        col, row = ~town.local_transform @ (mid.x, mid.y)
+        px = img[int(row) - 2:int(row) + 3, int(col) - 2:int(col) + 3].reshape(-1, 3).mean(axis=0)
+        return float(px[1] - (px[0] + px[2]) / 2)
+
+    assert max(greenness(r) for r in by_status["missing_in_osm"]) < min(greenness(r) for r in by_status["demolished"])

@@ -21,6 +21,10 @@ from pipeline.synthetic.street_life import street_cars, street_trees
 from pipeline.synthetic.streets import Block, StreetPlan, clip_roads, kerb_m, plan_streets
 
 _MIN_BLOCK_M2 = 150.0
+#: streets that may be missing from OSM or gone from the image: side streets between two main
+#: streets (nothing else joins them, so their absence disconnects nothing), at least this long
+_SIDE_STREETS = ("residential", "service")
+_MIN_CHANGED_ROAD_M = 30.0
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -44,7 +48,8 @@ def image_frame(cfg: SyntheticConfig) -> tuple[int, float, float, int]:
 
 def make_town(cfg: SyntheticConfig) -> Town:
     """Lay out streets, blocks, buildings, trees and cars, and decide which buildings are
-    missing from OSM, demolished, or mapped with an offset. Same ``cfg``, same town."""
+    missing from OSM, demolished, or mapped with an offset, and which side streets are missing
+    from OSM or gone from the image. Same ``cfg``, same town."""
     epsg, left, bottom, size_px = image_frame(cfg)
     town = Town(seed=cfg.seed, epsg=epsg, left=left, bottom=bottom, res=cfg.resolution_m, size_px=size_px)
     size = town.size_m
@@ -64,6 +69,7 @@ def make_town(cfg: SyntheticConfig) -> Town:
         dense += [k in quarters] * len(part.buildings)
         out.extend(part)
     roads += out.footways
+    _assign_road_status(np.random.default_rng([cfg.seed, 3]), roads, cfg.share_roads)
     town.roads = roads
     town.areas = out.areas
     town.paved = out.paved
@@ -71,8 +77,9 @@ def make_town(cfg: SyntheticConfig) -> Town:
     trees = out.trees + street_trees(rng, roads, ROAD_HALF_WIDTH_M, SIDEWALK_M, cfg.tree_density)
     trees += [(p.centroid.x, p.centroid.y, 2.6, 7.0, 60.0, 84.0, 44.0) for p in town.islands]
     cars, car_colors = street_cars(rng, roads, ROAD_HALF_WIDTH_M)
+    cars, car_colors = _off_demolished(roads, cars, car_colors)
     town.cars, town.car_colors = out.cars + cars, out.car_colors + car_colors
-    town.markings = out.markings + _road_markings(roads)
+    town.markings = out.markings + _road_markings([r for r in roads if r.in_image])
     _ensure_courtyard(out)
     town.buildings = [
         Building(i + 1, c.geom, c.shape, c.use, c.roof, round(float(c.height_m), 1), c.color)
@@ -183,6 +190,37 @@ def _assign_status(rng: np.random.Generator, town: Town, cfg: SyntheticConfig, d
         town.buildings[k].offset = (round(dist * math.cos(ang), 3), round(dist * math.sin(ang), 3))
 
 
+def _assign_road_status(rng: np.random.Generator, roads: list[Road], share: float) -> None:
+    """Mark ``share`` of the side streets (``_SIDE_STREETS``, no roundabout, at least
+    ``_MIN_CHANGED_ROAD_M`` long) ``missing_in_osm`` (painted, not in OSM) and as many others
+    ``demolished`` (in OSM, not painted: grass where the street was); at least one of each when
+    ``share`` > 0 and there are two side streets."""
+    side = [k for k, r in enumerate(roads) if r.highway in _SIDE_STREETS and r.junction is None and r.name
+            and r.line.length >= _MIN_CHANGED_ROAD_M]
+    if share <= 0 or len(side) < 2:
+        return
+    n = min(max(1, round(share * len(side))), len(side) // 2)
+    order = rng.permutation(len(side))
+    for j in order[:n]:
+        roads[side[j]].status = "missing_in_osm"
+    for j in order[n:2 * n]:
+        roads[side[j]].status = "demolished"
+
+
+def _off_demolished(roads: list[Road], cars: list[Polygon], colors: list[tuple[int, int, int]]
+                    ) -> tuple[list[Polygon], list[tuple[int, int, int]]]:
+    """The cars (and their colours) not parked on a demolished street. (Street life is laid out
+    along every street first, so that the random draws, and the town, stay the same whichever
+    streets are demolished; trees along a demolished street stay, as they would.)"""
+    gone = [shapely.buffer(r.line, ROAD_HALF_WIDTH_M[r.highway], cap_style="flat") for r in roads if not r.in_image]
+    if not gone or not cars:
+        return cars, colors
+    hit, _ = shapely.STRtree(np.array(gone, dtype=object)).query(np.array(cars, dtype=object), predicate="intersects")
+    keep = np.ones(len(cars), dtype=bool)
+    keep[hit] = False
+    return [c for c, k in zip(cars, keep) if k], [c for c, k in zip(colors, keep) if k]
+
+
 def _mix_in(order: NDArray[np.int64], dense: NDArray[np.bool_], sizes: list[int]) -> None:
     """Reorder ``order`` in place so that each of its leading slices of ``sizes`` (the status
     kinds) holds a dense building: swap the slice's last one with the first dense building
@@ -207,7 +245,8 @@ def _clear_trees(trees: np.ndarray, town: Town) -> np.ndarray:
     pts = shapely.points(x, y)
     blockers = [b.geom for b in town.buildings]
     blockers += [a.geom for a in town.areas if a.kind == "water"]
-    blockers += [shapely.buffer(r.line, ROAD_HALF_WIDTH_M[r.highway] + 0.5, cap_style="flat") for r in town.roads]
+    blockers += [shapely.buffer(r.line, ROAD_HALF_WIDTH_M[r.highway] + 0.5, cap_style="flat") for r in town.roads
+                 if r.in_image]
     if blockers:
         hit, _ = shapely.STRtree(np.array(blockers, dtype=object)).query(pts, predicate="intersects")
         keep[hit] = False

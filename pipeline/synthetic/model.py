@@ -21,22 +21,32 @@ ROAD_HALF_WIDTH_M: dict[str, float] = {
 SIDEWALK_M: dict[str, float] = {
     "primary": 2.5, "secondary": 2.5, "tertiary": 2.0, "residential": 1.6, "service": 0.0, "footway": 0.0,
 }
-#: building statuses in truth.geojson
+#: building and road statuses in truth.geojson
 STATUSES = ("mapped", "missing_in_osm", "demolished")
 
 
 @dataclass
 class Road:
-    """A street centreline (local metres); closed when ``junction == 'roundabout'``."""
+    """A street centreline (local metres); closed when ``junction == 'roundabout'``. A road
+    ``missing_in_osm`` is in the image only, a ``demolished`` one in OSM only (see ``STATUSES``)."""
 
     coords: NDArray[np.float64]
     highway: str
     name: str
     junction: str | None = None
+    status: str = "mapped"
 
     @property
     def line(self) -> LineString:
         return LineString(self.coords)
+
+    @property
+    def in_osm(self) -> bool:
+        return self.status != "missing_in_osm"
+
+    @property
+    def in_image(self) -> bool:
+        return self.status != "demolished"
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Streets are ways sharing their junction nodes; parks and car parks are closed ways; the lake is
 a multipolygon relation (outer and inner ways); buildings are closed ways, or multipolygon
 relations when they have a courtyard; touching buildings share the nodes of their common wall.
-Buildings ``missing_in_osm`` are left out; offset ones are shifted by their offset. Ids count
+Buildings and roads ``missing_in_osm`` are left out (demolished ones are written: OSM still
+has them); offset buildings are shifted by their offset. Ids count
 from 1 per type and are written sorted (nodes, ways, relations), with fixed versions,
 changesets, users and timestamps drawn from the seed.
 """
@@ -11,6 +12,7 @@ changesets, users and timestamps drawn from the seed.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,16 @@ from pipeline.synthetic.walls import node_walls
 _EPOCH = dt.datetime(2016, 1, 1, tzinfo=dt.UTC)
 _USERS = ("ana_maps", "bojan", "chiara_osm", "dmitri", "eun-ji", "femi", "gustavo", "hana")
 _LEVEL_M = 3.0
+
+
+@dataclass
+class OsmIds:
+    """The OSM objects written for the town: ``buildings`` maps ``Building.id`` to (osm_type,
+    osm_id); ``roads`` maps a road's index in ``Town.roads`` to its way id. Objects OSM lacks
+    (``missing_in_osm``) have no entry."""
+
+    buildings: dict[int, tuple[str, int]] = field(default_factory=dict)
+    roads: dict[int, int] = field(default_factory=dict)
 
 
 class _Builder:
@@ -62,10 +74,13 @@ class _Builder:
         return "relation", len(self.relations)
 
 
-def build(town: Town) -> tuple[_Builder, dict[int, tuple[str, int]]]:
-    """Turn the town into OSM objects; returns them and ``{building id: (osm_type, osm_id)}``."""
+def build(town: Town) -> tuple[_Builder, OsmIds]:
+    """Turn the town into OSM objects; returns them and the ids of the buildings and roads written."""
     b = _Builder()
-    for road in town.roads:
+    ids = OsmIds()
+    for k, road in enumerate(town.roads):
+        if not road.in_osm:
+            continue
         tags = {"highway": road.highway}
         if road.name:
             tags["name"] = road.name
@@ -73,20 +88,19 @@ def build(town: Town) -> tuple[_Builder, dict[int, tuple[str, int]]]:
             tags["junction"] = road.junction
         if road.highway in ("primary", "secondary", "tertiary", "residential"):
             tags["surface"] = "asphalt"
-        b.way(road.coords, tags)
+        ids.roads[k] = b.way(road.coords, tags)
     for a in town.areas:
         tags = {"park": {"leisure": "park"}, "parking": {"amenity": "parking", "parking": "surface"},
                 "water": {"natural": "water", "water": "pond"}}[a.kind]
         if a.name:
             tags = {**tags, "name": a.name}
         b.area(a.geom, tags)
-    ids: dict[int, tuple[str, int]] = {}
     mapped = [bld for bld in town.buildings if bld.in_osm]
     for bld, geom in zip(mapped, node_walls([_osm_geom(bld) for bld in mapped])):
         tags = {"building": bld.use, "building:levels": str(max(1, round(bld.height_m / _LEVEL_M)))}
         if bld.id % 3 == 0:
             tags["roof:shape"] = {"gable": "gabled", "hip": "hipped", "flat": "flat"}[bld.roof]
-        ids[bld.id] = b.area(geom, tags)
+        ids.buildings[bld.id] = b.area(geom, tags)
     return b, ids
 
 
@@ -98,9 +112,9 @@ def _osm_geom(bld: Building) -> Polygon:
     return shapely.transform(bld.geom, lambda c: c + shift)
 
 
-def write_osm(town: Town, path: str | Path) -> dict[int, tuple[str, int]]:
-    """Write ``town`` as an OSM PBF at ``path`` (atomically); returns the OSM type and id of
-    each building that OSM has (by ``Building.id``)."""
+def write_osm(town: Town, path: str | Path) -> OsmIds:
+    """Write ``town`` as an OSM PBF at ``path`` (atomically); returns the OSM ids of the
+    buildings and roads that OSM has."""
     b, ids = build(town)
     xy = np.array(b.xy, dtype=float).reshape(-1, 2)
     lon, lat = Transformer.from_crs(town.epsg, 4326, always_xy=True).transform(

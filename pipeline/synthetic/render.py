@@ -165,14 +165,15 @@ def _cover_layer(town: Town) -> _Layer:
     add(list(town.bare), SOIL)
     add([a.geom for a in town.areas if a.kind == "water"], WATER)
     add([a.geom for a in town.areas if a.kind == "parking"], PARKING)
-    lines = [r.line for r in town.roads]
-    half = np.array([ROAD_HALF_WIDTH_M[r.highway] for r in town.roads])
-    side = np.array([SIDEWALK_M[r.highway] for r in town.roads])
+    shown = [r for r in town.roads if r.in_image]  # a demolished street is grass now
+    lines = [r.line for r in shown]
+    half = np.array([ROAD_HALF_WIDTH_M[r.highway] for r in shown])
+    side = np.array([SIDEWALK_M[r.highway] for r in shown])
     if lines:
         walk = side > 0
         add(list(shapely.buffer(np.array(lines, dtype=object)[walk], (half + side)[walk], cap_style="flat")),
             SIDEWALK)
-        kinds = np.array([r.highway for r in town.roads])
+        kinds = np.array([r.highway for r in shown])
         for code, sel in ((PATH, kinds == "footway"),
                           (ASPHALT, ~np.isin(kinds, ["footway", "primary", "secondary"])),
                           (MAIN_ROAD, np.isin(kinds, ["primary", "secondary"]))):

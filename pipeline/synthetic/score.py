@@ -5,7 +5,11 @@ the ``not_seen`` ones the demolished ones? Works for any predictions (a trained 
     python -m pipeline.synthetic.score configs/demo.toml     (after CompareWithOSM)
 
 Prints JSON: precision / recall of missing_in_osm (one-to-one by IoU >= 0.5 with the truth
-footprints, EPSG:3857), of not_seen (by OSM type and id) and of offset (by OSM id); and
+footprints, EPSG:3857), of not_seen (by OSM type and id) and of offset (by OSM id), all for
+buildings; ``roads``: the road rows of missing_in_osm by length (precision: share of the
+candidates' length within the road class's ``buffer_m`` of a road the truth marks missing;
+recall: share of the missing roads' length within it of a candidate) and of not_seen by OSM id
+against the roads the image no longer shows; and
 ``objects``: the predicted buildings (``predictions.geojson``) against every building the image
 shows, one-to-one at IoU >= 0.5 (precision, recall, F1), on all tiles, on the test tiles of
 ``split.csv`` and for the buildings that share a wall with another (the dense quarters).
@@ -23,7 +27,13 @@ import shapely
 
 from pipeline.compare import match, object_f1
 from pipeline.config import load_config
+from pipeline.coverage import ground_scale
 from pipeline.geo import to_mercator
+from pipeline.synthetic.truth import is_building
+
+#: half-width (ground metres) within which a road candidate and a truth road count as the same
+#: road when no config says otherwise (the demo's road ``buffer_m``)
+ROAD_TOL_M = 4.0
 
 
 def _pr(found: int, hits: int, truth: int) -> dict[str, Any]:
@@ -31,10 +41,12 @@ def _pr(found: int, hits: int, truth: int) -> dict[str, Any]:
             "precision": round(hits / found, 4) if found else None, "recall": round(hits / truth, 4) if truth else None}
 
 
-def truth_scores(data_dir: Path, min_iou: float = 0.5) -> dict[str, Any]:
-    """Precision and recall of the change layers in ``data_dir/compare`` against ``truth.geojson``."""
-    truth = [f["properties"] | {"geometry": f["geometry"]}
-             for f in json.loads((data_dir / "truth.geojson").read_text())["features"]]
+def truth_scores(data_dir: Path, min_iou: float = 0.5, road_tol_m: float = ROAD_TOL_M) -> dict[str, Any]:
+    """Precision and recall of the change layers in ``data_dir/compare`` against ``truth.geojson``
+    (see the module doc; ``road_tol_m``: ground metres)."""
+    rows = [f["properties"] | {"geometry": f["geometry"]}
+            for f in json.loads((data_dir / "truth.geojson").read_text())["features"]]
+    truth = [t for t in rows if is_building(t)]
     layer = {s: json.loads((data_dir / "compare" / f"{s}.geojson").read_text())["features"]
              for s in ("missing_in_osm", "not_seen", "offset")}
     missing = [shapely.geometry.shape(t["geometry"]) for t in truth if t["status"] == "missing_in_osm"]
@@ -45,10 +57,49 @@ def truth_scores(data_dir: Path, min_iou: float = 0.5) -> dict[str, Any]:
     unseen = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in layer["not_seen"]
               if f["properties"]["class"] == "building"}
     shifted = {(t["osm_type"], t["osm_id"]) for t in truth if t["status"] == "mapped" and t["offset_m"] > 0}
-    offset = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in layer["offset"]}
+    offset = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in layer["offset"]
+              if f["properties"].get("class", "building") == "building"}
     return {"missing_in_osm": _pr(len(found), len(v), len(missing)),
             "not_seen": _pr(len(unseen), len(unseen & demolished), len(demolished)),
-            "offset": _pr(len(offset), len(offset & shifted), len(shifted))}
+            "offset": _pr(len(offset), len(offset & shifted), len(shifted)),
+            "roads": road_scores([t for t in rows if t.get("class") == "road"], layer, road_tol_m)}
+
+
+def road_scores(truth: list[dict[str, Any]], layer: dict[str, list[dict[str, Any]]], tol_m: float
+                ) -> dict[str, Any]:
+    """Road figures (see the module doc): ``truth`` the road rows of ``truth.geojson`` (properties
+    and geometry), ``layer`` the features of the change layers by status, ``tol_m`` ground metres."""
+    def lines(feats: list[dict[str, Any]]) -> np.ndarray:
+        return to_mercator(np.array([shapely.geometry.shape(f["geometry"]) for f in feats], dtype=object))
+
+    missing = lines([t for t in truth if t["status"] == "missing_in_osm"])
+    found = lines([f for f in layer["missing_in_osm"] if f["properties"]["class"] == "road"])
+    s = ground_scale(np.concatenate([missing, found]))
+    found_m, truth_m = float(shapely.length(found).sum()), float(shapely.length(missing).sum())
+    near_truth = shapely.union_all(shapely.buffer(missing, tol_m * s)) if len(missing) else shapely.Polygon()
+    near_found = shapely.union_all(shapely.buffer(found, tol_m * s)) if len(found) else shapely.Polygon()
+    hit_found = float(shapely.length(shapely.intersection(found, near_truth)).sum()) if len(found) else 0.0
+    hit_truth = float(shapely.length(shapely.intersection(missing, near_found)).sum()) if len(missing) else 0.0
+    removed = {(t["osm_type"], t["osm_id"]) for t in truth if t["status"] == "demolished"}
+    unseen = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in layer["not_seen"]
+              if f["properties"]["class"] == "road"}
+    return {"tolerance_m": tol_m,
+            "missing_in_osm": {"found": len(found), "truth": len(missing), "found_m": round(found_m / s, 1),
+                               "truth_m": round(truth_m / s, 1),
+                               "precision": round(hit_found / found_m, 4) if found_m > 0 else None,
+                               "recall": round(hit_truth / truth_m, 4) if truth_m > 0 else None},
+            "not_seen": _pr(len(unseen), len(unseen & removed), len(removed))}
+
+
+def flat_scores(scores: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``truth_scores`` as one level of figure groups, each with ``precision`` and ``recall``:
+    the building groups as they are, the road groups as ``roads missing_in_osm`` and
+    ``roads not_seen``."""
+    out = {k: v for k, v in scores.items() if isinstance(v, dict) and "precision" in v}
+    for k, v in scores.get("roads", {}).items():
+        if isinstance(v, dict) and "precision" in v:
+            out[f"roads {k}"] = v
+    return out
 
 
 def object_scores(data_dir: Path, zoom: int, min_iou: float = 0.5) -> dict[str, Any]:
@@ -59,7 +110,7 @@ def object_scores(data_dir: Path, zoom: int, min_iou: float = 0.5) -> dict[str, 
 
     truth = json.loads((data_dir / "truth.geojson").read_text())["features"]
     shown = np.array([shapely.geometry.shape(f["geometry"]) for f in truth
-                      if f["properties"]["status"] != "demolished"], dtype=object)
+                      if is_building(f["properties"]) and f["properties"]["status"] != "demolished"], dtype=object)
     pred = np.array([shapely.geometry.shape(f["geometry"]) for f in json.loads(
         (data_dir / "predictions.geojson").read_text())["features"] if f["properties"]["class"] == "building"],
         dtype=object)
@@ -89,7 +140,9 @@ def _f1(pm: np.ndarray, tm: np.ndarray, min_iou: float) -> dict[str, Any]:
 
 if __name__ == "__main__":
     cfg = load_config(Path(sys.argv[1]))
-    scores = truth_scores(cfg.data_dir)
+    road = next((c for c in cfg.classes if c.kind == "line" and c.name == "road"), None)
+    tol = road.buffer_m if road is not None and road.buffer_m > 0 else ROAD_TOL_M
+    scores = truth_scores(cfg.data_dir, road_tol_m=tol)
     if (cfg.data_dir / "predictions.geojson").is_file():
         scores["objects"] = object_scores(cfg.data_dir, cfg.zoom)
     print(json.dumps(scores, indent=1))
