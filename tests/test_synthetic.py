@@ -372,3 +372,43 @@ def test_some_side_streets_are_missing_from_osm_and_some_gone_from_the_image(
         return float(px[1] - (px[0] + px[2]) / 2)
 
     assert max(greenness(r) for r in by_status["missing_in_osm"]) < min(greenness(r) for r in by_status["demolished"])
+
+
+def test_painted_roads_against_the_osm_file_find_exactly_the_road_truth(
+        sample: tuple[Path, SyntheticConfig], town: Town, tmp_path: Path) -> None:
+    """The image's streets standing in for predicted centrelines: compare_lines finds exactly the
+    roads the truth marks missing in OSM and demolished, and the truth score says so."""
+    import geopandas as gpd
+    from pyproj import Transformer
+
+    from pipeline.compare_lines import compare_lines
+    from pipeline.osm import extract_features
+    from pipeline.synthetic.score import flat_scores, truth_scores
+
+    folder, _ = sample
+    cfg = load_config(DEMO)
+    road = cfg.class_by_name("road")
+    tr = Transformer.from_crs(town.epsg, 4326, always_xy=True)
+    painted = [shapely.transform(r.line, lambda c: np.column_stack(tr.transform(c[:, 0] + town.left,
+                                                                                  c[:, 1] + town.bottom)))
+               for r in town.roads if r.in_image]
+    n = len(painted)
+    pred = gpd.GeoDataFrame({"class": ["road"] * n, "prob_mean": [1.0] * n, "prob_max": [1.0] * n}, geometry=painted,
+                            crs=4326)
+    feats = extract_features(folder / "demo.osm.pbf", cfg.classes)
+    missing, not_seen = compare_lines(pred, feats[feats["class"] == "road"], road, road.buffer_m, 10.0, 0.5)
+    truth = [f["properties"] for f in _rows(folder) if f["properties"].get("class") == "road"]
+    removed = {(t["osm_type"], t["osm_id"]) for t in truth if t["status"] == "demolished"}
+    assert set(zip(not_seen["osm_type"], not_seen["osm_id"])) == removed
+    assert len(missing) == sum(t["status"] == "missing_in_osm" for t in truth)
+    # the truth score on these layers (written as the compare stage would), buildings left out
+    (tmp_path / "compare").mkdir()
+    shutil.copy(folder / "truth.geojson", tmp_path / "truth.geojson")
+    for name, rows in (("missing_in_osm", missing), ("not_seen", not_seen), ("offset", missing.iloc[:0])):
+        gpd.GeoDataFrame(rows, geometry="geometry", crs=4326).to_file(tmp_path / "compare" / f"{name}.geojson")
+    scores = truth_scores(tmp_path, road_tol_m=road.buffer_m)
+    roads = scores["roads"]
+    assert roads["missing_in_osm"]["precision"] == roads["missing_in_osm"]["recall"] == 1.0, roads
+    assert roads["not_seen"]["precision"] == roads["not_seen"]["recall"] == 1.0, roads
+    assert scores["missing_in_osm"]["found"] == 0 and scores["missing_in_osm"]["recall"] == 0.0
+    assert {"roads missing_in_osm", "roads not_seen", "missing_in_osm"} <= set(flat_scores(scores))
