@@ -8,7 +8,10 @@ result is deterministic). Statuses (:mod:`pipeline.coverage` for the first three
 - ``missing_in_osm``: predicted area that no OSM feature explains, cut into parts of at least
   ``missing_min_m2`` (the imagery shows it, OSM lacks it) — never a block of mapped buildings;
 - ``not_seen``: an OSM feature covered less than ``seen_cover`` by predicted polygons of its
-  class (demolished, hidden, or a model miss), with its ``coverage``;
+  class (demolished, hidden, or a model miss), with its ``coverage`` and the model's
+  probability inside it;
+- ``unknown``: a feature that would be not seen, but the imagery under it is unusable (none,
+  nodata, very dark or saturated) or it is smaller than the model resolves (``reason``);
 - ``matched``: a one-to-one pair (``match = "one_to_one"``, the predicted polygon, its IoU and
   the distance between centroids in ground metres), or an OSM feature without a pair that
   predictions cover at least ``seen_cover`` (``match = "covered"``, the OSM outline: e.g. one of
@@ -36,8 +39,11 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from pipeline.candidates import Evidence, shape_columns, with_evidence
+from pipeline.compare_lines import compare_lines
 from pipeline.config import ClassSpec, Section
 from pipeline.coverage import coverage, ground_scale, unexplained
+from pipeline.errors import ConfigError
 from pipeline.finish import output_lonlat
 from pipeline.geo import mercator_scale, to_mercator
 from pipeline.regularize import iou
@@ -45,7 +51,7 @@ from pipeline.regularize import iou
 if TYPE_CHECKING:
     import geopandas as gpd
 
-STATUSES = ("missing_in_osm", "not_seen", "matched", "offset")
+STATUSES = ("missing_in_osm", "not_seen", "unknown", "matched", "offset")
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,17 @@ class CompareSpec:
     explain_m: float = 0.5     # predicted area within this of an OSM feature (ground metres) is explained by it
     open_m: float = 1.0        # unexplained area narrower than twice this (ground metres) is a sliver, not a building
     missing_min_m2: float = 5.0  # unexplained parts smaller than this (ground m²) are no candidates
+    min_area_m2: tuple[tuple[str, float], ...] = ()  # per class: overrides missing_min_m2
+    min_length_m: float = 15.0  # line classes: missing / not-seen pieces shorter than this (ground m) are dropped
+    min_score: float | None = None  # None ("auto"): the lowest score whose estimated precision reaches target_precision
+    target_precision: float = 0.8  # "auto" min_score aims at this estimated precision
+    gap_share: float = 0.2     # gap simulation: share of held-out OSM features hidden per round (1/share rounds)
+    gap_seed: int = 0
     classes: tuple[str, ...] = ()
+
+    def min_area(self, name: str) -> float:
+        """The smallest missing candidate of class ``name`` (ground m²)."""
+        return dict(self.min_area_m2).get(name, self.missing_min_m2)
 
 
 def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
@@ -76,10 +92,37 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
         explain_m=sec.number("explain_m", d.explain_m, lo=0.0),
         open_m=sec.number("open_m", d.open_m, lo=0.0),
         missing_min_m2=sec.number("missing_min_m2", d.missing_min_m2, lo=0.0),
+        min_area_m2=_per_class(sec, "min_area_m2"),
+        min_length_m=sec.number("min_length_m", d.min_length_m, lo=0.0),
+        min_score=_min_score(sec),
+        target_precision=sec.number("target_precision", d.target_precision, lo=0.0, hi=1.0),
+        gap_share=sec.number("gap_share", d.gap_share, lo=0.01, hi=0.5),
+        gap_seed=sec.integer("gap_seed", d.gap_seed),
         classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
     )
     sec.done()
     return spec
+
+
+def _per_class(sec: Section, key: str) -> tuple[tuple[str, float], ...]:
+    """A ``{class = number}`` table (ground units, >= 0)."""
+    table = sec.take(key, dict, {})
+    for k, v in table.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{sec.key(key)}.{k} must be a number >= 0, got {v!r}")
+    return tuple(sorted((str(k), float(v)) for k, v in table.items()))
+
+
+def _min_score(sec: Section) -> float | None:
+    """``min_score``: a number in [0, 1] or "auto" (None: chosen from the calibration)."""
+    v = sec.take("min_score", (int, float, str), "auto")
+    if isinstance(v, str):
+        if v != "auto":
+            raise ConfigError(f"{sec.key('min_score')} = {v!r}; give a number in [0, 1] or \"auto\"")
+        return None
+    if not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{sec.key('min_score')} = {v} is out of range [0, 1]")
+    return float(v)
 
 
 @dataclass
@@ -158,25 +201,20 @@ def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
 
 
 def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],
-            spec: CompareSpec) -> Comparison:
+            spec: CompareSpec, evidence: Evidence | None = None, resolvable_m2: float = 0.0) -> Comparison:
     """Compare predicted features (``finish`` output, EPSG:4326) with OSM features
-    (``features.parquet`` rows, EPSG:4326) class by class."""
+    (``features.parquet`` rows, EPSG:4326) class by class. ``evidence`` (optional) reads the
+    model's probability and the imagery's usability inside any polygon; a not-seen feature on
+    unusable imagery, or smaller than ``resolvable_m2`` (ground m²), is ``unknown``, not gone."""
     import geopandas as gpd
 
-    if len(pred) == 0:  # an empty predictions.geojson has no columns: give it the ones read below
-        pred = gpd.GeoDataFrame({"class": pd.Series([], dtype=object), "prob_mean": pd.Series([], dtype=float),
-                                 "prob_max": pd.Series([], dtype=float)}, geometry=[], crs="EPSG:4326")
+    pred = with_pred_columns(pred)
     parts: dict[str, list[pd.DataFrame]] = {s: [] for s in STATUSES}
     per_class: dict[str, Any] = {}
     for c in compare_classes(classes, spec):
-        p = pred[pred["class"] == c.name].reset_index(drop=True)
-        o = osm[osm["class"] == c.name].reset_index(drop=True)
-        pm = to_mercator(p.geometry.to_numpy())
-        om = to_mercator(o.geometry.to_numpy())
-        om = np.where(shapely.is_valid(om), om, shapely.make_valid(om))
-        i, j, v = match(pm, om, spec.match_iou)
-        if spec.max_offset_m > 0:
-            i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
+        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
+        pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
+        i, j, v = paired(pm, om, spec)
         pairs, cover = _pairs(c.name, p, o, pm, om, i, j, v)
         parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
         parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
@@ -184,31 +222,114 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         seen = unpaired[cover[unpaired] >= spec.seen_cover]
         unseen = unpaired[cover[unpaired] < spec.seen_cover]
         parts["matched"].append(_osm_rows(c.name, o, om, seen, cover, "covered"))
-        parts["not_seen"].append(_osm_rows(c.name, o, om, unseen, cover, None))
-        shifts = np.column_stack([pairs["_dx"].to_numpy(), pairs["_dy"].to_numpy()]) if len(pairs) else \
-            np.empty((0, 2))
-        miss, src = unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.missing_min_m2)
-        s2 = ground_scale(pm) ** 2
-        parts["missing_in_osm"].append(pd.DataFrame({
-            "class": c.name, "prob_mean": p["prob_mean"].to_numpy()[src], "prob_max": p["prob_max"].to_numpy()[src],
-            "area_m2": np.round(shapely.area(miss) / s2, 2),
-            "source_area_m2": np.round(shapely.area(pm[src]) / s2, 2) if len(src) else np.empty(0),
-            "geometry": output_lonlat(miss) if len(miss) else np.empty(0, dtype=object)}))
+        gone, unknown = split_unknown(with_evidence(_osm_rows(c.name, o, om, unseen, cover, None),
+                                                    o.geometry.to_numpy()[unseen], c.name, evidence), resolvable_m2)
+        parts["not_seen"].append(gone)
+        parts["unknown"].append(unknown)
+        miss, src = unexplained(pm, om, (i, j), _shifts(pairs), spec.explain_m, spec.open_m, spec.min_area(c.name))
+        parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
         per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
-            "covered": len(seen), "not_seen": len(unseen), "missing_in_osm": len(miss),
+            "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
             "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
+    for c in line_classes(classes, spec):
+        miss_l, gone_l = compare_lines(class_rows(pred, c.name), class_rows(osm, c.name), c, max(c.buffer_m, 1.0),
+                                       spec.min_length_m, spec.seen_cover)
+        parts["missing_in_osm"].append(miss_l)
+        parts["not_seen"].append(gone_l)
     for k in ("matched", "offset"):
         parts[k] = [df.drop(columns=["_dx", "_dy"], errors="ignore") for df in parts[k]]
     layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                           pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
               for s in STATUSES}
     lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
-                                  osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m)
-             for c in classes if c.kind == "line" and (not spec.classes or c.name in spec.classes)}
+                                  osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m) | _line_counts(
+                                      layers, c.name) for c in line_classes(classes, spec)}
     summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
                "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
-               "counts": {s: len(layers[s]) for s in STATUSES}}
+               "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in STATUSES}}
     return Comparison(layers=layers, summary=summary)
+
+
+def line_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
+    """The line classes to compare (``spec.classes`` or all of them)."""
+    return [c for c in classes if c.kind == "line" and (not spec.classes or c.name in spec.classes)]
+
+
+def _line_counts(layers: dict[str, gpd.GeoDataFrame], name: str) -> dict[str, int]:
+    return {s: int((layers[s]["class"] == name).sum()) if len(layers[s]) else 0 for s in ("missing_in_osm", "not_seen")}
+
+
+def with_pred_columns(pred: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``pred``, or for an empty predictions.geojson (no columns) an empty frame with the columns read."""
+    import geopandas as gpd
+
+    if len(pred):
+        return pred
+    return gpd.GeoDataFrame({"class": pd.Series([], dtype=object), "prob_mean": pd.Series([], dtype=float),
+                             "prob_max": pd.Series([], dtype=float)}, geometry=[], crs="EPSG:4326")
+
+
+def class_rows(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of class ``name``, renumbered from 0."""
+    return df[df["class"] == name].reset_index(drop=True)
+
+
+def valid_mercator(o: pd.DataFrame) -> np.ndarray:
+    """OSM geometries (EPSG:4326) in EPSG:3857, made valid."""
+    om = to_mercator(o.geometry.to_numpy())
+    return np.where(shapely.is_valid(om), om, shapely.make_valid(om))
+
+
+def paired(pm: np.ndarray, om: np.ndarray, spec: CompareSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one pairs (pred index, osm index, IoU) by IoU, then (``max_offset_m``) by distance."""
+    i, j, v = match(pm, om, spec.match_iou)
+    if spec.max_offset_m > 0:
+        i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
+    return i, j, v
+
+
+def _shifts(pairs: pd.DataFrame) -> np.ndarray:
+    """The pairs' centroid offsets (n, 2) in mercator metres."""
+    if not len(pairs):
+        return np.empty((0, 2))
+    return np.column_stack([pairs["_dx"].to_numpy(), pairs["_dy"].to_numpy()])
+
+
+def missing_parts(pm: np.ndarray, om: np.ndarray, spec: CompareSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``missing_in_osm`` parts (EPSG:3857) of predictions ``pm`` against OSM ``om`` and the
+    index of the predicted polygon each comes from (what :func:`compare` finds, alone)."""
+    i, j, _ = paired(pm, om, spec)
+    pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
+    shifts = np.column_stack([shapely.get_x(pc) - shapely.get_x(oc), shapely.get_y(pc) - shapely.get_y(oc)])
+    return unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.min_area(name))
+
+
+def missing_rows(name: str, p: pd.DataFrame, pm: np.ndarray, miss: np.ndarray, src: np.ndarray,
+                 evidence: Evidence | None) -> pd.DataFrame:
+    """Rows of ``missing_in_osm`` candidates: the source polygon's probabilities, ground area,
+    shape columns and (with ``evidence``) the pixel evidence inside the part itself."""
+    s = ground_scale(pm)
+    geoms = output_lonlat(miss) if len(miss) else np.empty(0, dtype=object)
+    rows = pd.DataFrame({"class": name, "prob_mean": p["prob_mean"].to_numpy()[src],
+                         "prob_max": p["prob_max"].to_numpy()[src],
+                         "source_area_m2": np.round(shapely.area(pm[src]) / (s * s), 2) if len(src) else np.empty(0),
+                         **shape_columns(miss, pm[src], s)})
+    rows = with_evidence(rows, geoms, name, evidence)
+    rows["geometry"] = geoms
+    return rows
+
+
+def split_unknown(rows: pd.DataFrame, resolvable_m2: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Not-seen rows -> (not seen, unknown): unknown where the imagery under less than half of
+    the feature is usable, or where the feature is smaller than the model resolves; the
+    unknown rows say why in ``reason``."""
+    usable = rows["usable_share"].to_numpy(dtype=float)
+    dark = ~np.isnan(usable) & (usable < 0.5)
+    small = rows["area_m2"].to_numpy(dtype=float) < resolvable_m2
+    reason = np.where(dark, "no usable imagery", "smaller than the model resolves")
+    unknown = rows[dark | small].copy()
+    unknown.insert(1, "reason", reason[dark | small])
+    return rows[~(dark | small)].copy(), unknown
 
 
 def stable_ids(classes: np.ndarray, geoms_4326: np.ndarray) -> np.ndarray:

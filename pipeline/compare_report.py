@@ -17,7 +17,8 @@ from pipeline.statuses import COLORS, LABELS, OSM, STATUS_STYLES
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ["COLORS", "LABELS", "map_png", "report_md", "write_report"]  # colours: pipeline.statuses
+# colours: pipeline.statuses
+__all__ = ["COLORS", "LABELS", "map_png", "reliability_png", "report_md", "review_lines", "write_report"]
 
 
 def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = None, dpi: int = 110) -> bytes:
@@ -31,7 +32,7 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
 
     fig, ax = plt.subplots(figsize=(8, 8), dpi=dpi)
     handles = []
-    for status in ("matched", "offset", "not_seen", "missing_in_osm"):
+    for status in ("matched", "offset", "unknown", "not_seen", "missing_in_osm"):
         gdf = layers.get(status)
         if gdf is None or len(gdf) == 0:
             continue
@@ -81,6 +82,9 @@ def report_md(region: str, summary: dict[str, Any], picture: str) -> str:
         for name, f in summary["lines"].items():
             vals = [f.get(k) for k in ("predicted_km", "osm_km", "correctness", "completeness", "tolerance_m")]
             lines.append(f"| {name} | " + " | ".join("–" if v is None else str(v) for v in vals) + " |")
+    if summary.get("review"):
+        lines += ["", "Review queue (scores calibrated by gap simulation, `calibration.json`, `reliability.png`):", ""]
+        lines += [f"- {line}" for line in summary["review"]]
     named = ", ".join(f"`{k}.geojson` ({s.color_name})" for k, s in STATUS_STYLES.items())
     lines += ["", f"Layers: {named}; for JOSM `missing_in_osm.osm` (never uploadable as is); for MapRoulette "
               "`maproulette.geojsonl`.", "", f"![map of the change layers]({picture})", ""]
@@ -94,3 +98,51 @@ def write_report(folder: Path, region: str, summary: dict[str, Any], layers: dic
     atomic_write_bytes(png, map_png(layers, osm))
     atomic_write_bytes(md, report_md(region, summary, png.name).encode())
     return [png, md]
+
+
+def review_lines(calibration: dict[str, Any]) -> list[str]:
+    """One sentence per calibrated layer and class: "missing_in_osm building: score >= 0.35 keeps
+    71 of 74; est. precision 0.86, est. recall 0.75 (on 20 held-out candidates)"."""
+    out = []
+    for key, e in calibration.items():
+        status, name = key.split("/", 1)
+        head = f"{status} {name}: score >= {e['min_score']:g} keeps {e['kept']} of {e['n']}"
+        if e["calibrated"] and e["est_precision"] is not None:
+            out.append(f"{head}; est. precision {e['est_precision']:.2f}, est. recall {e['est_recall']:.2f} "
+                       f"(on {e['held_out']} held-out candidates)")
+        else:
+            out.append(f"{head}; {e['note'] or 'not calibrated'}")
+    return out
+
+
+def reliability_png(calibration: dict[str, Any], dpi: int = 90) -> bytes:
+    """The reliability diagram of every calibrated layer (left: the fitted probability of a
+    simulated change against the observed share, per bin, cross-validated) and its estimated
+    precision and recall against ``min_score`` (right; the chosen threshold dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = {k: e for k, e in calibration.items() if e["calibrated"]}
+    fig, axes = plt.subplots(max(1, len(done)), 2, figsize=(8, 3.2 * max(1, len(done))), dpi=dpi, squeeze=False)
+    for (key, e), (left, right) in zip(done.items(), axes):
+        rel = e["reliability"]
+        left.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+        left.scatter([r["predicted"] for r in rel], [r["observed"] for r in rel],
+                     s=[10 + 2 * r["n"] for r in rel], color="#1f78b4")
+        left.set(xlim=(0, 1), ylim=(0, 1), xlabel="fitted P(simulated change)", ylabel="observed share",
+                 title=f"{key}: reliability")
+        t = [r["min_score"] for r in e["curve"]]
+        right.plot(t, [r["est_precision"] for r in e["curve"]], label="est. precision", color="#e31a1c")
+        right.plot(t, [r["est_recall"] for r in e["curve"]], label="est. recall", color="#4daf4a")
+        right.axvline(e["min_score"], color="black", linestyle="--", linewidth=0.8)
+        right.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="min_score", title=f"{key}: estimated")
+        right.legend(fontsize=7, loc="lower left")
+    if not done:
+        axes[0][0].text(0.5, 0.5, "nothing calibrated (see calibration.json)", ha="center")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -30,6 +30,7 @@ class Style:
 STATUS_STYLES: dict[str, Style] = {
     "missing_in_osm": Style("#e31a1c", "red", "missing in OSM"),
     "not_seen": Style("#ffd92f", "yellow", "in OSM, not seen"),
+    "unknown": Style("#984ea3", "purple", "in OSM, not checkable"),
     "offset": Style("#ff7f00", "orange", "offset"),
     "matched": Style("#4daf4a", "green", "matched"),
 }

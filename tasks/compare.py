@@ -1,6 +1,7 @@
 """Luigi task ``CompareWithOSM``: predictions.geojson vs features.parquet -> ``compare/`` (a GeoJSON
 per status with its .qml style, summary.json, report.md + map.png, missing_in_osm.osm for JOSM,
-maproulette.geojsonl) and the QGIS project ``<region>.qgs`` (with osm_features.gpkg)."""
+maproulette.geojsonl, the review queue's calibration.json + reliability.png) and the QGIS project
+``<region>.qgs`` (with osm_features.gpkg)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.compare import STATUSES, compare, features_in_tiles
-from pipeline.compare_report import write_report
+from pipeline.compare_report import reliability_png, review_lines, write_report
 from pipeline.errors import ManifestError
+from pipeline.evidence import resolvable_m2
 from pipeline.features import read_features
 from pipeline.io import atomic_write_bytes, atomic_write_json, read_tile_index
 from pipeline.mappers import maproulette_tasks, osm_xml
 from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
+from pipeline.review import held_out_tiles, region_evidence, review
 from pipeline.statuses import with_status
 from pipeline.tiles import tile_bounds
 from pipeline.vector_io import write_geojson, write_gpkg
@@ -32,7 +37,8 @@ class CompareWithOSM(RegionTask):
         """Every file the comparison writes (a rerun deletes what killed writes of them left)."""
         out, d = self.data_dir / "compare", self.data_dir
         names = [f"{s}.{e}" for s in STATUSES for e in ("geojson", "qml")]
-        names += ["summary.json", "missing_in_osm.osm", "maproulette.geojsonl", "map.png", "report.md"]
+        names += ["summary.json", "missing_in_osm.osm", "maproulette.geojsonl", "map.png", "report.md",
+                  "calibration.json", "reliability.png"]
         return [*super().owned_files(), *(out / n for n in names), d / f"{self.cfg.name}.qgs", d / "osm_features.gpkg"]
 
     def requires(self) -> Any:
@@ -50,12 +56,23 @@ class CompareWithOSM(RegionTask):
         tiles = {(int(x), int(y)) for x, y in zip(index.x, index.y)}
         osm = read_features(d / "features.parquet")
         osm = osm[features_in_tiles(osm.geometry.to_numpy(), tiles, cfg.zoom)].reset_index(drop=True)
-        result = compare(pred, osm, cfg.classes, cfg.section("compare"))
+        spec = cfg.section("compare")
+        evidence = region_evidence(cfg)
+        result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm))
+        queue = review(result, pred, osm, cfg.classes, spec, held_out_tiles(cfg, tiles), cfg.zoom, evidence)
+        result.layers = queue.layers
+        result.summary["counts"] = {s: len(queue.layers[s]) for s in STATUSES}
         written: list[Path] = []
         for status in STATUSES:
             written.append(out / f"{status}.geojson")
             write_geojson(with_status(result.layers[status], status), written[-1], status)
-        summary = {**result.summary, "region": cfg.name, "source": source, "tiles": len(tiles)}
+        calibration = {"region": cfg.name, "method": "gap simulation, isotonic positive-unlabelled calibration",
+                       "gap_share": spec.gap_share, "gap_seed": spec.gap_seed, "layers": queue.calibration}
+        atomic_write_json(out / "calibration.json", calibration)
+        atomic_write_bytes(out / "reliability.png", reliability_png(queue.calibration))
+        written += [out / "calibration.json", out / "reliability.png"]
+        summary = {**result.summary, "region": cfg.name, "source": source, "tiles": len(tiles),
+                   "review": review_lines(queue.calibration)}
         atomic_write_json(out / "summary.json", summary)
         missing = result.layers["missing_in_osm"]
         osm_labels = cfg.section("labels").source == "osm"
@@ -67,6 +84,13 @@ class CompareWithOSM(RegionTask):
         written += self._qgis_project(osm, result.layers, index)
         self.output().write({"root": str(d), "counts": summary["counts"],
                              "files": {str(p.relative_to(d)): {"size": p.stat().st_size} for p in written}})
+
+    def _resolvable(self, osm: Any) -> float:
+        """The smallest building the model resolves here (ground m², 8 x 8 model pixels)."""
+        import shapely
+
+        lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
+        return resolvable_m2(self.cfg.zoom, lat, self.cfg.section("train").scale, 64, self.cfg.tile_size)
 
     def _qgis_project(self, osm: Any, layers: dict[str, Any], index: Any) -> list[Path]:
         """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers)."""

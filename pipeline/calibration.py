@@ -1,0 +1,121 @@
+"""Scores for change candidates, calibrated on the region itself (positive-unlabelled learning).
+
+A gap simulation (:mod:`pipeline.gapsim`) gives, per change layer and class, a pool of
+simulated candidates: the *labelled* ones (``s = 1``) are known to be real, because they hit an
+OSM feature hidden on purpose (``missing_in_osm``) or an OSM outline moved onto empty ground
+(``not_seen``); the others (``s = 0``) are the region's own candidates, a mix of real changes
+the simulation cannot label and model errors. Scikit-learn's isotonic regression on the
+candidates' evidence (one number per candidate, see :mod:`pipeline.candidates`) fits
+``g(x) = P(s = 1 | x)`` (monotone: more evidence never scores lower); under the usual
+assumption that the hidden features are a random sample of the real changes (Elkan & Noto
+2008), ``c = P(s = 1 | real)`` is the mean of the cross-validated ``g`` over the labelled
+candidates, and the probability that one of the region's own candidates is real is::
+
+    score(x) = g(x) (1 - c) / (c (1 - g(x)))        (clipped to [0, 1])
+
+(the pool without the simulated changes). The same fit gives the region's estimated precision
+(mean score of its candidates at or above a threshold) and recall (share of the simulated
+changes found at or above it), and ``min_score``: the lowest threshold whose estimated
+precision reaches the target. Pure functions; numpy and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: thresholds of the estimated precision / recall curve
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(20))
+#: fewer labelled (or unlabelled) simulated candidates than this: no fit, scores stay uncalibrated
+MIN_SAMPLES = 4
+
+
+@dataclass
+class Calibration:
+    """A fitted calibration of one change layer and class (``fitted`` False: too few samples,
+    ``note`` says why; scores then fall back to the raw evidence)."""
+
+    fitted: bool
+    note: str = ""
+    c: float = math.nan
+    model: Any = None
+    labelled: int = 0
+    unlabelled: int = 0
+    reliability: list[dict[str, float]] = field(default_factory=list)
+    sim_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def score(self, x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """Calibrated scores of evidence ``x`` (``fallback`` where not fitted)."""
+        if not self.fitted or len(x) == 0:
+            return np.clip(np.nan_to_num(np.asarray(fallback, dtype=float)), 0.0, 1.0)
+        return pu_score(self.model.predict(np.asarray(x, dtype=float).ravel()), self.c)
+
+
+def pu_score(g: np.ndarray, c: float) -> np.ndarray:
+    """P(real | x) among the region's own candidates from ``g = P(labelled | x)`` and ``c``."""
+    g = np.clip(np.asarray(g, dtype=float), 1e-6, 1 - 1e-6)
+    return np.clip(g * (1.0 - c) / (c * (1.0 - g)), 0.0, 1.0)
+
+
+def fit(x: np.ndarray, s: np.ndarray, seed: int = 0) -> Calibration:
+    """Fit ``g`` on the simulated pool (evidence ``x``, one value per candidate; labels ``s``)
+    and estimate ``c`` from cross-validated ``g`` of the labelled candidates."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x, s = np.asarray(x, dtype=float).ravel(), np.asarray(s, dtype=int)
+    n1, n0 = int(s.sum()), int((s == 0).sum())
+    if n1 < MIN_SAMPLES or n0 < MIN_SAMPLES:
+        return Calibration(False, f"too few simulated candidates to calibrate ({n1} labelled, {n0} other; "
+                                  f"need {MIN_SAMPLES} of each)", labelled=n1, unlabelled=n0)
+    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    folds = StratifiedKFold(min(5, n1, n0), shuffle=True, random_state=seed)
+    g_cv = np.clip(cross_val_predict(model, x, s, cv=folds.split(x, s)), 0.0, 1.0)
+    model.fit(x, s)
+    c = float(np.clip(g_cv[s == 1].mean(), 0.02, 1.0))
+    return Calibration(True, c=c, model=model, labelled=n1, unlabelled=n0,
+                       reliability=reliability(g_cv, s), sim_scores=pu_score(g_cv, c))
+
+
+def reliability(p: np.ndarray, s: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Cross-validated ``g`` against the observed share of labelled candidates, per bin of ``g``
+    (what the simulation can check without any truth)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    k = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = k == b
+        if sel.any():
+            out.append({"lo": round(float(edges[b]), 2), "hi": round(float(edges[b + 1]), 2),
+                        "predicted": round(float(p[sel].mean()), 4), "observed": round(float(s[sel].mean()), 4),
+                        "n": int(sel.sum())})
+    return out
+
+
+def curve(scores: np.ndarray, found_scores: np.ndarray, simulated: int) -> list[dict[str, Any]]:
+    """Estimated precision and recall per threshold: ``scores`` of the region's candidates,
+    ``found_scores`` the best score of each simulated change found (one per change; missed
+    changes are simply absent), ``simulated`` how many changes were simulated."""
+    out = []
+    for t in THRESHOLDS:
+        sel = scores >= t
+        found = int((found_scores >= t).sum())
+        out.append({"min_score": t, "n": int(sel.sum()),
+                    "est_precision": round(float(scores[sel].mean()), 4) if sel.any() else None,
+                    "est_recall": round(found / simulated, 4) if simulated else None})
+    return out
+
+
+def choose_min_score(rows: list[dict[str, Any]], target: float) -> float:
+    """The lowest threshold whose estimated precision reaches ``target`` (the highest threshold
+    with candidates when none does; 0.0 for an empty curve)."""
+    ok = [r["min_score"] for r in rows if r["est_precision"] is not None and r["est_precision"] >= target]
+    if ok:
+        return float(min(ok))
+    left = [r["min_score"] for r in rows if r["n"]]
+    return float(max(left)) if left else 0.0
+
+
