@@ -324,7 +324,7 @@ def split_unknown(rows: pd.DataFrame, resolvable_m2: float) -> tuple[pd.DataFram
     the feature is usable, or where the feature is smaller than the model resolves; the
     unknown rows say why in ``reason``."""
     usable = rows["usable_share"].to_numpy(dtype=float)
-    dark = ~np.isnan(usable) & (usable < 0.5)
+    dark = ~np.isnan(usable) & (usable < 0.5)  # no imagery, nodata, very dark or saturated under most of it
     small = rows["area_m2"].to_numpy(dtype=float) < resolvable_m2
     reason = np.where(dark, "no usable imagery", "smaller than the model resolves")
     unknown = rows[dark | small].copy()

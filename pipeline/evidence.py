@@ -171,8 +171,8 @@ def inside_evidence(geoms_4326: np.ndarray, band: int, n_classes: int, zoom: int
       p >= ``CONFIDENT_P`` (both NaN like ``prob_inside``);
     * ``pred_share``: the share (0-1) of the polygon's area on prediction tiles that exist;
     * ``usable_share``: the share of its area where the imagery is usable (an image tile exists
-      and :func:`usable_pixels` says so); 0 without image tiles; ``pred_share`` when
-      ``image_dir`` is None.
+      and :func:`usable_pixels` says so, or no image tile but a prediction tile: the model saw
+      imagery there); 0 without either; ``pred_share`` when ``image_dir`` is None.
 
     Tiles come from each folder's tile index (:func:`tile_files`); each is read once. Empty,
     missing or zero-area geometries get NaN and 0.
@@ -212,13 +212,17 @@ def inside_evidence(geoms_4326: np.ndarray, band: int, n_classes: int, zoom: int
                 npix[i] += v.size
                 nconf[i] += int((v >= conf_u8).sum())
                 pmax[i] = max(float(v.max()), 0.0 if np.isnan(pmax[i]) else pmax[i])
-        if image_file is not None and (ipath := image_file(key)) is not None:
+        ipath = image_file(key) if image_file is not None else None
+        if ipath is not None:
             ok = usable_pixels(ipath)
             for k in members:
                 i = idx[k]
                 win = pixel_window(merc[i], bounds, ok.shape)
                 if win is not None:
                     usable[i] += frac[k] * float(ok[win[0], win[1]][win[2]].mean())
+        elif path is not None:  # predicted without an image tile here (imagery since removed): the model saw it
+            for k in members:
+                usable[idx[k]] += frac[k]
     seen = npix > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         out = pd.DataFrame({

@@ -45,7 +45,7 @@ def test_statuses_and_figures() -> None:
         "class": ["building"] * 3, "osm_type": ["way"] * 3, "osm_id": [1, 2, 3]})
     res = compare(pred, osm, (BUILDING,), CompareSpec(offset_m=0.75))
     counts = res.summary["counts"]
-    assert counts == {"matched": 1, "offset": 1, "missing_in_osm": 2, "not_seen": 1}
+    assert counts == {"matched": 1, "offset": 1, "missing_in_osm": 2, "not_seen": 1, "unknown": 0}
     assert list(res.layers["not_seen"]["osm_id"]) == [3]
     off = res.layers["offset"].iloc[0]
     assert off["osm_id"] == 2 and off["offset_north_m"] == pytest.approx(1.5 / 1.0125, abs=0.02)
@@ -141,7 +141,7 @@ def test_small_shifted_building_is_offset_not_missing() -> None:
     osm = frame([box(0, 0, 2.5, 2.5), box(30, 0, 2.5, 2.5)], **{
         "class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [7, 8]})
     res = compare(pred, osm, (BUILDING,), CompareSpec(missing_min_m2=4.0))
-    assert res.summary["counts"] == {"matched": 0, "offset": 1, "missing_in_osm": 1, "not_seen": 1}
+    assert res.summary["counts"] == {"matched": 0, "offset": 1, "missing_in_osm": 1, "not_seen": 1, "unknown": 0}
     # the moved partner explains the shifted shed whole; the lone one is the candidate, whole
     assert res.layers["missing_in_osm"]["area_m2"].tolist() == [pytest.approx(6.25, rel=0.05)]
     # below missing_min_m2 it is no candidate
@@ -159,7 +159,7 @@ def test_no_prediction_at_all_leaves_every_osm_feature_not_seen() -> None:
 
     osm = frame([box(0, 0), box(30, 0)], **{"class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
     res = compare(gpd.GeoDataFrame(geometry=[], crs="EPSG:4326"), osm, (BUILDING,), CompareSpec())
-    assert res.summary["counts"] == {"missing_in_osm": 0, "not_seen": 2, "matched": 0, "offset": 0}
+    assert res.summary["counts"] == {"missing_in_osm": 0, "not_seen": 2, "unknown": 0, "matched": 0, "offset": 0}
 
 
 def test_candidates_have_stable_ids_and_come_most_probable_first() -> None:

@@ -95,7 +95,7 @@ def test_usable_share_from_image_tiles_of_another_size(tmp_path: Path) -> None:
         write_image(img, grey(value))
         ev = inside_evidence(geoms, 0, 2, Z, tmp_path / "pred", img)
         assert ev["usable_share"].iloc[0] == share, value
-        assert ev["usable_share"].iloc[1] == 0.0  # no image tile there
+        assert ev["usable_share"].iloc[1] == 1.0  # no image tile there, but a prediction: the model saw imagery
         assert ev["pred_share"].tolist() == [1.0, 1.0]
     # alpha: the left half transparent; the polygon straddles it (columns 0..60 of 128 in image px)
     rgba = np.zeros((IMG_PX, IMG_PX, 4), np.uint8)

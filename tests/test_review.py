@@ -1,0 +1,169 @@
+"""The review queue: positive-unlabelled calibration where the answer is known, the gap
+simulation (every held-out feature hidden once, placebos on empty ground), and a scene where
+real unmapped buildings must outrank false detections."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import geopandas as gpd
+import mercantile
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from pipeline.calibration import choose_min_score, curve, fit, pu_score
+from pipeline.candidates import missing_evidence, unseen_evidence
+from pipeline.compare import CompareSpec, compare, parse_compare, split_unknown
+from pipeline.config import ClassSpec, ConfigError, TagFilter
+from pipeline.gapsim import groups, placebos, simulate_missing
+from pipeline.geo import to_lonlat, to_mercator
+from pipeline.review import review
+
+BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
+X0, Y0 = 3_000_000.0, 1_000_000.0  # EPSG:3857 metres, about 27° E, 9° N
+Z = 19
+
+
+def box(x: float, y: float, w: float = 10.0, h: float = 10.0) -> shapely.Polygon:
+    return shapely.box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
+
+
+def blob(x: float, y: float) -> shapely.Polygon:
+    """An irregular, non-rectangular shape (a tree crown, a pond)."""
+    return shapely.Point(X0 + x, Y0 + y).buffer(5.0, quad_segs=3).union(shapely.Point(X0 + x + 6, Y0 + y).buffer(3.0))
+
+
+def frame(geoms: list[shapely.Geometry], **cols: list[object]) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(cols, geometry=list(to_lonlat(np.array(geoms, dtype=object))), crs="EPSG:4326")
+
+
+def tiles_of(geoms: list[shapely.Geometry]) -> set[tuple[int, int]]:
+    b = shapely.total_bounds(to_lonlat(np.array(geoms, dtype=object)))
+    return {(t.x, t.y) for t in mercantile.tiles(b[0] - 1e-4, b[1] - 1e-4, b[2] + 1e-4, b[3] + 1e-4, Z)}
+
+
+def test_calibration_recovers_a_known_labelled_share() -> None:
+    # 100 labelled real changes, 100 unlabelled real ones (so c = 0.5) and 200 errors, separable
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.uniform(0.6, 1.0, 200), rng.uniform(0.0, 0.4, 200)]
+    s = np.r_[np.ones(100, int), np.zeros(300, int)]
+    cal = fit(x, s)
+    assert cal.fitted and cal.c == pytest.approx(0.5, abs=0.08)
+    scores = cal.score(np.array([0.9, 0.1]), np.zeros(2))
+    assert scores[0] > 0.9 and scores[1] < 0.05  # a real-looking candidate is real, an error is not
+    assert pu_score(np.array([0.5]), 0.5)[0] == pytest.approx(1.0)
+    assert pu_score(np.array([0.0]), 0.5)[0] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_too_few_simulated_changes_are_not_calibrated() -> None:
+    cal = fit(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0]))
+    assert not cal.fitted and "too few" in cal.note
+    assert cal.score(np.array([0.3]), np.array([0.3]))[0] == pytest.approx(0.3)  # the raw evidence
+
+
+def test_curve_and_threshold() -> None:
+    scores = np.array([0.95, 0.9, 0.85, 0.3, 0.1])
+    rows = curve(scores, found_scores=np.array([0.95, 0.5]), simulated=4)
+    first = rows[0]
+    assert first["n"] == 5 and first["est_precision"] == pytest.approx(scores.mean(), abs=1e-4)
+    assert first["est_recall"] == 0.5  # 2 of 4 simulated changes found
+    at = next(r for r in rows if r["min_score"] == 0.8)
+    assert at["n"] == 3 and at["est_precision"] == pytest.approx(0.9) and at["est_recall"] == 0.25
+    assert choose_min_score(rows, 0.8) == pytest.approx(0.35)  # the lowest threshold above the 0.3 one
+    assert choose_min_score(curve(np.empty(0), np.empty(0), 0), 0.8) == 0.0
+
+
+def test_groups_hide_every_feature_exactly_once() -> None:
+    g = groups(23, 0.2, seed=3)
+    assert len(g) == 5 and sorted(np.concatenate(g).tolist()) == list(range(23))
+    assert [a.tolist() for a in groups(23, 0.2, seed=3)] == [a.tolist() for a in g]  # seeded
+    assert groups(0, 0.2, 0) == []
+
+
+def test_placebos_land_on_empty_ground_inside_the_held_out_tiles() -> None:
+    osm = [box(30 * i, 30 * j) for i in range(4) for j in range(4)]
+    held = tiles_of(osm)
+    moved = placebos(np.array(osm, dtype=object), 0.5, 0, held, Z)
+    assert len(moved) >= 4
+    grown = shapely.union_all(shapely.buffer(np.array(osm, dtype=object), 1.5))
+    assert not shapely.intersects(moved, grown).any()
+    assert shapely.area(moved) == pytest.approx(100.0)  # outlines moved, not reshaped
+
+
+def scene() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, list[shapely.Geometry], list[shapely.Geometry]]:
+    """40 mapped buildings (predicted too), 6 unmapped ones the model finds (rectangles, p 0.9)
+    and 6 false detections (blobs, p 0.55)."""
+    mapped = [box(40 * i, 40 * j) for i in range(8) for j in range(5)]
+    real = [box(40 * i + 20, 40 * 5 + 5, 12, 8) for i in range(6)]
+    false = [blob(40 * i + 20, -25) for i in range(6)]
+    pred = frame(mapped + real + false, **{"class": ["building"] * 52,
+                                           "prob_mean": [0.9] * 46 + [0.55] * 6, "prob_max": [0.99] * 46 + [0.7] * 6})
+    osm = frame(mapped, **{"class": ["building"] * 40, "osm_type": ["way"] * 40, "osm_id": list(range(1, 41))})
+    return pred, osm, real, false
+
+
+def test_gap_simulation_labels_the_hidden_buildings() -> None:
+    pred, osm, _, _ = scene()
+    sim = simulate_missing(pred, osm, "building", CompareSpec(gap_share=0.25), tiles_of(list(to_mercator(
+        pred.geometry.to_numpy()))), Z, None)
+    assert sim.simulated == 40
+    hits = sim.rows[sim.rows["s"] == 1]
+    assert sorted(hits["change"].tolist()) == list(range(40))  # every hidden building found once
+    assert (sim.rows["s"] == 0).sum() == 4 * 12  # the region's own 12 candidates in each of 4 rounds
+
+
+def test_real_unmapped_buildings_outrank_false_detections() -> None:
+    pred, osm, real, false = scene()
+    held = tiles_of(list(to_mercator(pred.geometry.to_numpy())))
+    spec = CompareSpec(gap_share=0.25, min_score=0.0)
+    cmp = compare(pred, osm, (BUILDING,), spec)
+    queue = review(cmp, pred, osm, (BUILDING,), spec, held, Z, None)
+    miss = queue.layers["missing_in_osm"]
+    assert len(miss) == 12 and list(miss.columns[:3]) == ["id", "score", "class"]
+    assert miss["score"].is_monotonic_decreasing
+    top = to_mercator(miss.geometry.to_numpy()[:6])
+    assert shapely.intersects(top[:, None], np.array(real, dtype=object)[None, :]).any(axis=1).all()
+    entry = queue.calibration["missing_in_osm/building"]
+    assert entry["calibrated"] and entry["simulated"] == 40 and entry["curve"]
+    # the default threshold holds the blobs back
+    auto = review(cmp, pred, osm, (BUILDING,), dataclasses.replace(spec, min_score=None), held, Z, None)
+    kept = to_mercator(auto.layers["missing_in_osm"].geometry.to_numpy())
+    assert not shapely.intersects(kept[:, None], np.array(false, dtype=object)[None, :]).any()
+    assert auto.calibration["missing_in_osm/building"]["kept"] >= 6
+
+
+def test_without_held_out_tiles_scores_are_the_raw_evidence() -> None:
+    pred, osm, _, _ = scene()
+    spec = CompareSpec()
+    cmp = compare(pred, osm, (BUILDING,), spec)
+    queue = review(cmp, pred, osm, (BUILDING,), spec, set(), Z, None)
+    e = queue.calibration["missing_in_osm/building"]
+    assert not e["calibrated"] and "no held-out" in e["note"] and e["min_score"] == 0.0
+    miss = queue.layers["missing_in_osm"]
+    assert miss["score"].to_numpy() == pytest.approx(missing_evidence(miss), abs=1e-4)
+
+
+def test_unknown_where_imagery_is_unusable_or_the_feature_too_small() -> None:
+    rows = pd.DataFrame({"class": "building", "area_m2": [80.0, 80.0, 4.0, 80.0], "coverage": 0.0,
+                         "usable_share": [1.0, 0.2, 1.0, np.nan], "prob_inside": [0.01, 0.01, 0.01, np.nan],
+                         "confident_share": 0.0})
+    gone, unknown = split_unknown(rows, resolvable_m2=6.0)
+    assert gone.index.tolist() == [0, 3]
+    assert unknown["reason"].tolist() == ["no usable imagery", "smaller than the model resolves"]
+    ev = unseen_evidence(gone)
+    assert ev[0] == pytest.approx(0.99)  # large, nothing predicted inside: gone
+    assert unseen_evidence(rows.assign(area_m2=8.0))[0] == 0.0  # a shed-sized miss is no evidence
+
+
+def test_compare_section_keys() -> None:
+    spec = parse_compare(Path("r.toml"), {"min_score": 0.7, "min_area_m2": {"building": 12},
+                                                                 "target_precision": 0.9})
+    assert spec.min_score == 0.7 and spec.min_area("building") == 12.0 and spec.min_area("shed") == 5.0
+    assert parse_compare(Path("r.toml"), {"min_score": "auto"}).min_score is None
+    with pytest.raises(ConfigError, match="min_score"):
+        parse_compare(Path("r.toml"), {"min_score": "high"})
+    with pytest.raises(ConfigError, match=r"min_area_m2\.building"):
+        parse_compare(Path("r.toml"), {"min_area_m2": {"building": -1}})
