@@ -36,7 +36,7 @@ def blob(x: float, y: float) -> shapely.Polygon:
     return shapely.Point(X0 + x, Y0 + y).buffer(5.0, quad_segs=3).union(shapely.Point(X0 + x + 6, Y0 + y).buffer(3.0))
 
 
-def frame(geoms: list[shapely.Geometry], **cols: list[object]) -> gpd.GeoDataFrame:
+def frame(geoms: list[shapely.Geometry], **cols: object) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(cols, geometry=list(to_lonlat(np.array(geoms, dtype=object))), crs="EPSG:4326")
 
 
