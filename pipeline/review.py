@@ -22,7 +22,15 @@ import pandas as pd
 
 from pipeline.calibration import Calibration, choose_min_score, curve, fit
 from pipeline.candidates import Evidence, line_evidence, missing_evidence, unseen_evidence
-from pipeline.compare import CompareSpec, Comparison, class_rows, compare_classes, features_in_tiles, line_classes
+from pipeline.compare import (
+    CompareSpec,
+    Comparison,
+    class_rows,
+    compare_classes,
+    features_in_tiles,
+    line_classes,
+    with_pred_columns,
+)
 from pipeline.config import ClassSpec
 from pipeline.gapsim import Simulated, simulate_line_missing, simulate_missing, simulate_unseen
 
@@ -46,6 +54,7 @@ def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tupl
     """Score the comparison's candidates class by class (see the module doc); ``held_out``:
     the (x, y) tiles at ``zoom`` the model never trained on."""
     layers = dict(cmp.layers)
+    pred = with_pred_columns(pred)
     report: dict[str, Any] = {}
     for status in ("missing_in_osm", "not_seen"):
         layers[status] = _mark_held_out(layers[status], held_out, zoom)

@@ -1,7 +1,9 @@
 """Prediction tiles that show the sample region's truth, for checking the compare stage without
 a trained model: buildings the orthophoto shows (truth.geojson, status != demolished) burnt at
 probability 1 into the building band, with their edge bands as a perfect model with instance
-outputs would predict them (``[masks] instances``), the other bands copied from the masks.
+outputs would predict them (``[masks] instances``); the streets the orthophoto shows (the OSM
+ones less the demolished, plus those OSM lacks) burnt into the road band; the other bands
+copied from the masks.
 
     python scripts/truth_predictions.py configs/demo.toml   (after MasksAll)
 
@@ -14,11 +16,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import shapely
 
 from pipeline.config import RegionConfig, load_config
+from pipeline.extract import buffer_for
+from pipeline.features import read_features
 from pipeline.io import read_tile_index, write_manifest, write_tile_files
 from pipeline.masks import burn_tile, prepare_burn
 from pipeline.probs import encode_probs
@@ -41,6 +47,8 @@ def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> in
     edges = (cid,) if cid in cfg.edge_ids else ()
     burn = prepare_burn(gpd.GeoDataFrame({"class": [building] * len(shown), "buffer_m": 0.0}, geometry=shown, crs=4326),
                         (ordered[band],), edges)
+    roads = _shown_roads(cfg, truth)
+    road_band = [c.name for c in ordered].index(roads[0]) if roads else -1
     out = cfg.data_dir / "predictions"
     n = 0
     for shard in sorted(index.shard.unique()):
@@ -51,6 +59,9 @@ def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> in
             shown_mask = burn_tile(burn, t, cfg.tile_size, edge_px=cfg.masks.edge_px if edges else 0)
             shown_probs = mask_to_probs(shown_mask, [cid], edges)  # its footprint band, then its edge band
             probs[band] = shown_probs[0]
+            if roads:
+                road = burn_tile(roads[1], t, cfg.tile_size) > 0
+                probs[road_band] = np.where(road & (shown_probs[0] == 0), 255, 0).astype(np.uint8)
             if edges:
                 probs[len(ids)] = shown_probs[1]
             items.append((t, encode_probs(probs, edges=edges)))
@@ -59,6 +70,23 @@ def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> in
         write_manifest(out / "_shards" / f"{shard}.json", "truth", {"root": str(out), "shard": shard, "files": files})
         n += len(files)
     return n
+
+
+def _shown_roads(cfg: RegionConfig, truth: list[dict[str, Any]]) -> tuple[str, Any] | None:
+    """(road class, burn set) of the streets the image shows; None without a line class ``road``."""
+    road = next((c for c in cfg.classes if c.kind == "line" and c.name == "road"), None)
+    if road is None:
+        return None
+    rows = [f["properties"] | {"geometry": shapely.geometry.shape(f["geometry"])} for f in truth
+            if f["properties"].get("class") == "road"]
+    gone = {(r["osm_type"], r["osm_id"]) for r in rows if r["status"] == "demolished"}
+    osm = read_features(cfg.data_dir / "features.parquet")
+    osm = osm[(osm["class"] == road.name) & [(a, b) not in gone for a, b in zip(osm.osm_type, osm.osm_id)]]
+    added = [r for r in rows if r["status"] == "missing_in_osm"]
+    geoms = [*osm.geometry, *(r["geometry"] for r in added)]
+    buffers = [*osm.buffer_m, *(buffer_for(road, {"highway": r.get("highway", "")}) for r in added)]
+    shown = gpd.GeoDataFrame({"class": [road.name] * len(geoms), "buffer_m": buffers}, geometry=geoms, crs=4326)
+    return road.name, prepare_burn(shown, (road,))
 
 
 if __name__ == "__main__":

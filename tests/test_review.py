@@ -167,3 +167,12 @@ def test_compare_section_keys() -> None:
         parse_compare(Path("r.toml"), {"min_score": "high"})
     with pytest.raises(ConfigError, match=r"min_area_m2\.building"):
         parse_compare(Path("r.toml"), {"min_area_m2": {"building": -1}})
+
+
+def test_no_predictions_at_all() -> None:
+    _, osm, _, _ = scene()
+    empty = gpd.GeoDataFrame(geometry=[], crs="EPSG:4326")  # an empty predictions.geojson has no columns
+    spec = CompareSpec()
+    cmp = compare(empty, osm, (BUILDING,), spec)
+    queue = review(cmp, empty, osm, (BUILDING,), spec, tiles_of(list(to_mercator(osm.geometry.to_numpy()))), Z, None)
+    assert len(queue.layers["missing_in_osm"]) == 0 and len(queue.layers["not_seen"]) == 40
