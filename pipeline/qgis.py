@@ -162,14 +162,18 @@ _GEOM = {"area": "Polygon", "line": "Line"}
 
 
 def region_layers(classes: Sequence[ClassSpec], statuses: Iterable[str], predicted: Iterable[str],
-                  osm: Iterable[str]) -> list[VectorLayer]:
+                  osm: Iterable[str], line_statuses: Iterable[str] = ()) -> list[VectorLayer]:
     """The vector layers of a region's project, styled by the one palette: the change layers of
-    ``statuses`` (``compare/<status>.geojson``; matched hidden at first), the ``predicted`` classes
+    ``statuses`` (``compare/<status>.geojson``; matched hidden at first) and ``line_statuses``
+    (``compare/<status>_lines.geojson``), the ``predicted`` classes
     (``predictions.gpkg``, blue) and the ``osm`` classes (``osm_features.gpkg``, grey outlines)."""
     have, pred, in_osm = set(statuses), set(predicted), set(osm)
+    lines = set(line_statuses)
     out = [VectorLayer(style.label, f"./compare/{status}.geojson", "Polygon", style.color,
                        visible=status != "matched", group="change layers")
            for status, style in STATUS_STYLES.items() if status in have]
+    out += [VectorLayer(f"{style.label} (lines)", f"./compare/{status}_lines.geojson", "Line", style.color,
+                        group="change layers") for status, style in STATUS_STYLES.items() if status in lines]
     out += [VectorLayer(f"{PREDICTED.label} {c.name}", f"./predictions.gpkg|layername={c.name}", _GEOM[c.kind],
                         PREDICTED.color, fill_alpha=60, group="predictions") for c in classes if c.name in pred]
     out += [VectorLayer(f"{OSM.label} {c.name}", f"./osm_features.gpkg|layername={c.name}", _GEOM[c.kind],

@@ -66,6 +66,7 @@ class Report:
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     curves_png: bytes | None = None
     notes: tuple[str, ...] = ()
+    pictures: tuple[tuple[str, bytes], ...] = ()  # (title, PNG) sections after the curves
 
 
 def leaflet_assets() -> tuple[str, str]:
@@ -209,6 +210,10 @@ def render_report(report: Report) -> str:
     if report.curves_png:
         src = "data:image/png;base64," + base64.b64encode(report.curves_png).decode()
         curves = f"<section class='curves'><h2>Training curves</h2><img alt='training curves' src='{src}'></section>"
+    for title, png in report.pictures:
+        src = "data:image/png;base64," + base64.b64encode(png).decode()
+        curves += (f"<section class='curves'><h2>{html.escape(title)}</h2>"
+                   f"<img alt='{html.escape(title, quote=True)}' src='{src}'></section>")
     notes = "".join(f"{html.escape(n)} " for n in report.notes)
     return _PAGE.format(title=html.escape(report.title), css=css, js=js.replace("</script", "<\\/script"),
                         spec=_script_json(spec), figures=_figures_html(report.figures), curves=curves,

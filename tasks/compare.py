@@ -36,7 +36,7 @@ class CompareWithOSM(RegionTask):
     def owned_files(self) -> list[Path]:
         """Every file the comparison writes (a rerun deletes what killed writes of them left)."""
         out, d = self.data_dir / "compare", self.data_dir
-        names = [f"{s}.{e}" for s in STATUSES for e in ("geojson", "qml")]
+        names = [f"{s}{k}.{e}" for s in STATUSES for k in ("", "_lines") for e in ("geojson", "qml")]
         names += ["summary.json", "missing_in_osm.osm", "maproulette.geojsonl", "map.png", "report.md",
                   "calibration.json", "reliability.png"]
         return [*super().owned_files(), *(out / n for n in names), d / f"{self.cfg.name}.qgs", d / "osm_features.gpkg"]
@@ -64,8 +64,9 @@ class CompareWithOSM(RegionTask):
         result.summary["counts"] = {s: len(queue.layers[s]) for s in STATUSES}
         written: list[Path] = []
         for status in STATUSES:
-            written.append(out / f"{status}.geojson")
-            write_geojson(with_status(result.layers[status], status), written[-1], status)
+            for name, layer in layer_files(status, result.layers[status], cfg.classes).items():
+                written.append(out / name)
+                write_geojson(with_status(layer, status), written[-1], status)
         calibration = {"region": cfg.name, "method": "gap simulation, isotonic positive-unlabelled calibration",
                        "gap_share": spec.gap_share, "gap_seed": spec.gap_seed, "layers": queue.calibration}
         atomic_write_json(out / "calibration.json", calibration)
@@ -99,8 +100,10 @@ class CompareWithOSM(RegionTask):
         write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
         present = {c.name for c in cfg.classes if (osm["class"] == c.name).any()}
         pred = json.loads((d / "_manifests" / "vectorize.json").read_text()).get("by_class", {})
-        vl = region_layers(cfg.classes, [s for s in STATUSES if len(layers[s])],
-                           [c.name for c in cfg.classes if pred.get(c.name)], present)
+        files = {s: layer_files(s, layers[s], cfg.classes) for s in STATUSES}
+        vl = region_layers(cfg.classes, [s for s in STATUSES if len(files[s][f"{s}.geojson"])],
+                           [c.name for c in cfg.classes if pred.get(c.name)], present,
+                           [s for s in STATUSES if f"{s}_lines.geojson" in files[s]])
         imagery: list[RasterLayer] = []
         if cfg.imagery is not None:
             try:
@@ -122,6 +125,18 @@ class CompareWithOSM(RegionTask):
         write_project(qgs, cfg.name, vl, imagery, extent)
         styles = [(d / lyr.source).with_suffix(".qml") for lyr in vl if lyr.source.endswith(".geojson")]
         return [osm_gpkg, qgs, *styles]
+
+
+def layer_files(status: str, layer: Any, classes: Any) -> dict[str, Any]:
+    """The files of a change layer: ``<status>.geojson`` with the area classes' features (always
+    written) and ``<status>_lines.geojson`` with the line classes' (when it has any): QGIS shows
+    one geometry type per layer."""
+    line_names = {c.name for c in classes if c.kind == "line"}
+    is_line = layer["class"].isin(line_names).to_numpy() if len(layer) else np.zeros(0, dtype=bool)
+    out = {f"{status}.geojson": layer[~is_line].reset_index(drop=True)}
+    if is_line.any():
+        out[f"{status}_lines.geojson"] = layer[is_line].reset_index(drop=True)
+    return out
 
 
 def _corner_tiles(index: Any, z: int) -> list[Any]:

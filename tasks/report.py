@@ -25,7 +25,7 @@ log = logging.getLogger("luigi-interface")
 #: colours from the one palette (pipeline.statuses) that the QGIS project uses too
 LAYERS = ((PREDICTED.label, "predictions.geojson", PREDICTED.color, True),
           *((STATUS_STYLES[s].label, f"compare/{s}.geojson", STATUS_STYLES[s].color, True)
-            for s in ("missing_in_osm", "not_seen", "offset")))
+            for s in ("missing_in_osm", "not_seen", "unknown", "offset")))
 
 
 def _model_tasks(task: RegionTask) -> list[Any]:
@@ -115,6 +115,12 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
             rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
                      ("predicted_km", "osm_km", "correctness", "completeness")]
         figs["Comparison with OSM"] = rows
+    calibration = read_json(d / "compare" / "calibration.json")
+    if calibration and calibration.get("layers"):
+        from pipeline.compare_report import review_lines
+
+        figs["Review queue (estimated on held-out tiles)"] = [
+            (line.split(":", 1)[0], line.split(":", 1)[1].strip()) for line in review_lines(calibration["layers"])]
     if (d / "truth.geojson").is_file() and (d / "compare" / "missing_in_osm.geojson").is_file():
         from pipeline.synthetic.score import flat_scores, truth_scores
 
@@ -170,7 +176,9 @@ def region_report(d: Path, name: str, zoom: int) -> Report:
     except ManifestError:
         tiles = None
     bounds = layers_bounds(layers) or (-180.0, -85.0, 180.0, 85.0)
-    curves = d / "model" / "training.png"
+    curves, reliability = d / "model" / "training.png", d / "compare" / "reliability.png"
     return Report(title=f"osmsat: {name}", bounds=bounds, tiles=tiles, layers=tuple(layers),
                   figures=region_figures(d), curves_png=curves.read_bytes() if curves.is_file() else None,
-                  notes=region_notes(d))
+                  notes=region_notes(d),
+                  pictures=(("Review queue: calibration (gap simulation)", reliability.read_bytes()),)
+                  if reliability.is_file() else ())

@@ -47,8 +47,7 @@ def truth_scores(data_dir: Path, min_iou: float = 0.5, road_tol_m: float = ROAD_
     rows = [f["properties"] | {"geometry": f["geometry"]}
             for f in json.loads((data_dir / "truth.geojson").read_text())["features"]]
     truth = [t for t in rows if is_building(t)]
-    layer = {s: json.loads((data_dir / "compare" / f"{s}.geojson").read_text())["features"]
-             for s in ("missing_in_osm", "not_seen", "offset")}
+    layer = {s: _features(data_dir / "compare", s) for s in ("missing_in_osm", "not_seen", "offset")}
     missing = [shapely.geometry.shape(t["geometry"]) for t in truth if t["status"] == "missing_in_osm"]
     found = [shapely.geometry.shape(f["geometry"]) for f in layer["missing_in_osm"]
              if f["properties"]["class"] == "building"]
@@ -63,6 +62,12 @@ def truth_scores(data_dir: Path, min_iou: float = 0.5, road_tol_m: float = ROAD_
             "not_seen": _pr(len(unseen), len(unseen & demolished), len(demolished)),
             "offset": _pr(len(offset), len(offset & shifted), len(shifted)),
             "roads": road_scores([t for t in rows if t.get("class") == "road"], layer, road_tol_m)}
+
+
+def _features(folder: Path, status: str) -> list[dict[str, Any]]:
+    """The features of a change layer: ``<status>.geojson`` (areas) and ``<status>_lines.geojson``."""
+    files = [folder / f"{status}.geojson", folder / f"{status}_lines.geojson"]
+    return [f for p in files if p.is_file() for f in json.loads(p.read_text())["features"]]
 
 
 def road_scores(truth: list[dict[str, Any]], layer: dict[str, list[dict[str, Any]]], tol_m: float
