@@ -13,7 +13,10 @@ that cannot compare) and prints, as JSON per set:
 * ``statuses`` (with ``--hide``): the share of the mapped (given) buildings on the compared tiles
   that ``not_seen`` reports, and ``missing_in_osm`` against the hidden buildings — a candidate
   is right when at least half of its area lies in hidden buildings, a hidden building is found
-  when candidates cover at least half of it.
+  when candidates cover at least half of it; with ``--fake 0.03`` as many label outlines are
+  also copied onto empty ground ("in OSM", not in the imagery) and ``not_seen`` is measured
+  against them. Both on all compared tiles and on the held-out (validation + test) tiles,
+  beside the review queue's estimates from ``calibration.json``.
 
 Run: ``python -m bench.bench_dense [--sets nairobi] [--hide 0.1] [--until MergeFeatures]``.
 Needs ``../shared/data/real`` (not part of the repository). Training takes minutes per set.
@@ -54,13 +57,34 @@ augment = true
 """
 
 
-def write_region(name: str, out: Path, hide: float, seed: int, epochs: int, extra: str) -> tuple[Path, list[int]]:
-    """The region config (and its labels file, with ``hide`` of the buildings left out)."""
+def fake_buildings(features: list[dict[str, Any]], share: float, seed: int) -> list[dict[str, Any]]:
+    """A seeded ``share`` of the label outlines moved 15-60 m onto ground no label touches: buildings
+    "in OSM" that the imagery does not show (what ``not_seen`` should report)."""
+    import mercantile
+    import shapely
+
+    from pipeline.finish import output_lonlat
+    from pipeline.gapsim import placebos
+
+    geoms = _ground(np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object))
+    b = shapely.total_bounds(np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object))
+    tiles = {(t.x, t.y) for t in mercantile.tiles(*b, 20)}
+    moved = output_lonlat(placebos(shapely.make_valid(geoms), share, seed + 7, tiles, 20))
+    return [{"type": "Feature", "properties": {"building": "yes", "bench_fake": 1},
+             "geometry": json.loads(shapely.to_geojson(g))} for g in moved]
+
+
+def write_region(name: str, out: Path, hide: float, seed: int, epochs: int, extra: str,
+                 fake: float = 0.0) -> tuple[Path, list[int], list[dict[str, Any]]]:
+    """The region config (and its labels file, with ``hide`` of the buildings left out and
+    ``fake`` of them added, moved onto empty ground)."""
     src = json.loads((SHARED / name / "labels" / "buildings.geojson").read_text())
     n = len(src["features"])
     rng = np.random.default_rng(seed)
     hidden = sorted(rng.choice(n, size=round(hide * n), replace=False).tolist()) if hide > 0 else []
     kept = [f for i, f in enumerate(src["features"]) if i not in set(hidden)]
+    fakes = fake_buildings(kept, fake, seed) if fake > 0 else []
+    kept = kept + fakes
     region_dir = out / name
     region_dir.mkdir(parents=True, exist_ok=True)
     labels = region_dir / "labels.geojson"
@@ -89,7 +113,7 @@ source = "tiles"
 path = "{SHARED / name / 'tiles'}"
 cover_folder = true
 """ + RECIPE.format(epochs=epochs) + extra)
-    return cfg, hidden
+    return cfg, hidden, fakes
 
 
 def run_pipeline(cfg: Path, task: str) -> None:
@@ -131,34 +155,67 @@ def object_figures(pred: np.ndarray, truth: np.ndarray, tiles: set[tuple[int, in
             "largest_predicted_m2": round(ground_area(pm), 1), "largest_labelled_m2": round(ground_area(tm), 1)}
 
 
-def status_figures(region_dir: Path, all_labels: np.ndarray, hidden: list[int]) -> dict[str, Any]:
-    """``not_seen`` share of the given buildings and ``missing_in_osm`` against the hidden ones."""
+def status_figures(region_dir: Path, all_labels: np.ndarray, hidden: list[int],
+                   fakes: list[dict[str, Any]]) -> dict[str, Any]:
+    """``not_seen`` share of the given buildings and ``missing_in_osm`` against the hidden ones
+    (and ``not_seen`` against the fake ones), on all compared tiles and on the held-out ones,
+    beside the review queue's own estimates (``calibration.json``) at its ``min_score``."""
     import geopandas as gpd
     import shapely
+
+    from pipeline.compare import features_in_tiles
 
     comp = region_dir / "compare"
     miss = gpd.read_file(comp / "missing_in_osm.geojson")
     unseen = gpd.read_file(comp / "not_seen.geojson")
     summary = json.loads((comp / "summary.json").read_text())
+    calib = json.loads((comp / "calibration.json").read_text())["layers"]
     mapped = int(summary["classes"]["building"]["osm"])
-    hid = _ground(all_labels[hidden])
-    cand = _ground(miss.geometry.to_numpy()) if len(miss) else np.empty(0, dtype=object)
-    hid_union = shapely.union_all(hid) if len(hid) else shapely.Polygon()
-    right = [float(shapely.area(shapely.intersection(c, hid_union)) / max(shapely.area(c), 1e-9)) >= 0.5 for c in cand]
-    cand_union = shapely.union_all(cand) if len(cand) else shapely.Polygon()
-    # only hidden buildings on compared (vectorised) tiles can be found
-    found = [float(shapely.area(shapely.intersection(h, cand_union)) / shapely.area(h)) >= 0.5 for h in hid]
-    return {"mapped": mapped, "not_seen": len(unseen), "not_seen_share": round(len(unseen) / max(mapped, 1), 3),
-            "missing_candidates": len(cand), "missing_right": int(sum(right)),
-            "missing_precision": round(sum(right) / len(cand), 3) if len(cand) else None,
-            "hidden": len(hid), "hidden_found": int(sum(found)),
-            "missing_recall": round(sum(found) / len(hid), 3) if len(hid) else None}
+    held = _held_out_tiles(region_dir)
+    hid4326 = all_labels[hidden]
+    fake4326 = np.array([shapely.geometry.shape(f["geometry"]) for f in fakes], dtype=object)
+    out: dict[str, Any] = {"mapped": mapped, "not_seen": len(unseen),
+                           "not_seen_share": round(len(unseen) / max(mapped, 1), 3)}
+    for scope in ("all", "held_out"):
+        m = miss if scope == "all" or not len(miss) else miss[miss["held_out"].astype(bool)]
+        u = unseen if scope == "all" or not len(unseen) else unseen[unseen["held_out"].astype(bool)]
+        h = hid4326 if scope == "all" else hid4326[features_in_tiles(hid4326, held, 20)]
+        f = fake4326 if scope == "all" or not len(fake4326) else fake4326[features_in_tiles(fake4326, held, 20)]
+        out[f"missing_in_osm_{scope}"] = _hits(_ground(m.geometry.to_numpy()), _ground(h))
+        out[f"not_seen_{scope}"] = _hits(_ground(u.geometry.to_numpy()), _ground(f)) if len(fakes) else None
+    for status in ("missing_in_osm", "not_seen"):
+        e = calib.get(f"{status}/building", {})
+        out[f"{status}_estimated"] = {k: e.get(k) for k in ("min_score", "est_precision", "est_recall", "kept",
+                                                            "held_out", "calibrated")}
+    return out
 
 
-def bench_set(name: str, out: Path, hide: float, seed: int, epochs: int, until: str, extra: str) -> dict[str, Any]:
+def _hits(cand: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Candidates (EPSG:3857) right when at least half lies in ``truth``; a truth polygon found
+    when candidates cover at least half of it."""
+    import shapely
+
+    t_union = shapely.union_all(truth) if len(truth) else shapely.Polygon()
+    c_union = shapely.union_all(cand) if len(cand) else shapely.Polygon()
+    right = sum(float(shapely.area(shapely.intersection(c, t_union)) / max(shapely.area(c), 1e-9)) >= 0.5
+                for c in cand)
+    found = sum(float(shapely.area(shapely.intersection(t, c_union)) / max(shapely.area(t), 1e-9)) >= 0.5
+                for t in truth)
+    return {"candidates": len(cand), "right": int(right), "truth": len(truth), "found": int(found),
+            "precision": round(right / len(cand), 3) if len(cand) else None,
+            "recall": round(found / len(truth), 3) if len(truth) else None}
+
+
+def _held_out_tiles(region_dir: Path) -> set[tuple[int, int]]:
+    with open(region_dir / "split.csv", newline="") as fh:
+        return {(int(r["x"]), int(r["y"])) for r in csv.DictReader(fh) if r["split"] in ("val", "test")}
+
+
+def bench_set(name: str, out: Path, hide: float, seed: int, epochs: int, until: str, extra: str,
+              fake: float = 0.0) -> dict[str, Any]:
     import geopandas as gpd
 
-    cfg, hidden = write_region(name, out, hide, seed, epochs, extra)
+    cfg, hidden, fakes = write_region(name, out, hide, seed, epochs, extra, fake)
     run_pipeline(cfg, until)
     region_dir = out / name
     labels = gpd.read_file(SHARED / name / "labels" / "buildings.geojson").geometry.make_valid().to_numpy()
@@ -167,7 +224,7 @@ def bench_set(name: str, out: Path, hide: float, seed: int, epochs: int, until: 
     res: dict[str, Any] = {"set": name, "hide": hide,
                            "object": object_figures(pred, labels, _test_tiles(region_dir), 20)}
     if until == "CompareWithOSM" and hide > 0:
-        res["statuses"] = status_figures(region_dir, labels, hidden)
+        res["statuses"] = status_figures(region_dir, labels, hidden, fakes)
     return res
 
 
@@ -176,6 +233,8 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["nairobi", "kampala", "nepal"])
     ap.add_argument("--out", type=Path, default=Path("data/bench-dense"))
     ap.add_argument("--hide", type=float, default=0.1, help="share of labelled buildings hidden from the project")
+    ap.add_argument("--fake", type=float, default=0.0,
+                    help="share of labelled buildings copied onto empty ground (not_seen should report them)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--until", default="CompareWithOSM", help="last task to run (MergeFeatures for older code)")
@@ -184,7 +243,7 @@ def main() -> None:
     if not SHARED.is_dir():
         sys.exit(f"error: {SHARED}: the real sample sets are not here (they sit beside the project)")
     for name in a.sets:
-        print(json.dumps(bench_set(name, a.out, a.hide, a.seed, a.epochs, a.until, a.extra)), flush=True)
+        print(json.dumps(bench_set(name, a.out, a.hide, a.seed, a.epochs, a.until, a.extra, a.fake)), flush=True)
 
 
 if __name__ == "__main__":
