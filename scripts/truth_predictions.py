@@ -81,7 +81,8 @@ def _shown_roads(cfg: RegionConfig, truth: list[dict[str, Any]]) -> tuple[str, A
             if f["properties"].get("class") == "road"]
     gone = {(r["osm_type"], r["osm_id"]) for r in rows if r["status"] == "demolished"}
     osm = read_features(cfg.data_dir / "features.parquet")
-    osm = osm[(osm["class"] == road.name) & [(a, b) not in gone for a, b in zip(osm.osm_type, osm.osm_id)]]
+    keep = np.array([(a, b) not in gone for a, b in zip(osm.osm_type, osm.osm_id)], dtype=bool)
+    osm = osm[(osm["class"] == road.name).to_numpy() & keep]
     added = [r for r in rows if r["status"] == "missing_in_osm"]
     geoms = [*osm.geometry, *(r["geometry"] for r in added)]
     buffers = [*osm.buffer_m, *(buffer_for(road, {"highway": r.get("highway", "")}) for r in added)]

@@ -109,9 +109,12 @@ def test_usable_share_from_image_tiles_of_another_size(tmp_path: Path) -> None:
     write_image(tmp_path / "img120", grey(120), RIGHT)
     ev = inside_evidence(across, 0, 2, Z, tmp_path / "pred", tmp_path / "img120")
     assert ev["usable_share"].iloc[0] == pytest.approx(1.0)
-    (tmp_path / "img120" / tile_path(Path(), RIGHT, "png")).unlink()
+    (tmp_path / "img120" / tile_path(Path(), RIGHT, "png")).unlink()  # predicted tiles without their imagery
     ev = inside_evidence(across, 0, 2, Z, tmp_path / "pred", tmp_path / "img120")
-    assert ev["usable_share"].iloc[0] == pytest.approx(0.5)
+    assert ev["usable_share"].iloc[0] == pytest.approx(1.0)  # the model saw imagery there
+    (tmp_path / "pred" / tile_path(Path(), RIGHT, "png")).unlink()  # no prediction, no image: nothing seen
+    ev = inside_evidence(across, 0, 2, Z, tmp_path / "pred", tmp_path / "img120")
+    assert ev["usable_share"].iloc[0] == pytest.approx(ev["pred_share"].iloc[0]) and ev["pred_share"].iloc[0] < 0.9
 
 
 def test_usable_pixels_rules(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_every_change_layer_feature_carries_its_status() -> None:
     assert json.loads(geojson_bytes(empty))["features"] == []
     # the task writes every layer through with_status
     src = (ROOT / "tasks" / "compare.py").read_text()
-    assert re.search(r"write_geojson\(with_status\(result\.layers\[status\], status\)", src)
+    assert re.search(r"write_geojson\(with_status\(layer, status\)", src)
 
 
 def test_run_manifest_names_the_code_one_digest_output_checksums_and_gdal_proj(tmp_path: Path) -> None:
