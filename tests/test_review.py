@@ -18,7 +18,7 @@ from pipeline.calibration import choose_min_score, curve, fit, pu_score
 from pipeline.candidates import missing_evidence, unseen_evidence
 from pipeline.compare import CompareSpec, compare, parse_compare, split_unknown
 from pipeline.config import ClassSpec, ConfigError, TagFilter
-from pipeline.gapsim import groups, placebos, simulate_missing
+from pipeline.gapsim import groups, placebos, simulate_line_missing, simulate_missing
 from pipeline.geo import to_lonlat, to_mercator
 from pipeline.review import review
 
@@ -176,3 +176,22 @@ def test_no_predictions_at_all() -> None:
     cmp = compare(empty, osm, (BUILDING,), spec)
     queue = review(cmp, empty, osm, (BUILDING,), spec, tiles_of(list(to_mercator(osm.geometry.to_numpy()))), Z, None)
     assert len(queue.layers["missing_in_osm"]) == 0 and len(queue.layers["not_seen"]) == 40
+
+
+ROAD = ClassSpec("road", 2, "line", 10, (TagFilter("highway", None),), buffer_m=4.0)
+
+
+def test_gap_simulation_of_roads_labels_the_hidden_ways() -> None:
+    streets = [shapely.LineString([(X0, Y0 + 50 * k), (X0 + 300, Y0 + 50 * k)]) for k in range(8)]
+    unmapped = shapely.LineString([(X0 + 20, Y0 - 40), (X0 + 280, Y0 - 40)])
+    pred = frame([*streets, unmapped], **{"class": ["road"] * 9, "prob_mean": [0.8] * 9, "prob_max": [0.95] * 9})
+    osm = frame(streets, **{"class": ["road"] * 8, "osm_type": ["way"] * 8, "osm_id": list(range(1, 9))})
+    held = tiles_of([*streets, unmapped])
+    sim = simulate_line_missing(pred, osm, ROAD, CompareSpec(gap_share=0.25), held, Z)
+    assert sim.simulated == 8
+    hits = sim.rows[sim.rows["s"] == 1]
+    assert sorted(hits["change"].tolist()) == list(range(8))  # every hidden street comes back as one piece
+    assert (sim.rows["s"] == 0).sum() == 4  # the unmapped street, once per round
+    assert hits["length_m"].min() > 250  # ground metres (about 1.2 % shorter than mercator metres at 9° N)
+    cmp = compare(pred, osm, (ROAD,), CompareSpec())
+    assert len(cmp.layers["missing_in_osm"]) == 1 and cmp.summary["lines"]["road"]["missing_in_osm"] == 1
