@@ -109,13 +109,13 @@ def curve(scores: np.ndarray, found_scores: np.ndarray, simulated: int) -> list[
     return out
 
 
-def choose_min_score(rows: list[dict[str, Any]], target: float) -> float:
-    """The lowest threshold whose estimated precision reaches ``target`` (the highest threshold
-    with candidates when none does; 0.0 for an empty curve)."""
-    ok = [r["min_score"] for r in rows if r["est_precision"] is not None and r["est_precision"] >= target]
+def choose_min_score(rows: list[dict[str, Any]], target: float, min_n: int = MIN_SAMPLES) -> tuple[float, str]:
+    """The lowest threshold whose estimated precision reaches ``target`` on at least ``min_n``
+    held-out candidates, and a note; 0.0 (keep everything) when none does: an estimate on a
+    handful of candidates is no reason to hold the rest back."""
+    ok = [r["min_score"] for r in rows
+          if r["est_precision"] is not None and r["est_precision"] >= target and r["n"] >= min_n]
     if ok:
-        return float(min(ok))
-    left = [r["min_score"] for r in rows if r["n"]]
-    return float(max(left)) if left else 0.0
-
-
+        return float(min(ok)), ""
+    return 0.0, (f"no threshold reaches est. precision {target:g} on at least {min_n} held-out candidates: "
+                 "all candidates kept")

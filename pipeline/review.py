@@ -146,11 +146,12 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
     layer.loc[sel, "_rank"] = evidence(rows) if len(rows) else np.empty(0)
     held = rows["held_out"].to_numpy(dtype=bool) if "held_out" in rows.columns else np.ones(len(rows), dtype=bool)
     rows_curve = curve(scores[held], _found(sim, cal), sim.simulated if sim is not None and cal.fitted else 0)
-    auto = choose_min_score(rows_curve, spec.target_precision) if cal.fitted else 0.0
+    auto, why = choose_min_score(rows_curve, spec.target_precision) if cal.fitted else (0.0, "")
     t = spec.min_score if spec.min_score is not None else auto
     keep = ~sel | (layer["score"].to_numpy(dtype=float) >= t)
     at = next((r for r in rows_curve if r["min_score"] >= t - 1e-9), None)
-    entry = {"calibrated": cal.fitted, "note": cal.note, "min_score": t, "min_score_auto": spec.min_score is None,
+    note = "; ".join(x for x in (cal.note, why if spec.min_score is None else "") if x)
+    entry = {"calibrated": cal.fitted, "note": note, "min_score": t, "min_score_auto": spec.min_score is None,
              "target_precision": spec.target_precision, "n": int(sel.sum()), "kept": int((sel & keep).sum()),
              "held_out": int(held.sum()), "est_precision": at["est_precision"] if at and cal.fitted else None,
              "est_recall": at["est_recall"] if at and cal.fitted else None,

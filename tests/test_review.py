@@ -72,8 +72,10 @@ def test_curve_and_threshold() -> None:
     assert first["est_recall"] == 0.5  # 2 of 4 simulated changes found
     at = next(r for r in rows if r["min_score"] == 0.8)
     assert at["n"] == 3 and at["est_precision"] == pytest.approx(0.9) and at["est_recall"] == 0.25
-    assert choose_min_score(rows, 0.8) == pytest.approx(0.35)  # the lowest threshold above the 0.3 one
-    assert choose_min_score(curve(np.empty(0), np.empty(0), 0), 0.8) == 0.0
+    assert choose_min_score(rows, 0.8, min_n=3)[0] == pytest.approx(0.35)  # the lowest threshold above 0.3
+    t, note = choose_min_score(rows, 0.8, min_n=4)  # 3 candidates reach it: too few to hold the rest back
+    assert t == 0.0 and "all candidates kept" in note
+    assert choose_min_score(curve(np.empty(0), np.empty(0), 0), 0.8)[0] == 0.0
 
 
 def test_groups_hide_every_feature_exactly_once() -> None:
