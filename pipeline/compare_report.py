@@ -108,8 +108,11 @@ def review_lines(calibration: dict[str, Any]) -> list[str]:
         status, name = key.split("/", 1)
         head = f"{status} {name}: score >= {e['min_score']:g} keeps {e['kept']} of {e['n']}"
         if e["calibrated"] and e["est_precision"] is not None:
+            high = next((r for r in e["curve"] if r["min_score"] == 0.8 and r["est_precision"] is not None), None)
+            at_high = (f"; at score >= 0.8: est. precision {high['est_precision']:.2f}, n = {high['n']}"
+                       if high and e["min_score"] != 0.8 else "")
             out.append(f"{head}; est. precision {e['est_precision']:.2f}, est. recall {e['est_recall']:.2f} "
-                       f"(on {e['held_out']} held-out candidates)")
+                       f"(on {e['held_out']} held-out candidates){at_high}" + (f" ({e['note']})" if e["note"] else ""))
         else:
             out.append(f"{head}; {e['note'] or 'not calibrated'}")
     return out
