@@ -61,3 +61,22 @@ def is_own_model(cfg: Any) -> bool:
     """True when the region is predicted with the model trained on it (``model/best.pt``)."""
     own = Path(cfg.data_dir) / "model" / "best.pt"
     return model_path(cfg).resolve() == own.resolve()
+
+
+def cross_fit_model(cfg: Any) -> Path | None:
+    """``model/cross/best.pt`` when the region predicts with its own model and ``[train] cross_fit``
+    is on (it predicts the training tiles); None otherwise."""
+    if not is_own_model(cfg) or not cfg.section("train").cross_fit:
+        return None
+    return Path(cfg.data_dir) / "model" / "cross" / "best.pt"
+
+
+def training_tiles(cfg: Any) -> set[tuple[int, int, int]]:
+    """The (z, x, y) tiles of the train split (``split.csv``; empty without one)."""
+    import csv
+
+    path = Path(cfg.data_dir) / "split.csv"
+    if not path.is_file():
+        return set()
+    with path.open(newline="") as fh:
+        return {(int(r["z"]), int(r["x"]), int(r["y"])) for r in csv.DictReader(fh) if r["split"] == "train"}

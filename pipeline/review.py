@@ -80,14 +80,15 @@ def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tupl
 
 
 def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """The tiles (x, y) of ``tiles`` the region's model never trained on: its validation and
-    test split (``split.csv``), or all of them for a model trained elsewhere."""
+    """The tiles (x, y) of ``tiles`` the model that predicted them never trained on: the
+    validation and test split (``split.csv``); all of them for a model trained elsewhere, or with
+    ``[train] cross_fit`` (the training tiles are predicted by the model trained on the others)."""
     import csv
 
     from pipeline.predict_spec import is_own_model
 
     split = Path(cfg.data_dir) / "split.csv"
-    if not is_own_model(cfg):
+    if not is_own_model(cfg) or cfg.section("train").cross_fit:  # cross_fit: the train tiles too
         return set(tiles)
     if not split.is_file():
         return set()

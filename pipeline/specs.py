@@ -86,6 +86,7 @@ class TrainSpec:
     amp: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    cross_fit: bool = False  # a second model (model/cross/), trained on the val + test tiles, predicts the train tiles
 
 
 def _areas(sec: Section, key: str) -> tuple[Box, ...] | Path | None:
@@ -162,6 +163,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         amp=sec.choice("amp", ("auto", "off"), d.amp),
         channels_last=sec.take("channels_last", bool, d.channels_last),
         compile=sec.take("compile", bool, d.compile),
+        cross_fit=sec.take("cross_fit", bool, d.cross_fit),
     )
     if spec.crop % 32:
         raise ConfigError(f"{path}: train.crop = {spec.crop}: use a multiple of 32 (the models' output stride), or 0")

@@ -19,7 +19,7 @@ from pipeline.config import RegionConfig, load_config
 from pipeline.errors import InputDataError
 from pipeline.model import ModelSpec
 from pipeline.specs import TrainSpec
-from pipeline.split import read_split_csv
+from pipeline.split import TileRow, read_split_csv
 
 
 def model_spec_for(cfg: RegionConfig, spec: TrainSpec, bands: int) -> ModelSpec:
@@ -27,6 +27,29 @@ def model_spec_for(cfg: RegionConfig, spec: TrainSpec, bands: int) -> ModelSpec:
     return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands,
                      classes=len(cfg.classes) + 1 + len(cfg.edge_ids),
                      encoder_weights_path=spec.encoder_weights)
+
+
+#: the two models of a region: ``main`` (model/, trained on the train split) and, with ``[train]
+#: cross_fit``, ``cross`` (model/cross/, trained on the validation and test tiles; it predicts the
+#: training tiles, so every tile is predicted by a model that never saw its labels)
+PARTS = ("main", "cross")
+
+
+def part_dir(data_dir: Path, part: str) -> Path:
+    """The model folder of ``part``."""
+    return Path(data_dir) / "model" if part == "main" else Path(data_dir) / "model" / "cross"
+
+
+def part_rows(rows: list[TileRow], part: str) -> tuple[list[TileRow], list[TileRow]]:
+    """(training, validation) rows of ``part``: the split's own for ``main``; for ``cross`` the
+    validation + test tiles, validated on every fifth training tile (by x, y)."""
+    if part == "main":
+        return [r for r in rows if r.split == "train"], [r for r in rows if r.split == "val"]
+    held = [r for r in rows if r.split in ("val", "test")]
+    if not held:
+        raise InputDataError("[train] cross_fit needs validation or test tiles (split.csv has none); "
+                             "raise [split] val_fraction / test_fraction or set cross_fit = false")
+    return held, sorted((r for r in rows if r.split == "train"), key=lambda r: (r.x, r.y))[::5]
 
 
 def read_split_stats(path: Path) -> dict[str, Any]:
@@ -39,8 +62,9 @@ def read_split_stats(path: Path) -> dict[str, Any]:
 
 
 def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: int = 0, progress: bool = True,
-                 on_step: Any = None, on_epoch: Any = None) -> Any:
-    """Train (or resume) the model of region ``cfg`` into ``data/<region>/model/``; returns the History."""
+                 on_step: Any = None, on_epoch: Any = None, part: str = "main") -> Any:
+    """Train (or resume) the model ``part`` of region ``cfg`` into ``data/<region>/model/`` (or
+    ``model/cross/``, see :data:`PARTS`); returns the History."""
     from pipeline.dataset import TileDataset, build_augment
     from pipeline.instances import target_lut
     from pipeline.train import RunInfo, fit
@@ -52,13 +76,13 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     band_stats = stats["band_stats"]
     augment = build_augment(spec, bands) if spec.augment else None
     lut = target_lut([c.id for c in cfg.classes], cfg.edge_ids)
-    train_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "train"], band_stats, spec.scale, augment,
-                           lut)
-    val_ds = TileDataset(cfg.data_dir, [r for r in rows if r.split == "val"], band_stats, spec.scale, lut=lut)
+    train_rows, val_rows = part_rows(rows, part)
+    train_ds = TileDataset(cfg.data_dir, train_rows, band_stats, spec.scale, augment, lut)
+    val_ds = TileDataset(cfg.data_dir, val_rows, band_stats, spec.scale, lut=lut)
     info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,
                    tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
                    scale=spec.scale, edges=cfg.edge_ids)
-    return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, cfg.data_dir / "model", info,
+    return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, part_dir(cfg.data_dir, part), info,
                device=device, workers=workers, progress=progress, on_step=on_step,
                on_epoch=on_epoch)
 
@@ -75,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="configs/<region>.toml")
     ap.add_argument("--workers", type=int, default=-1, help="DataLoader workers per process (-1: auto)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    ap.add_argument("--part", default="main", choices=PARTS, help="main, or cross ([train] cross_fit)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     device = pick_device(args.device)
     workers = args.workers if args.workers >= 0 else default_workers(device)
-    hist = train_region(cfg, stage_digest(cfg, "train"), device=device, workers=workers)
+    hist = train_region(cfg, stage_digest(cfg, "train"), device=device, workers=workers, part=args.part)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     print(f"best epoch {hist.best_epoch}: validation mIoU {hist.best_miou:.4f}", file=sys.stderr)

@@ -18,7 +18,7 @@ import pandas as pd
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
 from pipeline.io import WRITTEN, read_manifest, read_tile_index
-from pipeline.predict_spec import PredictSpec, is_own_model, model_path
+from pipeline.predict_spec import PredictSpec, cross_fit_model, is_own_model, model_path, training_tiles
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
 from tasks.imagery import ImageryAll
@@ -72,17 +72,24 @@ class Predict(ShardTask):
             everywhere = image_paths(self.data_dir)  # neighbours may lie in other shards
             keys = sorted(k for k in image_paths(self.data_dir, shard))
             edges: list[int] = []
-            if keys:
-                pred = load_predictor(model_path(cfg), pick_device(str(self.device)))
-                bands = read_image(everywhere[keys[0]]).shape[0]
+            cross = cross_fit_model(cfg)
+            trained = training_tiles(cfg) if cross is not None else set()
+            groups = [(model_path(cfg), [k for k in keys if k not in trained]),
+                      *([(cross, [k for k in keys if k in trained])] if cross is not None else [])]
+            for path, group in groups:
+                if not group:
+                    continue
+                pred = load_predictor(path, pick_device(str(self.device)))
+                bands = read_image(everywhere[group[0]]).shape[0]
                 check_compatible(pred, [(c.name, c.id) for c in cfg.classes], bands, str(cfg.path))
-                results = predict_tiles(pred, TileReader(everywhere), keys, context_px=spec.context_px,
+                results = predict_tiles(pred, TileReader(everywhere), group, context_px=spec.context_px,
                                         batch_size=spec.batch_size, tta=spec.tta,
                                         progress=lambda done, total: self.progress(done, total, f"predict {shard}"))
                 pngs = prediction_pngs(results, spec.png_level, edges=pred.edges)
                 out.write_many(((Tile(*k), data) for k, data in pngs), "png")
                 edges = list(pred.edges)
-            out.commit({"model": str(model_path(cfg)), "classes": _class_table(self), "edges": edges})
+            cross_info = {"cross_model": str(cross), "cross_tiles": len(groups[1][1])} if cross is not None else {}
+            out.commit({"model": str(model_path(cfg)), "classes": _class_table(self), "edges": edges, **cross_info})
 
 
 def _class_table(task: RegionTask) -> list[dict[str, Any]]:

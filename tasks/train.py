@@ -40,61 +40,77 @@ class TrainModel(RegionTask):
 
     def owned_files(self) -> list[Path]:
         """The model folder's outputs (a rerun deletes what killed writes of them left)."""
-        model = self.data_dir / "model"
-        return [*super().owned_files(), *(model / n for n in ("last.pt", "best.pt", "metrics.csv", "training.png"))]
+        names = ("last.pt", "best.pt", "metrics.csv", "training.png")
+        return [*super().owned_files(), *(self._dir(part) / n for part in self._parts() for n in names)]
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi's class attribute
     progress_unit = "epoch"
 
     def requires(self) -> Any:
         return SplitDataset(config=self.config)
 
+    def _parts(self) -> tuple[str, ...]:
+        """``main``, and ``cross`` with ``[train] cross_fit`` (pipeline.train_run.PARTS)."""
+        return ("main", "cross") if self.cfg.section("train").cross_fit else ("main",)
+
+    def _dir(self, part: str) -> Path:
+        from pipeline.train_run import part_dir
+
+        return part_dir(self.data_dir, part)
+
     def run(self) -> None:
         settings = train_run()
         self.progress(0, 1, "training")
-        if settings.processes > 1:
-            self._torchrun(settings)
         from pipeline.stages import stage_digest
         from pipeline.train import pick_device
         from pipeline.train_run import default_workers, train_region
 
-        self._repair()
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
         epochs = self.cfg.section("train").epochs
-        hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers,
-                            on_epoch=lambda row: self._epoch_done(row, epochs))
-        model_dir = self.data_dir / "model"
-        files: dict[str, dict[str, Any]] = {n: {} for n in MODEL_FILES}
-        self.output().write({"root": str(model_dir), "files": files, "device": str(device),
-                             "processes": settings.processes, "best_epoch": hist.best_epoch,
-                             "best_miou": hist.best_miou, "epochs": len(hist.rows),
-                             "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}})
+        files: dict[str, dict[str, Any]] = {}
+        body: dict[str, Any] = {}
+        for part in self._parts():
+            if settings.processes > 1:
+                self._torchrun(settings, part)
+            self._repair(part)
+            hist = train_region(self.cfg, stage_digest(self.cfg, "train"), device=device, workers=workers,
+                                on_epoch=lambda row, p=part: self._epoch_done(row, epochs, p), part=part)
+            prefix = "" if part == "main" else f"{self._dir(part).name}/"
+            files |= {prefix + n: {} for n in MODEL_FILES}
+            summary = {"best_epoch": hist.best_epoch, "best_miou": hist.best_miou, "epochs": len(hist.rows),
+                       "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}}
+            body |= summary if part == "main" else {part: summary}
+        self.output().write({"root": str(self.data_dir / "model"), "files": files, "device": str(device),
+                             "processes": settings.processes, **body})
 
-    def _repair(self) -> None:
-        """Mend the model folder from last.pt (or delete it to retrain) before training resumes."""
+    def _repair(self, part: str = "main") -> None:
+        """Mend a model folder from last.pt (or delete it to retrain) before training resumes."""
         from pipeline.model_repair import repair_model_dir
 
         recorded: dict[str, Any] = {}
         with contextlib.suppress(ManifestError):
             if manifest_is_current(self.manifest_path(), self.digest(), check_files=False):
                 recorded = read_manifest(self.manifest_path()).get("files", {})
-        done = repair_model_dir(self.data_dir / "model", self.digest(), recorded)
+        if part != "main":
+            prefix = f"{self._dir(part).name}/"
+            recorded = {k[len(prefix):]: v for k, v in recorded.items() if k.startswith(prefix)}
+        done = repair_model_dir(self._dir(part), self.digest(), recorded)
         if done.action == "rebuilt":
-            self.notice(f"{self.data_dir / 'model'}: rebuilt {', '.join(done.files)} from last.pt")
+            self.notice(f"{self._dir(part)}: rebuilt {', '.join(done.files)} from last.pt")
         elif done.action == "retrain":
-            self.notice(f"{self.data_dir / 'model'}: {done.why}; training again from the start")
+            self.notice(f"{self._dir(part)}: {done.why}; training again from the start")
 
     #: seconds between two looks at ``metrics.csv`` while torchrun trains
     poll_s: ClassVar[float] = 5.0
 
-    def _torchrun(self, settings: train_run) -> None:
-        """Train in ``settings.processes`` processes on this node (torchrun, standalone); the
-        epochs finished so far (rows of ``model/metrics.csv``) go to the scheduler meanwhile."""
+    def _torchrun(self, settings: train_run, part: str = "main") -> None:
+        """Train model ``part`` in ``settings.processes`` processes on this node (torchrun,
+        standalone); the epochs finished so far (rows of its ``metrics.csv``) go to the scheduler."""
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={settings.processes}", "-m", "pipeline.train_run", "--config", str(self.config),
-               "--workers", str(settings.workers), "--device", str(settings.device)]
+               "--workers", str(settings.workers), "--device", str(settings.device), "--part", part]
         epochs = self.cfg.section("train").epochs
-        metrics = self.data_dir / "model" / "metrics.csv"
+        metrics = self._dir(part) / "metrics.csv"
         proc = subprocess.Popen(cmd)
         try:
             while proc.poll() is None:
@@ -108,9 +124,9 @@ class TrainModel(RegionTask):
         if proc.returncode:
             raise subprocess.CalledProcessError(proc.returncode, cmd)
 
-    def _epoch_done(self, row: Any, epochs: int) -> None:
+    def _epoch_done(self, row: Any, epochs: int, part: str = "main") -> None:
         """After each epoch: a log line (readable without a terminal) and the scheduler's progress."""
-        note = _epoch_note(row)
+        note = _epoch_note(row) if part == "main" else f"cross-fit model: {_epoch_note(row)}"
         log.info("%s %d/%d (%.1f s, %.1f images/s)", note, row["epoch"], epochs, row["seconds"], row["images_per_s"])
         self.progress(int(row["epoch"]), epochs, note)
 

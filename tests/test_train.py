@@ -212,7 +212,42 @@ def test_luigi_train_with_torchrun(tmp_path, town_pbf, monkeypatch):
     assert len(hist) == 2 and read_manifest(tmp_path / "data" / "_manifests" / "train.json")["epochs"] == 2
 
 
-def _town_config(tmp_path: Path, town_pbf: Path, epochs: int, batch_size: int) -> Path:
+def test_cross_fit_predicts_the_training_tiles_with_a_model_that_never_saw_them(tmp_path, town_pbf, monkeypatch):
+    """``[train] cross_fit``: a second model (model/cross/) trains on the validation tiles and
+    predicts the training tiles; every tile then counts as held out for the review queue."""
+    import csv
+
+    import luigi
+
+    from pipeline.config import load_config
+    from pipeline.io import read_manifest
+    from pipeline.review import held_out_tiles
+    from pipeline.split import read_split_csv
+    from pipeline.train_run import part_rows
+    from tasks.predict import PredictAll
+
+    cfg = _town_config(tmp_path, town_pbf, epochs=1, batch_size=4, more="cross_fit = true\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    res = luigi.build([PredictAll(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    assert res.status.name == "SUCCESS", res.summary_text
+    data = tmp_path / "data"
+    m = read_manifest(data / "_manifests" / "train.json")
+    assert {"cross/best.pt", "cross/last.pt", "best.pt"} <= set(m["files"]) and m["cross"]["epochs"] == 1
+    _, meta = load_checkpoint(data / "model" / "cross" / "best.pt")
+    assert meta["tile_size"] == 64
+    rows = read_split_csv(data / "split.csv")
+    trained, validated = part_rows(rows, "cross")
+    assert {r.split for r in trained} == {"val"} and {r.split for r in validated} == {"train"}
+    with open(data / "split.csv", newline="") as fh:
+        train_tiles = {(int(r["x"]), int(r["y"])) for r in csv.DictReader(fh) if r["split"] == "train"}
+    shards = [read_manifest(p) for p in sorted((data / "predictions" / "_shards").glob("*.json"))]
+    assert sum(s.get("cross_tiles", 0) for s in shards) == len(train_tiles) > 0
+    region = load_config(cfg)
+    tiles = {(int(r.x), int(r.y)) for r in rows}
+    assert held_out_tiles(region, tiles) == tiles  # every tile predicted by a model that never trained on it
+
+
+def _town_config(tmp_path: Path, town_pbf: Path, epochs: int, batch_size: int, more: str = "") -> Path:
     """The test town's config with a raster orthophoto, a val split and a tiny [train] section."""
     from tests.tileserver import write_test_geotiff
     from tests.town import write_town_config
@@ -233,7 +268,7 @@ def _town_config(tmp_path: Path, town_pbf: Path, epochs: int, batch_size: int) -
         epochs = {epochs}
         batch_size = {batch_size}
         scale = 0.25
-        """))
+        """) + more)
 
 
 def _town_origin() -> tuple[float, float]:
