@@ -7,9 +7,9 @@ OSM feature hidden on purpose (``missing_in_osm``) or an OSM outline moved onto 
 the simulation cannot label and model errors. Scikit-learn's isotonic regression on the
 candidates' evidence (one number per candidate, see :mod:`pipeline.candidates`) fits
 ``g(x) = P(s = 1 | x)`` (monotone: more evidence never scores lower); under the usual
-assumption that the hidden features are a random sample of the real changes (Elkan & Noto
-2008), ``c = P(s = 1 | real)`` is the mean of the cross-validated ``g`` over the labelled
-candidates, and the probability that one of the region's own candidates is real is::
+assumption that the hidden features are a random sample of the real changes (Elkan & Noto 2008), with ``c = P(s = 1 |
+real) = n_labelled / (n_labelled + alpha n_own)`` and ``alpha`` the share of real changes among
+the region's own candidates (:func:`real_share`), the probability that one of them is real is::
 
     score(x) = g(x) (1 - c) / (c (1 - g(x)))        (clipped to [0, 1])
 
@@ -75,9 +75,27 @@ def fit(x: np.ndarray, s: np.ndarray, seed: int = 0) -> Calibration:
     folds = StratifiedKFold(min(5, n1, n0), shuffle=True, random_state=seed)
     g_cv = np.clip(cross_val_predict(model, x, s, cv=folds.split(x, s)), 0.0, 1.0)
     model.fit(x, s)
-    c = float(np.clip(g_cv[s == 1].mean(), 0.02, 1.0))
+    alpha = real_share(x[s == 1], x[s == 0])
+    c = float(np.clip(n1 / (n1 + alpha * n0), 0.02, 1.0))
     return Calibration(True, c=c, model=model, labelled=n1, unlabelled=n0,
                        reliability=reliability(g_cv, s), sim_scores=pu_score(g_cv, c))
+
+
+def real_share(labelled: np.ndarray, own: np.ndarray, floor: float = 0.2) -> float:
+    """The share of the region's own candidates that are real (the mixture proportion), from
+    their evidence against the labelled candidates': the smallest ratio, over thresholds with at
+    least ``floor`` of the labelled (and ``MIN_SAMPLES``) above them, of the share of own
+    candidates above to the share of labelled above ("best bin estimation", Garg et al. 2021:
+    real candidates are at least that rare among the own ones). The floor keeps a threshold with
+    a handful of labelled candidates from deciding: measured on the demo and on nairobi (10 %
+    of the buildings hidden), it turns estimates of 0.81 / 0.49 (Elkan & Noto's mean-of-g, which
+    assumes real and false candidates do not overlap) into 0.74 / 0.18, against 0.77 / 0.13
+    measured on the held-out tiles."""
+    if len(own) == 0 or len(labelled) == 0:
+        return 0.0
+    ratios = [float((own >= t).mean() / share) for t in np.unique(labelled)
+              if (share := float((labelled >= t).mean())) >= floor and (labelled >= t).sum() >= MIN_SAMPLES]
+    return float(min(1.0, *ratios)) if ratios else 1.0
 
 
 def reliability(p: np.ndarray, s: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
