@@ -37,7 +37,7 @@ Keys (all optional)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,9 @@ class TrainSpec:
     amp: str = "auto"
     channels_last: bool = True
     compile: bool = False
-    cross_fit: bool = False  # a second model (model/cross/), trained on the val + test tiles, predicts the train tiles
+    # a second model (model/cross/), trained on the val + test tiles, predicts the train tiles; not part
+    # of the main model's identity (its digest): the predict stage's digest names it instead
+    cross_fit: bool = field(default=False, metadata={"operational": True})
 
 
 def _areas(sec: Section, key: str) -> tuple[Box, ...] | Path | None:

@@ -104,7 +104,8 @@ def _model_path(cfg: RegionConfig) -> list[Path]:
 
 register(Stage("split", ("split",), ("masks", "imagery")))
 register(Stage("train", ("train", "classes"), ("split",)))
-register(Stage("predict", ("predict", "classes", "region.tile_size"), ("imagery", "train"), inputs=_model_path,
+register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
+               inputs=_model_path,
                sample_inputs=False))
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split")))
 register(Stage("export", ("predict.model",), ("evaluate",)))

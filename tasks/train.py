@@ -48,6 +48,17 @@ class TrainModel(RegionTask):
     def requires(self) -> Any:
         return SplitDataset(config=self.config)
 
+    def output_whole(self) -> bool:
+        """Done, and with ``[train] cross_fit`` the cross-fit model is there too (``cross_fit`` is no
+        part of the main model's digest: turning it on trains only the second model)."""
+        if not super().output_whole():
+            return False
+        if not self.cfg.section("train").cross_fit:
+            return True
+        with contextlib.suppress(ManifestError):
+            return "cross/best.pt" in read_manifest(self.manifest_path()).get("files", {})
+        return False
+
     def _parts(self) -> tuple[str, ...]:
         """``main``, and ``cross`` with ``[train] cross_fit`` (pipeline.train_run.PARTS)."""
         return ("main", "cross") if self.cfg.section("train").cross_fit else ("main",)

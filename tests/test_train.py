@@ -225,12 +225,20 @@ def test_cross_fit_predicts_the_training_tiles_with_a_model_that_never_saw_them(
     from pipeline.split import read_split_csv
     from pipeline.train_run import part_rows
     from tasks.predict import PredictAll
+    from tasks.train import TrainModel
 
-    cfg = _town_config(tmp_path, town_pbf, epochs=1, batch_size=4, more="cross_fit = true\n")
+    cfg = _town_config(tmp_path, town_pbf, epochs=1, batch_size=4)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    res = luigi.build([PredictAll(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    res = luigi.build([TrainModel(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
     assert res.status.name == "SUCCESS", res.summary_text
     data = tmp_path / "data"
+    main = (data / "model" / "best.pt").read_bytes()
+    # turned on later: only the second model trains (cross_fit is no part of the main model's digest)
+    cfg.write_text(cfg.read_text() + "cross_fit = true\n")
+    assert not TrainModel(config=str(cfg)).complete()
+    res = luigi.build([PredictAll(config=str(cfg))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    assert res.status.name == "SUCCESS", res.summary_text
+    assert (data / "model" / "best.pt").read_bytes() == main
     m = read_manifest(data / "_manifests" / "train.json")
     assert {"cross/best.pt", "cross/last.pt", "best.pt"} <= set(m["files"]) and m["cross"]["epochs"] == 1
     _, meta = load_checkpoint(data / "model" / "cross" / "best.pt")
