@@ -46,11 +46,20 @@ def with_evidence(rows: pd.DataFrame, geoms_4326: np.ndarray, name: str, evidenc
 def missing_evidence(df: pd.DataFrame) -> np.ndarray:
     """Evidence that a ``missing_in_osm`` area candidate is real, in [0, 1]: the model's mean
     probability inside the part (its source polygon's without prediction tiles) times its
-    rectangularity (buildings are rectilinear; ponds, tree crowns and slivers are not).
-    Measured on the demo: ranks its 74 candidates with ROC AUC 0.94, the top 20 all right."""
+    rectangularity (buildings are rectilinear; ponds, tree crowns are not) times a size ramp
+    (0 at 15 m², 1 from 60 m², on a log scale: cars, slivers along misaligned outlines and sheds
+    the model half-sees are small). Average precision against the truth (demo) and against 10 %
+    hidden buildings (nairobi, kampala): 0.969 / 0.569 / 0.551, against 0.933 / 0.193 / 0.420
+    without the size ramp (the top nairobi candidates were white cars)."""
     prob = _col(df, "prob_mean", 0.5)
     inside = _col(df, "prob_inside", np.nan)
-    return np.where(np.isnan(inside), prob, inside) * _col(df, "rectangularity", 1.0)
+    return (np.where(np.isnan(inside), prob, inside) * _col(df, "rectangularity", 1.0)
+            * _ramp(_col(df, "area_m2", 0.0), 15.0, 60.0))
+
+
+def _ramp(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 at ``lo``, 1 from ``hi``, linear in log(v) between (v > 0)."""
+    return np.clip((np.log(np.maximum(v, 1e-3)) - np.log(lo)) / (np.log(hi) - np.log(lo)), 0.0, 1.0)
 
 
 def unseen_evidence(df: pd.DataFrame) -> np.ndarray:
@@ -59,15 +68,13 @@ def unseen_evidence(df: pd.DataFrame) -> np.ndarray:
     ramp (0 at 10 m², 1 from 40 m²: the smaller, the likelier the model missed it)."""
     inside = _col(df, "prob_inside", np.nan)
     absent = 1.0 - np.where(np.isnan(inside), _col(df, "coverage", 0.0), inside)
-    la = np.log(np.maximum(_col(df, "area_m2", 0.0), 1e-3))
-    return absent * np.clip((la - np.log(10.0)) / (np.log(40.0) - np.log(10.0)), 0.0, 1.0)
+    return absent * _ramp(_col(df, "area_m2", 0.0), 10.0, 40.0)
 
 
 def line_evidence(df: pd.DataFrame) -> np.ndarray:
     """Evidence that a line candidate is real, in [0, 1]: the mean probability of the
     centreline it was cut from times a length ramp (0 at 10 m, 1 from 50 m)."""
-    ll = np.log(np.maximum(_col(df, "length_m", 0.0), 1e-3))
-    return _col(df, "prob_mean", 0.5) * np.clip((ll - np.log(10.0)) / (np.log(50.0) - np.log(10.0)), 0.0, 1.0)
+    return _col(df, "prob_mean", 0.5) * _ramp(_col(df, "length_m", 0.0), 10.0, 50.0)
 
 
 def _col(df: pd.DataFrame, name: str, default: float) -> np.ndarray:
