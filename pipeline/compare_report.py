@@ -112,7 +112,8 @@ def review_lines(calibration: dict[str, Any]) -> list[str]:
             at_high = (f"; at score >= 0.8: est. precision {high['est_precision']:.2f}, n = {high['n']}"
                        if high and e["min_score"] != 0.8 else "")
             out.append(f"{head}; est. precision {e['est_precision']:.2f}, est. recall {e['est_recall']:.2f} "
-                       f"(on {e['held_out']} held-out candidates){at_high}" + (f" ({e['note']})" if e["note"] else ""))
+                       f"(on {e.get('held_out_kept', e['held_out'])} held-out candidates){at_high}"
+                       + (f" ({e['note']})" if e["note"] else ""))
         else:
             out.append(f"{head}; {e['note'] or 'not calibrated'}")
     return out

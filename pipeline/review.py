@@ -154,7 +154,8 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
     note = "; ".join(x for x in (cal.note, why if spec.min_score is None else "") if x)
     entry = {"calibrated": cal.fitted, "note": note, "min_score": t, "min_score_auto": spec.min_score is None,
              "target_precision": spec.target_precision, "n": int(sel.sum()), "kept": int((sel & keep).sum()),
-             "held_out": int(held.sum()), "est_precision": at["est_precision"] if at and cal.fitted else None,
+             "held_out": int(held.sum()), "held_out_kept": at["n"] if at else int(held.sum()),
+             "est_precision": at["est_precision"] if at and cal.fitted else None,
              "est_recall": at["est_recall"] if at and cal.fitted else None,
              "simulated": sim.simulated if sim is not None else 0, "labelled": cal.labelled,
              "unlabelled": cal.unlabelled, "c": None if np.isnan(cal.c) else round(cal.c, 4),
