@@ -196,3 +196,25 @@ def test_config_section(tmp_path: Path) -> None:
     assert regularized_classes(parse_vectorize(p, {"regularize": []}), classes) == ()
     assert regularized_classes(parse_vectorize(p, {"regularize": ["water"]}), classes) == ("water",)
     assert not is_building_class(ClassSpec("building", 6, "line", 1, (TagFilter("building", None),)))
+
+
+def test_merge_union_falls_back_to_snap_rounding_when_geos_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TopologyException on real pieces (nepal) is no crash: valid pieces, unioned on a fine grid."""
+    import shapely.errors
+
+    from pipeline import merge
+
+    a = np.array([shapely.box(0, 0, 2, 2)], dtype=object)
+    b = np.array([shapely.box(2, 0, 4, 2)], dtype=object)
+    real = shapely.union
+    calls: list[int] = []
+
+    def flaky(x: object, y: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise shapely.errors.GEOSException("TopologyException: unable to assign free hole to a shell")
+        return real(x, y, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shapely, "union", flaky)
+    out = merge._union(a, b)
+    assert len(calls) == 2 and shapely.area(out[0]) == pytest.approx(8.0) and shapely.is_valid(out[0])
