@@ -213,7 +213,7 @@ def test_merge_union_falls_back_to_snap_rounding_when_geos_fails(monkeypatch: py
         calls.append(1)
         if len(calls) == 1:
             raise shapely.errors.GEOSException("TopologyException: unable to assign free hole to a shell")
-        return real(x, y, **kw)  # type: ignore[arg-type]
+        return real(x, y, **kw)
 
     monkeypatch.setattr(shapely, "union", flaky)
     out = merge._union(a, b)
