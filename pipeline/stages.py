@@ -102,24 +102,38 @@ def _model_path(cfg: RegionConfig) -> list[Path]:
     return [model_path(cfg)]
 
 
+def _own_model(cfg: RegionConfig) -> bool:
+    from pipeline.predict_spec import is_own_model
+
+    return is_own_model(cfg)
+
+
 register(Stage("split", ("split",), ("masks", "imagery")))
 register(Stage("train", ("train", "classes"), ("split",)))
+# a region predicted with a model trained elsewhere ([predict] model) trains nothing itself
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
-               inputs=_model_path,
-               sample_inputs=False))
-register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split")))
+               inputs=_model_path, sample_inputs=False,
+               upstream_for=lambda cfg: ("imagery", "train") if _own_model(cfg) else ("imagery",)))
+register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"),
+               upstream_for=lambda cfg: ("predict", "masks", "split") if _own_model(cfg) else ("predict", "masks")))
 register(Stage("export", ("predict.model",), ("evaluate",)))
 
 
 def _vectorize_source(cfg: RegionConfig) -> tuple[str, ...]:
-    return ("masks",) if cfg.section("vectorize").source == "masks" else ("predict",)
+    return ("cover", "masks") if cfg.section("vectorize").source == "masks" else ("cover", "predict")
 
 
-# vectorize reads masks or predictions ([vectorize] source): a retrain does not redo vectorised masks
-register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("masks", "predict"),
+def _run_inputs(cfg: RegionConfig) -> tuple[str, ...]:
+    return ("compare", "evaluate") if cfg.section("vectorize").source == "predictions" else ("compare",)
+
+
+# vectorize reads the shards of tiles.csv and masks or predictions ([vectorize] source): a retrain
+# does not redo vectorised masks. Every stage's upstream here is what its Luigi task requires
+# (tests/test_stages.py checks the two graphs agree for every shipped config).
+register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("cover", "masks", "predict"),
                upstream_for=_vectorize_source))
 register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
-register(Stage("run", (), ("compare",)))  # run.json
+register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",)))  # report.html
 
 #: Old string tables (stage -> config keys, stage -> upstream stages), kept for code that reads

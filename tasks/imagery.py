@@ -145,7 +145,7 @@ class ImageryAll(AllShardsTask):
     product = "images"
 
     def requires(self) -> Any:
-        return CoverTiles(config=self.config)
+        return [CoverTiles(config=self.config), *_sample_region(self)]
 
     def shard_task(self, shard: str) -> ShardTask:
         _imagery(self)

@@ -156,3 +156,37 @@ def test_vectorize_follows_only_its_source(tmp_path: Path) -> None:
     assert digests("predictions", 3)[0] != digests("predictions", 4)[0]
     assert digests("predictions", 3)[1] != digests("predictions", 4)[1]
     assert digests("masks", 3)[0] != digests("predictions", 3)[0]
+
+
+def _luigi_edges(task: Any, edges: dict[str, set[str]], seen: set[str]) -> None:
+    """Stage -> stages its Luigi task requires (tasks of one stage, e.g. shards, folded together;
+    tasks of no stage, such as the OSM download, left out)."""
+    import luigi
+
+    from tasks.base import RegionTask
+
+    if task.task_id in seen:
+        return
+    seen.add(task.task_id)
+    for dep in luigi.task.flatten(task.requires()):
+        if isinstance(task, RegionTask) and isinstance(dep, RegionTask) and dep.stage and dep.stage != task.stage:
+            edges.setdefault(task.stage, set()).add(dep.stage)
+        _luigi_edges(dep, edges, seen)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.toml")
+                                          if p.name != "luigi.toml"))
+def test_luigi_graph_and_digest_graph_agree(config: str) -> None:
+    """What a stage's task requires is what its digest chains to, for every shipped config (a
+    stage that does not apply, such as the sample region of a real one, has the digest "none")."""
+    from pipeline.stages import get_stage
+    from tasks.pipeline import RegionPipeline
+
+    path = Path(__file__).parent.parent / "configs" / config
+    cfg = load_config(path)
+    edges: dict[str, set[str]] = {}
+    _luigi_edges(RegionPipeline(config=str(path)), edges, set())
+    assert "masks" in edges and ("compare" in edges) == (cfg.imagery is not None), sorted(edges)
+    for stage, required in edges.items():
+        chained = {s for s in get_stage(stage).upstream_of(cfg) if stage_digest(cfg, s) != "none"}
+        assert required == chained, (config, stage, sorted(required), sorted(chained))
