@@ -10,6 +10,7 @@ A task scheduled only for such an upstream repair finds its own output whole and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -51,12 +52,17 @@ def _locked(run: Any) -> Any:
 
     @functools.wraps(run)
     def locked_run(self: RegionTask) -> Any:
-        with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
-            self.__dict__["skipped"] = self.output_whole()
-            if self.__dict__["skipped"]:
-                return None
-            clean_stale_temps(*self.owned_files())
-            return run(self)
+        try:
+            with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
+                self.__dict__["skipped"] = self.output_whole()
+                if self.__dict__["skipped"]:
+                    return None
+                clean_stale_temps(*self.owned_files())
+                return run(self)
+        finally:
+            if self.lock_path().parent.name == "_tmp":  # a shard's lock folder goes when empty
+                with contextlib.suppress(OSError):
+                    self.lock_path().parent.rmdir()
 
     return locked_run
 
@@ -243,6 +249,11 @@ class ShardTask(RegionTask):
 
     def complete(self) -> bool:
         return self.output_whole()
+
+    def lock_path(self) -> Path:
+        """The shard's own lock (``<product>/_tmp/<shard>.lock``, the one its tile writer holds):
+        shards of one product run side by side, one shard never twice at once."""
+        return self.product_dir() / "_tmp" / f"{self.shard}.lock"
 
     def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
         """The shard's tile writer (:class:`pipeline.io.ShardWriter`; use it as a context manager)."""

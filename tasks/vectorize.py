@@ -49,6 +49,7 @@ class Vectorize(ShardTask):
 
     stage = "vectorize"
     product = "vectors"
+    locked_run = True  # no tile writer here: the run itself holds the shard's lock
 
     @property
     def spec(self) -> VectorizeSpec:

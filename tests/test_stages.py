@@ -190,3 +190,30 @@ def test_luigi_graph_and_digest_graph_agree(config: str) -> None:
     for stage, required in edges.items():
         chained = {s for s in get_stage(stage).upstream_of(cfg) if stage_digest(cfg, s) != "none"}
         assert required == chained, (config, stage, sorted(required), sorted(chained))
+
+
+def test_every_shard_task_is_locked() -> None:
+    """A shard task either runs under its shard's lock or writes through the ShardWriter, which
+    takes the same lock (``<product>/_tmp/<shard>.lock``)."""
+    import inspect
+
+    import tasks.__main__
+    from tasks.base import ShardTask
+
+    tasks.__main__.register_tasks()
+    shard_tasks: set[type] = set()
+    todo = list(ShardTask.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        shard_tasks.add(cls)
+        todo += cls.__subclasses__()
+    assert len(shard_tasks) >= 4
+    for cls in shard_tasks:
+        own_run = cls.__dict__.get("run")
+        if own_run is None:
+            continue
+        locked = cls.locked_run or ".writer(" in inspect.getsource(inspect.unwrap(own_run))
+        assert locked, f"{cls.__name__} runs its shards unlocked"
+        if cls.locked_run:
+            task = cls(config="configs/demo.toml", shard="0")
+            assert task.lock_path() == task.product_dir() / "_tmp" / "0.lock"
