@@ -192,19 +192,6 @@ class Predictor:
         return int(getattr(enc, "output_stride", 32) or 32) if enc is not None else 32
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU; or an explicit torch device name. Call inside run()."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ModelError(f"device {name!r} is not a torch device; use auto, cpu or cuda") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {name!r} asked for, but torch sees no CUDA GPU; use device=auto or cpu")
-    return dev
-
-
 def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Predictor:
     """Load a checkpoint (:func:`pipeline.model.load_checkpoint`) onto ``device``."""
     from pipeline.model import load_checkpoint

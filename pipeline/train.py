@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from pipeline.dataset import EpochSampler, TileDataset, collate, sample_weights
+from pipeline.device import pick_device
 from pipeline.errors import ModelError, TrainingError
 from pipeline.metrics import IGNORE, confusion, scores
 from pipeline.model import ModelSpec, build_model, make_meta, read_checkpoint, save_checkpoint, unwrap
@@ -112,17 +113,6 @@ def dist_setup(device: torch.device) -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: this process's CUDA device (``LOCAL_RANK``) when there is one, else CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 def rng_state() -> dict[str, Any]:

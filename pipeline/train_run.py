@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.train_run --config configs/<region>.toml`` (one process per GPU under torchrun)."""
     import torch
 
+    from pipeline.device import pick_device
     from pipeline.stages import stage_digest
-    from pipeline.train import pick_device
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.train_run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

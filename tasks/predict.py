@@ -54,11 +54,11 @@ class Predict(ShardTask):
 
     def run(self) -> None:
 
+        from pipeline.device import pick_device
         from pipeline.predict import (
             TileReader,
             check_compatible,
             load_predictor,
-            pick_device,
             predict_tiles,
             prediction_pngs,
             read_image,

@@ -71,8 +71,8 @@ class TrainModel(RegionTask):
     def run(self) -> None:
         settings = train_run()
         self.progress(0, 1, "training")
+        from pipeline.device import pick_device
         from pipeline.stages import stage_digest
-        from pipeline.train import pick_device
         from pipeline.train_run import default_workers, train_region
 
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()

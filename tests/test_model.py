@@ -74,3 +74,22 @@ def test_import_without_geospatial_stack():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('rasterio', 'geopandas', 'luigi', 'shapely')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False, capture_output=True).returncode == 0
+
+
+def test_one_device_choice_for_training_and_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pipeline.device import pick_device
+    from pipeline.errors import ModelError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu") and pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelError, match="not a torch device"):
+        pick_device("gpu0")
+    with pytest.raises(ModelError, match="sees no CUDA GPU"):
+        pick_device("cuda:1")
+    picked: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # under torchrun: this process's GPU
+    assert pick_device() == torch.device("cuda", 3) and picked == [3]
