@@ -136,23 +136,10 @@ register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",)))  # report.html
 
-#: Old string tables (stage -> config keys, stage -> upstream stages), kept for code that reads
-#: them; a stage added here only (not registered) still gets a digest, with version 1.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {s.name: s.sections for s in STAGES.values()}
-STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {s.name: s.upstream for s in STAGES.values()}
-
-
-#: old stage names
-_ALIASES = {"sample": "synthetic"}
-
-
 def get_stage(name: str) -> Stage:
-    """The registered stage ``name`` (or one made from the old tables); KeyError if unknown."""
-    name = _ALIASES.get(name, name)
+    """The registered stage ``name``; KeyError if unknown."""
     if name in STAGES:
         return STAGES[name]
-    if name in STAGE_KEYS:
-        return Stage(name, STAGE_KEYS[name], STAGE_UPSTREAM.get(name, ()))
     raise KeyError(f"unknown stage {name!r}; register it with pipeline.stages.register(Stage(...))")
 
 
@@ -215,7 +202,6 @@ def stage_config(cfg: RegionConfig, stage: str) -> dict[str, Any]:
 
 def stage_digest(cfg: RegionConfig, stage: str) -> str:
     """Chained digest (16 hex chars) of ``stage`` for config ``cfg``."""
-    stage = _ALIASES.get(stage, stage)
     if stage == "synthetic" and cfg.synthetic is None:
         return "none"
     s = get_stage(stage)

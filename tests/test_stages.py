@@ -12,8 +12,6 @@ import pytest
 import pipeline.config
 from pipeline.config import SECTION_PARSERS, Section, load_config
 from pipeline.stages import (
-    STAGE_KEYS,
-    STAGE_UPSTREAM,
     STAGES,
     Stage,
     config_value,
@@ -86,7 +84,6 @@ def test_changed_default_of_a_builtin_section(tmp_path: Path, monkeypatch: pytes
     assert changed.synthetic.seed == 43
     assert stage_digest(changed, "synthetic") != before
     assert stage_digest(changed, "masks") != stage_digest(cfg, "masks")  # downstream follows
-    assert stage_digest(changed, "sample") == stage_digest(changed, "synthetic")  # the stage's old name
 
 
 def test_written_default_of_masks_changes_nothing(tmp_path: Path) -> None:
@@ -123,15 +120,11 @@ def test_version_inputs_and_upstream_enter_the_digest(tmp_path: Path, monkeypatc
     assert stage_digest(cfg, "extract") != before["extract"]
 
 
-def test_register_is_one_line_and_old_tables_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(tmp_path, BASE)
     monkeypatch.setitem(STAGES, "later", STAGES["masks"])
     register(Stage("later", ("region.tile_size", "classes"), ("masks",)))
     assert STAGES["later"].version == 1 and len(stage_digest(cfg, "later")) == 16
-    # a branch that only adds to the old string tables still gets a digest
-    monkeypatch.setitem(STAGE_KEYS, "legacy", ("masks", "classes"))
-    monkeypatch.setitem(STAGE_UPSTREAM, "legacy", ("masks",))
-    assert len(stage_digest(cfg, "legacy")) == 16
     with pytest.raises(KeyError, match="register"):
         stage_digest(cfg, "nope")
 
