@@ -54,7 +54,7 @@ def _masks(features: Path, tiles_csv: Path, out: Path | None) -> int:
     for shard in sorted(df.shard.unique()):
         feats = read_features(features, bbox=shard_read_bbox(shard, cfg.classes))
         burn = prepare_burn(feats, cfg.classes)
-        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
+        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.masks.ignore_ring_px)
         if out is None:
             n += sum(1 for _ in pngs)
         else:

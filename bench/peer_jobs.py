@@ -112,7 +112,7 @@ def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     for shard in sorted(df.shard.unique()):
         feats = read_features(features, bbox=shard_read_bbox(shard, cfg.classes))
         burn = prepare_burn(feats, cfg.classes)
-        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.ignore_ring_px)
+        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.masks.ignore_ring_px)
         write_tile_files(root, pngs, "png", root / "_tmp" / shard)
 
 

@@ -162,11 +162,6 @@ class RegionConfig:
         return _section_parser(name)(self.path, {})
 
     @property
-    def ignore_ring_px(self) -> int:
-        """``[masks] ignore_ring_px`` (kept for older callers; read ``cfg.masks``)."""
-        return self.masks.ignore_ring_px
-
-    @property
     def edge_ids(self) -> tuple[int, ...]:
         """Ids of the classes whose masks carry an edge band (:mod:`pipeline.instances`)."""
         from pipeline.instances import edge_classes

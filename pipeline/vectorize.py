@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,9 +45,6 @@ from pipeline.merge import concat_pieces, empty_pieces, merge_open, touches_box
 from pipeline.probs import decode_prob_tile
 from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds, tile_extent_m
 from pipeline.trace import trace
-
-if TYPE_CHECKING:
-    pass
 
 SOURCES = ("predictions", "masks")
 #: area classes are traced in blocks of this many tiles squared (one raster, no merge inside)

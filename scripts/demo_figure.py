@@ -97,7 +97,7 @@ def main(config: str = "configs/demo.toml", out: str = "docs/demo_tiles.png") ->
     fig = Image.new("RGB", (len(tiles) * (size + GAP) + GAP, 2 * (size + GAP) + GAP + 22), (255, 255, 255))
     for i, (t, data) in enumerate(picked):
         rgb = np.moveaxis(data[:3], 0, -1).astype(np.float32)
-        mask = burn_tile(burn, t, size, cfg.ignore_ring_px)
+        mask = burn_tile(burn, t, size, cfg.masks.ignore_ring_px)
         over = np.where(mask[..., None] > 0, rgb * (1 - ALPHA) + palette[mask] * ALPHA, rgb)
         x = GAP + i * (size + GAP)
         fig.paste(Image.fromarray(rgb.astype(np.uint8)), (x, GAP))
