@@ -10,13 +10,10 @@ import luigi
 from pipeline.config import OsmSource
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.features import write_features
-from pipeline.imagery.download import DEFAULT_USER_AGENT
 from pipeline.osm import extract_features_with_stats
 from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
 from tasks.base import RegionTask
 from tasks.settings import download, osmsat
-
-USER_AGENT = DEFAULT_USER_AGENT  # the default of configs/luigi.toml [download] user_agent
 
 
 class _ExtractTarget(luigi.LocalTarget):

@@ -15,8 +15,9 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import InputDataError, MissingInputError
+from pipeline.imagery.download import DEFAULT_USER_AGENT
 from pipeline.stages import stage_digest
-from tasks.extract import USER_AGENT, ExtractFeatures, FetchOSM
+from tasks.extract import ExtractFeatures, FetchOSM
 from tests.pbf_fixtures import Sample, write_sample
 
 CONFIG = """\
@@ -193,7 +194,7 @@ def test_missing_pbf_with_url_is_downloaded_then_extracted(server: tuple[str, li
     assert isinstance(task.requires(), FetchOSM)
     assert build(task).status.name == "SUCCESS"
     assert dest.read_bytes() == sample.path.read_bytes()
-    assert agents == [USER_AGENT]
+    assert agents == [DEFAULT_USER_AGENT]
     assert (tmp_path / "data" / "features.parquet").is_file()
     # once the file is there, nothing is fetched
     assert ExtractFeatures(config=str(cfg_path)).requires().complete()
