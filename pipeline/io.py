@@ -337,6 +337,8 @@ def _records_digest(path: Path, digest: str) -> bool:
 INDEX_COLUMNS = ("z", "x", "y", "shard", "path", "size", "sha256", "status")
 #: index statuses: a tile file was written; the tile was skipped (no valid pixels); the source lacked it
 WRITTEN, NODATA, MISSING = "written", "nodata", "missing"
+#: a manifest status -> its index status (one vocabulary: the two words of each status live here only)
+INDEX_STATUS = {TILE_OK: WRITTEN, TILE_NODATA: NODATA, TILE_MISSING: MISSING}
 INDEX_FILE = "index.parquet"
 
 
@@ -354,7 +356,7 @@ def tile_index(manifests: Mapping[str, Mapping[str, Any]]) -> Any:
         for key, st in status.items():
             z, x, y = (int(v) for v in key.split("/"))
             rel, size, sha = by_tile.get(key, ("", 0, ""))
-            label = WRITTEN if st == TILE_OK else NODATA if st.startswith("nodata") else MISSING
+            label = INDEX_STATUS.get(st, MISSING)
             rows.append((z, x, y, str(m.get("shard", shard)), rel, size, sha, label))
     df = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     df = df.astype({"z": "int64", "x": "int64", "y": "int64", "size": "int64"})

@@ -24,7 +24,7 @@ import pandas as pd
 from pipeline.config import check_environment
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.errors import ConfigError, ManifestError
-from pipeline.imagery.common import MISSING, OK, TILE_EXTS
+from pipeline.imagery.common import MISSING, NODATA, OK, TILE_EXTS
 from pipeline.imagery.shard import (
     coverage_summary,
     make_shard,
@@ -174,8 +174,8 @@ class ImageryAll(AllShardsTask):
         manifests = {str(t.shard): read_manifest(t.manifest_path()) for t in done}
         summary = coverage_summary(manifests)
         log.info("imagery %s: %s of %s tiles with imagery, %s skipped (nodata), %s missing on the server",
-                 self.cfg.name, summary["counts"]["ok"], summary["tiles"], summary["counts"]["nodata-skipped"],
-                 summary["counts"]["missing-on-server"])
+                 self.cfg.name, summary["counts"][OK], summary["tiles"], summary["counts"][NODATA],
+                 summary["counts"][MISSING])
         self._report_refetched(manifests)
         return {"coverage": summary}
 

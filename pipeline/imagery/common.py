@@ -22,15 +22,13 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import tile_path
+from pipeline.io import TILE_MISSING, TILE_NODATA, TILE_OK, tile_path
 from pipeline.tiles import Tile, tile_transform
 
-#: a tile written to ``images/z/x/y.<ext>``
-OK = "ok"
-#: a raster tile with too few valid (not nodata, not transparent) pixels: no file
-NODATA = "nodata-skipped"
-#: a tile the server does not have (HTTP 404 / 410 / 204): no file
-MISSING = "missing-on-server"
+#: a tile's status in its shard manifest, the one vocabulary of pipeline.io: written to
+#: ``images/z/x/y.<ext>`` (OK); a raster tile with too few valid (not nodata, not transparent)
+#: pixels, no file (NODATA); a tile the server does not have (HTTP 404 / 410 / 204), no file (MISSING)
+OK, NODATA, MISSING = TILE_OK, TILE_NODATA, TILE_MISSING
 STATUSES = (OK, NODATA, MISSING)
 
 #: file extension of each image format PIL can report for a tile
