@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.io import write_manifest, write_tile_files
+from pipeline.io import TILE_NODATA, write_manifest, write_tile_files
 from pipeline.tiles import Tile, quadkey
 
 Z, SHARD_Z = 18, 16
@@ -55,7 +55,7 @@ def write_region(data_dir: Path, n: int = 4, size: int = 64, seed: int = 0, noda
             img, mask = tile_arrays(rng, size, 0 if empty else int(rng.integers(0, 4)))
             masks.append((t, _png(mask)))
             if nodata is not None and (t.x - X0, t.y - Y0) == nodata:
-                status[str(t)] = "nodata"
+                status[str(t)] = TILE_NODATA
             else:
                 imgs.append((t, _png(img)))
                 status[str(t)] = "ok"
