@@ -47,10 +47,10 @@ class Calibration:
     reliability: list[dict[str, float]] = field(default_factory=list)
     sim_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
 
-    def score(self, x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-        """Calibrated scores of evidence ``x`` (``fallback`` where not fitted)."""
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated scores of evidence ``x`` (the evidence itself, clipped to [0, 1], where not fitted)."""
         if not self.fitted or len(x) == 0:
-            return np.clip(np.nan_to_num(np.asarray(fallback, dtype=float)), 0.0, 1.0)
+            return np.clip(np.nan_to_num(np.asarray(x, dtype=float)), 0.0, 1.0)
         return pu_score(self.model.predict(np.asarray(x, dtype=float).ravel()), self.c)
 
 
@@ -61,8 +61,9 @@ def pu_score(g: np.ndarray, c: float) -> np.ndarray:
 
 
 def fit(x: np.ndarray, s: np.ndarray, seed: int = 0) -> Calibration:
-    """Fit ``g`` on the simulated pool (evidence ``x``, one value per candidate; labels ``s``)
-    and estimate ``c`` from cross-validated ``g`` of the labelled candidates."""
+    """Fit ``g`` on the simulated pool (evidence ``x``, one value per candidate; labels ``s``),
+    and ``c`` from the share of real candidates among the unlabelled (:func:`real_share`); the
+    cross-validated ``g`` gives the reliability bins and the simulated candidates' scores."""
     from sklearn.isotonic import IsotonicRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 

@@ -215,7 +215,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         p, o = class_rows(pred, c.name), class_rows(osm, c.name)
         pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
         i, j, v = paired(pm, om, spec)
-        pairs, cover = _pairs(c.name, p, o, pm, om, i, j, v)
+        pairs, cover, shifts = _pairs(c.name, p, o, pm, om, i, j, v)
         parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
         parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
         unpaired = np.setdiff1d(np.arange(len(o)), j)
@@ -226,7 +226,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                                                     o.geometry.to_numpy()[unseen], c.name, evidence), resolvable_m2)
         parts["not_seen"].append(gone)
         parts["unknown"].append(unknown)
-        miss, src = unexplained(pm, om, (i, j), _shifts(pairs), spec.explain_m, spec.open_m, spec.min_area(c.name))
+        miss, src = unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.min_area(c.name))
         parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
         per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
             "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
@@ -236,8 +236,6 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                                        spec.min_length_m, spec.seen_cover)
         parts["missing_in_osm"].append(miss_l)
         parts["not_seen"].append(gone_l)
-    for k in ("matched", "offset"):
-        parts[k] = [df.drop(columns=["_dx", "_dy"], errors="ignore") for df in parts[k]]
     layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                           pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
               for s in STATUSES}
@@ -288,20 +286,18 @@ def paired(pm: np.ndarray, om: np.ndarray, spec: CompareSpec) -> tuple[np.ndarra
     return i, j, v
 
 
-def _shifts(pairs: pd.DataFrame) -> np.ndarray:
-    """The pairs' centroid offsets (n, 2) in mercator metres."""
-    if not len(pairs):
-        return np.empty((0, 2))
-    return np.column_stack([pairs["_dx"].to_numpy(), pairs["_dy"].to_numpy()])
+def centroid_shifts(pm: np.ndarray, om: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The centroid offsets (n, 2; mercator metres, predicted minus OSM) of pairs ``(i, j)``."""
+    pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
+    return np.column_stack([shapely.get_x(pc) - shapely.get_x(oc), shapely.get_y(pc) - shapely.get_y(oc)])
 
 
 def missing_parts(pm: np.ndarray, om: np.ndarray, spec: CompareSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
     """``missing_in_osm`` parts (EPSG:3857) of predictions ``pm`` against OSM ``om`` and the
     index of the predicted polygon each comes from (what :func:`compare` finds, alone)."""
     i, j, _ = paired(pm, om, spec)
-    pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
-    shifts = np.column_stack([shapely.get_x(pc) - shapely.get_x(oc), shapely.get_y(pc) - shapely.get_y(oc)])
-    return unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.min_area(name))
+    return unexplained(pm, om, (i, j), centroid_shifts(pm, om, i, j), spec.explain_m, spec.open_m,
+                       spec.min_area(name))
 
 
 def missing_rows(name: str, p: pd.DataFrame, pm: np.ndarray, miss: np.ndarray, src: np.ndarray,
@@ -354,20 +350,19 @@ def _ranked(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pm: np.ndarray, om: np.ndarray, i: np.ndarray,
-           j: np.ndarray, v: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    """Rows of the one-to-one pairs (predicted geometry; ``_dx``/``_dy``: the centroid offset in
-    mercator metres) and the coverage of every OSM feature."""
-    pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
-    dx, dy = shapely.get_x(pc) - shapely.get_x(oc), shapely.get_y(pc) - shapely.get_y(oc)
-    scale = np.maximum(mercator_scale(shapely.get_y(pc)), 1e-9) if len(i) else np.empty(0)
-    de, dn = dx / scale, dy / scale
+           j: np.ndarray, v: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Rows of the one-to-one pairs (the predicted geometry), the coverage of every OSM feature
+    and the pairs' centroid offsets (:func:`centroid_shifts`)."""
+    shifts = centroid_shifts(pm, om, i, j)
+    scale = np.maximum(mercator_scale(shapely.get_y(shapely.centroid(pm[i]))), 1e-9) if len(i) else np.empty(0)
+    de, dn = shifts[:, 0] / scale, shifts[:, 1] / scale
     cover = coverage(om, pm)
     return pd.DataFrame({
         "class": name, "match": "one_to_one", "osm_type": o["osm_type"].to_numpy()[j],
         "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4), "coverage": np.round(cover[j], 4),
         "offset_m": np.round(np.hypot(de, dn), 3), "offset_east_m": np.round(de, 3),
-        "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i], "_dx": dx, "_dy": dy,
-        "geometry": p.geometry.to_numpy()[i]}), cover
+        "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i],
+        "geometry": p.geometry.to_numpy()[i]}), cover, shifts
 
 
 def _osm_rows(name: str, o: pd.DataFrame, om: np.ndarray, idx: np.ndarray, cover: np.ndarray,
@@ -431,11 +426,15 @@ def _r(x: float) -> float | None:
 def features_in_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
     """True where a geometry's representative point lies in one of ``tiles`` ((x, y) at zoom ``z``):
     OSM features outside the vectorised tiles are left out of the comparison."""
+    return points_in_tiles(to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))), tiles, z)
+
+
+def points_in_tiles(pts_3857: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a point (EPSG:3857) lies in one of ``tiles`` ((x, y) at zoom ``z``)."""
     from pipeline.geo import HALF_WORLD_M
     from pipeline.tiles import tile_extent_m
 
-    pts = to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object)))
     e = tile_extent_m(z)
-    tx = np.floor((shapely.get_x(pts) + HALF_WORLD_M) / e).astype(np.int64)
-    ty = np.floor((HALF_WORLD_M - shapely.get_y(pts)) / e).astype(np.int64)
+    tx = np.floor((shapely.get_x(pts_3857) + HALF_WORLD_M) / e).astype(np.int64)
+    ty = np.floor((HALF_WORLD_M - shapely.get_y(pts_3857)) / e).astype(np.int64)
     return np.array([(int(a), int(b)) in tiles for a, b in zip(tx, ty)], dtype=bool)

@@ -25,7 +25,15 @@ import shapely
 import shapely.affinity
 
 from pipeline.candidates import Evidence, with_evidence
-from pipeline.compare import CompareSpec, _osm_rows, features_in_tiles, missing_parts, missing_rows, valid_mercator
+from pipeline.compare import (
+    CompareSpec,
+    _osm_rows,
+    features_in_tiles,
+    missing_parts,
+    missing_rows,
+    points_in_tiles,
+    valid_mercator,
+)
 from pipeline.compare_lines import compare_lines
 from pipeline.config import ClassSpec
 from pipeline.coverage import coverage, ground_scale
@@ -53,10 +61,8 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
                      zoom: int, evidence: Evidence | None) -> Simulated:
     """The ``missing_in_osm`` pool of class ``name``: predictions ``p`` and OSM features ``o``
     (EPSG:4326, that class only) restricted to the held-out tiles, one round per hidden group."""
-    ph = p[features_in_tiles(p.geometry.to_numpy(), held_out, zoom)].reset_index(drop=True)
-    oh = o[features_in_tiles(o.geometry.to_numpy(), held_out, zoom)].reset_index(drop=True)
-    pm = _mercator(ph)
-    om = _mercator(oh)
+    ph, oh = _in_tiles(p, held_out, zoom), _in_tiles(o, held_out, zoom)
+    pm, om = _mercator(ph), _mercator(oh)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):
         keep = np.setdiff1d(np.arange(len(oh)), g)
@@ -75,9 +81,18 @@ def _hits(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray) -> tuple[np.nd
         return s, change
     a, b = shapely.STRtree(hidden).query(cands, predicate="intersects")
     share = shapely.area(shapely.intersection(cands[a], hidden[b])) / np.maximum(shapely.area(cands[a]), 1e-12)
-    for k in np.argsort(share):  # the largest share last: it wins
-        if share[k] >= 0.5:
-            s[a[k]], change[a[k]] = 1, ids[b[k]]
+    return _best_hits(len(cands), a, b, share, ids)
+
+
+def _best_hits(n: int, a: np.ndarray, b: np.ndarray, share: np.ndarray,
+               ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, hidden id or -1) for ``n`` candidates from (candidate ``a``, hidden ``b``) pairs:
+    labelled when ``share`` of the candidate reaches 0.5, the largest share winning."""
+    s, change = np.zeros(n, dtype=int), np.full(n, -1, dtype=np.int64)
+    ok = np.flatnonzero(share >= 0.5)
+    order = ok[np.lexsort((share[ok], a[ok]))]  # by candidate, its largest share last
+    best = order[np.r_[a[order][1:] != a[order][:-1], True]] if len(order) else order
+    s[a[best]], change[a[best]] = 1, ids[b[best]]
     return s, change
 
 
@@ -86,9 +101,8 @@ def simulate_unseen(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSp
     """The ``not_seen`` pool of class ``name``: OSM outlines moved onto empty ground in the
     held-out tiles (labelled when predictions cover less than ``seen_cover`` of them) and
     ``own``, the region's not-seen rows, kept where they lie in the held-out tiles."""
-    oh = o[features_in_tiles(o.geometry.to_numpy(), held_out, zoom)].reset_index(drop=True)
-    om = _mercator(oh)
-    pm = _mercator(p)
+    oh = _in_tiles(o, held_out, zoom)
+    om, pm = _mercator(oh), _mercator(p)
     moved = placebos(om, spec.gap_share * 2.5, spec.gap_seed, held_out, zoom)
     cover = coverage(moved, pm)
     kept = np.flatnonzero(cover < spec.seen_cover)
@@ -96,7 +110,7 @@ def simulate_unseen(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSp
     rows = _osm_rows(name, fake, moved, kept, cover, None)
     rows = with_evidence(rows, rows.geometry.to_numpy(), name, evidence)
     rows["s"], rows["change"] = 1, kept
-    mine = own[features_in_tiles(own.geometry.to_numpy(), held_out, zoom)].copy() if len(own) else own.copy()
+    mine = _in_tiles(own, held_out, zoom) if len(own) else own.copy()
     mine["s"], mine["change"] = 0, -1
     return Simulated(pd.concat([rows, mine], ignore_index=True), len(moved))
 
@@ -116,12 +130,17 @@ def placebos(om: np.ndarray, share: float, seed: int, held_out: set[tuple[int, i
         for _ in range(tries):
             d, a = rng.uniform(15.0, 60.0) * s, rng.uniform(0, 2 * np.pi)
             g = shapely.affinity.translate(om[k], d * np.cos(a), d * np.sin(a))
-            inside = features_in_tiles(output_lonlat(np.array([g], dtype=object)), held_out, zoom)[0]
+            inside = points_in_tiles(shapely.point_on_surface(np.array([g], dtype=object)), held_out, zoom)[0]
             if inside and not len(tree.query(g, predicate="intersects")) and not any(
                     shapely.intersects(g, x) for x in out):
                 out.append(g)
                 break
     return np.asarray(out, dtype=object)
+
+
+def _in_tiles(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.DataFrame:
+    """The rows of ``df`` (EPSG:4326) whose representative point lies in ``tiles``, renumbered."""
+    return df[features_in_tiles(df.geometry.to_numpy(), tiles, zoom)].reset_index(drop=True)
 
 
 def _mercator(df: pd.DataFrame) -> np.ndarray:
@@ -133,8 +152,7 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
     """The ``missing_in_osm`` pool of line class ``c``: held-out OSM ways hidden group by group
     (as :func:`simulate_missing`); a piece is labelled when at least half of its length lies
     within the class tolerance of a hidden way."""
-    ph = p[features_in_tiles(p.geometry.to_numpy(), held_out, zoom)].reset_index(drop=True)
-    oh = o[features_in_tiles(o.geometry.to_numpy(), held_out, zoom)].reset_index(drop=True)
+    ph, oh = _in_tiles(p, held_out, zoom), _in_tiles(o, held_out, zoom)
     tol = max(c.buffer_m, 1.0)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):
@@ -143,14 +161,10 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
         pieces, hidden = _mercator(rows), _mercator(oh.iloc[g])
         s = ground_scale(hidden) if len(hidden) else 1.0
         near = shapely.buffer(hidden, tol * s)
-        rows["s"], rows["change"] = 0, -1
-        if len(pieces) and len(hidden):
-            a, b = shapely.STRtree(near).query(pieces, predicate="intersects")
-            share = shapely.length(shapely.intersection(pieces[a], near[b])) / np.maximum(shapely.length(pieces[a]),
-                                                                                           1e-12)
-            for k in np.argsort(share):
-                if share[k] >= 0.5:
-                    rows.loc[a[k], ["s", "change"]] = 1, int(g[b[k]])
+        a, b = (shapely.STRtree(near).query(pieces, predicate="intersects") if len(pieces) and len(hidden)
+                else (np.empty(0, np.int64), np.empty(0, np.int64)))
+        share = shapely.length(shapely.intersection(pieces[a], near[b])) / np.maximum(shapely.length(pieces[a]), 1e-12)
+        rows["s"], rows["change"] = _best_hits(len(rows), a, b, share, g)
         pools.append(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
     return Simulated(rows, len(oh))

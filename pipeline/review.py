@@ -83,18 +83,15 @@ def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]
     """The tiles (x, y) of ``tiles`` the model that predicted them never trained on: the
     validation and test split (``split.csv``); all of them for a model trained elsewhere, or with
     ``[train] cross_fit`` (the training tiles are predicted by the model trained on the others)."""
-    import csv
-
     from pipeline.predict_spec import is_own_model
+    from pipeline.split import read_split_csv
 
     split = Path(cfg.data_dir) / "split.csv"
     if not is_own_model(cfg) or cfg.section("train").cross_fit:  # cross_fit: the train tiles too
         return set(tiles)
     if not split.is_file():
         return set()
-    with split.open(newline="") as f:
-        rows = [(int(r["x"]), int(r["y"])) for r in csv.DictReader(f) if r["split"] in ("val", "test")]
-    return {t for t in rows if t in tiles}
+    return {(r.x, r.y) for r in read_split_csv(split) if r.split in ("val", "test")} & tiles
 
 
 def region_evidence(cfg: Any) -> Evidence | None:
@@ -140,11 +137,12 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
     else:
         cal = fit(evidence(sim.rows), sim.rows["s"].to_numpy(), spec.gap_seed) if len(sim.rows) else \
             Calibration(False, "the simulation produced no candidates")
-    scores = np.round(cal.score(evidence(rows), evidence(rows)), 4) if len(rows) else np.empty(0)
+    ev = evidence(rows) if len(rows) else np.empty(0)
+    scores = np.round(cal.score(ev), 4)
     layer = layer.assign(score=layer["score"] if "score" in layer.columns else np.nan,
                          _rank=layer["_rank"] if "_rank" in layer.columns else np.nan)
     layer.loc[sel, "score"] = scores
-    layer.loc[sel, "_rank"] = evidence(rows) if len(rows) else np.empty(0)
+    layer.loc[sel, "_rank"] = ev
     held = rows["held_out"].to_numpy(dtype=bool) if "held_out" in rows.columns else np.ones(len(rows), dtype=bool)
     rows_curve = curve(scores[held], _found(sim, cal), sim.simulated if sim is not None and cal.fitted else 0)
     auto, why = choose_min_score(rows_curve, spec.target_precision) if cal.fitted else (0.0, "")
@@ -173,7 +171,7 @@ def _found(sim: Simulated | None, cal: Calibration) -> np.ndarray:
 
 
 def by_score(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Highest score first (ties by the uncalibrated fit, then by ``id``); ``score`` right after ``id``/``status``."""
+    """Highest score first (ties by the evidence, then by ``id``); ``score`` right after ``id``/``status``."""
     if not len(layer) or "score" not in layer.columns:
         return layer
     rank = layer["_rank"] if "_rank" in layer.columns else layer["score"]

@@ -53,7 +53,7 @@ def test_calibration_recovers_a_known_labelled_share() -> None:
     assert real_share(x[s == 1], x[s == 0]) == pytest.approx(1 / 3, abs=0.06)  # the min over thresholds leans low
     cal = fit(x, s)
     assert cal.fitted and cal.c == pytest.approx(0.5, abs=0.05)
-    scores = cal.score(np.array([0.9, 0.1]), np.zeros(2))
+    scores = cal.score(np.array([0.9, 0.1]))
     assert scores[0] > 0.9 and scores[1] < 0.05  # a real-looking candidate is real, an error is not
     assert pu_score(np.array([0.5]), 0.5)[0] == pytest.approx(1.0)
     assert pu_score(np.array([0.0]), 0.5)[0] == pytest.approx(0.0, abs=1e-5)
@@ -62,7 +62,7 @@ def test_calibration_recovers_a_known_labelled_share() -> None:
 def test_too_few_simulated_changes_are_not_calibrated() -> None:
     cal = fit(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0]))
     assert not cal.fitted and "too few" in cal.note
-    assert cal.score(np.array([0.3]), np.array([0.3]))[0] == pytest.approx(0.3)  # the raw evidence
+    assert cal.score(np.array([0.3]))[0] == pytest.approx(0.3)  # the raw evidence
 
 
 def test_curve_and_threshold() -> None:
