@@ -9,11 +9,16 @@ everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     import geopandas as gpd
+
+    from pipeline.config import ClassSpec
 
 
 @dataclass(frozen=True)
@@ -54,4 +59,16 @@ def with_status(layer: gpd.GeoDataFrame, status: str) -> gpd.GeoDataFrame:
     """A copy of a change layer with its ``status`` as a property of every feature (after ``id``)."""
     out = layer.drop(columns=["status"], errors="ignore").copy()
     out.insert(1 if "id" in out.columns else 0, "status", status)
+    return out
+
+
+def layer_files(status: str, layer: gpd.GeoDataFrame, classes: Sequence[ClassSpec]) -> dict[str, gpd.GeoDataFrame]:
+    """The files of a change layer: ``<status>.geojson`` with the area classes' features (always
+    written) and ``<status>_lines.geojson`` with the line classes' (when it has any): QGIS shows
+    one geometry type per layer."""
+    line_names = {c.name for c in classes if c.kind == "line"}
+    is_line = layer["class"].isin(line_names).to_numpy() if len(layer) else np.zeros(0, dtype=bool)
+    out = {f"{status}.geojson": layer[~is_line].reset_index(drop=True)}
+    if is_line.any():
+        out[f"{status}_lines.geojson"] = layer[is_line].reset_index(drop=True)
     return out

@@ -20,7 +20,7 @@ from pipeline.io import atomic_write_bytes, atomic_write_json, read_tile_index
 from pipeline.mappers import maproulette_tasks, osm_xml
 from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
 from pipeline.review import held_out_tiles, region_evidence, review
-from pipeline.statuses import with_status
+from pipeline.statuses import layer_files, with_status
 from pipeline.tiles import tile_bounds
 from pipeline.vector_io import write_geojson, write_gpkg
 from tasks.base import RegionTask
@@ -62,9 +62,10 @@ class CompareWithOSM(RegionTask):
         queue = review(result, pred, osm, cfg.classes, spec, held_out_tiles(cfg, tiles), cfg.zoom, evidence)
         result.layers = queue.layers
         result.summary["counts"] = {s: len(queue.layers[s]) for s in STATUSES}
+        files = {s: layer_files(s, result.layers[s], cfg.classes) for s in STATUSES}
         written: list[Path] = []
         for status in STATUSES:
-            for name, layer in layer_files(status, result.layers[status], cfg.classes).items():
+            for name, layer in files[status].items():
                 written.append(out / name)
                 write_geojson(with_status(layer, status), written[-1], status)
         calibration = {"region": cfg.name, "method": "gap simulation, isotonic positive-unlabelled calibration",
@@ -82,7 +83,7 @@ class CompareWithOSM(RegionTask):
         written += [out / "summary.json", out / "missing_in_osm.osm", out / "maproulette.geojsonl"]
         written += write_report(out, cfg.name, summary, result.layers, osm[osm["class"].isin(
             list(summary["classes"]))])
-        written += self._qgis_project(osm, result.layers, index)
+        written += self._qgis_project(osm, files, index)
         self.output().write({"root": str(d), "counts": summary["counts"],
                              "files": {str(p.relative_to(d)): {"size": p.stat().st_size} for p in written}})
 
@@ -93,14 +94,13 @@ class CompareWithOSM(RegionTask):
         lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.section("train").scale, 64, self.cfg.tile_size)
 
-    def _qgis_project(self, osm: Any, layers: dict[str, Any], index: Any) -> list[Path]:
+    def _qgis_project(self, osm: Any, files: dict[str, dict[str, Any]], index: Any) -> list[Path]:
         """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers)."""
         cfg, d = self.cfg, self.data_dir
         osm_gpkg = d / "osm_features.gpkg"
         write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
         present = {c.name for c in cfg.classes if (osm["class"] == c.name).any()}
         pred = json.loads((d / "_manifests" / "vectorize.json").read_text()).get("by_class", {})
-        files = {s: layer_files(s, layers[s], cfg.classes) for s in STATUSES}
         vl = region_layers(cfg.classes, [s for s in STATUSES if len(files[s][f"{s}.geojson"])],
                            [c.name for c in cfg.classes if pred.get(c.name)], present,
                            [s for s in STATUSES if f"{s}_lines.geojson" in files[s]])
@@ -125,18 +125,6 @@ class CompareWithOSM(RegionTask):
         write_project(qgs, cfg.name, vl, imagery, extent)
         styles = [(d / lyr.source).with_suffix(".qml") for lyr in vl if lyr.source.endswith(".geojson")]
         return [osm_gpkg, qgs, *styles]
-
-
-def layer_files(status: str, layer: Any, classes: Any) -> dict[str, Any]:
-    """The files of a change layer: ``<status>.geojson`` with the area classes' features (always
-    written) and ``<status>_lines.geojson`` with the line classes' (when it has any): QGIS shows
-    one geometry type per layer."""
-    line_names = {c.name for c in classes if c.kind == "line"}
-    is_line = layer["class"].isin(line_names).to_numpy() if len(layer) else np.zeros(0, dtype=bool)
-    out = {f"{status}.geojson": layer[~is_line].reset_index(drop=True)}
-    if is_line.any():
-        out[f"{status}_lines.geojson"] = layer[is_line].reset_index(drop=True)
-    return out
 
 
 def _corner_tiles(index: Any, z: int) -> list[Any]:
