@@ -25,8 +25,22 @@ SIDEWALK_M: dict[str, float] = {
 STATUSES = ("mapped", "missing_in_osm", "demolished")
 
 
+class _Status:
+    """Where a feature of ``status`` (see ``STATUSES``) appears: in OSM, in the image."""
+
+    status: str
+
+    @property
+    def in_osm(self) -> bool:
+        return self.status != "missing_in_osm"
+
+    @property
+    def in_image(self) -> bool:
+        return self.status != "demolished"
+
+
 @dataclass
-class Road:
+class Road(_Status):
     """A street centreline (local metres); closed when ``junction == 'roundabout'``. A road
     ``missing_in_osm`` is in the image only, a ``demolished`` one in OSM only (see ``STATUSES``)."""
 
@@ -40,14 +54,6 @@ class Road:
     def line(self) -> LineString:
         return LineString(self.coords)
 
-    @property
-    def in_osm(self) -> bool:
-        return self.status != "missing_in_osm"
-
-    @property
-    def in_image(self) -> bool:
-        return self.status != "demolished"
-
 
 @dataclass
 class Area:
@@ -59,7 +65,7 @@ class Area:
 
 
 @dataclass
-class Building:
+class Building(_Status):
     """A building as the image shows it (local metres). ``offset`` (metres east, north) shifts
     its OSM copy; demolished buildings are in OSM only, missing ones in the image only."""
 
@@ -72,14 +78,6 @@ class Building:
     color: tuple[int, int, int]
     status: str = "mapped"
     offset: tuple[float, float] = (0.0, 0.0)
-
-    @property
-    def in_osm(self) -> bool:
-        return self.status != "missing_in_osm"
-
-    @property
-    def in_image(self) -> bool:
-        return self.status != "demolished"
 
 
 @dataclass
