@@ -59,7 +59,11 @@ def resolvable_m2(zoom: int, lat: float, scale: float = 1.0, min_px: int = 16, t
     return float(min_px * res_m**2)
 
 
-def tile_files(product_dir: Path, zoom: int) -> Callable[[TileKey], Path | None]:
+#: a tile lookup: (x, y) -> its file, or None
+TileLookup = Callable[[TileKey], Path | None]
+
+
+def tile_files(product_dir: Path, zoom: int) -> TileLookup:
     """A lookup ``(x, y) -> file`` of the written tiles at ``zoom`` of a tile product folder
     (``predictions``, ``images``): from its tile index (:func:`pipeline.io.read_tile_index`) when
     it has one, else the tile tree's ``z/x/y.<ext>`` (a folder of tiles written by hand)."""
@@ -160,7 +164,7 @@ def tile_pairs(geoms_3857: NDArray[np.object_], zoom: int) -> tuple[NDArray[np.i
 
 
 def inside_evidence(geoms_4326: np.ndarray, band: int, n_classes: int, zoom: int, pred_dir: Path,
-                    image_dir: Path | None) -> pd.DataFrame:
+                    image_dir: Path | None, files: tuple[TileLookup, TileLookup | None] | None = None) -> pd.DataFrame:
     """Per polygon (EPSG:4326; same order), what the prediction and imagery tiles at ``zoom``
     show inside it:
 
@@ -174,8 +178,9 @@ def inside_evidence(geoms_4326: np.ndarray, band: int, n_classes: int, zoom: int
       and :func:`usable_pixels` says so, or no image tile but a prediction tile: the model saw
       imagery there); 0 without either; ``pred_share`` when ``image_dir`` is None.
 
-    Tiles come from each folder's tile index (:func:`tile_files`); each is read once. Empty,
-    missing or zero-area geometries get NaN and 0.
+    Tiles come from each folder's tile index (:func:`tile_files`; ``files``: the two lookups made
+    once by a caller that asks many times); each is read once. Empty, missing or zero-area
+    geometries get NaN and 0.
     """
     geoms = np.asarray(geoms_4326, dtype=object)
     n = len(geoms)
@@ -187,8 +192,8 @@ def inside_evidence(geoms_4326: np.ndarray, band: int, n_classes: int, zoom: int
     psum, pmax, nconf, npix = np.zeros(n), np.full(n, np.nan), np.zeros(n), np.zeros(n)
     pred_share, usable = np.zeros(n), np.zeros(n)
     idx, tx, ty, frac = tile_pairs(merc, zoom)
-    pred_file = tile_files(pred_dir, zoom)
-    image_file = tile_files(image_dir, zoom) if image_dir is not None else None
+    pred_file, image_file = files if files is not None else (
+        tile_files(pred_dir, zoom), tile_files(image_dir, zoom) if image_dir is not None else None)
     conf_u8 = math.ceil(CONFIDENT_P * 255 - 1e-9)
     starts = np.flatnonzero(np.r_[True, (np.diff(tx) != 0) | (np.diff(ty) != 0)]) if len(idx) else np.empty(0, int)
     for s, e in zip(starts, np.r_[starts[1:], len(idx)].astype(int) if len(idx) else [], strict=True):

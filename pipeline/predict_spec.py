@@ -73,10 +73,9 @@ def cross_fit_model(cfg: Any) -> Path | None:
 
 def training_tiles(cfg: Any) -> set[tuple[int, int, int]]:
     """The (z, x, y) tiles of the train split (``split.csv``; empty without one)."""
-    import csv
+    from pipeline.split import read_split_csv
 
     path = Path(cfg.data_dir) / "split.csv"
     if not path.is_file():
         return set()
-    with path.open(newline="") as fh:
-        return {(int(r["z"]), int(r["x"]), int(r["y"])) for r in csv.DictReader(fh) if r["split"] == "train"}
+    return {(r.z, r.x, r.y) for r in read_split_csv(path) if r.split == "train"}

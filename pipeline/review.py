@@ -97,7 +97,7 @@ def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]
 def region_evidence(cfg: Any) -> Evidence | None:
     """The evidence hook of a region: its prediction tiles (and imagery tiles, when it has
     imagery) read by :func:`pipeline.evidence.inside_evidence`; None without prediction tiles."""
-    from pipeline.evidence import inside_evidence
+    from pipeline.evidence import inside_evidence, tile_files
 
     d = Path(cfg.data_dir)
     if not (d / "predictions").is_dir():
@@ -105,9 +105,11 @@ def region_evidence(cfg: Any) -> Evidence | None:
     ordered = sorted((c for c in cfg.classes), key=lambda c: c.id)
     band = {c.name: k for k, c in enumerate(ordered)}
     images = d / "images" if cfg.imagery is not None and (d / "images").is_dir() else None
+    # the tile indexes are read once here, not on every one of the comparison's and simulation's calls
+    files = (tile_files(d / "predictions", cfg.zoom), tile_files(images, cfg.zoom) if images is not None else None)
 
     def hook(geoms: np.ndarray, name: str) -> pd.DataFrame:
-        return inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images)
+        return inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
 
     return hook
 
