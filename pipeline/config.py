@@ -45,7 +45,7 @@ _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
 #: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
 SECTION_PARSERS: dict[str, str] = {
-    "labels": "pipeline.labels:parse_labels_config",
+    "labels": "pipeline.labels_config:parse_labels_config",
     "split": "pipeline.specs:parse_split",
     "train": "pipeline.specs:parse_train",
     "predict": "pipeline.predict_spec:parse_predict",

@@ -1,17 +1,6 @@
 """Labels from vector files (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet, ...).
 
-Section ``[labels]`` of a region config (all keys optional)::
-
-    source    = "vector"            # "osm" (default: extract from [osm] path) or "vector"
-    paths     = ["labels/buildings.geojson"]   # one or more files readable by pyogrio/GDAL
-    layer     = "buildings"         # layer of multi-layer files (GeoPackage); default: the first
-    crs       = "EPSG:32616"        # CRS of files that declare none (a file's own CRS always wins; a
-                                    # GeoJSON without a crs member counts as none when its coordinates
-                                    # cannot be degrees)
-    id_field  = "osm_id"            # feature ids; default: osm_id, else id, else the row number
-    attribute = "label"             # optional: classes by this attribute's value ...
-    values    = { "1" = "building", "road" = 2 }   # ... value -> class name or id
-                                    # (default: a value equal to a class id or class name)
+Section ``[labels]`` (:mod:`pipeline.labels_config`) names the files.
 
 Classes match on the files' attributes with the OSM tag-filter syntax (``building=*``,
 ``class=road|track``; a null or empty attribute counts as absent); a class without ``tags``
@@ -42,9 +31,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
-from pipeline.config import ClassSpec, ConfigError, Section, TagFilter
-from pipeline.errors import InputDataError, MissingInputError
+from pipeline.config import ClassSpec, TagFilter
+from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.geo import polygonal_part
+from pipeline.labels_config import ID_FIELDS, LabelsConfig
+
+__all__ = ["LabelStats", "LabelsConfig", "load_vector_labels"]  # LabelsConfig: the spec (labels_config)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -52,63 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CRS = "EPSG:4326"
-#: id columns tried, in order, when ``id_field`` is not set
-ID_FIELDS = ("osm_id", "id")
 _POLY, _LINE, _POINT = (3, 6), (1, 2, 5), (0, 4)  # shapely type ids
-
-
-@dataclass(frozen=True)
-class LabelsConfig:
-    """Section ``[labels]``: where the label features come from (see the module docstring)."""
-
-    source: str = "osm"
-    paths: tuple[Path, ...] = ()
-    layer: str | None = None
-    crs: str | None = None
-    id_field: str | None = None
-    attribute: str | None = None
-    values: tuple[tuple[str, str], ...] = ()  # attribute value -> class name
-
-
-def parse_labels_config(path: Path, table: dict[str, Any]) -> LabelsConfig:
-    """Parse ``[labels]`` (``{}``: the defaults, OSM labels); ConfigError names file and key."""
-    sec = Section(path, "labels", table)
-    source = sec.choice("source", ("osm", "vector"), "osm")
-    raw_paths = sec.take("paths", (list, str), [])
-    raw_paths = [raw_paths] if isinstance(raw_paths, str) else raw_paths
-    if not all(isinstance(p, str) and p for p in raw_paths):
-        raise ConfigError(f"{sec.key('paths')} must be a list of file paths")
-    if source == "vector" and not raw_paths:
-        raise ConfigError(f"{sec.key('paths')} is required when source = 'vector' (GeoJSON, GeoPackage, ...)")
-    if source == "osm" and raw_paths:
-        raise ConfigError(f"{sec.key('paths')} is only for source = 'vector'; set source = 'vector' or remove it")
-    crs = sec.take("crs", str, None)
-    if crs is not None:
-        _check_crs(sec, crs)
-    values = sec.take("values", dict, {})
-    attribute = sec.take("attribute", str, None)
-    if values and attribute is None:
-        raise ConfigError(f"{sec.key('values')} needs labels.attribute (the attribute whose values it maps)")
-    for v, c in values.items():
-        if not (isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool))):
-            raise ConfigError(f"{sec.key('values')}.{v} must be a class name or a class id")
-    cfg = LabelsConfig(
-        source=source, paths=tuple(Path(p) for p in raw_paths), layer=sec.take("layer", str, None), crs=crs,
-        id_field=sec.take("id_field", str, None), attribute=attribute,
-        values=tuple(sorted((str(v), str(c)) for v, c in values.items())),
-    )
-    sec.done()
-    return cfg
-
-
-def _check_crs(sec: Section, crs: str) -> None:
-    import pyproj
-
-    try:
-        pyproj.CRS.from_user_input(crs)
-    except pyproj.exceptions.CRSError as exc:
-        raise ConfigError(f"{sec.key('crs')} = {crs!r} is not a CRS pyproj knows ({exc}); write e.g. 'EPSG:32616'") \
-            from exc
 
 
 @dataclass
@@ -463,13 +399,3 @@ def _repair(geoms: np.ndarray, stats: LabelStats) -> np.ndarray:
         stats.repaired += int((~empty).sum())
         stats.dropped_invalid += int(empty.sum())
     return keep
-
-
-def label_inputs(lcfg: LabelsConfig) -> list[Path]:
-    """The label files (with a Shapefile's sidecars) whose fingerprints enter the extract digest."""
-    out: list[Path] = []
-    for p in lcfg.paths:
-        out.append(p)
-        if p.suffix.lower() == ".shp":
-            out += [p.with_suffix(s) for s in (".dbf", ".prj", ".shx")]
-    return out

@@ -82,7 +82,7 @@ def _imagery_paths(cfg: RegionConfig) -> list[Path]:
 def _label_paths(cfg: RegionConfig) -> list[Path]:
     labels = cfg.section("labels")
     if labels.source == "vector":
-        from pipeline.labels import label_inputs
+        from pipeline.labels_config import label_inputs
 
         return list(label_inputs(labels))
     return [cfg.osm.path] if cfg.osm is not None else []
