@@ -66,8 +66,8 @@ def fake_buildings(features: list[dict[str, Any]], share: float, seed: int) -> l
     from pipeline.finish import output_lonlat
     from pipeline.gapsim import placebos
 
-    geoms = _ground(np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object))
-    b = shapely.total_bounds(np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object))
+    lonlat = np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object)
+    geoms, b = _ground(lonlat), shapely.total_bounds(lonlat)
     tiles = {(t.x, t.y) for t in mercantile.tiles(*b, 20)}
     moved = output_lonlat(placebos(shapely.make_valid(geoms), share, seed + 7, tiles, 20))
     return [{"type": "Feature", "properties": {"building": "yes", "bench_fake": 1},
