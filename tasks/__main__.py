@@ -279,8 +279,20 @@ def main(argv: list[str]) -> int:
         return code
     except KeyboardInterrupt:
         _interrupted(held)
+    except RuntimeError as exc:
+        if _worker_interrupted(exc):
+            _interrupted(held)
+        raise
     finally:
         held.release()
+
+
+def _worker_interrupted(exc: RuntimeError) -> bool:
+    """Whether torch's SIGCHLD handler raised ``exc`` because a DataLoader worker died of
+    the same Ctrl-C (or SIGTERM) sent to the whole process group: the worker's signal can
+    be handled before the command's own, so the interrupt shows first as this error."""
+    text = str(exc)
+    return "DataLoader worker" in text and ("Interrupt" in text or "Terminated" in text)
 
 
 def _main(argv: list[str], held: _Held) -> int:
