@@ -44,9 +44,12 @@ ARCHS = ("Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", 
 @dataclass(frozen=True)
 class ModelSpec:
     """What to build: smp ``arch`` and ``encoder`` names, ``in_channels`` (image bands),
-    ``classes`` (outputs, background included: number of foreground classes + 1) and an optional
-    local file of pretrained encoder weights (a state dict of the smp encoder, e.g. timm/torchvision
-    ImageNet weights saved with ``torch.save(model.state_dict(), path)``)."""
+    ``classes`` (outputs, background included: number of foreground classes + 1) and optional
+    pretrained encoder weights ``encoder_weights_path`` (``[train] encoder_weights``): a weight
+    name the encoder knows in smp's registry (``"imagenet"``, ``"ssl"``, ...: smp downloads them
+    into its cache, the Hugging Face hub's) or a local file, a state dict of the smp encoder (e.g.
+    ImageNet weights saved with ``torch.save(model.encoder.state_dict(), path)``). Either way a
+    3-band first convolution meeting ``in_channels`` != 3 is adapted (:func:`adapt_first_conv`)."""
 
     arch: str = "Unet"
     encoder: str = "resnet34"
@@ -66,45 +69,140 @@ class ModelSpec:
         return cls(**dict(d))
 
 
+#: file name endings that make ``[train] encoder_weights`` a local file rather than a weight name
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar")
+#: the weight name of ``tu-`` (timm) encoders: the pretrained tag is part of the encoder name
+TIMM_WEIGHT_NAMES = ("imagenet",)
+
+
+def encoder_weight_names(encoder: str) -> tuple[str, ...]:
+    """The pretrained weight names smp's encoder registry lists for ``encoder`` (``()`` for an
+    unknown encoder); for ``tu-`` (timm) encoders ``("imagenet",)`` when timm has pretrained
+    weights for the model (the variant is the tag in the encoder name: ``tu-resnet18.a1_in1k``)."""
+    import segmentation_models_pytorch as smp
+
+    if encoder.startswith("tu-"):
+        import timm
+
+        return TIMM_WEIGHT_NAMES if timm.is_model_pretrained(encoder[3:]) else ()
+    entry = smp.encoders.encoders.get(encoder)
+    return tuple(entry["pretrained_settings"]) if entry else ()
+
+
+def resolve_encoder_weights(encoder: str, value: str | None) -> tuple[str, str] | None:
+    """``[train] encoder_weights`` -> ``("name", name)`` (smp downloads it), ``("file", path)``
+    (a local state dict) or None (random initialisation). A value is a file when it names one
+    that exists, holds a path separator or ends like a weights file (``.pth``, ``.pt``, ...);
+    otherwise it must be one of :func:`encoder_weight_names`, or ModelError says which are (with
+    a "did you mean") and that a local file is the alternative."""
+    if not value:
+        return None
+    names = encoder_weight_names(encoder)
+    if value in names:
+        return ("name", value)
+    path = Path(value)
+    if path.exists() or "/" in value or "\\" in value or path.suffix.lower() in WEIGHT_FILE_SUFFIXES:
+        return ("file", value)
+    import difflib
+
+    close = difflib.get_close_matches(value, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    known = f"the {encoder} encoder knows {', '.join(repr(n) for n in names)}" if names else \
+        f"the {encoder} encoder has no pretrained weights in smp's registry"
+    raise ModelError(f"[train] encoder_weights = {value!r}: not a weight name nor a file; {hint}{known} — or give "
+                     f"the path of a local {encoder} encoder state dict (e.g. 'weights/{encoder}.pth')")
+
+
 def build_model(spec: ModelSpec) -> torch.nn.Module:
-    """An smp model for ``spec`` (randomly initialised, or with the encoder weights read from
-    ``spec.encoder_weights_path``; never downloaded)."""
+    """An smp model for ``spec``: randomly initialised, with pretrained encoder weights by name
+    (smp's own loader downloads them into its cache; offline, a ModelError that names the key and
+    the local-file alternative) or from a local file. A 3-band first convolution is adapted to
+    ``in_channels`` bands as smp does it (:func:`adapt_first_conv`)."""
     import segmentation_models_pytorch as smp
 
     if spec.in_channels < 1 or spec.classes < 2:
         raise ModelError(f"model needs in_channels >= 1 and classes >= 2 (background + one class), got "
                          f"in_channels={spec.in_channels}, classes={spec.classes}")
+    weights = resolve_encoder_weights(spec.encoder, spec.encoder_weights_path) \
+        if spec.encoder_weights_path and not _is_smp_error_arch(spec) else None
+    name = weights[1] if weights and weights[0] == "name" else None
     try:
-        model = smp.create_model(spec.arch, encoder_name=spec.encoder, encoder_weights=None,
+        model = smp.create_model(spec.arch, encoder_name=spec.encoder,
+                                 encoder_weights=(True if spec.encoder.startswith("tu-") else name) if name else None,
                                  in_channels=spec.in_channels, classes=spec.classes)
     except (KeyError, ValueError) as exc:
         raise ModelError(f"[train] arch={spec.arch!r} encoder={spec.encoder!r}: not an smp model ({exc}); "
                          f"arch is one of {', '.join(ARCHS)}; encoders: "
                          "segmentation_models_pytorch.encoders.get_encoder_names()") from exc
-    if spec.encoder_weights_path:
+    except OSError as exc:  # the hub's errors (offline, not found, HTTP) and urllib's are all OSErrors
+        raise ModelError(_download_failed(spec, str(name), exc)) from exc
+    if weights and weights[0] == "file":
         _load_encoder_weights(model, spec)
     return model
+
+
+def _is_smp_error_arch(spec: ModelSpec) -> bool:
+    """True when ``spec.encoder`` is unknown to smp (its own error then says so first)."""
+    import segmentation_models_pytorch as smp
+
+    return not (spec.encoder.startswith("tu-") or spec.encoder in smp.encoders.encoders)
+
+
+def _download_failed(spec: ModelSpec, name: str, exc: BaseException) -> str:
+    why = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (f"[train] encoder_weights = {name!r}: could not download the {spec.encoder} {name!r} weights "
+            f"({type(exc).__name__}: {why}); is this machine offline? Connect it once (smp keeps them in "
+            f"its cache, ~/.cache/huggingface) or set [train] encoder_weights to a local file: a state dict "
+            f"of the {spec.encoder} encoder, e.g. torch.save(model.encoder.state_dict(), "
+            f"'weights/{spec.encoder}.pth') on a machine that has them")
 
 
 def _load_encoder_weights(model: torch.nn.Module, spec: ModelSpec) -> None:
     path = Path(str(spec.encoder_weights_path))
     if not path.is_file():
         raise ModelError(f"[train] encoder_weights = {str(path)!r}: no such file. Put the pretrained "
-                         f"{spec.encoder} encoder weights (a PyTorch state dict) at that path, or remove the "
-                         "key to train from scratch; osmsat never downloads weights")
+                         f"{spec.encoder} encoder weights (a PyTorch state dict) at that path, give a weight "
+                         "name smp knows (e.g. 'imagenet', downloaded when online), or remove the key to train "
+                         "from scratch")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ModelError(f"{path}: not a readable PyTorch state dict ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a PyTorch state dict (a {type(state).__name__}); save one with "
+                         "torch.save(model.encoder.state_dict(), path)")
     encoder: Any = model.encoder
     own = encoder.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    usable: dict[str, torch.Tensor] = {}
+    for k, t in state.items():
+        if k not in own or not isinstance(t, torch.Tensor):
+            continue
+        w = own[k]
+        if w.shape != t.shape and t.ndim == 4 and w.ndim == 4 and t.shape[1] == 3:
+            t = adapt_first_conv(t, int(w.shape[1]))  # noqa: PLW2901 — a 3-band first conv meets 1 or 4+ bands
+        if w.shape == t.shape:
+            usable[k] = t
     if not usable:
         raise ModelError(f"{path}: none of its tensors fit the {spec.encoder} encoder with "
                          f"{spec.in_channels} input bands; is it the weights of another encoder?")
     encoder.load_state_dict(usable, strict=False)
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A first-convolution weight (out, 3, kh, kw) for ``in_channels`` bands, as smp's
+    ``patch_first_conv`` adapts pretrained encoders (and timm's ``adapt_input_conv`` much alike):
+    1 band takes the sum over the colour bands; ``n`` > 3 bands repeat the colour bands
+    cyclically (R, G, B, R, ...), scaled by 3 / n (so the summed weight stays of the same order).
+    Other shapes come back unchanged."""
+    c = int(weight.shape[1])
+    if c == in_channels or weight.ndim != 4:
+        return weight
+    if in_channels == 1:
+        return weight.sum(1, keepdim=True)
+    idx = torch.arange(in_channels) % c
+    return weight[:, idx] * (c / in_channels)
 
 
 def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Sequence[float]]) -> Any:

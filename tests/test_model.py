@@ -93,3 +93,57 @@ def test_one_device_choice_for_training_and_prediction(monkeypatch: pytest.Monke
     monkeypatch.setattr(torch.cuda, "set_device", picked.append)
     monkeypatch.setenv("LOCAL_RANK", "3")  # under torchrun: this process's GPU
     assert pick_device() == torch.device("cuda", 3) and picked == [3]
+
+
+def test_encoder_weights_by_name_offline_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # offline, empty cache: smp's own loader (huggingface_hub) fails; the error names the key, the
+    # weight name and the local-file alternative, in one line
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelError) as err:
+        build_model(ModelSpec(encoder="resnet18", classes=2, encoder_weights_path="imagenet"))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "[train] encoder_weights = 'imagenet'" in msg and "offline" in msg and "local file" in msg
+
+
+def test_encoder_weights_download_failure_of_any_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import segmentation_models_pytorch.encoders as enc
+
+    def refused(*args: object, **kwargs: object) -> str:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(enc, "hf_hub_download", refused)
+    with pytest.raises(ModelError, match=r"encoder_weights = 'ssl'.*ConnectionRefusedError.*local file"):
+        build_model(ModelSpec(encoder="resnet18", classes=2, encoder_weights_path="ssl"))
+
+
+def test_unknown_weight_name_did_you_mean() -> None:
+    with pytest.raises(ModelError, match=r"'imagent'.*did you mean 'imagenet'.*'ssl'.*local resnet18"):
+        build_model(ModelSpec(encoder="resnet18", classes=2, encoder_weights_path="imagent"))
+    from pipeline.model import resolve_encoder_weights
+
+    assert resolve_encoder_weights("resnet18", "imagenet") == ("name", "imagenet")
+    assert resolve_encoder_weights("resnet18", "weights/r18.pth") == ("file", "weights/r18.pth")
+    assert resolve_encoder_weights("resnet18", None) is None
+
+
+def test_three_band_weights_adapted_to_other_band_counts(tmp_path) -> None:
+    # a local 3-band encoder file meets a 1-band (pan) and a 4-band (RGB+NIR) model: the first
+    # convolution is summed / cyclically repeated and scaled by 3/n (smp's patch_first_conv rule)
+    src = build_model(ModelSpec(encoder="resnet18", classes=2))
+    torch.save(src.encoder.state_dict(), tmp_path / "enc.pth")
+    w3 = src.encoder.state_dict()["conv1.weight"]
+    for bands in (1, 4):
+        dst = build_model(ModelSpec(encoder="resnet18", in_channels=bands, classes=2,
+                                    encoder_weights_path=str(tmp_path / "enc.pth")))
+        w = dst.encoder.state_dict()["conv1.weight"]
+        assert w.shape[1] == bands
+        if bands == 1:
+            assert torch.allclose(w[:, 0], w3.sum(1))
+        else:
+            assert torch.allclose(w[:, :3], w3 * 0.75) and torch.allclose(w[:, 3], w3[:, 0] * 0.75)
+        assert torch.equal(dst.encoder.state_dict()["layer1.0.conv1.weight"],
+                           src.encoder.state_dict()["layer1.0.conv1.weight"])
