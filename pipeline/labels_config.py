@@ -11,11 +11,17 @@ reading them is :mod:`pipeline.labels`). All keys optional::
     attribute = "label"             # optional: classes by this attribute's value ...
     values    = { "1" = "building", "road" = 2 }   # ... value -> class name or id
                                     # (default: a value equal to a class id or class name)
+    negatives = ["review/rejected.geojson"]   # areas that are no class: burnt as background (0)
+                                    # over everything (mapper feedback: rejected candidates)
+    ignore    = ["review/unsure.geojson"]     # areas burnt as the ignore value (255), last
+
+``negatives`` and ``ignore`` (polygon files, any source) change the masks, not the extracted
+features: they enter the masks stage's digest (their paths and file fingerprints), not extract's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,9 @@ class LabelsConfig:
     id_field: str | None = None
     attribute: str | None = None
     values: tuple[tuple[str, str], ...] = ()  # attribute value -> class name
+    # mapper feedback, burnt by the masks stage: its digest lists them (pipeline.stages), extract's does not
+    negatives: tuple[Path, ...] = field(default=(), metadata={"digest": "masks"})
+    ignore: tuple[Path, ...] = field(default=(), metadata={"digest": "masks"})
 
 
 def parse_labels_config(path: Path, table: dict[str, Any]) -> LabelsConfig:
@@ -65,9 +74,27 @@ def parse_labels_config(path: Path, table: dict[str, Any]) -> LabelsConfig:
         source=source, paths=tuple(Path(p) for p in raw_paths), layer=sec.take("layer", str, None), crs=crs,
         id_field=sec.take("id_field", str, None), attribute=attribute,
         values=tuple(sorted((str(v), str(c)) for v, c in values.items())),
+        negatives=_area_files(sec, "negatives"), ignore=_area_files(sec, "ignore"),
     )
     sec.done()
+    both = sorted(set(cfg.negatives) & set(cfg.ignore))
+    if both:
+        raise ConfigError(f"{sec.key('ignore')}: {str(both[0])!r} is also in labels.negatives; an area is either "
+                          "background (negatives) or unknown (ignore): list the file once")
     return cfg
+
+
+def _area_files(sec: Section, key: str) -> tuple[Path, ...]:
+    """``negatives`` / ``ignore``: a file path or a list of them (polygon files GDAL reads)."""
+    raw = sec.take(key, (list, str), [])
+    raw = [raw] if isinstance(raw, str) else raw
+    if not all(isinstance(p, str) and p for p in raw):
+        raise ConfigError(f"{sec.key(key)} must be a list of polygon file paths (GeoJSON, GeoPackage, ...), "
+                          f'e.g. ["review/rejected.geojson"]')
+    out = tuple(Path(p) for p in raw)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{sec.key(key)} lists a file twice; list it once")
+    return out
 
 
 def _check_crs(sec: Section, crs: str) -> None:
@@ -82,8 +109,18 @@ def _check_crs(sec: Section, crs: str) -> None:
 
 def label_inputs(lcfg: LabelsConfig) -> list[Path]:
     """The label files (with a Shapefile's sidecars) whose fingerprints enter the extract digest."""
+    return _with_sidecars(lcfg.paths)
+
+
+def feedback_inputs(lcfg: LabelsConfig) -> list[Path]:
+    """The ``negatives`` and ``ignore`` files (with a Shapefile's sidecars) whose fingerprints
+    enter the masks digest."""
+    return _with_sidecars(lcfg.negatives + lcfg.ignore)
+
+
+def _with_sidecars(paths: tuple[Path, ...]) -> list[Path]:
     out: list[Path] = []
-    for p in lcfg.paths:
+    for p in paths:
         out.append(p)
         if p.suffix.lower() == ".shp":
             out += [p.with_suffix(s) for s in (".dbf", ".prj", ".shx")]

@@ -8,6 +8,8 @@ instances (``[masks] instances``), pixels of an area feature within ``edge_px`` 
 outline take the class's edge value ``255 - id`` (:mod:`pipeline.instances`), so the interiors of
 touching buildings never touch; the edge is found on a raster of feature ids grown by
 ``edge_px`` around the block, so a tile's mask does not depend on how tiles are grouped.
+Mapper feedback (``[labels] negatives`` / ``ignore``, :mod:`pipeline.feedback`) is burnt last:
+negative areas as background (0) over every class, edge and ring, then ignore areas as 255.
 
 For speed, a shard's tiles are burnt in blocks of up to ``BLOCK_TILES`` x ``BLOCK_TILES``
 tiles with one ``rasterio.features.rasterize`` call per block, then cut into tiles; the cost
@@ -31,7 +33,8 @@ from rasterio.features import rasterize
 
 from pipeline.config import IGNORE_VALUE, ClassSpec
 from pipeline.errors import InputDataError
-from pipeline.geo import HALF_WORLD_M, burn_geometries, mercator_scale, mercator_to_lonlat
+from pipeline.feedback import Feedback
+from pipeline.geo import HALF_WORLD_M, burn_geometries, mercator_scale, mercator_to_lonlat, to_mercator
 from pipeline.instances import edge_band, edge_value
 from pipeline.tiles import Tile, block_transform, quadkey_to_tile, tile_bounds, tile_extent_m
 
@@ -72,12 +75,18 @@ class BurnSet:
     edge_tree: shapely.STRtree
     shapes: list[dict[str, Any]]
     instance: NDArray[np.bool_]
+    #: mapper feedback areas (EPSG:3857), their values (0 = negative, 255 = ignore) in burn order
+    overrides: NDArray[np.object_] | None = None
+    override_values: NDArray[np.uint8] | None = None
+    override_tree: shapely.STRtree | None = None
 
 
-def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec], edge_ids: Sequence[int] = ()) -> BurnSet:
+def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec], edge_ids: Sequence[int] = (),
+                 feedback: Feedback | None = None) -> BurnSet:
     """Project features (EPSG:4326; columns ``class``, ``buffer_m``) to EPSG:3857, buffer
     lines by their ground-metre half-width, and order them by class priority (stable).
-    Features of the classes ``edge_ids`` get edge bands when burnt with ``edge_px`` > 0."""
+    Features of the classes ``edge_ids`` get edge bands when burnt with ``edge_px`` > 0;
+    ``feedback`` areas (:func:`pipeline.feedback.load_feedback`) are burnt over everything."""
     by_name = {c.name: c for c in classes}
     names = features["class"].to_numpy() if len(features) else np.array([], dtype=object)
     unknown = sorted(set(names) - set(by_name))
@@ -94,7 +103,12 @@ def prepare_burn(features: gpd.GeoDataFrame, classes: Sequence[ClassSpec], edge_
     geoms, vals, is_area = geoms[keep], vals[keep], is_area[keep]
     edges = shapely.boundary(geoms[is_area]) if is_area.any() else np.array([], dtype=object)
     instance = is_area & np.isin(vals, np.asarray(edge_ids, dtype=np.int64))
-    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges), geojson_like(geoms), instance)
+    if feedback is None or not len(feedback):
+        return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges), geojson_like(geoms),
+                       instance)
+    over = to_mercator(feedback.geoms)
+    return BurnSet(geoms, vals, shapely.STRtree(geoms), edges, shapely.STRtree(edges), geojson_like(geoms), instance,
+                   over, feedback.values.astype(np.uint8), shapely.STRtree(over))
 
 
 def geojson_like(geoms: NDArray[np.object_]) -> list[dict[str, Any]]:
@@ -168,6 +182,12 @@ def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: 
             rings = shapely.buffer(burn.edges[eidx], reach, quad_segs=2)
             rasterize(((g, IGNORE_VALUE) for g in rings), out_shape=shape, transform=transform,
                       out=out, dtype=np.uint8)
+    if burn.override_tree is not None and burn.overrides is not None and burn.override_values is not None:
+        oidx = np.sort(burn.override_tree.query(box, predicate="intersects"))
+        if len(oidx):
+            # in burn order (negatives, then ignore): each pixel takes the last area covering it
+            rasterize(zip(burn.overrides[oidx].tolist(), burn.override_values[oidx].tolist()), out_shape=shape,
+                      transform=transform, out=out, dtype=np.uint8)
     return out
 
 

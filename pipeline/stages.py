@@ -56,6 +56,9 @@ class Stage:
     #: its inputs are what the synthetic stage generates in a sample region (then that stage's digest
     #: covers them); False for an input no sample makes (the model a region is predicted with)
     sample_inputs: bool = True
+    #: config parts that enter the digest only when set (not None or empty): keys added later
+    #: leave the digests of configs that do not use them unchanged
+    optional: tuple[str, ...] = ()
 
     def upstream_of(self, cfg: RegionConfig) -> tuple[str, ...]:
         """The stages this one reads from under config ``cfg``."""
@@ -92,7 +95,16 @@ register(Stage("synthetic", ("synthetic", "osm.path", "imagery.paths")))  # the 
 register(Stage("extract", ("osm", "classes", "labels"), ("synthetic",), inputs=_label_paths))
 register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "imagery.cover_folder",
                          "imagery.path"), ("extract",)))
-register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",)))
+def _feedback_paths(cfg: RegionConfig) -> list[Path]:
+    from pipeline.labels_config import feedback_inputs
+
+    return feedback_inputs(cfg.section("labels"))
+
+
+# [labels] negatives / ignore (mapper feedback) are burnt by masks: their files and lists are in
+# its digest (a user's files even in a sample region), not in extract's (field metadata "digest")
+register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",), inputs=_feedback_paths,
+               sample_inputs=False, optional=("labels.negatives", "labels.ignore")))
 register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths))
 
 
@@ -164,11 +176,13 @@ def config_value(cfg: RegionConfig, key: str) -> Any:
 
 def normalise(value: Any) -> Any:
     """JSON-ready plain value of a typed config value: dataclasses as dicts of all their fields
-    (defaults included, operational ones left out), tuples as lists, paths as strings."""
+    (defaults included; operational ones left out, and those whose metadata ``digest`` names the
+    stage that lists them by dotted key), tuples as lists, paths as strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value).__name__
         return {f.name: normalise(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not f.metadata.get("operational") and f"{cls}.{f.name}" not in OPERATIONAL_FIELDS}
+                if not f.metadata.get("operational") and not f.metadata.get("digest")
+                and f"{cls}.{f.name}" not in OPERATIONAL_FIELDS}
     if isinstance(value, Mapping):
         return {str(k): normalise(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
@@ -196,8 +210,15 @@ def stage_inputs(cfg: RegionConfig, stage: str) -> list[Path]:
 
 
 def stage_config(cfg: RegionConfig, stage: str) -> dict[str, Any]:
-    """The normalised config a stage's digest covers (``{part: plain value}``)."""
-    return {k: normalise(config_value(cfg, k)) for k in get_stage(stage).sections}
+    """The normalised config a stage's digest covers (``{part: plain value}``; ``optional``
+    parts only when set)."""
+    s = get_stage(stage)
+    out = {k: normalise(config_value(cfg, k)) for k in s.sections}
+    for k in s.optional:
+        v = normalise(config_value(cfg, k))
+        if v not in (None, [], {}, ""):
+            out[k] = v
+    return out
 
 
 def stage_digest(cfg: RegionConfig, stage: str) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.features import read_features
+from pipeline.feedback import load_feedback
 from pipeline.instances import edge_value
 from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 from pipeline.tiles import Tile
@@ -34,7 +35,7 @@ class RasterizeMasks(ShardTask):
             tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), str(self.shard))
             feats = read_features(self.data_dir / "features.parquet",
                                   bbox=shard_read_bbox(str(self.shard), cfg.classes))
-            burn = prepare_burn(feats, cfg.classes, cfg.edge_ids)
+            burn = prepare_burn(feats, cfg.classes, cfg.edge_ids, load_feedback(cfg.section("labels")))
             pngs = mask_pngs(burn, tiles, cfg.tile_size, mask_palette(cfg.classes), cfg.masks.ignore_ring_px,
                              cfg.masks.edge_px if cfg.edge_ids else 0)
             out.write_many(self._progress(pngs, len(tiles)), "png")
