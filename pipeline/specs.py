@@ -17,7 +17,7 @@ Keys (all optional)::
     encoder_weights = "weights/resnet34.pth"  # local pretrained encoder state dict; default none
     epochs = 30
     batch_size = 8
-    lr = 1e-3                # peak learning rate (AdamW)
+    lr = 1e-3                # peak learning rate (AdamW); 3e-4 when init is set (fine-tuning)
     weight_decay = 1e-4
     schedule = "onecycle"    # or "cosine" (linear warm-up then cosine decay), "constant"
     warmup = 0.1             # share of the steps spent warming up
@@ -33,6 +33,17 @@ Keys (all optional)::
     amp = "auto"             # "auto" (bf16/fp16 on CUDA), "off"
     channels_last = true     # on CUDA
     compile = false          # torch.compile the model (CUDA)
+    init = "models/base.pt"  # fine-tune: start from a checkpoint TrainModel wrote (classes matched by
+                             # name: shared ones keep their head rows, new ones start fresh)
+    freeze_encoder_epochs = 0  # epochs at the start that train the decoder and head only
+    max_minutes = 0          # time budget (0: none): stop after the epoch that crosses it; the
+                             # LR schedule is laid out for the epochs that fit (measured)
+    val_every = 1            # validate every N epochs (and always the last); best.pt is chosen
+                             # among validated epochs
+    checkpoint_minutes = 5.0 # last.pt (full training state) at most this many minutes apart (0: every
+                             # epoch), after
+                             # the first epoch and at the end; operational
+    checkpoint_epochs = 0    # and every N epochs (0: by time only); operational
 """
 
 from __future__ import annotations
@@ -45,6 +56,8 @@ from pipeline.config import Section
 from pipeline.errors import ConfigError
 
 LOSSES = ("ce", "dice", "lovasz", "focal")
+#: default peak learning rate from scratch, and when fine-tuning (``[train] init`` set, ``lr`` not)
+LR, FINETUNE_LR = 1e-3, 3e-4
 SCHEDULES = ("onecycle", "cosine", "constant")
 Box = tuple[float, float, float, float]
 
@@ -70,7 +83,7 @@ class TrainSpec:
     encoder_weights: str | None = None
     epochs: int = 30
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = LR
     weight_decay: float = 1e-4
     schedule: str = "onecycle"
     warmup: float = 0.1
@@ -89,6 +102,14 @@ class TrainSpec:
     # a second model (model/cross/), trained on the val + test tiles, predicts the train tiles; not part
     # of the main model's identity (its digest): the predict stage's digest names it instead
     cross_fit: bool = field(default=False, metadata={"operational": True})
+    # fine-tuning: a checkpoint written by TrainModel (its file's fingerprint enters the digest too)
+    init: Path | None = None
+    freeze_encoder_epochs: int = 0
+    max_minutes: float = 0.0  # 0: no time budget
+    val_every: int = 1
+    # how often last.pt is written: how, not what (no part of the digest)
+    checkpoint_minutes: float = field(default=5.0, metadata={"operational": True})
+    checkpoint_epochs: int = field(default=0, metadata={"operational": True})
 
 
 def _areas(sec: Section, key: str) -> tuple[Box, ...] | Path | None:
@@ -143,13 +164,14 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
     """``[train]`` of config ``path`` -> :class:`TrainSpec` (errors name the file and key)."""
     sec = Section(path, "train", table)
     d = TrainSpec()
+    init = sec.take("init", str, None) or None
     spec = TrainSpec(
         arch=sec.take("arch", str, d.arch),
         encoder=sec.take("encoder", str, d.encoder),
         encoder_weights=sec.take("encoder_weights", str, None) or None,
         epochs=sec.integer("epochs", d.epochs, lo=1, hi=100000),
         batch_size=sec.integer("batch_size", d.batch_size, lo=1, hi=65536),
-        lr=sec.number("lr", d.lr, lo=1e-8, hi=10.0),
+        lr=sec.number("lr", FINETUNE_LR if init else LR, lo=1e-8, hi=10.0),
         weight_decay=sec.number("weight_decay", d.weight_decay, lo=0.0, hi=10.0),
         schedule=sec.choice("schedule", SCHEDULES, d.schedule),
         warmup=sec.number("warmup", d.warmup, lo=0.0, hi=0.9),
@@ -166,6 +188,12 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         channels_last=sec.take("channels_last", bool, d.channels_last),
         compile=sec.take("compile", bool, d.compile),
         cross_fit=sec.take("cross_fit", bool, d.cross_fit),
+        init=Path(init) if init else None,
+        freeze_encoder_epochs=sec.integer("freeze_encoder_epochs", d.freeze_encoder_epochs, lo=0, hi=100000),
+        max_minutes=sec.number("max_minutes", d.max_minutes, lo=0.0),
+        val_every=sec.integer("val_every", d.val_every, lo=1, hi=100000),
+        checkpoint_minutes=sec.number("checkpoint_minutes", d.checkpoint_minutes, lo=0.0),
+        checkpoint_epochs=sec.integer("checkpoint_epochs", d.checkpoint_epochs, lo=0, hi=100000),
     )
     if spec.crop % 32:
         raise ConfigError(f"{path}: train.crop = {spec.crop}: use a multiple of 32 (the models' output stride), or 0")

@@ -121,7 +121,12 @@ def _own_model(cfg: RegionConfig) -> bool:
 
 
 register(Stage("split", ("split",), ("masks", "imagery")))
-register(Stage("train", ("train", "classes"), ("split",)))
+def _init_path(cfg: RegionConfig) -> list[Path]:
+    init = cfg.section("train").init  # [train] init: the checkpoint a fine-tune starts from
+    return [init] if init is not None else []
+
+
+register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False))
 # a region predicted with a model trained elsewhere ([predict] model) trains nothing itself
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
                inputs=_model_path, sample_inputs=False,

@@ -33,17 +33,22 @@ from pipeline.model import ModelSpec, build_model, make_meta, read_checkpoint, s
 from pipeline.specs import TrainSpec
 
 StepHook = Callable[[int, int], None]
+#: the training clock (seconds; tests replace it to make a time budget deterministic)
+_clock: Callable[[], float] = time.perf_counter
 EpochHook = Callable[[Mapping[str, Any]], None]
 
 
 @dataclass
 class History:
     """Per-epoch rows (``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``images_per_s``,
-    ``seconds``, ``iou``/``precision``/``recall``/``f1`` per class, ``miou``) and the best epoch."""
+    ``seconds`` (training), ``elapsed_s`` (since the run began, resumes included) and, on the
+    epochs that were validated, ``val_seconds``, ``iou``/``precision``/``recall``/``f1`` per
+    class, ``miou``), the best epoch and the lineage of a fine-tuned model."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = -1
     best_miou: float = -1.0
+    init: dict[str, Any] | None = None  # the lineage of a fine-tuned model (pipeline.finetune.lineage)
 
 
 def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
@@ -86,23 +91,79 @@ def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
     return with_edges
 
 
-def build_scheduler(opt: torch.optim.Optimizer, spec: TrainSpec, total_steps: int) -> Any:
+def _cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+class Schedule:
+    """Per-step learning rate as a function of (step, total steps), with a ``total`` that may be
+    laid out again while training (a time budget: :func:`budget_epochs`).
+
+    ``onecycle`` is torch's ``OneCycleLR`` (cosine; peak ``lr``, from ``lr / 25`` to ``lr / 25e3``,
+    warm-up share ``warmup``; AdamW beta1 0.95 -> 0.85 -> 0.95); ``cosine`` a linear warm-up then
+    cosine decay to 0; ``constant`` ``lr``. Past ``total`` the last value holds."""
+
+    def __init__(self, opt: torch.optim.Optimizer, spec: TrainSpec, total_steps: int) -> None:
+        self.opt, self.kind, self.peak, self.warmup = opt, spec.schedule, spec.lr, spec.warmup
+        self.total, self.n = max(1, int(total_steps)), 0
+        self._apply()
+
+    def at(self, n: int) -> tuple[float, float | None]:
+        """(learning rate, AdamW beta1 or None) at step ``n``."""
+        total = self.total
+        if self.kind == "onecycle":
+            low = self.peak / 25.0
+            end1, end2 = max(self.warmup, 1e-3) * total - 1, total - 1
+            if n <= end1:
+                p = n / end1 if end1 > 0 else 1.0
+                return _cos(low, self.peak, p), _cos(0.95, 0.85, p)
+            p = min(1.0, (n - end1) / (end2 - end1)) if end2 > end1 else 1.0
+            return _cos(self.peak, low / 1e3, p), _cos(0.85, 0.95, p)
+        if self.kind == "constant":
+            return self.peak, None
+        warm = int(self.warmup * total)
+        if n < warm:
+            return self.peak * (n + 1) / warm, None
+        return self.peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (n - warm) / max(1, total - warm)))), None
+
+    def _apply(self) -> None:
+        lr, beta1 = self.at(self.n)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+            if beta1 is not None and "betas" in g:
+                g["betas"] = (beta1, g["betas"][1])
+
+    def step(self) -> None:
+        self.n += 1
+        self._apply()
+
+    def relayout(self, total_steps: int) -> None:
+        """Lay the schedule out for ``total_steps`` steps from now on (never fewer than taken)."""
+        self.total = max(1, self.n, int(total_steps))
+        self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "total": self.total, "kind": self.kind}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.n, self.total = int(state["n"]), int(state["total"])
+        self._apply()
+
+
+def build_scheduler(opt: torch.optim.Optimizer, spec: TrainSpec, total_steps: int) -> Schedule:
     """Per-step LR schedule: one-cycle (warm-up share ``spec.warmup``), linear warm-up + cosine, or constant."""
-    total_steps = max(1, total_steps)
-    if spec.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=total_steps,
-                                                   pct_start=max(spec.warmup, 1e-3), div_factor=25.0,
-                                                   final_div_factor=1e3)
-    warm = int(spec.warmup * total_steps)
+    return Schedule(opt, spec, total_steps)
 
-    def factor(step: int) -> float:
-        if spec.schedule == "constant":
-            return 1.0
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+def budget_epochs(spec: TrainSpec, done: int, elapsed_s: float, epoch_s: float) -> int:
+    """Epochs a run will have trained when it stops: ``spec.epochs``, or with ``[train]
+    max_minutes`` the epoch that crosses the budget at ``epoch_s`` seconds an epoch from now
+    (``done`` epochs in ``elapsed_s`` seconds); between ``done`` and ``spec.epochs``."""
+    if spec.max_minutes <= 0:
+        return spec.epochs
+    left = spec.max_minutes * 60.0 - elapsed_s
+    more = math.ceil(left / epoch_s) if left > 0 and epoch_s > 0 else 0
+    return max(done, min(spec.epochs, done + more))
 
 
 def dist_setup(device: torch.device) -> tuple[int, int]:
@@ -171,16 +232,24 @@ def _check_inputs(train_ds: TileDataset) -> None:
                             "ignored); check the [[classes]] tags against the OSM data, or the region's bbox")
 
 
-def _resume(path: Path, digest: str, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-            scaler: torch.amp.GradScaler, device: torch.device) -> tuple[int, History]:
+def _read_last(path: Path, digest: str, spec: TrainSpec) -> dict[str, Any] | None:
+    """last.pt's checkpoint when there is one (of today's config: another's is refused, and kept)."""
     if not path.is_file():
-        return 0, History()
+        return None
     blob = read_checkpoint(path, map_location="cpu")
     got = blob["meta"].get("config_digest")
     if got != digest or "train_state" not in blob:
+        init = (f" ([train] init = '{spec.init}' is a change of config: move last.pt away to fine-tune from it)"
+                if spec.init is not None else "")
         raise TrainingError(f"{path}: checkpoint of another config (digest {got}, today's {digest}); it is kept. "
                             "Move or delete it to train afresh with today's config, or restore the old config "
-                            "to resume it")
+                            f"to resume it{init}")
+    return blob
+
+
+def _restore(blob: Mapping[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Schedule,
+             scaler: torch.amp.GradScaler) -> tuple[int, History, float]:
+    """Load last.pt's training state; (next epoch, history, training seconds spent so far)."""
     unwrap(model).load_state_dict(blob["model"])
     ts = blob["train_state"]
     opt.load_state_dict(ts["optimizer"])
@@ -188,7 +257,7 @@ def _resume(path: Path, digest: str, model: torch.nn.Module, opt: torch.optim.Op
     scaler.load_state_dict(ts["scaler"])
     set_rng_state(ts["rng"])
     hist = History([dict(r) for r in ts["history"]], int(ts["best_epoch"]), float(ts["best_miou"]))
-    return int(ts["epoch"]) + 1, hist
+    return int(ts["epoch"]) + 1, hist, float(ts.get("elapsed_s", 0.0))
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader[Any], n_classes: int, device: torch.device,
@@ -240,15 +309,131 @@ def _amp(spec: TrainSpec, device: torch.device) -> tuple[Any, torch.amp.GradScal
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda", enabled=True)
 
 
+def _agree(values: list[float], device: torch.device) -> list[float]:
+    """Rank 0's ``values`` on every rank (time-based decisions must be the same on all of them)."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return [float(v) for v in t.cpu()]
+
+
+class _Plan:
+    """The time budget (``[train] max_minutes``): when to stop and how long the schedule is.
+
+    The schedule starts laid out for ``epochs``; a few steps into the first epoch it is laid
+    out again for the epochs the measured step time fits into the budget (validation estimated
+    at a third of a training step per tile), and after every epoch for the measured epoch times."""
+
+    def __init__(self, spec: TrainSpec, sched: Schedule, steps_per_epoch: int, val_share: float,
+                 device: torch.device) -> None:
+        self.spec, self.sched, self.steps, self.val_share, self.device = spec, sched, steps_per_epoch, val_share, device
+        self.budget_s = spec.max_minutes * 60.0
+        self.k = min(max(3, steps_per_epoch // 10), steps_per_epoch - 1)
+        self.t0 = 0.0
+        self.epoch_times: list[float] = []
+
+    @property
+    def on(self) -> bool:
+        return self.budget_s > 0
+
+    def first_steps(self, elapsed_s: float) -> Callable[[int, int], None]:
+        """A step hook for the first epoch of a fresh run: lays the schedule out after ``k`` steps."""
+        def hook(epoch: int, step: int) -> None:
+            if step == 0:
+                self.t0 = _clock()
+            elif step == self.k:
+                per_step = (_clock() - self.t0) / self.k
+                epoch_s = per_step * self.steps * (1.0 + self.val_share / max(1, self.spec.val_every))
+                self._relayout(epoch, elapsed_s, epoch_s)  # (elapsed_s: at the start of this epoch)
+        return hook
+
+    def _relayout(self, done: int, elapsed_s: float, epoch_s: float) -> None:
+        epochs = budget_epochs(self.spec, done, elapsed_s, epoch_s)
+        total, = _agree([float(epochs * self.steps)], self.device)
+        self.sched.relayout(int(total))
+
+    def crossed(self, elapsed_s: float) -> bool:
+        """Whether the budget is spent (the epoch that crossed it is the last)."""
+        if not self.on:
+            return False
+        return bool(_agree([float(elapsed_s >= self.budget_s)], self.device)[0])
+
+    def epoch_done(self, done: int, elapsed_s: float, epoch_s: float) -> None:
+        if not self.on:
+            return
+        self.epoch_times.append(epoch_s)
+        times = self.epoch_times[1:] or self.epoch_times  # (the first one carries the start-up)
+        self._relayout(done, elapsed_s, sum(times) / len(times))
+
+
+class _Saver:
+    """Writes ``last.pt`` (the full training state: weights, optimiser, schedule, RNG, history)
+    after the first epoch of a run, every ``checkpoint_epochs`` epochs, whenever
+    ``checkpoint_minutes`` have passed since the last write, and at the end; ``best.pt`` with it
+    when a better epoch came since the last write (kept in memory until then). So a killed run
+    resumes from the last write, and ``best.pt`` never runs ahead of ``last.pt``'s history."""
+
+    def __init__(self, out: Path, model: torch.nn.Module, meta_base: Mapping[str, Any], spec: TrainSpec,
+                 has_val: bool) -> None:
+        self.out, self.model, self.meta_base, self.spec, self.has_val = out, model, meta_base, spec, has_val
+        self.last_t = _clock()
+        self.first = True
+        self.best: dict[str, Any] | None = None  # a best.pt blob not yet written
+
+    def meta(self, row: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+        metrics = {k: row[k] for k in ("iou", "precision", "recall", "f1", "miou", "accuracy", "val_loss") if k in row}
+        return {**self.meta_base, "metrics": {**metrics, "epoch": epoch + 1}}
+
+    def due(self, epoch: int, last: bool) -> bool:
+        s = self.spec
+        return (last or self.first or (s.checkpoint_epochs > 0 and (epoch + 1) % s.checkpoint_epochs == 0)
+                or _clock() - self.last_t >= s.checkpoint_minutes * 60.0)
+
+    def epoch_done(self, row: Mapping[str, Any], hist: History, epoch: int, last: bool,
+                   state: Callable[[], Any]) -> bool:
+        """Book this epoch (a better validation mIoU: the best); write when due. True when written."""
+        from pipeline.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+        miou = float(row.get("miou", math.nan))
+        save = self.due(epoch, last)
+        if not self.has_val:
+            hist.best_epoch, hist.best_miou = epoch + 1, -1.0
+        elif not math.isnan(miou) and miou > hist.best_miou:
+            hist.best_epoch, hist.best_miou = epoch + 1, miou
+            self.best = None if save else {
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()},
+                "meta": self.meta(row, epoch)}
+            if save:
+                save_checkpoint(self.out / "best.pt", self.model, self.meta(row, epoch))
+        if not save:
+            return False
+        if not self.has_val:
+            save_checkpoint(self.out / "best.pt", self.model, self.meta(row, epoch))
+        elif self.best is not None:
+            from pipeline.model import write_checkpoint
+
+            write_checkpoint(self.out / "best.pt", self.best)
+            self.best = None
+        save_checkpoint(self.out / "last.pt", self.model, self.meta(row, epoch), state())
+        self.last_t, self.first = _clock(), False
+        return True
+
+
 def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: TileDataset, out_dir: str | Path,
         info: RunInfo, device: torch.device | None = None, workers: int = 0, progress: bool = True,
         on_step: StepHook | None = None, on_epoch: EpochHook | None = None) -> History:
-    """Train (or resume from ``out_dir/last.pt``) for ``spec.epochs`` epochs; returns the history.
+    """Train (or resume from ``out_dir/last.pt``) for ``spec.epochs`` epochs (or until ``spec.max_minutes``);
+    returns the history.
 
-    Checkpoints are written atomically at the end of every epoch, so a killed run resumes from the
-    last finished epoch and ends with the same weights as an uninterrupted one (CPU, same seed).
+    ``last.pt`` (the full training state) is written atomically after the first epoch, then every
+    ``spec.checkpoint_epochs`` epochs or ``spec.checkpoint_minutes`` minutes, and at the end, so a
+    killed run resumes from the last write and ends with the same weights as an uninterrupted one
+    (CPU, same seed, no time budget). With ``spec.init`` a fresh run starts from that checkpoint's
+    weights (:mod:`pipeline.finetune`); a resumed one from ``last.pt``.
     ``on_step(epoch, step)`` is called after each optimiser step (tests use it to kill a run);
-    ``on_epoch(row)`` after each epoch's checkpoint, with its ``metrics.csv`` row (progress reports)."""
+    ``on_epoch(row)`` after each epoch, with its ``metrics.csv`` row (progress reports)."""
     out = Path(out_dir)
     device = device or pick_device()
     rank, world = dist_setup(device)
@@ -257,7 +442,20 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     n_classes = len(names)
     fold = _fold_table(info, n_classes)
     seed_everything(spec.seed)
-    model = build_model(model_spec).to(device)
+    model = build_model(model_spec)
+    last_blob = _read_last(out / "last.pt", info.config_digest, spec)
+    lineage: Mapping[str, Any] | None = None
+    if last_blob is not None:
+        lineage = last_blob["meta"].get("init")
+    elif spec.init is not None:
+        from pipeline.finetune import init_weights, read_init
+        from pipeline.finetune import lineage as init_lineage
+
+        blob = read_init(spec.init)
+        init_weights(model, blob, model_spec, info.classes, info.edges, spec.init)
+        lineage = init_lineage(spec.init, blob)
+        del blob
+    model = model.to(device)
     if device.type == "cuda" and spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
@@ -266,8 +464,13 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     steps_per_epoch = math.ceil(len(sampler) / spec.batch_size)
     sched = build_scheduler(opt, spec, steps_per_epoch * spec.epochs)
     amp, scaler = _amp(spec, device)
-    start, hist = _resume(out / "last.pt", info.config_digest, model, opt, sched, scaler, device)
-    if start >= spec.epochs:
+    start, hist, elapsed = 0, History(), 0.0
+    if last_blob is not None:
+        start, hist, elapsed = _restore(last_blob, model, opt, sched, scaler)
+        del last_blob
+    hist.init = dict(lineage) if lineage else None
+    plan = _Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device)
+    if start >= spec.epochs or (plan.on and elapsed >= plan.budget_s):
         return hist
     train_model: torch.nn.Module = model
     if world > 1:
@@ -282,27 +485,57 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes)
     meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest,
                           scale=info.scale, edges=info.edges)
+    if lineage:
+        meta_base["init"] = dict(lineage)
+    has_val = bool(len(val_ds))
+    saver = _Saver(out, model, meta_base, spec, has_val) if rank == 0 else None
     board = None
     if rank == 0:
         from pipeline.trainlog import Board
 
         board = Board(out / "tb")
+    clock = _clock() - elapsed  # training seconds count across resumes
     try:
         for epoch in range(start, spec.epochs):
+            t_epoch = _clock()
+            hooks = [h for h in (on_step, plan.first_steps(elapsed) if plan.on and not hist.rows else None) if h]
             row = _train_epoch(train_model, loader, sampler, epoch, spec, opt, sched, scaler, amp, loss_fn,
-                               device, out, progress and rank == 0, on_step)
-            cm, val_loss = evaluate(train_model, val_loader, n_classes, device, loss_fn, amp, fold) if len(val_ds) \
-                else (torch.zeros(n_classes, n_classes, dtype=torch.int64), math.nan)
-            row.update(scores(cm, names) if len(val_ds) else {}, val_loss=val_loss)
+                               device, out, progress and rank == 0, hooks,
+                               frozen=epoch < spec.freeze_encoder_epochs, world=world)
+            last = epoch + 1 >= spec.epochs or plan.crossed(_clock() - clock)
+            row["val_loss"] = math.nan
+            if has_val and ((epoch + 1) % spec.val_every == 0 or last):
+                t_val = _clock()
+                cm, val_loss = evaluate(train_model, val_loader, n_classes, device, loss_fn, amp, fold)
+                row.update(scores(cm, names), val_loss=val_loss, val_seconds=_clock() - t_val)
+            elapsed = _clock() - clock
+            row["elapsed_s"] = elapsed
             hist.rows.append(row)
-            if rank == 0:
-                _save_epoch(out, model, meta_base, row, hist, opt, sched, scaler, epoch, bool(len(val_ds)))
+            if not last:
+                plan.epoch_done(epoch + 1 - start, elapsed, _clock() - t_epoch)
+            if saver is not None:
+                def state(epoch: int = epoch, elapsed: float = elapsed) -> dict[str, Any]:
+                    return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                            "history": [dict(r) for r in hist.rows], "best_epoch": hist.best_epoch,
+                            "best_miou": hist.best_miou, "elapsed_s": elapsed}
+
+                saver.epoch_done(row, hist, epoch, last, state)
+                from pipeline.trainlog import write_csv
+
+                write_csv(out / "metrics.csv", hist.rows)
                 if board is not None:
                     board.epoch(row)
                 if on_epoch is not None:
                     on_epoch(row)
             if world > 1:
                 dist.barrier()
+            if last:
+                break
+        if rank == 0:
+            from pipeline.trainlog import write_plot
+
+            write_plot(out / "training.png", hist.rows)
     finally:
         if board is not None:
             board.close()
@@ -323,10 +556,15 @@ def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
 def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: EpochSampler, epoch: int,
                  spec: TrainSpec, opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, amp: Any,
                  loss_fn: Callable[..., torch.Tensor], device: torch.device, out: Path, progress: bool,
-                 on_step: StepHook | None) -> dict[str, Any]:
+                 hooks: Sequence[StepHook], frozen: bool = False, world: int = 1) -> dict[str, Any]:
     sampler.set_epoch(epoch)
     model.train()
-    total, seen, t0 = 0.0, 0, time.perf_counter()
+    if spec.freeze_encoder_epochs > 0:
+        from pipeline.finetune import drop_encoder_grads, set_encoder_frozen
+
+        # (under DDP the encoder keeps requires_grad, as its reducer wants; its gradients are dropped)
+        set_encoder_frozen(unwrap(model), frozen, toggle_grad=world == 1)
+    total, seen, t0 = 0.0, 0, _clock()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -344,10 +582,12 @@ def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: Epoch
             loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; {out}/last.pt "
-                                    f"keeps the last good epoch. Lower [train] lr (now {spec.lr}) or set "
+                                    f"keeps the last good epoch it wrote. Lower [train] lr (now {spec.lr}) or set "
                                     "grad_clip, then rerun to resume")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if frozen and world > 1:
+                drop_encoder_grads(unwrap(model))
             if spec.grad_clip > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
@@ -356,40 +596,20 @@ def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: Epoch
         except torch.OutOfMemoryError as exc:
             raise TrainingError(f"CUDA out of memory with [train] batch_size = {spec.batch_size}; set batch_size = "
                                 f"{max(1, spec.batch_size // 2)} (or a smaller scale); {out}/last.pt keeps the "
-                                "last good epoch") from exc
+                                "last good epoch it wrote") from exc
         sched.step()
         total += float(loss.detach()) * len(x)
         seen += len(x)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-        if on_step is not None:
-            on_step(epoch, step)
+            bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (_clock() - t0):.1f}")
+        for hook in hooks:
+            hook(epoch, step)
     if bar is not None:
         bar.close()
-    secs = time.perf_counter() - t0
+    secs = _clock() - t0
     return {"epoch": epoch + 1, "train_loss": total / max(1, seen), "lr": float(opt.param_groups[0]["lr"]),
             "images_per_s": seen / secs if secs > 0 else math.nan, "seconds": secs}
-
-
-def _save_epoch(out: Path, model: torch.nn.Module, meta_base: Mapping[str, Any], row: Mapping[str, Any],
-                hist: History, opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler,
-                epoch: int, has_val: bool) -> None:
-    from pipeline.trainlog import write_csv, write_plot
-
-    metrics = {k: row[k] for k in ("iou", "precision", "recall", "f1", "miou", "accuracy", "val_loss") if k in row}
-    meta = {**meta_base, "metrics": {**metrics, "epoch": epoch + 1}}
-    miou = float(row.get("miou", math.nan))
-    better = not has_val or (not math.isnan(miou) and miou > hist.best_miou)
-    if better:
-        hist.best_epoch, hist.best_miou = epoch + 1, miou if has_val else -1.0
-        save_checkpoint(out / "best.pt", model, meta)
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-             "rng": rng_state(), "epoch": epoch, "history": [dict(r) for r in hist.rows],
-             "best_epoch": hist.best_epoch, "best_miou": hist.best_miou}
-    save_checkpoint(out / "last.pt", model, meta, state)
-    write_csv(out / "metrics.csv", hist.rows)
-    write_plot(out / "training.png", hist.rows)
 
 
 def check_spec_fits(model_spec: ModelSpec, bands: int) -> None:

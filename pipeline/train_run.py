@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RegionConfig, load_config
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.model import ModelSpec
 from pipeline.specs import TrainSpec
 from pipeline.split import TileRow, read_split_csv
@@ -26,7 +26,15 @@ def model_spec_for(cfg: RegionConfig, spec: TrainSpec, bands: int) -> ModelSpec:
     """The model a region's ``[train]`` asks for: background, one output per class, one per edge band."""
     return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands,
                      classes=len(cfg.classes) + 1 + len(cfg.edge_ids),
-                     encoder_weights_path=spec.encoder_weights)
+                     encoder_weights_path=None if spec.init is not None else spec.encoder_weights)
+
+
+def check_init(spec: TrainSpec, out_dir: Path) -> None:
+    """``[train] init`` must not be a checkpoint of the folder this training writes (it would be
+    overwritten while it is the starting point)."""
+    if spec.init is not None and spec.init.resolve().parent == Path(out_dir).resolve():
+        raise ConfigError(f"[train] init = '{spec.init}' is in {out_dir}, which this training overwrites; copy it "
+                          "elsewhere (e.g. models/base.pt) and point [train] init there")
 
 
 #: the two models of a region: ``main`` (model/, trained on the train split) and, with ``[train]
@@ -70,6 +78,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     from pipeline.train import RunInfo, fit
 
     spec: TrainSpec = cfg.section("train")
+    check_init(spec, part_dir(cfg.data_dir, part))
     rows = read_split_csv(cfg.data_dir / "split.csv")
     stats = read_split_stats(cfg.data_dir / "split_stats.json")
     bands = int(stats["bands"])

@@ -89,7 +89,8 @@ class TrainModel(RegionTask):
             prefix = "" if part == "main" else f"{self._dir(part).name}/"
             files |= {prefix + n: {} for n in MODEL_FILES}
             summary = {"best_epoch": hist.best_epoch, "best_miou": hist.best_miou, "epochs": len(hist.rows),
-                       "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()}}
+                       "last": {k: v for k, v in (hist.rows[-1] if hist.rows else {}).items()},
+                       **({"init": hist.init} if hist.init else {})}
             body |= summary if part == "main" else {part: summary}
         self.output().write({"root": str(self.data_dir / "model"), "files": files, "device": str(device),
                              "processes": settings.processes, **body})

@@ -288,3 +288,121 @@ def _town_origin() -> tuple[float, float]:
     ox = math.radians(ORIGIN[0]) * r
     oy = math.log(math.tan(math.pi / 4 + math.radians(ORIGIN[1]) / 2)) * r
     return ox - 40, oy + 760
+
+
+def test_schedule_is_torch_one_cycle_and_can_be_laid_out_again():
+    from pipeline.train import Schedule
+
+    for total, warm in ((100, 0.1), (37, 0.15)):
+        o1 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        o2 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        ref = torch.optim.lr_scheduler.OneCycleLR(o1, max_lr=3e-3, total_steps=total, pct_start=warm,
+                                                  div_factor=25.0, final_div_factor=1e3)
+        ours = Schedule(o2, replace(SPEC, lr=3e-3, warmup=warm), total)
+        for _ in range(total - 1):
+            assert o1.param_groups[0]["lr"] == pytest.approx(o2.param_groups[0]["lr"], rel=1e-12)
+            assert o1.param_groups[0]["betas"] == pytest.approx(o2.param_groups[0]["betas"], rel=1e-12)
+            o1.step()
+            ref.step()
+            ours.step()
+    # laid out for fewer steps half way: it anneals to the end of the new layout
+    o = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    s = Schedule(o, replace(SPEC, lr=1e-3, warmup=0.1), 1000)
+    for _ in range(20):
+        s.step()
+    s.relayout(40)
+    for _ in range(20):
+        s.step()
+    assert o.param_groups[0]["lr"] == pytest.approx(1e-3 / 25e3)
+    assert s.state_dict() == {"n": 40, "total": 40, "kind": "onecycle"}
+
+
+def test_budget_epochs():
+    from pipeline.train import budget_epochs
+
+    spec = replace(SPEC, epochs=50, max_minutes=10.0)
+    assert budget_epochs(spec, 0, 0.0, 60.0) == 10  # the 10th epoch reaches 600 s
+    assert budget_epochs(spec, 0, 0.0, 70.0) == 9  # the 9th crosses it (630 s)
+    assert budget_epochs(spec, 3, 300.0, 100.0) == 6
+    assert budget_epochs(spec, 7, 700.0, 100.0) == 7  # spent: no more
+    assert budget_epochs(spec, 0, 0.0, 1.0) == 50  # never more than [train] epochs
+    assert budget_epochs(replace(spec, max_minutes=0.0), 3, 1e9, 1.0) == 50  # no budget
+
+
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """(file name, epoch) of every checkpoint written, and ("training.png", rows) of each plot."""
+    import pipeline.model as model_mod
+    import pipeline.trainlog as trainlog_mod
+
+    writes: list[tuple[str, int]] = []
+    write, plot = model_mod.write_checkpoint, trainlog_mod.write_plot
+
+    def counted_write(path, blob):
+        writes.append((Path(path).name, blob["meta"]["metrics"]["epoch"]))
+        write(path, blob)
+
+    def counted_plot(path, rows):
+        writes.append((Path(path).name, len(rows)))
+        return plot(path, rows)
+
+    monkeypatch.setattr(model_mod, "write_checkpoint", counted_write)
+    monkeypatch.setattr(trainlog_mod, "write_plot", counted_plot)
+    return writes
+
+
+def test_last_pt_every_n_epochs_best_pt_on_improvement_plot_at_the_end(region, tmp_path, monkeypatch):
+    """last.pt after the first epoch, every checkpoint_epochs and at the end (not each epoch);
+    best.pt only with a better epoch since the last write; one plot; validation every val_every
+    epochs and on the last; a kill still resumes (from the last write) to the same weights."""
+    torch.set_num_threads(1)
+    writes = _count_writes(monkeypatch)
+    spec = replace(SPEC, epochs=5, checkpoint_minutes=1e6, checkpoint_epochs=3, val_every=2)
+    hist = run(region, tmp_path / "m", spec)
+    rows = hist.rows  # type: ignore[attr-defined]
+    lasts = [e for n, e in writes if n == "last.pt"]
+    assert lasts == [1, 3, 5], writes
+    assert [n for n, _ in writes].count("training.png") == 1 and ("training.png", 5) in writes
+    validated = [r["epoch"] for r in rows if "miou" in r]
+    assert validated == [2, 4, 5] and all(r["val_seconds"] > 0 for r in rows if "miou" in r)
+    bests = [e for n, e in writes if n == "best.pt"]
+    assert set(bests) <= set(validated) and len(bests) <= 2  # at most one per write of last.pt after epoch 1
+    _, best_meta = load_checkpoint(tmp_path / "m" / "best.pt")
+    assert best_meta["metrics"]["epoch"] == hist.best_epoch  # type: ignore[attr-defined]
+    state = read_checkpoint(tmp_path / "m" / "last.pt")["train_state"]
+    assert state["best_epoch"] == hist.best_epoch and state["elapsed_s"] > 0  # type: ignore[attr-defined]
+    assert len((tmp_path / "m" / "metrics.csv").read_text().splitlines()) == 6
+    # checkpoint_* are operational: no part of the digest
+    from pipeline.stages import normalise
+
+    assert "checkpoint_minutes" not in normalise(spec) and normalise(spec)["val_every"] == 2
+
+
+def test_time_budget_stops_after_the_crossing_epoch_and_anneals(region, tmp_path, monkeypatch):
+    """``max_minutes``: the schedule is laid out for the epochs that fit (a fake clock: each look
+    at it is one second), the run stops after the epoch that crosses the budget with an annealed
+    learning rate, keeps best.pt, and a rerun trains no more."""
+    import itertools
+
+    import pipeline.train as train_mod
+
+    torch.set_num_threads(1)
+    ticks = itertools.count()
+    monkeypatch.setattr(train_mod, "_clock", lambda: float(next(ticks)))
+    lrs: list[float] = []
+    step = train_mod.Schedule.step
+
+    def logged(self: train_mod.Schedule) -> None:
+        step(self)
+        lrs.append(self.at(self.n)[0])
+
+    monkeypatch.setattr(train_mod.Schedule, "step", logged)
+    spec = replace(SPEC, epochs=100, max_minutes=0.5, checkpoint_minutes=1e6)
+    hist = run(region, tmp_path / "m", spec)
+    rows = hist.rows  # type: ignore[attr-defined]
+    assert 2 <= len(rows) < 20, [r["elapsed_s"] for r in rows]
+    assert rows[-1]["elapsed_s"] >= 30 > rows[-2]["elapsed_s"]
+    assert rows[-1]["lr"] < spec.lr / 1000  # annealed, although 100 epochs were allowed
+    assert max(lrs) > 0.5 * spec.lr  # and it came near its peak on the way (2 steps an epoch here)
+    assert "miou" in rows[-1] and (tmp_path / "m" / "best.pt").is_file()
+    again = run(region, tmp_path / "m", spec)
+    assert len(again.rows) == len(rows)  # type: ignore[attr-defined]

@@ -1,0 +1,152 @@
+"""[train] init (pipeline.finetune): a fine-tune starts from a trained checkpoint, matches the class
+table by name, can freeze the encoder, records its lineage; the config errors are one line.
+Tiny: 64 px generated tiles, ResNet-18 U-Net, one CPU thread."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.errors import ConfigError, ModelError, TrainingError
+from pipeline.finetune import init_weights, output_names, read_init, row_map
+from pipeline.model import ModelSpec, build_model, load_checkpoint, read_checkpoint
+from pipeline.specs import FINETUNE_LR, LR, parse_train
+from pipeline.train import RunInfo, fit
+from tests.test_train import MODEL, SPEC, datasets
+from tests.train_fixtures import write_region
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(tile folder, a one-epoch building model's best.pt copied out of its model folder)."""
+    torch.set_num_threads(1)
+    data = tmp_path_factory.mktemp("tiles")
+    write_region(data, n=3, seed=3)
+    out = tmp_path_factory.mktemp("base")
+    train, val, band = datasets(data)
+    fit(replace(SPEC, epochs=1), MODEL, train, val, out / "model", RunInfo(({"name": "building", "id": 1},), band, 64,
+        "base"), device=torch.device("cpu"), progress=False)
+    ckpt = out / "base.pt"
+    ckpt.write_bytes((out / "model" / "best.pt").read_bytes())
+    return data, ckpt
+
+
+def test_class_table_matched_by_name(base):
+    _, ckpt = base
+    blob = read_init(ckpt)
+    classes = ({"name": "road", "id": 1}, {"name": "building", "id": 5})  # building moves to channel 2
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=4)  # + the building edge
+    torch.manual_seed(0)
+    model = build_model(spec)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    got = init_weights(model, blob, spec, classes, [5], ckpt)
+    assert got == {"kept": ["background", "building"], "new": ["road", "building/edge"], "dropped": []}
+    w, old = model.state_dict(), blob["model"]
+    head = "segmentation_head.0.weight"
+    assert torch.equal(w[head][0], old[head][0]) and torch.equal(w[head][2], old[head][1])
+    assert torch.equal(w[head][1], fresh[head][1]) and torch.equal(w[head][3], fresh[head][3])
+    enc = "encoder.conv1.weight"
+    assert torch.equal(w[enc], old[enc])
+    assert output_names(classes, [5]) == ["background", "road", "building", "building/edge"]
+    assert row_map(["background", "building", "park"], ["background", "building"]) == [0, 1]
+    # the other architecture or band count: one clear error
+    with pytest.raises(ModelError, match=r"\[train\] init = .*a Unet / resnet18 model, \[train\] asks for Unet / "
+                                         r"resnet34; set \[train\] arch = 'Unet' and encoder = 'resnet18'"):
+        init_weights(build_model(replace(spec, encoder="resnet34")), blob, replace(spec, encoder="resnet34"),
+                     classes, [5], ckpt)
+    with pytest.raises(ModelError, match=r"takes 3 bands, this region's images have 4"):
+        init_weights(build_model(replace(spec, in_channels=4)), blob, replace(spec, in_channels=4), classes, [5], ckpt)
+
+
+def test_missing_or_unreadable_init_is_one_line(tmp_path):
+    with pytest.raises(ModelError, match=r"^\[train\] init = '.*nope\.pt': no such file; name a best\.pt") as e:
+        read_init(tmp_path / "nope.pt")
+    assert "\n" not in str(e.value)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelError, match=r"^\[train\] init = '.*bad\.pt': not a readable checkpoint") as e:
+        read_init(bad)
+    assert "\n" not in str(e.value)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match=r"other\.pt': not an osmsat checkpoint"):
+        read_init(tmp_path / "other.pt")
+
+
+def test_fine_tune_freezes_the_encoder_and_records_its_lineage(base, tmp_path):
+    torch.set_num_threads(1)
+    data, ckpt = base
+    spec = replace(SPEC, epochs=2, init=ckpt, freeze_encoder_epochs=1, lr=FINETUNE_LR, checkpoint_epochs=1)
+    train, val, band = datasets(data, spec)
+    info = RunInfo(({"name": "building", "id": 1}, {"name": "road", "id": 2}), band, 64, "ft")
+    model_spec = replace(MODEL, classes=3)
+    writes: list[dict] = []
+    fit(spec, model_spec, train, val, tmp_path / "m", info, device=torch.device("cpu"), progress=False,
+        on_epoch=lambda row: writes.append(read_checkpoint(tmp_path / "m" / "last.pt")))
+    init = read_checkpoint(ckpt)["model"]
+    after1, after2 = writes[0]["model"], writes[1]["model"]
+    enc = [k for k in init if k.startswith("encoder.")]
+    assert all(torch.equal(after1[k], init[k]) for k in enc)  # frozen, batch-norm statistics too
+    assert not all(torch.equal(after2[k], init[k]) for k in enc)  # thawed in the second epoch
+    assert not torch.equal(after1["decoder.blocks.0.conv1.0.weight"], init["decoder.blocks.0.conv1.0.weight"])
+    _, meta = load_checkpoint(tmp_path / "m" / "best.pt")
+    lineage = meta["init"]
+    assert lineage["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert lineage["path"] == str(ckpt) and lineage["config_digest"] == "base" and lineage["classes"] == ["building"]
+    # a rerun resumes from last.pt (init is not read again), with the lineage
+    again = fit(spec, model_spec, train, val, tmp_path / "m", info, device=torch.device("cpu"), progress=False)
+    assert again.init == lineage and len(again.rows) == 2
+    # a fine-tune of the fine-tune: the chain stays
+    child = tmp_path / "child.pt"
+    child.write_bytes((tmp_path / "m" / "best.pt").read_bytes())
+    spec2 = replace(spec, init=child, epochs=1, freeze_encoder_epochs=0)
+    hist = fit(spec2, model_spec, train, val, tmp_path / "m2", info, device=torch.device("cpu"), progress=False)
+    assert hist.init["parent"]["sha256"] == lineage["sha256"]  # type: ignore[index]
+    # last.pt of another config is still refused, and the message says what init needs
+    with pytest.raises(TrainingError, match=r"checkpoint of another config.*move last\.pt away to fine-tune"):
+        fit(spec2, model_spec, train, val, tmp_path / "m2", replace(info, config_digest="other"),
+            device=torch.device("cpu"), progress=False)
+
+
+def test_init_config_keys(tmp_path):
+    cfg = tmp_path / "r.toml"
+    spec = parse_train(cfg, {"init": "models/base.pt", "freeze_encoder_epochs": 2, "max_minutes": 15})
+    assert spec.init == Path("models/base.pt") and spec.lr == FINETUNE_LR and spec.freeze_encoder_epochs == 2
+    assert spec.max_minutes == 15.0
+    assert parse_train(cfg, {}).lr == LR and parse_train(cfg, {"init": "a.pt", "lr": 0.01}).lr == 0.01
+    with pytest.raises(ConfigError, match=r"train\.max_minutes = -1 is out of range"):
+        parse_train(cfg, {"max_minutes": -1})
+    with pytest.raises(ConfigError, match=r"train\.val_every = 0 is out of range"):
+        parse_train(cfg, {"val_every": 0})
+
+
+def test_init_in_the_folder_training_writes_is_refused(tmp_path):
+    from pipeline.train_run import check_init
+
+    spec = replace(SPEC, init=tmp_path / "model" / "best.pt")
+    with pytest.raises(ConfigError, match=r"\[train\] init = .*best\.pt' is in .*model, which this training "
+                                          r"overwrites; copy it elsewhere"):
+        check_init(spec, tmp_path / "model")
+    check_init(replace(SPEC, init=tmp_path / "models" / "base.pt"), tmp_path / "model")
+
+
+def test_the_init_file_is_in_the_train_digest(tmp_path, town_pbf):
+    import os
+
+    from pipeline.config import load_config
+    from pipeline.stages import stage_digest, stage_inputs
+    from tests.town import write_town_config
+
+    init = tmp_path / "base.pt"
+    init.write_bytes(b"x")
+    plain = load_config(write_town_config(tmp_path / "a.toml", town_pbf, tmp_path / "data"))
+    cfg = load_config(write_town_config(tmp_path / "b.toml", town_pbf, tmp_path / "data",
+                                        extra=f'\n[train]\ninit = "{init}"\n'))
+    assert stage_inputs(cfg, "train") == [init] and stage_inputs(plain, "train") == []
+    before = stage_digest(cfg, "train")
+    assert before != stage_digest(plain, "train")
+    os.utime(init, ns=(1, 1))  # another base model: the fine-tune is out of date, and so is what follows
+    assert stage_digest(cfg, "train") != before and stage_digest(cfg, "predict") != stage_digest(plain, "predict")
