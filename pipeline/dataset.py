@@ -23,11 +23,12 @@ from torch.utils.data import Dataset, Sampler
 
 from pipeline.model import normalise
 from pipeline.specs import TrainSpec
-from pipeline.split import IGNORE, TileRow, read_image, read_mask
+from pipeline.split import IGNORE, TileRow, read_image, read_mask, value_max
 
 
 def build_augment(spec: TrainSpec, bands: int) -> Any:
-    """albumentations Compose applied jointly to image (H, W, C uint8) and mask: a random crop
+    """albumentations Compose applied jointly to image (H, W, C: uint8, or float32 0..1 for
+    16-bit tiles) and mask: a random crop
     (``spec.crop`` px, when set), flips, 90-degree rotations, scale jitter (mask resampled
     nearest, new border ignored) and colour jitter."""
     import albumentations as alb
@@ -53,11 +54,13 @@ class TileDataset(Dataset[dict[str, Any]]):
     ``(index, seed)`` pair from :class:`EpochSampler` (the seed drives the augmentation); ``lut``
     (256 uint8) maps mask values to output indices after the augmentation."""
 
-    def __init__(self, data_dir: str | Path, rows: Sequence[TileRow], band_stats: Mapping[str, Sequence[float]],
+    def __init__(self, data_dir: str | Path, rows: Sequence[TileRow], band_stats: Mapping[str, Any],
                  scale: float = 1.0, augment: Any = None, lut: np.ndarray | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.rows = list(rows)
-        self.band_stats = {"mean": list(band_stats["mean"]), "std": list(band_stats["std"])}
+        self.band_stats: dict[str, Any] = {"mean": list(band_stats["mean"]), "std": list(band_stats["std"])}
+        if "max" in band_stats:  # 16-bit imagery: statistics in pixel / max units
+            self.band_stats["max"] = float(band_stats["max"])
         self.bands = len(self.band_stats["mean"])
         self.scale = scale
         self.augment = augment
@@ -67,9 +70,13 @@ class TileDataset(Dataset[dict[str, Any]]):
         return len(self.rows)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 image (H, W, C) and mask (H, W) of row ``i``, resampled by ``scale``."""
+        """Image (H, W, C) and mask (H, W) of row ``i``, resampled by ``scale``: an 8-bit tile as
+        uint8; a 16-bit tile as float32 pixel / ``band_stats["max"]`` (0..1 on the training
+        tiles, which albumentations' colour jitter expects of floats)."""
         r = self.rows[i]
         img = read_image(self.data_dir / r.image, self.bands)
+        if img.dtype != np.uint8:
+            img = img.astype(np.float32) / np.float32(value_max(self.band_stats))
         mask = read_mask(self.data_dir / r.mask)
         if self.scale != 1.0:
             from PIL import Image
@@ -92,7 +99,8 @@ class TileDataset(Dataset[dict[str, Any]]):
         r = self.rows[i]
         if self.lut is not None:
             mask = self.lut[mask]
-        return {"image": torch.from_numpy(normalise(np.ascontiguousarray(img), self.band_stats)),
+        scaled = img.dtype != np.uint8  # a 16-bit tile, already pixel / max
+        return {"image": torch.from_numpy(normalise(np.ascontiguousarray(img), self.band_stats, scaled)),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
                 "tile": (r.z, r.x, r.y)}
 

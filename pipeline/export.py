@@ -3,7 +3,8 @@ and a model card as a STAC item with the Machine Learning Model extension (``mlm
 
 The ONNX graph takes the normalised image (float32, N x bands x H x W, ``(pixel / 255 - mean) /
 std`` per band, i.e. a z-score of the 0-255 pixel values with ``mean * 255`` and ``std * 255``,
-as the card's ``value_scaling`` states) and returns the logits (N x classes x H x W, channel 0
+as the card's ``value_scaling`` states; 16-bit tiles: ``max`` of the band statistics for 255)
+and returns the logits (N x classes x H x W, channel 0
 background, channel k the k-th class by ascending id); softmax gives the probabilities. H and W
 are free; the card's input shape is one tile with its context border at the model's scale.
 
@@ -100,7 +101,8 @@ def input_recipe(tile_size: int, context_px: int, side: int) -> dict[str, Any]:
         "context": (f"the tile plus {context_px} px of its 8 neighbours on every side ({window} x {window} px); "
                     "a missing neighbour is mirrored from the tile"),
         "normalisation": "per band (pixel / 255 - mean) / std with the checkpoint's band statistics "
-                         "(= z-score of the 0-255 values, as value_scaling states)",
+                         "(= z-score of the 0-255 values, as value_scaling states; 16-bit tiles: pixel / the "
+                         "statistics' max)",
         "resize": (None if resize is None else
                    f"after normalising, {window} -> {side} px ({resize} interpolation, torch "
                    f"interpolate{'' if resize == 'area' else ', align_corners=False'})"),
@@ -196,6 +198,8 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
     bands = int(spec["in_channels"])
     names = band_names(bands)
     stats = meta["band_stats"]
+    vmax = float(stats.get("max", 255))  # 16-bit imagery: statistics in pixel / max units
+    depth = "8-bit" if "max" not in stats else f"16-bit, statistics over 0-{vmax:.0f}"
     classes = sorted(meta["classes"], key=lambda c: int(c["id"]))
     out_classes: list[dict[str, Any]] = [{"value": 0, "name": "background", "description": "no class (channel 0)"}]
     for k, c in enumerate(classes, start=1):
@@ -229,7 +233,7 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
         "mlm:framework": "PyTorch",
         "mlm:framework_version": torch.__version__.split("+")[0],
         "mlm:pretrained": bool(spec.get("encoder_weights_path")),
-        "bands": [{"name": b, "description": f"image tile band {i + 1} (8-bit)"} for i, b in enumerate(names)],
+        "bands": [{"name": b, "description": f"image tile band {i + 1} ({depth})"} for i, b in enumerate(names)],
         "mlm:accelerator": None,
         "mlm:accelerator_constrained": False,
         "mlm:input": [{
@@ -237,7 +241,7 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
             "bands": names,
             "input": {"shape": [-1, bands, side, side], "dim_order": ["batch", "bands", "height", "width"],
                       "data_type": "float32"},
-            "value_scaling": [{"type": "z-score", "mean": float(m) * 255.0, "stddev": float(sd) * 255.0}
+            "value_scaling": [{"type": "z-score", "mean": float(m) * vmax, "stddev": float(sd) * vmax}
                               for m, sd in zip(stats["mean"], stats["std"])],
             "resize_type": None if recipe is None else recipe["resize_type"],
             "pre_processing_function": None,

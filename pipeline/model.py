@@ -12,7 +12,8 @@ Checkpoint format (``torch.save`` of a dict of tensors and plain Python values, 
         "spec": ModelSpec as dict,
         "classes": [{"name", "id"}, ...],   # output channel k >= 1 = k-th class by ascending id; 0 = background
         "edges": [class id, ...],           # then one edge output per listed class (pipeline.instances)
-        "band_stats": {"mean": [...], "std": [...]},   # per band, in units of pixel / 255 (0..1)
+        "band_stats": {"mean": [...], "std": [...]},   # per band, in units of pixel / 255 (0..1);
+                                            # 16-bit imagery: pixel / "max" (a third key)
         "tile_size": int,                   # pixels of the training tiles (model input side)
         "scale": float,                     # input resampling of training: model px per image px
         "config_digest": str,               # chained digest of the train stage that made it
@@ -205,14 +206,17 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight[:, idx] * (c / in_channels)
 
 
-def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Sequence[float]]) -> Any:
-    """uint8 image (H, W, C) or (C, H, W) -> float32 (C, H, W): ``(pixel / 255 - mean) / std`` per band.
+def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Any], scaled: bool = False) -> Any:
+    """Image (H, W, C) or (C, H, W) -> float32 (C, H, W): ``(pixel / max - mean) / std`` per band.
 
-    ``band_stats`` mean and std are in units of pixel / 255. An (H, W, C) input is recognised by
-    its last axis matching the number of bands; a numpy input gives a numpy array, a tensor a tensor.
-    Used identically by training and prediction."""
+    ``band_stats`` mean and std are in units of pixel / ``max``: ``band_stats["max"]`` for 16-bit
+    imagery (see :func:`pipeline.split.training_stats`), 255 without it (8-bit). ``scaled``: the
+    image is already float pixel / ``max`` (augmented 16-bit tiles). An (H, W, C) input is
+    recognised by its last axis matching the number of bands; a numpy input gives a numpy array,
+    a tensor a tensor. Used identically by training and prediction."""
     mean = [float(v) for v in band_stats["mean"]]
     std = [float(v) for v in band_stats["std"]]
+    vmax = 1.0 if scaled else float(band_stats.get("max", 255))
     n = len(mean)
     if image.ndim == 2:
         image = image[None]
@@ -225,13 +229,13 @@ def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Sequenc
     if isinstance(image, torch.Tensor):
         m = torch.tensor(mean, dtype=torch.float32, device=image.device).view(n, 1, 1)
         s = torch.tensor(std, dtype=torch.float32, device=image.device).view(n, 1, 1)
-        return (image.to(torch.float32) / 255.0 - m) / s
+        return (image.to(torch.float32) / vmax - m) / s
     m_np = np.asarray(mean, dtype=np.float32).reshape(n, 1, 1)
     s_np = np.asarray(std, dtype=np.float32).reshape(n, 1, 1)
-    return ((np.asarray(image, dtype=np.float32) / np.float32(255.0) - m_np) / s_np).astype(np.float32)
+    return ((np.asarray(image, dtype=np.float32) / np.float32(vmax) - m_np) / s_np).astype(np.float32)
 
 
-def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats: Mapping[str, Sequence[float]],
+def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats: Mapping[str, Any],
               tile_size: int, config_digest: str, metrics: Mapping[str, Any] | None = None,
               scale: float = 1.0, edges: Sequence[int] = ()) -> dict[str, Any]:
     """The checkpoint's ``meta`` dict (see the module docstring), checked for consistency.
@@ -249,7 +253,8 @@ def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats:
         raise ModelError(f"band statistics have {len(band_stats['mean'])} bands, the model {spec.in_channels}")
     return {"spec": spec.to_dict(), "classes": table, "edges": edge_list,
             "band_stats": {"mean": [float(v) for v in band_stats["mean"]],
-                           "std": [float(v) for v in band_stats["std"]]},
+                           "std": [float(v) for v in band_stats["std"]],
+                           **({"max": float(band_stats["max"])} if "max" in band_stats else {})},
             "tile_size": int(tile_size), "scale": float(scale), "config_digest": str(config_digest),
             "metrics": dict(metrics or {})}
 

@@ -7,7 +7,8 @@ training split's band statistics and class pixel shares.
                                           # labelled: pixels with a class id > 0 (not 255)
 
 ``split_stats.json``: ``band_stats`` {"mean", "std"} per band in units of pixel / 255 (the units
-:func:`pipeline.model.normalise` uses), ``class_pixels`` {class id: pixel count} and
+:func:`pipeline.model.normalise` uses; 16-bit tiles: pixel / ``max``, also in ``band_stats``),
+``dtype`` (uint8 or uint16), ``class_pixels`` {class id: pixel count} and
 ``class_shares`` over the labelled (not 255) training pixels, tile counts per split, the number of
 tiles left out for lack of imagery, ``bands`` and ``tile_size``.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,8 +190,32 @@ def split_by_areas(tiles: Sequence[tuple[int, int, int]], spec: SplitSpec, block
     return out
 
 
+#: the tile data types osmsat trains on; band statistics are in units of pixel / ``max`` (255 for
+#: 8-bit; for 16-bit the training tiles' ceiling 2**k - 1, e.g. 2047 for 11-bit pan: ``band_stats["max"]``)
+IMAGE_DTYPES = ("uint8", "uint16")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def read_image(path: str | Path, bands: int | None = None) -> np.ndarray:
-    """An image tile as uint8 (H, W, C): palette expanded, alpha dropped; ``bands`` checks C."""
+    """An image tile as (H, W, C) uint8, or uint16 for 16-bit tiles (``[imagery] keep_16bit``).
+
+    PNG/JPEG/WebP: palette expanded, alpha dropped (Pillow). TIFF: every band, read with GDAL
+    (Pillow would drop a 4th band it takes for alpha, and reads no 16-bit colour): osmsat's
+    TIFF tiles carry no alpha, so RGB+NIR keeps its NIR. ``bands`` checks C."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise InputDataError(f"{path}: unreadable image tile ({exc}); delete it and rerun ImageryAll") from exc
+    arr = _read_tiff(path) if magic in _TIFF_MAGIC else _read_pil(path)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if bands is not None and arr.shape[2] != bands:
+        raise InputDataError(f"{path}: {arr.shape[2]} bands, the other tiles have {bands}")
+    return arr
+
+
+def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 
     try:
@@ -200,15 +225,38 @@ def read_image(path: str | Path, bands: int | None = None) -> np.ndarray:
                 im = im.convert("RGB")
             elif im.mode == "LA":
                 im = im.convert("L")
+            elif im.mode in ("I;16", "I;16B", "I;16L"):
+                return np.asarray(im).astype(np.uint16)
             elif im.mode not in ("RGB", "L"):
-                raise InputDataError(f"{path}: image mode {im.mode} is not 8-bit; set [imagery] keep_16bit = false")
-            arr = np.asarray(im)
+                raise InputDataError(f"{path}: image mode {im.mode}: osmsat reads 8-bit (L, RGB, palette) or 16-bit "
+                                     "grey tiles; write tiles as [imagery] format = 'tif' for other kinds")
+            return np.asarray(im)
     except OSError as exc:
         raise InputDataError(f"{path}: unreadable image tile ({exc}); delete it and rerun ImageryAll") from exc
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    if bands is not None and arr.shape[2] != bands:
-        raise InputDataError(f"{path}: {arr.shape[2]} bands, the other tiles have {bands}")
-    return arr
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                arr = src.read()
+    except RasterioIOError as exc:
+        raise InputDataError(f"{path}: unreadable image tile ({exc}); delete it and rerun ImageryAll") from exc
+    if arr.dtype.name not in IMAGE_DTYPES:
+        raise InputDataError(f"{path}: {arr.dtype} pixels; osmsat trains on 8- or 16-bit unsigned tiles: set "
+                             "[imagery] keep_16bit = false (rescaled to 8 bits) or convert the rasters to uint16")
+    return np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+
+
+def value_max(band_stats: Mapping[str, Any]) -> float:
+    """The pixel value that band statistics count as 1.0: ``band_stats["max"]``, 255 without it."""
+    return float(band_stats.get("max", 255))
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -223,13 +271,28 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def training_stats(data_dir: Path, rows: Iterable[TileRow]) -> dict[str, Any]:
-    """Band mean/std (pixel / 255 units) and class pixel counts/shares over ``rows``."""
+    """Band mean/std and class pixel counts/shares over ``rows``. 8-bit tiles: mean/std in
+    pixel / 255 units, as always. 16-bit tiles: in pixel / ``max`` units, ``max`` (in
+    ``band_stats``) the ceiling 2**k - 1 of the tiles' largest value (2047 for 11-bit pan), so
+    pixels fill 0..1 as 8-bit ones do (colour jitter then means the same); 7 significant digits."""
     s1: np.ndarray | None = None
     s2: np.ndarray | None = None
     n: int = 0
+    top = 0
+    dtype: str | None = None
     counts = np.zeros(256, dtype=np.int64)
     for r in rows:
-        img = read_image(data_dir / r.image, None if s1 is None else len(s1)).astype(np.float64) / 255.0
+        raw = read_image(data_dir / r.image, None if s1 is None else len(s1))
+        if dtype is None:
+            dtype = raw.dtype.name
+        elif raw.dtype.name != dtype:
+            raise InputDataError(f"{data_dir / r.image}: {raw.dtype} pixels, the other tiles are {dtype}; a region's "
+                                 "tiles share one data type: rerun ImageryAll")
+        img = raw.astype(np.float64)
+        if dtype == "uint8":
+            img /= 255.0  # as the 8-bit statistics always were (same arithmetic, same digits)
+        else:
+            top = max(top, int(raw.max(initial=0)))
         flat = img.reshape(-1, img.shape[2])
         s1 = flat.sum(0) + (0 if s1 is None else s1)
         s2 = (flat * flat).sum(0) + (0 if s2 is None else s2)
@@ -238,16 +301,24 @@ def training_stats(data_dir: Path, rows: Iterable[TileRow]) -> dict[str, Any]:
     if s1 is None or s2 is None or n == 0:
         raise InputDataError(f"{data_dir}: the training split is empty; lower [split] val_fraction/test_fraction "
                              "or make the region larger")
-    mean = s1 / n
-    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))
+    vmax = 255 if dtype == "uint8" else max(255, (1 << top.bit_length()) - 1)
+    div = 1.0 if dtype == "uint8" else float(vmax)
+    mean = s1 / n / div
+    std = np.sqrt(np.maximum(s2 / n / (div * div) - mean * mean, 1e-12))
     std = np.maximum(std, 1e-3)
     counts[IGNORE] = 0
     total = int(counts.sum())
     ids = [int(i) for i in np.flatnonzero(counts)]
-    return {"band_stats": {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]},
+    if dtype == "uint8":
+        band_stats: dict[str, Any] = {"mean": [round(float(v), 6) for v in mean],
+                                      "std": [round(float(v), 6) for v in std]}
+    else:
+        band_stats = {"mean": [float(f"{v:.7g}") for v in mean], "std": [float(f"{v:.7g}") for v in std],
+                      "max": vmax}
+    return {"band_stats": band_stats,
             "class_pixels": {str(i): int(counts[i]) for i in ids},
             "class_shares": {str(i): round(float(counts[i]) / total, 6) for i in ids} if total else {},
-            "bands": len(mean)}
+            "bands": len(mean), "dtype": dtype}
 
 
 def make_split(data_dir: str | Path, spec: SplitSpec, zoom: int) -> tuple[list[TileRow], dict[str, Any]]:

@@ -153,6 +153,9 @@ def _encode_tiff(arr: NDArray[np.generic], tile: Tile | None) -> bytes:
     count, h, w = arr.shape
     profile: dict[str, object] = dict(driver="GTiff", width=w, height=h, count=count, dtype=arr.dtype.name,
                                       compress="deflate", predictor=2, interleave="pixel")
+    if count > 3 and arr.dtype.name == "uint8":
+        # GDAL would tag band 4 of a byte RGB as alpha (a viewer shows NIR as transparency): a data band
+        profile["alpha"] = "UNSPECIFIED"
     if tile is not None:
         profile.update(crs="EPSG:3857", transform=tile_transform(tile, w))
     with MemoryFile() as mem:
@@ -194,6 +197,23 @@ def verify_image(data: bytes, size: int | None = None, what: str = "tile") -> De
     return info
 
 
+def _verify_tiff(data: bytes) -> DecodedInfo:
+    """A TIFF decoded with GDAL: Pillow reads neither 16-bit colour nor more than 4 bands."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.io import MemoryFile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with MemoryFile(data) as mem, mem.open() as src:
+                src.read()
+                return DecodedInfo("tif", src.width, src.height)
+    except RasterioIOError as exc:
+        raise ValueError(f"not a decodable TIFF ({exc})") from exc
+
+
 def size_mismatch(info: DecodedInfo, size: int) -> str:
     """What is wrong with an image of the wrong size, and the fix ("" when it is ``size`` x ``size``)."""
     if (info.width, info.height) == (size, size):
@@ -203,6 +223,8 @@ def size_mismatch(info: DecodedInfo, size: int) -> str:
 
 
 def _verify_pil(data: bytes, draft: bool) -> DecodedInfo:
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _verify_tiff(data)
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format or ""
         width, height = im.size
