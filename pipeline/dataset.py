@@ -71,12 +71,12 @@ class TileDataset(Dataset[dict[str, Any]]):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (H, W, C) and mask (H, W) of row ``i``, resampled by ``scale``: an 8-bit tile as
-        uint8; a 16-bit tile as float32 pixel / ``band_stats["max"]`` (0..1 on the training
-        tiles, which albumentations' colour jitter expects of floats)."""
+        uint8; a 16-bit tile as float32 min(pixel / ``band_stats["max"]``, 1) (0..1, which
+        albumentations' colour jitter expects of floats; normalise clips alike)."""
         r = self.rows[i]
         img = read_image(self.data_dir / r.image, self.bands)
         if img.dtype != np.uint8:
-            img = img.astype(np.float32) / np.float32(value_max(self.band_stats))
+            img = np.minimum(img.astype(np.float32) / np.float32(value_max(self.band_stats)), np.float32(1.0))
         mask = read_mask(self.data_dir / r.mask)
         if self.scale != 1.0:
             from PIL import Image

@@ -207,10 +207,11 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Any], scaled: bool = False) -> Any:
-    """Image (H, W, C) or (C, H, W) -> float32 (C, H, W): ``(pixel / max - mean) / std`` per band.
+    """Image (H, W, C) or (C, H, W) -> float32 (C, H, W): ``(min(pixel / max, 1) - mean) / std`` per band.
 
     ``band_stats`` mean and std are in units of pixel / ``max``: ``band_stats["max"]`` for 16-bit
-    imagery (see :func:`pipeline.split.training_stats`), 255 without it (8-bit). ``scaled``: the
+    imagery (the training pixels' 99.9th percentile, see :func:`pipeline.split.training_stats`;
+    brighter pixels count as ``max``), 255 without it (8-bit: the clip never acts). ``scaled``: the
     image is already float pixel / ``max`` (augmented 16-bit tiles). An (H, W, C) input is
     recognised by its last axis matching the number of bands; a numpy input gives a numpy array,
     a tensor a tensor. Used identically by training and prediction."""
@@ -229,10 +230,11 @@ def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Any], s
     if isinstance(image, torch.Tensor):
         m = torch.tensor(mean, dtype=torch.float32, device=image.device).view(n, 1, 1)
         s = torch.tensor(std, dtype=torch.float32, device=image.device).view(n, 1, 1)
-        return (image.to(torch.float32) / vmax - m) / s
+        return ((image.to(torch.float32) / vmax).clamp(max=1.0) - m) / s
     m_np = np.asarray(mean, dtype=np.float32).reshape(n, 1, 1)
     s_np = np.asarray(std, dtype=np.float32).reshape(n, 1, 1)
-    return ((np.asarray(image, dtype=np.float32) / np.float32(vmax) - m_np) / s_np).astype(np.float32)
+    x = np.minimum(np.asarray(image, dtype=np.float32) / np.float32(vmax), np.float32(1.0))
+    return ((x - m_np) / s_np).astype(np.float32)
 
 
 def make_meta(spec: ModelSpec, classes: Sequence[Mapping[str, Any]], band_stats: Mapping[str, Any],

@@ -191,7 +191,7 @@ def split_by_areas(tiles: Sequence[tuple[int, int, int]], spec: SplitSpec, block
 
 
 #: the tile data types osmsat trains on; band statistics are in units of pixel / ``max`` (255 for
-#: 8-bit; for 16-bit the training tiles' ceiling 2**k - 1, e.g. 2047 for 11-bit pan: ``band_stats["max"]``)
+#: 8-bit; for 16-bit the training pixels' 99.9th percentile: ``band_stats["max"]``)
 IMAGE_DTYPES = ("uint8", "uint16")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -270,15 +270,21 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise InputDataError(f"{path}: unreadable mask tile ({exc}); delete it and rerun MasksAll") from exc
 
 
+#: share of the 16-bit training pixels at or below ``band_stats["max"]`` (brighter ones count as it)
+CEILING_QUANTILE = 0.999
+
+
 def training_stats(data_dir: Path, rows: Iterable[TileRow]) -> dict[str, Any]:
     """Band mean/std and class pixel counts/shares over ``rows``. 8-bit tiles: mean/std in
     pixel / 255 units, as always. 16-bit tiles: in pixel / ``max`` units, ``max`` (in
-    ``band_stats``) the ceiling 2**k - 1 of the tiles' largest value (2047 for 11-bit pan), so
-    pixels fill 0..1 as 8-bit ones do (colour jitter then means the same); 7 significant digits."""
+    ``band_stats``) the 99.9th percentile of the training pixels (all bands), brighter pixels
+    counted as ``max`` (:func:`pipeline.model.normalise` clips them alike): pixels fill 0..1 as
+    8-bit ones do whatever the sensor's range and outliers, so colour jitter means the same;
+    7 significant digits."""
     s1: np.ndarray | None = None
     s2: np.ndarray | None = None
+    hist: np.ndarray | None = None  # 16-bit: per band, counts of each value
     n: int = 0
-    top = 0
     dtype: str | None = None
     counts = np.zeros(256, dtype=np.int64)
     for r in rows:
@@ -288,23 +294,29 @@ def training_stats(data_dir: Path, rows: Iterable[TileRow]) -> dict[str, Any]:
         elif raw.dtype.name != dtype:
             raise InputDataError(f"{data_dir / r.image}: {raw.dtype} pixels, the other tiles are {dtype}; a region's "
                                  "tiles share one data type: rerun ImageryAll")
-        img = raw.astype(np.float64)
         if dtype == "uint8":
-            img /= 255.0  # as the 8-bit statistics always were (same arithmetic, same digits)
+            img = raw.astype(np.float64) / 255.0  # as the 8-bit statistics always were (same arithmetic, digits)
+            flat = img.reshape(-1, img.shape[2])
+            s1 = flat.sum(0) + (0 if s1 is None else s1)
+            s2 = (flat * flat).sum(0) + (0 if s2 is None else s2)
         else:
-            top = max(top, int(raw.max(initial=0)))
-        flat = img.reshape(-1, img.shape[2])
-        s1 = flat.sum(0) + (0 if s1 is None else s1)
-        s2 = (flat * flat).sum(0) + (0 if s2 is None else s2)
-        n += flat.shape[0]
+            h = np.stack([np.bincount(raw[:, :, b].ravel(), minlength=65536) for b in range(raw.shape[2])])
+            hist = h if hist is None else hist + h
+            s1 = s2 = np.zeros(raw.shape[2])  # the band count; the sums come from the histograms
+        n += raw.shape[0] * raw.shape[1]
         counts += np.bincount(read_mask(data_dir / r.mask).ravel(), minlength=256)
     if s1 is None or s2 is None or n == 0:
         raise InputDataError(f"{data_dir}: the training split is empty; lower [split] val_fraction/test_fraction "
                              "or make the region larger")
-    vmax = 255 if dtype == "uint8" else max(255, (1 << top.bit_length()) - 1)
-    div = 1.0 if dtype == "uint8" else float(vmax)
-    mean = s1 / n / div
-    std = np.sqrt(np.maximum(s2 / n / (div * div) - mean * mean, 1e-12))
+    vmax = 255
+    if hist is not None:
+        pooled = np.cumsum(hist.sum(0))
+        vmax = max(255, int(np.searchsorted(pooled, CEILING_QUANTILE * pooled[-1])))
+        vals = np.minimum(np.arange(65536, dtype=np.float64), vmax) / vmax
+        s1 = (hist * vals).sum(1)
+        s2 = (hist * vals * vals).sum(1)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))
     std = np.maximum(std, 1e-3)
     counts[IGNORE] = 0
     total = int(counts.sum())
