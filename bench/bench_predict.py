@@ -48,28 +48,29 @@ def make_tiles(folder: Path, n: int, size: int, seed: int = 0) -> dict[tuple[int
 
 
 def _predict(paths: dict[tuple[int, int, int], Path], device: str, threads: int, tta: str, batch: int,
-             ckpt: str | None = None) -> dict[str, Any]:
+             engine: str = "torch", block: int = 1, context_px: int = 64) -> dict[str, Any]:
     import torch
 
-    from pipeline.model import ModelSpec, build_model, make_meta
-    from pipeline.predict import Predictor, TileReader, load_predictor, predict_tiles, prediction_pngs
+    from pipeline.model import ModelSpec, build_model, make_meta, save_checkpoint
+    from pipeline.predict import make_engine, predict_tiles, prediction_pngs
+    from pipeline.windows import TileReader
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    if ckpt:
-        pred = load_predictor(ckpt, dev)
-    else:
-        spec = ModelSpec()  # the default: U-Net / ResNet-34
-        meta = make_meta(spec, [{"name": "building", "id": 1}], {"mean": [0.5] * 3, "std": [0.25] * 3},
-                         256, "bench")
-        pred = Predictor(build_model(spec).to(dev).eval(), meta, dev, "bench")
+    spec = ModelSpec()  # the default: U-Net / ResNet-34
+    meta = make_meta(spec, [{"name": "building", "id": 1}], {"mean": [0.5] * 3, "std": [0.25] * 3}, 256, "bench")
+    tmp = Path(tempfile.mkdtemp())
+    save_checkpoint(tmp / "bench.pt", build_model(spec), meta)
+    pred = make_engine(tmp / "bench.pt", device, engine, tile_size=256, cache_dir=tmp, threads=threads)
     keys = sorted(paths)
-    warm = list(predict_tiles(pred, TileReader(paths), keys[:batch], batch_size=batch, tta=tta))
+    warm = list(predict_tiles(pred, TileReader(paths), keys[:batch], context_px=context_px, block=block,
+                              batch_size=batch, tta=tta))
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    n = sum(1 for _ in prediction_pngs(predict_tiles(pred, TileReader(paths), keys, batch_size=batch, tta=tta)))
+    n = sum(1 for _ in prediction_pngs(predict_tiles(pred, TileReader(paths), keys, context_px=context_px,
+                                                     block=block, batch_size=batch, tta=tta)))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
@@ -81,10 +82,13 @@ def bench_cpu(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_tiles(Path(tmp), 4 if quick else 6, 256)
         cores = os.cpu_count() or 1
-        for threads, tta in ((1, "none"), (cores, "none"), (cores, "flip")):
-            res, _, peak = run_phase(_predict, paths, "cpu", threads, tta, 8)
-            report(f"predict CPU 256 px, U-Net/ResNet-34, context 64, tta={tta}", res["tiles_per_s"], "tiles/s",
-                   threads=threads, tiles=res["tiles"], peak_mb=round(peak))
+        runs = [("torch", 1, 0, "none", 1), ("torch", 1, 64, "none", 1), ("onnx", 4, 64, "none", 1),
+                ("torch", 1, 0, "none", cores), ("torch", 1, 64, "none", cores), ("torch", 4, 64, "none", cores),
+                ("onnx", 4, 64, "none", cores), ("onnx", 4, 64, "flip", cores)]
+        for engine, block, ctx, tta, threads in runs[:3] if quick else runs:
+            res, _, peak = run_phase(_predict, paths, "cpu", threads, tta, 8, engine, block, ctx)
+            report(f"predict CPU 256 px, U-Net/ResNet-34, {engine}, block {block}, context {ctx}, tta={tta}",
+                   res["tiles_per_s"], "tiles/s", threads=threads, tiles=res["tiles"], peak_mb=round(peak))
 
 
 def bench_gpu(quick: bool) -> None:
@@ -96,7 +100,7 @@ def bench_gpu(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_tiles(Path(tmp), 6 if quick else 12, 512)
         for tta, batch in (("none", 16), ("flip", 16)):
-            res, _, peak = run_phase(_predict, paths, "cuda", os.cpu_count() or 1, tta, batch)
+            res, _, peak = run_phase(_predict, paths, "cuda", os.cpu_count() or 1, tta, batch, "torch", 4)
             report(f"predict CUDA 512 px, U-Net/ResNet-34, AMP, context 64, tta={tta}", res["tiles_per_s"], "tiles/s",
                    batch=batch, tiles=res["tiles"], gpu_mb=round(res["gpu_mb"]), peak_mb=round(peak),
                    gpu=torch.cuda.get_device_name(0))
@@ -108,17 +112,12 @@ def _region(config: str, threads: int) -> dict[str, Any]:
 
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate_tiles
-    from pipeline.predict import (
-        TileReader,
-        border_for,
-        load_predictor,
-        predict_tiles,
-        predict_windows,
-        tile_window,
-    )
+    from pipeline.predict import border_for, make_engine, predict_tiles
     from pipeline.predict_spec import model_path
+    from pipeline.predict_torch import load_predictor, predict_windows
     from pipeline.probs import encode_probs
     from pipeline.split import read_split_csv
+    from pipeline.windows import TileReader, tile_window
     from tasks.predict import image_paths
 
     torch.set_num_threads(threads)
@@ -130,23 +129,28 @@ def _region(config: str, threads: int) -> dict[str, Any]:
     test = [(r.z, r.x, r.y) for r in rows if r.split == "test"]
     reader = TileReader(images)
     out: dict[str, Any] = {"tiles": len(test)}
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        pairs = []
-        for key, q in predict_tiles(pred, reader, test, context_px=spec.context_px, batch_size=spec.batch_size,
-                                    tta=spec.tta):
-            p = Path(tmp) / f"{key[0]}-{key[1]}-{key[2]}.png"
-            p.write_bytes(encode_probs(q))
-            pairs.append((p, cfg.data_dir / "masks" / f"{key[0]}/{key[1]}/{key[2]}.png"))
-        out["tiles_per_s"] = len(test) / (time.perf_counter() - t0)
-        classes = sorted(((c.name, c.id) for c in cfg.classes), key=lambda c: c[1])
-        out["scores"] = evaluate_tiles(pairs, classes)
-    # seams: a tile's probabilities with borders for 0/32/64/128 px against a whole-tile border
     t = reader.get(test[0]).shape[-1]  # type: ignore[union-attr]
+    classes = sorted(((c.name, c.id) for c in cfg.classes), key=lambda c: c[1])
+    out["scores"] = {}
+    for engine_name, block in (("torch", 1), (spec.engine, spec.block)):
+        engine = make_engine(model_path(cfg), "cpu", engine_name, tile_size=t,
+                             cache_dir=cfg.data_dir / "_cache" / "predict")
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            pairs = []
+            for key, q in predict_tiles(engine, reader, test, context_px=spec.context_px, block=block,
+                                        batch_size=spec.batch_size, tta=spec.tta):
+                p = Path(tmp) / f"{key[0]}-{key[1]}-{key[2]}.png"
+                p.write_bytes(encode_probs(q))
+                pairs.append((p, cfg.data_dir / "masks" / f"{key[0]}/{key[1]}/{key[2]}.png"))
+            name = f"{engine_name}, block {block}"
+            out.setdefault("tiles_per_s", {})[name] = len(test) / (time.perf_counter() - t0)
+            out["scores"][name] = evaluate_tiles(pairs, classes)
+    # seams: a tile's probabilities with borders for 0/32/64/128 px against a whole-tile border
     inner = [k for k in test if all((k[0], k[1] + dx, k[2] + dy) in images for dx in (-1, 0, 1) for dy in (-1, 0, 1))]
     seams = {}
-    full = border_for(pred, t, t)
-    for b in sorted({border_for(pred, t, ctx) for ctx in (0, 32, 64, 128)}):
+    full = border_for(pred.info, t, t)
+    for b in sorted({border_for(pred.info, t, ctx) for ctx in (0, 32, 64, 128)}):
         diffs = []
         for k in inner[:12]:
             ref = predict_windows(pred, tile_window(reader, k, full)[None], full)[0]
@@ -161,10 +165,11 @@ def _region(config: str, threads: int) -> dict[str, Any]:
 
 def bench_region(config: str) -> None:
     res, _, peak = run_phase(_region, config, os.cpu_count() or 1)
-    s = res["scores"]
-    report(f"predict {config} test split", res["tiles_per_s"], "tiles/s", tiles=res["tiles"], peak_mb=round(peak))
-    print("  test scores:", {k: {c: round(v, 4) for c, v in s[k].items() if v is not None}
-                              for k in ("iou", "precision", "recall", "f1")}, flush=True)
+    for name, s in res["scores"].items():
+        report(f"predict {config} test split, {name}", res["tiles_per_s"][name], "tiles/s", tiles=res["tiles"],
+               peak_mb=round(peak))
+        print("  test scores:", {k: {c: round(v, 4) for c, v in s[k].items() if v is not None}
+                                  for k in ("iou", "precision", "recall", "f1")}, flush=True)
     print(f"  seams ({res['inner_tiles']} tiles, |p - p(whole-tile border)|):",
           {k: {m: round(v, 4) for m, v in d.items()} for k, d in res["seams"].items()}, flush=True)
 
@@ -175,8 +180,8 @@ def picture(config: str, out: str) -> None:
     from PIL import Image
 
     from pipeline.config import load_config
-    from pipeline.predict import read_image
     from pipeline.probs import decode_probs
+    from pipeline.windows import read_image
     from tasks.predict import image_paths, image_paths_of
 
     cfg = load_config(config)

@@ -4,16 +4,31 @@ touched only there)."""
 from __future__ import annotations
 
 import os
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def cuda_may_exist() -> bool:
+    """Whether this machine may have a usable NVIDIA GPU, without importing torch: the driver
+    is loaded (``/proc/driver/nvidia/version`` or a ``/dev/nvidia<N>``) and
+    ``CUDA_VISIBLE_DEVICES`` does not hide every device. False means :func:`pick_device` would
+    pick the CPU."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: this process's CUDA device (``LOCAL_RANK`` under torchrun, else 0) when torch
     sees a GPU, else the CPU; or an explicit torch device name (``cpu``, ``cuda``, ``cuda:1``),
     refused with one clear line when it is no device or asks for CUDA that is not there."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -6,20 +6,25 @@ Keys (all optional)::
     model = "data/other/model/best.pt"  # checkpoint; default data/<region>/model/best.pt (trained here)
     context_px = 64       # border of context read from the 8 neighbour tiles, pixels (rounded up to
                           # a multiple of the model's output stride so strided layers line up)
-    batch_size = 8        # tiles per forward pass
+    block = 4             # tiles a side predicted as one window (the context border once around
+                          # the block: 1.27x the pixels instead of 2.25x for 256-px tiles); 1: tile by tile
+    batch_size = 8        # tiles per forward pass when block = 1
+    engine = "auto"       # "onnx" (ONNX Runtime, CPU), "torch" (PyTorch); auto: onnx on CPU, torch on CUDA
     tta = "none"          # "flip": average over the 4 flips (identity, left-right, up-down, both)
     png_level = 1         # zlib level of the prediction PNGs (0-9)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Section
+from pipeline.predict import ENGINES
 
 TTA_MODES = ("none", "flip")
+
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,9 @@ class PredictSpec:
 
     model: Path | None = None
     context_px: int = 64
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata={"operational": True})
+    block: int = field(default=4, metadata={"operational": True})
+    engine: str = field(default="auto", metadata={"operational": True})
     tta: str = "none"
     png_level: int = 1
 
@@ -42,6 +49,8 @@ def parse_predict(path: Path, table: dict[str, Any]) -> PredictSpec:
         model=Path(model) if model else None,
         context_px=sec.integer("context_px", d.context_px, lo=0, hi=1024),
         batch_size=sec.integer("batch_size", d.batch_size, lo=1, hi=4096),
+        block=sec.integer("block", d.block, lo=1, hi=64),
+        engine=sec.choice("engine", ENGINES, d.engine),
         tta=sec.choice("tta", TTA_MODES, d.tta),
         png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
     )

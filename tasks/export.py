@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import mercantile
-import numpy as np
 
 from pipeline.errors import ModelError
 from pipeline.io import atomic_write_json, read_manifest
@@ -45,8 +44,12 @@ class ExportModel(RegionTask):
         return self.export_dir() / "_manifest.json"
 
     def run(self) -> None:
+        import numpy as np
+
         from pipeline.export import check_onnx, export_onnx, input_recipe, mlm_problems, model_assets, model_card
-        from pipeline.predict import TileReader, border_for, load_predictor, model_input, tile_window
+        from pipeline.predict import border_for
+        from pipeline.predict_torch import load_predictor, model_input
+        from pipeline.windows import TileReader, tile_window
 
         cfg = self.cfg
         spec: PredictSpec = cfg.section("predict")
@@ -56,7 +59,7 @@ class ExportModel(RegionTask):
         keys = self._check_tiles(images)
         reader = TileReader(images)
         t = reader.get(keys[0]).shape[-1]  # type: ignore[union-attr]
-        border = border_for(pred, t, spec.context_px)
+        border = border_for(pred.info, t, spec.context_px)
         x = model_input(pred, np.stack([tile_window(reader, k, border) for k in keys]), t)
         side = int(x.shape[-1])
         out = self.export_dir()
@@ -90,6 +93,8 @@ class ExportModel(RegionTask):
 
     def _check_tiles(self, images: dict[tuple[int, int, int], Path]) -> list[tuple[int, int, int]]:
         """Up to CHECK_TILES tiles, evenly spread over the region's tiles with imagery."""
+        import numpy as np
+
         keys = sorted(images)
         if not keys:
             raise ModelError(f"{self.cfg.path}: the region has no image tile to check the ONNX export on")

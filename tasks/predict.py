@@ -54,15 +54,8 @@ class Predict(ShardTask):
 
     def run(self) -> None:
 
-        from pipeline.device import pick_device
-        from pipeline.predict import (
-            TileReader,
-            check_compatible,
-            load_predictor,
-            predict_tiles,
-            prediction_pngs,
-            read_image,
-        )
+        from pipeline.predict import check_compatible, open_engine, predict_tiles, prediction_pngs
+        from pipeline.windows import TileReader, read_image
 
         cfg, shard = self.cfg, str(self.shard)
         spec: PredictSpec = cfg.section("predict")
@@ -79,15 +72,16 @@ class Predict(ShardTask):
             for path, group in groups:
                 if not group:
                     continue
-                pred = load_predictor(path, pick_device(str(self.device)))
-                bands = read_image(everywhere[group[0]]).shape[0]
-                check_compatible(pred, [(c.name, c.id) for c in cfg.classes], bands, str(cfg.path))
-                results = predict_tiles(pred, TileReader(everywhere), group, context_px=spec.context_px,
-                                        batch_size=spec.batch_size, tta=spec.tta,
+                first = read_image(everywhere[group[0]])
+                engine = open_engine(path, str(self.device), spec.engine, tile_size=first.shape[-1],
+                                     cache_dir=self.data_dir / "_cache" / "predict")
+                check_compatible(engine.info, [(c.name, c.id) for c in cfg.classes], first.shape[0], str(cfg.path))
+                results = predict_tiles(engine, TileReader(everywhere), group, context_px=spec.context_px,
+                                        block=spec.block, batch_size=spec.batch_size, tta=spec.tta,
                                         progress=lambda done, total: self.progress(done, total, f"predict {shard}"))
-                pngs = prediction_pngs(results, spec.png_level, edges=pred.edges)
+                pngs = prediction_pngs(results, spec.png_level, edges=engine.info.edges)
                 out.write_many(((Tile(*k), data) for k, data in pngs), "png")
-                edges = list(pred.edges)
+                edges = list(engine.info.edges)
             cross_info = {"cross_model": str(cross), "cross_tiles": len(groups[1][1])} if cross is not None else {}
             out.commit({"model": str(model_path(cfg)), "classes": _class_table(self), "edges": edges, **cross_info})
 

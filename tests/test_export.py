@@ -124,7 +124,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, town_pbf: Path) -> Path:
     from tasks.export import ExportModel
 
     tmp = tmp_path_factory.mktemp("export_town")
-    cfg = town_region(tmp, town_pbf, town_checkpoint(tmp / "elsewhere.pt"))
+    # tile by tile, as the card's recipe reads (a block's wider context changes a random model's output)
+    cfg = town_region(tmp, town_pbf, town_checkpoint(tmp / "elsewhere.pt"), extra="block = 1")
     res = run_luigi(ExportModel(config=str(cfg)))
     assert res.status.name == "SUCCESS", res.summary_text  # type: ignore[attr-defined]
     return cfg
@@ -133,8 +134,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, town_pbf: Path) -> Path:
 def test_export_model_task(exported: Path) -> None:
     import onnxruntime as ort
 
-    from pipeline.predict import TileReader, border_for, load_predictor, model_input, tile_window
+    from pipeline.predict import border_for
+    from pipeline.predict_torch import load_predictor, model_input
     from pipeline.probs import decode_probs
+    from pipeline.windows import TileReader, tile_window
     from tasks.predict import image_paths
 
     data = exported.parent / "data"
@@ -159,7 +162,7 @@ def test_export_model_task(exported: Path) -> None:
     key = sorted(images)[len(images) // 2]
     pred = load_predictor(exported.parent / "elsewhere.pt")
     tile = card["properties"]["osmsat:tiles"]
-    border = border_for(pred, tile["tile_size"], 32)
+    border = border_for(pred.info, tile["tile_size"], 32)
     assert border == tile["context_px"] == 128  # 32 px asked; the stride is 32 px at 1/4 scale
     x = model_input(pred, tile_window(TileReader(images), key, border)[None], tile["tile_size"]).numpy()
     assert list(x.shape[1:]) == card["properties"]["mlm:input"][0]["input"]["shape"][1:]
@@ -179,14 +182,16 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "phili
 def test_onnx_matches_pytorch_on_real_tiles(tiny: tuple[torch.nn.Module, dict, Path]) -> None:  # type: ignore[type-arg]
     """Context windows of real z20 aerial tiles (JPEG, neighbours where the sample has them,
     mirrored elsewhere), normalised as prediction does: ONNX and PyTorch agree."""
-    from pipeline.predict import Predictor, TileReader, border_for, model_input, tile_window
+    from pipeline.predict import border_for
+    from pipeline.predict_torch import Predictor, model_input
+    from pipeline.windows import TileReader, tile_window
 
     model, meta, path = tiny
     paths = {(20, int(p.parent.name), int(p.stem)): p for p in sorted((REAL / "20").glob("*/*.jpg"))}
     pred = Predictor(model, {**meta, "tile_size": 256}, torch.device("cpu"), "tiny")
     reader = TileReader(paths)
     keys = sorted(paths)[:4]
-    border = border_for(pred, 256, 32)
+    border = border_for(pred.info, 256, 32)
     x = model_input(pred, np.stack([tile_window(reader, k, border) for k in keys]), 256)
     assert x.shape == (4, 3, 320, 320)
     check = check_onnx(path, model, x)

@@ -13,21 +13,11 @@ from torch import nn
 
 from pipeline.errors import InputDataError, ModelError
 from pipeline.model import ModelSpec, build_model, make_meta, save_checkpoint
-from pipeline.predict import (
-    Predictor,
-    TileReader,
-    check_compatible,
-    context_window,
-    forward_probs,
-    load_predictor,
-    plan_border,
-    predict_tiles,
-    predict_windows,
-    prediction_pngs,
-    read_image,
-    tile_window,
-)
+from pipeline.predict import check_compatible, make_engine, predict_tiles, prediction_pngs
+from pipeline.predict_onnx import OnnxEngine
+from pipeline.predict_torch import Predictor, forward_probs, load_predictor, predict_windows
 from pipeline.probs import decode_probs, encode_probs
+from pipeline.windows import TileReader, context_window, plan_blocks, plan_border, read_image, tile_window
 
 CLASSES = [{"name": "building", "id": 1}, {"name": "road", "id": 2}]
 STATS = {"mean": [0.45, 0.5, 0.4], "std": [0.2, 0.22, 0.25]}
@@ -114,15 +104,16 @@ def test_border_rounds_up_to_the_stride() -> None:
 def test_model_scale_sets_the_border_and_input_size() -> None:
     """A half-scale checkpoint (meta scale 0.5, or an old one whose tile_size is half the tiles')
     needs a 64-px border for its stride of 32 model px, and gets a half-size input."""
-    from pipeline.predict import border_for, model_input
+    from pipeline.predict import border_for
+    from pipeline.predict_torch import model_input
 
     base = tiny_predictor(256)
     for meta in ({**base.meta, "scale": 0.5, "tile_size": 128}, {**{k: v for k, v in base.meta.items()
                                                                     if k != "scale"}, "tile_size": 128}):
         pred = Predictor(base.model, meta, base.device, "half")
-        assert border_for(pred, 256, 32) == 64
+        assert border_for(pred.info, 256, 32) == 64
         assert model_input(pred, np.zeros((2, 3, 384, 384), np.uint8), 256).shape == (2, 3, 192, 192)
-    assert border_for(base, 256, 32) == 32  # scale 1
+    assert border_for(base.info, 256, 32) == 32  # scale 1
 
 
 def test_no_neighbour_is_mirrored() -> None:
@@ -232,7 +223,8 @@ def test_predict_tiles_outputs_valid_prediction_tiles(tmp_path: Path) -> None:
     pred = tiny_predictor(t)
     seen: list[tuple[int, int]] = []
     keys = sorted(paths)
-    out = dict(predict_tiles(pred, TileReader(paths), keys, batch_size=3, progress=lambda d, n: seen.append((d, n))))
+    out = dict(predict_tiles(pred, TileReader(paths), keys, block=1, batch_size=3,
+                             progress=lambda d, n: seen.append((d, n))))
     assert sorted(out) == keys
     for q in out.values():
         assert q.dtype == np.uint8 and q.shape == (2, t, t)
@@ -242,6 +234,82 @@ def test_predict_tiles_outputs_valid_prediction_tiles(tmp_path: Path) -> None:
     pngs = list(prediction_pngs(iter(out.items()), threads=2))  # threaded encoding keeps the order
     assert [k for k, _ in pngs] == keys
     assert all(np.array_equal(decode_probs(b, 2), out[k]) for k, b in pngs)
+
+
+def test_blocks_cover_each_tile_once_in_aligned_cells() -> None:
+    keys = [(18, x, y) for x in range(5, 12) for y in range(2, 7) if (x, y) not in {(6, 3), (9, 5)}]
+    keys.append((18, 30, 30))
+    blocks = plan_blocks(keys, 4)
+    got = [k for b in blocks for k in b.keys]
+    assert sorted(got) == sorted(keys) and len(got) == len(keys)
+    for b in blocks:
+        assert len({(k[1] // 4, k[2] // 4) for k in b.keys}) == 1  # one aligned cell
+        assert 1 <= b.cols <= 4 and 1 <= b.rows <= 4
+        assert min(k[1] for k in b.keys) == b.x0 and max(k[1] for k in b.keys) == b.x0 + b.cols - 1
+        assert min(k[2] for k in b.keys) == b.y0 and max(k[2] for k in b.keys) == b.y0 + b.rows - 1
+    lone = [b for b in blocks if (18, 30, 30) in b.keys]
+    assert lone[0].cols == lone[0].rows == 1 and len(plan_blocks(keys, 1)) == len(keys)
+
+
+def test_block_prediction_equals_tile_by_tile(tmp_path: Path) -> None:
+    """Predicting 4x4-tile blocks (the border once around each block; a block cell's tile without
+    imagery filled with the band means) gives a tile the output it gets alone, for a model whose
+    receptive field (< 12 px) lies inside the border: quantised probabilities equal to +-1 step,
+    its context coming from every neighbour, another block's tiles included. Where a hole inside
+    a block touches two tiles, their mirrored strips overlap over the hole and one wins: the
+    difference stays within 12 px of the tile's edge."""
+    t = 64
+    m = smooth_mosaic(5, t, seed=7)
+    holes = {(1, 1), (4, 0)}
+    paths = write_tiles(tmp_path, m, t, x0=102, y0=202, skip=holes)  # cells split at x, y = 104, 204
+    pred = tiny_predictor(t)
+    keys = sorted(paths)
+    alone = dict(predict_tiles(pred, TileReader(paths), keys, context_px=32, block=1))
+    blocked = dict(predict_tiles(pred, TileReader(paths), keys, context_px=32, block=4))
+    assert sorted(blocked) == keys
+    for k in keys:
+        diff = np.abs(alone[k].astype(int) - blocked[k].astype(int))
+        near_hole = any((k[1] - 102 + dx, k[2] - 202 + dy) in holes for dx in (-1, 0, 1) for dy in (-1, 0, 1))
+        assert int((diff if not near_hole else diff[:, 12:-12, 12:-12]).max()) <= 1, (k, int(diff.max()))
+    bare = dict(predict_tiles(pred, TileReader(paths), keys, context_px=0, block=1))  # the test has teeth
+    assert max(int(np.abs(alone[k].astype(int) - bare[k].astype(int)).max()) for k in keys) > 5
+
+
+def test_onnx_engine_matches_pytorch_and_is_cached(tmp_path: Path) -> None:
+    """The ONNX Runtime engine (the prediction graph: normalise, half-scale mean, U-Net, softmax,
+    bilinear back) gives PyTorch's probabilities; its graph is cached by the checkpoint's sha256
+    and a damaged cache file is exported again."""
+    torch.manual_seed(3)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+    ckpt = tmp_path / "half.pt"
+    save_checkpoint(ckpt, build_model(spec), make_meta(spec, CLASSES, STATS, 32, "test", scale=0.5))
+    cache = tmp_path / "cache"
+    engine = make_engine(ckpt, "cpu", "auto", tile_size=64, cache_dir=cache)
+    assert isinstance(engine, OnnxEngine) and engine.info.bands == 3 and engine.info.stride == 32
+    torch_engine = load_predictor(ckpt)
+    win = np.random.default_rng(0).integers(0, 256, (2, 3, 192, 256), dtype=np.uint8)
+    diff = np.abs(engine.probs(win, 64) - torch_engine.probs(win, 64)).max()
+    assert diff < 1e-4, diff
+    graphs = list(cache.glob("*.onnx"))
+    assert len(graphs) == 1 and graphs[0].with_suffix(".json").is_file()
+    before = graphs[0].stat().st_mtime_ns
+    make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=cache)
+    assert graphs[0].stat().st_mtime_ns == before  # reused
+    graphs[0].write_bytes(graphs[0].read_bytes()[:1000])  # damaged
+    again = make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=cache)
+    assert np.abs(again.probs(win, 64) - torch_engine.probs(win, 64)).max() < 1e-4
+    assert isinstance(make_engine(ckpt, "cpu", "torch", tile_size=64, cache_dir=cache), Predictor)
+
+
+def test_onnx_engine_refuses_a_scale_it_cannot_run(tmp_path: Path) -> None:
+    """A model at scale 0.3 (no integer shrink factor): ``engine = "onnx"`` is one clear error,
+    ``auto`` predicts with PyTorch."""
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
+    ckpt = tmp_path / "odd.pt"
+    save_checkpoint(ckpt, build_model(spec), make_meta(spec, CLASSES, STATS, 32, "test", scale=0.3))
+    with pytest.raises(ModelError, match=r"odd\.pt: \[predict\] engine = 'onnx' cannot run this model.*scale"):
+        make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=tmp_path / "cache")
+    assert isinstance(make_engine(ckpt, "cpu", "auto", tile_size=64, cache_dir=tmp_path / "cache"), Predictor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,11 +323,11 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_checkpoint_for_other_classes_or_bands(tmp_path: Path) -> None:
     pred, _ = smp_predictor(64, tmp_path)
-    check_compatible(pred, [("building", 1), ("road", 2)], 3, "region.toml")
+    check_compatible(pred.info, [("building", 1), ("road", 2)], 3, "region.toml")
     with pytest.raises(ModelError, match=r"tiny\.pt.*classes.*region\.toml.*\[predict\] model"):
-        check_compatible(pred, [("building", 1), ("water", 2)], 3, "region.toml")
+        check_compatible(pred.info, [("building", 1), ("water", 2)], 3, "region.toml")
     with pytest.raises(ModelError, match=r"3-band.*4 bands"):
-        check_compatible(pred, [("building", 1), ("road", 2)], 4, "region.toml")
+        check_compatible(pred.info, [("building", 1), ("road", 2)], 4, "region.toml")
 
 
 # ---------------------------------------------------------------------------------------------
