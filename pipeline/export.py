@@ -255,6 +255,11 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
             "post_processing_function": None,
         }],
     }
+    init = meta.get("init")  # fine-tuned ([train] init): where it started, pipeline.finetune.lineage
+    if init:
+        props["mlm:pretrained"] = True
+        props["mlm:pretrained_source"] = f"osmsat model {init['path']} (sha256 {init['sha256']})"
+        props["osmsat:init"] = dict(init)
     if not props["mlm:pretrained"]:
         props["mlm:pretrained_source"] = None  # mlm: trained from scratch
     if total_parameters is not None:

@@ -153,10 +153,13 @@ def stage_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def run_manifest(name: str, config_path: str, config_digest: str, records: list[dict[str, Any]],
                  inputs: dict[str, str], device: str | None, *, outputs: dict[str, str] | None = None,
-                 stage_digests: dict[str, str] | None = None, code: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stage_digests: dict[str, str] | None = None, code: dict[str, Any] | None = None,
+                 model_init: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body of ``run.json``: ``config_digest`` is the one digest of the run (the ``run``
     stage's, see the module doc); ``outputs`` the sha256 of the region's outputs
-    (:func:`output_checksums`); ``code`` the code's commit (:func:`code_commit` when None)."""
+    (:func:`output_checksums`); ``code`` the code's commit (:func:`code_commit` when None);
+    ``model_init`` the lineage of a fine-tuned model (``[train] init``: the model it started
+    from, its path and sha256), written as ``model_init`` when there is one."""
     stages = stage_summary(records)
     return {
         "region": name, "config": config_path, "config_digest": config_digest,
@@ -167,4 +170,5 @@ def run_manifest(name: str, config_path: str, config_digest: str, records: list[
         "inputs": inputs, "outputs": outputs or {}, "stage_digests": stage_digests or {},
         "started": min((s["started"] for s in stages.values()), default=None),
         "ended": max((s["ended"] for s in stages.values()), default=None), "stages": stages,
+        **({"model_init": model_init} if model_init else {}),
     }

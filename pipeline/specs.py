@@ -33,16 +33,16 @@ Keys (all optional)::
     amp = "auto"             # "auto" (bf16/fp16 on CUDA), "off"
     channels_last = true     # on CUDA
     compile = false          # torch.compile the model (CUDA)
-    init = "models/base.pt"  # fine-tune: start from a checkpoint TrainModel wrote (classes matched by
-                             # name: shared ones keep their head rows, new ones start fresh)
+    init = "models/base.pt"  # fine-tune: start from a checkpoint TrainModel wrote (relative to the
+                             # working folder; classes matched by name: shared ones keep their
+                             # head rows, new ones start fresh); default none
     freeze_encoder_epochs = 0  # epochs at the start that train the decoder and head only
     max_minutes = 0          # time budget (0: none): stop after the epoch that crosses it; the
                              # LR schedule is laid out for the epochs that fit (measured)
     val_every = 1            # validate every N epochs (and always the last); best.pt is chosen
                              # among validated epochs
     checkpoint_minutes = 5.0 # last.pt (full training state) at most this many minutes apart (0: every
-                             # epoch), after
-                             # the first epoch and at the end; operational
+                             # epoch), after the first epoch and at the end; operational
     checkpoint_epochs = 0    # and every N epochs (0: by time only); operational
 """
 

@@ -56,7 +56,8 @@ class RunManifest(RegionTask):
         digests = {s: stage_digest(cfg, s) for s in STAGES if s not in ("run", "report")}
         body = run_manifest(cfg.name, str(cfg.path), self.digest(), read_records(self.data_dir / "_runlog"),
                             input_checksums(sorted(set(inputs))), _device(self.data_dir),
-                            outputs=output_checksums(self.data_dir, cfg.name), stage_digests=digests)
+                            outputs=output_checksums(self.data_dir, cfg.name), stage_digests=digests,
+                            model_init=_model_init(self.data_dir))
         self.output().write(body)
 
 
@@ -87,6 +88,15 @@ def _device(d: Path) -> str | None:
         return str(read_manifest(d / "_manifests" / "train.json").get("device"))
     except ManifestError:
         return None
+
+
+def _model_init(d: Path) -> dict[str, Any] | None:
+    """The lineage of a fine-tuned model (``[train] init``), as the train manifest records it."""
+    try:
+        init = read_manifest(d / "_manifests" / "train.json").get("init")
+    except ManifestError:
+        return None
+    return dict(init) if isinstance(init, dict) else None
 
 
 def _fmt(v: Any) -> str:

@@ -150,3 +150,23 @@ def test_the_init_file_is_in_the_train_digest(tmp_path, town_pbf):
     assert before != stage_digest(plain, "train")
     os.utime(init, ns=(1, 1))  # another base model: the fine-tune is out of date, and so is what follows
     assert stage_digest(cfg, "train") != before and stage_digest(cfg, "predict") != stage_digest(plain, "predict")
+
+
+def test_lineage_in_the_model_card_and_run_json(base):
+    from pipeline.export import mlm_problems, model_card
+    from pipeline.runinfo import run_manifest
+
+    _, ckpt = base
+    _, meta = load_checkpoint(ckpt)
+    lineage = {"path": "models/base.pt", "sha256": "ab" * 32, "config_digest": "base", "classes": ["building"]}
+    card = model_card({**meta, "init": lineage}, item_id="osmsat-ft", bbox=(32.5, 0.3, 32.6, 0.4), side=64,
+                      created="2026-01-01T00:00:00Z")
+    props = card["properties"]
+    assert props["mlm:pretrained"] is True and props["osmsat:init"] == lineage
+    assert props["mlm:pretrained_source"] == f"osmsat model models/base.pt (sha256 {'ab' * 32})"
+    assert [p for p in mlm_problems(card) if not p.startswith("assets:")] == []  # (no assets here)
+    plain = model_card(meta, item_id="osmsat-x", bbox=(32.5, 0.3, 32.6, 0.4), side=64, created="2026-01-01T00:00:00Z")
+    assert "osmsat:init" not in plain["properties"] and plain["properties"]["mlm:pretrained_source"] is None
+    run = run_manifest("r", "r.toml", "d", [], {}, "cpu", code={"commit": "x"}, model_init=lineage)
+    assert run["model_init"] == lineage
+    assert "model_init" not in run_manifest("r", "r.toml", "d", [], {}, "cpu", code={"commit": "x"})
