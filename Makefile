@@ -100,6 +100,7 @@ clean-tmp: $(VENV)/.installed
 	@$(PY) -m pipeline.upkeep clean-tmp data
 
 bench: install
+	$(PY) -m bench.bench_startup
 	$(PY) -m bench.bench_extract
 	$(PY) -m bench.bench_cover_masks
 	$(PY) -m bench.bench_imagery

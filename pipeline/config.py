@@ -49,8 +49,8 @@ SECTION_PARSERS: dict[str, str] = {
     "split": "pipeline.specs:parse_split",
     "train": "pipeline.specs:parse_train",
     "predict": "pipeline.predict_spec:parse_predict",
-    "vectorize": "pipeline.vectorize:parse_vectorize",
-    "compare": "pipeline.compare:parse_compare",
+    "vectorize": "pipeline.vectorize_spec:parse_vectorize",
+    "compare": "pipeline.compare_spec:parse_compare",
 }
 
 

@@ -22,9 +22,10 @@ Pure numpy; no torch, no geospatial stack.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where arrays are made: loading a config checks edge values
+    import numpy as np
 
 IGNORE = 255
 
@@ -47,6 +48,8 @@ def target_lut(class_ids: Sequence[int], edges: Sequence[int]) -> np.ndarray:
     """uint8 lookup table mask value -> model output index: 0 background, 1..n the classes in
     ascending id, n+1.. the edges in ascending class id, 255 ignore. Edge values of classes
     without an edge output fold into their class; any other value is ignored (255)."""
+    import numpy as np
+
     ids = sorted(int(c) for c in class_ids)
     lut = np.full(256, IGNORE, dtype=np.uint8)
     lut[0] = 0
@@ -61,6 +64,7 @@ def target_lut(class_ids: Sequence[int], edges: Sequence[int]) -> np.ndarray:
 def edge_band(inst: np.ndarray, width: int) -> np.ndarray:
     """True on pixels of a feature (``inst`` > 0, one id per feature) within ``width`` pixels
     (Chebyshev) of a pixel of another feature or of background."""
+    import numpy as np
     from scipy import ndimage
 
     if width <= 0:

@@ -15,10 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import osmium
-import urllib3
-from urllib3.exceptions import HTTPError as Urllib3Error
-
 from pipeline.errors import InputDataError
 from pipeline.imagery.common import redact
 from pipeline.io import atomic_path, atomic_write_json
@@ -66,6 +62,8 @@ def verify_pbf(path: Path, what: str = "") -> None:
     if head.lstrip()[:1] == b"<":
         kind = "an HTML page" if b"html" in head.lower() else "XML/HTML text"
         raise InputDataError(f"{what}: is {kind}, not an OSM PBF")
+    import osmium  # here, not at import: completeness checks read the sidecar only
+
     try:
         reader = osmium.io.Reader(osmium.io.File(str(path), "pbf"))
         osmium.apply(reader)  # no handler: every block is read and decoded, nothing is built
@@ -86,6 +84,9 @@ def download_extract(url: str, dest: Path, sha256: str | None = None, timeout_s:
 
 
 def _download(url: str, dest: Path, sha256: str | None, timeout_s: float, user_agent: str) -> DownloadRecord:
+    import urllib3
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
     http = urllib3.PoolManager(headers={"User-Agent": user_agent})
     h = hashlib.sha256()
     size = 0

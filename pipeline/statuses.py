@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     import geopandas as gpd
 
@@ -66,6 +64,8 @@ def layer_files(status: str, layer: gpd.GeoDataFrame, classes: Sequence[ClassSpe
     """The files of a change layer: ``<status>.geojson`` with the area classes' features (always
     written) and ``<status>_lines.geojson`` with the line classes' (when it has any): QGIS shows
     one geometry type per layer."""
+    import numpy as np
+
     line_names = {c.name for c in classes if c.kind == "line"}
     is_line = layer["class"].isin(line_names).to_numpy() if len(layer) else np.zeros(0, dtype=bool)
     out = {f"{status}.geojson": layer[~is_line].reset_index(drop=True)}

@@ -6,20 +6,29 @@ Pixel convention: tile ``(z, x, y)`` of ``size`` pixels spans exactly
 ``res = tile_extent_m(z) / size``, and its centre lies at ``+0.5`` pixel. Rasterising burns a
 pixel when its centre lies inside a polygon (GDAL's rule), so a polygon covering whole pixels
 burns exactly those pixels.
+
+Tile arithmetic imports no numpy, shapely or affine (the vectorised functions import them when
+called): :class:`Tile` is in every completeness check of a run.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mercantile
-import numpy as np
-import shapely
-from affine import Affine
-from numpy.typing import NDArray
 
 from pipeline.errors import TileError
-from pipeline.geo import HALF_WORLD_M, to_mercator
+
+if TYPE_CHECKING:
+    import numpy as np
+    from affine import Affine
+    from numpy.typing import NDArray
+
+#: x of the antimeridian in EPSG:3857 metres: :data:`pipeline.geo.HALF_WORLD_M`, the same value
+#: (tests/test_tiles.py checks), computed here so that this module needs no numpy
+HALF_WORLD_M = math.pi * 6378137.0
 
 # Shrink tile boxes by this many metres when testing cover, so that a feature that only touches
 # a tile's edge or corner does not pull that tile in.
@@ -63,6 +72,8 @@ def tile_transform(t: Tile, size: int, buffer_px: int = 0) -> Affine:
     With ``buffer_px`` > 0 the raster grows by that many pixels on every side (for buffered
     inference); pixel ``(buffer_px, buffer_px)`` is then the tile's top-left pixel.
     """
+    from affine import Affine
+
     res = tile_extent_m(t.z) / size
     left, _, _, top = tile_bounds(t)
     return Affine(res, 0.0, left - buffer_px * res, 0.0, -res, top + buffer_px * res)
@@ -101,6 +112,8 @@ def shard_of(t: Tile, shard_zoom: int) -> str:
 
 def shards_of(z: int, xs: NDArray[np.int64], ys: NDArray[np.int64], shard_zoom: int) -> list[str]:
     """Vectorised :func:`shard_of` for many tiles at one zoom."""
+    import numpy as np
+
     s = z - shard_zoom
     px, py = np.asarray(xs) >> s, np.asarray(ys) >> s
     keys = px.astype(np.int64) * (1 << shard_zoom) + py
@@ -119,6 +132,8 @@ def tiles_in_shard(qk: str, z: int) -> list[Tile]:
 def _tile_ranges(bounds: NDArray[np.float64], z: int) -> tuple[NDArray[np.int64], ...]:
     """Tile index ranges [x0, x1] x [y0, y1] (inclusive) that EPSG:3857 ``bounds`` (N, 4) touch
     with a positive area (a box ending exactly on a tile edge does not reach the next tile)."""
+    import numpy as np
+
     e = tile_extent_m(z)
     n = (1 << z) - 1
     fx0 = (bounds[:, 0] + HALF_WORLD_M) / e
@@ -139,6 +154,9 @@ def cover_mercator(geoms_3857: NDArray[np.object_], z: int) -> NDArray[np.int64]
     bounding box lies in one tile are taken directly; the others are tested against every tile
     of their bounding box with vectorised shapely predicates on prepared geometries.
     """
+    import numpy as np
+    import shapely
+
     geoms = np.asarray(geoms_3857, dtype=object)
     geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
     if len(geoms) == 0:
@@ -168,9 +186,14 @@ def cover_mercator(geoms_3857: NDArray[np.object_], z: int) -> NDArray[np.int64]
 
 def cover_lonlat(geoms_4326: NDArray[np.object_], z: int) -> NDArray[np.int64]:
     """:func:`cover_mercator` for geometries in EPSG:4326."""
+    from pipeline.geo import to_mercator
+
     return cover_mercator(to_mercator(geoms_4326), z)
 
 
 def cover_bbox(bbox: tuple[float, float, float, float], z: int) -> NDArray[np.int64]:
     """All tiles at zoom ``z`` that the lon/lat box (W, S, E, N) overlaps, as (M, 2) x, y."""
+    import numpy as np
+    import shapely
+
     return cover_lonlat(np.array([shapely.box(*bbox)], dtype=object), z)

@@ -26,8 +26,6 @@ import functools
 import io
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +34,7 @@ from PIL import Image
 from scipy import ndimage
 
 from pipeline.centerline import padded, tile_lines
-from pipeline.config import ClassSpec, Section
+from pipeline.config import ClassSpec
 from pipeline.errors import InputDataError
 from pipeline.geo import mercator_scale
 from pipeline.instance_split import split_instances, trace_instances
@@ -45,59 +43,13 @@ from pipeline.merge import concat_pieces, empty_pieces, merge_open, touches_box
 from pipeline.probs import decode_prob_tile
 from pipeline.tiles import Tile, quadkey_to_tile, tile_bounds, tile_extent_m
 from pipeline.trace import trace
+from pipeline.vectorize_spec import SOURCES, VectorizeSpec, parse_vectorize  # noqa: F401 - re-exported
 
-SOURCES = ("predictions", "masks")
 #: area classes are traced in blocks of this many tiles squared (one raster, no merge inside)
 BLOCK_TILES = 8
 #: pixels of the neighbouring tiles around a tile when skeletonising line classes
 LINE_MARGIN_PX = 32
 Loader = Callable[[Tile], "np.ndarray | None"]
-
-
-@dataclass(frozen=True)
-class VectorizeSpec:
-    """``[vectorize]``: thresholds and tolerances (ground metres / square metres)."""
-
-    source: str = "predictions"      # tiles to vectorise: "predictions" (probabilities) or "masks"
-    threshold: float = 0.5           # probability at or above which a pixel belongs to a class
-    min_area_m2: float = 2.0         # polygons smaller than this (after the merge) are dropped
-    min_hole_m2: float = 1.0         # holes smaller than this are filled
-    simplify_m: float = 0.3          # polygon simplification tolerance (Douglas-Peucker), after the merge
-    line_simplify_m: float = 1.0     # centreline simplification tolerance
-    min_length_m: float = 3.0        # centrelines shorter than this are dropped
-    spur_m: float = 8.0              # skeleton spurs (free end, other end at a junction) shorter than this are dropped
-    #: area classes whose polygons get right angles (buildingregulariser); None (the key left out):
-    #: every building class (:func:`regularized_classes`); ``[]`` turns it off
-    regularize: tuple[str, ...] | None = None
-    regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
-    instances: bool = True           # split area classes that have an edge band into instances (watershed)
-    marker_min_m2: float = 1.0       # interiors smaller than this (ground m²) seed no instance of their own
-
-
-def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
-    """Parse ``[vectorize]`` (``{}`` gives the defaults)."""
-    sec = Section(path, "vectorize", table)
-    d = VectorizeSpec()
-    spec = VectorizeSpec(
-        source=sec.choice("source", SOURCES, d.source),
-        threshold=sec.number("threshold", d.threshold, lo=0.0, hi=1.0),
-        min_area_m2=sec.number("min_area_m2", d.min_area_m2, lo=0.0),
-        min_hole_m2=sec.number("min_hole_m2", d.min_hole_m2, lo=0.0),
-        simplify_m=sec.number("simplify_m", d.simplify_m, lo=0.0),
-        line_simplify_m=sec.number("line_simplify_m", d.line_simplify_m, lo=0.0),
-        min_length_m=sec.number("min_length_m", d.min_length_m, lo=0.0),
-        spur_m=sec.number("spur_m", d.spur_m, lo=0.0),
-        regularize=_names(sec.take("regularize", list, None)),
-        regularize_min_iou=sec.number("regularize_min_iou", d.regularize_min_iou, lo=0.0, hi=1.0),
-        instances=sec.take("instances", bool, d.instances),
-        marker_min_m2=sec.number("marker_min_m2", d.marker_min_m2, lo=0.0),
-    )
-    sec.done()
-    return spec
-
-
-def _names(values: list[Any] | None) -> tuple[str, ...] | None:
-    return None if values is None else tuple(str(v) for v in values)
 
 
 def is_building_class(c: ClassSpec) -> bool:

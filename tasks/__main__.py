@@ -11,6 +11,9 @@ Luigi's own logging on the terminal instead (tracebacks included). An unknown ta
 ``--config`` is one line too, before anything is created; Ctrl-C (or SIGTERM) ends the run with
 ``interrupted; rerun to resume`` (worker processes end quietly).
 
+It imports the module of the named task only (``TASK_MODULES``; upstream modules come through
+``requires()``), so a run with nothing to do costs little more than importing Luigi.
+
 While it runs, the command holds a shared lock on ``<data_dir>/_manifests/runs.flock`` (``make
 clean-tmp`` refuses while it is held) and an exclusive one on its errors file in the system temp
 folder, which it deletes when it ends (``make clean-tmp`` deletes those of killed runs).
@@ -69,12 +72,56 @@ python -m tasks TASK --help-all
 STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "split", "train", "predict", "export",
                  "vectorize", "compare", "pipeline", "runlog", "report", "upkeep")
 
+#: every name Luigi registers from ``tasks/`` (tasks, base classes and ``luigi.Config`` sections) ->
+#: the stage module that defines it: the command imports only the module of the task it runs (and,
+#: through ``requires()``, those upstream), so a no-op run does not pay for every stage's imports.
+#: tests/test_startup.py checks this table against Luigi's register after ``register_tasks()``.
+TASK_MODULES: dict[str, str] = {
+    "RegionTask": "base", "ShardTask": "base", "AllShardsTask": "base",
+    "osmsat": "settings", "download": "settings",
+    "MakeSampleRegion": "synthetic",
+    "FetchOSM": "extract", "ExtractFeatures": "extract",
+    "CoverTiles": "cover",
+    "RasterizeMasks": "masks", "MasksAll": "masks",
+    "ImageryPlan": "imagery", "FetchImagery": "imagery", "ImageryAll": "imagery",
+    "SplitDataset": "split",
+    "TrainModel": "train", "train_run": "train",
+    "Predict": "predict", "PredictAll": "predict", "EvaluateModel": "predict",
+    "ExportModel": "export",
+    "Vectorize": "vectorize", "MergeFeatures": "vectorize",
+    "CompareWithOSM": "compare",
+    "RunManifest": "report", "RegionReport": "report",
+    "RegionPipeline": "pipeline",
+    "Verify": "upkeep", "Prune": "upkeep", "_Always": "upkeep",
+}
+
+#: imported for every run: the operational settings (``--download-*``, ``--osmsat-*`` on any
+#: command line) and the task records that ``run.json`` is made from (Luigi event handlers)
+ALWAYS_MODULES = ("settings", "runlog")
+
 
 def register_tasks() -> None:
-    """Import every stage module so that Luigi knows its tasks."""
+    """Import every stage module so that Luigi knows all its tasks (``--help-all``, ``Verify``)."""
     import importlib
 
     for name in STAGE_MODULES:
+        importlib.import_module(f"tasks.{name}")
+
+
+def import_for(argv: list[str]) -> None:
+    """Import what a command line needs: the module of its task (``argv[0]``, when this project
+    defines it), :data:`ALWAYS_MODULES`, and the module of each task or ``luigi.Config`` section
+    whose parameter an option sets globally (``--train-run-gpus 2``, ``--Predict-device cpu``);
+    every stage module for ``--help-all`` or no task. Upstream modules come when ``requires()`` runs."""
+    import importlib
+
+    if not argv or argv[0].startswith("-") or any(a.startswith("--help-all") for a in argv):
+        register_tasks()
+        return
+    names = [TASK_MODULES[argv[0]]] if argv[0] in TASK_MODULES else []
+    names += [module for name, module in TASK_MODULES.items()
+              if any(a.startswith(f"--{name.replace('_', '-')}-") for a in argv[1:])]
+    for name in dict.fromkeys((*ALWAYS_MODULES, *names)):
         importlib.import_module(f"tasks.{name}")
 
 
@@ -223,25 +270,13 @@ def _report(code: int, errors: Path, log_path: Path, task: str) -> None:
     print(f"error: {found[0]}", file=sys.stderr)
 
 
-def _our_tasks() -> list[str]:
-    """The task names this project defines (what ``--help`` lists)."""
-    from luigi.task_register import Register
-
-    names = []
-    for name in Register.task_names():
-        with contextlib.suppress(Exception):  # an ambiguous name
-            if Register.get_task_cls(name).__module__.startswith("tasks."):
-                names.append(name)
-    return names
-
-
 def _check_task(argv: list[str]) -> str | None:
     """One line for an unknown task (with "did you mean") or a missing ``--config``, else None."""
     from luigi.task_register import Register
 
     name = argv[0]
-    if name not in Register.task_names():
-        close = difflib.get_close_matches(name, _our_tasks(), n=1, cutoff=0.6)
+    if name not in TASK_MODULES and name not in Register.task_names():
+        close = difflib.get_close_matches(name, list(TASK_MODULES), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
         return f"unknown task {name!r} — {hint}python -m tasks --help lists the tasks"
     from tasks.base import RegionTask
@@ -308,7 +343,7 @@ def _main(argv: list[str], held: _Held) -> int:
     from pipeline.errors import OsmsatError
     from pipeline.user_errors import os_error_message
 
-    register_tasks()
+    import_for(argv)
     if not argv[0].startswith("-") and (wrong := _check_task(argv)) is not None:
         print(f"error: {wrong}", file=sys.stderr)
         return 2

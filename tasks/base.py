@@ -6,6 +6,9 @@ only when the manifest exists, records today's chained config digest
 task) every region task it requires is complete too: Luigi does not look below a complete task, so
 a damaged upstream output (a deleted ``model/best.pt``) would otherwise stay invisible to a rerun.
 A task scheduled only for such an upstream repair finds its own output whole and does nothing.
+
+These checks run on every command, so this module imports no pandas, numpy or geometry library:
+a task module imports what its ``run()`` needs inside it (see ``tasks/__main__.py``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
-import pandas as pd
 
 from pipeline.config import RegionConfig, load_config
-from pipeline.cover import read_tiles_csv
+from pipeline.errors import ManifestError
 from pipeline.io import (
     INDEX_FILE,
     MANIFEST_VERSION,
@@ -34,12 +36,16 @@ from pipeline.io import (
     manifest_is_current,
     read_manifest,
     remove_stale_scratch,
+    shards_whole,
     tiles_on_disk,
     write_manifest,
     write_tile_index,
 )
 from pipeline.outputs import file_entries, seal
 from pipeline.stages import file_fingerprint, stage_digest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("luigi-interface")
 #: lines the user should see on the terminal without --debug (``python -m tasks`` prints them as ``note: ...``)
@@ -260,12 +266,26 @@ class ShardTask(RegionTask):
         return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts)
 
 
+#: the key of a product's region manifest that lists the shards its ``index.parquet`` was made from
+INDEX_SHARDS = "index_shards"
+
+
 class IndexTarget(ManifestTarget):
     """A product's region manifest: current when it records ``digest`` and every tile file of
-    the product's ``index.parquet`` still has its recorded size."""
+    the product's ``index.parquet`` still has its recorded size. Checked from the JSON manifests of
+    the shards the index was made from (the manifest's ``index_shards``), else (a manifest written
+    before that key existed) from ``index.parquet`` itself."""
 
     def exists(self) -> bool:
-        return super().exists() and index_is_whole(self.path.parent)
+        if not super().exists():
+            return False
+        try:
+            shards = read_manifest(self.path).get(INDEX_SHARDS)
+        except ManifestError:
+            return False
+        if isinstance(shards, list):
+            return shards_whole(self.path.parent, (str(s) for s in shards), self.digest)
+        return index_is_whole(self.path.parent)
 
 
 class AllShardsTask(RegionTask):
@@ -305,6 +325,8 @@ class AllShardsTask(RegionTask):
 
     def shard_tasks(self) -> list[ShardTask]:
         """One task per shard of today's ``tiles.csv``."""
+        from pipeline.cover import read_tiles_csv
+
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         return [self.shard_task(s) for s in sorted(tiles.shard.unique())]
 
@@ -320,6 +342,8 @@ class AllShardsTask(RegionTask):
         return deps + self.shard_tasks() if self.__dict__["_static_shards"] else deps
 
     def run(self) -> Iterator[Any]:
+        from pipeline.cover import read_tiles_csv
+
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         shard_tasks = self.shard_tasks()
         yield shard_tasks
@@ -335,5 +359,6 @@ class AllShardsTask(RegionTask):
                         "`make prune REGION=%s` removes them", self.product_dir(), stale, self.cfg.name)
         body = {"stage": self.stage, "root": str(self.product_dir()), "stale_tiles": stale,
                 "files": {INDEX_FILE: {"size": (self.product_dir() / INDEX_FILE).stat().st_size}},
+                INDEX_SHARDS: sorted(str(t.shard) for t in shard_tasks),
                 **self.summary(tiles, shard_tasks)}
         self.output().write(body)

@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from pipeline.compare import STATUSES, compare, features_in_tiles
-from pipeline.compare_report import reliability_png, review_lines, write_report
 from pipeline.errors import ManifestError
-from pipeline.evidence import resolvable_m2
-from pipeline.features import read_features
 from pipeline.io import atomic_write_bytes, atomic_write_json, read_tile_index
-from pipeline.mappers import maproulette_tasks, osm_xml
-from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
-from pipeline.review import held_out_tiles, region_evidence, review
-from pipeline.statuses import layer_files, with_status
-from pipeline.tiles import tile_bounds
-from pipeline.vector_io import write_geojson, write_gpkg
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 from tasks.vectorize import MergeFeatures
+
+if TYPE_CHECKING:
+    from pipeline.qgis import RasterLayer
 
 
 class CompareWithOSM(RegionTask):
@@ -35,6 +26,8 @@ class CompareWithOSM(RegionTask):
 
     def owned_files(self) -> list[Path]:
         """Every file the comparison writes (a rerun deletes what killed writes of them left)."""
+        from pipeline.compare import STATUSES
+
         out, d = self.data_dir / "compare", self.data_dir
         names = [f"{s}{k}.{e}" for s in STATUSES for k in ("", "_lines") for e in ("geojson", "qml")]
         names += ["summary.json", "missing_in_osm.osm", "maproulette.geojsonl", "map.png", "report.md",
@@ -46,6 +39,14 @@ class CompareWithOSM(RegionTask):
 
     def run(self) -> None:
         import geopandas as gpd
+
+        from pipeline.compare import STATUSES, compare, features_in_tiles
+        from pipeline.compare_report import reliability_png, review_lines, write_report
+        from pipeline.features import read_features
+        from pipeline.mappers import maproulette_tasks, osm_xml
+        from pipeline.review import held_out_tiles, region_evidence, review
+        from pipeline.statuses import layer_files, with_status
+        from pipeline.vector_io import write_geojson
 
         cfg, d = self.cfg, self.data_dir
         out = d / "compare"
@@ -89,13 +90,21 @@ class CompareWithOSM(RegionTask):
 
     def _resolvable(self, osm: Any) -> float:
         """The smallest building the model resolves here (ground m², 8 x 8 model pixels)."""
+        import numpy as np
         import shapely
+
+        from pipeline.evidence import resolvable_m2
 
         lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.section("train").scale, 64, self.cfg.tile_size)
 
     def _qgis_project(self, osm: Any, files: dict[str, dict[str, Any]], index: Any) -> list[Path]:
         """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers)."""
+        from pipeline.compare import STATUSES
+        from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
+        from pipeline.tiles import tile_bounds
+        from pipeline.vector_io import write_gpkg
+
         cfg, d = self.cfg, self.data_dir
         osm_gpkg = d / "osm_features.gpkg"
         write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)

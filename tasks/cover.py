@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cover import check_plan, plan_line, region_tiles, tiles_table, write_tiles_csv
-from pipeline.features import read_features
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 
@@ -22,6 +20,9 @@ class CoverTiles(RegionTask):
         return ExtractFeatures(config=self.config)
 
     def run(self) -> None:
+        from pipeline.cover import check_plan, plan_line, region_tiles, tiles_table, write_tiles_csv
+        from pipeline.features import read_features
+
         feats = read_features(self.data_dir / "features.parquet")
         icfg = self.cfg.imagery
         if icfg is not None and icfg.cover_folder and self.cfg.bbox is None:

@@ -9,8 +9,6 @@ import luigi
 
 from pipeline.config import OsmSource
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.features import write_features
-from pipeline.osm import extract_features_with_stats
 from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
 from tasks.base import RegionTask
 from tasks.settings import download, osmsat
@@ -82,6 +80,8 @@ class ExtractFeatures(RegionTask):
             raise MissingInputError(
                 f"{pbf}: OSM extract not found; fix osm.path in {self.cfg.path} (or set osm.url to download it)"
             )
+        from pipeline.osm import extract_features_with_stats
+
         self.progress(0, 1, f"extracting features from {pbf}")
         try:
             gdf, stats = extract_features_with_stats(pbf, self.cfg.classes, osmsat().node_index)
@@ -103,6 +103,8 @@ class ExtractFeatures(RegionTask):
 
     def _write(self, gdf: Any, stats: Any, source: str, inputs: dict[str, Any]) -> None:
         """``features.parquet`` and the manifest (``inputs`` describes where the features came from)."""
+        from pipeline.features import write_features
+
         out = self.data_dir / "features.parquet"
         write_features(gdf, out)
         self.progress(1, 1, f"{len(gdf)} features from {source}")

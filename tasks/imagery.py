@@ -17,12 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import check_environment
-from pipeline.cover import read_tiles_csv, shard_tiles
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.imagery.common import MISSING, NODATA, OK, TILE_EXTS
 from pipeline.imagery.shard import (
@@ -36,10 +33,12 @@ from pipeline.imagery.shard import (
     server_resource,
 )
 from pipeline.io import read_manifest
-from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
 from tasks.settings import download
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("luigi-interface")
 
@@ -81,7 +80,9 @@ class ImageryPlan(RegionTask):
         return self.data_dir / "images" / "_plan.json"
 
     def run(self) -> None:
+        from pipeline.cover import read_tiles_csv
         from pipeline.imagery.raster import check_coverage, plan_sources
+        from pipeline.tiles import Tile
 
         plan = plan_sources(_imagery(self))
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
@@ -115,6 +116,8 @@ class FetchImagery(ShardTask):
         return super().output_whole() and not missing_due(self.manifest_path(), _refetch_cutoff(self))
 
     def run(self) -> None:
+        from pipeline.cover import read_tiles_csv, shard_tiles
+
         icfg = _imagery(self)
         shard = str(self.shard)
         with self.writer(TILE_EXTS) as out:

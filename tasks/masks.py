@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from pipeline.cover import read_tiles_csv, shard_tiles
-from pipeline.features import read_features
-from pipeline.feedback import load_feedback
-from pipeline.instances import edge_value
-from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
-from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ShardTask
 from tasks.cover import CoverTiles
 from tasks.extract import ExtractFeatures
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.tiles import Tile
 
 
 class RasterizeMasks(ShardTask):
@@ -28,6 +25,11 @@ class RasterizeMasks(ShardTask):
         return [CoverTiles(config=self.config), ExtractFeatures(config=self.config)]
 
     def run(self) -> None:
+        from pipeline.cover import read_tiles_csv, shard_tiles
+        from pipeline.features import read_features
+        from pipeline.feedback import load_feedback
+        from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
+
         cfg = self.cfg
         with self.writer(("png",)) as out:
             if out.current:  # another run finished this shard while we waited for it
@@ -62,6 +64,8 @@ class MasksAll(AllShardsTask):
         return RasterizeMasks(config=self.config, shard=shard)
 
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
+        from pipeline.instances import edge_value
+
         return {"tiles": len(tiles), "shards": len(done), "palette": "class ids; 255 = ignore; 255 - id = edge band",
                 "classes": {c.name: c.id for c in self.cfg.classes},
                 "edges": {c.name: edge_value(c.id) for c in self.cfg.classes if c.id in self.cfg.edge_ids}}

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_write_json
-from pipeline.split import make_split, write_split_csv
 from tasks.base import RegionTask
 from tasks.imagery import ImageryAll
 from tasks.masks import MasksAll
@@ -25,6 +24,8 @@ class SplitDataset(RegionTask):
         return [MasksAll(config=self.config), ImageryAll(config=self.config)]
 
     def run(self) -> None:
+        from pipeline.split import make_split, write_split_csv
+
         cfg = self.cfg
         self.progress(0, 1, "split")
         rows, stats = make_split(cfg.data_dir, cfg.section("split"), cfg.zoom)

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.synthetic import sample_paths, write_sample_region
 from tasks.base import RegionTask
 
 
@@ -21,9 +20,13 @@ class MakeSampleRegion(RegionTask):
         """The three generated files (a killed run leaves ``.<name>.*.tmp*`` beside them)."""
         if self.cfg.synthetic is None:
             return super().owned_files()
+        from pipeline.synthetic import sample_paths
+
         return [*super().owned_files(), *sample_paths(self.cfg)]
 
     def run(self) -> None:
+        from pipeline.synthetic import sample_paths, write_sample_region
+
         cfg = self.cfg
         if cfg.synthetic is None:
             raise ConfigError(f"{cfg.path}: MakeSampleRegion needs a [synthetic] section")

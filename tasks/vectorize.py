@@ -5,32 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import luigi
 
-from pipeline.cover import read_tiles_csv
-from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.io import read_manifest, tile_path
-from pipeline.tiles import Tile, quadkey_to_tile
-from pipeline.vector_io import (
-    read_finished,
-    read_pieces,
-    shard_files,
-    write_finished,
-    write_geojson,
-    write_gpkg,
-    write_pieces,
-)
-from pipeline.vectorize import (
-    VectorizeSpec,
-    cached_loader,
-    read_tile,
-    region_pieces,
-    shard_box_px,
-    shard_pieces,
-)
+from pipeline.tiles import Tile
 from tasks.base import RegionTask, ShardTask
+
+if TYPE_CHECKING:
+    from pipeline.vectorize_spec import VectorizeSpec
 
 
 def source_task(config: str, source: str, data_dir: Path) -> luigi.Task:
@@ -69,6 +53,11 @@ class Vectorize(ShardTask):
         return out
 
     def run(self) -> None:
+        from pipeline.finish import finish_shard
+        from pipeline.tiles import quadkey_to_tile
+        from pipeline.vector_io import shard_files, write_finished, write_pieces
+        from pipeline.vectorize import cached_loader, read_tile, shard_box_px, shard_pieces
+
         cfg = self.cfg
         files = self._tile_files()
         ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
@@ -119,6 +108,11 @@ class MergeFeatures(RegionTask):
                 source_task(self.config, self.cfg.section("vectorize").source, self.data_dir)]
 
     def run(self) -> Iterator[Any]:
+        from pipeline.cover import read_tiles_csv
+        from pipeline.finish import finish, sort_features
+        from pipeline.vector_io import read_finished, read_pieces, shard_files, write_geojson, write_gpkg
+        from pipeline.vectorize import region_pieces
+
         cfg = self.cfg
         shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())
         tasks = [Vectorize(config=self.config, shard=s) for s in shards]

@@ -15,15 +15,17 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
-
-import numpy as np
-from numpy.typing import NDArray
-from PIL import Image
 
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import TILE_MISSING, TILE_NODATA, TILE_OK, tile_path
-from pipeline.tiles import Tile, tile_transform
+
+if TYPE_CHECKING:  # numpy and Pillow are imported where tiles are encoded or checked, not by completeness checks
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from pipeline.tiles import Tile
 
 #: a tile's status in its shard manifest, the one vocabulary of pipeline.io: written to
 #: ``images/z/x/y.<ext>`` (OK); a raster tile with too few valid (not nodata, not transparent)
@@ -131,6 +133,9 @@ def encode_tile(arr: NDArray[np.generic], fmt: str, tile: Tile | None = None, *,
     """Encode a ``(bands, size, size)`` tile as ``fmt`` (png, jpg: uint8 with 1 or 3 bands;
     tif: any band count, uint8 or uint16, deflate, georeferenced in EPSG:3857 when ``tile``
     is given). Deterministic bytes for the same array."""
+    import numpy as np
+    from PIL import Image
+
     if fmt == "tif":
         return _encode_tiff(arr, tile)
     if arr.dtype != np.uint8 or arr.shape[0] not in (1, 3):
@@ -149,6 +154,8 @@ def encode_tile(arr: NDArray[np.generic], fmt: str, tile: Tile | None = None, *,
 
 def _encode_tiff(arr: NDArray[np.generic], tile: Tile | None) -> bytes:
     from rasterio.io import MemoryFile
+
+    from pipeline.tiles import tile_transform
 
     count, h, w = arr.shape
     profile: dict[str, object] = dict(driver="GTiff", width=w, height=h, count=count, dtype=arr.dtype.name,
@@ -182,6 +189,8 @@ def verify_image(data: bytes, size: int | None = None, what: str = "tile") -> De
     add a zlib stream broken under valid CRCs (a server bug, not a transport fault). JPEG:
     decoded at 1/8 scale (every entropy-coded block is still read). Others: a full decode.
     """
+    from PIL import Image
+
     try:
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             with Image.open(io.BytesIO(data)) as im:
@@ -225,6 +234,8 @@ def size_mismatch(info: DecodedInfo, size: int) -> str:
 def _verify_pil(data: bytes, draft: bool) -> DecodedInfo:
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return _verify_tiff(data)
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format or ""
         width, height = im.size

@@ -19,14 +19,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import ManifestError
 from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES, TileRecord, redact_url
 from pipeline.io import ShardWriter, atomic_write_json, read_manifest, reset_dir
-from pipeline.tiles import Tile
+
+if TYPE_CHECKING:
+    from pipeline.tiles import Tile
 
 
 @dataclass(frozen=True)
