@@ -1,7 +1,7 @@
 """Batched inference over image tiles, each with a border of context read from its neighbours,
 several tiles at a time as one mosaic window (:mod:`pipeline.windows`).
 
-An :class:`Engine` turns uint8 windows (N, C, H, W) into foreground probabilities (N, K - 1, H, W)
+An :class:`Engine` turns pixel windows (N, C, H, W) into foreground probabilities (N, K - 1, H, W)
 at the image's scale: :class:`pipeline.predict_onnx.OnnxEngine` (ONNX Runtime; the default on
 CPU: measured 1.5-2x faster than PyTorch eager on the demo's U-Net, see ``bench/bench_predict.py``)
 or :class:`pipeline.predict_torch.Predictor` (PyTorch; on CUDA with AMP). :func:`open_engine`
@@ -42,6 +42,8 @@ ENGINES = ("auto", "onnx", "torch")
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 #: largest probability difference accepted between the ONNX graph and PyTorch
 ONNX_TOLERANCE = 1e-3
+#: version of the exported prediction graph's interface (part of its cache name)
+GRAPH_VERSION = 2
 
 
 class MetaView:
@@ -75,7 +77,7 @@ class ModelInfo(MetaView):
 
 
 class Engine(Protocol):
-    """Runs a model: ``probs(windows, tile_size)`` takes uint8 windows (N, C, H, W) around image
+    """Runs a model: ``probs(windows, tile_size)`` takes pixel windows (N, C, H, W; uint8, or uint16 for 16-bit imagery) around image
     tiles of ``tile_size`` px and gives float32 foreground probabilities (N, K - 1, H, W)."""
 
     @property
@@ -117,9 +119,11 @@ def border_for(info: ModelInfo, tile_size: int, context_px: int) -> int:
 
 
 def band_fill(info: ModelInfo) -> np.ndarray:
-    """Per band, the pixel value of the band mean (what normalises to 0): the fill of a block's
-    tiles without imagery."""
-    return np.clip(np.round(np.asarray(info.meta["band_stats"]["mean"], dtype=np.float64) * 255), 0, 255)
+    """Per band, the pixel value of the band mean (what normalises to 0; band statistics are in
+    units of pixel / ``max``, 255 for 8-bit): the fill of a block's tiles without imagery."""
+    stats = info.meta["band_stats"]
+    vmax = float(stats.get("max", 255))
+    return np.clip(np.round(np.asarray(stats["mean"], dtype=np.float64) * vmax), 0, vmax)
 
 
 def engine_probs(engine: Engine, windows: np.ndarray, tile_size: int, tta: str = "none") -> np.ndarray:
@@ -244,7 +248,7 @@ def make_engine(checkpoint: Path, device: str = "auto", engine: str = "auto", *,
                 cache_dir: Path | None = None, threads: int = 0) -> Engine:
     """The engine that predicts with ``checkpoint`` on ``device`` (``auto``, ``cpu``, ``cuda``,
     ``cuda:1``) for image tiles of ``tile_size`` px. ``engine`` ``auto``: ONNX Runtime on CPU when
-    the model's graph exports faithfully (cached in ``cache_dir`` as ``<sha256[:16]>-<tile_size>.onnx``
+    the model's graph exports faithfully (cached in ``cache_dir`` as ``<sha256[:16]>-<tile_size>-g<version>.onnx``
     with its meta beside it), else PyTorch; ``onnx`` insists on ONNX Runtime (CPU), ``torch`` on
     PyTorch. ``threads``: ONNX Runtime's threads (0: one per physical core). Errors name the
     checkpoint."""
@@ -260,7 +264,7 @@ def make_engine(checkpoint: Path, device: str = "auto", engine: str = "auto", *,
                          "use engine = 'torch' for CUDA or device = 'cpu'")
     from pipeline.predict_onnx import OnnxEngine, load_graph_meta
 
-    stem = cache_dir / f"{checkpoint_key(Path(checkpoint))}-{tile_size}"
+    stem = cache_dir / f"{checkpoint_key(Path(checkpoint))}-{tile_size}-g{GRAPH_VERSION}"
     onnx_path, meta_path = stem.with_suffix(".onnx"), stem.with_suffix(".json")
     cached = load_graph_meta(meta_path, onnx_path)
     if cached is None:

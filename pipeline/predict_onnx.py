@@ -43,7 +43,7 @@ class OnnxEngine:
         return self._info
 
     def probs(self, windows: np.ndarray, tile_size: int) -> np.ndarray:
-        """uint8 windows (N, C, H, W) -> float32 foreground probabilities (N, K - 1, H, W); the
-        graph was exported for ``tile_size`` (its scale factor)."""
-        out = self.session.run(["probs"], {"image": np.ascontiguousarray(windows, dtype=np.uint8)})[0]
+        """Pixel windows (N, C, H, W; uint8 or uint16) -> float32 foreground probabilities
+        (N, K - 1, H, W); the graph was exported for ``tile_size`` (its scale factor)."""
+        out = self.session.run(["probs"], {"image": np.ascontiguousarray(windows, dtype=np.float32)})[0]
         return np.asarray(out, dtype=np.float32)

@@ -4,7 +4,7 @@ exported to ONNX for :mod:`pipeline.predict_onnx`.
 
 Probabilities: softmax over the model's outputs (channel 0 background, channel k >= 1 the k-th
 class by ascending id) and a sigmoid per edge channel (:mod:`pipeline.instances`). Images are
-uint8 (N, C, H, W) windows (:mod:`pipeline.windows`); probabilities come back at the image's
+pixel (N, C, H, W) windows (:mod:`pipeline.windows`); probabilities come back at the image's
 scale (resampled back when the model runs at ``[train] scale``).
 """
 
@@ -51,7 +51,7 @@ class Predictor(MetaView):
         return ModelInfo(meta=self.meta, source=self.source, stride=self.stride)
 
     def probs(self, windows: np.ndarray, tile_size: int) -> np.ndarray:
-        """The :class:`pipeline.predict.Engine` call: uint8 windows (N, C, H, W) around image
+        """The :class:`pipeline.predict.Engine` call: pixel windows (N, C, H, W) around image
         tiles of ``tile_size`` px -> float32 foreground probabilities (N, K - 1, H, W) at the
         image's scale."""
         h, w = windows.shape[-2:]
@@ -102,7 +102,7 @@ def output_probs(logits: torch.Tensor, n_edges: int) -> torch.Tensor:
 
 
 def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.Tensor:
-    """uint8 windows (N, C, H, W) around tiles of ``tile_size`` px -> the model's float32 input on
+    """Pixel windows (N, C, H, W) around tiles of ``tile_size`` px -> the model's float32 input on
     its device: normalised with the checkpoint's band statistics and resampled to the model's
     scale (:func:`pipeline.predict.model_scale`) when that is not 1."""
     n, c, h, w = windows.shape
@@ -138,10 +138,11 @@ def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str 
 
 
 class PredictGraph(nn.Module):
-    """uint8 windows (N, C, H, W) -> foreground probabilities (N, K - 1, H, W) float32 at the
-    image's scale, in one graph: the recipe of :meth:`Predictor.probs` (normalise, shrink by an
-    integer factor ``k = 1 / scale`` with a k x k mean — what ``area`` interpolation is for an
-    integer factor — the model, softmax/sigmoid, bilinear enlargement by ``k``)."""
+    """Pixel windows (N, C, H, W, float32 pixel values) -> foreground probabilities
+    (N, K - 1, H, W) float32 at the image's scale, in one graph: the recipe of
+    :meth:`Predictor.probs` (:func:`pipeline.model.normalise`: ``(min(pixel / max, 1) - mean) /
+    std``; shrink by an integer factor ``k = 1 / scale`` with a k x k mean — what ``area``
+    interpolation is for an integer factor — the model, softmax/sigmoid, bilinear enlargement by ``k``)."""
 
     def __init__(self, pred: Predictor, factor: int) -> None:
         super().__init__()
@@ -150,13 +151,14 @@ class PredictGraph(nn.Module):
         self.model = pred.model
         self.factor = factor
         self.n_edges = len(pred.edges)
+        self.vmax = float(stats.get("max", 255))
         self.mean: torch.Tensor
         self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor([float(v) for v in stats["mean"]]).view(1, n, 1, 1))
         self.register_buffer("std", torch.tensor([float(v) for v in stats["std"]]).view(1, n, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image.float() / 255.0 - self.mean) / self.std
+        x = ((image / self.vmax).clamp(max=1.0) - self.mean) / self.std
         if self.factor > 1:
             x = nnf.avg_pool2d(x, self.factor)
         p = output_probs(self.model(x), self.n_edges)
@@ -181,13 +183,15 @@ def export_predict_graph(pred: Predictor, tile_size: int, factor: int, path: Pat
     import onnxruntime as ort
 
     graph = PredictGraph(pred, factor).to("cpu").float().eval()
-    example = torch.zeros((1, pred.bands, side, side), dtype=torch.uint8)
+    example = torch.zeros((1, pred.bands, side, side), dtype=torch.float32)
     axes = {0: "batch", 2: "height", 3: "width"}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated in favour of dynamo
         torch.onnx.export(graph, (example,), str(tmp), input_names=["image"], output_names=["probs"],
                           dynamic_axes={"image": axes, "probs": axes}, opset_version=17, dynamo=False)
         probe_side = side + 2 * pred.stride * factor
-        probe = np.random.default_rng(0).integers(0, 256, (1, pred.bands, probe_side, side), dtype=np.uint8)
-        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"image": probe})[0]
+        top = int(float(pred.meta["band_stats"].get("max", 255)) * 1.1) + 1
+        probe = np.random.default_rng(0).integers(0, top, (1, pred.bands, probe_side, side)).astype(np.uint16)
+        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(
+            None, {"image": probe.astype(np.float32)})[0]
     return float(np.abs(got - pred.probs(probe, tile_size)).max())

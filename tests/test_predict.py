@@ -301,6 +301,19 @@ def test_onnx_engine_matches_pytorch_and_is_cached(tmp_path: Path) -> None:
     assert isinstance(make_engine(ckpt, "cpu", "torch", tile_size=64, cache_dir=cache), Predictor)
 
 
+def test_onnx_engine_takes_16_bit_windows(tmp_path: Path) -> None:
+    """One-band 16-bit imagery (band statistics in units of ``max``, brighter pixels clipped):
+    the ONNX graph normalises as PyTorch does."""
+    torch.manual_seed(4)
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=1, classes=2)
+    ckpt = tmp_path / "pan.pt"
+    stats = {"mean": [0.3], "std": [0.2], "max": 4000.0}
+    save_checkpoint(ckpt, build_model(spec), make_meta(spec, CLASSES[:1], stats, 64, "test"))
+    engine = make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=tmp_path / "cache")
+    win = np.random.default_rng(1).integers(0, 5000, (1, 1, 128, 128)).astype(np.uint16)
+    assert np.abs(engine.probs(win, 64) - load_predictor(ckpt).probs(win, 64)).max() < 1e-4
+
+
 def test_onnx_engine_refuses_a_scale_it_cannot_run(tmp_path: Path) -> None:
     """A model at scale 0.3 (no integer shrink factor): ``engine = "onnx"`` is one clear error,
     ``auto`` predicts with PyTorch."""
