@@ -30,20 +30,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.errors import InputDataError, ModelError
+from pipeline.predict_spec import ENGINES
 from pipeline.probs import encode_probs, quantise
 from pipeline.windows import TileKey, TileReader, block_tiles, block_window, plan_blocks, plan_border, tile_window
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-#: prediction engines: "auto" (ONNX Runtime on CPU, PyTorch on CUDA), "onnx", "torch"
-ENGINES = ("auto", "onnx", "torch")
 #: the 4 flips of flip TTA as numpy axes of (N, C, H, W): none, left-right, up-down, both
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 #: largest probability difference accepted between the ONNX graph and PyTorch
 ONNX_TOLERANCE = 1e-3
 #: version of the exported prediction graph's interface (part of its cache name)
 GRAPH_VERSION = 2
+#: cached prediction graphs kept per region (a model, its cross-fit twin, and a few earlier ones)
+KEEP_GRAPHS = 4
 
 
 class MetaView:
@@ -77,8 +78,9 @@ class ModelInfo(MetaView):
 
 
 class Engine(Protocol):
-    """Runs a model: ``probs(windows, tile_size)`` takes pixel windows (N, C, H, W; uint8, or uint16 for 16-bit imagery) around image
-    tiles of ``tile_size`` px and gives float32 foreground probabilities (N, K - 1, H, W)."""
+    """Runs a model: ``probs(windows, tile_size)`` takes pixel windows (N, C, H, W; uint8, or
+    uint16 for 16-bit imagery) around image tiles of ``tile_size`` px and gives float32
+    foreground probabilities (N, K - 1, H, W)."""
 
     @property
     def info(self) -> ModelInfo: ...
@@ -271,7 +273,20 @@ def make_engine(checkpoint: Path, device: str = "auto", engine: str = "auto", *,
         cached = _export_graph(checkpoint, tile_size, onnx_path, meta_path, insist=engine == "onnx")
         if cached is None:
             return _torch_engine(checkpoint, "cpu")
+        prune_graphs(cache_dir)
+    else:
+        os.utime(onnx_path)  # recently used: kept by prune_graphs
     return OnnxEngine(onnx_path, cached, threads)
+
+
+def prune_graphs(cache_dir: Path, keep: int = KEEP_GRAPHS) -> list[Path]:
+    """Delete all but the ``keep`` most recently used graphs of ``cache_dir`` (and their meta);
+    returns the deleted graphs. Graphs of checkpoints no longer used go this way."""
+    graphs = sorted(cache_dir.glob("*.onnx"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in graphs[keep:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+    return graphs[keep:]
 
 
 def _torch_engine(checkpoint: Path, device: str) -> Engine:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Section
-from pipeline.predict import ENGINES
 
 TTA_MODES = ("none", "flip")
+#: prediction engines (:func:`pipeline.predict.make_engine`)
+ENGINES = ("auto", "onnx", "torch")
 
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import luigi
-import pandas as pd
 
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
@@ -22,6 +21,9 @@ from pipeline.predict_spec import PredictSpec, cross_fit_model, is_own_model, mo
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
 from tasks.imagery import ImageryAll
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("luigi-interface")
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.errors import InputDataError, ModelError
 from pipeline.model import ModelSpec, build_model, make_meta, save_checkpoint
-from pipeline.predict import check_compatible, make_engine, predict_tiles, prediction_pngs
+from pipeline.predict import check_compatible, make_engine, predict_tiles, prediction_pngs, prune_graphs
 from pipeline.predict_onnx import OnnxEngine
 from pipeline.predict_torch import Predictor, forward_probs, load_predictor, predict_windows
 from pipeline.probs import decode_probs, encode_probs
@@ -292,13 +292,21 @@ def test_onnx_engine_matches_pytorch_and_is_cached(tmp_path: Path) -> None:
     assert diff < 1e-4, diff
     graphs = list(cache.glob("*.onnx"))
     assert len(graphs) == 1 and graphs[0].with_suffix(".json").is_file()
-    before = graphs[0].stat().st_mtime_ns
+    before = graphs[0].stat().st_ino
     make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=cache)
-    assert graphs[0].stat().st_mtime_ns == before  # reused
+    assert graphs[0].stat().st_ino == before  # reused, not written again
     graphs[0].write_bytes(graphs[0].read_bytes()[:1000])  # damaged
     again = make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=cache)
     assert np.abs(again.probs(win, 64) - torch_engine.probs(win, 64)).max() < 1e-4
     assert isinstance(make_engine(ckpt, "cpu", "torch", tile_size=64, cache_dir=cache), Predictor)
+    for i in range(5):  # graphs of checkpoints no longer used are pruned: 4 kept, the one in use among them
+        (cache / f"old{i}.onnx").write_bytes(b"x")
+        os.utime(cache / f"old{i}.onnx", ns=(i, i))
+    make_engine(ckpt, "cpu", "onnx", tile_size=64, cache_dir=cache)
+    (cache / "new.onnx").write_bytes(b"x")
+    prune_graphs(cache)
+    kept = sorted(p.name for p in cache.glob("*.onnx"))
+    assert kept == sorted([graphs[0].name, "new.onnx", "old4.onnx", "old3.onnx"])
 
 
 def test_onnx_engine_takes_16_bit_windows(tmp_path: Path) -> None:
