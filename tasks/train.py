@@ -140,6 +140,10 @@ class TrainModel(RegionTask):
         """After each epoch: a log line (readable without a terminal) and the scheduler's progress."""
         note = _epoch_note(row) if part == "main" else f"cross-fit model: {_epoch_note(row)}"
         log.info("%s %d/%d (%.1f s, %.1f images/s)", note, row["epoch"], epochs, row["seconds"], row["images_per_s"])
+        hint = _validation_hint(row, self.cfg.section("train").val_every)
+        if hint and not self.__dict__.get("_val_hint_given"):
+            self.__dict__["_val_hint_given"] = True
+            self.notice(hint)
         self.progress(int(row["epoch"]), epochs, note)
 
 
@@ -148,6 +152,24 @@ def _epoch_note(row: Any) -> str:
     miou = row.get("miou")
     val = f", val mIoU {miou:.3f}" if isinstance(miou, float) and math.isfinite(miou) else ""
     return f"training (loss {row['train_loss']:.4f}{val}), epoch"
+
+
+#: validation's share of an epoch above which TrainModel suggests a larger ``[train] val_every``
+VAL_SHARE = 0.25
+
+
+def _validation_hint(row: Any, val_every: int) -> str | None:
+    """A note when validating takes more than VAL_SHARE of the time (one validation per
+    ``val_every`` epochs of training, as measured on this epoch)."""
+    val, train = row.get("val_seconds"), row.get("seconds")
+    if not isinstance(val, float) or not isinstance(train, float) or train <= 0:
+        return None
+    share = val / (val + val_every * train)
+    if share <= VAL_SHARE:
+        return None
+    every = max(val_every + 1, math.ceil(val / train * (1 - VAL_SHARE) / VAL_SHARE))
+    return (f"validation takes {share:.0%} of the training time ({val:.1f} s against {train:.1f} s an epoch); "
+            f"[train] val_every = {every} would bound it to about {VAL_SHARE:.0%}")
 
 
 def _rows(csv_path: Path) -> int:

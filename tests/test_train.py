@@ -406,3 +406,14 @@ def test_time_budget_stops_after_the_crossing_epoch_and_anneals(region, tmp_path
     assert "miou" in rows[-1] and (tmp_path / "m" / "best.pt").is_file()
     again = run(region, tmp_path / "m", spec)
     assert len(again.rows) == len(rows)  # type: ignore[attr-defined]
+
+
+def test_validation_share_hint():
+    from tasks.train import _validation_hint
+
+    hint = _validation_hint({"val_seconds": 5.0, "seconds": 5.0, "epoch": 1}, 1)
+    assert hint == ("validation takes 50% of the training time (5.0 s against 5.0 s an epoch); [train] val_every = 3 "
+                    "would bound it to about 25%")
+    assert _validation_hint({"val_seconds": 5.0, "seconds": 5.0, "epoch": 3}, 3) is None  # 5 s in 20 s
+    assert _validation_hint({"val_seconds": 1.0, "seconds": 9.0, "epoch": 1}, 1) is None
+    assert _validation_hint({"seconds": 9.0, "epoch": 2}, 2) is None  # not validated
