@@ -1,6 +1,7 @@
 """Scale-out through Luigi's central scheduler: ``luigid`` on 127.0.0.1 with a temporary state
-path, two worker processes (the second an ``--assistant``, as on an extra machine) run the demo's
-tile stages; both run shards, and the outputs equal a single-worker run's byte for byte."""
+path, two worker processes standing for two machines (each its own host name and working folder,
+one shared data folder) run the demo's stages; both run shards, and the outputs equal a
+single-worker run's byte for byte."""
 
 from __future__ import annotations
 
@@ -95,9 +96,17 @@ def test_two_workers_against_luigid(tmp_path: Path) -> None:
         first = subprocess.run(_tasks("CoverTiles", "--config", str(cfg), *sched), cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=600, check=False)
         assert first.returncode == 0, first.stdout + first.stderr
+        # two machines as far as one allows: each worker its own host name (a sitecustomize that
+        # answers socket.gethostname()) and its own working folder; the data folder is shared.
         # (--no-lock: Luigi refuses a second identical command on one machine; these stand for two)
         cmd = _tasks("RegionPipeline", "--config", str(cfg), *sched, "--no-lock")
-        workers = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+        workers = []
+        for i, log in enumerate(logs):
+            home = tmp_path / f"machine-{i}"
+            home.mkdir()
+            (home / "sitecustomize.py").write_text(f"import socket\nsocket.gethostname = lambda: 'machine-{i}'\n")
+            workers.append(subprocess.Popen(cmd, cwd=home, env={**env, "PYTHONPATH": f"{home}{os.pathsep}{ROOT}"},
+                                            stdout=log, stderr=subprocess.STDOUT))
         try:
             codes = [w.wait(timeout=600) for w in workers]
         finally:
@@ -126,6 +135,7 @@ def test_two_workers_against_luigid(tmp_path: Path) -> None:
     recs = [json.loads(p.read_text()) for p in (tmp_path / "central" / "_runlog").glob("*.json")]
     shard_workers = {r["worker"] for r in recs if r["shard"]}
     assert len(shard_workers) == 2, recs
+    assert {w.split(":")[0] for w in shard_workers} == {"machine-0", "machine-1"}, shard_workers
     # the same outputs as one worker with the local scheduler
     single = _config(tmp_path, "single")
     done = subprocess.run(_tasks("RegionPipeline", "--config", str(single), "--workers", "1"), cwd=ROOT, env=env,
