@@ -55,7 +55,8 @@ def main() -> None:
         print(f"e2e town {size} m ({size * size / 1e6:.2f} km²): {wall:.0f} s wall, --workers 2")
         for stage, s in sorted(run["stages"].items(), key=lambda kv: (kv[1]["started"], kv[1]["ended"])):  # run order
             rate = f", {s['tiles_per_s']} tiles/s" if s.get("tiles_per_s") else ""
-            print(f"  {stage:<18} {s['seconds']:8.1f} s in {s['runs']} task(s){rate}")
+            peak = f", peak {s['peak_mib']:.0f} MiB" if s.get("peak_mib") else ""
+            print(f"  {stage:<18} {s['seconds']:8.1f} s in {s['runs']} task(s){rate}{peak}")
 
 
 if __name__ == "__main__":

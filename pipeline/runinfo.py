@@ -133,7 +133,8 @@ def read_records(folder: str | Path) -> list[dict[str, Any]]:
 
 def stage_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per task family: runs, summed seconds, first start, last end, tiles and tiles per second
-    (summed tile counts over summed task seconds), and the workers that ran it."""
+    (summed tile counts over summed task seconds), the largest peak resident memory of a process
+    that ran one (MiB; None for records without it), and the workers that ran it."""
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by[str(r["task"])].append(r)
@@ -146,6 +147,7 @@ def stage_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "started": min(str(r.get("started", "")) for r in rs),
             "ended": max(str(r.get("ended", "")) for r in rs),
             "tiles": tiles, "tiles_per_s": round(tiles / secs, 1) if tiles and secs > 0 else None,
+            "peak_mib": max((float(r["peak_mib"]) for r in rs if r.get("peak_mib")), default=None),
             "workers": sorted({str(r.get("worker", "?")) for r in rs}),
         }
     return out

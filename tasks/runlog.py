@@ -24,6 +24,17 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
+def peak_mib() -> float:
+    """Peak resident memory (MiB) of the process that ran the task, or of a process it waited
+    for (DataLoader workers): a forked worker process's own peak; with ``--workers 1`` the
+    command's peak so far."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024, 1)  # KiB on Linux
+
+
 @RegionTask.event_handler(luigi.Event.START)
 def _started(task: RegionTask) -> None:
     _STARTS[task.task_id] = time.time()
@@ -42,7 +53,7 @@ def _succeeded(task: RegionTask) -> None:
         tiles = None
     rec = {"task": task.get_task_family(), "shard": getattr(task, "shard", None),
            "worker": f"{socket.gethostname()}:{os.getpid()}", "started": _iso(start), "ended": _iso(end),
-           "seconds": round(end - start, 3),
+           "seconds": round(end - start, 3), "peak_mib": peak_mib(),
            # tiles made: shard tasks only (a region task's manifest counts the tiles of its shards)
            "tiles": tiles if isinstance(tiles, int) and getattr(task, "shard", None) else None}
     atomic_write_json(task.data_dir / "_runlog" / f"{task.task_id}.json", rec)

@@ -98,6 +98,9 @@ def test_killed_runs_resume_to_the_same_outputs(tmp_path: Path) -> None:
     for name, iou in m_ref["iou"].items():
         assert m["iou"][name] == pytest.approx(iou, abs=1e-3), name
     assert (d / "report.html").is_file() and (d / "run.json").is_file()
+    stages = json.loads((d / "run.json").read_text())["stages"]  # each stage's peak memory, from its run records
+    assert stages and all(s["peak_mib"] is None or 50 < s["peak_mib"] < 8192 for s in stages.values()), stages
+    assert stages["TrainModel"]["peak_mib"] > 100
     # nothing temporary or partial is left
     leftovers = [p for p in d.rglob("*") if p.name.endswith((".tmp", ".lock", ".started.json")) or ".tmp" in p.name
                  or p.name == "_tmp"]
