@@ -23,12 +23,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract import TagFilter, buffer_for, match_class, tag_keys
 from pipeline.imagery_config import ImageryConfig, parse_imagery
 from pipeline.section import Section
+
+if TYPE_CHECKING:  # the section dataclasses, for the types of RegionConfig.section (parsed lazily)
+    from pipeline.compare_spec import CompareSpec
+    from pipeline.labels_config import LabelsConfig
+    from pipeline.predict_spec import PredictSpec
+    from pipeline.specs import SplitSpec, TrainSpec
+    from pipeline.vectorize_spec import VectorizeSpec
 
 MAX_ZOOM = 24
 #: default ``[region] max_tiles``: CoverTiles refuses to plan more tiles unless it is raised
@@ -151,6 +158,21 @@ class RegionConfig:
     sections: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     max_tiles: int = MAX_TILES  # a guard, not a setting of any output (in no stage digest)
+
+    @overload
+    def section(self, name: Literal["labels"]) -> LabelsConfig: ...
+    @overload
+    def section(self, name: Literal["split"]) -> SplitSpec: ...
+    @overload
+    def section(self, name: Literal["train"]) -> TrainSpec: ...
+    @overload
+    def section(self, name: Literal["predict"]) -> PredictSpec: ...
+    @overload
+    def section(self, name: Literal["vectorize"]) -> VectorizeSpec: ...
+    @overload
+    def section(self, name: Literal["compare"]) -> CompareSpec: ...
+    @overload
+    def section(self, name: str) -> Any: ...
 
     def section(self, name: str) -> Any:
         """The parsed dataclass of an optional stage section (``SECTION_PARSERS``): the config's
