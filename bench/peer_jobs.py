@@ -72,13 +72,13 @@ def plain_extract(config: str, pbf: str, out: str, only: str = "") -> None:
 
 def osmsat_cover(config: str, features: str, out: str) -> None:
     from pipeline.config import load_config
-    from pipeline.cover import cover_features, tiles_table, write_tiles_csv
-    from pipeline.features import read_features
+    from pipeline.cover import cover_features, tile_list, write_tiles_csv
+    from pipeline.features import read_feature_columns
 
     cfg = load_config(config)
-    feats = read_features(features)
-    xy = cover_features(feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float), cfg.zoom)
-    write_tiles_csv(tiles_table(xy, cfg.zoom, cfg.shard_zoom), out)
+    cols = read_feature_columns(features, ("geometry", "buffer_m"))
+    xy = cover_features(cols["geometry"], cols["buffer_m"].astype(float), cfg.zoom)
+    write_tiles_csv(tile_list(xy, cfg.zoom, cfg.shard_zoom), out)
 
 
 def supermercado_cover(zoom: str, geojson: str, out: str) -> None:

@@ -8,10 +8,11 @@ refuses more tiles than ``[region] max_tiles``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import shapely
 from numpy.typing import NDArray
 
@@ -21,7 +22,34 @@ from pipeline.geo import burn_geometries, to_mercator
 from pipeline.io import atomic_path
 from pipeline.tiles import Tile, _tile_ranges, cover_bbox, cover_mercator, shards_of
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 TILES_COLUMNS = ("z", "x", "y", "shard")
+
+
+@dataclass(frozen=True)
+class TileList:
+    """The tile table as columns, without pandas (the cover stage writes it and needs no more):
+    ``z``, ``x``, ``y`` int64 arrays and ``shard`` quadkeys, in table order. Has the attributes
+    :func:`write_tiles_csv` reads, as a ``z, x, y, shard`` DataFrame does."""
+
+    z: NDArray[np.int64]
+    x: NDArray[np.int64]
+    y: NDArray[np.int64]
+    shard: list[str]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def n_shards(self) -> int:
+        return len(set(self.shard))
+
+    def frame(self) -> pd.DataFrame:
+        """The same table as a DataFrame (what :func:`read_tiles_csv` returns)."""
+        import pandas as pd
+
+        return pd.DataFrame({"z": self.z, "x": self.x, "y": self.y, "shard": self.shard})
 
 
 def cover_features(geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64], z: int) -> NDArray[np.int64]:
@@ -29,20 +57,19 @@ def cover_features(geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64
     return cover_mercator(burn_geometries(geoms_4326, buffer_m), z)
 
 
-def tiles_table(xy: NDArray[np.int64], z: int, shard_zoom: int) -> pd.DataFrame:
-    """Build the ``z, x, y, shard`` table from (M, 2) tile indices."""
+def tile_list(xy: NDArray[np.int64], z: int, shard_zoom: int) -> TileList:
+    """The ``z, x, y, shard`` table of (M, 2) tile indices, as columns."""
     xy = np.asarray(xy, dtype=np.int64).reshape(-1, 2)
-    return pd.DataFrame(
-        {
-            "z": np.full(len(xy), z, dtype=np.int64),
-            "x": xy[:, 0],
-            "y": xy[:, 1],
-            "shard": shards_of(z, xy[:, 0], xy[:, 1], shard_zoom),
-        }
-    )
+    return TileList(np.full(len(xy), z, dtype=np.int64), xy[:, 0].copy(), xy[:, 1].copy(),
+                    shards_of(z, xy[:, 0], xy[:, 1], shard_zoom))
 
 
-def region_tiles(cfg: RegionConfig, geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64]) -> pd.DataFrame:
+def tiles_table(xy: NDArray[np.int64], z: int, shard_zoom: int) -> pd.DataFrame:
+    """Build the ``z, x, y, shard`` table from (M, 2) tile indices (a DataFrame; see :func:`tile_list`)."""
+    return tile_list(xy, z, shard_zoom).frame()
+
+
+def region_tiles(cfg: RegionConfig, geoms_4326: NDArray[np.object_], buffer_m: NDArray[np.float64]) -> TileList:
     """The region's tile table: every tile of ``cfg.bbox`` when set, else the features' cover.
     A bbox of more than ``max_tiles`` tiles is refused before its tiles are listed."""
     if cfg.bbox is not None:
@@ -50,7 +77,7 @@ def region_tiles(cfg: RegionConfig, geoms_4326: NDArray[np.object_], buffer_m: N
         xy = cover_bbox(cfg.bbox, cfg.zoom)
     else:
         xy = cover_features(geoms_4326, buffer_m, cfg.zoom)
-    return tiles_table(xy, cfg.zoom, cfg.shard_zoom)
+    return tile_list(xy, cfg.zoom, cfg.shard_zoom)
 
 
 #: rough bytes per 256-px tile of each tile product (masks: palette PNGs of z19-z21 towns, 4-5 KB;
@@ -107,16 +134,24 @@ def check_plan(cfg: RegionConfig, n_tiles: int, n_shards: int) -> None:
                           "if this is meant")
 
 
-def write_tiles_csv(df: pd.DataFrame, path: str | Path) -> None:
-    """Write the tile table as CSV (header ``z,x,y,shard``, ``\\n`` line ends), atomically."""
+def write_tiles_csv(df: pd.DataFrame | TileList, path: str | Path) -> None:
+    """Write the tile table (a DataFrame or a :class:`TileList`) as CSV (header ``z,x,y,shard``,
+    ``\\n`` line ends), atomically."""
     lines = ["z,x,y,shard"]
-    lines += [f"{z},{x},{y},{s}" for z, x, y, s in zip(df.z, df.x, df.y, df.shard)]
+    lines += [f"{z},{x},{y},{s}" for z, x, y, s in zip(_ints(df.z), _ints(df.x), _ints(df.y), df.shard)]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="ascii")
 
 
+def _ints(col: object) -> list[int]:
+    """A column (numpy array or pandas Series) as Python ints."""
+    return np.asarray(col, dtype=np.int64).tolist()
+
+
 def read_tiles_csv(path: str | Path) -> pd.DataFrame:
     """Read ``tiles.csv``; the shard column stays a string (quadkeys may start with 0)."""
+    import pandas as pd
+
     try:
         df = pd.read_csv(path, dtype={"z": np.int64, "x": np.int64, "y": np.int64, "shard": str},
                          keep_default_na=False)

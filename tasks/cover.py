@@ -20,18 +20,19 @@ class CoverTiles(RegionTask):
         return ExtractFeatures(config=self.config)
 
     def run(self) -> None:
-        from pipeline.cover import check_plan, plan_line, region_tiles, tiles_table, write_tiles_csv
-        from pipeline.features import read_features
+        from pipeline.cover import check_plan, plan_line, region_tiles, tile_list, write_tiles_csv
+        from pipeline.features import read_feature_columns
 
-        feats = read_features(self.data_dir / "features.parquet")
+        # two columns as numpy arrays: no pandas/geopandas import for a stage that needs neither
+        cols = read_feature_columns(self.data_dir / "features.parquet", ("geometry", "buffer_m"))
         icfg = self.cfg.imagery
         if icfg is not None and icfg.cover_folder and self.cfg.bbox is None:
             from pipeline.imagery.folder import folder_cover
 
-            df = tiles_table(folder_cover(icfg, self.cfg.zoom), self.cfg.zoom, self.cfg.shard_zoom)
+            df = tile_list(folder_cover(icfg, self.cfg.zoom), self.cfg.zoom, self.cfg.shard_zoom)
         else:
-            df = region_tiles(self.cfg, feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float))
-        n_shards = int(df.shard.nunique())
+            df = region_tiles(self.cfg, cols["geometry"], cols["buffer_m"].astype(float))
+        n_shards = df.n_shards()
         self.notice(plan_line(self.cfg, len(df), n_shards))
         check_plan(self.cfg, len(df), n_shards)
         out = self.data_dir / "tiles.csv"

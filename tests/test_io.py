@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from pipeline.features import FEATURE_ROW_GROUP, read_features, write_features
+from pipeline.errors import InputDataError
+from pipeline.features import FEATURE_ROW_GROUP, read_feature_columns, read_features, write_features
 from pipeline.io import (
     INDEX_COLUMNS,
     TILE_MISSING,
@@ -85,6 +86,28 @@ def test_features_are_spatially_ordered_and_bbox_reads_are_exact(tmp_path: Path)
     assert read_features(path).crs.to_epsg() == 4326
     write_features(gdf, tmp_path / "g.parquet")
     assert path.read_bytes() == (tmp_path / "g.parquet").read_bytes()  # deterministic
+    cols = read_feature_columns(path, ("geometry", "osm_id"))  # the same rows, as numpy arrays
+    whole = read_features(path)
+    assert cols["osm_id"].tolist() == whole.osm_id.tolist()
+    assert shapely.equals(cols["geometry"], whole.geometry.to_numpy()).all()
+    part = read_feature_columns(path, ("osm_id",), bbox=bbox)
+    assert sorted(part["osm_id"].tolist()) == sorted(expect.osm_id)
+
+
+def test_feature_columns_read_without_pandas(tmp_path: Path) -> None:
+    """The cover stage reads two columns; neither pyarrow.dataset nor to_numpy may pull pandas in."""
+    path = tmp_path / "f.parquet"
+    gdf = gpd.GeoDataFrame({"buffer_m": [0.0, 2.5]}, geometry=[shapely.box(0, 0, 1, 1), shapely.Point(2, 2)],
+                           crs=4326)
+    write_features(gdf, path)
+    code = ("import sys; from pipeline.features import read_feature_columns as r; "
+            f"c = r({str(path)!r}, ('geometry', 'buffer_m')); "
+            "assert dict(zip(c['buffer_m'].tolist(), [g.geom_type for g in c['geometry']])) == "
+            "{0.0: 'Polygon', 2.5: 'Point'}, c; "
+            "assert 'pandas' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(InputDataError, match="not found"):
+        read_feature_columns(tmp_path / "missing.parquet", ("geometry",))
 
 
 def test_geojson_like_matches_geo_interface() -> None:
