@@ -210,7 +210,7 @@ def normalise(image: np.ndarray | torch.Tensor, band_stats: Mapping[str, Any], s
     """Image (H, W, C) or (C, H, W) -> float32 (C, H, W): ``(min(pixel / max, 1) - mean) / std`` per band.
 
     ``band_stats`` mean and std are in units of pixel / ``max``: ``band_stats["max"]`` for 16-bit
-    imagery (the training pixels' 99.9th percentile, see :func:`pipeline.split.training_stats`;
+    imagery (the training pixels' 99th percentile, see :func:`pipeline.split.training_stats`;
     brighter pixels count as ``max``), 255 without it (8-bit: the clip never acts). ``scaled``: the
     image is already float pixel / ``max`` (augmented 16-bit tiles). An (H, W, C) input is
     recognised by its last axis matching the number of bands; a numpy input gives a numpy array,
