@@ -13,6 +13,10 @@ the ratio ours / peer (below 1.0: we are faster).
 * cover — tiles.csv at z18 from those features: osmsat vs supermercado ``burntiles.burn`` (fed
   the same features, lines already buffered).
 * masks — palette PNG per tile: osmsat vs a plain STRtree + ``rasterize`` + Pillow loop.
+* vectorize — the demo's prediction tiles (data/demo/predictions, when present) to one GeoJSON:
+  osmsat (Vectorize per shard + MergeFeatures minus Luigi: instances, centrelines, merge across
+  borders, simplification; with and without building regularisation) vs a plain script
+  (``rasterio.features.shapes`` per tile and class, one ``union_all`` per class).
 * imagery — 256-px z18 tiles from a 0.5 m UTM COG, PNG (zlib level 1) and JPEG (quality 90),
   bilinear: osmsat vs rio-tiler ``Reader.tile`` + ``render`` at the same settings.
 """
@@ -81,7 +85,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--grid", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="Helsinki only, and a smaller COG")
-    ap.add_argument("--stages", default="extract,cover,masks,imagery")
+    ap.add_argument("--stages", default="extract,cover,masks,vectorize,imagery")
     args = ap.parse_args()
     stages = set(args.stages.split(","))
     if not SRC.is_file():
@@ -121,9 +125,32 @@ def main() -> int:
                 ntiles = sum(1 for _ in tiles.open()) - 1
                 pair(f"masks {name} ({ntiles} tiles)", args.runs, ("osmsat_masks", CONFIG, feats, tiles, tmp / "m1"),
                      ("plain_masks", CONFIG, feats, tiles, tmp / "m2"), tmp / "m1", tmp / "m2")
+        if "vectorize" in stages:
+            _vectorize(tmp, args.runs)
         if "imagery" in stages:
             _imagery(tmp, args.runs, 2048 if args.quick else 4096)
     return 0
+
+
+def _vectorize(tmp: Path, runs: int) -> None:
+    """The demo's prediction tiles (a copy, so a concurrent run cannot change them under us)."""
+    src = ROOT / "data" / "demo" / "predictions"
+    tiles = sorted(src.glob("*/*/*.png"))
+    if not tiles:
+        print(f"vectorize: skipped, no prediction tiles in {src} (make demo first)")
+        return
+    folder = tmp / "predictions"
+    for p in tiles:
+        dst = folder / p.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dst)
+    config = ROOT / "configs" / "demo.toml"
+    print(f"--- vectorize: {len(tiles)} demo prediction tiles (building, road)", flush=True)
+    ours, plain = tmp / "v1.json", tmp / "v2.json"
+    pair("vectorize demo, defaults (buildings regularised)", runs, ("osmsat_vectorize", config, folder, ours),
+         ("plain_vectorize", config, folder, plain), ours, plain)
+    pair("vectorize demo, regularize = [] (the plain script's work)", runs,
+         ("osmsat_vectorize", config, folder, ours, "none"), ("plain_vectorize", config, folder, plain), ours, plain)
 
 
 def _imagery(tmp: Path, runs: int, n: int) -> None:

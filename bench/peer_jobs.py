@@ -159,6 +159,99 @@ def plain_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# vectorising: prediction tiles -> one GeoJSON of the region
+
+
+def _prediction_tiles(folder: str) -> dict[Any, Path]:
+    """The ``z/x/y.png`` prediction tiles under ``folder``, by tile."""
+    from pipeline.tiles import Tile
+
+    out = {}
+    for p in sorted(Path(folder).glob("*/*/*.png")):
+        out[Tile(int(p.parent.parent.name), int(p.parent.name), int(p.stem))] = p
+    return out
+
+
+def osmsat_vectorize(config: str, folder: str, out: str, regularize: str = "default") -> None:
+    """Vectorize (every shard) + MergeFeatures minus Luigi, as the tasks call the library;
+    ``regularize = none`` runs with ``[vectorize] regularize = []`` (no building regularisation,
+    the plain script's work)."""
+    import dataclasses
+
+    from pipeline.config import load_config
+    from pipeline.finish import finish, finish_shard, sort_features
+    from pipeline.tiles import quadkey_to_tile, shard_of
+    from pipeline.vector_io import write_geojson
+    from pipeline.vectorize import cached_loader, read_tile, region_pieces, shard_box_px, shard_pieces
+
+    cfg = load_config(config)
+    spec = cfg.section("vectorize")
+    if regularize == "none":
+        spec = dataclasses.replace(spec, regularize=())
+    files = _prediction_tiles(folder)
+    ids = [c.id for c in sorted(cfg.classes, key=lambda c: c.id)]
+    edges = cfg.edge_ids if spec.instances else ()
+
+    def read(t: Any) -> Any:
+        path = files.get(t)
+        return None if path is None else read_tile(path.read_bytes(), "predictions", ids, str(path), edges)
+
+    shards: dict[str, list[Any]] = {}
+    for t in files:
+        shards.setdefault(shard_of(t, cfg.shard_zoom), []).append(t)
+    done, parts = [], []
+    for s, ts in sorted(shards.items()):
+        p = quadkey_to_tile(s)
+        pieces = shard_pieces(ts, cached_loader(read, cfg.classes), cfg.classes, spec.threshold,
+                              shard_box_px(s, cfg.zoom, cfg.tile_size), p.x * (1 << p.z) + p.y, edges,
+                              spec.marker_min_m2)
+        finished, still_open = finish_shard(pieces, cfg.classes, spec, cfg.zoom, cfg.tile_size)
+        done.append(finished)
+        parts.append(still_open)
+    merged = finish(region_pieces(parts, edges), cfg.classes, spec, cfg.zoom, cfg.tile_size)
+    write_geojson(sort_features([*done, merged]), out, "predictions")
+
+
+def plain_vectorize(config: str, folder: str, out: str) -> None:
+    """A plain script: per tile and class, the band at >= 0.5 through ``rasterio.features.shapes``
+    (tile transform in EPSG:3857), then one ``shapely.union_all`` per class, to lon/lat, GeoJSON."""
+    import json
+
+    import mercantile
+    import numpy as np
+    import shapely
+    from PIL import Image
+    from rasterio.features import shapes
+    from rasterio.transform import from_bounds
+
+    from pipeline.config import load_config
+    from pipeline.geo import to_lonlat
+
+    cfg = load_config(config)
+    classes = sorted(cfg.classes, key=lambda c: c.id)
+    size = cfg.tile_size
+    polys: dict[str, list[Any]] = {c.name: [] for c in classes}
+    for t, path in _prediction_tiles(folder).items():
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+        for k, c in enumerate(classes):
+            binary = (arr[k * size:(k + 1) * size] >= 128).astype(np.uint8)
+            if not binary.any():
+                continue
+            b = mercantile.xy_bounds(t.x, t.y, t.z)
+            tr = from_bounds(b.left, b.bottom, b.right, b.top, size, size)
+            polys[c.name] += [shapely.geometry.shape(g) for g, _ in shapes(binary, mask=binary.astype(bool),
+                                                                            transform=tr)]
+    feats = []
+    for name, ps in polys.items():
+        if ps:
+            for g in to_lonlat(shapely.get_parts(shapely.union_all(ps))):
+                feats.append({"type": "Feature", "properties": {"class": name},
+                              "geometry": json.loads(shapely.to_geojson(g))})
+    Path(out).write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+
+
+# ---------------------------------------------------------------------------------------------
 # imagery: tiles cut from a COG
 
 

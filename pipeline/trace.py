@@ -29,16 +29,17 @@ _DY = np.array([0, 1, 0, -1])
 def _edges(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Directed boundary edges of ``b`` (H, W bool): start corner (row, col) and direction."""
     h, w = b.shape
-    p = np.zeros((h + 2, w + 2), dtype=np.int8)
+    p = np.zeros((h + 2, w + 2), dtype=bool)
     p[1:-1, 1:-1] = b
-    hd = np.diff(p[:, 1:-1], axis=0)  # (H+1, W): pixel under minus pixel over corner row r
-    vd = -np.diff(p[1:-1, :], axis=1)  # (H, W+1): pixel left minus pixel right of corner col c
-    hi = np.flatnonzero(hd)  # flat indices are faster to find than (row, col) pairs
-    vi = np.flatnonzero(vd)
+    under, left = p[1:, 1:-1], p[1:-1, :-1]
+    # boolean masks, not int8 differences: numpy finds the nonzero entries of a bool array
+    # about ten times faster (the largest cost of tracing a block of 8 x 8 tiles)
+    hi = np.flatnonzero(under != p[:-1, 1:-1])  # (H+1, W): the pixels over and under corner row r differ
+    vi = np.flatnonzero(left != p[1:-1, 1:])  # (H, W+1): the pixels left and right of corner col c differ
     hr, hc = np.divmod(hi, w)
     vr, vc = np.divmod(vi, w + 1)
-    east = hd.ravel()[hi] > 0   # east along corner row r from (r, c); else west from (r, c + 1)
-    south = vd.ravel()[vi] > 0  # south along corner col c from (r, c); else north from (r + 1, c)
+    east = under.ravel()[hi]  # east along corner row r from (r, c); else west from (r, c + 1)
+    south = left.ravel()[vi]  # south along corner col c from (r, c); else north from (r + 1, c)
     rows = np.concatenate([hr, vr + ~south])
     cols = np.concatenate([hc + ~east, vc])
     dirs = np.concatenate([np.where(east, 0, 2), np.where(south, 1, 3)])
@@ -52,8 +53,9 @@ def _cycles(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     n = len(succ)
     idx = np.arange(n)
-    _, comp = connected_components(csr_matrix((np.ones(n, dtype=np.int8), (idx, succ)), shape=(n, n)),
-                                   directed=True, connection="weak")
+    # one entry per row: the CSR arrays directly (no COO sort)
+    graph = csr_matrix((np.ones(n, dtype=np.int8), succ, np.arange(n + 1)), shape=(n, n))
+    _, comp = connected_components(graph, directed=True, connection="weak")
     first = np.full(comp.max() + 1, n, dtype=np.int64)
     np.minimum.at(first, comp, idx)
     head = first[comp]
@@ -81,7 +83,7 @@ def trace(b: np.ndarray, labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -
     start = r * (w + 1) + c
     end = (r + _DY[d]) * (w + 1) + (c + _DX[d])
     key = start * 4 + d
-    by_key = np.argsort(key)
+    by_key = np.argsort(key, kind="stable")  # keys are unique; two nearly sorted runs: timsort is fast
     skey = key[by_key]
 
     # one or two edges leave each corner an edge ends at; with two (a saddle) turn right
@@ -96,7 +98,7 @@ def trace(b: np.ndarray, labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -
     keep = d != d[pred]  # a vertex where the outline turns
     n = len(d)
     kept = np.flatnonzero(keep)
-    idx = kept[np.argsort(ring[kept] * n + (rank[kept] + n))]  # by ring, then along it
+    idx = kept[np.argsort(ring[kept] * n + (rank[kept] + n), kind="stable")]  # by ring, then along it
     coords = np.column_stack([c[idx] + x0, r[idx] + y0]).astype(np.float64)
     new_ring = np.r_[True, ring[idx][1:] != ring[idx][:-1]]
     ring_ids, ring_index = ring[idx][new_ring], np.cumsum(new_ring) - 1
