@@ -417,3 +417,34 @@ def test_validation_share_hint():
     assert _validation_hint({"val_seconds": 5.0, "seconds": 5.0, "epoch": 3}, 3) is None  # 5 s in 20 s
     assert _validation_hint({"val_seconds": 1.0, "seconds": 9.0, "epoch": 1}, 1) is None
     assert _validation_hint({"seconds": 9.0, "epoch": 2}, 2) is None  # not validated
+
+
+DDP_BUDGET_SCRIPT = """
+import itertools, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads(1)
+from dataclasses import replace
+from pathlib import Path
+import pipeline.train as train_mod
+from tests.test_train import SPEC, run
+ticks = itertools.count()  # a fake clock, one second a look: rank 0 looks more often (it writes)
+train_mod._clock = lambda: float(next(ticks))
+spec = replace(SPEC, epochs=50, max_minutes=0.5, freeze_encoder_epochs=1, checkpoint_epochs=1)
+hist = run(Path({data!r}), Path({out!r}), spec)
+print("epochs", len(hist.rows))
+"""
+
+
+def test_ddp_time_budget_and_frozen_encoder_agree_across_ranks(region, tmp_path):
+    """Under DDP rank 0's clock decides the schedule's layout and the stop (the ranks would
+    otherwise part ways and hang); the frozen encoder's gradients are dropped on every rank."""
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_BUDGET_SCRIPT.format(root=str(ROOT), data=str(region), out=str(tmp_path / "m")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, check=False, timeout=600, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = re.findall(r"epochs (\d+)", res.stdout)
+    assert len(counts) == 2 and counts[0] == counts[1] and 1 < int(counts[0]) < 50, res.stdout
+    blob = read_checkpoint(tmp_path / "m" / "last.pt")
+    assert blob["train_state"]["elapsed_s"] >= 30 and blob["train_state"]["history"][-1]["lr"] < SPEC.lr / 1000
