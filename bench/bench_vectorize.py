@@ -8,7 +8,8 @@ Synthetic probability tiles (PNG bytes in memory, decoded in the timed loop as V
 does): rotated rectangles of 6-14 m on a jittered 20 m grid (2,500 houses per km², about 15
 per tile, a third of them cut by tile borders); one area class (building). One core. Each
 phase runs in a fresh process, so its peak RSS is its own (it inherits the imports and the
-PNG bytes, about 3 KB per tile: some 200 MiB in all). Rates are per CPU second of the phase's
+PNG bytes, about 3 KB per tile: some 170 MiB in all; the tiles are made in a process of their
+own, so the generator's shapes and heap are not counted). Rates are per CPU second of the phase's
 process (``time.process_time``), so a busy shared machine does not skew them; ``total_s`` is
 wall time.
 
@@ -137,7 +138,7 @@ def main(argv: list[str]) -> None:
     spec = VectorizeSpec(regularize=()) if args.no_regularize else VectorizeSpec()
     what = ", not regularised" if args.no_regularize else ", buildings regularised"
     for km2 in (float(s) for s in args.sizes.split(",")):
-        tiles = make_tiles(km2)
+        tiles = run_phase(make_tiles, km2)[0]  # the generator's garbage stays in its own process
         n = len(tiles)
         res, wall, peak = run_phase(ours, tiles, spec)
         report(f"vectorize {km2:g} km² ({n} z19 tiles, 256 px{what})", n / res["vectorize_s"], "tiles/s",
