@@ -45,10 +45,7 @@ def tile_lines(p: np.ndarray, threshold: int, x0: int, y0: int, margin: int = 0)
     (LineString through pixel centres), ``psum``/``count``/``pmax`` of the probabilities at the
     line's pixels.
     """
-    from skimage.morphology import skeletonize
-
-    skel = skeletonize(p >= threshold)
-    e = skeleton_edges(skel)
+    e = skeleton_edges(_skeleton(p >= threshold))
     h, w = p.shape[0] - 2 * margin, p.shape[1] - 2 * margin
     first = e[:, 0, :] - margin
     e = e[(first[:, 0] >= 0) & (first[:, 0] < h) & (first[:, 1] >= 0) & (first[:, 1] < w)]
@@ -64,6 +61,22 @@ def tile_lines(p: np.ndarray, threshold: int, x0: int, y0: int, margin: int = 0)
         vals = p[row, col].astype(np.int64)
         rows.append({"geometry": line, "psum": float(vals.sum()), "count": len(vals), "pmax": int(vals.max())})
     return rows
+
+
+def _skeleton(b: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.skeletonize(b)``, thinned inside the bounding box of ``b``'s pixels
+    with one background pixel around it (the thinning looks at 8-neighbours only, so the result
+    is the same; a road band covers a small part of its window, and each pass costs its area)."""
+    from skimage.morphology import skeletonize
+
+    rows, cols = np.flatnonzero(b.any(axis=1)), np.flatnonzero(b.any(axis=0))
+    out = np.zeros(b.shape, dtype=bool)
+    if len(rows) == 0:
+        return out
+    r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, b.shape[0])
+    c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, b.shape[1])
+    out[r0:r1, c0:c1] = skeletonize(b[r0:r1, c0:c1])
+    return out
 
 
 def padded(load: Any, t: Any, band: int, margin: int, size: int) -> np.ndarray:
