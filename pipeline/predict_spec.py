@@ -3,7 +3,8 @@
 Keys (all optional)::
 
     [predict]
-    model = "data/other/model/best.pt"  # checkpoint; default data/<region>/model/best.pt (trained here)
+    model = "data/other/model/best.pt"  # checkpoint; default data/<region>/model/best.pt (trained here);
+                          # or a region config ("configs/other.toml"): its model, trained first if needed
     context_px = 64       # border of context read from the 8 neighbour tiles, pixels (rounded up to
                           # a multiple of the model's output stride so strided layers line up)
     block = 4             # tiles a side predicted as one window (the context border once around
@@ -60,11 +61,16 @@ def parse_predict(path: Path, table: dict[str, Any]) -> PredictSpec:
 
 
 def model_path(cfg: Any) -> Path:
-    """The checkpoint that predicts region ``cfg`` (a RegionConfig): ``[predict] model``, or the
-    region's own ``data/<region>/model/best.pt``."""
+    """The checkpoint that predicts region ``cfg`` (a RegionConfig): ``[predict] model`` (a
+    checkpoint, or a region config: that region's ``model/best.pt``, see :mod:`pipeline.regions`),
+    or the region's own ``data/<region>/model/best.pt``."""
     own = Path(cfg.data_dir) / "model" / "best.pt"
     spec: PredictSpec = cfg.section("predict")
-    return spec.model if spec.model is not None else own
+    if spec.model is None:
+        return own
+    from pipeline.regions import region_model
+
+    return region_model(spec.model, "[predict] model")
 
 
 def is_own_model(cfg: Any) -> bool:

@@ -37,6 +37,9 @@ Keys (all optional)::
                              # working folder; classes matched by name: shared ones keep their
                              # head rows, new ones start fresh); default none
     freeze_encoder_epochs = 0  # epochs at the start that train the decoder and head only
+    regions = ["configs/nairobi.toml"]  # other regions whose train and validation tiles join this
+                             # region's (pipeline/regions.py: own splits, pooled band statistics,
+                             # the same classes); the test split stays this region's; default none
     max_minutes = 0          # time budget (0: none): stop after the epoch that crosses it; the
                              # LR schedule is laid out for the epochs that fit (measured)
     val_every = 1            # validate every N epochs (and always the last); best.pt is chosen
@@ -105,11 +108,22 @@ class TrainSpec:
     # fine-tuning: a checkpoint written by TrainModel (its file's fingerprint enters the digest too)
     init: Path | None = None
     freeze_encoder_epochs: int = 0
+    # several regions, one model: other region configs (in the train digest only when set, with
+    # their split digests: pipeline.stages)
+    regions: tuple[Path, ...] = field(default=(), metadata={"digest": "train"})
     max_minutes: float = 0.0  # 0: no time budget
     val_every: int = 1
     # how often last.pt is written: how, not what (no part of the digest)
     checkpoint_minutes: float = field(default=5.0, metadata={"operational": True})
     checkpoint_epochs: int = field(default=0, metadata={"operational": True})
+
+
+def _str_list(sec: Section, key: str) -> list[str]:
+    """A list of strings (paths) under ``key``; [] when absent."""
+    v = sec.take(key, list, [])
+    if not all(isinstance(x, str) and x for x in v):
+        raise ConfigError(f"{sec.key(key)} = {v!r}: give a list of paths, e.g. [\"configs/other.toml\"]")
+    return list(v)
 
 
 def _areas(sec: Section, key: str) -> tuple[Box, ...] | Path | None:
@@ -189,6 +203,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         compile=sec.take("compile", bool, d.compile),
         cross_fit=sec.take("cross_fit", bool, d.cross_fit),
         init=Path(init) if init else None,
+        regions=tuple(Path(p) for p in _str_list(sec, "regions")),
         freeze_encoder_epochs=sec.integer("freeze_encoder_epochs", d.freeze_encoder_epochs, lo=0, hi=100000),
         max_minutes=sec.number("max_minutes", d.max_minutes, lo=0.0),
         val_every=sec.integer("val_every", d.val_every, lo=1, hi=100000),

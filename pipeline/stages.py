@@ -59,6 +59,8 @@ class Stage:
     #: config parts that enter the digest only when set (not None or empty): keys added later
     #: leave the digests of configs that do not use them unchanged
     optional: tuple[str, ...] = ()
+    #: digests of other regions' stages this one reads (``{config path: digest}``), when any
+    foreign: Callable[[RegionConfig], dict[str, str]] | None = None
 
     def upstream_of(self, cfg: RegionConfig) -> tuple[str, ...]:
         """The stages this one reads from under config ``cfg``."""
@@ -109,9 +111,17 @@ register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"
 
 
 def _model_path(cfg: RegionConfig) -> list[Path]:
+    """The checkpoint's file, unless it is a region's model (then its train digest: :func:`_model_region`)."""
     from pipeline.predict_spec import model_path
+    from pipeline.regions import is_region_ref
 
-    return [model_path(cfg)]
+    return [] if is_region_ref(cfg.section("predict").model) else [model_path(cfg)]
+
+
+def _model_region(cfg: RegionConfig) -> dict[str, str]:
+    from pipeline.regions import region_train_digest
+
+    return region_train_digest(cfg.section("predict").model)
 
 
 def _own_model(cfg: RegionConfig) -> bool:
@@ -122,14 +132,28 @@ def _own_model(cfg: RegionConfig) -> bool:
 
 register(Stage("split", ("split",), ("masks", "imagery")))
 def _init_path(cfg: RegionConfig) -> list[Path]:
+    from pipeline.regions import is_region_ref
+
     init = cfg.section("train").init  # [train] init: the checkpoint a fine-tune starts from
-    return [init] if init is not None else []
+    return [init] if init is not None and not is_region_ref(init) else []
 
 
-register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False))
+def _region_splits(cfg: RegionConfig) -> dict[str, str]:
+    """The split digests of the other regions ``[train] regions`` trains with, and the train
+    digest of the region whose model ``[train] init`` names."""
+    from pipeline.config import load_config
+    from pipeline.regions import region_train_digest
+
+    spec = cfg.section("train")
+    return {**{str(p): stage_digest(load_config(p), "split") for p in spec.regions},
+            **region_train_digest(spec.init)}
+
+
+register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
+               optional=("train.regions",), foreign=_region_splits))
 # a region predicted with a model trained elsewhere ([predict] model) trains nothing itself
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
-               inputs=_model_path, sample_inputs=False,
+               inputs=_model_path, sample_inputs=False, foreign=_model_region,
                upstream_for=lambda cfg: ("imagery", "train") if _own_model(cfg) else ("imagery",)))
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"),
                upstream_for=lambda cfg: ("predict", "masks", "split") if _own_model(cfg) else ("predict", "masks")))
@@ -237,4 +261,7 @@ def stage_digest(cfg: RegionConfig, stage: str) -> str:
         inputs = {str(p): file_fingerprint(p) for p in stage_inputs(cfg, stage)}
     blob = {"stage": s.name, "version": s.version, "config": stage_config(cfg, stage), "inputs": inputs,
             "upstream": {up: stage_digest(cfg, up) for up in s.upstream_of(cfg)}}
+    foreign = s.foreign(cfg) if s.foreign is not None else {}
+    if foreign:  # only when set: other configs' digests stay as they were
+        blob["foreign"] = foreign
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]

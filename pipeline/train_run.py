@@ -10,6 +10,7 @@ the split files are plain CSV and JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -75,9 +76,12 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     ``model/cross/``, see :data:`PARTS`); returns the History."""
     from pipeline.dataset import TileDataset, build_augment
     from pipeline.instances import target_lut
+    from pipeline.regions import other_regions, pooled_stats, region_model, region_tiles
     from pipeline.train import RunInfo, fit
 
     spec: TrainSpec = cfg.section("train")
+    if spec.init is not None:  # a region config names that region's model/best.pt (pipeline/regions.py)
+        spec = dataclasses.replace(spec, init=region_model(spec.init, "[train] init"))
     check_init(spec, part_dir(cfg.data_dir, part))
     rows = read_split_csv(cfg.data_dir / "split.csv")
     stats = read_split_stats(cfg.data_dir / "split_stats.json")
@@ -86,6 +90,13 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     augment = build_augment(spec, bands) if spec.augment else None
     lut = target_lut([c.id for c in cfg.classes], cfg.edge_ids)
     train_rows, val_rows = part_rows(rows, part)
+    others = other_regions(cfg)
+    if others:  # several regions, one model: their train and validation tiles join (pipeline/regions.py)
+        theirs = [region_tiles(o, read_split_stats(o.data_dir / "split_stats.json")) for o in others]
+        stats = pooled_stats([region_tiles(cfg, stats), *theirs])
+        band_stats = stats["band_stats"]
+        train_rows = [*train_rows, *(r for t in theirs for r in t.rows if r.split == "train")]
+        val_rows = [*val_rows, *(r for t in theirs for r in t.rows if r.split == "val")]
     train_ds = TileDataset(cfg.data_dir, train_rows, band_stats, spec.scale, augment, lut)
     val_ds = TileDataset(cfg.data_dir, val_rows, band_stats, spec.scale, lut=lut)
     info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,

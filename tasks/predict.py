@@ -29,12 +29,16 @@ log = logging.getLogger("luigi-interface")
 
 
 def model_requires(task: RegionTask) -> list[Any]:
-    """TrainModel when the region is predicted with its own model; nothing for a given checkpoint."""
-    if not is_own_model(task.cfg):
+    """TrainModel when the region is predicted with its own model, or with the model of the region
+    config ``[predict] model`` names; nothing for a given checkpoint."""
+    from pipeline.regions import is_region_ref
+
+    given = task.cfg.section("predict").model
+    if not is_own_model(task.cfg) and not is_region_ref(given):
         return []
     from tasks.train import TrainModel
 
-    return [TrainModel(config=task.config)]
+    return [TrainModel(config=task.config if given is None or not is_region_ref(given) else str(given))]
 
 
 def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], Path]:

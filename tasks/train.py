@@ -46,7 +46,13 @@ class TrainModel(RegionTask):
     progress_unit = "epoch"
 
     def requires(self) -> Any:
-        return SplitDataset(config=self.config)
+        from pipeline.regions import is_region_ref
+
+        spec = self.cfg.section("train")
+        # [train] regions: the other regions' splits too (their tiles join training); [train] init
+        # naming a region config: that region's model
+        return [SplitDataset(config=self.config), *(SplitDataset(config=str(p)) for p in spec.regions),
+                *([TrainModel(config=str(spec.init))] if is_region_ref(spec.init) else [])]
 
     def output_whole(self) -> bool:
         """Done, and with ``[train] cross_fit`` the cross-fit model is there too (``cross_fit`` is no

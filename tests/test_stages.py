@@ -151,9 +151,11 @@ def test_vectorize_follows_only_its_source(tmp_path: Path) -> None:
     assert digests("masks", 3)[0] != digests("predictions", 3)[0]
 
 
-def _luigi_edges(task: Any, edges: dict[str, set[str]], seen: set[str]) -> None:
+def _luigi_edges(task: Any, edges: dict[str, set[str]], seen: set[str],
+                 foreign: dict[str, set[str]] | None = None) -> None:
     """Stage -> stages its Luigi task requires (tasks of one stage, e.g. shards, folded together;
-    tasks of no stage, such as the OSM download, left out)."""
+    tasks of no stage, such as the OSM download, left out); a task of another region config (a
+    model or tiles another region makes) goes into ``foreign`` as stage -> configs, not followed."""
     import luigi
 
     from tasks.base import RegionTask
@@ -162,9 +164,13 @@ def _luigi_edges(task: Any, edges: dict[str, set[str]], seen: set[str]) -> None:
         return
     seen.add(task.task_id)
     for dep in luigi.task.flatten(task.requires()):
+        if isinstance(task, RegionTask) and isinstance(dep, RegionTask) and dep.config != task.config:
+            if foreign is not None:
+                foreign.setdefault(task.stage, set()).add(dep.config)
+            continue
         if isinstance(task, RegionTask) and isinstance(dep, RegionTask) and dep.stage and dep.stage != task.stage:
             edges.setdefault(task.stage, set()).add(dep.stage)
-        _luigi_edges(dep, edges, seen)
+        _luigi_edges(dep, edges, seen, foreign)
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.toml")
@@ -178,11 +184,16 @@ def test_luigi_graph_and_digest_graph_agree(config: str) -> None:
     path = Path(__file__).parent.parent / "configs" / config
     cfg = load_config(path)
     edges: dict[str, set[str]] = {}
-    _luigi_edges(RegionPipeline(config=str(path)), edges, set())
+    foreign: dict[str, set[str]] = {}
+    _luigi_edges(RegionPipeline(config=str(path)), edges, set(), foreign)
     assert "masks" in edges and ("compare" in edges) == (cfg.imagery is not None), sorted(edges)
     for stage, required in edges.items():
         chained = {s for s in get_stage(stage).upstream_of(cfg) if stage_digest(cfg, s) != "none"}
         assert required == chained, (config, stage, sorted(required), sorted(chained))
+    # another region's task (its tiles, its model) is what the stage's digest names as foreign
+    for stage in set(edges) | set(foreign):
+        hook = get_stage(stage).foreign
+        assert foreign.get(stage, set()) == set(hook(cfg) if hook else {}), (config, stage, foreign.get(stage))
 
 
 def test_every_shard_task_is_locked() -> None:

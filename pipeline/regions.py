@@ -1,0 +1,126 @@
+"""Several regions, one model: ``[train] regions`` names other region configs whose train and
+validation tiles join this region's training and validation (their test tiles stay theirs, and
+the model's test split is this region's own). And models named by their region:
+``[predict] model`` and ``[train] init`` may name a region config (``configs/<region>.toml``)
+instead of a checkpoint: that region's ``model/best.pt``, trained first when it is not there
+(Luigi requires its ``TrainModel``; the digest chains to that region's ``train`` digest).
+
+Each region keeps its own split (``split.csv``, made by its own ``SplitDataset``); its rows are
+read with absolute file paths so one dataset holds every region's tiles. Band statistics are
+pooled over the regions' training pixels: with ``n_i`` training tiles of region ``i`` (all of one
+tile size), mean ``m = sum(n_i m_i) / N`` and variance ``sum(n_i (s_i^2 + m_i^2)) / N - m^2``
+per band, in the shared units of pixel / ``max``. The regions must agree on the class table
+(names and ids, edge outputs), the band count, the tile size and the bit depth (``max``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import RegionConfig, load_config
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # pipeline.split imports numpy: digests (which read this module) must not
+    from pipeline.split import TileRow
+
+
+@dataclass(frozen=True)
+class RegionTiles:
+    """One region's share of a training run: its name, its rows (absolute paths) and split stats."""
+
+    name: str
+    rows: tuple[TileRow, ...]
+    stats: dict[str, Any]
+
+
+def is_region_ref(path: Path | None) -> bool:
+    """Whether a model setting names a region config (``*.toml``) rather than a checkpoint."""
+    return path is not None and path.suffix.lower() == ".toml"
+
+
+def region_model(path: Path, where: str) -> Path:
+    """The checkpoint a model setting means: a region config's ``model/best.pt``, or the path as
+    given; ``where`` (``"[predict] model"``) names the key when the config cannot be read."""
+    if not is_region_ref(path):
+        return path
+    try:
+        return load_config(path).data_dir / "model" / "best.pt"
+    except ConfigError as exc:
+        raise ConfigError(f"{where} = '{path}' names a region config that cannot be used: {exc}") from exc
+
+
+def region_train_digest(path: Path | None) -> dict[str, str]:
+    """``{config: its train digest}`` when ``path`` names a region config, else {}."""
+    if not is_region_ref(path):
+        return {}
+    from pipeline.stages import stage_digest
+
+    assert path is not None
+    return {str(path): stage_digest(load_config(path), "train")}
+
+
+def other_regions(cfg: RegionConfig) -> list[RegionConfig]:
+    """The configs named by ``[train] regions``, loaded; a region naming itself, twice, or one
+    whose class table differs is refused in one line naming both configs."""
+    out: list[RegionConfig] = []
+    own = _class_table(cfg)
+    for path in cfg.section("train").regions:
+        other = load_config(path)
+        if other.data_dir.resolve() == cfg.data_dir.resolve() or any(
+                o.data_dir.resolve() == other.data_dir.resolve() for o in out):
+            raise ConfigError(f"{cfg.path}: [train] regions names {path}, whose data folder {other.data_dir} is "
+                              "this region's or another listed one's; list each other region once")
+        if _class_table(other) != own:
+            raise ConfigError(f"{cfg.path}: [train] regions: {path} has classes {_class_table(other)}, this region "
+                              f"{own}; regions trained together need the same class names, ids and edge outputs")
+        out.append(other)
+    return out
+
+
+def _class_table(cfg: RegionConfig) -> tuple[Any, ...]:
+    return (tuple(sorted((c.name, c.id) for c in cfg.classes)), tuple(cfg.edge_ids))
+
+
+def absolute_rows(data_dir: Path, rows: Sequence[TileRow]) -> tuple[TileRow, ...]:
+    """``rows`` of ``split.csv`` with their image and mask paths made absolute (``data_dir`` /)."""
+    base = data_dir.resolve()
+    return tuple(replace(r, image=str(base / r.image), mask=str(base / r.mask)) for r in rows)
+
+
+def region_tiles(cfg: RegionConfig, stats: dict[str, Any]) -> RegionTiles:
+    """A region's rows (absolute paths) and its split statistics (``split_stats.json``, given)."""
+    from pipeline.split import read_split_csv
+
+    return RegionTiles(cfg.name, absolute_rows(cfg.data_dir, read_split_csv(cfg.data_dir / "split.csv")), stats)
+
+
+def pooled_stats(regions: Sequence[RegionTiles]) -> dict[str, Any]:
+    """The regions' split statistics pooled over their training tiles (see the module
+    docstring): ``bands``, ``tile_size`` and ``band_stats`` (``mean``, ``std``, ``max`` when the
+    first has one). Raises ConfigError naming the regions when they do not agree."""
+    first = regions[0]
+    for r in regions[1:]:
+        for key, what in (("bands", "bands"), ("tile_size", "tile size (px)")):
+            if r.stats[key] != first.stats[key]:
+                raise ConfigError(f"[train] regions: {r.name} has {r.stats[key]} {what}, {first.name} "
+                                  f"{first.stats[key]}; regions trained together need the same {what}")
+        if r.stats["band_stats"].get("max") != first.stats["band_stats"].get("max"):
+            raise ConfigError(f"[train] regions: {r.name} and {first.name} have imagery of different bit depths "
+                              f"(band max {r.stats['band_stats'].get('max')} and "
+                              f"{first.stats['band_stats'].get('max')}); train them apart")
+    weights = [sum(1 for row in r.rows if row.split == "train") for r in regions]
+    total = sum(weights) or 1
+    n = int(first.stats["bands"])
+    mean = [sum(w * float(r.stats["band_stats"]["mean"][b]) for w, r in zip(weights, regions)) / total
+            for b in range(n)]
+    second = [sum(w * (float(r.stats["band_stats"]["std"][b]) ** 2 + float(r.stats["band_stats"]["mean"][b]) ** 2)
+                  for w, r in zip(weights, regions)) / total for b in range(n)]
+    band_stats: dict[str, Any] = {"mean": [round(m, 6) for m in mean],
+                                  "std": [round(math.sqrt(max(s - m * m, 1e-12)), 6) for s, m in zip(second, mean)]}
+    if "max" in first.stats["band_stats"]:
+        band_stats["max"] = first.stats["band_stats"]["max"]
+    return {**first.stats, "band_stats": band_stats, "regions": {r.name: w for r, w in zip(regions, weights)}}

@@ -1,0 +1,125 @@
+"""Several regions, one model (``[train] regions``) and models named by their region config
+(``[predict] model`` / ``[train] init`` = ``configs/<region>.toml``): pooled band statistics,
+refusals, digests, and a Luigi training on two generated regions."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.regions import RegionTiles, pooled_stats
+from pipeline.split import TileRow
+
+
+def _tiles(name: str, pixels: np.ndarray, n_train: int, **extra: object) -> RegionTiles:
+    """A region whose training pixels are ``pixels`` (N, bands) in units of pixel / max."""
+    rows = tuple(TileRow(19, i, 0, "train", f"i{i}.png", f"m{i}.png") for i in range(n_train))
+    stats = {"bands": pixels.shape[1], "tile_size": 256,
+             "band_stats": {"mean": pixels.mean(0).tolist(), "std": pixels.std(0).tolist(), **extra}}
+    return RegionTiles(name, (*rows, TileRow(19, 99, 0, "val", "v.png", "vm.png")), stats)
+
+
+def test_pooled_statistics_equal_those_of_the_pooled_pixels() -> None:
+    """Per band, the pooled mean and std are those of all training pixels together (every tile
+    of one size: a region weighs by its training tiles); validation tiles do not count."""
+    rng = np.random.default_rng(0)
+    a = rng.normal([0.3, 0.5, 0.2], [0.1, 0.2, 0.05], (2 * 4096, 3))  # 2 tiles of 4096 px
+    b = rng.normal([0.6, 0.4, 0.1], [0.15, 0.1, 0.1], (5 * 4096, 3))  # 5 tiles
+    got = pooled_stats([_tiles("a", a, 2), _tiles("b", b, 5)])
+    both = np.concatenate([a, b])
+    assert np.allclose(got["band_stats"]["mean"], both.mean(0), atol=1e-5)
+    assert np.allclose(got["band_stats"]["std"], both.std(0), atol=1e-5)
+    assert got["regions"] == {"a": 2, "b": 5} and "max" not in got["band_stats"]
+    # a region with no training tile of its own (tested elsewhere) adds nothing
+    alone = pooled_stats([_tiles("c", a, 0), _tiles("b", b, 5)])
+    assert np.allclose(alone["band_stats"]["mean"], b.mean(0), atol=1e-5)
+
+
+def test_regions_that_do_not_agree_are_refused() -> None:
+    rng = np.random.default_rng(1)
+    rgb, pan = rng.random((100, 3)), rng.random((100, 1))
+    with pytest.raises(ConfigError, match=r"\[train\] regions: b has 1 bands, a 3"):
+        pooled_stats([_tiles("a", rgb, 1), _tiles("b", pan, 1)])
+    with pytest.raises(ConfigError, match=r"different bit depths"):
+        pooled_stats([_tiles("a", pan, 1, max=4095), _tiles("b", pan, 1, max=1023)])
+
+
+def _region(tmp: Path, town_pbf: Path, name: str, seed: int, extra: str) -> Path:
+    from tests.test_train import _town_origin
+    from tests.tileserver import write_test_geotiff
+    from tests.town import write_town_config
+
+    tif = write_test_geotiff(tmp / f"{name}.tif", seed=seed, size_px=600, res_m=1.2, crs="EPSG:3857",
+                             origin=_town_origin())
+    return write_town_config(tmp / f"{name}.toml", town_pbf, tmp / name, zoom=17, shard_zoom=15,
+                             extra=textwrap.dedent(f"""
+        [imagery]
+        source = "raster"
+        paths = ["{tif}"]
+        [split]
+        block_zoom = 17
+        val_fraction = 0.3
+        test_fraction = 0.0
+        [train]
+        encoder = "resnet18"
+        epochs = 1
+        batch_size = 4
+        scale = 0.25
+        """) + extra)
+
+
+def test_a_region_trains_with_another_and_a_third_predicts_with_its_model(tmp_path: Path, town_pbf: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[train] regions``: Luigi makes the other region's split first; the model's band statistics
+    are the pooled ones; the other region's split enters the train digest. ``[predict] model``
+    naming that region's config: its model (trained by the same run) predicts the third region."""
+    import json
+
+    import luigi
+
+    from pipeline.config import load_config
+    from pipeline.model import load_checkpoint
+    from pipeline.predict_spec import model_path
+    from pipeline.stages import stage_digest
+    from tasks.predict import PredictAll
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    other = _region(tmp_path, town_pbf, "other", 7, "")
+    home = _region(tmp_path, town_pbf, "home", 5, f'regions = ["{other}"]\n')
+    user = _region(tmp_path, town_pbf, "user", 9, f'\n[predict]\nmodel = "{home}"\n')
+    res = luigi.build([PredictAll(config=str(user))], local_scheduler=True, detailed_summary=True,
+                      log_level="WARNING")
+    assert res.status.name == "SUCCESS", res.summary_text
+    _, meta = load_checkpoint(tmp_path / "home" / "model" / "best.pt")
+    stats = [json.loads((tmp_path / r / "split_stats.json").read_text()) for r in ("home", "other")]
+    n = [sum(1 for line in (tmp_path / r / "split.csv").read_text().splitlines() if ",train," in line)
+         for r in ("home", "other")]
+    mean0 = (n[0] * stats[0]["band_stats"]["mean"][0] + n[1] * stats[1]["band_stats"]["mean"][0]) / sum(n)
+    assert meta["band_stats"]["mean"][0] == pytest.approx(mean0, abs=1e-5)
+    assert stats[0]["band_stats"]["mean"][0] != pytest.approx(stats[1]["band_stats"]["mean"][0], abs=1e-4)
+    cfg_user = load_config(user)
+    assert model_path(cfg_user) == tmp_path / "home" / "model" / "best.pt"
+    assert json.loads((tmp_path / "user" / "predictions" / "_manifest.json").read_text())["tiles"] > 0
+    # the other region's split is part of home's train digest (and so of user's predict digest)
+    before = (stage_digest(load_config(home), "train"), stage_digest(cfg_user, "predict"))
+    other.write_text(other.read_text().replace("val_fraction = 0.3", "val_fraction = 0.2"))
+    after = (stage_digest(load_config(home), "train"), stage_digest(load_config(user), "predict"))
+    assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_a_region_listing_itself_or_other_classes_is_refused(tmp_path: Path, town_pbf: Path) -> None:
+    from pipeline.config import load_config
+    from pipeline.regions import other_regions
+
+    home = _region(tmp_path, town_pbf, "home", 5, f'regions = ["{tmp_path / "home.toml"}"]\n')
+    with pytest.raises(ConfigError, match=r"home\.toml: \[train\] regions names .*home\.toml.*list each other"):
+        other_regions(load_config(home))
+    odd = _region(tmp_path, town_pbf, "odd", 6, "")
+    odd.write_text(odd.read_text().replace('name = "park"', 'name = "garden"'))
+    home.write_text(home.read_text().replace(str(tmp_path / "home.toml"), str(odd)))
+    with pytest.raises(ConfigError, match=r"\[train\] regions: .*odd\.toml has classes .*same class names"):
+        other_regions(load_config(home))
