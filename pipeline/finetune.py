@@ -8,7 +8,9 @@
   table is matched by name: output rows of a class both tables have (background always, and a
   class's edge output) keep their weights; rows of new classes keep the fresh model's random
   initialisation; rows of classes the init had and this region lacks are dropped. The
-  architecture (``[train] arch``, ``encoder``) and the band count must agree.
+  architecture (``[train] arch``, ``encoder``) must agree; another band count adapts the first
+  convolution (:func:`pipeline.model.adapt_first_conv`: 1 band sums the init's bands, more
+  repeat them scaled by old / new, as smp and timm adapt pretrained encoders).
 
 Importable with torch and numpy alone.
 """
@@ -104,9 +106,9 @@ def init_weights(model: torch.nn.Module, blob: Mapping[str, Any], model_spec: An
         raise ModelError(f"{where}: a {spec.get('arch')} / {spec.get('encoder')} model, [train] asks for "
                          f"{model_spec.arch} / {model_spec.encoder}; set [train] arch = {spec.get('arch')!r} and "
                          f"encoder = {spec.get('encoder')!r}")
-    if int(spec.get("in_channels", -1)) != model_spec.in_channels:
-        raise ModelError(f"{where}: the init model takes {spec.get('in_channels')} bands, this region's images "
-                         f"have {model_spec.in_channels}; fine-tune from a model of the same band count")
+    old_bands = int(spec.get("in_channels", -1))
+    if old_bands < 1:
+        raise ModelError(f"{where}: the init checkpoint does not say how many bands its model takes")
     old = output_names(meta.get("classes", []), meta.get("edges", []))
     new = output_names(classes, edges)
     rows = row_map(old, new)
@@ -125,6 +127,12 @@ def init_weights(model: torch.nn.Module, blob: Mapping[str, Any], model_spec: An
                 if i is not None:
                     out[j] = theirs[i].to(out.dtype)
             state[k] = out
+        elif (theirs.ndim == 4 and theirs.shape[1] == old_bands != mine.shape[1] == model_spec.in_channels
+              and theirs.shape[0] == mine.shape[0] and theirs.shape[2:] == mine.shape[2:]):
+            # the first convolution meets another band count: smp's / timm's adaptation
+            from pipeline.model import adapt_first_conv
+
+            state[k] = adapt_first_conv(theirs, model_spec.in_channels).to(mine.dtype)
         elif theirs.shape != mine.shape:
             raise ModelError(f"{where}: {k} has shape {tuple(theirs.shape)} there, {tuple(mine.shape)} here")
         else:
@@ -132,7 +140,8 @@ def init_weights(model: torch.nn.Module, blob: Mapping[str, Any], model_spec: An
     model.load_state_dict(state)
     return {"kept": [n for n, i in zip(new, rows) if i is not None],
             "new": [n for n, i in zip(new, rows) if i is None],
-            "dropped": [n for n in old if n not in new]}
+            "dropped": [n for n in old if n not in new],
+            "bands": [old_bands, model_spec.in_channels]}
 
 
 def set_encoder_frozen(model: torch.nn.Module, frozen: bool, toggle_grad: bool = True) -> None:

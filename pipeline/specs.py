@@ -14,7 +14,8 @@ Keys (all optional)::
     [train]
     arch = "Unet"            # segmentation-models-pytorch architecture
     encoder = "resnet34"     # smp encoder
-    encoder_weights = "weights/resnet34.pth"  # local pretrained encoder state dict; default none
+    encoder_weights = "imagenet"  # pretrained encoder weights: a name smp knows for the encoder
+                             # (downloaded by smp into its cache) or a local state-dict file; default none
     epochs = 30
     batch_size = 8
     lr = 1e-3                # peak learning rate (AdamW); 3e-4 when init is set (fine-tuning)

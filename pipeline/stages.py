@@ -132,10 +132,17 @@ def _own_model(cfg: RegionConfig) -> bool:
 
 register(Stage("split", ("split",), ("masks", "imagery")))
 def _init_path(cfg: RegionConfig) -> list[Path]:
+    """The files training starts from: ``[train] init`` (a checkpoint; a region config is chained
+    by digest instead) and a local ``encoder_weights`` file (a weight name is not a file)."""
     from pipeline.regions import is_region_ref
 
-    init = cfg.section("train").init  # [train] init: the checkpoint a fine-tune starts from
-    return [init] if init is not None and not is_region_ref(init) else []
+    spec = cfg.section("train")
+    out = [spec.init] if spec.init is not None and not is_region_ref(spec.init) else []
+    weights = spec.encoder_weights
+    if weights and (Path(weights).exists() or "/" in weights or Path(weights).suffix in (".pth", ".pt", ".bin",
+                                                                                          ".safetensors")):
+        out.append(Path(weights))
+    return out
 
 
 def _region_splits(cfg: RegionConfig) -> dict[str, str]:

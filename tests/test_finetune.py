@@ -44,7 +44,8 @@ def test_class_table_matched_by_name(base):
     model = build_model(spec)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     got = init_weights(model, blob, spec, classes, [5], ckpt)
-    assert got == {"kept": ["background", "building"], "new": ["road", "building/edge"], "dropped": []}
+    assert got == {"kept": ["background", "building"], "new": ["road", "building/edge"], "dropped": [],
+                   "bands": [3, 3]}
     w, old = model.state_dict(), blob["model"]
     head = "segmentation_head.0.weight"
     assert torch.equal(w[head][0], old[head][0]) and torch.equal(w[head][2], old[head][1])
@@ -53,13 +54,24 @@ def test_class_table_matched_by_name(base):
     assert torch.equal(w[enc], old[enc])
     assert output_names(classes, [5]) == ["background", "road", "building", "building/edge"]
     assert row_map(["background", "building", "park"], ["background", "building"]) == [0, 1]
-    # the other architecture or band count: one clear error
+    # the other architecture: one clear error
     with pytest.raises(ModelError, match=r"\[train\] init = .*a Unet / resnet18 model, \[train\] asks for Unet / "
                                          r"resnet34; set \[train\] arch = 'Unet' and encoder = 'resnet18'"):
         init_weights(build_model(replace(spec, encoder="resnet34")), blob, replace(spec, encoder="resnet34"),
                      classes, [5], ckpt)
-    with pytest.raises(ModelError, match=r"takes 3 bands, this region's images have 4"):
-        init_weights(build_model(replace(spec, in_channels=4)), blob, replace(spec, in_channels=4), classes, [5], ckpt)
+    # another band count: the first convolution adapted as smp/timm adapt pretrained encoders
+    for bands in (1, 4):
+        other = replace(spec, in_channels=bands)
+        model = build_model(other)
+        assert init_weights(model, blob, other, classes, [5], ckpt)["bands"] == [3, bands]
+        got_w = model.state_dict()[enc]
+        assert got_w.shape[1] == bands
+        if bands == 1:
+            assert torch.allclose(got_w[:, 0], old[enc].sum(1))
+        else:  # R, G, B, R scaled by 3 / 4
+            assert torch.allclose(got_w[:, 3], old[enc][:, 0] * 0.75)
+            assert torch.allclose(got_w[:, 1], old[enc][:, 1] * 0.75)
+        assert torch.equal(model.state_dict()["encoder.layer1.0.conv1.weight"], old["encoder.layer1.0.conv1.weight"])
 
 
 def test_missing_or_unreadable_init_is_one_line(tmp_path):

@@ -123,3 +123,17 @@ def test_a_region_listing_itself_or_other_classes_is_refused(tmp_path: Path, tow
     home.write_text(home.read_text().replace(str(tmp_path / "home.toml"), str(odd)))
     with pytest.raises(ConfigError, match=r"\[train\] regions: .*odd\.toml has classes .*same class names"):
         other_regions(load_config(home))
+
+
+def test_a_local_encoder_weights_file_enters_the_train_digest(tmp_path: Path, town_pbf: Path) -> None:
+    from pipeline.config import load_config
+    from pipeline.stages import stage_digest
+
+    weights = tmp_path / "resnet18.pth"
+    weights.write_bytes(b"a")
+    cfg = _region(tmp_path, town_pbf, "home", 5, f'encoder_weights = "{weights}"\n')
+    before = stage_digest(load_config(cfg), "train")
+    weights.write_bytes(b"bb")
+    assert stage_digest(load_config(cfg), "train") != before
+    named = _region(tmp_path, town_pbf, "named", 5, 'encoder_weights = "imagenet"\n')
+    assert stage_digest(load_config(named), "train")  # a weight name is no file: nothing to fingerprint
