@@ -112,13 +112,13 @@ def _region(config: str, threads: int) -> dict[str, Any]:
 
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate_tiles
+    from pipeline.io import image_paths
     from pipeline.predict import border_for, make_engine, predict_tiles
     from pipeline.predict_spec import model_path
     from pipeline.predict_torch import load_predictor, predict_windows
     from pipeline.probs import encode_probs
     from pipeline.split import read_split_csv
     from pipeline.windows import TileReader, tile_window
-    from tasks.predict import image_paths
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
@@ -180,9 +180,9 @@ def picture(config: str, out: str) -> None:
     from PIL import Image
 
     from pipeline.config import load_config
+    from pipeline.io import image_paths, image_paths_of
     from pipeline.probs import decode_probs
     from pipeline.windows import read_image
-    from tasks.predict import image_paths, image_paths_of
 
     cfg = load_config(config)
     images = image_paths(cfg.data_dir)

@@ -16,10 +16,10 @@ from typing import Any
 import mercantile
 
 from pipeline.errors import ModelError
-from pipeline.io import atomic_write_json, read_manifest
+from pipeline.io import atomic_write_json, image_paths, read_manifest
 from pipeline.predict_spec import PredictSpec, is_own_model, model_path
 from tasks.base import RegionTask
-from tasks.predict import EvaluateModel, image_paths
+from tasks.predict import EvaluateModel
 
 log = logging.getLogger("luigi-interface")
 

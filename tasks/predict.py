@@ -16,7 +16,7 @@ import luigi
 
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
-from pipeline.io import WRITTEN, read_manifest, read_tile_index
+from pipeline.io import WRITTEN, image_paths, image_paths_of, read_manifest, read_tile_index
 from pipeline.predict_spec import PredictSpec, cross_fit_model, is_own_model, model_path, training_tiles
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
@@ -39,11 +39,6 @@ def model_requires(task: RegionTask) -> list[Any]:
     from tasks.train import TrainModel
 
     return [TrainModel(config=task.config if given is None or not is_region_ref(given) else str(given))]
-
-
-def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], Path]:
-    """``{(z, x, y): image file}`` of every tile with imagery (the images' tile index), or of one shard."""
-    return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images", shard).items()}
 
 
 class Predict(ShardTask):
@@ -194,13 +189,3 @@ def no_test_split_note(cfg: RegionConfig) -> str:
            else f"[split] test_fraction = {split.test_fraction}")
     return (f"no test tiles ({why} in {cfg.path}): the model is not evaluated on this region; "
             "evaluate it on another region ([predict] model) or raise test_fraction")
-
-
-def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:
-    """``{(z, x, y): path relative to product_dir}`` of the written tiles of a sharded product
-    (from its shard manifests: ``read_tile_index``), or of one shard."""
-    idx = read_tile_index(product_dir)
-    idx = idx[idx.status == WRITTEN]
-    if shard is not None:
-        idx = idx[idx.shard == shard]
-    return {(int(z), int(x), int(y)): str(p) for z, x, y, p in zip(idx.z, idx.x, idx.y, idx.path)}
