@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mercantile
 import numpy as np
 import pytest
@@ -169,3 +171,20 @@ def test_cover_bbox_matches_mercantile(w: float, s: float, dw: float, ds: float,
            if box.intersection(shapely.box(*tile_bounds(Tile(z, t.x, t.y))).buffer(-EDGE_EPS_M, join_style="mitre"))
            .area > 1e-6}
     assert got == ref
+
+
+def test_tile_list_writes_the_same_csv_as_the_table(tmp_path: Path) -> None:
+    """CoverTiles writes a pandas-free TileList: the same bytes as the DataFrame it replaced, and
+    the same table read back."""
+    from pipeline.cover import read_tiles_csv, tile_list, tiles_table, write_tiles_csv
+
+    xy = np.array([[149229, 75867], [149229, 75868], [149300, 75001], [3, 7]], dtype=np.int64)
+    lst, df = tile_list(xy, 18, 14), tiles_table(xy, 18, 14)
+    write_tiles_csv(lst, tmp_path / "a.csv")
+    write_tiles_csv(df, tmp_path / "b.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_text().splitlines()[1] == "18,149229,75867,12012021101312"
+    assert read_tiles_csv(tmp_path / "a.csv").equals(lst.frame())
+    assert len(lst) == 4 and lst.n_shards() == 3
+    empty = tile_list(np.empty((0, 2), dtype=np.int64), 18, 14)
+    assert len(empty) == 0 and empty.n_shards() == 0
