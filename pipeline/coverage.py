@@ -16,11 +16,33 @@ the block matches at most one of them, so the others look "not seen" and the blo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import shapely
 import shapely.affinity
 
 from pipeline.geo import mercator_scale
+
+#: snap-rounding grid (ground metres) of the overlays GEOS cannot do exactly
+SNAP_M = 0.001
+
+
+def overlay(op: Callable[..., Any], a: Any, b: Any, grid: float) -> Any:
+    """``op(a, b)`` (a shapely overlay: intersection, difference, ...), element by element over
+    arrays; where GEOS raises a TopologyException (nearly coincident edges in a large region),
+    that element again on valid inputs snap-rounded to ``grid`` (the units of the coordinates)."""
+    try:
+        return op(a, b)
+    except shapely.errors.GEOSException:
+        if isinstance(a, shapely.Geometry) and isinstance(b, shapely.Geometry):
+            return op(shapely.make_valid(a), shapely.make_valid(b), grid_size=grid)
+    xs, ys = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+    out = np.empty(xs.shape, dtype=object)
+    for k in np.ndindex(xs.shape):
+        out[k] = overlay(op, xs[k], ys[k], grid)
+    return out
 
 
 def ground_scale(geoms: np.ndarray) -> float:
@@ -38,7 +60,7 @@ def coverage(osm: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return out
     i, j = shapely.STRtree(pred).query(osm, predicate="intersects")
     if len(i):
-        inter = shapely.area(shapely.intersection(osm[i], pred[j]))
+        inter = shapely.area(overlay(shapely.intersection, osm[i], pred[j], SNAP_M * ground_scale(osm)))
         out = np.bincount(i, weights=inter, minlength=len(osm)) / np.maximum(shapely.area(osm), 1e-12)
     return np.clip(out, 0.0, 1.0)
 
@@ -65,14 +87,22 @@ def unexplained(pred: np.ndarray, osm: np.ndarray, pairs: tuple[np.ndarray, np.n
     rest = pred.copy()
     for a in sorted(set(by_pred) | set(moved)):
         cover = by_pred.get(a, []) + ([moved[a]] if a in moved else [])
-        rest[a] = shapely.difference(pred[a], shapely.union_all(cover))
+        rest[a] = overlay(shapely.difference, pred[a], _union(cover, SNAP_M * s), SNAP_M * s)
     if open_m > 0:
         r = open_m * s
         rest = shapely.buffer(shapely.buffer(rest, -r, join_style="mitre"), r, join_style="mitre")
-        rest = shapely.intersection(rest, pred)  # opening never grows past the prediction
+        rest = overlay(shapely.intersection, rest, pred, SNAP_M * s)  # opening never grows past the prediction
     parts, src = shapely.get_parts(rest, return_index=True)
     keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area_m2 * s * s)
     return parts[keep], src[keep].astype(np.int64)
+
+
+def _union(geoms: list[shapely.Geometry], grid: float) -> shapely.Geometry:
+    """Their union; snap-rounded to ``grid`` on valid inputs where GEOS cannot do it exactly."""
+    try:
+        return shapely.union_all(geoms)
+    except shapely.errors.GEOSException:
+        return shapely.union_all(shapely.make_valid(np.asarray(geoms, dtype=object)), grid_size=grid)
 
 
 def _similar(a: shapely.Geometry, b: shapely.Geometry) -> bool:
