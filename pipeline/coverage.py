@@ -37,7 +37,7 @@ def overlay(op: Callable[..., Any], a: Any, b: Any, grid: float) -> Any:
         return op(a, b)
     except shapely.errors.GEOSException:
         if isinstance(a, shapely.Geometry) and isinstance(b, shapely.Geometry):
-            return op(shapely.make_valid(a), shapely.make_valid(b), grid_size=grid)
+            return op(_areal(a), _areal(b), grid_size=grid)
     xs, ys = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
     out = np.empty(xs.shape, dtype=object)
     for k in np.ndindex(xs.shape):
@@ -102,7 +102,15 @@ def _union(geoms: list[shapely.Geometry], grid: float) -> shapely.Geometry:
     try:
         return shapely.union_all(geoms)
     except shapely.errors.GEOSException:
-        return shapely.union_all(shapely.make_valid(np.asarray(geoms, dtype=object)), grid_size=grid)
+        return shapely.union_all([_areal(g) for g in geoms], grid_size=grid)
+
+
+def _areal(g: shapely.Geometry) -> shapely.Geometry:
+    """The valid polygonal part of ``g`` (``make_valid`` may add lines and points where a ring
+    touches itself; an area overlay must not mix dimensions)."""
+    parts = shapely.get_parts(shapely.make_valid(g))
+    polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
+    return shapely.union_all(polys) if len(polys) else shapely.Polygon()
 
 
 def _similar(a: shapely.Geometry, b: shapely.Geometry) -> bool:

@@ -193,3 +193,15 @@ def test_an_overlay_geos_cannot_do_exactly_is_redone_snapped_element_by_element(
     out = overlay(flaky, a, b, 0.5)
     assert [round(shapely.area(g), 6) for g in out] == [1.0, 1.0]
     assert calls == [None, None, None, 0.5]  # the array, element 0, element 1, element 1 snapped
+    # the retry keeps only the area of an input make_valid turns into polygons and lines
+    bow = shapely.Polygon([(0, 0), (2, 2), (2, 0), (0, 2), (0, 0)])  # a self-crossing ring
+    spiked = shapely.Polygon([(0, 0), (2, 0), (2, 2), (3, 3), (2, 2), (0, 2)])  # a zero-width spike
+
+    def exact_fails(x: object, y: object, grid_size: float | None = None) -> object:
+        if grid_size is None:
+            raise shapely.errors.GEOSException("TopologyException")
+        return shapely.intersection(x, y, grid_size=grid_size)
+
+    for bad in (bow, spiked):
+        got = overlay(exact_fails, bad, a[0], 0.01)
+        assert shapely.get_type_id(got) in (3, 6) and shapely.area(got) > 0
