@@ -3,7 +3,7 @@ several tiles at a time as one mosaic window (:mod:`pipeline.windows`).
 
 An :class:`Engine` turns pixel windows (N, C, H, W) into foreground probabilities (N, K - 1, H, W)
 at the image's scale: :class:`pipeline.predict_onnx.OnnxEngine` (ONNX Runtime; the default on
-CPU: measured 1.5-2x faster than PyTorch eager on the demo's U-Net, see ``bench/bench_predict.py``)
+CPU: measured 1.4-2.2x faster than PyTorch eager on the demo's U-Net, see ``bench/bench_predict.py``)
 or :class:`pipeline.predict_torch.Predictor` (PyTorch; on CUDA with AMP). :func:`open_engine`
 picks one. Probabilities: softmax over background and the classes by ascending id, a sigmoid
 per edge channel; quantised to uint8 and encoded as prediction tiles (:mod:`pipeline.probs`).
