@@ -268,7 +268,12 @@ def load_config(path: str | Path) -> RegionConfig:
 
 def check_environment(cfg: RegionConfig) -> None:
     """Raise ConfigError when ``[imagery] url`` or ``headers`` use a ``${NAME}`` that is not set
-    in the environment (checked before any tile is fetched, not tile by tile)."""
+    in the environment (checked before any tile is fetched, not tile by tile), or when a region
+    config the region names (``[train] regions``, ``init``, ``[predict] model``) is missing,
+    broken or leads back to this one (:func:`pipeline.regions.check_region_refs`)."""
+    from pipeline.regions import check_region_refs
+
+    check_region_refs(cfg)
     if cfg.imagery is None:
         return
     texts = [("url", cfg.imagery.url or "")] + [(f"headers.{k}", v) for k, v in cfg.imagery.headers]

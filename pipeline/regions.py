@@ -63,6 +63,35 @@ def region_train_digest(path: Path | None) -> dict[str, str]:
     return {str(path): stage_digest(load_config(path), "train")}
 
 
+def region_refs(cfg: RegionConfig) -> list[tuple[str, Path]]:
+    """``(key, config path)`` of every other region config ``cfg`` names: ``[train] regions``,
+    ``[train] init`` and ``[predict] model`` when they name a config."""
+    train, predict = cfg.section("train"), cfg.section("predict")
+    out = [("[train] regions", p) for p in train.regions]
+    out += [(key, p) for key, p in (("[train] init", train.init), ("[predict] model", predict.model))
+            if p is not None and is_region_ref(p)]
+    return out
+
+
+def check_region_refs(cfg: RegionConfig, chain: tuple[Path, ...] = ()) -> None:
+    """Every region config ``cfg`` names (and those they name) exists and loads, and none names
+    back into the chain (Luigi would wait on itself): one line naming the config, key and file."""
+    here = (*chain, cfg.path.resolve())
+    for key, path in region_refs(cfg):
+        if not path.is_file():
+            alt = "" if key == "[train] regions" else " or of a checkpoint"
+            raise ConfigError(f"{cfg.path}: {key} names '{path}', which is no file; give the path of a region "
+                              f"config (configs/<region>.toml){alt}")
+        if path.resolve() in here:
+            raise ConfigError(f"{cfg.path}: {key} = '{path}' leads back to {path} (through "
+                              f"{' -> '.join(str(p) for p in here)}); a region cannot wait on its own model")
+        try:
+            other = load_config(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{cfg.path}: {key} = '{path}': {exc}") from exc
+        check_region_refs(other, here)
+
+
 def other_regions(cfg: RegionConfig) -> list[RegionConfig]:
     """The configs named by ``[train] regions``, loaded; a region naming itself, twice, or one
     whose class table differs is refused in one line naming both configs."""

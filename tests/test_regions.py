@@ -4,6 +4,7 @@ refusals, digests, and a Luigi training on two generated regions."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -137,3 +138,30 @@ def test_a_local_encoder_weights_file_enters_the_train_digest(tmp_path: Path, to
     assert stage_digest(load_config(cfg), "train") != before
     named = _region(tmp_path, town_pbf, "named", 5, 'encoder_weights = "imagenet"\n')
     assert stage_digest(load_config(named), "train")  # a weight name is no file: nothing to fingerprint
+
+
+def test_named_region_configs_are_checked_before_anything_runs(tmp_path: Path, town_pbf: Path) -> None:
+    """A region config named by ``[train] regions`` / ``init`` or ``[predict] model`` that is
+    missing, broken or leads back to the region: one line from the command, before Luigi."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    missing = _region(tmp_path, town_pbf, "a", 5, f'regions = ["{tmp_path / "nope.toml"}"]\n')
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[region]\nname = 3\n")
+    bad = _region(tmp_path, town_pbf, "b", 5, f'\n[predict]\nmodel = "{broken}"\n')
+    loop_a, loop_b = tmp_path / "la.toml", tmp_path / "lb.toml"
+    _region(tmp_path, town_pbf, "la", 5, f'init = "{loop_b}"\n')
+    _region(tmp_path, town_pbf, "lb", 5, f'\n[predict]\nmodel = "{loop_a}"\n')
+    cases = [(missing, r"a\.toml: \[train\] regions names '.*nope\.toml', which is no file; give the path of a "
+                       r"region config \(configs/<region>\.toml\)$"),
+             (bad, r"b\.toml: \[predict\] model = '.*broken\.toml': .*broken\.toml"),
+             (loop_a, r"la\.toml: \[train\] init = '.*lb\.toml' .*|lb\.toml: \[predict\] model = '.*la\.toml' leads "
+                      r"back to .*la\.toml")]
+    for cfg, want in cases:
+        done = subprocess.run([sys.executable, "-m", "tasks", "TrainModel", "--config", str(cfg)], cwd=root,
+                              capture_output=True, text=True, timeout=120, check=False)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert re.search(want, last), last
