@@ -112,13 +112,12 @@ def _region(config: str, threads: int) -> dict[str, Any]:
 
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate_tiles
-    from pipeline.io import image_paths
     from pipeline.predict import border_for, make_engine, predict_tiles
     from pipeline.predict_spec import model_path
     from pipeline.predict_torch import load_predictor, predict_windows
     from pipeline.probs import encode_probs
     from pipeline.split import read_split_csv
-    from pipeline.windows import TileReader, tile_window
+    from pipeline.windows import TileReader, image_paths, tile_window
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
@@ -180,9 +179,8 @@ def picture(config: str, out: str) -> None:
     from PIL import Image
 
     from pipeline.config import load_config
-    from pipeline.io import image_paths, image_paths_of
     from pipeline.probs import decode_probs
-    from pipeline.windows import read_image
+    from pipeline.windows import image_paths, image_paths_of, read_image
 
     cfg = load_config(config)
     images = image_paths(cfg.data_dir)

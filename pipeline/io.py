@@ -454,18 +454,3 @@ def tiles_on_disk(product_dir: str | Path) -> list[str]:
             rel = os.path.relpath(dirpath, root)
             out.extend(f"{rel}/{n}" for n in names if not n.startswith("."))
     return sorted(out)
-
-
-def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], Path]:
-    """``{(z, x, y): image file}`` of every tile with imagery (the images' tile index), or of one shard."""
-    return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images", shard).items()}
-
-
-def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:
-    """``{(z, x, y): path relative to product_dir}`` of the written tiles of a sharded product
-    (from its shard manifests: ``read_tile_index``), or of one shard."""
-    idx = read_tile_index(product_dir)
-    idx = idx[idx.status == WRITTEN]
-    if shard is not None:
-        idx = idx[idx.shard == shard]
-    return {(int(z), int(x), int(y)): str(p) for z, x, y, p in zip(idx.z, idx.x, idx.y, idx.path)}

@@ -234,15 +234,14 @@ def open_engine(checkpoint: Path, device: str = "auto", engine: str = "auto", *,
                 cache_dir: Path | None = None) -> Engine:
     """:func:`make_engine`, kept for the life of the process (a worker that predicts several
     shards loads the model once), keyed by the checkpoint file's identity (path, size, mtime)."""
-    st = Path(checkpoint).stat() if Path(checkpoint).is_file() else None
-    key = (str(Path(checkpoint).resolve()), st and (st.st_size, st.st_mtime_ns), device, engine, tile_size,
-           str(cache_dir))
-    if st is None or key not in _OPEN:
-        made = make_engine(checkpoint, device, engine, tile_size=tile_size, cache_dir=cache_dir)
-        if st is None:
-            return made
+    try:
+        st = Path(checkpoint).stat()
+    except OSError:  # make_engine says what is wrong with it
+        return make_engine(checkpoint, device, engine, tile_size=tile_size, cache_dir=cache_dir)
+    key = (str(Path(checkpoint).resolve()), st.st_size, st.st_mtime_ns, device, engine, tile_size, str(cache_dir))
+    if key not in _OPEN:
         _OPEN.clear()  # one model at a time
-        _OPEN[key] = made
+        _OPEN[key] = make_engine(checkpoint, device, engine, tile_size=tile_size, cache_dir=cache_dir)
     return _OPEN[key]
 
 

@@ -26,9 +26,6 @@ from pipeline.atomic import atomic_path
 from pipeline.model import normalise
 from pipeline.predict import MetaView, ModelInfo, model_scale
 
-#: the 4 flips of flip TTA, as tensor dims to flip (N, C, H, W): none, left-right, up-down, both
-FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
-
 
 @dataclass(frozen=True)
 class Predictor(MetaView):
@@ -73,23 +70,15 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
     return Predictor(model=model, meta=meta, device=dev, source=str(path))
 
 
-def forward_probs(pred: Predictor, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+def forward_probs(pred: Predictor, x: torch.Tensor) -> torch.Tensor:
     """Softmax probabilities (N, K, H, W) float32 of a normalised batch (N, C, H, W) on the
-    predictor's device; with ``tta='flip'`` the mean over the 4 flips (each flipped back)."""
-    flips = FLIPS if tta == "flip" else ((),)
-    out = torch.zeros((), device=pred.device)
+    predictor's device (flip TTA: :func:`pipeline.predict.engine_probs`)."""
     amp = pred.device.type == "cuda"
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     with torch.inference_mode(), torch.autocast(pred.device.type, dtype=dtype, enabled=amp):
-        for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            if amp:
-                xi = xi.contiguous(memory_format=torch.channels_last)
-            logits = pred.model(xi).float()
-            p = output_probs(logits, len(pred.edges))
-            p = torch.flip(p, dims) if dims else p
-            out = out + p
-    return out / len(flips)
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return output_probs(pred.model(x).float(), len(pred.edges))
 
 
 def output_probs(logits: torch.Tensor, n_edges: int) -> torch.Tensor:
@@ -123,14 +112,12 @@ def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.T
 
 def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
     """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
-    of their centres (see :func:`model_input`; probabilities are resampled back to the image
-    scale before the centre is cut). With edge outputs, the edge bands follow the classes."""
-    w = windows.shape[-1]
-    t = w - 2 * border
-    p = forward_probs(pred, model_input(pred, windows, t), tta)
-    if p.shape[-1] != w:
-        p = nnf.interpolate(p, size=(w, w), mode="bilinear", align_corners=False)
-    return p[:, 1:, border:border + t, border:border + t].float().cpu().numpy()
+    of their centres (:meth:`Predictor.probs`, with flip TTA by :func:`pipeline.predict.engine_probs`).
+    With edge outputs, the edge bands follow the classes."""
+    from pipeline.predict import engine_probs
+
+    t = windows.shape[-1] - 2 * border
+    return engine_probs(pred, windows, t, tta)[:, :, border:border + t, border:border + t]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     ``model/cross/``, see :data:`PARTS`); returns the History."""
     from pipeline.dataset import TileDataset, build_augment
     from pipeline.instances import target_lut
-    from pipeline.regions import other_regions, pooled_stats, region_model, region_tiles
+    from pipeline.regions import RegionTiles, other_regions, pooled_stats, region_model, region_tiles
     from pipeline.train import RunInfo, fit
 
     spec: TrainSpec = cfg.section("train")
@@ -93,7 +93,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     others = other_regions(cfg)
     if others:  # several regions, one model: their train and validation tiles join (pipeline/regions.py)
         theirs = [region_tiles(o, read_split_stats(o.data_dir / "split_stats.json")) for o in others]
-        stats = pooled_stats([region_tiles(cfg, stats), *theirs])
+        stats = pooled_stats([RegionTiles(cfg.name, tuple(rows), stats), *theirs])
         band_stats = stats["band_stats"]
         train_rows = [*train_rows, *(r for t in theirs for r in t.rows if r.split == "train")]
         val_rows = [*val_rows, *(r for t in theirs for r in t.rows if r.split == "val")]

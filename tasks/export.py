@@ -16,7 +16,7 @@ from typing import Any
 import mercantile
 
 from pipeline.errors import ModelError
-from pipeline.io import atomic_write_json, image_paths, read_manifest
+from pipeline.io import atomic_write_json, read_manifest
 from pipeline.predict_spec import PredictSpec, is_own_model, model_path
 from tasks.base import RegionTask
 from tasks.predict import EvaluateModel
@@ -55,6 +55,8 @@ class ExportModel(RegionTask):
         spec: PredictSpec = cfg.section("predict")
         ckpt = model_path(cfg)
         pred = load_predictor(ckpt, "cpu")
+        from pipeline.windows import image_paths
+
         images = image_paths(self.data_dir)
         keys = self._check_tiles(images)
         reader = TileReader(images)

@@ -16,7 +16,7 @@ import luigi
 
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
-from pipeline.io import WRITTEN, image_paths, image_paths_of, read_manifest, read_tile_index
+from pipeline.io import WRITTEN, read_manifest, read_tile_index
 from pipeline.predict_spec import PredictSpec, cross_fit_model, is_own_model, model_path, training_tiles
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
@@ -29,16 +29,16 @@ log = logging.getLogger("luigi-interface")
 
 
 def model_requires(task: RegionTask) -> list[Any]:
-    """TrainModel when the region is predicted with its own model, or with the model of the region
-    config ``[predict] model`` names; nothing for a given checkpoint."""
+    """TrainModel of the region config ``[predict] model`` names, or of the region itself when it
+    is predicted with its own model; nothing for a given checkpoint."""
     from pipeline.regions import is_region_ref
 
     given = task.cfg.section("predict").model
-    if not is_own_model(task.cfg) and not is_region_ref(given):
+    if not is_region_ref(given) and not is_own_model(task.cfg):
         return []
     from tasks.train import TrainModel
 
-    return [TrainModel(config=task.config if given is None or not is_region_ref(given) else str(given))]
+    return [TrainModel(config=str(given) if is_region_ref(given) else task.config)]
 
 
 class Predict(ShardTask):
@@ -56,7 +56,7 @@ class Predict(ShardTask):
     def run(self) -> None:
 
         from pipeline.predict import check_compatible, open_engine, predict_tiles, prediction_pngs
-        from pipeline.windows import TileReader, read_image
+        from pipeline.windows import TileReader, image_paths, read_image
 
         cfg, shard = self.cfg, str(self.shard)
         spec: PredictSpec = cfg.section("predict")
@@ -166,6 +166,8 @@ class EvaluateModel(RegionTask):
 
     def _tiles(self) -> tuple[list[tuple[int, int, int]], str]:
         """Tiles to evaluate and a word for them: the test split, or every tile with a mask."""
+        from pipeline.windows import image_paths_of
+
         preds = set(image_paths_of(self.data_dir / "predictions"))
         if is_own_model(self.cfg):
             from pipeline.split import read_split_csv

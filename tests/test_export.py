@@ -134,11 +134,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, town_pbf: Path) -> Path:
 def test_export_model_task(exported: Path) -> None:
     import onnxruntime as ort
 
-    from pipeline.io import image_paths
     from pipeline.predict import border_for
     from pipeline.predict_torch import load_predictor, model_input
     from pipeline.probs import decode_probs
-    from pipeline.windows import TileReader, tile_window
+    from pipeline.windows import TileReader, image_paths, tile_window
 
     data = exported.parent / "data"
     out = data / "model" / "export"

@@ -467,7 +467,8 @@ def test_rerun_is_complete_and_model_change_reruns(predicted_town: Path) -> None
 def test_task_errors_name_the_model(predicted_town: Path, tmp_path: Path) -> None:
     """A missing checkpoint, or one made for another class table, stops the shard with an error
     that names the file and says what to do (the town's imagery is reused: same data folder)."""
-    from pipeline.io import image_paths, read_tile_index
+    from pipeline.io import read_tile_index
+    from pipeline.windows import image_paths
     from tasks.predict import Predict
 
     data = predicted_town.parent / "data"

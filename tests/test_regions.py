@@ -5,7 +5,6 @@ refusals, digests, and a Luigi training on two generated regions."""
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -50,27 +49,10 @@ def test_regions_that_do_not_agree_are_refused() -> None:
 
 
 def _region(tmp: Path, town_pbf: Path, name: str, seed: int, extra: str) -> Path:
-    from tests.test_train import _town_origin
-    from tests.tileserver import write_test_geotiff
-    from tests.town import write_town_config
+    """A generated region ``tmp/<name>.toml`` (data in ``tmp/<name>``; ``extra`` ends its [train])."""
+    from tests.test_train import _town_config
 
-    tif = write_test_geotiff(tmp / f"{name}.tif", seed=seed, size_px=600, res_m=1.2, crs="EPSG:3857",
-                             origin=_town_origin())
-    return write_town_config(tmp / f"{name}.toml", town_pbf, tmp / name, zoom=17, shard_zoom=15,
-                             extra=textwrap.dedent(f"""
-        [imagery]
-        source = "raster"
-        paths = ["{tif}"]
-        [split]
-        block_zoom = 17
-        val_fraction = 0.3
-        test_fraction = 0.0
-        [train]
-        encoder = "resnet18"
-        epochs = 1
-        batch_size = 4
-        scale = 0.25
-        """) + extra)
+    return _town_config(tmp, town_pbf, epochs=1, batch_size=4, more=extra, name=name, data=name, seed=seed)
 
 
 def test_a_region_trains_with_another_and_a_third_predicts_with_its_model(tmp_path: Path, town_pbf: Path,

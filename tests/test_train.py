@@ -255,14 +255,16 @@ def test_cross_fit_predicts_the_training_tiles_with_a_model_that_never_saw_them(
     assert held_out_tiles(region, tiles) == tiles  # every tile predicted by a model that never trained on it
 
 
-def _town_config(tmp_path: Path, town_pbf: Path, epochs: int, batch_size: int, more: str = "") -> Path:
-    """The test town's config with a raster orthophoto, a val split and a tiny [train] section."""
+def _town_config(tmp_path: Path, town_pbf: Path, epochs: int, batch_size: int, more: str = "",
+                 name: str = "town", data: str = "data", seed: int = 5) -> Path:
+    """The test town's config (``tmp_path/<name>.toml``, data in ``tmp_path/<data>``) with a raster
+    orthophoto (noise ``seed``), a val split and a tiny [train] section (``more`` appended to it)."""
     from tests.tileserver import write_test_geotiff
     from tests.town import write_town_config
 
-    tif = write_test_geotiff(tmp_path / "ortho.tif", seed=5, size_px=600, res_m=1.2, crs="EPSG:3857",
+    tif = write_test_geotiff(tmp_path / f"{name}-ortho.tif", seed=seed, size_px=600, res_m=1.2, crs="EPSG:3857",
                              origin=_town_origin())
-    return write_town_config(tmp_path / "town.toml", town_pbf, tmp_path / "data", zoom=17, shard_zoom=15,
+    return write_town_config(tmp_path / f"{name}.toml", town_pbf, tmp_path / data, zoom=17, shard_zoom=15,
                              extra=textwrap.dedent(f"""
         [imagery]
         source = "raster"
