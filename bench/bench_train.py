@@ -82,8 +82,8 @@ def train_rate(threads: int, size: int, steps: int, device: str = "cpu", amp: bo
     """Images/s of training steps of the default model on random batches (data excluded)."""
     import torch
 
+    from pipeline.losses import build_loss
     from pipeline.model import ModelSpec, build_model
-    from pipeline.train import build_loss
 
     torch.set_num_threads(threads)
     dev = torch.device(device)

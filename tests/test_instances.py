@@ -98,8 +98,8 @@ def test_masks_and_predictions_carry_edge_bands() -> None:
 def test_edge_channels_are_sigmoids_beside_the_class_softmax() -> None:
     import torch
 
+    from pipeline.losses import build_loss
     from pipeline.predict_torch import output_probs
-    from pipeline.train import build_loss
 
     logits = torch.randn(2, 4, 8, 8)  # background, building, road, building edge
     p = output_probs(logits, 1)

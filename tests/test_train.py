@@ -293,7 +293,7 @@ def _town_origin() -> tuple[float, float]:
 
 
 def test_schedule_is_torch_one_cycle_and_can_be_laid_out_again():
-    from pipeline.train import Schedule
+    from pipeline.schedule import Schedule
 
     for total, warm in ((100, 0.1), (37, 0.15)):
         o1 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
@@ -320,7 +320,7 @@ def test_schedule_is_torch_one_cycle_and_can_be_laid_out_again():
 
 
 def test_budget_epochs():
-    from pipeline.train import budget_epochs
+    from pipeline.schedule import budget_epochs
 
     spec = replace(SPEC, epochs=50, max_minutes=10.0)
     assert budget_epochs(spec, 0, 0.0, 60.0) == 10  # the 10th epoch reaches 600 s

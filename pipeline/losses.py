@@ -1,0 +1,50 @@
+"""Training losses: weighted sums of segmentation-models-pytorch's multiclass losses, with an
+independent binary loss per edge channel (:mod:`pipeline.instances`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from pipeline.metrics import IGNORE
+
+
+def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
+               fold: torch.Tensor | None = None, n_main: int = 0) -> Callable[..., torch.Tensor]:
+    """Weighted sum of ``ce``, ``dice``, ``lovasz``, ``focal`` (smp.losses, multiclass, logits in)
+    with label ``ignore_index`` left out.
+
+    With edge outputs (``fold``: target index -> class index, ``n_main``: background + classes),
+    the multiclass loss sees the first ``n_main`` logits and the folded target (a building's
+    edge is building), and each further logit is an independent edge channel (sigmoid) trained
+    with binary cross-entropy + Dice on ``target == n_main + j``, so learning the thin edge never
+    takes probability away from the footprint."""
+    from segmentation_models_pytorch import losses as smp_losses
+
+    makers: dict[str, Callable[[], torch.nn.Module]] = {
+        "ce": lambda: torch.nn.CrossEntropyLoss(ignore_index=ignore_index),
+        "dice": lambda: smp_losses.DiceLoss("multiclass", ignore_index=ignore_index),
+        "lovasz": lambda: smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index),
+        "focal": lambda: smp_losses.FocalLoss("multiclass", ignore_index=ignore_index),
+    }
+    parts = [(makers[name](), w) for name, w in losses]
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum((w * fn(logits, target) for fn, w in parts), torch.zeros((), device=logits.device))
+
+    if fold is None:
+        return loss
+    bce = smp_losses.SoftBCEWithLogitsLoss(ignore_index=ignore_index)
+    dice = smp_losses.DiceLoss("binary", from_logits=True, ignore_index=ignore_index)
+
+    def with_edges(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        main = loss(logits[:, :n_main], fold.to(target.device)[target])
+        ignore = target == ignore_index
+        for j in range(logits.shape[1] - n_main):
+            t = torch.where(ignore, torch.full_like(target, ignore_index), (target == n_main + j).long())
+            e = logits[:, n_main + j]
+            main = main + bce(e, t.to(e.dtype)) + dice(e[:, None], t[:, None])
+        return main
+
+    return with_edges
