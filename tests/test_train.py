@@ -110,13 +110,20 @@ run(Path({data!r}), Path({out!r}))
 """
 
 
-def test_ddp_two_gloo_processes(region, tmp_path):
+def _torchrun_two(template: str, region: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``template`` (a script with {root}, {data}, {out}) as 2 gloo processes under torchrun
+    writing into ``tmp_path/m``; asserts it succeeded."""
     script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT.format(root=str(ROOT), data=str(region), out=str(tmp_path / "m")))
+    script.write_text(template.format(root=str(ROOT), data=str(region), out=str(tmp_path / "m")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
     res = subprocess.run(cmd, cwd=ROOT, env=env, check=False, timeout=600, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_ddp_two_gloo_processes(region, tmp_path):
+    _torchrun_two(DDP_SCRIPT, region, tmp_path)
     model, meta = load_checkpoint(tmp_path / "m" / "best.pt")  # loads in one process
     assert meta["config_digest"] == "d1" and 0 <= meta["metrics"]["iou"]["building"] <= 1
     hist = read_checkpoint(tmp_path / "m" / "last.pt")["train_state"]["history"]
@@ -440,12 +447,7 @@ print("epochs", len(hist.rows))
 def test_ddp_time_budget_and_frozen_encoder_agree_across_ranks(region, tmp_path):
     """Under DDP rank 0's clock decides the schedule's layout and the stop (the ranks would
     otherwise part ways and hang); the frozen encoder's gradients are dropped on every rank."""
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_BUDGET_SCRIPT.format(root=str(ROOT), data=str(region), out=str(tmp_path / "m")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, check=False, timeout=600, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = _torchrun_two(DDP_BUDGET_SCRIPT, region, tmp_path)
     counts = re.findall(r"epochs (\d+)", res.stdout)
     assert len(counts) == 2 and counts[0] == counts[1] and 1 < int(counts[0]) < 50, res.stdout
     blob = read_checkpoint(tmp_path / "m" / "last.pt")
