@@ -8,7 +8,8 @@ stage's output format changes). Its digest hashes:
   (``dataclasses.asdict``), never the raw TOML, so writing a default out changes nothing while
   changing a default in code reruns the stage; operational fields (connections, retries, ...)
   are left out (field metadata ``{"operational": True}`` or :data:`OPERATIONAL_FIELDS`);
-* the fingerprints (size, mtime) of its input files;
+* the fingerprints of its input files (size and mtime, kept while the bytes stay the same:
+  :mod:`pipeline.fingerprints`), so a copy or ``touch`` of an input reruns nothing;
 * the digests of its upstream stages; and its ``version``.
 
 So changing one stage's config reruns that stage and what follows it, and nothing upstream.
@@ -265,7 +266,9 @@ def stage_digest(cfg: RegionConfig, stage: str) -> str:
     inputs: dict[str, str] = {}
     if stage == "synthetic" or cfg.synthetic is None or not s.sample_inputs:
         # generated inputs are covered by the sample stage's digest; real ones by fingerprint
-        inputs = {str(p): file_fingerprint(p) for p in stage_inputs(cfg, stage)}
+        from pipeline.fingerprints import input_fingerprints
+
+        inputs = input_fingerprints(stage_inputs(cfg, stage), cfg.data_dir)
     blob = {"stage": s.name, "version": s.version, "config": stage_config(cfg, stage), "inputs": inputs,
             "upstream": {up: stage_digest(cfg, up) for up in s.upstream_of(cfg)}}
     foreign = s.foreign(cfg) if s.foreign is not None else {}

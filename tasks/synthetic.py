@@ -25,14 +25,27 @@ class MakeSampleRegion(RegionTask):
         return [*super().owned_files(), *sample_paths(self.cfg)]
 
     def run(self) -> None:
-        from pipeline.synthetic import sample_paths, write_sample_region
+        from pipeline.synthetic import check_sample_outputs, sample_paths, write_sample_region
 
         cfg = self.cfg
         if cfg.synthetic is None:
             raise ConfigError(f"{cfg.path}: MakeSampleRegion needs a [synthetic] section")
+        check_sample_outputs(cfg, self._written_before())
         osm_path, ortho_path, truth_path = sample_paths(cfg)
         self.progress(0, 1, f"generating a {cfg.synthetic.size_m:.0f} m town (seed {cfg.synthetic.seed})")
         sizes = write_sample_region(cfg.synthetic, osm_path, ortho_path, truth_path)
         root = cfg.data_dir
         files = {os.path.relpath(p, root): {"size": n} for p, n in sizes.items()}
         self.output().write({"files": files, "root": str(root), "seed": cfg.synthetic.seed})
+
+    def _written_before(self) -> set[Path]:
+        """The files this region's previous sample manifest lists (none when it has none)."""
+        from pipeline.errors import ManifestError
+        from pipeline.io import read_manifest
+
+        try:
+            body = read_manifest(self.manifest_path())
+        except ManifestError:
+            return set()
+        root = Path(str(body.get("root", self.data_dir)))
+        return {root / name for name in body.get("files", {})}

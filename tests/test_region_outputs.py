@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,21 @@ def test_deleted_best_pt_is_rebuilt_from_last_pt(region: tuple[Path, Path, Path]
     assert "rebuilt best.pt from last.pt" in out
     assert _changed(before, _state(data)) == set()  # same bytes, same mtime: nothing downstream redone
     _all_whole(data)
+
+
+def test_touched_inputs_rerun_nothing(region: tuple[Path, Path, Path]) -> None:
+    """`touch` every input of a finished region (a checkout, a copy): the same bytes redo nothing."""
+    cfg, data = _fresh(region)
+    before = _state(data)
+    manifests = {p: p.stat().st_mtime_ns for p in (data / "_manifests").glob("*.json")}
+    later = time.time_ns() + 3_000_000_000
+    for p in (cfg, data / "demo.osm.pbf", data / "orthophoto.tif", data / "truth.geojson"):
+        assert p.is_file(), p
+        os.utime(p, ns=(later, later))
+    rc, last, out = _cli("RegionPipeline", cfg)
+    _done("RegionPipeline", rc, last, out)
+    assert _changed(before, _state(data)) == set()
+    assert {p: p.stat().st_mtime_ns for p in (data / "_manifests").glob("*.json")} == manifests
 
 
 #: what the task that owns a damaged file rewrites besides it

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,3 +225,48 @@ def test_every_shard_task_is_locked() -> None:
         if cls.locked_run:
             task = cls(config="configs/demo.toml", shard="0")
             assert task.lock_path() == task.product_dir() / "_tmp" / "0.lock"
+
+
+def _vector_region(tmp_path: Path) -> tuple[Any, Path]:
+    """A region with one real input file (its OSM extract) and a data_dir under ``tmp_path``."""
+    pbf = tmp_path / "x.osm.pbf"
+    pbf.write_bytes(bytes(range(256)) * 40)
+    text = BASE.replace('path = "x.osm.pbf"', f'path = "{pbf}"').replace(
+        "shard_zoom = 14", f'shard_zoom = 14\ndata_dir = "{tmp_path / "d"}"')
+    return _cfg(tmp_path, text), pbf
+
+
+def _digests(cfg: Any) -> dict[str, str]:
+    return {s: stage_digest(cfg, s) for s in ("extract", "cover", "masks", "compare")}
+
+
+def test_a_touched_or_copied_input_keeps_its_digests(tmp_path: Path) -> None:
+    cfg, pbf = _vector_region(tmp_path)
+    first = _digests(cfg)
+    st = pbf.stat()
+    os.utime(pbf, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # `touch`: new time, same bytes
+    assert _digests(cfg) == first
+    shutil.copy(pbf, tmp_path / "copy")  # a copy put in its place (another inode, another time)
+    os.replace(tmp_path / "copy", pbf)
+    os.utime(pbf, ns=(st.st_atime_ns, st.st_mtime_ns - 7_000_000_000))
+    assert _digests(cfg) == first
+    data = bytearray(pbf.read_bytes())
+    data[100] ^= 0xFF  # the same size, other bytes: a changed input
+    pbf.write_bytes(bytes(data))
+    changed = _digests(cfg)
+    assert all(changed[s] != first[s] for s in first)  # extract and everything after it
+    assert _digests(cfg) == changed  # and stable from then on
+
+
+def test_fingerprint_cache_lost_or_damaged(tmp_path: Path) -> None:
+    from pipeline import fingerprints
+    from pipeline.fingerprints import CACHE_NAME
+
+    cfg, pbf = _vector_region(tmp_path)
+    first = _digests(cfg)
+    cache = cfg.data_dir / CACHE_NAME
+    assert json.loads(cache.read_text())[str(pbf)]["sha256"] == hashlib.sha256(pbf.read_bytes()).hexdigest()
+    cache.write_text("{not json")  # damaged: rebuilt; an untouched input keeps its fingerprint
+    fingerprints._MEMO.clear()  # as in a new process
+    assert _digests(cfg) == first
+    assert str(pbf) in json.loads(cache.read_text())

@@ -412,3 +412,38 @@ def test_painted_roads_against_the_osm_file_find_exactly_the_road_truth(
     assert roads["not_seen"]["precision"] == roads["not_seen"]["recall"] == 1.0, roads
     assert scores["missing_in_osm"]["found"] == 0 and scores["missing_in_osm"]["recall"] == 0.0
     assert {"roads missing_in_osm", "roads not_seen", "missing_in_osm"} <= set(flat_scores(scores))
+
+
+def _copied_config(tmp_path: Path, data: Path, osm: Path) -> Path:
+    """The demo config with its own ``data_dir`` but ``[osm] path`` at ``osm``."""
+    text = DEMO.read_text().replace('data_dir = "data/demo"', f'data_dir = "{data}"')
+    text = text.replace('"data/demo/demo.osm.pbf"', f'"{osm}"').replace('"data/demo/', f'"{data}/')
+    p = tmp_path / f"{data.name}.toml"
+    p.write_text(text)
+    return p
+
+
+def test_a_copied_config_cannot_rewrite_another_regions_inputs(tmp_path: Path) -> None:
+    import luigi
+
+    from pipeline.errors import ConfigError
+    from pipeline.synthetic import check_sample_outputs
+    from tasks.synthetic import MakeSampleRegion
+
+    other = tmp_path / "demo" / "demo.osm.pbf"  # another region's generated extract
+    other.parent.mkdir()
+    other.write_bytes(b"the other region's extract")
+    cfg = load_config(_copied_config(tmp_path, tmp_path / "copy", other))
+    with pytest.raises(ConfigError, match=r"\[osm\] path .*demo\.osm\.pbf lies outside this region's data_dir"):
+        check_sample_outputs(cfg, set())
+    check_sample_outputs(cfg, {other})  # the region's own earlier output: rewritten
+    res = luigi.build([MakeSampleRegion(config=str(cfg.path))], local_scheduler=True, detailed_summary=True,
+                      log_level="CRITICAL")
+    assert not res.scheduling_succeeded
+    assert other.read_bytes() == b"the other region's extract"
+    assert not (tmp_path / "copy" / "orthophoto.tif").exists()  # nothing generated
+    inside = load_config(_copied_config(tmp_path, tmp_path / "d2", tmp_path / "d2" / "x.osm.pbf"))
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "x.osm.pbf").write_bytes(b"old")
+    check_sample_outputs(inside, set())  # inside its own data_dir: its to rewrite
+    check_sample_outputs(load_config(_copied_config(tmp_path, tmp_path / "d3", tmp_path / "new.osm.pbf")), set())

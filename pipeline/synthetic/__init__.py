@@ -12,6 +12,7 @@ own OSM way and its own roof in the image, told apart by a slightly different to
 line along the party wall.
 
 Public API: :func:`make_town`, :func:`write_sample_region`, :func:`sample_paths`,
+:func:`check_sample_outputs`,
 :func:`building_footprint`, :class:`Town`, :class:`Scene`, :func:`utm_epsg`.
 """
 
@@ -45,6 +46,22 @@ def sample_paths(cfg: RegionConfig) -> tuple[Path, Path, Path]:
     if cfg.osm is None:
         raise ConfigError(f"{cfg.path}: a synthetic region needs [osm] path (where its .osm.pbf is written)")
     return cfg.osm.path, cfg.imagery.paths[0], cfg.data_dir / TRUTH_NAME
+
+
+def check_sample_outputs(cfg: RegionConfig, own: set[Path]) -> None:
+    """Refuse to overwrite a file outside the region's ``data_dir`` that this region did not
+    write (``own``: the files its previous sample manifest lists): a copied config whose ``[osm]
+    path`` still points into another region would otherwise rewrite that region's inputs."""
+    root = cfg.data_dir.resolve()
+    mine = {p.resolve() for p in own}
+    for p in sample_paths(cfg):
+        full = Path(p).resolve()
+        if full.is_relative_to(root) or not full.exists() or full in mine:
+            continue
+        key = "[osm] path" if Path(p) == (cfg.osm.path if cfg.osm else None) else "[imagery] paths[0]"
+        raise ConfigError(f"{cfg.path}: {key} {p} lies outside this region's data_dir {cfg.data_dir} and "
+                          "was not written by it (another region's input?); point it into "
+                          f"{cfg.data_dir} or delete {p} to let this region generate it")
 
 
 def write_sample_region(syn: SyntheticConfig, osm_path: str | Path, ortho_path: str | Path,
