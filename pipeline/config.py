@@ -184,6 +184,12 @@ class RegionConfig:
         return _section_parser(name)(self.path, {})
 
     @property
+    def labelled(self) -> bool:
+        """False for a region without labels (``[labels] source = "none"``): imagery, a model from
+        elsewhere, predictions and vectors; no masks, training, evaluation or comparison."""
+        return self.section("labels").source != "none"
+
+    @property
     def edge_ids(self) -> tuple[int, ...]:
         """Ids of the classes whose masks carry an edge band (:mod:`pipeline.instances`)."""
         from pipeline.instances import edge_classes
@@ -259,6 +265,10 @@ def load_config(path: str | Path) -> RegionConfig:
                 for name in SECTION_PARSERS if name in top.table}
     top.done()
     _check_label_source(path, osm, classes, sections)
+    if getattr(sections.get("labels"), "source", "osm") == "none" and bbox is None and not (
+            imagery is not None and imagery.cover_folder):
+        raise ConfigError(f"{path}: a region without labels ([labels] source = \"none\") takes its tiles from "
+                          "[region] bbox = [west, south, east, north] or [imagery] cover_folder = true; set one")
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
         data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
@@ -287,9 +297,14 @@ def check_environment(cfg: RegionConfig) -> None:
 def _check_label_source(path: Path, osm: OsmSource | None, classes: tuple[ClassSpec, ...],
                         sections: Mapping[str, Any]) -> None:
     """OSM labels (the default) need an [osm] section and a tag filter on every class;
-    vector labels (``[labels] source = "vector"``) need neither."""
+    vector labels (``[labels] source = "vector"``) need neither; a region without labels
+    (``source = "none"``) needs a model from elsewhere and a way to its tiles."""
     labels = sections.get("labels")
-    if labels is not None and getattr(labels, "source", "osm") == "vector":
+    source = getattr(labels, "source", "osm") if labels is not None else "osm"
+    if source == "none":
+        _check_unlabelled(path, sections)
+        return
+    if source == "vector":
         return
     if osm is None:
         raise ConfigError(f"{path}: [osm] path is required (or set [labels] source = \"vector\" with paths)")
@@ -297,6 +312,19 @@ def _check_label_source(path: Path, osm: OsmSource | None, classes: tuple[ClassS
         if not c.tags:
             raise ConfigError(f"{path}: classes[{i}] ({c.name}).tags needs at least one tag filter "
                               "(a class without tags takes every feature only with [labels] source = \"vector\")")
+
+
+def _check_unlabelled(path: Path, sections: Mapping[str, Any]) -> None:
+    """``[labels] source = "none"``: imagery only. The model comes from ``[predict] model`` and
+    the vectors from the predictions; nothing here trains on, or is compared with, labels."""
+    how = 'with [labels] source = "none" (no labels)'
+    predict, vectorize = sections.get("predict"), sections.get("vectorize")
+    if predict is None or predict.model is None:
+        raise ConfigError(f"{path}: [predict] model is required {how}: name another region's config "
+                          "(configs/<region>.toml) or a checkpoint file (best.pt)")
+    if vectorize is not None and vectorize.source != "predictions":
+        raise ConfigError(f"{path}: [vectorize] source = \"{vectorize.source}\" needs labels; "
+                          f"use \"predictions\" {how}")
 
 
 def _section_parser(name: str) -> Any:

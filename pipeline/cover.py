@@ -98,13 +98,16 @@ def bbox_counts(bbox: tuple[float, float, float, float], z: int, shard_zoom: int
 
 
 def disk_estimate(cfg: RegionConfig, n_tiles: int) -> dict[str, int]:
-    """Rough bytes on disk per tile product for ``n_tiles`` tiles (imagery only when configured)."""
+    """Rough bytes on disk per tile product for ``n_tiles`` tiles (imagery only when configured,
+    masks only when the region has labels)."""
     scale = (cfg.tile_size / 256) ** 2
     per = dict(_TILE_BYTES)
     if cfg.imagery is not None:
         per["images"] = _IMAGE_BYTES.get(cfg.imagery.format, _IMAGE_BYTES["png"])
     else:
         per.pop("predictions")  # nothing to predict from
+    if not cfg.labelled:
+        per.pop("masks")  # no labels to burn
     return {k: round(v * scale * n_tiles) for k, v in per.items()}
 
 

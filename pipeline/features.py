@@ -22,6 +22,18 @@ FEATURE_COLUMNS = ("osm_type", "osm_id", "class", "class_id", "buffer_m", "tags"
 FEATURE_ROW_GROUP = 4096
 
 
+def empty_features() -> gpd.GeoDataFrame:
+    """A features frame with no rows and the columns and types of ``features.parquet`` (a region
+    without labels: ``[labels] source = "none"``)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    cols = {"osm_type": pd.Series([], dtype=str), "osm_id": pd.Series([], dtype="int64"),
+            "class": pd.Series([], dtype=str), "class_id": pd.Series([], dtype="uint8"),
+            "buffer_m": pd.Series([], dtype="float64"), "tags": pd.Series([], dtype=str)}
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs="EPSG:4326"), crs="EPSG:4326")
+
+
 def write_features(gdf: gpd.GeoDataFrame, path: str | Path) -> None:
     """Write features as GeoParquet (EPSG:4326, with a bbox covering column) atomically.
 

@@ -1,7 +1,10 @@
 """Section ``[labels]`` of a region config: where the label features come from (parsing only;
 reading them is :mod:`pipeline.labels`). All keys optional::
 
-    source    = "vector"            # "osm" (default: extract from [osm] path) or "vector"
+    source    = "vector"            # "osm" (default: extract from [osm] path), "vector", or "none":
+                                    # no labels at all (imagery only; [predict] model names the model,
+                                    # [region] bbox or [imagery] cover_folder the tiles; nothing is
+                                    # trained, evaluated or compared)
     paths     = ["labels/buildings.geojson"]   # one or more files readable by pyogrio/GDAL
     layer     = "buildings"         # layer of multi-layer files (GeoPackage); default: the first
     crs       = "EPSG:32616"        # CRS of files that declare none (a file's own CRS always wins; a
@@ -51,14 +54,14 @@ class LabelsConfig:
 def parse_labels_config(path: Path, table: dict[str, Any]) -> LabelsConfig:
     """Parse ``[labels]`` (``{}``: the defaults, OSM labels); ConfigError names file and key."""
     sec = Section(path, "labels", table)
-    source = sec.choice("source", ("osm", "vector"), "osm")
+    source = sec.choice("source", ("osm", "vector", "none"), "osm")
     raw_paths = sec.take("paths", (list, str), [])
     raw_paths = [raw_paths] if isinstance(raw_paths, str) else raw_paths
     if not all(isinstance(p, str) and p for p in raw_paths):
         raise ConfigError(f"{sec.key('paths')} must be a list of file paths")
     if source == "vector" and not raw_paths:
         raise ConfigError(f"{sec.key('paths')} is required when source = 'vector' (GeoJSON, GeoPackage, ...)")
-    if source == "osm" and raw_paths:
+    if source != "vector" and raw_paths:
         raise ConfigError(f"{sec.key('paths')} is only for source = 'vector'; set source = 'vector' or remove it")
     crs = sec.take("crs", str, None)
     if crs is not None:

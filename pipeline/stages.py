@@ -173,7 +173,8 @@ def _vectorize_source(cfg: RegionConfig) -> tuple[str, ...]:
 
 
 def _run_inputs(cfg: RegionConfig) -> tuple[str, ...]:
-    return ("compare", "evaluate") if cfg.section("vectorize").source == "predictions" else ("compare",)
+    evaluated = cfg.section("vectorize").source == "predictions" and cfg.labelled
+    return ("compare", "evaluate") if evaluated else ("compare",)
 
 
 # vectorize reads the shards of tiles.csv and masks or predictions ([vectorize] source): a retrain

@@ -288,6 +288,22 @@ def _check_task(argv: list[str]) -> str | None:
     return None
 
 
+def _check_labels(name: str, cfg: Any) -> None:
+    """ConfigError when task ``name`` needs labels and region ``cfg`` has none (before Luigi starts)."""
+    from luigi.task_register import Register, TaskClassNotFoundException
+
+    from tasks.base import labels_needed
+
+    try:
+        cls = Register.get_task_cls(name)
+    except TaskClassNotFoundException:
+        return
+    if getattr(cls, "needs_labels", False) and not cfg.labelled:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(labels_needed(name, cfg.path))
+
+
 def _config_arg(argv: list[str]) -> str | None:
     """The value of ``--config PATH`` or ``--config=PATH``."""
     for i, a in enumerate(argv):
@@ -352,6 +368,7 @@ def _main(argv: list[str], held: _Held) -> int:
         try:
             cfg = load_config(config)
             check_environment(cfg)
+            _check_labels(argv[0], cfg)
         except OsmsatError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 
 from pipeline.config import RegionConfig, load_config
-from pipeline.errors import ManifestError
+from pipeline.errors import ConfigError, ManifestError
 from pipeline.io import (
     INDEX_FILE,
     MANIFEST_VERSION,
@@ -79,6 +79,7 @@ def _reports_end(run: Any) -> Any:
     if inspect.isgeneratorfunction(run):
         @functools.wraps(run)
         def run_to_end(self: RegionTask) -> Any:
+            self.check_labels()
             self.__dict__["skipped"] = self.output_whole()
             if self.__dict__["skipped"]:  # scheduled for an upstream repair only
                 self.progress_done()
@@ -89,6 +90,7 @@ def _reports_end(run: Any) -> Any:
 
     @functools.wraps(run)
     def ran(self: RegionTask) -> Any:
+        self.check_labels()
         out = run(self)
         self.progress_done()
         return out
@@ -117,6 +119,12 @@ class ManifestTarget(luigi.Target):
         clean_stale_temps(self.path, *(root / rel for rel in body.get("files", {})))
 
 
+def labels_needed(task: str, config: Path) -> str:
+    """The line that refuses a task that needs labels on a region without them."""
+    return (f"{task} needs labels, and {config} has [labels] source = \"none\" (imagery only): run PredictAll, "
+            "MergeFeatures or RegionPipeline, or give the region labels ([labels] source = \"osm\" or \"vector\")")
+
+
 class RegionTask(luigi.Task):
     """A task over one region, named by the path of its config TOML.
 
@@ -130,6 +138,9 @@ class RegionTask(luigi.Task):
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
     stage: ClassVar[str] = ""
     locked_run: ClassVar[bool] = True
+    #: the task reads the region's labels (masks, training, evaluation): refused for a region
+    #: without them (``[labels] source = "none"``)
+    needs_labels: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -139,6 +150,11 @@ class RegionTask(luigi.Task):
         locked = cls.locked_run and not inspect.isgeneratorfunction(run)
         run = _reports_end(run)
         cls.run = _locked(run) if locked else run  # type: ignore[method-assign]
+
+    def check_labels(self) -> None:
+        """ConfigError (one line) when this task needs labels and the region has none."""
+        if self.needs_labels and not self.cfg.labelled:
+            raise ConfigError(labels_needed(self.task_family, self.cfg.path))
 
     def lock_path(self) -> Path:
         """The lock held while this task runs (``data/<region>/_manifests/<Task>.lock``)."""

@@ -50,11 +50,14 @@ class CompareWithOSM(RegionTask):
 
         cfg, d = self.cfg, self.data_dir
         out = d / "compare"
-        pred = gpd.read_file(d / "predictions.geojson", engine="pyogrio")
         source = cfg.section("vectorize").source
         index = read_tile_index(d / source)
         index = index[index.status == "written"]
         tiles = {(int(x), int(y)) for x, y in zip(index.x, index.y)}
+        if not cfg.labelled:
+            self._write_unlabelled(index, len(tiles))
+            return
+        pred = gpd.read_file(d / "predictions.geojson", engine="pyogrio")
         osm = read_features(d / "features.parquet")
         osm = osm[features_in_tiles(osm.geometry.to_numpy(), tiles, cfg.zoom)].reset_index(drop=True)
         spec = cfg.section("compare")
@@ -84,9 +87,26 @@ class CompareWithOSM(RegionTask):
         written += [out / "summary.json", out / "missing_in_osm.osm", out / "maproulette.geojsonl"]
         written += write_report(out, cfg.name, summary, result.layers, osm[osm["class"].isin(
             list(summary["classes"]))])
-        written += self._qgis_project(osm, files, index)
-        self.output().write({"root": str(d), "counts": summary["counts"],
+        written += self._qgis_project(osm, [s for s in STATUSES if len(files[s][f"{s}.geojson"])],
+                                      [s for s in STATUSES if f"{s}_lines.geojson" in files[s]], index)
+        self._done(written, summary["counts"])
+
+    def _done(self, written: list[Path], counts: dict[str, int]) -> None:
+        d = self.data_dir
+        self.output().write({"root": str(d), "counts": counts,
                              "files": {str(p.relative_to(d)): {"size": p.stat().st_size} for p in written}})
+
+    def _write_unlabelled(self, index: Any, n_tiles: int) -> None:
+        """A region without labels: nothing to compare. ``summary.json`` says so, and the QGIS
+        project shows the imagery and the predictions."""
+        from pipeline.features import empty_features
+
+        cfg, d = self.cfg, self.data_dir
+        summary = {"region": cfg.name, "compared": False, "tiles": n_tiles,
+                   "note": "no labels ([labels] source = \"none\"): predictions only, nothing compared"}
+        atomic_write_json(d / "compare" / "summary.json", summary)
+        self.notice(f"{cfg.name}: no labels, so no comparison; the predictions are in {d / 'predictions.gpkg'}")
+        self._done([d / "compare" / "summary.json", *self._qgis_project(empty_features(), [], [], index)], {})
 
     def _resolvable(self, osm: Any) -> float:
         """The smallest building the model resolves here (ground m², 8 x 8 model pixels)."""
@@ -98,21 +118,20 @@ class CompareWithOSM(RegionTask):
         lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.section("train").scale, 64, self.cfg.tile_size)
 
-    def _qgis_project(self, osm: Any, files: dict[str, dict[str, Any]], index: Any) -> list[Path]:
-        """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers)."""
-        from pipeline.compare import STATUSES
+    def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any) -> list[Path]:
+        """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers):
+        ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines layer."""
         from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
         from pipeline.tiles import tile_bounds
         from pipeline.vector_io import write_gpkg
 
         cfg, d = self.cfg, self.data_dir
         osm_gpkg = d / "osm_features.gpkg"
-        write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
+        if cfg.labelled:  # a region without labels has no OSM layer
+            write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
         present = {c.name for c in cfg.classes if (osm["class"] == c.name).any()}
         pred = json.loads((d / "_manifests" / "vectorize.json").read_text()).get("by_class", {})
-        vl = region_layers(cfg.classes, [s for s in STATUSES if len(files[s][f"{s}.geojson"])],
-                           [c.name for c in cfg.classes if pred.get(c.name)], present,
-                           [s for s in STATUSES if f"{s}_lines.geojson" in files[s]])
+        vl = region_layers(cfg.classes, areas, [c.name for c in cfg.classes if pred.get(c.name)], present, lines)
         imagery: list[RasterLayer] = []
         if cfg.imagery is not None:
             try:
@@ -133,7 +152,7 @@ class CompareWithOSM(RegionTask):
         qgs = d / f"{cfg.name}.qgs"
         write_project(qgs, cfg.name, vl, imagery, extent)
         styles = [(d / lyr.source).with_suffix(".qml") for lyr in vl if lyr.source.endswith(".geojson")]
-        return [osm_gpkg, qgs, *styles]
+        return [*([osm_gpkg] if cfg.labelled else []), qgs, *styles]
 
 
 def _corner_tiles(index: Any, z: int) -> list[Any]:

@@ -32,6 +32,8 @@ CHECK_TILES = 4
 class ExportModel(RegionTask):
     """``model/export/model.onnx`` and ``model/export/model.stac.json`` (the model card)."""
 
+    needs_labels = True
+
     stage = "export"
 
     def requires(self) -> Any:

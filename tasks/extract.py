@@ -46,6 +46,16 @@ class FetchOSM(RegionTask):
             ) from exc
 
 
+class _NoStats:
+    """Extraction figures of a region without labels."""
+
+    def __init__(self) -> None:
+        self.rows_per_class: dict[str, int] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {}
+
+
 def _osm(task: RegionTask) -> OsmSource:
     if task.cfg.osm is None:
         raise ConfigError(f"{task.cfg.path}: no [osm] section; add [osm] path (or use [labels] source = \"vector\")")
@@ -74,6 +84,11 @@ class ExtractFeatures(RegionTask):
         labels = self.cfg.section("labels")
         if labels.source == "vector":
             self._run_vector(labels)
+            return
+        if labels.source == "none":  # imagery only: an empty features file keeps the stages after it simple
+            from pipeline.features import empty_features
+
+            self._write(empty_features(), _NoStats(), "no labels", {"labels": "none"})
             return
         pbf = _osm(self).path
         if not pbf.exists():

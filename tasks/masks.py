@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 class RasterizeMasks(ShardTask):
     """Burn the label masks of every tile of one shard into ``masks/z/x/y.png``."""
 
+    needs_labels = True
+
     stage = "masks"
     product = "masks"
 
@@ -53,6 +55,8 @@ class RasterizeMasks(ShardTask):
 
 class MasksAll(AllShardsTask):
     """Every shard's masks; its manifest summarises tiles, shards and classes."""
+
+    needs_labels = True
 
     stage = "masks"
     product = "masks"

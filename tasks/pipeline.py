@@ -13,15 +13,17 @@ from tasks.upkeep import Prune, Verify  # noqa: F401 - registered for `python -m
 class RegionPipeline(luigi.WrapperTask):
     """Root task for ``make <region>``: every stage the config allows. With imagery: masks,
     imagery, split, training, prediction, vectorising, the comparison with OSM, the QGIS project,
-    ``run.json`` and ``report.html``; without imagery: the label masks."""
+    ``run.json`` and ``report.html``; without imagery: the label masks; without labels
+    (``[labels] source = "none"``): imagery, prediction, vectors, the QGIS project and the report."""
 
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
 
     def requires(self) -> Any:
         from pipeline.config import load_config
 
-        reqs: list[Any] = [MasksAll(config=self.config)]
-        if load_config(self.config).imagery is not None:
+        cfg = load_config(self.config)
+        reqs: list[Any] = [MasksAll(config=self.config)] if cfg.labelled else []
+        if cfg.imagery is not None:
             from tasks.imagery import ImageryAll
             from tasks.report import RegionReport
 

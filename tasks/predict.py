@@ -124,6 +124,8 @@ class EvaluateModel(RegionTask):
     holds no test tile (``[split] test_fraction = 0``: it is tested on another region) is not
     evaluated: metrics.json then says so (``tiles`` 0 and a ``note``; no scores)."""
 
+    needs_labels = True
+
     stage = "evaluate"
     device = luigi.Parameter(default="auto", significant=False, description="torch device (see Predict)")
 

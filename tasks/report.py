@@ -29,8 +29,9 @@ LAYERS = ((PREDICTED.label, "predictions.geojson", PREDICTED.color, True),
 
 
 def _model_tasks(task: RegionTask) -> list[Any]:
-    """EvaluateModel when the region predicts with a model (its figures go into the report)."""
-    if task.cfg.section("vectorize").source != "predictions":
+    """EvaluateModel when the region predicts with a model and has labels to evaluate it on (its
+    figures go into the report)."""
+    if task.cfg.section("vectorize").source != "predictions" or not task.cfg.labelled:
         return []
     from tasks.predict import EvaluateModel
 
@@ -115,7 +116,7 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
     elif metrics and metrics.get("note"):  # not evaluated (no test split): region_notes says why
         figs[f"Model ({metrics.get('scope', 'test')} tiles)"] = [("tiles", "none: not evaluated")]
     summary = read_json(d / "compare" / "summary.json")
-    if summary:
+    if summary and summary.get("compared", True):
         rows = []
         for name, f in summary.get("classes", {}).items():
             rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
@@ -146,11 +147,16 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
 
 
 def region_notes(d: Path) -> tuple[str, ...]:
-    """Sentences for the page's footer: why a figure is absent (a model not evaluated)."""
+    """Sentences for the page's footer: why a figure is absent (a model not evaluated, a region
+    without labels)."""
+    notes: list[str] = []
     metrics = read_json(d / "model" / "metrics.json")
     if metrics and not isinstance(metrics.get("iou"), dict) and metrics.get("note"):
-        return (f"Model not evaluated: {metrics['note']}.",)
-    return ()
+        notes.append(f"Model not evaluated: {metrics['note']}.")
+    summary = read_json(d / "compare" / "summary.json")
+    if summary and summary.get("compared") is False and summary.get("note"):
+        notes.append(f"Not compared with OSM: {summary['note']}.")
+    return tuple(notes)
 
 
 def osm_layer(path: Path, limit: int = 50_000) -> MapLayer | None:
@@ -160,6 +166,8 @@ def osm_layer(path: Path, limit: int = 50_000) -> MapLayer | None:
     from pipeline.features import read_features
 
     feats = read_features(path)
+    if not len(feats):  # a region without labels
+        return None
     cols = [c for c in ("class", "osm_type", "osm_id") if c in feats.columns]
     gj = json.loads(feats[[*cols, "geometry"]].iloc[:limit].to_json(drop_id=True))
     return MapLayer(f"{OSM.label} features", gj, OSM.color, visible=False, fill_opacity=0.1, weight=1.0)

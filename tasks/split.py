@@ -15,6 +15,8 @@ class SplitDataset(RegionTask):
     """Spatially blocked train/val/test split of the region's tiles, with the training split's
     band statistics and class pixel shares (``[split]`` in the region config)."""
 
+    needs_labels = True
+
     stage = "split"
 
     def owned_files(self) -> list[Path]:

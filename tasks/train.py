@@ -36,6 +36,8 @@ class train_run(luigi.Config):  # noqa: N801 - the section name in luigi.toml
 class TrainModel(RegionTask):
     """Train (or resume) the region's segmentation model; ``resources = {"gpu": 1}``."""
 
+    needs_labels = True
+
     stage = "train"
 
     def owned_files(self) -> list[Path]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,3 +148,73 @@ def test_named_region_configs_are_checked_before_anything_runs(tmp_path: Path, t
         last = done.stderr.strip().splitlines()[-1]
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert re.search(want, last), last
+
+
+def _unlabelled(tmp: Path, home: Path, extra: str = "") -> Path:
+    """A region with imagery only (``[labels] source = "none"``): home's config without its
+    [osm], a bbox inside its orthophoto, predicted with home's model (``extra`` ends [predict])."""
+    import mercantile
+
+    from tests.test_train import _town_origin
+
+    ox, oy = _town_origin()
+    w, n = mercantile.lnglat(ox + 100, oy - 100)
+    e, s = mercantile.lnglat(ox + 600, oy - 600)
+    text = re.sub(r'(?m)^\[osm\]\npath = ".*"\n', "", home.read_text()).replace('name = "town"', 'name = "bare"')
+    text = text.replace(f'data_dir = "{tmp / "home"}"', f'data_dir = "{tmp / "bare"}"\nbbox = [{w}, {s}, {e}, {n}]')
+    text += f'\n[labels]\nsource = "none"\n\n[predict]\nmodel = "{home}"\n{extra}'
+    path = tmp / "bare.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_region_without_labels_is_predicted_vectorised_and_reported(tmp_path: Path, town_pbf: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[labels] source = "none"``: imagery and another region's model give predictions, vectors,
+    a QGIS project and a report; no masks, no evaluation, no change layers."""
+    import json
+    import subprocess
+    import sys
+
+    import luigi
+
+    from tasks.pipeline import RegionPipeline
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    home = _region(tmp_path, town_pbf, "home", 5, "")
+    bare = _unlabelled(tmp_path, home)
+    res = luigi.build([RegionPipeline(config=str(bare))], local_scheduler=True, detailed_summary=True,
+                      log_level="WARNING")
+    assert res.status.name == "SUCCESS", res.summary_text
+    d = tmp_path / "bare"
+    assert json.loads((d / "predictions" / "_manifest.json").read_text())["tiles"] > 0
+    assert json.loads((d / "predictions.geojson").read_text())["features"]  # the model sees buildings here
+    assert json.loads((d / "compare" / "summary.json").read_text())["compared"] is False
+    assert not (d / "masks").exists() and not (d / "model").exists()
+    assert not list((d / "compare").glob("missing_in_osm*"))
+    qgs = (d / "bare.qgs").read_text()
+    assert "predictions.gpkg" in qgs and "./images" in qgs and "missing_in_osm" not in qgs
+    report = (d / "report.html").read_text()
+    assert '"name":"predicted"' in report and '"name":"OSM features"' not in report
+    assert "Not compared with OSM: no labels" in report and "Comparison with OSM" not in report
+    # a task that needs labels: one line naming the task, the config and the way out
+    done = subprocess.run([sys.executable, "-m", "tasks", "TrainModel", "--config", str(bare)], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=Path(__file__).resolve().parents[1])
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and last.startswith("error: TrainModel needs labels, and ") and "PredictAll" in last
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.replace('\n[predict]\nmodel = ', '\n[predict]\n# model = '), r"\[predict\] model is required"),
+    (lambda t: re.sub(r"(?m)^bbox = .*\n", "", t), r"takes its tiles from \[region\] bbox"),
+    (lambda t: t + 'source = "masks"\n'.replace("source", "[vectorize]\nsource"), r"needs labels"),
+])
+def test_a_region_without_labels_is_refused_what_it_cannot_do(tmp_path: Path, town_pbf: Path, change: Any,
+                                                              message: str) -> None:
+    from pipeline.config import load_config
+
+    home = _region(tmp_path, town_pbf, "home", 5, "")
+    bare = _unlabelled(tmp_path, home)
+    bare.write_text(change(bare.read_text()))
+    with pytest.raises(ConfigError, match=message):
+        load_config(bare)

@@ -190,7 +190,7 @@ def test_luigi_graph_and_digest_graph_agree(config: str) -> None:
     edges: dict[str, set[str]] = {}
     foreign: dict[str, set[str]] = {}
     _luigi_edges(RegionPipeline(config=str(path)), edges, set(), foreign)
-    assert "masks" in edges and ("compare" in edges) == (cfg.imagery is not None), sorted(edges)
+    assert ("masks" in edges) == cfg.labelled and ("compare" in edges) == (cfg.imagery is not None), sorted(edges)
     for stage, required in edges.items():
         chained = {s for s in get_stage(stage).upstream_of(cfg) if stage_digest(cfg, s) != "none"}
         assert required == chained, (config, stage, sorted(required), sorted(chained))
