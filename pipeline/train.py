@@ -102,6 +102,7 @@ class RunInfo:
     config_digest: str
     scale: float = 1.0
     edges: tuple[int, ...] = ()  # class ids with an edge output (pipeline.instances), after the classes
+    band_px: int = 1  # the edge band's width in model pixels (not recorded: the contact loss reads it)
 
 
 def _loader(ds: TileDataset, sampler: EpochSampler, batch: int, workers: int, pin: bool) -> DataLoader[Any]:
@@ -369,7 +370,8 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     loader = _loader(train_ds, sampler, spec.batch_size, workers, pin)
     val_loader = _loader(val_ds, EpochSampler(len(val_ds), 0, rank, world, shuffle=False), spec.batch_size,
                          workers, pin)
-    loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes)
+    loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes, contact_weight=spec.contact_weight,
+                         band_px=info.band_px)
     meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest,
                           scale=info.scale, edges=info.edges)
     if lineage:

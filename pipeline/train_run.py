@@ -101,7 +101,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     val_ds = TileDataset(cfg.data_dir, val_rows, band_stats, spec.scale, lut=lut)
     info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,
                    tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
-                   scale=spec.scale, edges=cfg.edge_ids)
+                   scale=spec.scale, edges=cfg.edge_ids, band_px=max(1, round(cfg.masks.edge_px * spec.scale)))
     return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, part_dir(cfg.data_dir, part), info,
                device=device, workers=workers, progress=progress, on_step=on_step,
                on_epoch=on_epoch)

@@ -3,6 +3,8 @@ apart, and predictions that carry their edge bands."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import shapely
@@ -118,3 +120,46 @@ def test_edge_channels_are_sigmoids_beside_the_class_softmax() -> None:
     sure = logits.clone()
     sure[:, 3] = torch.where(target == 3, 20.0, -20.0)
     assert float(loss(sure, target)) == pytest.approx(float(plain(sure[:, :3], fold[target])), abs=1e-3)
+
+
+def _two_houses() -> Any:
+    """Targets (1, 12, 16) of two 8 x 6 houses sharing a wall: 0 background, 1 building, 2 edge
+    (a band of 1 px inside each outline), 255 ignore in one corner."""
+    import torch
+
+    inst = np.zeros((12, 16), dtype=np.int32)
+    inst[2:10, 2:8], inst[2:10, 8:14] = 1, 2
+    from pipeline.instances import edge_band
+
+    t = np.where(inst > 0, 1, 0)
+    t[edge_band(inst, 1)] = 2
+    t[0, 0] = 255
+    return torch.from_numpy(t[None].astype(np.int64))
+
+
+def test_contact_weight_weighs_only_the_wall_between_two_houses() -> None:
+    """The party wall (edge beside edge) weighs ``contact_weight`` times an outer wall's edge in the
+    edge loss; 1 (or unset) is the plain loss."""
+    import torch
+
+    from pipeline.losses import _near, build_loss
+
+    target = _two_houses()
+    contact = (target == 2) & ~_near(target == 0, 1)
+    cols = sorted(set(torch.nonzero(contact[0])[:, 1].tolist()))
+    assert cols == [7, 8]  # the two band columns along the shared wall, nothing of the outer walls
+    assert set(torch.nonzero(contact[0])[:, 0].tolist()) == set(range(3, 9))
+    fold = torch.arange(256)
+    fold[2] = 1
+    base = torch.zeros(1, 3, 12, 16)
+    base[:, 1] = torch.where(target > 0, 5.0, -5.0)  # footprint right, edge channel says 0 everywhere
+    plain = build_loss((("ce", 1.0),), fold=fold, n_main=2)
+    one = build_loss((("ce", 1.0),), fold=fold, n_main=2, contact_weight=1.0)
+    five = build_loss((("ce", 1.0),), fold=fold, n_main=2, contact_weight=5.0, band_px=1)
+    assert float(one(base, target)) == pytest.approx(float(plain(base, target)))
+    assert float(five(base, target)) > float(plain(base, target))
+    wall = base.clone()
+    wall[:, 2] = torch.where(contact, 10.0, 0.0)  # the wall found: the weighted loss gains most
+    gain_five = float(five(base, target)) - float(five(wall, target))
+    gain_plain = float(plain(base, target)) - float(plain(wall, target))
+    assert gain_five > 2 * gain_plain > 0  # (the Dice part is not weighted)
