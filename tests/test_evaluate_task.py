@@ -12,11 +12,10 @@ from tests.test_predict import run_luigi, town_checkpoint, town_region
 
 
 def test_no_test_split_is_a_note_not_a_failure(tmp_path: Path, town_pbf: Path) -> None:
+    from pipeline.region_report import region_figures, region_report, summary_lines
     from pipeline.split import read_split_csv
     from tasks.predict import EvaluateModel
-    from tasks.report import region_figures, region_report
     from tasks.split import SplitDataset
-    from tasks.summary import summary_lines
     from tasks.train import TrainModel
 
     cfg = town_region(tmp_path, town_pbf, tmp_path / "unused.pt",

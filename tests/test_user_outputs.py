@@ -40,7 +40,7 @@ QGIS_PYTHON = "/usr/bin/python3"
 
 
 def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
-    import tasks.report
+    import pipeline.region_report
     from pipeline import compare_report
 
     assert compare_report.COLORS is COLORS and {k: s.label for k, s in STATUS_STYLES.items()} == compare_report.LABELS
@@ -51,7 +51,7 @@ def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
     assert {lyr.color for lyr in layers if lyr.group == "OSM"} == {OSM.color}
     # blue means the predictions, in QGIS and on the report page alike
     assert {lyr.color for lyr in layers if lyr.group == "predictions"} == {PREDICTED.color}
-    report = {name: color for name, _, color, _ in tasks.report.LAYERS}
+    report = {name: color for name, _, color, _ in pipeline.region_report.LAYERS}
     assert report[PREDICTED.label] == PREDICTED.color
     for status in ("missing_in_osm", "not_seen", "offset"):  # same name, same colour in both
         assert report[STATUS_STYLES[status].label] == by_name[STATUS_STYLES[status].label].color == COLORS[status]
@@ -62,7 +62,7 @@ def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
 
 def test_report_osm_layer_is_grey(tmp_path: Path) -> None:
     from pipeline.features import write_features
-    from tasks.report import osm_layer
+    from pipeline.region_report import osm_layer
 
     gdf = gpd.GeoDataFrame({"class": ["building"], "osm_type": ["way"], "osm_id": [1]},
                            geometry=[shapely.box(32.58, 0.33, 32.5801, 0.3301)], crs="EPSG:4326")
