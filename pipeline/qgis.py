@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
-from pipeline.config import ClassSpec
+from pipeline.config import ClassSpec, RegionConfig
 from pipeline.io import atomic_write_bytes
 from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
 
@@ -246,3 +246,49 @@ def write_project(path: Path, title: str, layers: Sequence[VectorLayer], imagery
         if file.endswith(".geojson"):
             atomic_write_bytes((path.parent / file).with_suffix(".qml"), qml(lyr))
     atomic_write_bytes(path, project_xml(title, layers, imagery, extent_3857))
+
+
+def region_imagery(cfg: RegionConfig, d: Path) -> tuple[list[RasterLayer], str | None]:
+    """The imagery layers of region ``cfg`` (outputs under ``d``): its tiles at the region's zoom,
+    by the extension the tile index records, and a raster source's files themselves; and a note
+    when the tiles mix extensions (only one of them shows)."""
+    from pipeline.errors import ManifestError
+    from pipeline.io import WRITTEN, read_tile_index
+
+    if cfg.imagery is None:
+        return [], None
+    layers: list[RasterLayer] = []
+    note = None
+    try:
+        tiles = read_tile_index(d / "images")
+    except ManifestError:
+        tiles = None
+    if tiles is not None:
+        ext, note = tile_extension(tiles[tiles.status == WRITTEN].path.astype(str))
+        name = "imagery" if note is None else f"imagery (.{ext} tiles only)"
+        # only this zoom exists; the URL is relative to the project, as QGIS writes it
+        layers.append(RasterLayer(name, xyz_source("./images", ext, cfg.zoom, cfg.zoom), "wms"))
+    if cfg.imagery.source == "raster":  # the rasters themselves, beside the tiles (first on top)
+        layers += [gdal_layer(p, d) for p in cfg.imagery.paths if Path(p).is_file()]
+    return layers, note
+
+
+def write_region_project(cfg: RegionConfig, d: Path, statuses: Sequence[str], line_statuses: Sequence[str],
+                         predicted: Sequence[str], osm_classes: Sequence[str],
+                         tiles: Sequence[tuple[int, int]]) -> tuple[list[Path], str | None]:
+    """``<d>/<region>.qgs`` (and the ``.qml`` styles beside its GeoJSON layers) for region ``cfg``:
+    the change layers of ``statuses`` (areas) and ``line_statuses``, the predicted classes, the
+    OSM classes present, the imagery; the extent of the tiles ``(x, y)`` at the region's zoom
+    (EPSG:3857). Returns the files written and a note about the imagery (or None)."""
+    from pipeline.tiles import Tile, tile_bounds
+
+    layers = region_layers(cfg.classes, statuses, predicted, osm_classes, line_statuses)
+    imagery, note = region_imagery(cfg, d)
+    xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
+    corners = [Tile(cfg.zoom, min(xs), min(ys)), Tile(cfg.zoom, max(xs), max(ys))] if tiles else [Tile(0, 0, 0)]
+    b = [tile_bounds(t) for t in corners]
+    extent = (min(v[0] for v in b), min(v[1] for v in b), max(v[2] for v in b), max(v[3] for v in b))
+    qgs = d / f"{cfg.name}.qgs"
+    write_project(qgs, cfg.name, layers, imagery, extent)
+    styles = [(d / lyr.source).with_suffix(".qml") for lyr in layers if lyr.source.endswith(".geojson")]
+    return [qgs, *styles], note

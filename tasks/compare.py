@@ -5,18 +5,16 @@ maproulette.geojsonl, the review queue's calibration.json + reliability.png) and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ManifestError
-from pipeline.io import atomic_write_bytes, atomic_write_json, read_tile_index
+from pipeline.io import WRITTEN, atomic_write_bytes, atomic_write_json, read_tile_index
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 from tasks.vectorize import MergeFeatures
 
 if TYPE_CHECKING:
-    from pipeline.qgis import RasterLayer
+    pass
 
 
 class CompareWithOSM(RegionTask):
@@ -52,7 +50,7 @@ class CompareWithOSM(RegionTask):
         out = d / "compare"
         source = cfg.section("vectorize").source
         index = read_tile_index(d / source)
-        index = index[index.status == "written"]
+        index = index[index.status == WRITTEN]
         tiles = {(int(x), int(y)) for x, y in zip(index.x, index.y)}
         if not cfg.labelled:
             self._write_unlabelled(index, len(tiles))
@@ -119,45 +117,20 @@ class CompareWithOSM(RegionTask):
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.section("train").scale, 64, self.cfg.tile_size)
 
     def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any) -> list[Path]:
-        """``osm_features.gpkg`` and ``<region>.qgs`` (+ .qml styles beside the change layers):
-        ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines layer."""
-        from pipeline.qgis import RasterLayer, gdal_layer, region_layers, tile_extension, write_project, xyz_source
-        from pipeline.tiles import tile_bounds
+        """``osm_features.gpkg`` (with labels) and ``<region>.qgs`` (+ .qml styles beside the change
+        layers): ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines layer."""
+        from pipeline.io import read_manifest
+        from pipeline.qgis import write_region_project
         from pipeline.vector_io import write_gpkg
 
         cfg, d = self.cfg, self.data_dir
         osm_gpkg = d / "osm_features.gpkg"
         if cfg.labelled:  # a region without labels has no OSM layer
             write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
-        present = {c.name for c in cfg.classes if (osm["class"] == c.name).any()}
-        pred = json.loads((d / "_manifests" / "vectorize.json").read_text()).get("by_class", {})
-        vl = region_layers(cfg.classes, areas, [c.name for c in cfg.classes if pred.get(c.name)], present, lines)
-        imagery: list[RasterLayer] = []
-        if cfg.imagery is not None:
-            try:
-                tiles = read_tile_index(d / "images")
-            except ManifestError:
-                tiles = None
-            if tiles is not None:
-                ext, note = tile_extension(tiles[tiles.status == "written"].path.astype(str))
-                if note:
-                    self.notice(f"{cfg.name}.qgs: {note}")
-                name = "imagery" if note is None else f"imagery (.{ext} tiles only)"
-                # only this zoom exists; the URL is relative to the project, as QGIS writes it
-                imagery.append(RasterLayer(name, xyz_source("./images", ext, cfg.zoom, cfg.zoom), "wms"))
-            if cfg.imagery.source == "raster":  # the rasters themselves, beside the tiles (first on top)
-                imagery += [gdal_layer(p, d) for p in cfg.imagery.paths if Path(p).is_file()]
-        b = [tile_bounds(t) for t in _corner_tiles(index, cfg.zoom)]
-        extent = (min(v[0] for v in b), min(v[1] for v in b), max(v[2] for v in b), max(v[3] for v in b))
-        qgs = d / f"{cfg.name}.qgs"
-        write_project(qgs, cfg.name, vl, imagery, extent)
-        styles = [(d / lyr.source).with_suffix(".qml") for lyr in vl if lyr.source.endswith(".geojson")]
-        return [*([osm_gpkg] if cfg.labelled else []), qgs, *styles]
-
-
-def _corner_tiles(index: Any, z: int) -> list[Any]:
-    from pipeline.tiles import Tile
-
-    if len(index) == 0:
-        return [Tile(0, 0, 0)]
-    return [Tile(z, int(index.x.min()), int(index.y.min())), Tile(z, int(index.x.max()), int(index.y.max()))]
+        present = [c.name for c in cfg.classes if (osm["class"] == c.name).any()]
+        by_class = read_manifest(d / "_manifests" / "vectorize.json").get("by_class", {})
+        files, note = write_region_project(cfg, d, areas, lines, [c.name for c in cfg.classes if by_class.get(c.name)],
+                                           present, list(zip(index.x.astype(int), index.y.astype(int))))
+        if note:
+            self.notice(f"{cfg.name}.qgs: {note}")
+        return [*([osm_gpkg] if cfg.labelled else []), *files]
