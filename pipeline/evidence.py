@@ -31,7 +31,7 @@ from rasterio.features import rasterize
 
 from pipeline.errors import InputDataError, ManifestError
 from pipeline.geo import HALF_WORLD_M, to_mercator
-from pipeline.io import read_tile_index, tile_path
+from pipeline.io import WRITTEN, read_tile_index, tile_path
 from pipeline.probs import decode_prob_tile
 from pipeline.tiles import Tile, tile_bounds, tile_extent_m
 
@@ -79,7 +79,7 @@ def tile_files(product_dir: Path, zoom: int) -> TileLookup:
             return None
 
         return probe
-    index = index[(index["z"] == zoom) & (index["status"] == "written") & (index["path"] != "")]
+    index = index[(index["z"] == zoom) & (index["status"] == WRITTEN) & (index["path"] != "")]
     files = {(int(x), int(y)): product_dir / str(p)
              for x, y, p in zip(index["x"], index["y"], index["path"], strict=True)}
     return files.get

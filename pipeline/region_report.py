@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ManifestError
-from pipeline.io import read_tile_index
+from pipeline.io import WRITTEN, read_tile_index
 from pipeline.report import MapLayer, Report, TileLayer, layers_bounds
 from pipeline.runinfo import read_json
 from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
@@ -108,7 +108,7 @@ def region_report(d: Path, name: str, zoom: int) -> Report:
     tiles = None
     try:
         idx = read_tile_index(d / "images")
-        written = idx[idx.status == "written"]
+        written = idx[idx.status == WRITTEN]
         if len(written):
             exts = written.path.astype(str).str.rsplit(".", n=1).str[-1]
             tiles = TileLayer("images/{z}/{x}/{y}.{ext}", zoom,
