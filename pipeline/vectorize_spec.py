@@ -33,7 +33,7 @@ class VectorizeSpec:
     regularize: tuple[str, ...] | None = None
     regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
     instances: bool = True           # split area classes that have an edge band into instances (watershed)
-    marker_min_m2: float = 1.0       # interiors smaller than this (ground m²) seed no instance of their own
+    marker_min_m2: float = 8.0       # cores smaller than this (ground m²) seed no instance of their own
 
 
 def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
