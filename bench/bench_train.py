@@ -144,7 +144,7 @@ def job_osmsat(folder: Path, out: Path, epochs: int) -> dict[str, Any]:
 
     from pipeline.dataset import TileDataset, build_augment
     from pipeline.specs import TrainSpec
-    from pipeline.train import RunInfo, fit
+    from pipeline.train import FitOptions, RunInfo, fit
     from pipeline.train_run import ModelSpec
 
     rows, stats = _split(folder)
@@ -159,8 +159,8 @@ def job_osmsat(folder: Path, out: Path, epochs: int) -> dict[str, Any]:
 
     marks["ready"] = time.perf_counter()
     fit(spec, ModelSpec(classes=2), train, val, out, RunInfo(({"name": "building", "id": 1},), band, 0, "bench"),
-        device=torch.device("cpu"), progress=False, on_step=step,
-        on_epoch=lambda row: marks["epochs"].append((time.perf_counter(), time.process_time())))
+        FitOptions(device=torch.device("cpu"), progress=False, on_step=step,
+                   on_epoch=lambda row: marks["epochs"].append((time.perf_counter(), time.process_time()))))
     marks["end"] = (time.perf_counter(), time.process_time())
     return marks
 

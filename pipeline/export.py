@@ -24,6 +24,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,20 +181,34 @@ def mlm_problems(card: Mapping[str, Any]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class CardDetails:
+    """What a model card states besides the checkpoint (all optional): ``metrics`` the
+    evaluation (``model/metrics.json``: per-class iou/precision/recall/f1) copied under
+    ``osmsat:metrics``; ``total_parameters``; ``assets`` the STAC assets (model files,
+    :func:`model_assets`); ``extra`` properties added last; ``colors`` class id -> '#rrggbb';
+    ``recipe`` the input recipe (:func:`input_recipe`), written out as ``osmsat:input_recipe``
+    and in the input's ``resize_type`` and the description."""
+
+    metrics: Mapping[str, Any] | None = None
+    total_parameters: int | None = None
+    assets: Mapping[str, Mapping[str, Any]] | None = None
+    extra: Mapping[str, Any] | None = None
+    colors: Mapping[int, str] | None = None
+    recipe: Mapping[str, Any] | None = None
+
+
 def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], side: int, created: str,
-               metrics: Mapping[str, Any] | None = None, total_parameters: int | None = None,
-               assets: Mapping[str, Mapping[str, Any]] | None = None,
-               extra: Mapping[str, Any] | None = None, colors: Mapping[int, str] | None = None,
-               recipe: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               details: CardDetails | None = None) -> dict[str, Any]:
     """A STAC item (STAC 1.1, ``mlm`` 1.4) describing a checkpoint's model.
 
     ``meta`` is the checkpoint meta (spec, classes, band_stats, tile_size); ``bbox`` the area it
     was trained on (W, S, E, N, EPSG:4326); ``side`` the input side the card states (one tile with
-    its context border, at the model's scale); ``created`` an ISO 8601 UTC time; ``metrics`` the
-    evaluation (``model/metrics.json``: per-class iou/precision/recall/f1) copied under
-    ``osmsat:metrics``; ``assets`` the STAC assets (model files, :func:`model_assets`); ``colors``
-    class id -> '#rrggbb'; ``recipe`` the input recipe (:func:`input_recipe`), written out as
-    ``osmsat:input_recipe`` and in the input's ``resize_type`` and the description."""
+    its context border, at the model's scale); ``created`` an ISO 8601 UTC time; ``details`` what
+    else the card states (:class:`CardDetails`: metrics, assets, class colours, input recipe...)."""
+    more = details or CardDetails()
+    metrics, total_parameters, assets = more.metrics, more.total_parameters, more.assets
+    extra, colors, recipe = more.extra, more.colors, more.recipe
     spec = meta["spec"]
     bands = int(spec["in_channels"])
     names = band_names(bands)

@@ -66,6 +66,37 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
             "under [download] (or in the file LUIGI_CONFIG_PATH names)")
     sec = Section(path, "imagery", table)
     d = ImageryConfig(source="raster")
+    source, paths, url, folder, cover_folder = _source_keys(sec)
+    bands = _bands(sec)
+    rescale, pct = _value_ranges(sec, d)
+    headers = _headers(sec)
+    cfg = ImageryConfig(
+        source=source, paths=paths, url=url, path=folder, cover_folder=cover_folder,
+        format=sec.choice("format", ("png", "jpg", "tif"), d.format),
+        resampling=sec.choice("resampling", _RESAMPLING, d.resampling),
+        bands=tuple(bands) if bands else None,
+        nodata=sec.number("nodata", None),
+        rescale=(float(rescale[0]), float(rescale[1])) if rescale else None,
+        percentiles=(float(pct[0]), float(pct[1])),
+        keep_16bit=sec.take("keep_16bit", bool, d.keep_16bit),
+        min_valid_share=sec.number("min_valid_share", d.min_valid_share, lo=0, hi=1),
+        jpeg_quality=sec.integer("jpeg_quality", d.jpeg_quality, lo=1, hi=100),
+        png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
+        retina=sec.take("retina", bool, d.retina),
+        headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
+    )
+    sec.done()
+    if cfg.keep_16bit and cfg.format != "tif":
+        raise ConfigError(f"{sec.key('keep_16bit')} needs format = 'tif'")
+    if cfg.bands is not None and len(cfg.bands) not in (1, 3) and cfg.format != "tif":
+        raise ConfigError(f"{sec.key('bands')} = {list(cfg.bands)}: {cfg.format} tiles take 1 or 3 bands; "
+                          "use format = 'tif' for other band counts")
+    return cfg
+
+
+def _source_keys(sec: Section) -> tuple[str, tuple[Path, ...], str | None, str | None, bool]:
+    """``source`` and the keys that say where tiles come from (``paths``, ``url``, ``path``,
+    ``cover_folder``), each checked against the source."""
     source = sec.choice("source", ("raster", "xyz", "wms", "tiles"))
     paths = tuple(Path(p) for p in sec.strings("paths", []))
     url = sec.take("url", str, None)
@@ -89,10 +120,20 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         from pipeline.imagery.template import check_url_template
 
         check_url_template(sec, url, source)
+    return source, paths, url, folder, cover_folder
+
+
+def _bands(sec: Section) -> list[Any] | None:
+    """``bands``: None, or a non-empty list of 1-based band numbers."""
     bands = sec.take("bands", list, None)
     if bands is not None and not (bands and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
                                                 for b in bands)):
         raise ConfigError(f"{sec.key('bands')} must be a non-empty list of 1-based band numbers, e.g. [4, 1, 2]")
+    return bands
+
+
+def _value_ranges(sec: Section, d: ImageryConfig) -> tuple[list[Any] | None, list[Any]]:
+    """``rescale`` (None or [low, high]) and ``percentiles`` ([low, high] within [0, 100])."""
     rescale = sec.take("rescale", list, None)
     pct = sec.take("percentiles", list, list(d.percentiles))
     for k, pair in (("rescale", rescale), ("percentiles", pct)):
@@ -101,6 +142,11 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
             raise ConfigError(f"{sec.key(k)} must be [low, high] with low < high")
     if not 0 <= pct[0] < pct[1] <= 100:
         raise ConfigError(f"{sec.key('percentiles')} = {pct}: both must lie in [0, 100]")
+    return rescale, pct
+
+
+def _headers(sec: Section) -> dict[Any, Any]:
+    """``headers``: header name -> one-line string."""
     headers = sec.take("headers", dict, {})
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{sec.key('headers')} must map header names to strings")
@@ -108,28 +154,7 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         if any(c in str(k) + v for c in "\r\n\0"):
             raise ConfigError(f"{sec.key('headers')}.{k} holds a line break (CR/LF) or NUL; "
                               "an HTTP header is one line: remove it")
-    cfg = ImageryConfig(
-        source=source, paths=paths, url=url, path=folder, cover_folder=cover_folder,
-        format=sec.choice("format", ("png", "jpg", "tif"), d.format),
-        resampling=sec.choice("resampling", _RESAMPLING, d.resampling),
-        bands=tuple(bands) if bands else None,
-        nodata=sec.number("nodata", None),
-        rescale=(float(rescale[0]), float(rescale[1])) if rescale else None,
-        percentiles=(float(pct[0]), float(pct[1])),
-        keep_16bit=sec.take("keep_16bit", bool, d.keep_16bit),
-        min_valid_share=sec.number("min_valid_share", d.min_valid_share, lo=0, hi=1),
-        jpeg_quality=sec.integer("jpeg_quality", d.jpeg_quality, lo=1, hi=100),
-        png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
-        retina=sec.take("retina", bool, d.retina),
-        headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
-    )
-    sec.done()
-    if cfg.keep_16bit and cfg.format != "tif":
-        raise ConfigError(f"{sec.key('keep_16bit')} needs format = 'tif'")
-    if cfg.bands is not None and len(cfg.bands) not in (1, 3) and cfg.format != "tif":
-        raise ConfigError(f"{sec.key('bands')} = {list(cfg.bands)}: {cfg.format} tiles take 1 or 3 bands; "
-                          "use format = 'tif' for other band counts")
-    return cfg
+    return headers
 
 
 def _check_folder_template(sec: Section, folder: str) -> None:

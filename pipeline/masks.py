@@ -155,16 +155,27 @@ def shard_read_bbox(shard: str, classes: Sequence[ClassSpec]) -> tuple[float, fl
     return (float(w), float(s), float(e), float(n))
 
 
-def burn_block(burn: BurnSet, z: int, x0: int, y0: int, nx: int, ny: int, size: int,
-               ignore_ring_px: int = 0, edge_px: int = 0) -> NDArray[np.uint8]:
-    """Burn a block of ``nx`` x ``ny`` tiles whose top-left tile is ``(z, x0, y0)``.
+@dataclass(frozen=True)
+class TileBlock:
+    """A block of ``nx`` x ``ny`` tiles of zoom ``z`` whose top-left tile is ``(x0, y0)``."""
+
+    z: int
+    x0: int
+    y0: int
+    nx: int = 1
+    ny: int = 1
+
+
+def burn_block(burn: BurnSet, block: TileBlock, size: int, ignore_ring_px: int = 0,
+               edge_px: int = 0) -> NDArray[np.uint8]:
+    """Burn a block of tiles (``size`` px each).
 
     Returns a (ny*size, nx*size) uint8 array of class ids (0 = background, 255 = ignore, and
     ``255 - id`` on the edge bands of ``burn.instance`` features when ``edge_px`` > 0).
     """
-    transform = block_transform(z, x0, y0, size)
-    res = tile_extent_m(z) / size
-    shape = (ny * size, nx * size)
+    transform = block_transform(block.z, block.x0, block.y0, size)
+    res = tile_extent_m(block.z) / size
+    shape = (block.ny * size, block.nx * size)
     box = shapely.box(transform.c, transform.f - shape[0] * res, transform.c + shape[1] * res, transform.f)
     out = np.zeros(shape, dtype=np.uint8)
     idx = np.sort(burn.tree.query(box, predicate="intersects"))
@@ -210,7 +221,7 @@ def _burn_edges(out: NDArray[np.uint8], burn: BurnSet, idx: NDArray[np.int64], t
 
 def burn_tile(burn: BurnSet, tile: Tile, size: int, ignore_ring_px: int = 0, edge_px: int = 0) -> NDArray[np.uint8]:
     """Burn one tile: a (size, size) uint8 array of class ids."""
-    return burn_block(burn, tile.z, tile.x, tile.y, 1, 1, size, ignore_ring_px, edge_px)
+    return burn_block(burn, TileBlock(tile.z, tile.x, tile.y), size, ignore_ring_px, edge_px)
 
 
 def blocks(tiles: Iterable[Tile], block: int = BLOCK_TILES) -> dict[tuple[int, int], list[Tile]]:
@@ -230,7 +241,7 @@ def rasterize_tiles(burn: BurnSet, tiles: Sequence[Tile], size: int, ignore_ring
         xs = [t.x for t in members]
         ys = [t.y for t in members]
         nx, ny = max(xs) - bx + 1, max(ys) - by + 1
-        arr = burn_block(burn, z, bx, by, nx, ny, size, ignore_ring_px, edge_px)
+        arr = burn_block(burn, TileBlock(z, bx, by, nx, ny), size, ignore_ring_px, edge_px)
         for t in members:
             r, c = (t.y - by) * size, (t.x - bx) * size
             yield t, arr[r : r + size, c : c + size]

@@ -18,6 +18,7 @@ piece came from) and ``open`` (bool).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -153,11 +154,11 @@ def _merge_kind(sub: pd.DataFrame, kind: str, outer: tuple[float, float, float, 
     _, label = connected_components(graph, directed=False)
     order = np.argsort(label, kind="stable")
     cuts = np.flatnonzero(np.diff(label[order])) + 1
-    psum, count, pmax = sub["psum"].to_numpy(), sub["count"].to_numpy(), sub["pmax"].to_numpy()
+    arrays = _PieceArrays(geoms, cls, sub["psum"].to_numpy(), sub["count"].to_numpy(), sub["pmax"].to_numpy())
     if kind == "area":
-        res = _merge_areas(geoms, label, order, cuts, cls, psum, count, pmax, src_id)
+        res = _merge_areas(arrays, label, order, cuts, src_id)
     else:
-        res = _merge_lines(geoms, label, np.split(order, cuts), i, bridges, cls, psum, count, pmax, src_id)
+        res = _merge_lines(arrays, label, np.split(order, cuts), i, bridges, src_id)
     opened = touches_box(res["geometry"].to_numpy(), outer, 1.5 if kind == "line" else 0.0) \
         if outer is not None else np.zeros(len(res), dtype=bool)
     res["open"] = opened
@@ -185,9 +186,21 @@ def _union_all(parts: np.ndarray) -> shapely.Geometry:
         return shapely.union_all(shapely.make_valid(parts), grid_size=SNAP_GRID)
 
 
-def _merge_areas(geoms: np.ndarray, label: np.ndarray, order: np.ndarray, cuts: np.ndarray, cls: np.ndarray,
-                 psum: np.ndarray, count: np.ndarray, pmax: np.ndarray, src_id: int) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _PieceArrays:
+    """The columns of the open pieces of one kind that a merge reads, as numpy arrays."""
+
+    geoms: np.ndarray
+    cls: np.ndarray
+    psum: np.ndarray
+    count: np.ndarray
+    pmax: np.ndarray
+
+
+def _merge_areas(pieces: _PieceArrays, label: np.ndarray, order: np.ndarray, cuts: np.ndarray,
+                 src_id: int) -> pd.DataFrame:
     """One polygon per group (vectorised for groups of one and two pieces, the common cases)."""
+    geoms, cls, psum, count, pmax = pieces.geoms, pieces.cls, pieces.psum, pieces.count, pieces.pmax
     starts = np.r_[0, cuts]
     size = np.diff(np.r_[starts, len(order)])
     first = order[starts]
@@ -205,9 +218,10 @@ def _merge_areas(geoms: np.ndarray, label: np.ndarray, order: np.ndarray, cuts: 
         "src": np.full(len(starts), src_id, dtype=np.int64), "label": lab_sorted[starts]}).drop(columns="label")
 
 
-def _merge_lines(geoms: np.ndarray, label: np.ndarray, groups: list[np.ndarray], i: np.ndarray, bridges: list[Any],
-                 cls: np.ndarray, psum: np.ndarray, count: np.ndarray, pmax: np.ndarray, src_id: int) -> pd.DataFrame:
+def _merge_lines(pieces: _PieceArrays, label: np.ndarray, groups: list[np.ndarray], i: np.ndarray,
+                 bridges: list[Any], src_id: int) -> pd.DataFrame:
     """Each group's lines and bridges merged into as few lines as its shape allows."""
+    geoms, cls, psum, count, pmax = pieces.geoms, pieces.cls, pieces.psum, pieces.count, pieces.pmax
     kind = "line"
     bridge_of = _bridges_by_group(label, i, bridges)
     rows: list[dict[str, Any]] = []

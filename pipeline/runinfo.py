@@ -25,7 +25,7 @@ import subprocess
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from pipeline.outputs import file_sha256
 
@@ -153,15 +153,27 @@ def stage_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+class RunProvenance(TypedDict, total=False):
+    """The keyword arguments of :func:`run_manifest` beside the run itself (each optional):
+    ``outputs`` the sha256 of the region's outputs (:func:`output_checksums`), ``stage_digests``
+    each stage's config digest, ``code`` the code's commit (:func:`code_commit` when None or
+    absent), ``model_init`` the lineage of a fine-tuned model (``[train] init``: the model it
+    started from, its path and sha256)."""
+
+    outputs: dict[str, str] | None
+    stage_digests: dict[str, str] | None
+    code: dict[str, Any] | None
+    model_init: dict[str, Any] | None
+
+
 def run_manifest(name: str, config_path: str, config_digest: str, records: list[dict[str, Any]],
-                 inputs: dict[str, str], device: str | None, *, outputs: dict[str, str] | None = None,
-                 stage_digests: dict[str, str] | None = None, code: dict[str, Any] | None = None,
-                 model_init: dict[str, Any] | None = None) -> dict[str, Any]:
+                 inputs: dict[str, str], device: str | None, **provenance: Unpack[RunProvenance]) -> dict[str, Any]:
     """The body of ``run.json``: ``config_digest`` is the one digest of the run (the ``run``
-    stage's, see the module doc); ``outputs`` the sha256 of the region's outputs
-    (:func:`output_checksums`); ``code`` the code's commit (:func:`code_commit` when None);
-    ``model_init`` the lineage of a fine-tuned model (``[train] init``: the model it started
-    from, its path and sha256), written as ``model_init`` when there is one."""
+    stage's, see the module doc); ``provenance`` (:class:`RunProvenance`, as keywords): the
+    outputs' sha256, the stages' digests, the code's commit (:func:`code_commit` when not
+    given) and the lineage of a fine-tuned model, written as ``model_init`` when there is one."""
+    outputs, stage_digests = provenance.get("outputs"), provenance.get("stage_digests")
+    code, model_init = provenance.get("code"), provenance.get("model_init")
     stages = stage_summary(records)
     return {
         "region": name, "config": config_path, "config_digest": config_digest,

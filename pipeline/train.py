@@ -11,6 +11,7 @@ process group that ``torchrun``'s environment describes (NCCL on CUDA, gloo on C
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -309,9 +310,69 @@ class _Saver:
         return True
 
 
+class _Writers:
+    """What rank 0 writes after each epoch: checkpoints (:class:`_Saver`), ``metrics.csv`` and
+    TensorBoard scalars; it calls ``on_epoch`` with the epoch's row, and writes
+    ``training.png`` at the end."""
+
+    def __init__(self, saver: _Saver, on_epoch: EpochHook | None) -> None:
+        from pipeline.trainlog import Board
+
+        self.saver, self.on_epoch = saver, on_epoch
+        self.board = Board(saver.out / "tb")
+
+    def epoch_done(self, row: Mapping[str, Any], hist: History, epoch: int, last: bool,
+                   state: Callable[[], Any]) -> None:
+        from pipeline.trainlog import write_csv
+
+        self.saver.epoch_done(row, hist, epoch, last, state)
+        write_csv(self.saver.out / "metrics.csv", hist.rows)
+        self.board.epoch(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+
+    def finish(self, hist: History) -> None:
+        from pipeline.trainlog import write_plot
+
+        write_plot(self.saver.out / "training.png", hist.rows)
+
+    def close(self) -> None:
+        self.board.close()
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit` runs, beside what it trains: the ``device`` (None: :func:`pick_device`),
+    the data loader ``workers``, a ``progress`` bar (rank 0), ``on_step(epoch, step)`` called
+    after each optimiser step (tests use it to kill a run) and ``on_epoch(row)`` after each
+    epoch, with its ``metrics.csv`` row (progress reports)."""
+
+    device: torch.device | None = None
+    workers: int = 0
+    progress: bool = True
+    on_step: StepHook | None = None
+    on_epoch: EpochHook | None = None
+
+
+@dataclass(frozen=True)
+class _Trainer:
+    """What every epoch of a run trains with: ``model`` is the model trained (under DDP and
+    ``torch.compile`` when they are on), ``out`` the folder named in error messages."""
+
+    spec: TrainSpec
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    amp: Any
+    loss_fn: Callable[..., torch.Tensor]
+    device: torch.device
+    out: Path
+    world: int = 1
+
+
 def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: TileDataset, out_dir: str | Path,
-        info: RunInfo, device: torch.device | None = None, workers: int = 0, progress: bool = True,
-        on_step: StepHook | None = None, on_epoch: EpochHook | None = None) -> History:
+        info: RunInfo, options: FitOptions | None = None) -> History:
     """Train (or resume from ``out_dir/last.pt``) for ``spec.epochs`` epochs (or until ``spec.max_minutes``);
     returns the history.
 
@@ -319,16 +380,77 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     ``spec.checkpoint_epochs`` epochs or ``spec.checkpoint_minutes`` minutes, and at the end, so a
     killed run resumes from the last write and ends with the same weights as an uninterrupted one
     (CPU, same seed, no time budget). With ``spec.init`` a fresh run starts from that checkpoint's
-    weights (:mod:`pipeline.finetune`); a resumed one from ``last.pt``.
-    ``on_step(epoch, step)`` is called after each optimiser step (tests use it to kill a run);
-    ``on_epoch(row)`` after each epoch, with its ``metrics.csv`` row (progress reports)."""
+    weights (:mod:`pipeline.finetune`); a resumed one from ``last.pt``. ``options``: device,
+    loader workers, progress bar and the step and epoch hooks (:class:`FitOptions`)."""
+    opts = options or FitOptions()
     out = Path(out_dir)
-    device = device or pick_device()
+    device = opts.device or pick_device()
     rank, world = dist_setup(device)
     _check_inputs(train_ds)
     names = ["background"] + [str(c["name"]) for c in sorted(info.classes, key=lambda c: int(c["id"]))]
     n_classes = len(names)
     fold = _fold_table(info, n_classes)
+    model, last_blob, lineage = _start_model(spec, model_spec, info, out, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sampler = EpochSampler(len(train_ds), spec.seed, rank, world, weights=sample_weights(train_ds.rows,
+                                                                                        spec.empty_tile_weight))
+    steps_per_epoch = math.ceil(len(sampler) / spec.batch_size)
+    sched = build_scheduler(opt, spec, steps_per_epoch * spec.epochs)
+    amp, scaler = _amp(spec, device)
+    start, hist, elapsed = 0, History(), 0.0
+    if last_blob is not None:
+        start, hist, elapsed = _restore(last_blob, model, opt, sched, scaler)
+        del last_blob
+    hist.init = dict(lineage) if lineage else None
+    plan = _Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device)
+    if start >= spec.epochs or (plan.on and elapsed >= plan.budget_s):
+        return hist
+    train_model = _wrap_model(model, spec, device, world)
+    pin = device.type == "cuda"
+    loader = _loader(train_ds, sampler, spec.batch_size, opts.workers, pin)
+    val_loader = _loader(val_ds, EpochSampler(len(val_ds), 0, rank, world, shuffle=False), spec.batch_size,
+                         opts.workers, pin)
+    loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes, contact_weight=spec.contact_weight,
+                         band_px=info.band_px)
+    t = _Trainer(spec, train_model, opt, sched, scaler, amp, loss_fn, device, out, world)
+    meta_base = _meta_base(model_spec, info, lineage)
+    has_val = bool(len(val_ds))
+    writers = _Writers(_Saver(out, model, meta_base, spec, has_val), opts.on_epoch) if rank == 0 else None
+    clock = _clock() - elapsed  # training seconds count across resumes
+    try:
+        for epoch in range(start, spec.epochs):
+            t_epoch = _clock()
+            hooks = [h for h in (opts.on_step, plan.first_steps(elapsed) if plan.on and not hist.rows else None) if h]
+            row = _train_epoch(t, loader, sampler, epoch, opts.progress and rank == 0, hooks,
+                               frozen=epoch < spec.freeze_encoder_epochs)
+            last = epoch + 1 >= spec.epochs or plan.crossed(_clock() - clock)
+            row["val_loss"] = math.nan
+            if has_val and ((epoch + 1) % spec.val_every == 0 or last):
+                _validate(t, val_loader, names, fold, row)
+            elapsed = _clock() - clock
+            row["elapsed_s"] = elapsed
+            hist.rows.append(row)
+            if not last:
+                plan.epoch_done(epoch + 1 - start, elapsed, _clock() - t_epoch)
+            if writers is not None:
+                writers.epoch_done(row, hist, epoch, last, functools.partial(_train_state, t, hist, epoch, elapsed))
+            if world > 1:
+                dist.barrier()
+            if last:
+                break
+        if writers is not None:
+            writers.finish(hist)
+    finally:
+        if writers is not None:
+            writers.close()
+    return hist
+
+
+def _start_model(spec: TrainSpec, model_spec: ModelSpec, info: RunInfo, out: Path, device: torch.device,
+                 ) -> tuple[torch.nn.Module, dict[str, Any] | None, Mapping[str, Any] | None]:
+    """The model built after seeding every RNG, on ``device``; ``last.pt``'s checkpoint when
+    there is one (a resumed run: :func:`_restore` loads it); the lineage of a fine-tuned model
+    (``spec.init``: a fresh run starts from that checkpoint's weights), or None."""
     seed_everything(spec.seed)
     model = build_model(model_spec)
     last_blob = _read_last(out / "last.pt", info.config_digest, spec)
@@ -346,89 +468,43 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     model = model.to(device)
     if device.type == "cuda" and spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    sampler = EpochSampler(len(train_ds), spec.seed, rank, world, weights=sample_weights(train_ds.rows,
-                                                                                        spec.empty_tile_weight))
-    steps_per_epoch = math.ceil(len(sampler) / spec.batch_size)
-    sched = build_scheduler(opt, spec, steps_per_epoch * spec.epochs)
-    amp, scaler = _amp(spec, device)
-    start, hist, elapsed = 0, History(), 0.0
-    if last_blob is not None:
-        start, hist, elapsed = _restore(last_blob, model, opt, sched, scaler)
-        del last_blob
-    hist.init = dict(lineage) if lineage else None
-    plan = _Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device)
-    if start >= spec.epochs or (plan.on and elapsed >= plan.budget_s):
-        return hist
+    return model, last_blob, lineage
+
+
+def _wrap_model(model: torch.nn.Module, spec: TrainSpec, device: torch.device, world: int) -> torch.nn.Module:
+    """The model to train: under DDP when there are several processes, compiled when asked (CUDA)."""
     train_model: torch.nn.Module = model
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if spec.compile and device.type == "cuda":
         train_model = torch.compile(train_model)  # type: ignore[assignment]
-    pin = device.type == "cuda"
-    loader = _loader(train_ds, sampler, spec.batch_size, workers, pin)
-    val_loader = _loader(val_ds, EpochSampler(len(val_ds), 0, rank, world, shuffle=False), spec.batch_size,
-                         workers, pin)
-    loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes, contact_weight=spec.contact_weight,
-                         band_px=info.band_px)
+    return train_model
+
+
+def _meta_base(model_spec: ModelSpec, info: RunInfo, lineage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint meta of the run (:func:`make_meta`), with the lineage of a fine-tuned model."""
     meta_base = make_meta(model_spec, info.classes, info.band_stats, info.tile_size, info.config_digest,
                           scale=info.scale, edges=info.edges)
     if lineage:
         meta_base["init"] = dict(lineage)
-    has_val = bool(len(val_ds))
-    saver = _Saver(out, model, meta_base, spec, has_val) if rank == 0 else None
-    board = None
-    if rank == 0:
-        from pipeline.trainlog import Board
+    return meta_base
 
-        board = Board(out / "tb")
-    clock = _clock() - elapsed  # training seconds count across resumes
-    try:
-        for epoch in range(start, spec.epochs):
-            t_epoch = _clock()
-            hooks = [h for h in (on_step, plan.first_steps(elapsed) if plan.on and not hist.rows else None) if h]
-            row = _train_epoch(train_model, loader, sampler, epoch, spec, opt, sched, scaler, amp, loss_fn,
-                               device, out, progress and rank == 0, hooks,
-                               frozen=epoch < spec.freeze_encoder_epochs, world=world)
-            last = epoch + 1 >= spec.epochs or plan.crossed(_clock() - clock)
-            row["val_loss"] = math.nan
-            if has_val and ((epoch + 1) % spec.val_every == 0 or last):
-                t_val = _clock()
-                cm, val_loss = evaluate(train_model, val_loader, n_classes, device, loss_fn, amp, fold)
-                row.update(scores(cm, names), val_loss=val_loss, val_seconds=_clock() - t_val)
-            elapsed = _clock() - clock
-            row["elapsed_s"] = elapsed
-            hist.rows.append(row)
-            if not last:
-                plan.epoch_done(epoch + 1 - start, elapsed, _clock() - t_epoch)
-            if saver is not None:
-                def state(epoch: int = epoch, elapsed: float = elapsed) -> dict[str, Any]:
-                    return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                            "history": [dict(r) for r in hist.rows], "best_epoch": hist.best_epoch,
-                            "best_miou": hist.best_miou, "elapsed_s": elapsed}
 
-                saver.epoch_done(row, hist, epoch, last, state)
-                from pipeline.trainlog import write_csv
+def _validate(t: _Trainer, loader: DataLoader[Any], names: list[str], fold: torch.Tensor | None,
+              row: dict[str, Any]) -> None:
+    """Add the validation scores, loss and seconds of an epoch to its ``row``."""
+    t_val = _clock()
+    cm, val_loss = evaluate(t.model, loader, len(names), t.device, t.loss_fn, t.amp, fold)
+    row.update(scores(cm, names), val_loss=val_loss, val_seconds=_clock() - t_val)
 
-                write_csv(out / "metrics.csv", hist.rows)
-                if board is not None:
-                    board.epoch(row)
-                if on_epoch is not None:
-                    on_epoch(row)
-            if world > 1:
-                dist.barrier()
-            if last:
-                break
-        if rank == 0:
-            from pipeline.trainlog import write_plot
 
-            write_plot(out / "training.png", hist.rows)
-    finally:
-        if board is not None:
-            board.close()
-    return hist
+def _train_state(t: _Trainer, hist: History, epoch: int, elapsed: float) -> dict[str, Any]:
+    """The full training state that ``last.pt`` keeps after ``epoch`` (to resume from)."""
+    return {"optimizer": t.opt.state_dict(), "scheduler": t.sched.state_dict(),
+            "scaler": t.scaler.state_dict(), "rng": rng_state(), "epoch": epoch,
+            "history": [dict(r) for r in hist.rows], "best_epoch": hist.best_epoch,
+            "best_miou": hist.best_miou, "elapsed_s": elapsed}
 
 
 def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
@@ -442,10 +518,10 @@ def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
     return table
 
 
-def _train_epoch(model: torch.nn.Module, loader: DataLoader[Any], sampler: EpochSampler, epoch: int,
-                 spec: TrainSpec, opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, amp: Any,
-                 loss_fn: Callable[..., torch.Tensor], device: torch.device, out: Path, progress: bool,
-                 hooks: Sequence[StepHook], frozen: bool = False, world: int = 1) -> dict[str, Any]:
+def _train_epoch(t: _Trainer, loader: DataLoader[Any], sampler: EpochSampler, epoch: int, progress: bool,
+                 hooks: Sequence[StepHook], frozen: bool = False) -> dict[str, Any]:
+    model, spec, opt, sched, scaler, amp = t.model, t.spec, t.opt, t.sched, t.scaler, t.amp
+    loss_fn, device, out, world = t.loss_fn, t.device, t.out, t.world
     sampler.set_epoch(epoch)
     model.train()
     if spec.freeze_encoder_epochs > 0:

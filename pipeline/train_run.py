@@ -77,7 +77,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     from pipeline.dataset import TileDataset, build_augment
     from pipeline.instances import target_lut
     from pipeline.regions import RegionTiles, other_regions, pooled_stats, region_model, region_tiles
-    from pipeline.train import RunInfo, fit
+    from pipeline.train import FitOptions, RunInfo, fit
 
     spec: TrainSpec = cfg.section("train")
     if spec.init is not None:  # a region config names that region's model/best.pt (pipeline/regions.py)
@@ -103,8 +103,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
                    tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
                    scale=spec.scale, edges=cfg.edge_ids, band_px=max(1, round(cfg.masks.edge_px * spec.scale)))
     return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, part_dir(cfg.data_dir, part), info,
-               device=device, workers=workers, progress=progress, on_step=on_step,
-               on_epoch=on_epoch)
+               FitOptions(device=device, workers=workers, progress=progress, on_step=on_step, on_epoch=on_epoch))
 
 
 def main(argv: list[str] | None = None) -> int:

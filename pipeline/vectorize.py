@@ -26,6 +26,7 @@ import functools
 import io
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -113,27 +114,49 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str, ed
 # Tracing
 
 
-def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], threshold: float,
-                src: int = 0, load: Loader | None = None, kinds: tuple[str, ...] = ("area", "line"),
-                origin: tuple[int, int] | None = None, box: tuple[float, float, float, float] | None = None,
-                edges: Sequence[int] = (), marker_min_m2: float = 1.0, tile_size: int | None = None) -> Columns:
+@dataclass(frozen=True)
+class Tracing:
+    """What :func:`tile_pieces` traces and how: the ``classes`` (bands in ascending class id),
+    the probability ``threshold``, the classes ``edges`` whose edge bands follow the class bands
+    (split into instances), and the ground m² an instance's interior needs to seed one
+    (``marker_min_m2``)."""
+
+    classes: Sequence[ClassSpec]
+    threshold: float
+    edges: Sequence[int] = ()
+    marker_min_m2: float = 1.0
+
+
+@dataclass(frozen=True)
+class BlockPlace:
+    """Where a block of tiles traced as one raster lies: ``origin`` its top-left pixel and
+    ``box`` its extent for the ``open`` flags (global pixels), ``tile_size`` one tile's side."""
+
+    origin: tuple[int, int]
+    box: tuple[float, float, float, float]
+    tile_size: int
+
+
+def tile_pieces(probs: np.ndarray, t: Tile, tracing: Tracing, src: int = 0, load: Loader | None = None,
+                kinds: tuple[str, ...] = ("area", "line"), block: BlockPlace | None = None) -> Columns:
     """The pieces of one tile as piece-table columns (numpy arrays; :func:`pieces_frame` makes
-    the table): ``probs`` uint8 (C, H, W), bands in ascending class id of ``classes``;
+    the table): ``probs`` uint8 (C, H, W), bands in ascending class id of ``tracing.classes``;
     geometries in global pixel coordinates of ``t.z`` at the tile's size. With ``load`` (tile
     -> probs or None), line classes are skeletonised with ``LINE_MARGIN_PX`` pixels of the
     neighbouring tiles, so centrelines cross tile borders straight. Only classes of ``kinds``
-    are traced. ``probs`` may also be a block of tiles whose top-left pixel is ``origin``
-    (global pixels; areas only), with ``box`` the block's extent for the ``open`` flags. The bands
-    after the classes are the edge bands of the classes ``edges`` (:func:`read_tile`): those
-    classes are split into instances, each interior of at least ``marker_min_m2`` ground m²
-    seeding one (``tile_size``: the side of one tile in pixels, when ``probs`` is a block)."""
-    ordered = sorted(classes, key=lambda c: c.id)
+    are traced. ``probs`` may also be a block of tiles placed by ``block`` (areas only; see
+    :class:`BlockPlace`). The bands after the classes are the edge bands of the classes
+    ``tracing.edges`` (:func:`read_tile`): those classes are split into instances, each interior
+    of at least ``tracing.marker_min_m2`` ground m² seeding one."""
+    edges = tracing.edges
+    ordered = sorted(tracing.classes, key=lambda c: c.id)
     if probs.shape[0] != len(ordered) + len(edges):
         raise ValueError(f"tile {t}: {probs.shape[0]} bands for {len(ordered)} classes and {len(edges)} edges")
     size = probs.shape[1]
-    x0, y0 = origin if origin is not None else (t.x * size, t.y * size)
-    thr = threshold_u8(threshold)
-    box = box if box is not None else (x0, y0, x0 + probs.shape[2], y0 + size)
+    x0, y0 = block.origin if block is not None else (t.x * size, t.y * size)
+    thr = threshold_u8(tracing.threshold)
+    box = block.box if block is not None else (x0, y0, x0 + probs.shape[2], y0 + size)
+    tile_size = block.tile_size if block is not None else size
     parts: list[Columns] = []
     for k, (band, c) in enumerate(zip(probs, ordered)):
         if c.kind not in kinds or int(band.max()) < thr:
@@ -143,7 +166,7 @@ def tile_pieces(probs: np.ndarray, t: Tile, classes: Sequence[ClassSpec], thresh
             cols = _columns(tile_lines(pb, thr, x0, y0, LINE_MARGIN_PX if load is not None else 0))
         elif c.id in edges:
             edge = probs[len(ordered) + list(edges).index(c.id)]
-            cols = _tile_polygons(band, thr, x0, y0, edge, _marker_px(t, tile_size or size, marker_min_m2))
+            cols = _tile_polygons(band, thr, x0, y0, edge, _marker_px(t, tile_size, tracing.marker_min_m2))
         else:
             cols = _tile_polygons(band, thr, x0, y0)
         n = len(cols["geometry"])
@@ -239,6 +262,7 @@ def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpe
     raster: nothing to merge inside a block), line classes per tile with margins from the
     neighbouring tiles; blocks are visited column by column so those neighbours stay cached.
     ``edges``: the classes whose edge bands follow the class bands (see :func:`tile_pieces`)."""
+    tracing = Tracing(classes, threshold, edges, marker_min_m2)
     parts = []
     blocks: dict[tuple[int, int], list[Tile]] = {}
     for t in sorted(tiles):
@@ -253,17 +277,15 @@ def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpe
                 continue
             items.append((t, probs))
             if lines:
-                parts.append(tile_pieces(probs, t, classes, threshold, src=i, load=load, kinds=("line",),
-                                         edges=edges))
+                parts.append(tile_pieces(probs, t, tracing, src=i, load=load, kinds=("line",)))
             i += 1
         if items:
-            parts.append(_block_pieces(items, bx, by, classes, threshold, b, box, edges, marker_min_m2))
+            parts.append(_block_pieces(items, bx, by, tracing, b, box))
     return merge_open(pieces_frame(parts), box, src_id, tuple(edges))
 
 
-def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classes: Sequence[ClassSpec],
-                  threshold: float, src: int, shard_box: tuple[float, float, float, float] | None,
-                  edges: Sequence[int] = (), marker_min_m2: float = 1.0, tile_size: int | None = None) -> Columns:
+def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, tracing: Tracing, src: int,
+                  shard_box: tuple[float, float, float, float] | None) -> Columns:
     """Area pieces of a block of up to BLOCK_TILES x BLOCK_TILES tiles, traced as one raster
     (no merge needed inside the block); ``open`` means reaching the block's (or shard's) edge."""
     t0 = items[0][0]
@@ -278,9 +300,8 @@ def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, classe
     if shard_box is not None:
         box = (max(box[0], shard_box[0]), max(box[1], shard_box[1]), min(box[2], shard_box[2]),
                min(box[3], shard_box[3]))
-    return tile_pieces(canvas, t0, classes, threshold, src=src, kinds=("area",),
-                       origin=(x0 * size, y0 * size), box=box, edges=edges, marker_min_m2=marker_min_m2,
-                       tile_size=size)
+    return tile_pieces(canvas, t0, tracing, src=src, kinds=("area",),
+                       block=BlockPlace(origin=(x0 * size, y0 * size), box=box, tile_size=size))
 
 
 def region_pieces(shards: Iterable[pd.DataFrame], edges: Sequence[int] = ()) -> pd.DataFrame:

@@ -48,7 +48,15 @@ class ExportModel(RegionTask):
     def run(self) -> None:
         import numpy as np
 
-        from pipeline.export import check_onnx, export_onnx, input_recipe, mlm_problems, model_assets, model_card
+        from pipeline.export import (
+            CardDetails,
+            check_onnx,
+            export_onnx,
+            input_recipe,
+            mlm_problems,
+            model_assets,
+            model_card,
+        )
         from pipeline.predict import border_for
         from pipeline.predict_torch import load_predictor, model_input
         from pipeline.windows import TileReader, tile_window
@@ -80,13 +88,13 @@ class ExportModel(RegionTask):
         spec_d = pred.meta["spec"]
         card = model_card(
             pred.meta, item_id=f"osmsat-{cfg.name}-{spec_d['arch']}-{spec_d['encoder']}".lower(),
-            bbox=_bbox(list(images)), side=side, created=created, metrics=metrics,
-            total_parameters=sum(p.numel() for p in pred.model.parameters()),
-            colors={c.id: c.color for c in cfg.classes},
-            assets=model_assets(onnx_path, ckpt, out), recipe=input_recipe(t, border, side),
-            extra={"osmsat:tiles": {"zoom": cfg.zoom, "tile_size": t, "context_px": border,
-                                    "scale": side / (t + 2 * border)},
-                   "osmsat:onnx_check": check, "osmsat:trained_here": is_own_model(cfg)},
+            bbox=_bbox(list(images)), side=side, created=created, details=CardDetails(
+                metrics=metrics, total_parameters=sum(p.numel() for p in pred.model.parameters()),
+                colors={c.id: c.color for c in cfg.classes},
+                assets=model_assets(onnx_path, ckpt, out), recipe=input_recipe(t, border, side),
+                extra={"osmsat:tiles": {"zoom": cfg.zoom, "tile_size": t, "context_px": border,
+                                        "scale": side / (t + 2 * border)},
+                       "osmsat:onnx_check": check, "osmsat:trained_here": is_own_model(cfg)}),
         )
         problems = mlm_problems(card)
         if problems:  # a card that STAC-MLM 1.4 tools would refuse is a bug here, never written

@@ -12,6 +12,7 @@ import torch
 
 from pipeline.export import (
     MLM_SCHEMA,
+    CardDetails,
     check_onnx,
     export_onnx,
     input_recipe,
@@ -54,9 +55,10 @@ def test_check_onnx_catches_another_model(tiny: tuple[torch.nn.Module, dict, Pat
 def test_model_card_has_the_mlm_fields(tiny: tuple[torch.nn.Module, dict, Path]) -> None:  # type: ignore[type-arg]
     _, meta, _ = tiny
     card = model_card(meta, item_id="osmsat-x", bbox=(32.5, 0.3, 32.6, 0.4), side=128, created="2026-01-01T00:00:00Z",
-                      metrics={"iou": {"building": 0.8}, "confusion": [[1]]},
-                      assets={"model": {"href": "m.onnx", "roles": ["mlm:model"], "mlm:artifact_type": "onnx"}},
-                      colors={1: "#e31a1c"})
+                      details=CardDetails(
+                          metrics={"iou": {"building": 0.8}, "confusion": [[1]]},
+                          assets={"model": {"href": "m.onnx", "roles": ["mlm:model"], "mlm:artifact_type": "onnx"}},
+                          colors={1: "#e31a1c"}))
     json.dumps(card, allow_nan=False)
     assert card["type"] == "Feature" and MLM_SCHEMA in card["stac_extensions"]
     assert card["bbox"] == [32.5, 0.3, 32.6, 0.4] and card["geometry"]["type"] == "Polygon"
@@ -97,7 +99,8 @@ def test_model_card_keeps_the_mlm_1_4_rules_and_states_the_input_recipe(
     assert input_recipe(256, 0, 256)["resize_type"] is None and input_recipe(128, 0, 256)["resize_type"] == \
         "interpolation-linear"
     card = model_card(meta, item_id="osmsat-demo-unet-resnet18", bbox=(32.5, 0.3, 32.6, 0.4), side=192,
-                      created="2026-01-01T00:00:00Z", assets=model_assets(onnx_path, ckpt, out), recipe=recipe)
+                      created="2026-01-01T00:00:00Z",
+                      details=CardDetails(assets=model_assets(onnx_path, ckpt, out), recipe=recipe))
     assert mlm_problems(card) == []
     weights = card["assets"]["weights"]
     assert "mlm:artifact_type" not in weights and "mlm:model" not in weights["roles"]

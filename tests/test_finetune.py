@@ -15,9 +15,11 @@ from pipeline.errors import ConfigError, ModelError, TrainingError
 from pipeline.finetune import init_weights, output_names, read_init, row_map
 from pipeline.model import ModelSpec, build_model, load_checkpoint, read_checkpoint
 from pipeline.specs import FINETUNE_LR, LR, parse_train
-from pipeline.train import RunInfo, fit
+from pipeline.train import FitOptions, RunInfo, fit
 from tests.test_train import MODEL, SPEC, datasets
 from tests.train_fixtures import write_region
+
+CPU = FitOptions(device=torch.device("cpu"), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("base")
     train, val, band = datasets(data)
     fit(replace(SPEC, epochs=1), MODEL, train, val, out / "model", RunInfo(({"name": "building", "id": 1},), band, 64,
-        "base"), device=torch.device("cpu"), progress=False)
+        "base"), CPU)
     ckpt = out / "base.pt"
     ckpt.write_bytes((out / "model" / "best.pt").read_bytes())
     return data, ckpt
@@ -96,8 +98,8 @@ def test_fine_tune_freezes_the_encoder_and_records_its_lineage(base, tmp_path):
     info = RunInfo(({"name": "building", "id": 1}, {"name": "road", "id": 2}), band, 64, "ft")
     model_spec = replace(MODEL, classes=3)
     writes: list[dict] = []
-    fit(spec, model_spec, train, val, tmp_path / "m", info, device=torch.device("cpu"), progress=False,
-        on_epoch=lambda row: writes.append(read_checkpoint(tmp_path / "m" / "last.pt")))
+    fit(spec, model_spec, train, val, tmp_path / "m", info,
+        replace(CPU, on_epoch=lambda row: writes.append(read_checkpoint(tmp_path / "m" / "last.pt"))))
     init = read_checkpoint(ckpt)["model"]
     after1, after2 = writes[0]["model"], writes[1]["model"]
     enc = [k for k in init if k.startswith("encoder.")]
@@ -109,18 +111,17 @@ def test_fine_tune_freezes_the_encoder_and_records_its_lineage(base, tmp_path):
     assert lineage["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert lineage["path"] == str(ckpt) and lineage["config_digest"] == "base" and lineage["classes"] == ["building"]
     # a rerun resumes from last.pt (init is not read again), with the lineage
-    again = fit(spec, model_spec, train, val, tmp_path / "m", info, device=torch.device("cpu"), progress=False)
+    again = fit(spec, model_spec, train, val, tmp_path / "m", info, CPU)
     assert again.init == lineage and len(again.rows) == 2
     # a fine-tune of the fine-tune: the chain stays
     child = tmp_path / "child.pt"
     child.write_bytes((tmp_path / "m" / "best.pt").read_bytes())
     spec2 = replace(spec, init=child, epochs=1, freeze_encoder_epochs=0)
-    hist = fit(spec2, model_spec, train, val, tmp_path / "m2", info, device=torch.device("cpu"), progress=False)
+    hist = fit(spec2, model_spec, train, val, tmp_path / "m2", info, CPU)
     assert hist.init["parent"]["sha256"] == lineage["sha256"]  # type: ignore[index]
     # last.pt of another config is still refused, and the message says what init needs
     with pytest.raises(TrainingError, match=r"checkpoint of another config.*move last\.pt away to fine-tune"):
-        fit(spec2, model_spec, train, val, tmp_path / "m2", replace(info, config_digest="other"),
-            device=torch.device("cpu"), progress=False)
+        fit(spec2, model_spec, train, val, tmp_path / "m2", replace(info, config_digest="other"), CPU)
 
 
 def test_init_config_keys(tmp_path):

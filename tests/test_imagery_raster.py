@@ -190,7 +190,7 @@ def test_vegas_real_roads_line_up() -> None:
 
 def mosaic(tif: Path, feats: gpd.GeoDataFrame, classes: Any, z: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grey image, validity and mask of every tile of a raster, as one block."""
-    from pipeline.masks import burn_block
+    from pipeline.masks import TileBlock, burn_block
 
     plan = plan_sources(ImageryConfig(source="raster", paths=(tif,), min_valid_share=0.0))
     tiles = tiles_of(tif, z)
@@ -205,7 +205,7 @@ def mosaic(tif: Path, feats: gpd.GeoDataFrame, classes: Any, z: int) -> tuple[np
         r, c = (t.y - y0) * 256, (t.x - x0) * 256
         img[r:r + 256, c:c + 256] = data.astype(float).mean(axis=0)
         valid[r:r + 256, c:c + 256] = ok
-    return img, valid, burn_block(prepare_burn(feats, classes), z, x0, y0, nx, ny, 256)
+    return img, valid, burn_block(prepare_burn(feats, classes), TileBlock(z, x0, y0, nx, ny), 256)
 
 
 def edge_score(img: np.ndarray, valid: np.ndarray, inside: np.ndarray, s: int) -> tuple[tuple[int, int], float, float]:

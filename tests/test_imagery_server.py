@@ -24,7 +24,7 @@ from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats,
 from pipeline.imagery.fetch import Downloader
 from pipeline.imagery.shard import ShardResult, manifest_body, server_resource
 from pipeline.imagery.wms import wms_url
-from pipeline.imagery.xyz import fetch_tiles, url_function, xyz_url
+from pipeline.imagery.xyz import FetchRun, fetch_tiles, url_function, xyz_url
 from pipeline.tiles import Tile, cover_bbox, quadkey, tile_bounds
 from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
 
@@ -59,7 +59,7 @@ def server_config(url: str, **kw: object) -> Server:
 
 
 def fetch(server: Server, *args: Any, **kw: Any) -> tuple[list[TileRecord], FetchStats]:
-    return fetch_tiles(server.icfg, *args, download=server.download, **kw)
+    return fetch_tiles(server.icfg, *args, run=FetchRun(**kw), download=server.download)
 
 
 def check_tree(root: Path, records: list, served: dict[Tile, bytes]) -> None:

@@ -14,7 +14,7 @@ from pipeline.instance_split import split_instances, trace_instances
 from pipeline.instances import edge_band, edge_classes, edge_value, target_lut
 from pipeline.probs import decode_prob_tile, decode_probs, encode_probs
 from pipeline.tiles import Tile
-from pipeline.vectorize import mask_to_probs, read_tile, tile_pieces
+from pipeline.vectorize import Tracing, mask_to_probs, read_tile, tile_pieces
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
 ROAD = ClassSpec("road", 2, "line", 10, (TagFilter("highway", None),), buffer_m=4.0)
@@ -63,10 +63,10 @@ def test_touching_buildings_split_and_traced_apart() -> None:
 
 def test_without_an_edge_band_touching_buildings_stay_one() -> None:
     foot, _ = _pair()
-    cols = tile_pieces(foot[None], T, (BUILDING,), 0.5)
+    cols = tile_pieces(foot[None], T, Tracing((BUILDING,), 0.5))
     assert len(cols["geometry"]) == 1
     foot, edge = _pair()
-    cols = tile_pieces(np.stack([foot, edge]), T, (BUILDING,), 0.5, edges=(1,), marker_min_m2=0.1)
+    cols = tile_pieces(np.stack([foot, edge]), T, Tracing((BUILDING,), 0.5, edges=(1,), marker_min_m2=0.1))
     assert len(cols["geometry"]) == 2 and (cols["count"] == 900).all()
 
 

@@ -20,7 +20,7 @@ from pipeline.errors import TrainingError
 from pipeline.model import ModelSpec, load_checkpoint, read_checkpoint
 from pipeline.specs import SplitSpec, TrainSpec
 from pipeline.split import make_split
-from pipeline.train import RunInfo, fit
+from pipeline.train import FitOptions, RunInfo, fit
 from tests.conftest import ROOT
 from tests.train_fixtures import Z, write_region
 
@@ -42,7 +42,8 @@ def run(data: Path, out: Path, spec: TrainSpec = SPEC, digest: str = "d1", stats
         **kw: object) -> object:
     train, val, band = datasets(data, spec, stats)
     info = RunInfo(CLASSES, band, 64, digest)
-    return fit(spec, MODEL, train, val, out, info, device=torch.device("cpu"), progress=False, **kw)  # type: ignore[arg-type]
+    return fit(spec, MODEL, train, val, out, info,
+               FitOptions(device=torch.device("cpu"), progress=False, **kw))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,8 @@ def test_empty_split_and_no_positive_pixel(tmp_path):
     train, val, band = datasets(tmp_path / "empty")
     train.rows = []
     with pytest.raises(TrainingError, match="training split is empty"):
-        fit(SPEC, MODEL, train, val, tmp_path / "m", RunInfo(CLASSES, band, 64, "d"), device=torch.device("cpu"))
+        fit(SPEC, MODEL, train, val, tmp_path / "m", RunInfo(CLASSES, band, 64, "d"),
+            FitOptions(device=torch.device("cpu")))
 
 
 def test_out_of_memory_suggests_a_batch_size(region, tmp_path, monkeypatch):

@@ -55,10 +55,10 @@ def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile]
         from pipeline.imagery.raster import raster_tiles
 
         return ShardResult(raster_tiles(plan, icfg, shard, tiles, size, out, progress))
-    from pipeline.imagery.xyz import fetch_tiles
+    from pipeline.imagery.xyz import FetchRun, fetch_tiles
 
-    records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch, reuse=out.resumable, progress=progress,
-                                 download=download, shard=shard)
+    records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch,
+                                 FetchRun(reuse=out.resumable, progress=progress, shard=shard), download=download)
     for r in records:  # the downloader wrote its files through the writer's scratch folder
         out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
     return ShardResult(records, stats.as_dict())

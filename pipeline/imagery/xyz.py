@@ -9,7 +9,7 @@ environment variables for API keys. The tiles are the slippy-map tiles of
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.config import ImageryConfig
@@ -41,16 +41,29 @@ def url_function(icfg: ImageryConfig, size: int) -> Callable[[Tile], str]:
     return lambda t: xyz_url(template, t, retina)
 
 
+@dataclass(frozen=True)
+class FetchRun:
+    """How one download run goes: ``reuse`` keeps verified tiles already on disk, ``progress``
+    (done, total) is called as tiles arrive, ``shard`` names the batch in messages, ``seed``
+    seeds the retry jitter (None: from the OS)."""
+
+    reuse: bool = False
+    progress: Callable[[int, int], None] | None = None
+    shard: str = ""
+    seed: int | None = None
+
+
 def fetch_tiles(icfg: ImageryConfig, tiles: Sequence[Tile], size: int, out_root: Path, scratch: Path,
-                reuse: bool = False, progress: Callable[[int, int], None] | None = None,
-                seed: int | None = None, download: DownloadOptions | None = None, shard: str = "",
+                run: FetchRun | None = None, download: DownloadOptions | None = None,
                 ) -> tuple[list[TileRecord], FetchStats]:
     """Download ``tiles`` from the server of an ``xyz`` or ``wms`` config into
-    ``out_root/z/x/y.<ext>``; returns a record per tile and the request counts. ``download``:
-    the operational settings (connections, retries, timeouts; defaults when None); ``shard``
-    names the batch in messages. Raises TileServerError (redacted) after trying every tile if
-    some kept failing, or when the server had none of them (unless ``allow_empty_shards``)."""
-    opts = replace(FetchOptions.from_config(icfg, size, download), seed=seed)
+    ``out_root/z/x/y.<ext>``; returns a record per tile and the request counts. ``run``: reuse,
+    progress, shard name and jitter seed (:class:`FetchRun`; defaults when None); ``download``:
+    the operational settings (connections, retries, timeouts; defaults when None). Raises
+    TileServerError (redacted) after trying every tile if some kept failing, or when the server
+    had none of them (unless ``allow_empty_shards``)."""
+    run = run or FetchRun()
+    opts = replace(FetchOptions.from_config(icfg, size, download), seed=run.seed)
     dl = Downloader(url_function(icfg, size), opts, source=redact_url(icfg.url or ""))
-    records = dl.run(tiles, out_root, scratch, reuse=reuse, progress=progress, shard=shard)
+    records = dl.run(tiles, out_root, scratch, reuse=run.reuse, progress=run.progress, shard=run.shard)
     return records, dl.stats

@@ -4,6 +4,8 @@ side runs along x), in local metres."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Polygon
@@ -27,7 +29,16 @@ from pipeline.synthetic.model import Area, Road
 from pipeline.synthetic.streets import Block, Warp
 
 
-def _rows(rng: np.random.Generator, y0: float, y1: float, lo: float, hi: float) -> list[tuple[float, float, int]]:
+class _Row(NamedTuple):
+    """A row of lots across the block depth, from ``ya`` to ``yb``; ``front`` -1 (street
+    below), +1 (street above) or 0 (no street)."""
+
+    ya: float
+    yb: float
+    front: int
+
+
+def _rows(rng: np.random.Generator, y0: float, y1: float, lo: float, hi: float) -> list[_Row]:
     """Rows of lots across the block depth: (ya, yb, front) with front -1 (street below),
     +1 (street above) or 0 (no street)."""
     n = max(1, round((y1 - y0) / rng.uniform(lo, hi)))
@@ -37,7 +48,7 @@ def _rows(rng: np.random.Generator, y0: float, y1: float, lo: float, hi: float) 
         front = -1 if r == 0 else (1 if r == n - 1 else 0)
         if n == 1:
             front = -1 if rng.random() < 0.5 else 1
-        rows.append((y0 + r * h, y0 + (r + 1) * h, front))
+        rows.append(_Row(y0 + r * h, y0 + (r + 1) * h, front))
     return rows
 
 
@@ -50,9 +61,11 @@ def _lots(rng: np.random.Generator, x0: float, x1: float, lo: float, hi: float) 
     return out
 
 
-def _driveway(cands: list[Candidate], x0: float, x1: float, lo: float, hi: float, ya: float, yb: float,
-              front: int, house: bool = False) -> None:
-    """A paved strip from the street side of the lot to the building just added."""
+def _driveway(cands: list[Candidate], x0: float, x1: float, lo: float, hi: float, row: _Row,
+              house: bool = False) -> None:
+    """A paved strip from the street side of the lot (in ``row``) to the building just added
+    (spanning ``lo``..``hi`` across the row)."""
+    ya, yb, front = row
     if front == 0:
         return
     parent = len(cands) - 1
@@ -88,7 +101,8 @@ def _houses(rng: np.random.Generator, f: Frame, density: float) -> tuple[list[Ca
     x0, y0, x1, y1 = f.bounds
     cands: list[Candidate] = []
     trees: list[tuple[float, ...]] = []
-    for ya, yb, front in _rows(rng, y0, y1, 24.0, 32.0):
+    for row in _rows(rng, y0, y1, 24.0, 32.0):
+        ya, yb, front = row
         for xa, xb in _lots(rng, x0, x1, 13.0, 20.0):
             _anchor(cands)
             lw, ld = xb - xa, yb - ya
@@ -112,10 +126,10 @@ def _houses(rng: np.random.Generator, f: Frame, density: float) -> tuple[list[Ca
                 gy = hy + (rng.uniform(1.0, 4.0) if front <= 0 else d - 6.0 - rng.uniform(1.0, 4.0))
                 cands.append(Candidate(shapes.rect(gx, gy, gx + 3.2, gy + 6.0), "rect", "garage", "flat",
                                        2.8, roof_color(rng, SMALL_ROOFS, "garage")))
-                _driveway(cands, gx, gx + 3.2, gy, gy + 6.0, ya, yb, front)
+                _driveway(cands, gx, gx + 3.2, gy, gy + 6.0, row)
             else:
                 dx = hx + w * rng.uniform(0.1, 0.6)
-                _driveway(cands, dx, dx + 3.0, hy, hy + d, ya, yb, front, house=True)
+                _driveway(cands, dx, dx + 3.0, hy, hy + d, row, house=True)
             back = (hy + d + 2.0, yb - 1.0) if front <= 0 else (ya + 1.0, hy - 2.0)
             if rng.random() < 0.15 and back[1] - back[0] > 4.5:
                 sx = xa + _span(rng, 1.0, lw - 4.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -39,6 +40,19 @@ _MIN_BLOCK_M2 = 3000.0
 _EDGE_M = 1.3  # clearance (metres) kept from the block's kerb-side edge
 
 Placed = tuple[Polygon, tuple[float, float]]  # a frame-space shape and the anchor it moves with
+
+
+@dataclass(frozen=True)
+class _Quarter:
+    """A quarter being laid out over frame ``f``: its random stream, the tree density, and what
+    it holds so far (frame space): building candidates, trees and paved areas."""
+
+    rng: np.random.Generator
+    f: Frame
+    density: float
+    cands: list[Candidate] = field(default_factory=list)
+    trees: list[tuple[float, ...]] = field(default_factory=list)
+    paved: list[Placed] = field(default_factory=list)
 
 
 def densify(seed: int, warp: Warp, regions: Sequence[tuple[Block, Polygon | MultiPolygon]], uses: Sequence[str],
@@ -85,15 +99,13 @@ def densify(seed: int, warp: Warp, regions: Sequence[tuple[Block, Polygon | Mult
 def fill_quarter(rng: np.random.Generator, f: Frame, kind: str, density: float) -> Contents:
     """A dense quarter over frame ``f``: ``kind`` "perimeter" (rings around courtyards; terraces
     where the block is too shallow for a yard) or "terraces"; local metres."""
-    cands: list[Candidate] = []
-    trees: list[tuple[float, ...]] = []
-    paved: list[Placed] = []
+    q = _Quarter(rng, f, density)
     if kind == "perimeter":
-        _perimeter(rng, f, density, cands, trees, paved)
-    if not cands:
-        _terraces(rng, f, density, cands, trees, paved)
+        _perimeter(q)
+    if not q.cands:
+        _terraces(q)
     out = Contents()
-    _keep(f, cands, trees, paved, out)
+    _keep(q, out)
     return out
 
 
@@ -114,11 +126,11 @@ def _split(rng: np.random.Generator, a: float, b: float, lo: float, hi: float) -
     return cuts
 
 
-def _terraces(rng: np.random.Generator, f: Frame, density: float, cands: list[Candidate],
-              trees: list[tuple[float, ...]], paved: list[Placed]) -> None:
+def _terraces(q: _Quarter) -> None:
     """Rows of terraced houses (5-7.5 m fronts, runs of 4-9) along the block's streets, back
     gardens behind them; ridges run along the row (the renderer's gable ends are party walls)."""
-    x0, y0, x1, y1 = f.bounds
+    rng = q.rng
+    x0, y0, x1, y1 = q.f.bounds
     fronts = (-1, 1) if y1 - y0 >= 34.0 else (int(rng.choice([-1, 1])),)
     mid = (y0 + y1) / 2 if len(fronts) == 2 else (y1 if fronts[0] < 0 else y0)
     for front in fronts:
@@ -133,15 +145,14 @@ def _terraces(rng: np.random.Generator, f: Frame, density: float, cands: list[Ca
             cuts = cuts[cuts <= x1 - _EDGE_M]
             if len(cuts) < 3:
                 break
-            _run(rng, f, density, cuts, front, setback, d0, mid, cands, trees, paved)
+            _run(q, cuts, front, setback, d0, mid)
             x = float(cuts[-1]) + float(rng.uniform(3.0, 9.0))
 
 
-def _run(rng: np.random.Generator, f: Frame, density: float, cuts: np.ndarray, front: int, setback: float,
-         d0: float, mid: float, cands: list[Candidate], trees: list[tuple[float, ...]],
-         paved: list[Placed]) -> None:
+def _run(q: _Quarter, cuts: np.ndarray, front: int, setback: float, d0: float, mid: float) -> None:
     """One terrace: houses between ``cuts`` (frame x), fronts ``setback`` from the street."""
-    _, y0, _, y1 = f.bounds
+    rng, density, cands, trees, paved = q.rng, q.density, q.cands, q.trees, q.paved
+    _, y0, _, y1 = q.f.bounds
     face = y0 + setback if front < 0 else y1 - setback
     anchor = (float(cuts[0] + cuts[-1]) / 2, face - front * d0 / 2)
     roof = str(rng.choice(["gable", "hip", "flat"], p=[0.7, 0.18, 0.12]))
@@ -169,10 +180,10 @@ def _run(rng: np.random.Generator, f: Frame, density: float, cuts: np.ndarray, f
         paved.append((shapes.rect(float(cuts[0]), min(edge, face), float(cuts[-1]), max(edge, face)), anchor))
 
 
-def _perimeter(rng: np.random.Generator, f: Frame, density: float, cands: list[Candidate],
-               trees: list[tuple[float, ...]], paved: list[Placed]) -> None:
+def _perimeter(q: _Quarter) -> None:
     """Perimeter blocks 45-85 m long along the block, lanes between them."""
-    x0, y0, x1, y1 = f.bounds
+    rng = q.rng
+    x0, y0, x1, y1 = q.f.bounds
     setback = float(rng.uniform(_EDGE_M, 2.5))
     ya, yb = y0 + setback, y1 - setback
     wing = min(float(rng.uniform(10.0, 13.0)), (yb - ya - 10.0) / 2)
@@ -185,14 +196,14 @@ def _perimeter(rng: np.random.Generator, f: Frame, density: float, cands: list[C
             end = min(x1 - _EDGE_M, x + 120.0)
         if end - x < 2 * wing + 10.0:
             return
-        _ring(rng, f, density, (x, ya, end, yb), wing, cands, trees, paved)
+        _ring(q, (x, ya, end, yb), wing)
         x = end + float(rng.uniform(4.0, 10.0))
 
 
-def _ring(rng: np.random.Generator, f: Frame, density: float, box: tuple[float, float, float, float],
-          wing: float, cands: list[Candidate], trees: list[tuple[float, ...]], paved: list[Placed]) -> None:
+def _ring(q: _Quarter, box: tuple[float, float, float, float], wing: float) -> None:
     """One perimeter block over ``box`` (frame metres): four corner buildings and wings of
     9-20 m wide buildings, ``wing`` metres deep, around a yard; shrunk until it fits the block."""
+    rng, f, density, cands, trees, paved = q.rng, q.f, q.density, q.cands, q.trees, q.paved
     xa, ya, xb, yb = box
     anchor = ((xa + xb) / 2, (ya + yb) / 2)
     for _ in range(4):
@@ -245,10 +256,10 @@ def _ring(rng: np.random.Generator, f: Frame, density: float, box: tuple[float, 
         trees += trees_at(rng, xy, 2.0, 4.5, 6.0, 13.0)
 
 
-def _keep(f: Frame, cands: list[Candidate], trees: list[tuple[float, ...]], paved: list[Placed],
-          out: Contents) -> None:
+def _keep(q: _Quarter, out: Contents) -> None:
     """Move the quarter to local metres; keep the buildings inside the block that overlap no
     earlier one (touching is what a quarter is for), the paving inside the block, and the trees."""
+    f, cands, trees, paved = q.f, q.cands, q.trees, q.paved
     if cands:
         geoms = np.array(f.place([c.geom for c in cands], [c.anchor for c in cands]), dtype=object)
         ok = shapely.contains(f.inner, geoms) & shapely.is_valid(geoms)
