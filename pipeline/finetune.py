@@ -37,12 +37,42 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _card_checkpoint(card: Path, where: str) -> Path:
+    """The checkpoint an exported model's STAC card (``model.stac.json``, ExportModel) names as its
+    weights, checked against the checksum the card records."""
+    import hashlib
+    import json
+
+    try:
+        asset = json.loads(card.read_text())["assets"]["weights"]
+        href, checksum = str(asset["href"]), str(asset.get("file:checksum", ""))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{where}: {card} is not a model card ExportModel wrote (no weights asset); name a "
+                         "best.pt written by TrainModel") from exc
+    ckpt = (card.parent / href).resolve()
+    if not ckpt.is_file():
+        raise ModelError(f"{where}: the checkpoint the model card names, {ckpt}, is not there; copy it with the "
+                         "export, or name a best.pt")
+    if checksum and checksum != "1220" + hashlib.sha256(ckpt.read_bytes()).hexdigest():
+        raise ModelError(f"{where}: {ckpt} changed since the export its card describes; rerun ExportModel or "
+                         "name the checkpoint itself")
+    return ckpt
+
+
 def read_init(path: str | Path) -> dict[str, Any]:
     """The init checkpoint's dict (``weights_only``); a missing or unreadable file is one line."""
     from pipeline.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
     path = Path(path)
     where = f"{KEY} = {str(path)!r}"
+    if path.suffix.lower() == ".onnx":
+        card = path.with_name("model.stac.json")
+        also = f" ({_card_checkpoint(card, where)})" if card.is_file() else ""
+        raise ModelError(f"{where}: an ONNX export cannot be trained further (its batch norms are folded into "
+                         f"the convolutions); name the checkpoint it was exported from{also}, or its "
+                         "model.stac.json")
+    if path.suffix.lower() == ".json" and path.is_file():
+        path = _card_checkpoint(path, where)
     if not path.is_file():
         raise ModelError(f"{where}: no such file; name a best.pt written by TrainModel (data/<region>/model/"
                          "best.pt, copied where you like), or remove the key to train from scratch")

@@ -4,15 +4,15 @@ Marker-based watershed (scikit-image): markers are the 4-connected components of
 (footprint probability at or above the threshold, edge probability below ``marker_edge``) of at
 least ``min_marker_px`` pixels; each grows over the footprint (probability at or above the
 threshold) by the watershed of the edge probability, so the line between two touching buildings
-falls where the model saw their common wall. A party wall is fainter than an outer wall (the
-model sees it in a tone step and a thin line), so a core stops at a low edge probability: on the
-demo's dense quarters ``marker_edge`` 0.05 with cores of 8 m² gave object F1 0.55 against 0.19
-for cores of "footprint minus edge above the threshold" (the same predictions; measured with
-``[train] contact_weight = 5``; notes: ``docs/notes/i15-dense.md``). Footprint components that hold no marker (a building too
-thin for an interior) stay whole. At the raster's border a building may be cut to a sliver
-without an interior of its own; footprint pixels that touch the border and lie further than
-``reach`` pixels from every marker are kept apart as their own pieces, so the sliver joins the
-rest of its building across the border instead of the neighbour that would flood it.
+falls where the model saw their common wall. A party wall is fainter than an outer wall (the model
+sees it in a tone step and a thin line), so a core stops at a low edge probability: on the demo's
+dense quarters ``marker_edge`` 0.05 with cores of 8 m² gave object F1 0.55 against 0.19 for cores
+of "footprint minus edge above the threshold" (the same predictions; measured with ``[train]
+contact_weight = 5``; notes: ``docs/notes/i15-dense.md``). Footprint components that hold no
+marker (a building too thin for an interior) stay whole. At the raster's border a building may be
+cut to a sliver without an interior of its own; footprint pixels that touch the border and lie
+further than ``reach`` pixels from every marker are kept apart as their own pieces, so the sliver
+joins the rest of its building across the border instead of the neighbour that would flood it.
 
 Tracing: :func:`pipeline.trace.trace` outlines 4-connected components of a binary raster, so
 touching instances would fuse; the instances are therefore coloured so that no two 4-adjacent
@@ -26,7 +26,6 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.trace import trace
-
 
 #: edge probability (uint8, p * 255) below which a footprint pixel belongs to an instance's core
 MARKER_EDGE = 13

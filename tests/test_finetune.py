@@ -161,7 +161,9 @@ def test_the_init_file_is_in_the_train_digest(tmp_path, town_pbf):
     assert stage_inputs(cfg, "train") == [init] and stage_inputs(plain, "train") == []
     before = stage_digest(cfg, "train")
     assert before != stage_digest(plain, "train")
-    os.utime(init, ns=(1, 1))  # another base model: the fine-tune is out of date, and so is what follows
+    os.utime(init, ns=(1, 1))  # the same bytes touched (a copy, a checkout): nothing is out of date
+    assert stage_digest(cfg, "train") == before
+    init.write_bytes(b"y")  # another base model: the fine-tune is out of date, and so is what follows
     assert stage_digest(cfg, "train") != before and stage_digest(cfg, "predict") != stage_digest(plain, "predict")
 
 
@@ -183,3 +185,31 @@ def test_lineage_in_the_model_card_and_run_json(base):
     run = run_manifest("r", "r.toml", "d", [], {}, "cpu", code={"commit": "x"}, model_init=lineage)
     assert run["model_init"] == lineage
     assert "model_init" not in run_manifest("r", "r.toml", "d", [], {}, "cpu", code={"commit": "x"})
+
+
+def test_an_exported_model_is_named_by_its_card_not_its_onnx(tmp_path: Path) -> None:
+    """``init`` = an export's ``model.stac.json``: the checkpoint its weights asset names (checked
+    against the card's checksum); the ``.onnx`` itself is refused in one line naming that checkpoint."""
+    import hashlib
+    import json
+
+    from pipeline.errors import ModelError
+    from pipeline.finetune import read_init
+    from tests.test_predict import town_checkpoint
+
+    ckpt = town_checkpoint(tmp_path / "model" / "best.pt")
+    export = tmp_path / "model" / "export"
+    export.mkdir()
+    card = export / "model.stac.json"
+    checksum = "1220" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    card.write_text(json.dumps({"assets": {"weights": {"href": "../best.pt", "file:checksum": checksum}}}))
+    (export / "model.onnx").write_bytes(b"onnx")
+    assert read_init(card)["meta"] == read_init(ckpt)["meta"]
+    with pytest.raises(ModelError, match=r"an ONNX export cannot be trained further .*model/best\.pt"):
+        read_init(export / "model.onnx")
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match=r"changed since the export"):
+        read_init(card)
+    card.write_text(json.dumps({"assets": {}}))
+    with pytest.raises(ModelError, match=r"not a model card ExportModel wrote"):
+        read_init(card)
