@@ -118,13 +118,13 @@ def read_tile(data: bytes, source: str, class_ids: Sequence[int], where: str, ed
 class Tracing:
     """What :func:`tile_pieces` traces and how: the ``classes`` (bands in ascending class id),
     the probability ``threshold``, the classes ``edges`` whose edge bands follow the class bands
-    (split into instances), and the ground m² an instance's interior needs to seed one
+    (split into instances), and the ground m² an instance's core needs to seed one
     (``marker_min_m2``)."""
 
     classes: Sequence[ClassSpec]
     threshold: float
     edges: Sequence[int] = ()
-    marker_min_m2: float = 1.0
+    marker_min_m2: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def cached_loader(read: Loader, classes: Sequence[ClassSpec], maxsize: int = 3 *
 
 def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpec], threshold: float,
                  box: tuple[float, float, float, float] | None, src_id: int = 0, edges: Sequence[int] = (),
-                 marker_min_m2: float = 1.0) -> pd.DataFrame:
+                 marker_min_m2: float = 8.0) -> pd.DataFrame:
     """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`) and merge
     the pieces across tile borders; pieces that reach the edge of ``box`` (the shard, in global
     pixels) stay ``open``. Area classes are traced per block of ``BLOCK_TILES``² tiles (one
