@@ -43,9 +43,9 @@ Keys (all optional)::
                              # the same classes); the test split stays this region's; default none
     max_minutes = 0          # time budget (0: none): stop after the epoch that crosses it; the
                              # LR schedule is laid out for the epochs that fit (measured)
-    contact_weight = 1.0     # weight of edge pixels where two features touch (a party wall: edge
-                             # beside edge, not background) in the edge loss; > 1 teaches the model
-                             # the walls that keep touching buildings apart
+    contact_weight = 5.0     # weight of edge pixels where two features touch (a party wall: edge
+                             # beside edge, not background) in the edge loss: it teaches the model
+                             # the walls that keep touching buildings apart (1: no extra weight)
     val_every = 1            # validate every N epochs (and always the last); best.pt is chosen
                              # among validated epochs
     checkpoint_minutes = 5.0 # last.pt (full training state) at most this many minutes apart (0: every
@@ -117,8 +117,8 @@ class TrainSpec:
     regions: tuple[Path, ...] = field(default=(), metadata={"digest": "train"})
     max_minutes: float = 0.0  # 0: no time budget
     # touching buildings: the weight of edge pixels between two features (not next to background)
-    # in the edge loss; in the train digest only when set (pipeline.stages)
-    contact_weight: float | None = field(default=None, metadata={"digest": "train"})  # None: 1
+    # in the edge loss (1: no extra weight); measured in docs/notes/i15-dense.md
+    contact_weight: float = 5.0
     val_every: int = 1
     # how often last.pt is written: how, not what (no part of the digest)
     checkpoint_minutes: float = field(default=5.0, metadata={"operational": True})
@@ -213,7 +213,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         regions=tuple(Path(p) for p in _str_list(sec, "regions")),
         freeze_encoder_epochs=sec.integer("freeze_encoder_epochs", d.freeze_encoder_epochs, lo=0, hi=100000),
         max_minutes=sec.number("max_minutes", d.max_minutes, lo=0.0),
-        contact_weight=sec.number("contact_weight", None, lo=1.0, hi=100.0),
+        contact_weight=sec.number("contact_weight", d.contact_weight, lo=1.0, hi=100.0),
         val_every=sec.integer("val_every", d.val_every, lo=1, hi=100000),
         checkpoint_minutes=sec.number("checkpoint_minutes", d.checkpoint_minutes, lo=0.0),
         checkpoint_epochs=sec.integer("checkpoint_epochs", d.checkpoint_epochs, lo=0, hi=100000),

@@ -158,7 +158,7 @@ def _region_splits(cfg: RegionConfig) -> dict[str, str]:
 
 
 register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
-               optional=("train.regions", "train.contact_weight"), foreign=_region_splits))
+               optional=("train.regions",), foreign=_region_splits))
 # a region predicted with a model trained elsewhere ([predict] model) trains nothing itself
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
                inputs=_model_path, sample_inputs=False, foreign=_model_region,
