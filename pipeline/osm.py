@@ -17,7 +17,8 @@ How it reads (two passes, the heavy work in C++):
    ``IdFilter``); when there are none, the assembler is not run at all.
 
 WKB is then parsed, turned into areas (closed ways: Polygons; one-part multipolygons:
-Polygons), checked and repaired, vectorised with shapely.
+Polygons), checked and repaired, vectorised with shapely (the repair, tags and sort are
+:func:`pipeline.label_finish.finalise`, shared with vector labels).
 
 The relations pass reads the whole file (libosmium decodes only the relation groups). Reading
 just the trailing relation blocks of a type-sorted PBF was tried (our own block-level reader) and
@@ -32,7 +33,6 @@ repaired (``shapely.make_valid``) rather than dropped, unlike ``osmium export``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -45,13 +45,11 @@ import shapely
 
 from pipeline.config import ClassSpec
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.features import FEATURE_COLUMNS
-from pipeline.geo import polygonal_part
+from pipeline.label_finish import LabelRows, finalise
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-CRS = "EPSG:4326"
 #: relation types libosmium assembles into areas
 AREA_RELATION_TYPES = ("multipolygon", "boundary")
 _MATCH_CACHE_SIZE = 100_000
@@ -78,7 +76,7 @@ def extract_features(
 ) -> gpd.GeoDataFrame:
     """Features of ``classes`` in the OSM file ``pbf_path`` as a GeoDataFrame (EPSG:4326).
 
-    Columns: :data:`pipeline.io.FEATURE_COLUMNS` + ``geometry``; rows sorted by
+    Columns: :data:`pipeline.features.FEATURE_COLUMNS` + ``geometry``; rows sorted by
     (class_id, osm_type, osm_id). ``node_index`` is a pyosmium location-index spec: ``flex_mem``
     (RAM) or e.g. ``sparse_file_array,/path/nodes.idx`` (on disk; the file is scratch space,
     truncated first and removed afterwards). See :func:`extract_features_with_stats`.
@@ -330,45 +328,19 @@ def _node_locations(spec: str) -> Iterator[Any]:
 # GeoDataFrame assembly
 
 
-class _Rows(NamedTuple):
-    """One row per (feature, class it matches)."""
-
-    osm_type: np.ndarray  # object (str)
-    osm_id: np.ndarray  # int64
-    cls: np.ndarray  # class index
-    buffer_m: np.ndarray  # float64, ground metres
-    tags: np.ndarray  # object (the feature's kept tags, a dict shared by equal tag values)
-    wkb: list[str]  # hex WKB
-
-
 def _frame(coll: _Collector, plan: _Plan) -> gpd.GeoDataFrame:
-    """Features -> GeoDataFrame (EPSG:4326), one row per (feature, class): parse WKB, repair
-    areas, sort by (class_id, osm_type, osm_id)."""
-    import geopandas as gpd
-
-    specs = plan.classes
+    """Features -> GeoDataFrame (EPSG:4326), one row per (feature, class): parse WKB, make the
+    areas of closed ways Polygons, then :func:`pipeline.label_finish.finalise` (repair, tags,
+    sort)."""
     rows = _rows(coll.features)
-    is_area = np.array([c.kind == "area" for c in specs] + [False], dtype=bool)[rows.cls]
-    geoms = _as_areas(_parse_wkb(rows.wkb), is_area & (rows.osm_type == "way"))
-    keep = _repair_areas(geoms, is_area, coll.stats)
-    class_id = np.array([c.id for c in specs] + [0], dtype=np.uint8)[rows.cls]
-    order = np.lexsort((rows.osm_id, rows.osm_type.astype(str), class_id))
-    order = order[keep[order]]
-    data = {
-        "osm_type": rows.osm_type[order],
-        "osm_id": rows.osm_id[order],
-        "class": np.array([c.name for c in specs] + [""], dtype=object)[rows.cls[order]],
-        "class_id": class_id[order],
-        "buffer_m": rows.buffer_m[order],
-        "tags": _tags_json(rows.tags[order], rows.cls[order], specs),
-    }
-    gdf = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms[order], crs=CRS), crs=CRS)
-    coll.stats.rows_per_class = {c.name: int((gdf["class"] == c.name).sum()) for c in specs}
-    return gdf[[*FEATURE_COLUMNS, "geometry"]]
+    is_area = np.array([c.kind == "area" for c in plan.classes] + [False], dtype=bool)[rows.cls]
+    geoms = _as_areas(rows.geometry, is_area & (rows.osm_type == "way"))
+    return finalise(rows._replace(geometry=geoms), plan.classes, coll.stats)
 
 
-def _rows(features: list[_Feature]) -> _Rows:
-    """Expand features into one row per class they match."""
+def _rows(features: list[_Feature]) -> LabelRows:
+    """Expand features into one row per class they match (tags: the feature's kept tags, a dict
+    shared by equal tag values; geometry: the parsed WKB)."""
     osm_type: list[str] = []
     osm_id: list[int] = []
     cls: list[int] = []
@@ -384,8 +356,9 @@ def _rows(features: list[_Feature]) -> _Rows:
         buffer_m += buffers
         tags += [m.sub] * n
         wkb += [w] * n
-    return _Rows(np.array(osm_type, dtype=object), np.array(osm_id, dtype=np.int64), np.array(cls, dtype=np.intp),
-                 np.array(buffer_m, dtype=np.float64), np.array([*tags, None], dtype=object)[:-1], wkb)
+    return LabelRows(np.array(osm_type, dtype=object), np.array(osm_id, dtype=np.int64), np.array(cls, dtype=np.intp),
+                     np.array(buffer_m, dtype=np.float64), np.array([*tags, None], dtype=object)[:-1],
+                     _parse_wkb(wkb))
 
 
 def _parse_wkb(hexes: list[str]) -> np.ndarray:
@@ -393,34 +366,3 @@ def _parse_wkb(hexes: list[str]) -> np.ndarray:
     faster than hex); None where the WKB is no valid geometry (a ring of under 4 points)."""
     raw = [bytes.fromhex(h) for h in hexes]
     return shapely.from_wkb(np.array([*raw, None], dtype=object), on_invalid="ignore")[:len(raw)]
-
-
-def _repair_areas(geoms: np.ndarray, is_area: np.ndarray, stats: ExtractStats) -> np.ndarray:
-    """Make invalid area geometries valid in place (polygonal parts only); returns a keep mask
-    (False: no geometry, or nothing polygonal left after repair)."""
-    keep = ~shapely.is_missing(geoms)
-    stats.dropped_invalid += int((~keep).sum())
-    bad = np.flatnonzero(keep & is_area & ~shapely.is_valid(geoms))
-    if len(bad):
-        fixed = shapely.make_valid(geoms[bad], method="structure", keep_collapsed=False)
-        fixed = np.array([*(polygonal_part(g) for g in fixed), None], dtype=object)[:-1]
-        empty = shapely.is_empty(fixed)
-        geoms[bad] = fixed
-        keep[bad[empty]] = False
-        stats.repaired += int((~empty).sum())
-        stats.dropped_invalid += int(empty.sum())
-    return keep
-
-
-def _tags_json(tags: np.ndarray, cls: np.ndarray, specs: tuple[ClassSpec, ...]) -> np.ndarray:
-    """Per row: a sort_keys JSON object of the tags whose keys its class keeps. Features with
-    equal tag values share one dict (see _Collector.match), so the text is cached per dict."""
-    cache: dict[tuple[int, int], str] = {}
-    out = np.empty(len(tags), dtype=object)
-    for r, (sub, i) in enumerate(zip(tags, cls.tolist())):
-        text = cache.get((i, id(sub)))
-        if text is None:
-            text = json.dumps({k: sub[k] for k in specs[i].tag_keys if k in sub}, sort_keys=True)
-            cache[(i, id(sub))] = text
-        out[r] = text
-    return out
