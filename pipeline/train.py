@@ -1,9 +1,12 @@
-"""Training: losses, optimiser and schedule, the epoch loop with checkpoints, resume and DDP.
+"""Training: the epoch loop, with losses, optimiser, schedule, validation and DDP.
 
 ``fit`` trains a model on a train and a validation :class:`~pipeline.dataset.TileDataset` and
 writes into ``out_dir``: ``last.pt`` (every epoch, with the full training state), ``best.pt``
 (best validation mean IoU over the foreground classes), ``metrics.csv``, ``training.png`` and
 TensorBoard events under ``tb/``. Importable with torch, smp, numpy and Pillow alone.
+
+What it writes and how a run resumes is :mod:`pipeline.train_checkpoints`; the time budget
+(``[train] max_minutes``) and the DDP process group are :mod:`pipeline.train_budget`.
 
 Multi-GPU / multi-node: start :mod:`pipeline.train_run` with ``torchrun``; ``fit`` joins the
 process group that ``torchrun``'s environment describes (NCCL on CUDA, gloo on CPU).
@@ -13,15 +16,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -31,64 +31,25 @@ from pipeline.device import pick_device
 from pipeline.errors import ModelError, TrainingError
 from pipeline.losses import build_loss
 from pipeline.metrics import confusion, scores
-from pipeline.model import ModelSpec, build_model, make_meta, read_checkpoint, save_checkpoint, unwrap
-from pipeline.schedule import Schedule, budget_epochs, build_scheduler
+from pipeline.model import ModelSpec, build_model, make_meta, unwrap
+from pipeline.schedule import build_scheduler
 from pipeline.specs import TrainSpec
+from pipeline.train_budget import Plan, dist_setup
+from pipeline.train_checkpoints import (
+    EpochHook,
+    History,
+    Saver,
+    Writers,
+    read_last,
+    restore,
+    rng_state,
+    seed_everything,
+)
 
 StepHook = Callable[[int, int], None]
-#: the training clock (seconds; tests replace it to make a time budget deterministic)
+#: the training clock (seconds; tests replace it to make a time budget deterministic): fit hands
+#: it to the budget's Plan and the checkpoints' Saver, so one replacement here times them all
 _clock: Callable[[], float] = time.perf_counter
-EpochHook = Callable[[Mapping[str, Any]], None]
-
-
-@dataclass
-class History:
-    """Per-epoch rows (``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``images_per_s``,
-    ``seconds`` (training), ``elapsed_s`` (since the run began, resumes included) and, on the
-    epochs that were validated, ``val_seconds``, ``iou``/``precision``/``recall``/``f1`` per
-    class, ``miou``), the best epoch and the lineage of a fine-tuned model."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = -1
-    best_miou: float = -1.0
-    init: dict[str, Any] | None = None  # the lineage of a fine-tuned model (pipeline.finetune.lineage)
-
-
-def dist_setup(device: torch.device) -> tuple[int, int]:
-    """(rank, world size): joins torchrun's process group when ``WORLD_SIZE`` > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG state, as tensors and plain values (``weights_only`` loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc,unused-ignore]
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                                       int(has_gauss), float(cached)]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -119,34 +80,6 @@ def _check_inputs(train_ds: TileDataset) -> None:
     if not any(r.labelled > 0 for r in train_ds.rows):
         raise TrainingError(f"{train_ds.data_dir}: no training tile has a pixel of any class (all background or "
                             "ignored); check the [[classes]] tags against the OSM data, or the region's bbox")
-
-
-def _read_last(path: Path, digest: str, spec: TrainSpec) -> dict[str, Any] | None:
-    """last.pt's checkpoint when there is one (of today's config: another's is refused, and kept)."""
-    if not path.is_file():
-        return None
-    blob = read_checkpoint(path, map_location="cpu")
-    got = blob["meta"].get("config_digest")
-    if got != digest or "train_state" not in blob:
-        init = (f" ([train] init = '{spec.init}' is a change of config: move last.pt away to fine-tune from it)"
-                if spec.init is not None else "")
-        raise TrainingError(f"{path}: checkpoint of another config (digest {got}, today's {digest}); it is kept. "
-                            "Move or delete it to train afresh with today's config, or restore the old config "
-                            f"to resume it{init}")
-    return blob
-
-
-def _restore(blob: Mapping[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Schedule,
-             scaler: torch.amp.GradScaler) -> tuple[int, History, float]:
-    """Load last.pt's training state; (next epoch, history, training seconds spent so far)."""
-    unwrap(model).load_state_dict(blob["model"])
-    ts = blob["train_state"]
-    opt.load_state_dict(ts["optimizer"])
-    sched.load_state_dict(ts["scheduler"])
-    scaler.load_state_dict(ts["scaler"])
-    set_rng_state(ts["rng"])
-    hist = History([dict(r) for r in ts["history"]], int(ts["best_epoch"]), float(ts["best_miou"]))
-    return int(ts["epoch"]) + 1, hist, float(ts.get("elapsed_s", 0.0))
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader[Any], n_classes: int, device: torch.device,
@@ -196,148 +129,6 @@ def _amp(spec: TrainSpec, device: torch.device) -> tuple[Any, torch.amp.GradScal
     if torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16), torch.amp.GradScaler("cuda", enabled=False)
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda", enabled=True)
-
-
-def _agree(values: list[float], device: torch.device) -> list[float]:
-    """Rank 0's ``values`` on every rank (time-based decisions must be the same on all of them)."""
-    if not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.broadcast(t, 0)
-    return [float(v) for v in t.cpu()]
-
-
-class _Plan:
-    """The time budget (``[train] max_minutes``): when to stop and how long the schedule is.
-
-    The schedule starts laid out for ``epochs``; a few steps into the first epoch it is laid
-    out again for the epochs the measured step time fits into the budget (validation estimated
-    at a third of a training step per tile), and after every epoch for the measured epoch times."""
-
-    def __init__(self, spec: TrainSpec, sched: Schedule, steps_per_epoch: int, val_share: float,
-                 device: torch.device) -> None:
-        self.spec, self.sched, self.steps, self.val_share, self.device = spec, sched, steps_per_epoch, val_share, device
-        self.budget_s = spec.max_minutes * 60.0
-        self.k = min(max(3, steps_per_epoch // 10), steps_per_epoch - 1)
-        self.t0 = 0.0
-        self.epoch_times: list[float] = []
-
-    @property
-    def on(self) -> bool:
-        return self.budget_s > 0
-
-    def first_steps(self, elapsed_s: float) -> Callable[[int, int], None]:
-        """A step hook for the first epoch of a fresh run: lays the schedule out after ``k`` steps."""
-        def hook(epoch: int, step: int) -> None:
-            if step == 0:
-                self.t0 = _clock()
-            elif step == self.k:
-                per_step = (_clock() - self.t0) / self.k
-                epoch_s = per_step * self.steps * (1.0 + self.val_share / max(1, self.spec.val_every))
-                self._relayout(epoch, elapsed_s, epoch_s)  # (elapsed_s: at the start of this epoch)
-        return hook
-
-    def _relayout(self, done: int, elapsed_s: float, epoch_s: float) -> None:
-        epochs = budget_epochs(self.spec, done, elapsed_s, epoch_s)
-        total, = _agree([float(epochs * self.steps)], self.device)
-        self.sched.relayout(int(total))
-
-    def crossed(self, elapsed_s: float) -> bool:
-        """Whether the budget is spent (the epoch that crossed it is the last)."""
-        if not self.on:
-            return False
-        return bool(_agree([float(elapsed_s >= self.budget_s)], self.device)[0])
-
-    def epoch_done(self, done: int, elapsed_s: float, epoch_s: float) -> None:
-        if not self.on:
-            return
-        self.epoch_times.append(epoch_s)
-        times = self.epoch_times[1:] or self.epoch_times  # (the first one carries the start-up)
-        self._relayout(done, elapsed_s, sum(times) / len(times))
-
-
-class _Saver:
-    """Writes ``last.pt`` (the full training state: weights, optimiser, schedule, RNG, history)
-    after the first epoch of a run, every ``checkpoint_epochs`` epochs, whenever
-    ``checkpoint_minutes`` have passed since the last write, and at the end; ``best.pt`` with it
-    when a better epoch came since the last write (kept in memory until then). So a killed run
-    resumes from the last write, and ``best.pt`` never runs ahead of ``last.pt``'s history."""
-
-    def __init__(self, out: Path, model: torch.nn.Module, meta_base: Mapping[str, Any], spec: TrainSpec,
-                 has_val: bool) -> None:
-        self.out, self.model, self.meta_base, self.spec, self.has_val = out, model, meta_base, spec, has_val
-        self.last_t = _clock()
-        self.first = True
-        self.best: dict[str, Any] | None = None  # a best.pt blob not yet written
-
-    def meta(self, row: Mapping[str, Any], epoch: int) -> dict[str, Any]:
-        metrics = {k: row[k] for k in ("iou", "precision", "recall", "f1", "miou", "accuracy", "val_loss") if k in row}
-        return {**self.meta_base, "metrics": {**metrics, "epoch": epoch + 1}}
-
-    def due(self, epoch: int, last: bool) -> bool:
-        s = self.spec
-        return (last or self.first or (s.checkpoint_epochs > 0 and (epoch + 1) % s.checkpoint_epochs == 0)
-                or _clock() - self.last_t >= s.checkpoint_minutes * 60.0)
-
-    def epoch_done(self, row: Mapping[str, Any], hist: History, epoch: int, last: bool,
-                   state: Callable[[], Any]) -> bool:
-        """Book this epoch (a better validation mIoU: the best); write when due. True when written."""
-        from pipeline.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-
-        miou = float(row.get("miou", math.nan))
-        save = self.due(epoch, last)
-        if not self.has_val:
-            hist.best_epoch, hist.best_miou = epoch + 1, -1.0
-        elif not math.isnan(miou) and miou > hist.best_miou:
-            hist.best_epoch, hist.best_miou = epoch + 1, miou
-            self.best = None if save else {
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                "model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()},
-                "meta": self.meta(row, epoch)}
-            if save:
-                save_checkpoint(self.out / "best.pt", self.model, self.meta(row, epoch))
-        if not save:
-            return False
-        if not self.has_val:
-            save_checkpoint(self.out / "best.pt", self.model, self.meta(row, epoch))
-        elif self.best is not None:
-            from pipeline.model import write_checkpoint
-
-            write_checkpoint(self.out / "best.pt", self.best)
-            self.best = None
-        save_checkpoint(self.out / "last.pt", self.model, self.meta(row, epoch), state())
-        self.last_t, self.first = _clock(), False
-        return True
-
-
-class _Writers:
-    """What rank 0 writes after each epoch: checkpoints (:class:`_Saver`), ``metrics.csv`` and
-    TensorBoard scalars; it calls ``on_epoch`` with the epoch's row, and writes
-    ``training.png`` at the end."""
-
-    def __init__(self, saver: _Saver, on_epoch: EpochHook | None) -> None:
-        from pipeline.trainlog import Board
-
-        self.saver, self.on_epoch = saver, on_epoch
-        self.board = Board(saver.out / "tb")
-
-    def epoch_done(self, row: Mapping[str, Any], hist: History, epoch: int, last: bool,
-                   state: Callable[[], Any]) -> None:
-        from pipeline.trainlog import write_csv
-
-        self.saver.epoch_done(row, hist, epoch, last, state)
-        write_csv(self.saver.out / "metrics.csv", hist.rows)
-        self.board.epoch(row)
-        if self.on_epoch is not None:
-            self.on_epoch(row)
-
-    def finish(self, hist: History) -> None:
-        from pipeline.trainlog import write_plot
-
-        write_plot(self.saver.out / "training.png", hist.rows)
-
-    def close(self) -> None:
-        self.board.close()
 
 
 @dataclass(frozen=True)
@@ -399,10 +190,10 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     amp, scaler = _amp(spec, device)
     start, hist, elapsed = 0, History(), 0.0
     if last_blob is not None:
-        start, hist, elapsed = _restore(last_blob, model, opt, sched, scaler)
+        start, hist, elapsed = restore(last_blob, model, opt, sched, scaler)
         del last_blob
     hist.init = dict(lineage) if lineage else None
-    plan = _Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device)
+    plan = Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device, _clock)
     if start >= spec.epochs or (plan.on and elapsed >= plan.budget_s):
         return hist
     train_model = _wrap_model(model, spec, device, world)
@@ -415,7 +206,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     t = _Trainer(spec, train_model, opt, sched, scaler, amp, loss_fn, device, out, world)
     meta_base = _meta_base(model_spec, info, lineage)
     has_val = bool(len(val_ds))
-    writers = _Writers(_Saver(out, model, meta_base, spec, has_val), opts.on_epoch) if rank == 0 else None
+    writers = Writers(Saver(out, model, meta_base, spec, has_val, _clock), opts.on_epoch) if rank == 0 else None
     clock = _clock() - elapsed  # training seconds count across resumes
     try:
         for epoch in range(start, spec.epochs):
@@ -449,11 +240,12 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
 def _start_model(spec: TrainSpec, model_spec: ModelSpec, info: RunInfo, out: Path, device: torch.device,
                  ) -> tuple[torch.nn.Module, dict[str, Any] | None, Mapping[str, Any] | None]:
     """The model built after seeding every RNG, on ``device``; ``last.pt``'s checkpoint when
-    there is one (a resumed run: :func:`_restore` loads it); the lineage of a fine-tuned model
-    (``spec.init``: a fresh run starts from that checkpoint's weights), or None."""
+    there is one (a resumed run: :func:`~pipeline.train_checkpoints.restore` loads it); the
+    lineage of a fine-tuned model (``spec.init``: a fresh run starts from that checkpoint's
+    weights), or None."""
     seed_everything(spec.seed)
     model = build_model(model_spec)
-    last_blob = _read_last(out / "last.pt", info.config_digest, spec)
+    last_blob = read_last(out / "last.pt", info.config_digest, spec)
     lineage: Mapping[str, Any] | None = None
     if last_blob is not None:
         lineage = last_blob["meta"].get("init")

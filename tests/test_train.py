@@ -395,18 +395,19 @@ def test_time_budget_stops_after_the_crossing_epoch_and_anneals(region, tmp_path
     import itertools
 
     import pipeline.train as train_mod
+    from pipeline.schedule import Schedule
 
     torch.set_num_threads(1)
     ticks = itertools.count()
     monkeypatch.setattr(train_mod, "_clock", lambda: float(next(ticks)))
     lrs: list[float] = []
-    step = train_mod.Schedule.step
+    step = Schedule.step
 
-    def logged(self: train_mod.Schedule) -> None:
+    def logged(self: Schedule) -> None:
         step(self)
         lrs.append(self.at(self.n)[0])
 
-    monkeypatch.setattr(train_mod.Schedule, "step", logged)
+    monkeypatch.setattr(Schedule, "step", logged)
     spec = replace(SPEC, epochs=100, max_minutes=0.5, checkpoint_minutes=1e6)
     hist = run(region, tmp_path / "m", spec)
     rows = hist.rows  # type: ignore[attr-defined]
