@@ -19,8 +19,8 @@ from bench.common import report, run_phase
 from pipeline.config import load_config
 from pipeline.cover import cover_features, read_tiles_csv, shard_tiles, tiles_table, write_tiles_csv
 from pipeline.features import read_features, write_features
-from pipeline.io import write_tile_files
 from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+from pipeline.tile_writer import write_tile_files
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"

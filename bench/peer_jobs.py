@@ -103,8 +103,8 @@ def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     from pipeline.config import load_config
     from pipeline.cover import read_tiles_csv, shard_tiles
     from pipeline.features import read_features
-    from pipeline.io import write_tile_files
     from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+    from pipeline.tile_writer import write_tile_files
 
     cfg = load_config(config)
     df = read_tiles_csv(tiles_csv)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.geo import to_mercator
-from pipeline.io import atomic_write_bytes
 from pipeline.statuses import COLORS, LABELS, OSM, STATUS_STYLES
 
 if TYPE_CHECKING:

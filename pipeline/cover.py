@@ -16,10 +16,10 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
+from pipeline.atomic import atomic_path
 from pipeline.config import RegionConfig
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.geo import burn_geometries, to_mercator
-from pipeline.io import atomic_path
 from pipeline.tiles import Tile, _tile_ranges, cover_bbox, cover_mercator, shards_of
 
 if TYPE_CHECKING:

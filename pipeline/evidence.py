@@ -31,8 +31,9 @@ from rasterio.features import rasterize
 
 from pipeline.errors import InputDataError, ManifestError
 from pipeline.geo import HALF_WORLD_M, to_mercator
-from pipeline.io import WRITTEN, read_tile_index, tile_path
 from pipeline.probs import decode_prob_tile
+from pipeline.tile_index import WRITTEN, read_tile_index
+from pipeline.tile_writer import tile_path
 from pipeline.tiles import Tile, tile_bounds, tile_extent_m
 
 #: probability (0-1) at or above which a pixel counts as confident
@@ -65,7 +66,7 @@ TileLookup = Callable[[TileKey], Path | None]
 
 def tile_files(product_dir: Path, zoom: int) -> TileLookup:
     """A lookup ``(x, y) -> file`` of the written tiles at ``zoom`` of a tile product folder
-    (``predictions``, ``images``): from its tile index (:func:`pipeline.io.read_tile_index`) when
+    (``predictions``, ``images``): from its tile index (:func:`pipeline.tile_index.read_tile_index`) when
     it has one, else the tile tree's ``z/x/y.<ext>`` (a folder of tiles written by hand)."""
     product_dir = Path(product_dir)
     try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
-from pipeline.io import atomic_path
+from pipeline.atomic import atomic_path
 
 if TYPE_CHECKING:
     import geopandas as gpd

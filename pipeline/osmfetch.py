@@ -15,9 +15,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic import atomic_path, atomic_write_json
 from pipeline.errors import InputDataError
 from pipeline.imagery.common import redact
-from pipeline.io import atomic_path, atomic_write_json
 
 _CHUNK = 1 << 20
 

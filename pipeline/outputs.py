@@ -2,7 +2,7 @@
 
 A region task's manifest lists its output files as ``files: {relative path: {"size", "sha256",
 "mtime_ns"}}`` under ``root`` (:func:`file_entries`). A plain rerun checks sizes (one ``stat`` per
-file, :func:`pipeline.io.manifest_is_current`); ``Verify`` checks sha256 (:func:`damaged_files`) and
+file, :func:`pipeline.manifests.manifest_is_current`); ``Verify`` checks sha256 (:func:`damaged_files`) and
 deletes what is damaged, so the task that owns it is redone. A manifest that is itself the output
 (``run.json``) carries ``self_sha256``, the digest of its own body (:func:`seal`, :func:`seal_intact`).
 """

@@ -19,8 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.config import ClassSpec, RegionConfig
-from pipeline.io import atomic_write_bytes
 from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
 
 QGIS_VERSION = "3.22.16-Białowieża"
@@ -253,7 +253,7 @@ def region_imagery(cfg: RegionConfig, d: Path) -> tuple[list[RasterLayer], str |
     by the extension the tile index records, and a raster source's files themselves; and a note
     when the tiles mix extensions (only one of them shows)."""
     from pipeline.errors import ManifestError
-    from pipeline.io import WRITTEN, read_tile_index
+    from pipeline.tile_index import WRITTEN, read_tile_index
 
     if cfg.imagery is None:
         return [], None

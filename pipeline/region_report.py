@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ManifestError
-from pipeline.io import WRITTEN, read_tile_index
 from pipeline.report import MapLayer, Report, TileLayer, layers_bounds
 from pipeline.runinfo import read_json
 from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
+from pipeline.tile_index import WRITTEN, read_tile_index
 
 #: map layers of the report: (name, file under data/<region>, colour, shown at first); names and
 #: colours from the one palette (pipeline.statuses) that the QGIS project uses too

@@ -49,10 +49,10 @@ class TileRow:
 
 def tile_pairs(data_dir: str | Path) -> tuple[list[TileRow], dict[str, int]]:
     """Image/mask pairs from the manifests of ``data_dir/images`` and ``data_dir/masks``
-    (``pipeline.io.read_tile_index``, never a glob). Returns rows with ``split=""`` sorted by
+    (``pipeline.tile_index.read_tile_index``, never a glob). Returns rows with ``split=""`` sorted by
     (z, x, y), and counts: ``tiles`` (masks), ``pairs``, ``no_imagery`` (tiles left out: the
     imagery had no valid pixels or no file), ``no_mask``."""
-    from pipeline.io import WRITTEN, read_tile_index
+    from pipeline.tile_index import WRITTEN, read_tile_index
 
     data_dir = Path(data_dir)
     images = read_tile_index(data_dir / "images")
@@ -74,7 +74,7 @@ def tile_pairs(data_dir: str | Path) -> tuple[list[TileRow], dict[str, int]]:
 def no_pairs_message(data_dir: Path, counts: dict[str, int]) -> str:
     """Why no tile has both imagery and a mask (``counts`` from :func:`tile_pairs`), and the fix:
     no tile at all (no labelled feature, or none the classes can burn), or no imagery."""
-    from pipeline.io import MISSING, NODATA, WRITTEN, read_tile_index
+    from pipeline.tile_index import MISSING, NODATA, WRITTEN, read_tile_index
 
     head = f"{data_dir}: no tile has both imagery and a mask"
     if counts["tiles"] == 0:
@@ -101,7 +101,7 @@ def no_pairs_message(data_dir: Path, counts: dict[str, int]) -> str:
 def _why_no_tiles(data_dir: Path) -> str:
     """Why the region has no tile: what the extract manifest says about the labelled features."""
     from pipeline.errors import ManifestError
-    from pipeline.io import read_manifest
+    from pipeline.manifests import read_manifest
 
     where = data_dir / "_manifests" / "extract.json"
     try:
@@ -360,7 +360,7 @@ def make_split(data_dir: str | Path, spec: SplitSpec, zoom: int) -> tuple[list[T
 
 def write_split_csv(path: str | Path, rows: Iterable[TileRow]) -> None:
     """Write ``split.csv`` atomically."""
-    from pipeline.io import atomic_path
+    from pipeline.atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)

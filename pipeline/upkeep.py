@@ -3,14 +3,13 @@ index does not list, and clean temporary files that killed runs left (``make cle
 ``python -m pipeline.upkeep clean-tmp data``, which refuses while a run holds a lock).
 
 A product folder (``data/<region>/<product>``) holds ``index.parquet`` (today's tiles, see
-:func:`pipeline.io.read_tile_index`), ``_shards/<quadkey>.json`` manifests, ``_manifest.json``
+:func:`pipeline.tile_index.read_tile_index`), ``_shards/<quadkey>.json`` manifests, ``_manifest.json``
 and the tiles ``z/x/y.<ext>``. Everything here works from the index, never trusts a glob of
 the tiles except to find files the index does *not* list.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,10 +18,15 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import BusyError, OsmsatError
-from pipeline.io import INDEX_FILE, WRITTEN, read_tile_index, tiles_on_disk
+from pipeline.locks import try_lock
 from pipeline.outputs import damaged_files, seal_intact
+from pipeline.tile_index import INDEX_FILE, WRITTEN, read_tile_index, tiles_on_disk
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 #: held (shared) by every ``python -m tasks`` run on a region for its whole life; a permanent file
 #: (not a ``*.lock``: those are per-task locks, deleted on release)
@@ -139,19 +143,17 @@ def remove_empty_dirs(root: str | Path) -> int:
     return n
 
 
-def _lock_now(path: Path, create: bool = False) -> int | None:
-    """An exclusive ``flock`` on ``path`` if no one holds one: its descriptor (close it to
-    release), else None. A missing file (``create`` off) counts as free: -1."""
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
-    except FileNotFoundError:
-        return -1
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+def _lock_now(path: Path, held: list[BaseFileLock], create: bool = False) -> bool:
+    """Whether no process holds a lock on ``path``; if so, an exclusive lock on it, taken now,
+    joins ``held`` (release them when done). A missing file (``create`` off) counts as free,
+    with nothing to hold."""
+    if not create and not path.exists():
+        return True
+    lock = try_lock(path)
+    if lock is None:
+        return not create and not path.exists()  # its holder deleted it meanwhile: free
+    held.append(lock)
+    return True
 
 
 def clean_tmp(root: str | Path, temp_dir: str | Path | None = None) -> dict[str, int]:
@@ -180,29 +182,24 @@ def clean_tmp(root: str | Path, temp_dir: str | Path | None = None) -> dict[str,
         temps.extend(here / f for f in files if f.startswith(".") and ".tmp" in f)
         if here.name == "_manifests":
             locks.extend(here / f for f in files if f.endswith(".lock"))
-    held: list[int] = []
+    held: list[BaseFileLock] = []
     try:
         for region in sorted(regions):
-            fd = _lock_now(region / RUN_LOCK, create=True)
-            if fd is None:
+            if not _lock_now(region / RUN_LOCK, held, create=True):
                 raise BusyError(f"{region}: a run on this region is going on (it holds {region / RUN_LOCK}); "
                                 "let it finish or stop it (Ctrl-C), then run make clean-tmp again — nothing "
                                 "was deleted")
-            held.append(fd)
         for lock in locks:
-            fd = _lock_now(lock)
-            if fd is None:
+            if not _lock_now(lock, held):
                 raise BusyError(f"{lock}: a task of a running run holds this lock; let the run finish or stop "
                                 "it, then run make clean-tmp again — nothing was deleted")
-            held.append(fd)
         for folder in scratch:
             shutil.rmtree(folder, ignore_errors=True)
         for path in temps + [p for p in locks if p.parent.name == "_manifests"]:
             path.unlink(missing_ok=True)
     finally:
-        for fd in held:
-            if fd >= 0:
-                os.close(fd)
+        for held_lock in held:
+            held_lock.release()
     return {"scratch folders": len(scratch), "temporary files": len(temps), "lock files": len(locks),
             "errors files": len(clean_errors_files(temp_dir))}
 
@@ -213,14 +210,14 @@ def clean_errors_files(temp_dir: str | Path | None = None) -> list[Path]:
     folder = Path(temp_dir if temp_dir is not None else tempfile.gettempdir())
     removed = []
     for path in sorted(folder.glob(f"{ERRORS_PREFIX}*{ERRORS_SUFFIX}")):
-        fd = _lock_now(path)
-        if fd is None or fd < 0:
+        held: list[BaseFileLock] = []
+        if not _lock_now(path, held) or not held:  # a live run's, or gone
             continue
         try:
             path.unlink(missing_ok=True)
             removed.append(path)
         finally:
-            os.close(fd)
+            held[0].release()
     return removed
 
 

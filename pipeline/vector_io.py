@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from pipeline.atomic import atomic_path, atomic_write_bytes
 from pipeline.errors import InputDataError
-from pipeline.io import atomic_path, atomic_write_bytes
 from pipeline.merge import PIECE_COLUMNS, empty_pieces
 
 if TYPE_CHECKING:

@@ -25,10 +25,12 @@ import shapely
 from pipeline.config import RegionConfig, load_config
 from pipeline.extract import buffer_for
 from pipeline.features import read_features
-from pipeline.io import read_tile_index, write_manifest, write_tile_files
+from pipeline.manifests import write_manifest
 from pipeline.masks import burn_tile, prepare_burn
 from pipeline.probs import encode_probs
 from pipeline.synthetic.truth import is_building
+from pipeline.tile_index import read_tile_index
+from pipeline.tile_writer import write_tile_files
 from pipeline.tiles import Tile
 from pipeline.vectorize import mask_to_probs, read_tile
 

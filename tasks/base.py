@@ -24,25 +24,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 
+from pipeline.atomic import clean_stale_temps
 from pipeline.config import RegionConfig, load_config
 from pipeline.errors import ConfigError, ManifestError
-from pipeline.io import (
-    INDEX_FILE,
-    MANIFEST_VERSION,
-    ShardWriter,
-    clean_stale_temps,
-    file_lock,
-    index_is_whole,
-    manifest_is_current,
-    read_manifest,
-    remove_stale_scratch,
-    shards_whole,
-    tiles_on_disk,
-    write_manifest,
-    write_tile_index,
-)
+from pipeline.locks import file_lock
+from pipeline.manifests import MANIFEST_VERSION, manifest_is_current, read_manifest, write_manifest
 from pipeline.outputs import file_entries, seal
 from pipeline.stages import file_fingerprint, stage_digest
+from pipeline.tile_index import INDEX_FILE, index_is_whole, shards_whole, tiles_on_disk, write_tile_index
+from pipeline.tile_writer import ShardWriter, remove_stale_scratch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -278,7 +268,7 @@ class ShardTask(RegionTask):
         return self.product_dir() / "_tmp" / f"{self.shard}.lock"
 
     def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
-        """The shard's tile writer (:class:`pipeline.io.ShardWriter`; use it as a context manager)."""
+        """The shard's tile writer (:class:`pipeline.tile_writer.ShardWriter`; use it as a context manager)."""
         return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts)
 
 

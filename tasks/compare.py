@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.io import WRITTEN, atomic_write_bytes, atomic_write_json, read_tile_index
+from pipeline.atomic import atomic_write_bytes, atomic_write_json
+from pipeline.tile_index import WRITTEN, read_tile_index
 from tasks.base import RegionTask
 from tasks.extract import ExtractFeatures
 from tasks.vectorize import MergeFeatures
@@ -119,7 +120,7 @@ class CompareWithOSM(RegionTask):
     def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any) -> list[Path]:
         """``osm_features.gpkg`` (with labels) and ``<region>.qgs`` (+ .qml styles beside the change
         layers): ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines layer."""
-        from pipeline.io import read_manifest
+        from pipeline.manifests import read_manifest
         from pipeline.qgis import write_region_project
         from pipeline.vector_io import write_gpkg
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import mercantile
 
+from pipeline.atomic import atomic_write_json
 from pipeline.errors import ModelError
-from pipeline.io import atomic_write_json, read_manifest
+from pipeline.manifests import read_manifest
 from pipeline.predict_spec import PredictSpec, is_own_model, model_path
 from tasks.base import RegionTask
 from tasks.predict import EvaluateModel

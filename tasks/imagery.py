@@ -32,7 +32,7 @@ from pipeline.imagery.shard import (
     reopen_shard,
     server_resource,
 )
-from pipeline.io import read_manifest
+from pipeline.manifests import read_manifest
 from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
 from tasks.settings import download

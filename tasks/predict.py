@@ -16,8 +16,9 @@ import luigi
 
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
-from pipeline.io import WRITTEN, read_manifest, read_tile_index
+from pipeline.manifests import read_manifest
 from pipeline.predict_spec import PredictSpec, cross_fit_model, is_own_model, model_path, training_tiles
+from pipeline.tile_index import WRITTEN, read_tile_index
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
 from tasks.imagery import ImageryAll

@@ -9,8 +9,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import ManifestError
-from pipeline.io import atomic_write_bytes, read_manifest
+from pipeline.manifests import read_manifest
 from pipeline.region_report import region_report
 from pipeline.report import render_report
 from pipeline.runinfo import input_checksums, output_checksums, read_records, run_manifest

@@ -13,8 +13,9 @@ from typing import Any
 
 import luigi
 
+from pipeline.atomic import atomic_write_json
 from pipeline.errors import ManifestError
-from pipeline.io import atomic_write_json, read_manifest
+from pipeline.manifests import read_manifest
 from tasks.base import RegionTask
 
 _STARTS: dict[str, float] = {}

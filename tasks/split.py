@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import atomic_write_json
+from pipeline.atomic import atomic_write_json
 from tasks.base import RegionTask
 from tasks.imagery import ImageryAll
 from tasks.masks import MasksAll

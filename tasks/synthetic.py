@@ -41,7 +41,7 @@ class MakeSampleRegion(RegionTask):
     def _written_before(self) -> set[Path]:
         """The files this region's previous sample manifest lists (none when it has none)."""
         from pipeline.errors import ManifestError
-        from pipeline.io import read_manifest
+        from pipeline.manifests import read_manifest
 
         try:
             body = read_manifest(self.manifest_path())

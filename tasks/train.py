@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import luigi
 
 from pipeline.errors import ManifestError
-from pipeline.io import manifest_is_current, read_manifest
+from pipeline.manifests import manifest_is_current, read_manifest
 from pipeline.model_repair import MODEL_FILES
 from tasks.base import RegionTask
 from tasks.split import SplitDataset

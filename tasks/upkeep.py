@@ -16,8 +16,9 @@ from typing import Any
 
 import luigi
 
+from pipeline.atomic import atomic_write_json
 from pipeline.errors import ManifestError
-from pipeline.io import atomic_write_json, manifest_is_current, read_manifest
+from pipeline.manifests import manifest_is_current, read_manifest
 from pipeline.stages import stage_digest
 from pipeline.upkeep import product_dirs, prune_product, verify_outputs, verify_product
 from tasks.base import AllShardsTask, RegionTask, ShardTask

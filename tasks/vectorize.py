@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import luigi
 
-from pipeline.io import read_manifest, tile_path
+from pipeline.manifests import read_manifest
+from pipeline.tile_writer import tile_path
 from pipeline.tiles import Tile
 from tasks.base import RegionTask, ShardTask
 

@@ -18,10 +18,11 @@ from pipeline.config import ImageryConfig
 from pipeline.dataset import TileDataset, build_augment
 from pipeline.imagery.common import encode_tile, verify_image
 from pipeline.imagery.raster import iter_tiles, plan_sources
-from pipeline.io import write_manifest, write_tile_files
+from pipeline.manifests import write_manifest
 from pipeline.model import ModelSpec, build_model, normalise
 from pipeline.specs import SplitSpec, TrainSpec
 from pipeline.split import CEILING_QUANTILE, make_split, read_image
+from pipeline.tile_writer import write_tile_files
 from pipeline.tiles import Tile, quadkey, shard_of
 from tests.conftest import SHARED_DATA
 from tests.test_imagery_raster import tiles_of

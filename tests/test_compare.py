@@ -27,9 +27,9 @@ from pipeline.config import RegionConfig, load_config
 from pipeline.features import read_features
 from pipeline.finish import finish
 from pipeline.geo import to_mercator
-from pipeline.io import read_tile_index
 from pipeline.synthetic.score import object_scores, truth_scores
 from pipeline.synthetic.truth import is_building
+from pipeline.tile_index import read_tile_index
 from pipeline.tiles import Tile
 from pipeline.vectorize import (
     VectorizeSpec,

@@ -13,8 +13,9 @@ from PIL import Image
 
 from pipeline.evidence import inside_evidence, resolvable_m2, tile_pairs, usable_pixels
 from pipeline.geo import to_lonlat
-from pipeline.io import INDEX_FILE, tile_path
 from pipeline.probs import encode_probs
+from pipeline.tile_index import INDEX_FILE
+from pipeline.tile_writer import tile_path
 from pipeline.tiles import Tile, tile_bounds, tile_extent_m
 
 Z = 19

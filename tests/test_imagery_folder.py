@@ -18,7 +18,7 @@ from PIL import Image
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.imagery.folder import TileFolder, folder_cover
-from pipeline.io import read_tile_index
+from pipeline.tile_index import read_tile_index
 from pipeline.tiles import Tile
 from tests.test_imagery_task import ZOOM, build, region
 from tests.town import write_town_config

@@ -1,4 +1,4 @@
-"""pipeline.io: atomic writes, manifests, spatially ordered GeoParquet features."""
+"""Atomic writes, manifests, locks, the tile writer and index, spatially ordered GeoParquet features."""
 
 from __future__ import annotations
 
@@ -15,28 +15,22 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
+from pipeline.atomic import atomic_path, atomic_write_json
 from pipeline.errors import InputDataError
 from pipeline.features import FEATURE_ROW_GROUP, read_feature_columns, read_features, write_features
-from pipeline.io import (
+from pipeline.locks import file_lock
+from pipeline.manifests import manifest_is_current, read_manifest, write_manifest
+from pipeline.masks import geojson_like
+from pipeline.tile_index import (
     INDEX_COLUMNS,
-    TILE_MISSING,
-    TILE_NODATA,
-    TILE_OK,
     WRITTEN,
-    ShardWriter,
-    atomic_path,
-    atomic_write_json,
-    file_lock,
     index_is_whole,
-    manifest_is_current,
-    read_manifest,
     read_tile_index,
     tile_index,
     tiles_on_disk,
-    write_manifest,
     write_tile_index,
 )
-from pipeline.masks import geojson_like
+from pipeline.tile_writer import TILE_MISSING, TILE_NODATA, TILE_OK, ShardWriter
 from pipeline.tiles import Tile
 from tests.conftest import ROOT
 
@@ -121,7 +115,7 @@ def test_geojson_like_matches_geo_interface() -> None:
 
 
 def test_importing_io_leaves_the_umask_alone(tmp_path: Path) -> None:
-    code = ("import os; os.umask(0o027); import pipeline.io as io; "
+    code = ("import os; os.umask(0o027); import pipeline.tile_index; import pipeline.atomic as io; "
             "io.atomic_write_bytes(os.environ['OUT'], b'x'); m = os.umask(0); print(oct(m))")
     out = tmp_path / "f.bin"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
@@ -205,7 +199,8 @@ def test_index_is_read_from_index_parquet_and_checked_by_size(tmp_path: Path) ->
 
 
 def test_remove_stale_scratch_skips_held_locks(tmp_path: Path) -> None:
-    from pipeline.io import file_lock, remove_stale_scratch
+    from pipeline.locks import file_lock
+    from pipeline.tile_writer import remove_stale_scratch
 
     tmp = tmp_path / "_tmp"
     (tmp / "0123").mkdir(parents=True)

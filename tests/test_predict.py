@@ -413,7 +413,7 @@ def test_predict_all_writes_valid_tiles_with_manifests(predicted_town: Path) -> 
     import hashlib
     import json
 
-    from pipeline.io import read_tile_index
+    from pipeline.tile_index import read_tile_index
 
     data = predicted_town.parent / "data"
     images = read_tile_index(data / "images")
@@ -467,7 +467,7 @@ def test_rerun_is_complete_and_model_change_reruns(predicted_town: Path) -> None
 def test_task_errors_name_the_model(predicted_town: Path, tmp_path: Path) -> None:
     """A missing checkpoint, or one made for another class table, stops the shard with an error
     that names the file and says what to do (the town's imagery is reused: same data folder)."""
-    from pipeline.io import read_tile_index
+    from pipeline.tile_index import read_tile_index
     from pipeline.windows import image_paths
     from tasks.predict import Predict
 

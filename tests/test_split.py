@@ -100,7 +100,8 @@ def test_no_pairs_when_the_server_lacks_every_tile_names_the_refetch_switch(tmp_
 
 def _no_tiles(data_dir, features, wrong_geometry):
     """A region whose cover made no tile (empty indexes) after an extract of ``features``."""
-    from pipeline.io import write_manifest, write_tile_index
+    from pipeline.manifests import write_manifest
+    from pipeline.tile_index import write_tile_index
 
     for product in ("images", "masks"):
         (data_dir / product).mkdir(parents=True)

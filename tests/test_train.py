@@ -178,7 +178,7 @@ def test_out_of_memory_suggests_a_batch_size(region, tmp_path, monkeypatch):
 def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
     import luigi
 
-    from pipeline.io import read_manifest
+    from pipeline.manifests import read_manifest
     from tasks.train import TrainModel
     cfg = _town_config(tmp_path, town_pbf, epochs=1, batch_size=4)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -204,7 +204,7 @@ def test_luigi_train_with_torchrun(tmp_path, town_pbf, monkeypatch):
     the epochs its trainers finish; the model is the one the single-process path would load."""
     import luigi
 
-    from pipeline.io import read_manifest
+    from pipeline.manifests import read_manifest
     from tasks.train import TrainModel
     from tests.luigi_settings import luigi_settings
     cfg = _town_config(tmp_path, town_pbf, epochs=2, batch_size=2)
@@ -229,7 +229,7 @@ def test_cross_fit_predicts_the_training_tiles_with_a_model_that_never_saw_them(
     import luigi
 
     from pipeline.config import load_config
-    from pipeline.io import read_manifest
+    from pipeline.manifests import read_manifest
     from pipeline.review import held_out_tiles
     from pipeline.split import read_split_csv
     from pipeline.train_run import part_rows

@@ -1,5 +1,5 @@
 """The tile index, completeness by size, Verify, Prune, concurrent runs, and killed runs that
-leave temporary files (tasks/upkeep.py, pipeline/upkeep.py, the tile writer in pipeline/io.py)."""
+leave temporary files (tasks/upkeep.py, pipeline/upkeep.py, the tile writer in pipeline/tile_writer.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import luigi
 
 from pipeline.cover import read_tiles_csv
 from pipeline.features import read_features
-from pipeline.io import read_tile_index, tiles_on_disk
+from pipeline.tile_index import read_tile_index, tiles_on_disk
 from pipeline.upkeep import stale_tiles
 from tasks.masks import MasksAll
 from tasks.upkeep import Prune, Verify

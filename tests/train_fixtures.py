@@ -2,7 +2,7 @@
 
 A region is a grid of z18 tiles with image tiles (noisy ground, bright roofs) and mask tiles
 (0 ground, 1 building, 255 along roof edges), and the shard manifests that
-``pipeline.io.read_tile_index`` reads; one tile may be left without imagery ("nodata").
+``pipeline.tile_index.read_tile_index`` reads; one tile may be left without imagery ("nodata").
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.io import TILE_NODATA, write_manifest, write_tile_files
+from pipeline.manifests import write_manifest
+from pipeline.tile_writer import TILE_NODATA, write_tile_files
 from pipeline.tiles import Tile, quadkey
 
 Z, SHARD_Z = 18, 16

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import TILE_MISSING, TILE_NODATA, TILE_OK, tile_path
+from pipeline.tile_writer import TILE_MISSING, TILE_NODATA, TILE_OK, tile_path
 
 if TYPE_CHECKING:  # numpy and Pillow are imported where tiles are encoded or checked, not by completeness checks
     import numpy as np
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # numpy and Pillow are imported where tiles are encoded or ch
 
     from pipeline.tiles import Tile
 
-#: a tile's status in its shard manifest, the one vocabulary of pipeline.io: written to
+#: a tile's status in its shard manifest, the one vocabulary of pipeline.tile_writer: written to
 #: ``images/z/x/y.<ext>`` (OK); a raster tile with too few valid (not nodata, not transparent)
 #: pixels, no file (NODATA); a tile the server does not have (HTTP 404 / 410 / 204), no file (MISSING)
 OK, NODATA, MISSING = TILE_OK, TILE_NODATA, TILE_MISSING

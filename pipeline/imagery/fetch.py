@@ -43,6 +43,7 @@ from urllib3.exceptions import InvalidHeader, MaxRetryError, NameResolutionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Retry
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import InputDataError, TileServerError
 from pipeline.imagery.common import (
     MISSING,
@@ -56,7 +57,7 @@ from pipeline.imagery.common import (
     verify_image,
 )
 from pipeline.imagery.download import FetchOptions, FetchStats, RateLimiter
-from pipeline.io import atomic_write_bytes, sha256_bytes, tile_path
+from pipeline.tile_writer import sha256_bytes, tile_path
 from pipeline.tiles import Tile
 
 log = logging.getLogger(__name__)

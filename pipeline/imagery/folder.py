@@ -36,7 +36,7 @@ from PIL import Image
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.imagery.common import MISSING, NODATA, OK, TileRecord, encode_tile, remove_tile_files, verify_image
-from pipeline.io import write_tile_files
+from pipeline.tile_writer import write_tile_files
 from pipeline.tiles import Tile
 
 #: extensions tried, in order, when the template names none

@@ -42,7 +42,7 @@ from rasterio.windows import Window
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, MissingInputError, TileError
 from pipeline.imagery.common import NODATA, OK, TILE_EXTS, TileRecord, encode_tile
-from pipeline.io import TileWriter
+from pipeline.tile_writer import TileWriter
 from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
 
 #: GDAL settings while tiling: one thread (shards run in parallel instead), a bounded block cache

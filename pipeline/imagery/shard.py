@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pipeline.atomic import atomic_write_json
 from pipeline.config import ImageryConfig
 from pipeline.errors import ManifestError
 from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES, TileRecord, redact_url
-from pipeline.io import ShardWriter, atomic_write_json, read_manifest, reset_dir
+from pipeline.manifests import read_manifest
+from pipeline.tile_writer import ShardWriter, reset_dir
 
 if TYPE_CHECKING:
     from pipeline.tiles import Tile
