@@ -257,7 +257,11 @@ def test_truncated_last_pt_retrains(region: tuple[Path, Path, Path], task: str) 
     assert "last.pt is damaged; training again from the start" in out
     assert read_checkpoint(data / "model" / "last.pt")["train_state"]["epoch"] == 0
     _all_whole(data)
-    if task == "RegionPipeline":  # a new model (new best.pt): every tile is predicted again with it
+    if task == "RegionPipeline":
         after = _state(data)
         pngs = [n for n in before if n.endswith(".png")]
-        assert pngs and all(after[n][0] != before[n][0] for n in pngs)
+        assert pngs
+        if after["model/best.pt"][1] != before["model/best.pt"][1]:  # a new model: every tile predicted again
+            assert all(after[n][0] != before[n][0] for n in pngs)
+        else:  # the seeded retraining gave the same bytes: the model's fingerprint follows them, nothing is redone
+            assert all(after[n] == before[n] for n in pngs)
