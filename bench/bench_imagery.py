@@ -78,7 +78,8 @@ def tile_phase(cog: Path, shard: str, tiles: list[Any], fmt: str, resampling: st
     """Tile, encode and write; returns the tiles written."""
     from pipeline.config import ImageryConfig
     from pipeline.imagery.common import OK
-    from pipeline.imagery.raster import plan_sources, raster_shard
+    from pipeline.imagery.raster import raster_shard
+    from pipeline.imagery.raster_plan import plan_sources
 
     icfg = ImageryConfig(source="raster", paths=(cog,), format=fmt, resampling=resampling)
     plan = plan_sources(icfg)

@@ -257,7 +257,8 @@ def plain_vectorize(config: str, folder: str, out: str) -> None:
 
 def osmsat_imagery(cog: str, tiles_txt: str, fmt: str, out: str) -> None:
     from pipeline.config import ImageryConfig
-    from pipeline.imagery.raster import plan_sources, raster_shard
+    from pipeline.imagery.raster import raster_shard
+    from pipeline.imagery.raster_plan import plan_sources
     from pipeline.tiles import Tile, shard_of
 
     tiles = [Tile(*map(int, line.split())) for line in Path(tiles_txt).read_text().split("\n") if line]

@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.atomic import atomic_path  # noqa: E402
 from pipeline.config import ClassSpec, ImageryConfig, TagFilter  # noqa: E402
-from pipeline.imagery.raster import iter_tiles, plan_sources  # noqa: E402
+from pipeline.imagery.raster import iter_tiles  # noqa: E402
+from pipeline.imagery.raster_plan import plan_sources  # noqa: E402
 from pipeline.masks import burn_tile, prepare_burn  # noqa: E402
 from pipeline.tiles import Tile, cover_bbox, shard_of  # noqa: E402
 

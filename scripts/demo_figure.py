@@ -21,7 +21,8 @@ from pyproj import Transformer
 
 from pipeline.config import RegionConfig, load_config
 from pipeline.geo import lonlat_to_mercator
-from pipeline.imagery.raster import ShardTiler, plan_sources
+from pipeline.imagery.raster import ShardTiler
+from pipeline.imagery.raster_plan import plan_sources
 from pipeline.masks import burn_tile, prepare_burn
 from pipeline.osm import extract_features
 from pipeline.synthetic import make_town, sample_paths, write_sample_region

@@ -81,7 +81,7 @@ class ImageryPlan(RegionTask):
 
     def run(self) -> None:
         from pipeline.cover import read_tiles_csv
-        from pipeline.imagery.raster import check_coverage, plan_sources
+        from pipeline.imagery.raster_plan import check_coverage, plan_sources
         from pipeline.tiles import Tile
 
         plan = plan_sources(_imagery(self))
@@ -130,7 +130,7 @@ class FetchImagery(ShardTask):
             tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), shard)
             plan = None
             if icfg.source == "raster":
-                from pipeline.imagery.raster import RasterPlan
+                from pipeline.imagery.raster_plan import RasterPlan
 
                 plan = RasterPlan.from_json(read_manifest(ImageryPlan(config=self.config).manifest_path())["plan"])
             # downloads take the operational settings of configs/luigi.toml [download]

@@ -17,7 +17,8 @@ from rasterio.transform import from_origin
 from pipeline.config import ImageryConfig
 from pipeline.dataset import TileDataset, build_augment
 from pipeline.imagery.common import encode_tile, verify_image
-from pipeline.imagery.raster import iter_tiles, plan_sources
+from pipeline.imagery.raster import iter_tiles
+from pipeline.imagery.raster_plan import plan_sources
 from pipeline.manifests import write_manifest
 from pipeline.model import ModelSpec, build_model, normalise
 from pipeline.specs import SplitSpec, TrainSpec

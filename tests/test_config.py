@@ -163,7 +163,7 @@ def test_unset_environment_variable_is_caught_before_fetching(tmp_path: Path,
 
 
 def test_nodata_outside_the_band_type_is_caught_when_planning() -> None:
-    from pipeline.imagery.raster import check_nodata
+    from pipeline.imagery.raster_plan import check_nodata
 
     check_nodata(0, "uint8")
     check_nodata(-9999.0, "float32")

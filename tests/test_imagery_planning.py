@@ -15,7 +15,7 @@ from rasterio.warp import transform_bounds
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import InputDataError
-from pipeline.imagery.raster import check_coverage, coverage_share, plan_sources
+from pipeline.imagery.raster_plan import check_coverage, coverage_share, plan_sources
 from pipeline.tiles import Tile, cover_bbox
 from tests.tileserver import write_test_geotiff
 

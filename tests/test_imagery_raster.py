@@ -24,15 +24,8 @@ from pipeline.config import ClassSpec, ImageryConfig, TagFilter
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.geo import lonlat_to_mercator
 from pipeline.imagery.common import MISSING, NODATA, OK, verify_image
-from pipeline.imagery.raster import (
-    RasterPlan,
-    ShardTiler,
-    iter_tiles,
-    overview_level,
-    plan_sources,
-    raster_shard,
-    to_8bit,
-)
+from pipeline.imagery.raster import ShardTiler, iter_tiles, overview_level, raster_shard, to_8bit
+from pipeline.imagery.raster_plan import RasterPlan, plan_sources
 from pipeline.masks import burn_tile, prepare_burn
 from pipeline.tiles import Tile, cover_bbox, shard_of, tile_bounds, tile_extent_m
 from tests.conftest import SHARED_DATA

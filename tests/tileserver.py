@@ -36,7 +36,8 @@ from pipeline.tiles import Tile, quadkey_to_tile
 def tiles_from_raster(path: Path, tiles: Iterable[Tile], size: int = 256, fmt: str = "png") -> dict[Tile, bytes]:
     """Encoded tiles cut from a GeoTIFF with the project's own raster tiler (all kept)."""
     from pipeline.config import ImageryConfig
-    from pipeline.imagery.raster import iter_tiles, plan_sources
+    from pipeline.imagery.raster import iter_tiles
+    from pipeline.imagery.raster_plan import plan_sources
     from pipeline.tiles import shard_of
 
     icfg = ImageryConfig(source="raster", paths=(Path(path),), format=fmt, min_valid_share=0.0)

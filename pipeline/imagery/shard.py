@@ -44,7 +44,7 @@ class ShardResult:
 def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile], size: int, out: ShardWriter,
                progress: Callable[[int, int], None] | None = None, download: Any = None) -> ShardResult:
     """Make the imagery tiles of one shard through the shard's tile writer ``out``: cut from
-    the rasters (``plan``: a :class:`pipeline.imagery.raster.RasterPlan`) or downloaded
+    the rasters (``plan``: a :class:`pipeline.imagery.raster_plan.RasterPlan`) or downloaded
     (keeping verified tiles already on disk when ``out.resumable``)."""
     if icfg.source == "tiles":
         from pipeline.imagery.folder import folder_shard
