@@ -19,7 +19,7 @@ from bench.common import report, run_phase
 from pipeline.config import load_config
 from pipeline.cover import cover_features, read_tiles_csv, shard_tiles, tiles_table, write_tiles_csv
 from pipeline.features import read_features, write_features
-from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 from pipeline.tile_writer import write_tile_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,8 @@ def _masks(features: Path, tiles_csv: Path, out: Path | None) -> int:
     for shard in sorted(df.shard.unique()):
         feats = read_features(features, bbox=shard_read_bbox(shard, cfg.classes))
         burn = prepare_burn(feats, cfg.classes)
-        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.masks.ignore_ring_px)
+        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, mask_palette(cfg.classes),
+                         cfg.masks.ignore_ring_px)
         if out is None:
             n += sum(1 for _ in pngs)
         else:

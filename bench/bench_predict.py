@@ -113,15 +113,15 @@ def _region(config: str, threads: int) -> dict[str, Any]:
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate_tiles
     from pipeline.predict import border_for, make_engine, predict_tiles
-    from pipeline.predict_spec import model_path
     from pipeline.predict_torch import load_predictor, predict_windows
     from pipeline.probs import encode_probs
+    from pipeline.regions import model_path
     from pipeline.split import read_split_csv
     from pipeline.windows import TileReader, image_paths, tile_window
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
-    spec = cfg.section("predict")
+    spec = cfg.predict
     pred = load_predictor(model_path(cfg), "cpu")
     images = image_paths(cfg.data_dir)
     rows = read_split_csv(cfg.data_dir / "split.csv")

@@ -103,7 +103,7 @@ def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     from pipeline.config import load_config
     from pipeline.cover import read_tiles_csv, shard_tiles
     from pipeline.features import read_features
-    from pipeline.masks import mask_pngs, prepare_burn, shard_read_bbox
+    from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
     from pipeline.tile_writer import write_tile_files
 
     cfg = load_config(config)
@@ -112,7 +112,8 @@ def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     for shard in sorted(df.shard.unique()):
         feats = read_features(features, bbox=shard_read_bbox(shard, cfg.classes))
         burn = prepare_burn(feats, cfg.classes)
-        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, cfg.palette(), cfg.masks.ignore_ring_px)
+        pngs = mask_pngs(burn, shard_tiles(df, shard), cfg.tile_size, mask_palette(cfg.classes),
+                         cfg.masks.ignore_ring_px)
         write_tile_files(root, pngs, "png", root / "_tmp" / shard)
 
 
@@ -129,6 +130,7 @@ def plain_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     from rasterio.transform import from_bounds
 
     from pipeline.config import load_config
+    from pipeline.masks import mask_palette
 
     cfg = load_config(config)
     prio = {c.id: c.priority for c in cfg.classes}
@@ -143,7 +145,7 @@ def plain_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     order = np.argsort([prio[int(c)] for c in g["class_id"]], kind="stable")
     geoms, ids = geoms[order], g["class_id"].to_numpy()[order]
     tree = shapely.STRtree(geoms)
-    palette = cfg.palette()
+    palette = mask_palette(cfg.classes)
     size = cfg.tile_size
     for z, x, y in pd.read_csv(tiles_csv)[["z", "x", "y"]].itertuples(index=False):
         b = mercantile.xy_bounds(int(x), int(y), int(z))
@@ -185,7 +187,7 @@ def osmsat_vectorize(config: str, folder: str, out: str, regularize: str = "defa
     from pipeline.vectorize import cached_loader, read_tile, region_pieces, shard_box_px, shard_pieces
 
     cfg = load_config(config)
-    spec = cfg.section("vectorize")
+    spec = cfg.vectorize
     if regularize == "none":
         spec = dataclasses.replace(spec, regularize=())
     files = _prediction_tiles(folder)

@@ -1,7 +1,7 @@
 """The ``[compare]`` config section: matching thresholds of :mod:`pipeline.compare`.
 
 Apart from the comparison code (numpy, pandas, shapely), so that loading a config and computing a
-stage digest import none of it (``SECTION_PARSERS`` in :mod:`pipeline.config` points here).
+stage digest import none of it (``RegionConfig.compare`` in :mod:`pipeline.config` is parsed here).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Section
 from pipeline.errors import ConfigError
+from pipeline.section import Section
 
 
 @dataclass(frozen=True)

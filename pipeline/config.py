@@ -8,35 +8,39 @@ Schema (see ``configs/helsinki.toml`` for a commented example)::
 
     [region]   name, zoom, tile_size, shard_zoom, bbox (W,S,E,N in EPSG:4326), data_dir, max_tiles
     [osm]      path, url, sha256 (optional when [labels] source = "vector")
-    [labels]   source (osm|vector), paths, layer, crs, ... (optional; see pipeline.labels)
+    [labels]   source (osm|vector|none), paths, layer, crs, ... (optional; pipeline.labels_config)
     [masks]    ignore_ring_px
     [[classes]] name, id, kind (area|line), priority, tags, exclude, buffer_m, buffer_m_by_value, color
     [imagery]  source (raster|xyz|wms|tiles), paths, url, path, ... (optional)
     [synthetic] seed, size_m, ... (optional: a generated sample region)
+    [split] [train] (pipeline.specs), [predict] (pipeline.predict_spec),
+    [vectorize] (pipeline.vectorize_spec), [compare] (pipeline.compare_spec): optional stage sections
+
+Every section is a typed attribute of :class:`RegionConfig` (``cfg.train: TrainSpec``), parsed
+eagerly at load (the defaults when the TOML has no table), so a bad key fails the load and mypy
+checks every use. The parsers live in small modules that import neither torch nor a geometry
+library, and none of them imports this module: loading a config stays cheap.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any
 
 from pipeline.classes_config import ClassSpec, check_edge_values, parse_classes
+from pipeline.compare_spec import CompareSpec, parse_compare
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.extract import TagFilter
 from pipeline.imagery_config import ImageryConfig, parse_imagery
+from pipeline.labels_config import LabelsConfig, parse_labels_config
+from pipeline.predict_spec import PredictSpec, parse_predict
 from pipeline.section import Section
-
-if TYPE_CHECKING:  # the section dataclasses, for the types of RegionConfig.section (parsed lazily)
-    from pipeline.compare_spec import CompareSpec
-    from pipeline.labels_config import LabelsConfig
-    from pipeline.predict_spec import PredictSpec
-    from pipeline.specs import SplitSpec, TrainSpec
-    from pipeline.vectorize_spec import VectorizeSpec
+from pipeline.specs import SplitSpec, TrainSpec, parse_split, parse_train
+from pipeline.vectorize_spec import VectorizeSpec, parse_vectorize
 
 MAX_ZOOM = 24
 #: default ``[region] max_tiles``: CoverTiles refuses to plan more tiles unless it is raised
@@ -44,18 +48,9 @@ MAX_TILES = 200_000
 IGNORE_VALUE = 255
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
-#: Optional sections owned by a stage module, parsed by that module (imported lazily, so loading
-#: a config never imports torch): section name -> "module:function". The function takes
-#: ``(path: Path, table: dict)`` and returns a frozen dataclass; it is also called with an empty
-#: table to get the section's defaults. Use :class:`Section` to read keys with clear errors.
-SECTION_PARSERS: dict[str, str] = {
-    "labels": "pipeline.labels_config:parse_labels_config",
-    "split": "pipeline.specs:parse_split",
-    "train": "pipeline.specs:parse_train",
-    "predict": "pipeline.predict_spec:parse_predict",
-    "vectorize": "pipeline.vectorize_spec:parse_vectorize",
-    "compare": "pipeline.compare_spec:parse_compare",
-}
+#: the optional stage sections: each is the :class:`RegionConfig` attribute of that name (its
+#: defaults when the TOML has no table); adding one is a field below and a line in ``_sections``
+SECTIONS: tuple[str, ...] = ("labels", "split", "train", "predict", "vectorize", "compare")
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,8 @@ class MasksConfig:
 
 @dataclass(frozen=True)
 class RegionConfig:
-    """A whole region config. ``bbox`` is (west, south, east, north) in EPSG:4326 degrees."""
+    """A whole region config. ``bbox`` is (west, south, east, north) in EPSG:4326 degrees. The
+    stage sections (:data:`SECTIONS`) hold their defaults when the TOML has no table."""
 
     path: Path
     name: str
@@ -119,39 +115,20 @@ class RegionConfig:
     masks: MasksConfig = MasksConfig()
     imagery: ImageryConfig | None = None
     synthetic: SyntheticConfig | None = None
-    sections: Mapping[str, Any] = field(default_factory=dict)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    predict: PredictSpec = field(default_factory=PredictSpec)
+    vectorize: VectorizeSpec = field(default_factory=VectorizeSpec)
+    compare: CompareSpec = field(default_factory=CompareSpec)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     max_tiles: int = MAX_TILES  # a guard, not a setting of any output (in no stage digest)
-
-    @overload
-    def section(self, name: Literal["labels"]) -> LabelsConfig: ...
-    @overload
-    def section(self, name: Literal["split"]) -> SplitSpec: ...
-    @overload
-    def section(self, name: Literal["train"]) -> TrainSpec: ...
-    @overload
-    def section(self, name: Literal["predict"]) -> PredictSpec: ...
-    @overload
-    def section(self, name: Literal["vectorize"]) -> VectorizeSpec: ...
-    @overload
-    def section(self, name: Literal["compare"]) -> CompareSpec: ...
-    @overload
-    def section(self, name: str) -> Any: ...
-
-    def section(self, name: str) -> Any:
-        """The parsed dataclass of an optional stage section (``SECTION_PARSERS``): the config's
-        own table, or the section's defaults when the config has none."""
-        if name in self.sections:
-            return self.sections[name]
-        if name not in SECTION_PARSERS:
-            raise KeyError(f"no config section parser registered for [{name}]")
-        return _section_parser(name)(self.path, {})
 
     @property
     def labelled(self) -> bool:
         """False for a region without labels (``[labels] source = "none"``): imagery, a model from
         elsewhere, predictions and vectors; no masks, training, evaluation or comparison."""
-        return self.section("labels").source != "none"
+        return self.labels.source != "none"
 
     @property
     def edge_ids(self) -> tuple[int, ...]:
@@ -165,12 +142,6 @@ class RegionConfig:
             if c.name == name:
                 return c
         raise ConfigError(f"{self.path}: no class named {name!r}")
-
-    def palette(self) -> list[int]:
-        """768-entry RGB palette of the masks (:func:`pipeline.masks.mask_palette`)."""
-        from pipeline.masks import mask_palette
-
-        return mask_palette(self.classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,46 +196,50 @@ def load_config(path: str | Path) -> RegionConfig:
     check_edge_values(path, classes, masks.instances)
     imagery = parse_imagery(path, top.take("imagery", dict)) if "imagery" in top.table else None
     synthetic = _synthetic(path, top.take("synthetic", dict)) if "synthetic" in top.table else None
-    sections = {name: _section_parser(name)(path, top.take(name, dict))
-                for name in SECTION_PARSERS if name in top.table}
+    sections = _sections(path, top)
     top.done()
     _check_label_source(path, osm, classes, sections)
-    if getattr(sections.get("labels"), "source", "osm") == "none" and bbox is None and not (
-            imagery is not None and imagery.cover_folder):
+    if sections.labels.source == "none" and bbox is None and not (imagery is not None and imagery.cover_folder):
         raise ConfigError(f"{path}: a region without labels ([labels] source = \"none\") takes its tiles from "
                           "[region] bbox = [west, south, east, north] or [imagery] cover_folder = true; set one")
     return RegionConfig(
         path=path, name=name, zoom=zoom, tile_size=tile_size, shard_zoom=shard_zoom,
         data_dir=data_dir, osm=osm, classes=classes, bbox=bbox, masks=masks,
-        imagery=imagery, synthetic=synthetic, sections=sections, raw=raw, max_tiles=max_tiles,
+        imagery=imagery, synthetic=synthetic, raw=raw, max_tiles=max_tiles, labels=sections.labels,
+        split=sections.split, train=sections.train, predict=sections.predict, vectorize=sections.vectorize,
+        compare=sections.compare,
     )
 
 
-def check_environment(cfg: RegionConfig) -> None:
-    """Raise ConfigError when ``[imagery] url`` or ``headers`` use a ``${NAME}`` that is not set
-    in the environment (checked before any tile is fetched, not tile by tile), or when a region
-    config the region names (``[train] regions``, ``init``, ``[predict] model``) is missing,
-    broken or leads back to this one (:func:`pipeline.regions.check_region_refs`)."""
-    from pipeline.regions import check_region_refs
+@dataclass(frozen=True)
+class _Sections:
+    """The stage sections of one config, parsed (defaults for a table the TOML does not have)."""
 
-    check_region_refs(cfg)
-    if cfg.imagery is None:
-        return
-    texts = [("url", cfg.imagery.url or "")] + [(f"headers.{k}", v) for k, v in cfg.imagery.headers]
-    for key, text in texts:
-        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
-            if name not in os.environ:
-                raise ConfigError(f"{cfg.path}: imagery.{key} uses ${{{name}}} but the environment variable is "
-                                  f"not set; export {name}=... before running")
+    labels: LabelsConfig
+    split: SplitSpec
+    train: TrainSpec
+    predict: PredictSpec
+    vectorize: VectorizeSpec
+    compare: CompareSpec
+
+
+def _sections(path: Path, top: Section) -> _Sections:
+    """Parse every stage section of :data:`SECTIONS` (``{}``, the defaults, when it is absent)."""
+    def table(name: str) -> dict[str, Any]:
+        value: dict[str, Any] = top.take(name, dict, {})
+        return value
+
+    return _Sections(labels=parse_labels_config(path, table("labels")), split=parse_split(path, table("split")),
+                     train=parse_train(path, table("train")), predict=parse_predict(path, table("predict")),
+                     vectorize=parse_vectorize(path, table("vectorize")), compare=parse_compare(path, table("compare")))
 
 
 def _check_label_source(path: Path, osm: OsmSource | None, classes: tuple[ClassSpec, ...],
-                        sections: Mapping[str, Any]) -> None:
+                        sections: _Sections) -> None:
     """OSM labels (the default) need an [osm] section and a tag filter on every class;
     vector labels (``[labels] source = "vector"``) need neither; a region without labels
     (``source = "none"``) needs a model from elsewhere and a way to its tiles."""
-    labels = sections.get("labels")
-    source = getattr(labels, "source", "osm") if labels is not None else "osm"
+    source = sections.labels.source
     if source == "none":
         _check_unlabelled(path, sections)
         return
@@ -278,24 +253,17 @@ def _check_label_source(path: Path, osm: OsmSource | None, classes: tuple[ClassS
                               "(a class without tags takes every feature only with [labels] source = \"vector\")")
 
 
-def _check_unlabelled(path: Path, sections: Mapping[str, Any]) -> None:
+def _check_unlabelled(path: Path, sections: _Sections) -> None:
     """``[labels] source = "none"``: imagery only. The model comes from ``[predict] model`` and
     the vectors from the predictions; nothing here trains on, or is compared with, labels."""
     how = 'with [labels] source = "none" (no labels)'
-    predict, vectorize = sections.get("predict"), sections.get("vectorize")
-    if predict is None or predict.model is None:
+    predict, vectorize = sections.predict, sections.vectorize
+    if predict.model is None:
         raise ConfigError(f"{path}: [predict] model is required {how}: name another region's config "
                           "(configs/<region>.toml) or a checkpoint file (best.pt)")
-    if vectorize is not None and vectorize.source != "predictions":
+    if vectorize.source != "predictions":
         raise ConfigError(f"{path}: [vectorize] source = \"{vectorize.source}\" needs labels; "
                           f"use \"predictions\" {how}")
-
-
-def _section_parser(name: str) -> Any:
-    import importlib
-
-    module, func = SECTION_PARSERS[name].split(":")
-    return getattr(importlib.import_module(module), func)
 
 
 def _bbox(sec: Section, k: str) -> tuple[float, float, float, float] | None:
@@ -336,16 +304,21 @@ def _synthetic(path: Path, table: dict[str, Any]) -> SyntheticConfig:
 
 __all__ = [
     "IGNORE_VALUE",
-    "SECTION_PARSERS",
+    "SECTIONS",
     "ClassSpec",
+    "CompareSpec",
     "ConfigError",
     "ImageryConfig",
+    "LabelsConfig",
     "MasksConfig",
     "OsmSource",
+    "PredictSpec",
     "RegionConfig",
     "Section",
+    "SplitSpec",
     "SyntheticConfig",
     "TagFilter",
-    "check_environment",
+    "TrainSpec",
+    "VectorizeSpec",
     "load_config",
 ]

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Section
+from pipeline.section import Section
 
 TTA_MODES = ("none", "flip")
 #: prediction engines (:func:`pipeline.predict.make_engine`)
 ENGINES = ("auto", "onnx", "torch")
-
 
 
 @dataclass(frozen=True)
@@ -58,40 +57,3 @@ def parse_predict(path: Path, table: dict[str, Any]) -> PredictSpec:
     )
     sec.done()
     return spec
-
-
-def model_path(cfg: Any) -> Path:
-    """The checkpoint that predicts region ``cfg`` (a RegionConfig): ``[predict] model`` (a
-    checkpoint, or a region config: that region's ``model/best.pt``, see :mod:`pipeline.regions`),
-    or the region's own ``data/<region>/model/best.pt``."""
-    own = Path(cfg.data_dir) / "model" / "best.pt"
-    spec: PredictSpec = cfg.section("predict")
-    if spec.model is None:
-        return own
-    from pipeline.regions import region_model
-
-    return region_model(spec.model, "[predict] model")
-
-
-def is_own_model(cfg: Any) -> bool:
-    """True when the region is predicted with the model trained on it (``model/best.pt``)."""
-    own = Path(cfg.data_dir) / "model" / "best.pt"
-    return model_path(cfg).resolve() == own.resolve()
-
-
-def cross_fit_model(cfg: Any) -> Path | None:
-    """``model/cross/best.pt`` when the region predicts with its own model and ``[train] cross_fit``
-    is on (it predicts the training tiles); None otherwise."""
-    if not is_own_model(cfg) or not cfg.section("train").cross_fit:
-        return None
-    return Path(cfg.data_dir) / "model" / "cross" / "best.pt"
-
-
-def training_tiles(cfg: Any) -> set[tuple[int, int, int]]:
-    """The (z, x, y) tiles of the train split (``split.csv``; empty without one)."""
-    from pipeline.split import read_split_csv
-
-    path = Path(cfg.data_dir) / "split.csv"
-    if not path.is_file():
-        return set()
-    return {(r.z, r.x, r.y) for r in read_split_csv(path) if r.split == "train"}

@@ -4,6 +4,8 @@ the model's test split is this region's own). And models named by their region:
 ``[predict] model`` and ``[train] init`` may name a region config (``configs/<region>.toml``)
 instead of a checkpoint: that region's ``model/best.pt``, trained first when it is not there
 (Luigi requires its ``TrainModel``; the digest chains to that region's ``train`` digest).
+:func:`model_path` is the checkpoint a region is predicted with, :func:`check_environment` what a
+run checks before it starts (the other regions a config names, and the environment variables).
 
 Each region keeps its own split (``split.csv``, made by its own ``SplitDataset``); its rows are
 read with absolute file paths so one dataset holds every region's tiles. Band statistics are
@@ -16,6 +18,8 @@ per band, in the shared units of pixel / ``max``. The regions must agree on the 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,20 +57,43 @@ def region_model(path: Path, where: str) -> Path:
         raise ConfigError(f"{where} = '{path}' names a region config that cannot be used: {exc}") from exc
 
 
-def region_train_digest(path: Path | None) -> dict[str, str]:
-    """``{config: its train digest}`` when ``path`` names a region config, else {}."""
-    if not is_region_ref(path):
-        return {}
-    from pipeline.stages import stage_digest
+def model_path(cfg: RegionConfig) -> Path:
+    """The checkpoint that predicts region ``cfg``: ``[predict] model`` (a checkpoint, or a region
+    config: that region's ``model/best.pt``), or the region's own ``data/<region>/model/best.pt``."""
+    own = Path(cfg.data_dir) / "model" / "best.pt"
+    if cfg.predict.model is None:
+        return own
+    return region_model(cfg.predict.model, "[predict] model")
 
-    assert path is not None
-    return {str(path): stage_digest(load_config(path), "train")}
+
+def is_own_model(cfg: RegionConfig) -> bool:
+    """True when the region is predicted with the model trained on it (``model/best.pt``)."""
+    own = Path(cfg.data_dir) / "model" / "best.pt"
+    return model_path(cfg).resolve() == own.resolve()
+
+
+def cross_fit_model(cfg: RegionConfig) -> Path | None:
+    """``model/cross/best.pt`` when the region predicts with its own model and ``[train] cross_fit``
+    is on (it predicts the training tiles); None otherwise."""
+    if not is_own_model(cfg) or not cfg.train.cross_fit:
+        return None
+    return Path(cfg.data_dir) / "model" / "cross" / "best.pt"
+
+
+def training_tiles(cfg: RegionConfig) -> set[tuple[int, int, int]]:
+    """The (z, x, y) tiles of the train split (``split.csv``; empty without one)."""
+    from pipeline.split import read_split_csv
+
+    path = Path(cfg.data_dir) / "split.csv"
+    if not path.is_file():
+        return set()
+    return {(r.z, r.x, r.y) for r in read_split_csv(path) if r.split == "train"}
 
 
 def region_refs(cfg: RegionConfig) -> list[tuple[str, Path]]:
     """``(key, config path)`` of every other region config ``cfg`` names: ``[train] regions``,
     ``[train] init`` and ``[predict] model`` when they name a config."""
-    train, predict = cfg.section("train"), cfg.section("predict")
+    train, predict = cfg.train, cfg.predict
     out = [("[train] regions", p) for p in train.regions]
     out += [(key, p) for key, p in (("[train] init", train.init), ("[predict] model", predict.model))
             if p is not None and is_region_ref(p)]
@@ -97,7 +124,7 @@ def other_regions(cfg: RegionConfig) -> list[RegionConfig]:
     whose class table differs is refused in one line naming both configs."""
     out: list[RegionConfig] = []
     own = _class_table(cfg)
-    for path in cfg.section("train").regions:
+    for path in cfg.train.regions:
         other = load_config(path)
         if other.data_dir.resolve() == cfg.data_dir.resolve() or any(
                 o.data_dir.resolve() == other.data_dir.resolve() for o in out):
@@ -153,3 +180,19 @@ def pooled_stats(regions: Sequence[RegionTiles]) -> dict[str, Any]:
     if "max" in first.stats["band_stats"]:
         band_stats["max"] = first.stats["band_stats"]["max"]
     return {**first.stats, "band_stats": band_stats, "regions": {r.name: w for r, w in zip(regions, weights)}}
+
+
+def check_environment(cfg: RegionConfig) -> None:
+    """Raise ConfigError when ``[imagery] url`` or ``headers`` use a ``${NAME}`` that is not set
+    in the environment (checked before any tile is fetched, not tile by tile), or when a region
+    config the region names (``[train] regions``, ``init``, ``[predict] model``) is missing,
+    broken or leads back to this one (:func:`check_region_refs`)."""
+    check_region_refs(cfg)
+    if cfg.imagery is None:
+        return
+    texts = [("url", cfg.imagery.url or "")] + [(f"headers.{k}", v) for k, v in cfg.imagery.headers]
+    for key, text in texts:
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
+            if name not in os.environ:
+                raise ConfigError(f"{cfg.path}: imagery.{key} uses ${{{name}}} but the environment variable is "
+                                  f"not set; export {name}=... before running")

@@ -83,11 +83,11 @@ def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]
     """The tiles (x, y) of ``tiles`` the model that predicted them never trained on: the
     validation and test split (``split.csv``); all of them for a model trained elsewhere, or with
     ``[train] cross_fit`` (the training tiles are predicted by the model trained on the others)."""
-    from pipeline.predict_spec import is_own_model
+    from pipeline.regions import is_own_model
     from pipeline.split import read_split_csv
 
     split = Path(cfg.data_dir) / "split.csv"
-    if not is_own_model(cfg) or cfg.section("train").cross_fit:  # cross_fit: the train tiles too
+    if not is_own_model(cfg) or cfg.train.cross_fit:  # cross_fit: the train tiles too
         return set(tiles)
     if not split.is_file():
         return set()

@@ -1,7 +1,7 @@
 """Reading one TOML table of a config with errors that name the file and the dotted key.
 
 :class:`Section` is what every config parser uses (the region loader in :mod:`pipeline.config`
-and the parsers of optional stage sections registered in ``SECTION_PARSERS``): each key is
+and the parsers of the stage sections, ``config.SECTIONS``): each key is
 taken once with its type, default and range; leftover keys are reported as unknown, with a
 "did you mean" hint.
 """

@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Section
 from pipeline.errors import ConfigError
+from pipeline.section import Section
 
 LOSSES = ("ce", "dice", "lovasz", "focal")
 #: default peak learning rate from scratch, and when fine-tuning (``[train] init`` set, ``lr`` not)

@@ -18,7 +18,7 @@ Adding a stage is one line (in the stage's module or here)::
 
     register(Stage("train", sections=("train", "classes"), upstream=("split",)))
 
-where ``"train"`` is a section registered in ``pipeline.config.SECTION_PARSERS``.
+where ``"train"`` is a section of ``pipeline.config.SECTIONS`` (the attribute ``cfg.train``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import SECTION_PARSERS, RegionConfig
+from pipeline.config import RegionConfig, load_config
 
 #: dataclass fields that are operational (how, not what): never part of a digest (download
 #: settings are not in the region config at all: configs/luigi.toml [download])
@@ -44,7 +44,7 @@ _REGION_KEYS = ("name", "zoom", "tile_size", "shard_zoom", "bbox", "data_dir")
 @dataclass(frozen=True)
 class Stage:
     """A stage: its config ``sections`` (``"classes"``, ``"imagery"``, a dotted part such as
-    ``"region.zoom"``, or a section of ``SECTION_PARSERS``), the ``upstream`` stages it reads
+    ``"region.zoom"``, or a section of ``config.SECTIONS``), the ``upstream`` stages it reads
     from, a function giving its external ``inputs`` for a config, and its output ``version``."""
 
     name: str
@@ -86,7 +86,7 @@ def _imagery_paths(cfg: RegionConfig) -> list[Path]:
 
 
 def _label_paths(cfg: RegionConfig) -> list[Path]:
-    labels = cfg.section("labels")
+    labels = cfg.labels
     if labels.source == "vector":
         from pipeline.labels_config import label_inputs
 
@@ -101,7 +101,7 @@ register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "ima
 def _feedback_paths(cfg: RegionConfig) -> list[Path]:
     from pipeline.labels_config import feedback_inputs
 
-    return feedback_inputs(cfg.section("labels"))
+    return feedback_inputs(cfg.labels)
 
 
 # [labels] negatives / ignore (mapper feedback) are burnt by masks: their files and lists are in
@@ -113,20 +113,27 @@ register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"
 
 def _model_path(cfg: RegionConfig) -> list[Path]:
     """The checkpoint's file, unless it is a region's model (then its train digest: :func:`_model_region`)."""
-    from pipeline.predict_spec import model_path
+    from pipeline.regions import is_region_ref, model_path
+
+    return [] if is_region_ref(cfg.predict.model) else [model_path(cfg)]
+
+
+def region_train_digest(path: Path | None) -> dict[str, str]:
+    """``{config: its train digest}`` when ``path`` (``[predict] model``, ``[train] init``) names a
+    region config, else {}."""
     from pipeline.regions import is_region_ref
 
-    return [] if is_region_ref(cfg.section("predict").model) else [model_path(cfg)]
+    if path is None or not is_region_ref(path):
+        return {}
+    return {str(path): stage_digest(load_config(path), "train")}
 
 
 def _model_region(cfg: RegionConfig) -> dict[str, str]:
-    from pipeline.regions import region_train_digest
-
-    return region_train_digest(cfg.section("predict").model)
+    return region_train_digest(cfg.predict.model)
 
 
 def _own_model(cfg: RegionConfig) -> bool:
-    from pipeline.predict_spec import is_own_model
+    from pipeline.regions import is_own_model
 
     return is_own_model(cfg)
 
@@ -137,7 +144,7 @@ def _init_path(cfg: RegionConfig) -> list[Path]:
     by digest instead) and a local ``encoder_weights`` file (a weight name is not a file)."""
     from pipeline.regions import is_region_ref
 
-    spec = cfg.section("train")
+    spec = cfg.train
     out = [spec.init] if spec.init is not None and not is_region_ref(spec.init) else []
     weights = spec.encoder_weights
     if weights and (Path(weights).exists() or "/" in weights or Path(weights).suffix in (".pth", ".pt", ".bin",
@@ -149,10 +156,7 @@ def _init_path(cfg: RegionConfig) -> list[Path]:
 def _region_splits(cfg: RegionConfig) -> dict[str, str]:
     """The split digests of the other regions ``[train] regions`` trains with, and the train
     digest of the region whose model ``[train] init`` names."""
-    from pipeline.config import load_config
-    from pipeline.regions import region_train_digest
-
-    spec = cfg.section("train")
+    spec = cfg.train
     return {**{str(p): stage_digest(load_config(p), "split") for p in spec.regions},
             **region_train_digest(spec.init)}
 
@@ -169,11 +173,11 @@ register(Stage("export", ("predict.model",), ("evaluate",)))
 
 
 def _vectorize_source(cfg: RegionConfig) -> tuple[str, ...]:
-    return ("cover", "masks") if cfg.section("vectorize").source == "masks" else ("cover", "predict")
+    return ("cover", "masks") if cfg.vectorize.source == "masks" else ("cover", "predict")
 
 
 def _run_inputs(cfg: RegionConfig) -> tuple[str, ...]:
-    evaluated = cfg.section("vectorize").source == "predictions" and cfg.labelled
+    evaluated = cfg.vectorize.source == "predictions" and cfg.labelled
     return ("compare", "evaluate") if evaluated else ("compare",)
 
 
@@ -195,14 +199,12 @@ def get_stage(name: str) -> Stage:
 
 def config_value(cfg: RegionConfig, key: str) -> Any:
     """The typed value of a config part: ``"region.zoom"``, ``"classes"``, ``"imagery"``,
-    ``"imagery.paths"``, a ``SECTION_PARSERS`` section (defaults when the TOML has none), ...
-    None when an optional section is absent."""
+    ``"imagery.paths"``, a section of ``config.SECTIONS`` (defaults when the TOML has none), ...
+    None when an optional section (``imagery``, ``synthetic``) is absent."""
     head, *rest = key.split(".")
     if head == "region" and rest and rest[0] in _REGION_KEYS:
         node: Any = getattr(cfg, rest[0])
         rest = rest[1:]
-    elif head in SECTION_PARSERS:
-        node = cfg.section(head)
     elif head in {f.name for f in dataclasses.fields(cfg)}:
         node = getattr(cfg, head)
     else:

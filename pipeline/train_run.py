@@ -79,7 +79,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     from pipeline.regions import RegionTiles, other_regions, pooled_stats, region_model, region_tiles
     from pipeline.train import FitOptions, RunInfo, fit
 
-    spec: TrainSpec = cfg.section("train")
+    spec: TrainSpec = cfg.train
     if spec.init is not None:  # a region config names that region's model/best.pt (pipeline/regions.py)
         spec = dataclasses.replace(spec, init=region_model(spec.init, "[train] init"))
     check_init(spec, part_dir(cfg.data_dir, part))

@@ -1,7 +1,7 @@
 """The ``[vectorize]`` config section: thresholds and tolerances of :mod:`pipeline.vectorize`.
 
 Apart from the vectorising code (numpy, scipy, shapely), so that loading a config and computing a
-stage digest import none of it (``SECTION_PARSERS`` in :mod:`pipeline.config` points here).
+stage digest import none of it (``RegionConfig.vectorize`` in :mod:`pipeline.config` is parsed here).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Section
+from pipeline.section import Section
 
 #: tiles to vectorise: probabilities (``predictions``) or label masks (``masks``)
 SOURCES = ("predictions", "masks")

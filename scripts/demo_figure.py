@@ -23,7 +23,7 @@ from pipeline.config import RegionConfig, load_config
 from pipeline.geo import lonlat_to_mercator
 from pipeline.imagery.raster import ShardTiler
 from pipeline.imagery.raster_plan import plan_sources
-from pipeline.masks import burn_tile, prepare_burn
+from pipeline.masks import burn_tile, mask_palette, prepare_burn
 from pipeline.osm import extract_features
 from pipeline.synthetic import make_town, sample_paths, write_sample_region
 from pipeline.tiles import Tile, shard_of, tile_transform
@@ -83,7 +83,7 @@ def main(config: str = "configs/demo.toml", out: str = "docs/demo_tiles.png") ->
         write_sample_region(cfg.synthetic, osm_path, ortho_path, truth_path)
     truth = json.loads(truth_path.read_text())["features"]
     burn = prepare_burn(extract_features(osm_path, cfg.classes), cfg.classes)
-    palette = np.array(cfg.palette(), dtype=np.float32).reshape(256, 3)
+    palette = np.array(mask_palette(cfg.classes), dtype=np.float32).reshape(256, 3)
     plan = plan_sources(cfg.imagery)
     size = cfg.tile_size
     picked: list[tuple[Tile, np.ndarray]] = []

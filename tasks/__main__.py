@@ -211,8 +211,9 @@ def _main(argv: list[str], held: Held) -> int:
     import luigi
     import luigi.retcodes
 
-    from pipeline.config import check_environment, load_config
+    from pipeline.config import load_config
     from pipeline.errors import OsmsatError
+    from pipeline.regions import check_environment
     from pipeline.user_errors import os_error_message
 
     import_for(argv)

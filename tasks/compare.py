@@ -49,7 +49,7 @@ class CompareWithOSM(RegionTask):
 
         cfg, d = self.cfg, self.data_dir
         out = d / "compare"
-        source = cfg.section("vectorize").source
+        source = cfg.vectorize.source
         index = read_tile_index(d / source)
         index = index[index.status == WRITTEN]
         tiles = {(int(x), int(y)) for x, y in zip(index.x, index.y)}
@@ -59,7 +59,7 @@ class CompareWithOSM(RegionTask):
         pred = gpd.read_file(d / "predictions.geojson", engine="pyogrio")
         osm = read_features(d / "features.parquet")
         osm = osm[features_in_tiles(osm.geometry.to_numpy(), tiles, cfg.zoom)].reset_index(drop=True)
-        spec = cfg.section("compare")
+        spec = cfg.compare
         evidence = region_evidence(cfg)
         result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm))
         queue = review(result, pred, osm, cfg.classes, spec, held_out_tiles(cfg, tiles), cfg.zoom, evidence)
@@ -80,7 +80,7 @@ class CompareWithOSM(RegionTask):
                    "review": review_lines(queue.calibration)}
         atomic_write_json(out / "summary.json", summary)
         missing = result.layers["missing_in_osm"]
-        osm_labels = cfg.section("labels").source == "osm"
+        osm_labels = cfg.labels.source == "osm"
         atomic_write_bytes(out / "missing_in_osm.osm", osm_xml(missing, cfg.classes, osm_labels=osm_labels))
         atomic_write_bytes(out / "maproulette.geojsonl", maproulette_tasks(missing, cfg.name))
         written += [out / "summary.json", out / "missing_in_osm.osm", out / "maproulette.geojsonl"]
@@ -115,7 +115,7 @@ class CompareWithOSM(RegionTask):
         from pipeline.evidence import resolvable_m2
 
         lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
-        return resolvable_m2(self.cfg.zoom, lat, self.cfg.section("train").scale, 64, self.cfg.tile_size)
+        return resolvable_m2(self.cfg.zoom, lat, self.cfg.train.scale, 64, self.cfg.tile_size)
 
     def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any) -> list[Path]:
         """``osm_features.gpkg`` (with labels) and ``<region>.qgs`` (+ .qml styles beside the change

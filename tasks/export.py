@@ -18,7 +18,8 @@ import mercantile
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import ModelError
 from pipeline.manifests import read_manifest
-from pipeline.predict_spec import PredictSpec, is_own_model, model_path
+from pipeline.predict_spec import PredictSpec
+from pipeline.regions import is_own_model, model_path
 from tasks.base import RegionTask
 from tasks.predict import EvaluateModel
 
@@ -63,7 +64,7 @@ class ExportModel(RegionTask):
         from pipeline.windows import TileReader, tile_window
 
         cfg = self.cfg
-        spec: PredictSpec = cfg.section("predict")
+        spec: PredictSpec = cfg.predict
         ckpt = model_path(cfg)
         pred = load_predictor(ckpt, "cpu")
         from pipeline.windows import image_paths

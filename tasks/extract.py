@@ -74,14 +74,14 @@ class ExtractFeatures(RegionTask):
             from tasks.synthetic import MakeSampleRegion
 
             return MakeSampleRegion(config=self.config)
-        if self.cfg.section("labels").source == "osm":
+        if self.cfg.labels.source == "osm":
             osm = _osm(self)
             if osm.url and (not osm.path.exists() or read_sidecar(osm.path) is not None):
                 return FetchOSM(config=self.config)  # missing, or our own download (refetched when damaged)
         return []
 
     def run(self) -> None:
-        labels = self.cfg.section("labels")
+        labels = self.cfg.labels
         if labels.source == "vector":
             self._run_vector(labels)
             return

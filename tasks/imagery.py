@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import check_environment
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.imagery.common import MISSING, NODATA, OK, TILE_EXTS
 from pipeline.imagery.shard import (
@@ -33,6 +32,7 @@ from pipeline.imagery.shard import (
     server_resource,
 )
 from pipeline.manifests import read_manifest
+from pipeline.regions import check_environment
 from tasks.base import AllShardsTask, RegionTask, ShardTask
 from tasks.cover import CoverTiles
 from tasks.settings import download

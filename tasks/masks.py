@@ -39,7 +39,7 @@ class RasterizeMasks(ShardTask):
             tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), str(self.shard))
             feats = read_features(self.data_dir / "features.parquet",
                                   bbox=shard_read_bbox(str(self.shard), cfg.classes))
-            burn = prepare_burn(feats, cfg.classes, cfg.edge_ids, load_feedback(cfg.section("labels")))
+            burn = prepare_burn(feats, cfg.classes, cfg.edge_ids, load_feedback(cfg.labels))
             pngs = mask_pngs(burn, tiles, cfg.tile_size, mask_palette(cfg.classes), cfg.masks.ignore_ring_px,
                              cfg.masks.edge_px if cfg.edge_ids else 0)
             out.write_many(self._progress(pngs, len(tiles)), "png")

@@ -17,7 +17,8 @@ import luigi
 from pipeline.config import RegionConfig
 from pipeline.errors import InputDataError
 from pipeline.manifests import read_manifest
-from pipeline.predict_spec import PredictSpec, cross_fit_model, is_own_model, model_path, training_tiles
+from pipeline.predict_spec import PredictSpec
+from pipeline.regions import cross_fit_model, is_own_model, model_path, training_tiles
 from pipeline.tile_index import WRITTEN, read_tile_index
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
@@ -34,7 +35,7 @@ def model_requires(task: RegionTask) -> list[Any]:
     is predicted with its own model; nothing for a given checkpoint."""
     from pipeline.regions import is_region_ref
 
-    given = task.cfg.section("predict").model
+    given = task.cfg.predict.model
     if not is_region_ref(given) and not is_own_model(task.cfg):
         return []
     from tasks.train import TrainModel
@@ -60,7 +61,7 @@ class Predict(ShardTask):
         from pipeline.windows import TileReader, image_paths, read_image
 
         cfg, shard = self.cfg, str(self.shard)
-        spec: PredictSpec = cfg.section("predict")
+        spec: PredictSpec = cfg.predict
         with self.writer(("png",)) as out:
             if out.current:  # another run finished this shard while we waited for it
                 return
@@ -189,7 +190,7 @@ class EvaluateModel(RegionTask):
 
 def no_test_split_note(cfg: RegionConfig) -> str:
     """Why a region's own model has no test figures: its split holds no test tile."""
-    split = cfg.section("split")
+    split = cfg.split
     why = ("[split] test_areas hold no tile" if split.test_areas is not None
            else f"[split] test_fraction = {split.test_fraction}")
     return (f"no test tiles ({why} in {cfg.path}): the model is not evaluated on this region; "

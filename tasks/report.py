@@ -25,7 +25,7 @@ log = logging.getLogger("luigi-interface")
 def _model_tasks(task: RegionTask) -> list[Any]:
     """EvaluateModel when the region predicts with a model and has labels to evaluate it on (its
     figures go into the report)."""
-    if task.cfg.section("vectorize").source != "predictions" or not task.cfg.labelled:
+    if task.cfg.vectorize.source != "predictions" or not task.cfg.labelled:
         return []
     from tasks.predict import EvaluateModel
 

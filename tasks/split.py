@@ -30,7 +30,7 @@ class SplitDataset(RegionTask):
 
         cfg = self.cfg
         self.progress(0, 1, "split")
-        rows, stats = make_split(cfg.data_dir, cfg.section("split"), cfg.zoom)
+        rows, stats = make_split(cfg.data_dir, cfg.split, cfg.zoom)
         write_split_csv(cfg.data_dir / "split.csv", rows)
         atomic_write_json(cfg.data_dir / "split_stats.json", stats)
         files = {}

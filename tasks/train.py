@@ -50,7 +50,7 @@ class TrainModel(RegionTask):
     def requires(self) -> Any:
         from pipeline.regions import is_region_ref
 
-        spec = self.cfg.section("train")
+        spec = self.cfg.train
         # [train] regions: the other regions' splits too (their tiles join training); [train] init
         # naming a region config: that region's model
         return [SplitDataset(config=self.config), *(SplitDataset(config=str(p)) for p in spec.regions),
@@ -61,7 +61,7 @@ class TrainModel(RegionTask):
         part of the main model's digest: turning it on trains only the second model)."""
         if not super().output_whole():
             return False
-        if not self.cfg.section("train").cross_fit:
+        if not self.cfg.train.cross_fit:
             return True
         with contextlib.suppress(ManifestError):
             return "cross/best.pt" in read_manifest(self.manifest_path()).get("files", {})
@@ -69,7 +69,7 @@ class TrainModel(RegionTask):
 
     def _parts(self) -> tuple[str, ...]:
         """``main``, and ``cross`` with ``[train] cross_fit`` (pipeline.train_run.PARTS)."""
-        return ("main", "cross") if self.cfg.section("train").cross_fit else ("main",)
+        return ("main", "cross") if self.cfg.train.cross_fit else ("main",)
 
     def _dir(self, part: str) -> Path:
         from pipeline.train_run import part_dir
@@ -85,7 +85,7 @@ class TrainModel(RegionTask):
 
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
-        epochs = self.cfg.section("train").epochs
+        epochs = self.cfg.train.epochs
         files: dict[str, dict[str, Any]] = {}
         body: dict[str, Any] = {}
         for part in self._parts():
@@ -129,7 +129,7 @@ class TrainModel(RegionTask):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={settings.processes}", "-m", "pipeline.train_run", "--config", str(self.config),
                "--workers", str(settings.workers), "--device", str(settings.device), "--part", part]
-        epochs = self.cfg.section("train").epochs
+        epochs = self.cfg.train.epochs
         metrics = self._dir(part) / "metrics.csv"
         proc = subprocess.Popen(cmd)
         try:
@@ -148,7 +148,7 @@ class TrainModel(RegionTask):
         """After each epoch: a log line (readable without a terminal) and the scheduler's progress."""
         note = _epoch_note(row) if part == "main" else f"cross-fit model: {_epoch_note(row)}"
         log.info("%s %d/%d (%.1f s, %.1f images/s)", note, row["epoch"], epochs, row["seconds"], row["images_per_s"])
-        hint = _validation_hint(row, self.cfg.section("train").val_every)
+        hint = _validation_hint(row, self.cfg.train.val_every)
         if hint and not self.__dict__.get("_val_hint_given"):
             self.__dict__["_val_hint_given"] = True
             self.notice(hint)

@@ -38,7 +38,7 @@ class Vectorize(ShardTask):
 
     @property
     def spec(self) -> VectorizeSpec:
-        return self.cfg.section("vectorize")
+        return self.cfg.vectorize
 
     def requires(self) -> Any:
         return source_task(self.config, self.spec.source, self.data_dir)
@@ -106,7 +106,7 @@ class MergeFeatures(RegionTask):
         from tasks.cover import CoverTiles
 
         return [CoverTiles(config=self.config),
-                source_task(self.config, self.cfg.section("vectorize").source, self.data_dir)]
+                source_task(self.config, self.cfg.vectorize.source, self.data_dir)]
 
     def run(self) -> Iterator[Any]:
         from pipeline.cover import read_tiles_csv
@@ -120,9 +120,9 @@ class MergeFeatures(RegionTask):
         yield tasks
         self.progress(0, 1, "merging shards")
         paths = [shard_files(t.product_dir(), str(t.shard)) for t in tasks]
-        spec = cfg.section("vectorize")
+        spec = cfg.vectorize
         pieces = region_pieces((read_pieces(rest) for _, rest in paths), cfg.edge_ids if spec.instances else ())
-        merged = finish(pieces, cfg.classes, cfg.section("vectorize"), cfg.zoom, cfg.tile_size)
+        merged = finish(pieces, cfg.classes, cfg.vectorize, cfg.zoom, cfg.tile_size)
         feats = sort_features([read_finished(f) for f, _ in paths] + [merged])
         gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"
         write_geojson(feats, gj, "predictions")

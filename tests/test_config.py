@@ -151,7 +151,7 @@ def test_bad_values_caught_at_validation(tmp_path: Path, change: Any, message: s
 
 def test_unset_environment_variable_is_caught_before_fetching(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.config import check_environment
+    from pipeline.regions import check_environment
 
     monkeypatch.delenv("OSMSAT_NOT_SET", raising=False)
     cfg = load_config(_write(tmp_path, BASE + '\n[imagery]\nsource = "xyz"\n'

@@ -44,7 +44,7 @@ def _cfg(tmp_path: Path, extra: str = "", name: str = "r.toml") -> Any:
 def test_parse_lists_and_errors(tmp_path: Path) -> None:
     neg = str(tmp_path / "rejected.geojson")
     cfg = _cfg(tmp_path, f'\n[labels]\nnegatives = ["{neg}"]\nignore = "{tmp_path / "unsure.geojson"}"\n')
-    lab = cfg.section("labels")
+    lab = cfg.labels
     assert lab.negatives == (Path(neg),) and lab.ignore == (tmp_path / "unsure.geojson",)
     with pytest.raises(ConfigError, match=r"labels\.ignore.*also in labels\.negatives"):
         _cfg(tmp_path, f'\n[labels]\nnegatives = ["{neg}"]\nignore = ["{neg}"]\n', "b.toml")
@@ -77,7 +77,7 @@ def test_negatives_clear_every_class_and_ignore_wins(tmp_path: Path) -> None:
     neg = _geojson(tmp_path / "rejected.geojson", [_lonlat(_px_box(T, 0, 0, 64, 256))])
     ign = _geojson(tmp_path / "unsure.geojson", [_lonlat(_px_box(T, 32, 100, 96, 110))])
     cfg = _cfg(tmp_path, f'\n[labels]\nnegatives = ["{neg}"]\nignore = ["{ign}"]\n')
-    fb, classes = load_feedback(cfg.section("labels")), cfg.classes
+    fb, classes = load_feedback(cfg.labels), cfg.classes
     assert fb is not None and len(fb) == 2
     plain = burn_tile(prepare_burn(feats, classes), T, SIZE, ignore_ring_px=2)
     m = burn_tile(prepare_burn(feats, classes, feedback=fb), T, SIZE, ignore_ring_px=2)
@@ -87,7 +87,7 @@ def test_negatives_clear_every_class_and_ignore_wins(tmp_path: Path) -> None:
     outside = np.ones((SIZE, SIZE), bool)
     outside[:, :96] = False
     np.testing.assert_array_equal(m[outside], plain[outside])
-    assert load_feedback(_cfg(tmp_path, "", "none.toml").section("labels")) is None
+    assert load_feedback(_cfg(tmp_path, "", "none.toml").labels) is None
 
 
 def test_feedback_files_are_in_the_masks_digest_only(tmp_path: Path) -> None:

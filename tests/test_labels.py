@@ -217,7 +217,7 @@ data_dir = "{tmp / 'data'}"
 
 def test_labels_config(tmp_path: Path) -> None:
     cfg = load_config(region(tmp_path, 'source = "vector"\npaths = ["a.geojson"]\ncrs = "EPSG:32636"'))
-    lab = cfg.section("labels")
+    lab = cfg.labels
     assert lab.source == "vector" and lab.paths == (Path("a.geojson"),) and cfg.osm is None
     assert cfg.classes[0].tags == ()
     with pytest.raises(ConfigError, match=r"labels\.paths is required"):
@@ -279,7 +279,7 @@ def test_example_configs_parse_and_the_geopackage_example_runs(tmp_path: Path) -
     examples = sorted((ROOT / "configs" / "examples").glob("*.toml"))
     assert len(examples) >= 2
     for ex in examples:
-        assert load_config(ex).section("labels").source == "vector"
+        assert load_config(ex).labels.source == "vector"
     tif = write_test_geotiff(tmp_path / "ortho.tif", size_px=600)
     with rasterio.open(tif) as ds:
         w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)

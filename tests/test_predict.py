@@ -524,15 +524,16 @@ def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path
 def test_predict_section_parsing(tmp_path: Path) -> None:
     from pipeline.config import load_config
     from pipeline.errors import ConfigError
-    from pipeline.predict_spec import PredictSpec, is_own_model, model_path
+    from pipeline.predict_spec import PredictSpec
+    from pipeline.regions import is_own_model, model_path
     from tests.town import write_town_config
 
     cfg = load_config(write_town_config(tmp_path / "a.toml", tmp_path / "t.pbf", tmp_path / "data"))
-    assert cfg.section("predict") == PredictSpec()
+    assert cfg.predict == PredictSpec()
     assert model_path(cfg) == tmp_path / "data" / "model" / "best.pt" and is_own_model(cfg)
     cfg = load_config(write_town_config(tmp_path / "b.toml", tmp_path / "t.pbf", tmp_path / "data", extra=(
         '[predict]\nmodel = "other.pt"\ncontext_px = 64\ntta = "flip"\nbatch_size = 2\n')))
-    assert cfg.section("predict") == PredictSpec(model=Path("other.pt"), context_px=64, batch_size=2, tta="flip")
+    assert cfg.predict == PredictSpec(model=Path("other.pt"), context_px=64, batch_size=2, tta="flip")
     assert not is_own_model(cfg)
     for bad, key in (('tta = "rotate"', r"predict\.tta"), ("context_px = -1", r"predict\.context_px"),
                      ("batchsize = 4", r"batchsize")):

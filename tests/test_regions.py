@@ -67,7 +67,7 @@ def test_a_region_trains_with_another_and_a_third_predicts_with_its_model(tmp_pa
 
     from pipeline.config import load_config
     from pipeline.model import load_checkpoint
-    from pipeline.predict_spec import model_path
+    from pipeline.regions import model_path
     from pipeline.stages import stage_digest
     from tasks.predict import PredictAll
 

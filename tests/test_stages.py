@@ -7,14 +7,14 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import pipeline.config
-from pipeline.config import SECTION_PARSERS, Section, load_config
+import pipeline.predict_spec
+from pipeline.config import load_config
 from pipeline.stages import (
     STAGES,
     Stage,
@@ -26,30 +26,10 @@ from pipeline.stages import (
 from tests.test_config import BASE
 
 
-@dataclass(frozen=True)
-class Toy:
-    """A stage section for these tests."""
-
-    level: int = 1
-    name: str = "a"
-    workers: int = dataclasses.field(default=2, metadata={"operational": True})
-
-
-DEFAULT = Toy()
-
-
-def parse_toy(path: Path, table: dict[str, Any]) -> Toy:
-    sec = Section(path, "toy", table)
-    toy = Toy(level=sec.integer("level", DEFAULT.level), name=sec.take("name", str, DEFAULT.name),
-              workers=sec.integer("workers", DEFAULT.workers))
-    sec.done()
-    return toy
-
-
 @pytest.fixture
 def toy_stage(monkeypatch: pytest.MonkeyPatch) -> Stage:
-    monkeypatch.setitem(SECTION_PARSERS, "toy", "tests.test_stages:parse_toy")
-    stage = Stage("toy", sections=("toy", "classes"), upstream=("masks",))
+    """A stage reading the ``[predict]`` section (a typed attribute of RegionConfig) for these tests."""
+    stage = Stage("toy", sections=("predict", "classes"), upstream=("masks",))
     monkeypatch.setitem(STAGES, "toy", stage)
     return stage
 
@@ -63,14 +43,19 @@ def _cfg(tmp_path: Path, text: str, name: str = "r.toml") -> Any:
 def test_changed_default_reruns_written_default_does_not(tmp_path: Path, toy_stage: Stage,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     bare = _cfg(tmp_path, BASE, "bare.toml")
-    explicit = _cfg(tmp_path, BASE + '\n[toy]\nlevel = 1\nname = "a"\n', "explicit.toml")
-    other = _cfg(tmp_path, BASE + "\n[toy]\nlevel = 3\n", "other.toml")
+    explicit = _cfg(tmp_path, BASE + '\n[predict]\ncontext_px = 64\ntta = "none"\n', "explicit.toml")
+    other = _cfg(tmp_path, BASE + "\n[predict]\ncontext_px = 32\n", "other.toml")
     assert stage_digest(bare, "toy") == stage_digest(explicit, "toy")  # a default written out: same
     assert stage_digest(bare, "toy") != stage_digest(other, "toy")
     before = stage_digest(bare, "toy")
-    monkeypatch.setattr("tests.test_stages.DEFAULT", Toy(level=5))  # a default changed in code
-    assert stage_digest(bare, "toy") != before
-    assert stage_digest(explicit, "toy") == before  # the TOML that says level = 1 still means 1
+    fields = [(f.name, f.type, dataclasses.field(default=16 if f.name == "context_px" else f.default,
+                                                 metadata=f.metadata))
+              for f in dataclasses.fields(pipeline.predict_spec.PredictSpec)]
+    monkeypatch.setattr(pipeline.predict_spec, "PredictSpec", dataclasses.make_dataclass(
+        "PredictSpec", fields, frozen=True))  # a default changed in code
+    bare, explicit = _cfg(tmp_path, BASE, "bare.toml"), _cfg(tmp_path, explicit.path.read_text(), "explicit.toml")
+    assert bare.predict.context_px == 16 and stage_digest(bare, "toy") != before
+    assert stage_digest(explicit, "toy") == before  # the TOML that says context_px = 64 still means 64
     assert stage_digest(bare, "masks") == stage_digest(explicit, "masks")  # upstream untouched
 
 
@@ -108,7 +93,7 @@ def test_operational_settings_are_not_in_digests(tmp_path: Path, toy_stage: Stag
     c = _cfg(tmp_path, BASE.replace('path = "x.osm.pbf"', 'path = "x.osm.pbf"\nurl = "https://e.example/x.pbf"'),
              "c.toml")
     assert stage_digest(_cfg(tmp_path, BASE, "d.toml"), "extract") == stage_digest(c, "extract")
-    t1 = _cfg(tmp_path, BASE + "\n[toy]\nworkers = 8\n", "t1.toml")
+    t1 = _cfg(tmp_path, BASE + "\n[predict]\nbatch_size = 64\n", "t1.toml")
     assert stage_digest(_cfg(tmp_path, BASE, "t0.toml"), "toy") == stage_digest(t1, "toy")  # metadata flag
 
 

@@ -87,7 +87,7 @@ def test_a_finished_product_is_checked_from_its_json_manifests(town_config: Path
 
 
 def test_config_digests_and_tile_maths_import_no_numpy() -> None:
-    """Loading a config, the stages' digests (the section parsers of ``SECTION_PARSERS``) and tile
+    """Loading a config (every section parsed, ``config.SECTIONS``), the stages' digests and tile
     arithmetic (:class:`pipeline.tiles.Tile`, bounds, quadkeys) run in every completeness check."""
     from pipeline import geo, tiles
 
