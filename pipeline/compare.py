@@ -46,11 +46,11 @@ from pipeline.coverage import coverage, ground_scale, unexplained
 from pipeline.finish import output_lonlat
 from pipeline.geo import mercator_scale, to_mercator
 from pipeline.regularize import iou
+from pipeline.statuses import status_names
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-STATUSES = ("missing_in_osm", "not_seen", "unknown", "matched", "offset")
 
 
 @dataclass
@@ -137,7 +137,8 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
     import geopandas as gpd
 
     pred = with_pred_columns(pred)
-    parts: dict[str, list[pd.DataFrame]] = {s: [] for s in STATUSES}
+    statuses = status_names()  # every registered status gets a layer (empty when nothing fills it)
+    parts: dict[str, list[pd.DataFrame]] = {s: [] for s in statuses}
     per_class: dict[str, Any] = {}
     for c in compare_classes(classes, spec):
         p, o = class_rows(pred, c.name), class_rows(osm, c.name)
@@ -166,13 +167,13 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         parts["not_seen"].append(gone_l)
     layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                           pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
-              for s in STATUSES}
+              for s in statuses}
     lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
                                   osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m) | _line_counts(
                                       layers, c.name) for c in line_classes(classes, spec)}
     summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
                "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
-               "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in STATUSES}}
+               "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in statuses}}
     return Comparison(layers=layers, summary=summary)
 
 

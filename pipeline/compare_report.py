@@ -32,7 +32,7 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
 
     fig, ax = plt.subplots(figsize=(8, 8), dpi=dpi)
     handles = []
-    for status in ("matched", "offset", "unknown", "not_seen", "missing_in_osm"):
+    for status in reversed(STATUS_STYLES):  # the first status drawn last, on top
         gdf = layers.get(status)
         if gdf is None or len(gdf) == 0:
             continue

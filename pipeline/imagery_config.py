@@ -3,12 +3,13 @@ encoded (the download settings live in ``configs/luigi.toml`` ``[download]``, ou
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.imagery.registry import Location, check_location
+from pipeline.imagery.sources import get_source, source_names
 from pipeline.section import Section
 
 _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -18,7 +19,8 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "avera
 class ImageryConfig:
     """Imagery source, section ``[imagery]``.
 
-    ``source`` is ``tiles`` (a local slippy-map folder ``path``, see
+    ``source`` names a registered source (:mod:`pipeline.imagery.sources`; ``python -m tasks
+    --help`` lists them), which checks its keys. The shipped ones: ``tiles`` (a local slippy-map folder ``path``, see
     :mod:`pipeline.imagery.folder`), ``raster`` (local GeoTIFF/COG ``paths`` in any CRS, mosaicked in the order
     given: the first path is on top), ``xyz`` (URL template with ``{z} {x} {y}``, ``{-y}``
     (TMS rows from the south), ``{quadkey}``, ``{r}`` (``@2x`` when ``retina``)) or ``wms``
@@ -49,6 +51,13 @@ class ImageryConfig:
     png_level: int = 1  # zlib level 0-9: on aerial photos 1 is 5x faster than 6, files ~6 % larger
     retina: bool = False  # {r} -> "@2x" (set region.tile_size = 512 for such servers)
     headers: tuple[tuple[str, str], ...] = ()  # extra HTTP headers (e.g. Referer)
+    #: the keys only a registered source of its own has (sorted ``(key, value)`` pairs); in the
+    #: imagery digest only when set, so configs of the shipped sources keep their digests
+    options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"digest": "imagery"})
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """The value of the source's own key ``key`` (``default`` when unset)."""
+        return dict(self.options).get(key, default)
 
 
 #: download settings that used to sit in ``[imagery]``; now operational (``configs/luigi.toml``)
@@ -66,12 +75,12 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
             "under [download] (or in the file LUIGI_CONFIG_PATH names)")
     sec = Section(path, "imagery", table)
     d = ImageryConfig(source="raster")
-    source, paths, url, folder, cover_folder = _source_keys(sec)
+    source, loc, options = _source_keys(sec)
     bands = _bands(sec)
     rescale, pct = _value_ranges(sec, d)
     headers = _headers(sec)
     cfg = ImageryConfig(
-        source=source, paths=paths, url=url, path=folder, cover_folder=cover_folder,
+        source=source, paths=loc.paths, url=loc.url, path=loc.path, cover_folder=loc.cover_folder,
         format=sec.choice("format", ("png", "jpg", "tif"), d.format),
         resampling=sec.choice("resampling", _RESAMPLING, d.resampling),
         bands=tuple(bands) if bands else None,
@@ -84,6 +93,7 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         png_level=sec.integer("png_level", d.png_level, lo=0, hi=9),
         retina=sec.take("retina", bool, d.retina),
         headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
+        options=tuple(sorted(options.items())),
     )
     sec.done()
     if cfg.keep_16bit and cfg.format != "tif":
@@ -94,33 +104,16 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
     return cfg
 
 
-def _source_keys(sec: Section) -> tuple[str, tuple[Path, ...], str | None, str | None, bool]:
-    """``source`` and the keys that say where tiles come from (``paths``, ``url``, ``path``,
-    ``cover_folder``), each checked against the source."""
-    source = sec.choice("source", ("raster", "xyz", "wms", "tiles"))
-    paths = tuple(Path(p) for p in sec.strings("paths", []))
-    url = sec.take("url", str, None)
-    folder = sec.take("path", str, None)
-    cover_folder = sec.take("cover_folder", bool, False)
-    if (source == "tiles") != (folder is not None):
-        raise ConfigError(f"{sec.key('path')} is " + ("required when source = 'tiles' (a folder of z/x/y.png|jpg "
-                          "or a template like 'tiles/{z}/{x}/{y}.png')" if source == "tiles"
-                          else "only for source = 'tiles'; remove it or change source"))
-    if cover_folder and source != "tiles":
-        raise ConfigError(f"{sec.key('cover_folder')} is only for source = 'tiles'")
-    if folder is not None:
-        _check_folder_template(sec, folder)
-    if source == "raster" and not paths:
-        raise ConfigError(f"{sec.key('paths')} is required when source = 'raster'")
-    if source in ("xyz", "wms") and not url:
-        raise ConfigError(f"{sec.key('url')} is required when source = {source!r}")
-    if source != "raster" and paths:
-        raise ConfigError(f"{sec.key('paths')} is only for source = 'raster'; remove it or change source")
-    if url is not None:
-        from pipeline.imagery.template import check_url_template
-
-        check_url_template(sec, url, source)
-    return source, paths, url, folder, cover_folder
+def _source_keys(sec: Section) -> tuple[str, Location, dict[str, Any]]:
+    """``source`` (a registered one), the keys that say where tiles come from (``paths``,
+    ``url``, ``path``, ``cover_folder``), each checked against the source, and the keys only the
+    source has (its ``check`` takes them)."""
+    source = sec.choice("source", source_names())
+    loc = Location(paths=tuple(Path(p) for p in sec.strings("paths", [])), url=sec.take("url", str, None),
+                   path=sec.take("path", str, None), cover_folder=sec.take("cover_folder", bool, False))
+    src = get_source(source)
+    check_location(sec, src, loc)
+    return source, loc, src.check(sec, loc)
 
 
 def _bands(sec: Section) -> list[Any] | None:
@@ -155,14 +148,3 @@ def _headers(sec: Section) -> dict[Any, Any]:
             raise ConfigError(f"{sec.key('headers')}.{k} holds a line break (CR/LF) or NUL; "
                               "an HTTP header is one line: remove it")
     return headers
-
-
-def _check_folder_template(sec: Section, folder: str) -> None:
-    """A tile folder, or a path template with {z}, {x} and {y} (or {-y}) and no other fields."""
-    fields = set(re.findall(r"\{([^{}]*)\}", folder))
-    if not fields:
-        return
-    unknown = sorted(fields - {"z", "x", "y", "-y"})
-    if unknown or not ({"z", "x"} <= fields and fields & {"y", "-y"}):
-        raise ConfigError(f"{sec.key('path')} = {folder!r}: a tile path template takes {{z}}, {{x}} and {{y}} "
-                          "(or {-y} for TMS rows) and nothing else, e.g. 'tiles/{z}/{x}/{y}.png'")

@@ -164,13 +164,14 @@ _GEOM = {"area": "Polygon", "line": "Line"}
 def region_layers(classes: Sequence[ClassSpec], statuses: Iterable[str], predicted: Iterable[str],
                   osm: Iterable[str], line_statuses: Iterable[str] = ()) -> list[VectorLayer]:
     """The vector layers of a region's project, styled by the one palette: the change layers of
-    ``statuses`` (``compare/<status>.geojson``; matched hidden at first) and ``line_statuses``
+    ``statuses`` (``compare/<status>.geojson``, in the registry's order; a status not ``shown``,
+    matched, hidden at first) and ``line_statuses``
     (``compare/<status>_lines.geojson``), the ``predicted`` classes
     (``predictions.gpkg``, blue) and the ``osm`` classes (``osm_features.gpkg``, grey outlines)."""
     have, pred, in_osm = set(statuses), set(predicted), set(osm)
     lines = set(line_statuses)
     out = [VectorLayer(style.label, f"./compare/{status}.geojson", "Polygon", style.color,
-                       visible=status != "matched", group="change layers")
+                       visible=style.shown, group="change layers")
            for status, style in STATUS_STYLES.items() if status in have]
     out += [VectorLayer(f"{style.label} (lines)", f"./compare/{status}_lines.geojson", "Line", style.color,
                         group="change layers") for status, style in STATUS_STYLES.items() if status in lines]
@@ -250,7 +251,8 @@ def write_project(path: Path, title: str, layers: Sequence[VectorLayer], imagery
 
 def region_imagery(cfg: RegionConfig, d: Path) -> tuple[list[RasterLayer], str | None]:
     """The imagery layers of region ``cfg`` (outputs under ``d``): its tiles at the region's zoom,
-    by the extension the tile index records, and a raster source's files themselves; and a note
+    by the extension the tile index records, and the input files themselves of a source whose
+    registry entry ``shows_inputs`` (rasters); and a note
     when the tiles mix extensions (only one of them shows)."""
     from pipeline.errors import ManifestError
     from pipeline.tile_index import WRITTEN, read_tile_index
@@ -268,8 +270,11 @@ def region_imagery(cfg: RegionConfig, d: Path) -> tuple[list[RasterLayer], str |
         name = "imagery" if note is None else f"imagery (.{ext} tiles only)"
         # only this zoom exists; the URL is relative to the project, as QGIS writes it
         layers.append(RasterLayer(name, xyz_source("./images", ext, cfg.zoom, cfg.zoom), "wms"))
-    if cfg.imagery.source == "raster":  # the rasters themselves, beside the tiles (first on top)
-        layers += [gdal_layer(p, d) for p in cfg.imagery.paths if Path(p).is_file()]
+    from pipeline.imagery.sources import source_of
+
+    src = source_of(cfg.imagery)
+    if src.shows_inputs:  # the rasters themselves, beside the tiles (first on top)
+        layers += [gdal_layer(p, d) for p in src.inputs(cfg.imagery) if Path(p).is_file()]
     return layers, note
 
 

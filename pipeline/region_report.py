@@ -12,14 +12,17 @@ from typing import Any
 from pipeline.errors import ManifestError
 from pipeline.report import MapLayer, Report, TileLayer, layers_bounds
 from pipeline.runinfo import read_json
-from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES
+from pipeline.statuses import OSM, PREDICTED, STATUS_STYLES, shown_statuses
 from pipeline.tile_index import WRITTEN, read_tile_index
 
-#: map layers of the report: (name, file under data/<region>, colour, shown at first); names and
-#: colours from the one palette (pipeline.statuses) that the QGIS project uses too
-LAYERS = ((PREDICTED.label, "predictions.geojson", PREDICTED.color, True),
-          *((STATUS_STYLES[s].label, f"compare/{s}.geojson", STATUS_STYLES[s].color, True)
-            for s in ("missing_in_osm", "not_seen", "unknown", "offset")))
+
+def map_layers() -> list[tuple[str, str, str, bool]]:
+    """The map layers of the report: (name, file under data/<region>, colour, shown at first): the
+    predictions and the statuses shown at first, names and colours from the one palette
+    (:mod:`pipeline.statuses`) that the QGIS project uses too."""
+    return [(PREDICTED.label, "predictions.geojson", PREDICTED.color, True),
+            *((STATUS_STYLES[s].label, f"compare/{s}.geojson", STATUS_STYLES[s].color, True)
+              for s in shown_statuses())]
 
 
 def _fmt(v: Any) -> str:
@@ -101,7 +104,7 @@ def region_report(d: Path, name: str, zoom: int) -> Report:
     osm = osm_layer(d / "features.parquet")
     if osm is not None:
         layers.append(osm)
-    for title, rel, color, visible in LAYERS:
+    for title, rel, color, visible in map_layers():
         gj = read_json(d / rel)
         if gj and gj.get("features") is not None:
             layers.append(MapLayer(title, gj, color, visible=visible))

@@ -79,10 +79,10 @@ def register(stage: Stage) -> Stage:
 
 
 def _imagery_paths(cfg: RegionConfig) -> list[Path]:
-    if cfg.imagery is None:
-        return []
-    # a tile folder: its own entry (a file added or removed at its top changes it)
-    return list(cfg.imagery.paths) + ([Path(cfg.imagery.path)] if cfg.imagery.path else [])
+    """The input files of the region's imagery source (its registry entry says which)."""
+    from pipeline.imagery.sources import source_of
+
+    return source_of(cfg.imagery).inputs(cfg.imagery) if cfg.imagery is not None else []
 
 
 def _label_paths(cfg: RegionConfig) -> list[Path]:
@@ -108,7 +108,9 @@ def _feedback_paths(cfg: RegionConfig) -> list[Path]:
 # its digest (a user's files even in a sample region), not in extract's (field metadata "digest")
 register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",), inputs=_feedback_paths,
                sample_inputs=False, optional=("labels.negatives", "labels.ignore")))
-register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths))
+# a registered source's own keys (``imagery.options``) enter only when set: shipped configs keep their digests
+register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths,
+               optional=("imagery.options",)))
 
 
 def _model_path(cfg: RegionConfig) -> list[Path]:

@@ -1,6 +1,11 @@
-"""The one palette of the comparison's outputs: every place that draws a change layer, the
-predictions or the OSM features (the QGIS project and its ``.qml`` styles, ``report.html``,
-``compare/map.png``, ``report.md`` and the README's legend) reads its colour and label here.
+"""The comparison statuses and the one palette of the comparison's outputs: every place that
+lists or draws a change layer, the predictions or the OSM features (the QGIS project and its
+``.qml`` styles, ``report.html``, ``compare/map.png``, ``report.md``, ``summary.json``, the compare
+task's outputs and the README's legend) reads its name, order, colour and label here.
+
+Adding a status is one :class:`Status` entry (below, or :func:`register_status` from a module);
+the comparison then has to fill its layer (:func:`pipeline.compare.compare`), and the README's
+legend says it (``tests/test_user_outputs.py`` checks the README against :func:`legend_text`).
 
 Red is kept for what OSM lacks (``missing_in_osm``); OSM features are drawn in a neutral grey of
 their own (never a class's palette colour, which may be red too); blue is the predictions
@@ -29,27 +34,76 @@ class Style:
     label: str
 
 
-#: the change layers (``compare/<status>.geojson``), in the order layer lists show them
-STATUS_STYLES: dict[str, Style] = {
-    "missing_in_osm": Style("#e31a1c", "red", "missing in OSM"),
-    "not_seen": Style("#ffd92f", "yellow", "in OSM, not seen"),
-    "unknown": Style("#984ea3", "purple", "in OSM, not checkable"),
-    "offset": Style("#ff7f00", "orange", "offset"),
-    "matched": Style("#4daf4a", "green", "matched"),
-}
+@dataclass(frozen=True)
+class Status(Style):
+    """A comparison status: the change layer ``compare/<name>.geojson`` and everything that lists
+    it. ``order``: its place in layer lists, legends, ``summary.json`` counts and the compare
+    outputs (smallest first, on top); ``shown``: visible when the QGIS project opens, on the report
+    page and in the legend in words (matched, the bulk, is not)."""
+
+    name: str = ""
+    order: int = 0
+    shown: bool = True
+
+
+#: the comparison statuses by name, in ``order`` (the registry: :func:`register_status` adds one;
+#: the QGIS project, the report page, ``map.png``, ``report.md``, ``summary.json``, the compare task's
+#: outputs and the README's legend all read it)
+STATUS_STYLES: dict[str, Status] = {}
+#: ``{status: colour}`` and ``{status: label}`` views of the registry (kept in step by register_status)
+COLORS: dict[str, str] = {}
+LABELS: dict[str, str] = {}
+
+
+def register_status(status: Status) -> Status:
+    """Add (or replace) a status in the registry, in its ``order``; returns it."""
+    entries = {**STATUS_STYLES, status.name: status}
+    STATUS_STYLES.clear()
+    STATUS_STYLES.update(sorted(entries.items(), key=lambda kv: (kv[1].order, kv[0])))
+    _refresh()
+    return status
+
+
+def unregister_status(name: str) -> None:
+    """Remove status ``name`` (tests that register their own clean up with this)."""
+    STATUS_STYLES.pop(name, None)
+    _refresh()
+
+
+def _refresh() -> None:
+    COLORS.clear()
+    COLORS.update((k, s.color) for k, s in STATUS_STYLES.items())
+    LABELS.clear()
+    LABELS.update((k, s.label) for k, s in STATUS_STYLES.items())
+
+
+def status_names() -> tuple[str, ...]:
+    """Every status, in order (the change layers the comparison writes)."""
+    return tuple(STATUS_STYLES)
+
+
+def shown_statuses() -> tuple[str, ...]:
+    """The statuses shown at first (report page, legend in words), in order."""
+    return tuple(k for k, s in STATUS_STYLES.items() if s.shown)
+
+
+for _status in (Status("#e31a1c", "red", "missing in OSM", "missing_in_osm", 10),
+                Status("#ffd92f", "yellow", "in OSM, not seen", "not_seen", 20),
+                Status("#984ea3", "purple", "in OSM, not checkable", "unknown", 30),
+                Status("#ff7f00", "orange", "offset", "offset", 40),
+                Status("#4daf4a", "green", "matched", "matched", 50, shown=False)):
+    register_status(_status)
+
 #: the predicted features (``predictions.geojson`` / ``.gpkg``)
 PREDICTED = Style("#1f78b4", "blue", "predicted")
 #: the OSM (or vector label) features
 OSM = Style("#737373", "grey", "OSM")
 
-COLORS: dict[str, str] = {k: s.color for k, s in STATUS_STYLES.items()}
-LABELS: dict[str, str] = {k: s.label for k, s in STATUS_STYLES.items()}
-
 
 def legend_text() -> str:
     """The legend in words, "red = missing in OSM; ..." (the README's captions of the report and
-    QGIS pictures use this exact text; matched, hidden at first, is left out)."""
-    parts = [f"{s.color_name} = {s.label}" for k, s in STATUS_STYLES.items() if k != "matched"]
+    QGIS pictures use this exact text, a test checks; statuses hidden at first are left out)."""
+    parts = [f"{STATUS_STYLES[k].color_name} = {STATUS_STYLES[k].label}" for k in shown_statuses()]
     return "; ".join([*parts, f"{PREDICTED.color_name} = {PREDICTED.label}", f"{OSM.color_name} = {OSM.label}"])
 
 

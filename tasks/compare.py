@@ -25,10 +25,10 @@ class CompareWithOSM(RegionTask):
 
     def owned_files(self) -> list[Path]:
         """Every file the comparison writes (a rerun deletes what killed writes of them left)."""
-        from pipeline.compare import STATUSES
+        from pipeline.statuses import status_names
 
         out, d = self.data_dir / "compare", self.data_dir
-        names = [f"{s}{k}.{e}" for s in STATUSES for k in ("", "_lines") for e in ("geojson", "qml")]
+        names = [f"{s}{k}.{e}" for s in status_names() for k in ("", "_lines") for e in ("geojson", "qml")]
         names += ["summary.json", "missing_in_osm.osm", "maproulette.geojsonl", "map.png", "report.md",
                   "calibration.json", "reliability.png"]
         return [*super().owned_files(), *(out / n for n in names), d / f"{self.cfg.name}.qgs", d / "osm_features.gpkg"]
@@ -39,12 +39,12 @@ class CompareWithOSM(RegionTask):
     def run(self) -> None:
         import geopandas as gpd
 
-        from pipeline.compare import STATUSES, compare, features_in_tiles
+        from pipeline.compare import compare, features_in_tiles
         from pipeline.compare_report import reliability_png, review_lines, write_report
         from pipeline.features import read_features
         from pipeline.mappers import maproulette_tasks, osm_xml
         from pipeline.review import held_out_tiles, region_evidence, review
-        from pipeline.statuses import layer_files, with_status
+        from pipeline.statuses import layer_files, status_names, with_status
         from pipeline.vector_io import write_geojson
 
         cfg, d = self.cfg, self.data_dir
@@ -64,10 +64,11 @@ class CompareWithOSM(RegionTask):
         result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm))
         queue = review(result, pred, osm, cfg.classes, spec, held_out_tiles(cfg, tiles), cfg.zoom, evidence)
         result.layers = queue.layers
-        result.summary["counts"] = {s: len(queue.layers[s]) for s in STATUSES}
-        files = {s: layer_files(s, result.layers[s], cfg.classes) for s in STATUSES}
+        statuses = status_names()
+        result.summary["counts"] = {s: len(queue.layers[s]) for s in statuses}
+        files = {s: layer_files(s, result.layers[s], cfg.classes) for s in statuses}
         written: list[Path] = []
-        for status in STATUSES:
+        for status in statuses:
             for name, layer in files[status].items():
                 written.append(out / name)
                 write_geojson(with_status(layer, status), written[-1], status)
@@ -86,8 +87,8 @@ class CompareWithOSM(RegionTask):
         written += [out / "summary.json", out / "missing_in_osm.osm", out / "maproulette.geojsonl"]
         written += write_report(out, cfg.name, summary, result.layers, osm[osm["class"].isin(
             list(summary["classes"]))])
-        written += self._qgis_project(osm, [s for s in STATUSES if len(files[s][f"{s}.geojson"])],
-                                      [s for s in STATUSES if f"{s}_lines.geojson" in files[s]], index)
+        written += self._qgis_project(osm, [s for s in statuses if len(files[s][f"{s}.geojson"])],
+                                      [s for s in statuses if f"{s}_lines.geojson" in files[s]], index)
         self._done(written, summary["counts"])
 
     def _done(self, written: list[Path], counts: dict[str, int]) -> None:

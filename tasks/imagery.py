@@ -1,5 +1,6 @@
-"""Luigi tasks of the imagery stage: ``ImageryPlan`` (rasters: bands, rescaling, footprints;
-once per region), ``FetchImagery`` (one shard -> ``images/z/x/y.<ext>`` + shard manifest) and
+"""Luigi tasks of the imagery stage, for any registered source (:mod:`pipeline.imagery.sources`):
+``ImageryPlan`` (a source that plans, e.g. rasters: bands, rescaling, footprints; once per
+region), ``FetchImagery`` (one shard -> ``images/z/x/y.<ext>`` + shard manifest) and
 ``ImageryAll`` (every shard; its manifest is the region's coverage summary).
 
 Shards that download from one server claim the Luigi resource ``imagery_server_<host>``
@@ -31,6 +32,7 @@ from pipeline.imagery.shard import (
     reopen_shard,
     server_resource,
 )
+from pipeline.imagery.sources import source_of
 from pipeline.manifests import read_manifest
 from pipeline.regions import check_environment
 from tasks.base import AllShardsTask, RegionTask, ShardTask
@@ -69,7 +71,8 @@ def _imagery(task: RegionTask) -> Any:
 
 
 class ImageryPlan(RegionTask):
-    """Inspect the region's rasters once: bands, data type, footprints, 8-bit rescaling."""
+    """Inspect the region's imagery inputs once, for a source that plans (rasters: bands, data
+    type, footprints, 8-bit rescaling); its registry entry's ``planner`` makes the plan."""
 
     stage = "imagery"
 
@@ -81,17 +84,20 @@ class ImageryPlan(RegionTask):
 
     def run(self) -> None:
         from pipeline.cover import read_tiles_csv
-        from pipeline.imagery.raster_plan import check_coverage, plan_sources
         from pipeline.tiles import Tile
 
-        plan = plan_sources(_imagery(self))
+        icfg = _imagery(self)
+        planner = source_of(icfg).planner
+        if planner is None:
+            raise ConfigError(f"{self.cfg.path}: imagery source {icfg.source!r} makes no plan")
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
-        share = check_coverage(plan, [Tile(int(z), int(x), int(y)) for z, x, y in zip(tiles.z, tiles.x, tiles.y)],
-                               str(self.cfg.path))
+        body = planner.make(icfg, [Tile(int(z), int(x), int(y)) for z, x, y in zip(tiles.z, tiles.x, tiles.y)],
+                            str(self.cfg.path))
+        share = float(body.get("coverage_share", 1.0))
         if share < 1.0:
             log.warning("%s: [imagery] paths cover %.1f %% of the region's %d tiles; the others get no imagery",
                         self.cfg.path, 100 * share, len(tiles))
-        self.output().write({"plan": plan.to_json(), "coverage_share": round(share, 4)})
+        self.output().write(body)
 
 
 class FetchImagery(ShardTask):
@@ -107,7 +113,7 @@ class FetchImagery(ShardTask):
 
     def requires(self) -> Any:
         reqs: list[Any] = [CoverTiles(config=self.config), *_sample_region(self)]
-        if self.cfg.imagery is not None and self.cfg.imagery.source == "raster":
+        if self.cfg.imagery is not None and source_of(self.cfg.imagery).planner is not None:
             reqs.append(ImageryPlan(config=self.config))
         return reqs
 
@@ -120,7 +126,8 @@ class FetchImagery(ShardTask):
 
         icfg = _imagery(self)
         shard = str(self.shard)
-        with self.writer(TILE_EXTS) as out:
+        src = source_of(icfg)
+        with self.writer(src.tile_exts or TILE_EXTS) as out:
             if out.current:
                 if not missing_due(out.manifest, _refetch_cutoff(self)):
                     return  # another run finished this shard while we waited for it
@@ -128,11 +135,8 @@ class FetchImagery(ShardTask):
                          missing_count(out.manifest))
                 reopen_shard(out)
             tiles = shard_tiles(read_tiles_csv(self.data_dir / "tiles.csv"), shard)
-            plan = None
-            if icfg.source == "raster":
-                from pipeline.imagery.raster_plan import RasterPlan
-
-                plan = RasterPlan.from_json(read_manifest(ImageryPlan(config=self.config).manifest_path())["plan"])
+            plan_path = ImageryPlan(config=self.config).manifest_path()
+            plan = src.planner.load(read_manifest(plan_path)) if src.planner is not None else None
             # downloads take the operational settings of configs/luigi.toml [download]
             result = make_shard(icfg, plan, shard, tiles, self.cfg.tile_size, out,
                                 progress=lambda i, n: self.progress(i, n, f"imagery {shard}"),

@@ -51,7 +51,7 @@ def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
     assert {lyr.color for lyr in layers if lyr.group == "OSM"} == {OSM.color}
     # blue means the predictions, in QGIS and on the report page alike
     assert {lyr.color for lyr in layers if lyr.group == "predictions"} == {PREDICTED.color}
-    report = {name: color for name, _, color, _ in pipeline.region_report.LAYERS}
+    report = {name: color for name, _, color, _ in pipeline.region_report.map_layers()}
     assert report[PREDICTED.label] == PREDICTED.color
     for status in ("missing_in_osm", "not_seen", "offset"):  # same name, same colour in both
         assert report[STATUS_STYLES[status].label] == by_name[STATUS_STYLES[status].label].color == COLORS[status]

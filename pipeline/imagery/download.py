@@ -11,8 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from pipeline.config import ImageryConfig
+if TYPE_CHECKING:
+    from pipeline.imagery_config import ImageryConfig
+
 
 DEFAULT_USER_AGENT = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"
 

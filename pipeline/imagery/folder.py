@@ -27,17 +27,19 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.imagery.common import MISSING, NODATA, OK, TileRecord, encode_tile, remove_tile_files, verify_image
 from pipeline.tile_writer import write_tile_files
 from pipeline.tiles import Tile
+
+if TYPE_CHECKING:
+    from pipeline.imagery_config import ImageryConfig
 
 #: extensions tried, in order, when the template names none
 EXTS = ("png", "jpg", "jpeg", "webp", "tif")

@@ -26,7 +26,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -38,12 +38,14 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from pipeline.config import ImageryConfig
 from pipeline.errors import InputDataError, TileError
 from pipeline.imagery.common import NODATA, OK, TILE_EXTS, TileRecord, encode_tile
 from pipeline.imagery.raster_plan import RasterPlan, SourceInfo, open_raster
 from pipeline.tile_writer import TileWriter
 from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
+
+if TYPE_CHECKING:
+    from pipeline.imagery_config import ImageryConfig
 
 #: GDAL settings while tiling: one thread (shards run in parallel instead), a bounded block cache
 GDAL_ENV: dict[str, Any] = {"GDAL_NUM_THREADS": "1", "GDAL_CACHEMAX": 128 * 2**20}  # cache in bytes

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -22,9 +22,11 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 
-from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.tiles import Tile, tile_bounds
+
+if TYPE_CHECKING:
+    from pipeline.imagery_config import ImageryConfig
 
 #: pixels of the longest side read to compute percentiles
 STATS_SIDE = 1024

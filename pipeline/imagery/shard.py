@@ -17,68 +17,44 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipeline.atomic import atomic_write_json
-from pipeline.config import ImageryConfig
 from pipeline.errors import ManifestError
-from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES, TileRecord, redact_url
+from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES
+from pipeline.imagery.registry import ShardJob, ShardResult
+from pipeline.imagery.sources import source_of
 from pipeline.manifests import read_manifest
 from pipeline.tile_writer import ShardWriter, reset_dir
 
 if TYPE_CHECKING:
+    from pipeline.imagery_config import ImageryConfig
     from pipeline.tiles import Tile
 
-
-@dataclass(frozen=True)
-class ShardResult:
-    """Records of every tile of a shard (in tile-list order) and request counts (downloads)."""
-
-    records: list[TileRecord]
-    stats: dict[str, Any] = field(default_factory=dict)
+__all__ = ["ShardResult", "coverage_summary", "describe_source", "make_shard", "manifest_body", "manifest_extra",
+           "server_resource"]
 
 
 def make_shard(icfg: ImageryConfig, plan: Any, shard: str, tiles: Sequence[Tile], size: int, out: ShardWriter,
                progress: Callable[[int, int], None] | None = None, download: Any = None) -> ShardResult:
-    """Make the imagery tiles of one shard through the shard's tile writer ``out``: cut from
-    the rasters (``plan``: a :class:`pipeline.imagery.raster_plan.RasterPlan`) or downloaded
-    (keeping verified tiles already on disk when ``out.resumable``)."""
-    if icfg.source == "tiles":
-        from pipeline.imagery.folder import folder_shard
-
-        records = folder_shard(icfg, tiles, size, out.root, out.scratch, progress)
-        for r in records:  # the folder reader wrote its files through the writer's scratch folder
-            out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
-        return ShardResult(records)
-    if icfg.source == "raster":
-        from pipeline.imagery.raster import raster_tiles
-
-        return ShardResult(raster_tiles(plan, icfg, shard, tiles, size, out, progress))
-    from pipeline.imagery.xyz import FetchRun, fetch_tiles
-
-    records, stats = fetch_tiles(icfg, tiles, size, out.root, out.scratch,
-                                 FetchRun(reuse=out.resumable, progress=progress, shard=shard), download=download)
-    for r in records:  # the downloader wrote its files through the writer's scratch folder
-        out.adopt(r.tile, r.status, r.ext, r.size, r.sha256, r.valid_share)
-    return ShardResult(records, stats.as_dict())
+    """Make the imagery tiles of one shard through the shard's tile writer ``out``, by the
+    registered source of ``icfg`` (cut from rasters with their region ``plan``, copied from a
+    folder, downloaded keeping verified tiles already on disk when ``out.resumable``, ...)."""
+    return source_of(icfg).make_shard(ShardJob(icfg, plan, shard, tiles, size, out, progress, download))
 
 
 def describe_source(icfg: ImageryConfig) -> dict[str, Any]:
-    """The source as it goes into manifests: type and paths (or folder), or the redacted URL template."""
-    if icfg.source == "tiles":
-        return {"type": "tiles", "path": str(icfg.path)}
-    if icfg.source == "raster":
-        return {"type": "raster", "paths": [str(p) for p in icfg.paths]}
-    return {"type": icfg.source, "url": redact_url(icfg.url or "")}
+    """The source as it goes into manifests (its registry entry's ``describe``: type and paths or
+    folder, or the redacted URL template)."""
+    return source_of(icfg).describe(icfg)
 
 
 def server_resource(icfg: ImageryConfig | None) -> str | None:
     """Name of the Luigi resource for the server of a download config (``imagery_server_<host>``
-    with non-alphanumerics as ``_``), or None for rasters."""
-    if icfg is None or icfg.source == "raster" or not icfg.url:
+    with non-alphanumerics as ``_``), or None for a source that downloads nothing."""
+    if icfg is None or not source_of(icfg).downloads or not icfg.url:
         return None
     netloc = urlsplit(icfg.url).netloc.rsplit("@", 1)[-1].lower()
     return "imagery_server_" + re.sub(r"[^a-z0-9]+", "_", netloc).strip("_")
@@ -159,8 +135,8 @@ def refetch_cutoff(icfg: ImageryConfig | None, after_days: float, refetch: bool,
                    now: float | None = None) -> float | None:
     """Tiles missing on a server that were last asked before this time (epoch seconds) are asked
     again: ``after_days`` ago (0: never by age), or, with ``refetch``, ``run_started``. None for
-    sources other than a server, or when neither applies."""
-    if icfg is None or icfg.source in ("raster", "tiles"):
+    a source that downloads nothing (its registry entry says), or when neither applies."""
+    if icfg is None or not source_of(icfg).downloads:
         return None
     cutoffs = [run_started] if refetch else []
     if after_days > 0:

@@ -1,4 +1,5 @@
-"""Checks of tile-server URL templates (``[imagery] url``), run when a config is loaded.
+"""Checks of tile-server URL templates (``[imagery] url``) and tile folder templates (``path``), run
+when a config is loaded.
 
 An ``xyz`` template addresses a tile with ``{z} {x} {y}`` (or ``{-y}``, TMS rows) or
 ``{quadkey}``, and may hold ``{r}`` (``@2x`` for retina); a ``wms`` GetMap template holds
@@ -30,3 +31,15 @@ def check_url_template(sec: Section, url: str, source: str) -> None:
         raise ConfigError(f"{sec.key('url')} must contain {{z}}, {{x}} and {{y}} (or {{-y}}), or {{quadkey}}")
     if source == "wms" and "bbox" not in fields:
         raise ConfigError(f"{sec.key('url')} must contain {{bbox}} (minx,miny,maxx,maxy in EPSG:3857)")
+
+
+def check_folder_template(sec: Section, folder: str) -> None:
+    """A tile folder (``[imagery] path``), or a path template with {z}, {x} and {y} (or {-y}) and
+    no other fields."""
+    fields = set(re.findall(r"\{([^{}]*)\}", folder))
+    if not fields:
+        return
+    unknown = sorted(fields - {"z", "x", "y", "-y"})
+    if unknown or not ({"z", "x"} <= fields and fields & {"y", "-y"}):
+        raise ConfigError(f"{sec.key('path')} = {folder!r}: a tile path template takes {{z}}, {{x}} and {{y}} "
+                          "(or {-y} for TMS rows) and nothing else, e.g. 'tiles/{z}/{x}/{y}.png'")

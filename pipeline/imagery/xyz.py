@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError
 from pipeline.imagery.common import TileRecord, redact_url
 from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats
 from pipeline.imagery.fetch import Downloader
 from pipeline.tiles import Tile, quadkey
+
+if TYPE_CHECKING:
+    from pipeline.imagery_config import ImageryConfig
 
 
 def xyz_url(template: str, tile: Tile, retina: bool = False) -> str:
