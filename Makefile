@@ -11,7 +11,8 @@ CONFIG  := configs/$(REGION).toml
 # every configs/<region>.toml is a target `make <region>` (configs/luigi.toml is Luigi's own)
 REGIONS := $(filter-out luigi demo,$(basename $(notdir $(wildcard configs/*.toml))))
 
-# stage targets: make <stage> REGION=<region> runs that stage and what it needs
+# stage targets: make <stage> REGION=<region> runs that stage and what it needs (the task of that stage
+# in pipeline/stages.py; predict = the evaluate stage's task: tests/test_cli.py keeps them equal)
 TASK_masks     := MasksAll
 TASK_imagery   := ImageryAll
 TASK_split     := SplitDataset

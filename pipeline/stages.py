@@ -14,11 +14,14 @@ stage's output format changes). Its digest hashes:
 
 So changing one stage's config reruns that stage and what follows it, and nothing upstream.
 
-Adding a stage is one line (in the stage's module or here)::
+This module's table (the ``register`` lines at its end) is the one stage graph: Luigi's
+``requires()`` of every stage task is derived from it (``tasks/base.py``), and so are the
+command's task table and usage (``tasks/__main__.py``). Adding a stage is one line here::
 
-    register(Stage("train", sections=("train", "classes"), upstream=("split",)))
+    register(Stage("train", sections=("train", "classes"), upstream=("split",), task="train.TrainModel"))
 
-where ``"train"`` is a section of ``pipeline.config.SECTIONS`` (the attribute ``cfg.train``).
+where ``"train"`` is a section of ``pipeline.config.SECTIONS`` (the attribute ``cfg.train``), and
+``train.TrainModel`` the task class in ``tasks/train.py`` (``stage = "train"``, a ``run``).
 """
 
 from __future__ import annotations
@@ -60,12 +63,29 @@ class Stage:
     #: config parts that enter the digest only when set (not None or empty): keys added later
     #: leave the digests of configs that do not use them unchanged
     optional: tuple[str, ...] = ()
-    #: digests of other regions' stages this one reads (``{config path: digest}``), when any
-    foreign: Callable[[RegionConfig], dict[str, str]] | None = None
+    #: other regions' stages this one reads, as ``(stage, config path)`` pairs: their digests enter
+    #: this one's, and its task requires theirs (``[train] regions``, a model named by its region)
+    foreign: Callable[[RegionConfig], Sequence[tuple[str, Path]]] | None = None
+    #: whether the stage exists for a config (the sample region only with ``[synthetic]``): where it
+    #: does not, its digest is "none" and no task requires it
+    applies: Callable[[RegionConfig], bool] | None = None
+    #: its Luigi task for a region, ``"<module>.<Class>"`` under ``tasks/`` (``"masks.MasksAll"``)
+    task: str = ""
+    #: its Luigi task per shard (``"masks.RasterizeMasks"``) when the stage works shard by shard
+    shard_task: str = ""
 
     def upstream_of(self, cfg: RegionConfig) -> tuple[str, ...]:
-        """The stages this one reads from under config ``cfg``."""
+        """The stages this one reads from under config ``cfg`` (a stage that does not apply to
+        ``cfg`` included: its digest "none" is part of this one's)."""
         return self.upstream_for(cfg) if self.upstream_for is not None else self.upstream
+
+    def applies_to(self, cfg: RegionConfig) -> bool:
+        """Whether the stage exists for config ``cfg``."""
+        return self.applies is None or self.applies(cfg)
+
+    def foreign_of(self, cfg: RegionConfig) -> list[tuple[str, Path]]:
+        """``(stage, config path)`` of the other regions' stages this one reads under ``cfg``."""
+        return list(self.foreign(cfg)) if self.foreign is not None else []
 
 
 #: every stage by name (:func:`register` adds one)
@@ -94,23 +114,12 @@ def _label_paths(cfg: RegionConfig) -> list[Path]:
     return [cfg.osm.path] if cfg.osm is not None else []
 
 
-register(Stage("synthetic", ("synthetic", "osm.path", "imagery.paths")))  # the generated sample region
-register(Stage("extract", ("osm", "classes", "labels"), ("synthetic",), inputs=_label_paths))
-register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "imagery.cover_folder",
-                         "imagery.path"), ("extract",)))
 def _feedback_paths(cfg: RegionConfig) -> list[Path]:
+    """[labels] negatives / ignore (mapper feedback) are burnt by masks: their files are in its
+    digest (a user's files even in a sample region), not in extract's (field metadata "digest")."""
     from pipeline.labels_config import feedback_inputs
 
     return feedback_inputs(cfg.labels)
-
-
-# [labels] negatives / ignore (mapper feedback) are burnt by masks: their files and lists are in
-# its digest (a user's files even in a sample region), not in extract's (field metadata "digest")
-register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",), inputs=_feedback_paths,
-               sample_inputs=False, optional=("labels.negatives", "labels.ignore")))
-# a registered source's own keys (``imagery.options``) enter only when set: shipped configs keep their digests
-register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths,
-               optional=("imagery.options",)))
 
 
 def _model_path(cfg: RegionConfig) -> list[Path]:
@@ -120,18 +129,18 @@ def _model_path(cfg: RegionConfig) -> list[Path]:
     return [] if is_region_ref(cfg.predict.model) else [model_path(cfg)]
 
 
-def region_train_digest(path: Path | None) -> dict[str, str]:
-    """``{config: its train digest}`` when ``path`` (``[predict] model``, ``[train] init``) names a
-    region config, else {}."""
+def _region_model(path: Path | None) -> list[tuple[str, Path]]:
+    """``[("train", path)]`` when ``path`` (``[predict] model``, ``[train] init``) names a region
+    config (its model: that region's train stage), else []."""
     from pipeline.regions import is_region_ref
 
-    if path is None or not is_region_ref(path):
-        return {}
-    return {str(path): stage_digest(load_config(path), "train")}
+    return [("train", path)] if path is not None and is_region_ref(path) else []
 
 
-def _model_region(cfg: RegionConfig) -> dict[str, str]:
-    return region_train_digest(cfg.predict.model)
+def _model_region(cfg: RegionConfig) -> list[tuple[str, Path]]:
+    """The region whose model ``[predict] model`` names (a region predicted with a model trained
+    elsewhere trains nothing itself)."""
+    return _region_model(cfg.predict.model)
 
 
 def _own_model(cfg: RegionConfig) -> bool:
@@ -140,7 +149,6 @@ def _own_model(cfg: RegionConfig) -> bool:
     return is_own_model(cfg)
 
 
-register(Stage("split", ("split",), ("masks", "imagery")))
 def _init_path(cfg: RegionConfig) -> list[Path]:
     """The files training starts from: ``[train] init`` (a checkpoint; a region config is chained
     by digest instead) and a local ``encoder_weights`` file (a weight name is not a file)."""
@@ -155,26 +163,22 @@ def _init_path(cfg: RegionConfig) -> list[Path]:
     return out
 
 
-def _region_splits(cfg: RegionConfig) -> dict[str, str]:
-    """The split digests of the other regions ``[train] regions`` trains with, and the train
-    digest of the region whose model ``[train] init`` names."""
-    spec = cfg.train
-    return {**{str(p): stage_digest(load_config(p), "split") for p in spec.regions},
-            **region_train_digest(spec.init)}
+def _region_splits(cfg: RegionConfig) -> list[tuple[str, Path]]:
+    """The splits of the other regions ``[train] regions`` trains with, and the region whose
+    model ``[train] init`` names."""
+    return [*(("split", p) for p in cfg.train.regions), *_region_model(cfg.train.init)]
 
 
-register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
-               optional=("train.regions",), foreign=_region_splits))
-# a region predicted with a model trained elsewhere ([predict] model) trains nothing itself
-register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
-               inputs=_model_path, sample_inputs=False, foreign=_model_region,
-               upstream_for=lambda cfg: ("imagery", "train") if _own_model(cfg) else ("imagery",)))
-register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"),
-               upstream_for=lambda cfg: ("predict", "masks", "split") if _own_model(cfg) else ("predict", "masks")))
-register(Stage("export", ("predict.model",), ("evaluate",)))
+def _predict_inputs(cfg: RegionConfig) -> tuple[str, ...]:
+    return ("imagery", "train") if _own_model(cfg) else ("imagery",)
+
+
+def _evaluate_inputs(cfg: RegionConfig) -> tuple[str, ...]:
+    return ("predict", "masks", "split") if _own_model(cfg) else ("predict", "masks")
 
 
 def _vectorize_source(cfg: RegionConfig) -> tuple[str, ...]:
+    """Masks or predictions ([vectorize] source): a retrain does not redo vectorised masks."""
     return ("cover", "masks") if cfg.vectorize.source == "masks" else ("cover", "predict")
 
 
@@ -183,14 +187,41 @@ def _run_inputs(cfg: RegionConfig) -> tuple[str, ...]:
     return ("compare", "evaluate") if evaluated else ("compare",)
 
 
-# vectorize reads the shards of tiles.csv and masks or predictions ([vectorize] source): a retrain
-# does not redo vectorised masks. Every stage's upstream here is what its Luigi task requires
-# (tests/test_stages.py checks the two graphs agree for every shipped config).
+def _has_sample(cfg: RegionConfig) -> bool:
+    return cfg.synthetic is not None
+
+
+# The stage table: per stage its config parts, upstream stages, inputs and Luigi task(s) (module.Class
+# under tasks/). tasks/base.py derives every task's requires() from it, tasks/__main__.py the command's
+# task table; tests/test_stages.py checks Luigi's graph is this one for every shipped config.
+register(Stage("synthetic", ("synthetic", "osm.path", "imagery.paths"), task="synthetic.MakeSampleRegion",
+               applies=_has_sample))  # the generated sample region
+register(Stage("extract", ("osm", "classes", "labels"), ("synthetic",), inputs=_label_paths,
+               task="extract.ExtractFeatures"))
+register(Stage("cover", ("region.zoom", "region.bbox", "region.shard_zoom", "imagery.cover_folder", "imagery.path"),
+               ("extract",), task="cover.CoverTiles"))
+register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",), inputs=_feedback_paths,
+               sample_inputs=False, optional=("labels.negatives", "labels.ignore"),
+               task="masks.MasksAll", shard_task="masks.RasterizeMasks"))
+# a registered source's own keys (``imagery.options``) enter only when set: shipped configs keep their digests
+register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths,
+               optional=("imagery.options",), task="imagery.ImageryAll", shard_task="imagery.FetchImagery"))
+register(Stage("split", ("split",), ("masks", "imagery"), task="split.SplitDataset"))
+register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
+               optional=("train.regions",), foreign=_region_splits, task="train.TrainModel"))
+register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
+               inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
+               task="predict.PredictAll", shard_task="predict.Predict"))
+register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"), upstream_for=_evaluate_inputs,
+               task="predict.EvaluateModel"))
+register(Stage("export", ("predict.model",), ("evaluate",), task="export.ExportModel"))
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("cover", "masks", "predict"),
-               upstream_for=_vectorize_source))
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract")))
-register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs))  # run.json (+ model/metrics.json)
-register(Stage("report", (), ("run",)))  # report.html
+               upstream_for=_vectorize_source, task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), task="compare.CompareWithOSM"))
+register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
+               task="report.RunManifest"))  # run.json (+ model/metrics.json)
+register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html
+
 
 def get_stage(name: str) -> Stage:
     """The registered stage ``name``; KeyError if unknown."""
@@ -265,9 +296,9 @@ def stage_config(cfg: RegionConfig, stage: str) -> dict[str, Any]:
 
 def stage_digest(cfg: RegionConfig, stage: str) -> str:
     """Chained digest (16 hex chars) of ``stage`` for config ``cfg``."""
-    if stage == "synthetic" and cfg.synthetic is None:
-        return "none"
     s = get_stage(stage)
+    if not s.applies_to(cfg):
+        return "none"
     inputs: dict[str, str] = {}
     if stage == "synthetic" or cfg.synthetic is None or not s.sample_inputs:
         # generated inputs are covered by the sample stage's digest; real ones by fingerprint
@@ -276,7 +307,7 @@ def stage_digest(cfg: RegionConfig, stage: str) -> str:
         inputs = input_fingerprints(stage_inputs(cfg, stage), cfg.data_dir)
     blob = {"stage": s.name, "version": s.version, "config": stage_config(cfg, stage), "inputs": inputs,
             "upstream": {up: stage_digest(cfg, up) for up in s.upstream_of(cfg)}}
-    foreign = s.foreign(cfg) if s.foreign is not None else {}
+    foreign = {str(path): stage_digest(load_config(path), other) for other, path in s.foreign_of(cfg)}
     if foreign:  # only when set: other configs' digests stay as they were
         blob["foreign"] = foreign
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]

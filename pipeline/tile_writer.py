@@ -119,7 +119,8 @@ class ShardWriter(TileWriter):
     """The writer of one shard of a product (``product_dir``), as a context manager.
 
     On entry it locks the shard (``_tmp/<shard>.lock``: a second run of the same shard waits,
-    then finds it done in ``current``), deletes what a killed run left in the scratch folder,
+    then finds it done in ``current``; ``lock=False`` when the caller holds that lock already, as a
+    shard task's run does: ``tasks.base.locked``), deletes what a killed run left in the scratch folder,
     deletes temporary files killed writes of its manifest or marker left, and records a started
     marker with ``digest``: ``resumable`` tells whether the tiles on disk
     come from a run with today's digest (a killed one, or a finished one), so a downloader may
@@ -127,19 +128,22 @@ class ShardWriter(TileWriter):
     (``_shards/<shard>.json``); on exit the scratch folder, the lock and an empty ``_tmp`` go.
     """
 
-    def __init__(self, product_dir: str | Path, shard: str, digest: str, exts: Sequence[str] = ()) -> None:
+    def __init__(self, product_dir: str | Path, shard: str, digest: str, exts: Sequence[str] = (),
+                 lock: bool = True) -> None:
         product_dir = Path(product_dir)
         super().__init__(product_dir, product_dir / "_tmp" / shard, exts)
         self.shard, self.digest = shard, digest
         self.manifest = product_dir / "_shards" / f"{shard}.json"
         self.marker = product_dir / "_shards" / f"{shard}.started.json"
         self.resumable = self.current = False
+        self.lock = lock
         self._lock: contextlib.ExitStack | None = None
 
     def __enter__(self) -> ShardWriter:
         stack = contextlib.ExitStack()
-        stack.enter_context(file_lock(self.root / "_tmp" / f"{self.shard}.lock",
-                                      on_wait=lambda: log.info("shard %s: waiting for another run", self.shard)))
+        if self.lock:
+            stack.enter_context(file_lock(self.root / "_tmp" / f"{self.shard}.lock",
+                                          on_wait=lambda: log.info("shard %s: waiting for another run", self.shard)))
         self._lock = stack
         try:
             self.current = manifest_is_current(self.manifest, self.digest)

@@ -44,68 +44,74 @@ from tasks.cli_run import (
     worker_interrupted,
 )
 
-USAGE = """usage: python -m tasks TASK --config configs/<region>.toml [--workers N] [--debug] [luigi options]
+#: the command's tasks, in the order of its usage text, with their line there; the stage table
+#: (:mod:`pipeline.stages`) names the module of each stage task, tests/test_cli.py checks every
+#: stage task is here
+TASK_HELP: dict[str, str] = {
+    "MakeSampleRegion": "generate the synthetic sample region (demo.osm.pbf, orthophoto.tif, truth.geojson)",
+    "FetchOSM": "download the region's .osm.pbf from [osm] url when [osm] path is missing",
+    "ExtractFeatures": ".osm.pbf (or [labels] vector files) -> features.parquet (EPSG:4326, ids, class, tags)",
+    "CoverTiles": "features -> tiles.csv (z,x,y,shard)",
+    "RasterizeMasks": "one shard (--shard QUADKEY) -> masks/z/x/y.png + masks/_shards/QUADKEY.json",
+    "MasksAll": "every shard's masks",
+    "FetchImagery": "one shard (--shard QUADKEY) -> images/z/x/y.<ext> + images/_shards/QUADKEY.json",
+    "ImageryAll": "every shard's imagery + coverage summary",
+    "SplitDataset": "image/mask pairs -> split.csv (train/val/test by block) + split_stats.json",
+    "TrainModel": "split -> model/best.pt, last.pt, metrics.csv, training.png (resumes last.pt)",
+    "Predict": "one shard (--shard QUADKEY) -> predictions/z/x/y.png + predictions/_shards/QUADKEY.json",
+    "PredictAll": "every shard with imagery ([predict] model, default model/best.pt)",
+    "EvaluateModel": "predictions vs masks on the test split -> model/metrics.json",
+    "ExportModel": "model/export/model.onnx (checked with onnxruntime) + model.stac.json (STAC mlm card)",
+    "Vectorize": "one shard (--shard QUADKEY) of predictions/masks -> vectors/QUADKEY.parquet",
+    "MergeFeatures": "every shard vectorised and merged -> predictions.geojson + predictions.gpkg",
+    "CompareWithOSM": "predictions vs OSM -> compare/ (change layers, .osm, MapRoulette tasks, report) + QGIS project",
+    "RunManifest": "run.json: versions, config digest, input checksums, device, time per stage",
+    "RegionReport": "report.html: slippy map of imagery, OSM, predictions and change layers; curves; figures",
+    "RegionPipeline": "everything above that the config asks for",
+    "Verify": "check every tile's sha256 against the manifests; redo damaged shards",
+    "Prune": "delete tiles that today's index does not list (left by an earlier config)",
+}
 
-Tasks (each stage's output lands under data/<region>/):
-  MakeSampleRegion  generate the synthetic sample region (demo.osm.pbf, orthophoto.tif, truth.geojson)
-  FetchOSM          download the region's .osm.pbf from [osm] url when [osm] path is missing
-  ExtractFeatures   .osm.pbf (or [labels] vector files) -> features.parquet (EPSG:4326, ids, class, tags)
-  CoverTiles        features -> tiles.csv (z,x,y,shard)
-  RasterizeMasks    one shard (--shard QUADKEY) -> masks/z/x/y.png + masks/_shards/QUADKEY.json
-  MasksAll          every shard's masks
-  FetchImagery      one shard (--shard QUADKEY) -> images/z/x/y.<ext> + images/_shards/QUADKEY.json
-  ImageryAll        every shard's imagery + coverage summary
-  SplitDataset      image/mask pairs -> split.csv (train/val/test by block) + split_stats.json
-  TrainModel        split -> model/best.pt, last.pt, metrics.csv, training.png (resumes last.pt)
-  Predict           one shard (--shard QUADKEY) -> predictions/z/x/y.png + predictions/_shards/QUADKEY.json
-  PredictAll        every shard with imagery ([predict] model, default model/best.pt)
-  EvaluateModel     predictions vs masks on the test split -> model/metrics.json
-  ExportModel       model/export/model.onnx (checked with onnxruntime) + model.stac.json (STAC mlm card)
-  Vectorize         one shard (--shard QUADKEY) of predictions/masks -> vectors/QUADKEY.parquet
-  MergeFeatures     every shard vectorised and merged -> predictions.geojson + predictions.gpkg
-  CompareWithOSM    predictions vs OSM -> compare/ (change layers, .osm, MapRoulette tasks, report) + QGIS project
-  RunManifest       run.json: versions, config digest, input checksums, device, time per stage
-  RegionReport      report.html: slippy map of imagery, OSM, predictions and change layers; curves; figures
-  RegionPipeline    everything above that the config asks for
-  Verify            check every tile's sha256 against the manifests; redo damaged shards
-  Prune             delete tiles that today's index does not list (left by an earlier config)
-
+USAGE = ("usage: python -m tasks TASK --config configs/<region>.toml [--workers N] [--debug] [luigi options]\n\n"
+         "Tasks (each stage's output lands under data/<region>/):\n"
+         + "".join(f"  {name:<17} {line}\n" for name, line in TASK_HELP.items()) + """
 The local scheduler is used unless --scheduler-host or --scheduler-url is given.
 The log is written to <data_dir>/logs/; --debug shows Luigi's log (with tracebacks) on the terminal.
 Luigi settings: configs/luigi.toml (override with LUIGI_CONFIG_PATH). Luigi's own options:
 python -m tasks TASK --help-all
-"""
+""")
 
-
-STAGE_MODULES = ("extract", "synthetic", "cover", "masks", "imagery", "split", "train", "predict", "export",
-                 "vectorize", "compare", "pipeline", "runlog", "report", "upkeep")
-
-#: every name Luigi registers from ``tasks/`` (tasks, base classes and ``luigi.Config`` sections) ->
-#: the stage module that defines it: the command imports only the module of the task it runs (and,
-#: through ``requires()``, those upstream), so a no-op run does not pay for every stage's imports.
-#: tests/test_startup.py checks this table against Luigi's register after ``register_tasks()``.
-TASK_MODULES: dict[str, str] = {
+#: what Luigi registers from ``tasks/`` besides the stage tasks (other tasks, base classes and
+#: ``luigi.Config`` sections) -> the module that defines it
+OTHER_MODULES: dict[str, str] = {
     "RegionTask": "base", "ShardTask": "base", "AllShardsTask": "base",
     "osmsat": "settings", "download": "settings",
-    "MakeSampleRegion": "synthetic",
-    "FetchOSM": "extract", "ExtractFeatures": "extract",
-    "CoverTiles": "cover",
-    "RasterizeMasks": "masks", "MasksAll": "masks",
-    "ImageryPlan": "imagery", "FetchImagery": "imagery", "ImageryAll": "imagery",
-    "SplitDataset": "split",
-    "TrainModel": "train", "train_run": "train",
-    "Predict": "predict", "PredictAll": "predict", "EvaluateModel": "predict",
-    "ExportModel": "export",
-    "Vectorize": "vectorize", "MergeFeatures": "vectorize",
-    "CompareWithOSM": "compare",
-    "RunManifest": "report", "RegionReport": "report",
+    "FetchOSM": "extract", "ImageryPlan": "imagery", "train_run": "train",
     "RegionPipeline": "pipeline",
     "Verify": "upkeep", "Prune": "upkeep", "_Always": "upkeep",
 }
 
+
+def _stage_task_modules() -> dict[str, str]:
+    """Every stage task and shard task of the stage table -> its module under ``tasks/``."""
+    from pipeline.stages import STAGES
+
+    return {cls: module for stage in STAGES.values() for name in (stage.task, stage.shard_task) if name
+            for module, cls in [name.rsplit(".", 1)]}
+
+
+#: every name Luigi registers from ``tasks/`` (tasks, base classes and ``luigi.Config`` sections) ->
+#: the module that defines it: the command imports only the module of the task it runs (and,
+#: through ``requires()``, those upstream), so a no-op run does not pay for every stage's imports.
+#: tests/test_startup.py checks this table against Luigi's register after ``register_tasks()``.
+TASK_MODULES: dict[str, str] = {**_stage_task_modules(), **OTHER_MODULES}
+
 #: imported for every run: the operational settings (``--download-*``, ``--osmsat-*`` on any
 #: command line) and the task records that ``run.json`` is made from (Luigi event handlers)
 ALWAYS_MODULES = ("settings", "runlog")
+
+#: every module of ``tasks/`` that registers something with Luigi (``register_tasks``)
+STAGE_MODULES = tuple(dict.fromkeys(m for m in (*TASK_MODULES.values(), *ALWAYS_MODULES) if m != "base"))
 
 
 def register_tasks() -> None:

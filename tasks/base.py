@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
+import importlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import luigi
 
@@ -30,7 +30,7 @@ from pipeline.errors import ConfigError, ManifestError
 from pipeline.locks import file_lock
 from pipeline.manifests import MANIFEST_VERSION, manifest_is_current, read_manifest, write_manifest
 from pipeline.outputs import file_entries, seal
-from pipeline.stages import file_fingerprint, stage_digest
+from pipeline.stages import file_fingerprint, get_stage, stage_digest
 from pipeline.tile_index import INDEX_FILE, index_is_whole, shards_whole, tiles_on_disk, write_tile_index
 from pipeline.tile_writer import ShardWriter, remove_stale_scratch
 
@@ -42,49 +42,71 @@ log = logging.getLogger("luigi-interface")
 NOTICE = logging.getLogger("osmsat.notice")
 
 
-def _locked(run: Any) -> Any:
-    """Wrap a task's ``run``: hold the task's lock, skip when another run finished it while we
-    waited, and delete the temporary files killed runs left beside the task's outputs."""
+_Task = TypeVar("_Task", bound="RegionTask")
+
+
+def locked(run: Callable[[_Task], None]) -> Callable[[_Task], None]:
+    """Decorate a task's ``run``: it runs under the task's lock (:meth:`RegionTask.lock_path`:
+    ``_manifests/<Task>.lock``; a shard's ``<product>/_tmp/<shard>.lock``, so shards of one product
+    run side by side, one shard never twice at once). A second run waits, then finds the output
+    whole and does nothing (``skipped``); else the temporary files killed runs left beside the
+    task's outputs go first, a task that needs labels is refused on a region without them, and
+    the scheduler hears 100 % when ``run`` returns."""
 
     @functools.wraps(run)
-    def locked_run(self: RegionTask) -> Any:
+    def locked_run(self: _Task) -> None:
         try:
             with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
-                self.__dict__["skipped"] = self.output_whole()
-                if self.__dict__["skipped"]:
-                    return None
+                self.skipped = self.output_whole()
+                if self.skipped:
+                    return
                 clean_stale_temps(*self.owned_files())
-                return run(self)
+                self.check_labels()
+                run(self)
+                self.progress_done()
         finally:
             if self.lock_path().parent.name == "_tmp":  # a shard's lock folder goes when empty
                 with contextlib.suppress(OSError):
                     self.lock_path().parent.rmdir()
 
+    locked_run.locking = "locked"  # type: ignore[attr-defined]
     return locked_run
 
 
-def _reports_end(run: Any) -> Any:
-    """Wrap a task's ``run`` (plain, or yielding dynamic dependencies) so that the scheduler hears
-    100 % when it returns, whatever its last progress report said."""
-    if inspect.isgeneratorfunction(run):
-        @functools.wraps(run)
-        def run_to_end(self: RegionTask) -> Any:
-            self.check_labels()
-            self.__dict__["skipped"] = self.output_whole()
-            if self.__dict__["skipped"]:  # scheduled for an upstream repair only
-                self.progress_done()
-                return
-            yield from run(self)
-            self.progress_done()
-        return run_to_end
+def dynamic(run: Callable[[_Task], Iterator[Any]]) -> Callable[[_Task], Iterator[Any]]:
+    """Decorate a ``run`` that yields dynamic dependencies (shard tasks, known once ``tiles.csv``
+    is): no lock, as Luigi may stop it at a ``yield`` and start it again; the tasks it yields are
+    locked, and what it writes after them is written atomically. With its own output whole (run
+    only for an upstream repair) it does nothing (``skipped``); the scheduler hears 100 % at its end."""
 
     @functools.wraps(run)
-    def ran(self: RegionTask) -> Any:
+    def dynamic_run(self: _Task) -> Iterator[Any]:
         self.check_labels()
-        out = run(self)
+        self.skipped = self.output_whole()
+        if not self.skipped:
+            yield from run(self)
         self.progress_done()
-        return out
-    return ran
+
+    dynamic_run.locking = "dynamic"  # type: ignore[attr-defined]
+    return dynamic_run
+
+
+def task_class(name: str) -> type[RegionTask]:
+    """The task class ``"<module>.<Class>"`` under ``tasks/`` (as :mod:`pipeline.stages` names
+    them), its module imported on first use."""
+    module, cls = name.rsplit(".", 1)
+    found: type[RegionTask] = getattr(importlib.import_module(f"tasks.{module}"), cls)
+    return found
+
+
+def stage_task(stage: str, config: str, like: luigi.Task | None = None, shard: str | None = None) -> luigi.Task:
+    """The task of ``stage`` (its shard task with ``shard``) for region config ``config``, with the
+    values that ``like`` (the task asking) has for the parameters both have (``device``)."""
+    s = get_stage(stage)
+    cls = task_class(s.shard_task if shard is not None else s.task)
+    names = {name for name, _ in cls.get_params()} - {"config", "shard"}
+    shared = {k: v for k, v in (like.param_kwargs if like is not None else {}).items() if k in names}
+    return cls(config=config, **shared, **({"shard": shard} if shard is not None else {}))
 
 
 class ManifestTarget(luigi.Target):
@@ -118,28 +140,36 @@ def labels_needed(task: str, config: Path) -> str:
 class RegionTask(luigi.Task):
     """A task over one region, named by the path of its config TOML.
 
-    A subclass's plain ``run`` is wrapped (see ``__init_subclass__``) to hold a per-task lock
-    (``_manifests/<Task>.lock``), so two runs on one region never write the same output at
-    once: the second waits, then finds the task complete. Runs that yield dynamic
-    dependencies, and tasks with ``locked_run = False`` (shards lock in their tile writer),
-    are not. Every ``run`` reports 100 % to the scheduler when it returns.
+    Its ``stage`` names its row of the stage table (:mod:`pipeline.stages`), from which
+    :meth:`requires` comes. Its ``run`` says how it is guarded: :func:`locked` (under the task's
+    lock; every shard task is) or :func:`dynamic` (yields its shard tasks). A task whose run found
+    the output whole (another run made it) is ``skipped``.
     """
 
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
     stage: ClassVar[str] = ""
-    locked_run: ClassVar[bool] = True
     #: the task reads the region's labels (masks, training, evaluation): refused for a region
     #: without them (``[labels] source = "none"``)
     needs_labels: ClassVar[bool] = False
+    #: set by its run: the output was whole already, nothing ran (no run record: tasks/runlog.py);
+    #: (no annotation: Luigi's mypy plugin would take an annotated attribute for a parameter)
+    skipped = False
+    _tqdm = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        run = cls.__dict__.get("run")
-        if run is None:
-            return
-        locked = cls.locked_run and not inspect.isgeneratorfunction(run)
-        run = _reports_end(run)
-        cls.run = _locked(run) if locked else run  # type: ignore[method-assign]
+    def requires(self) -> list[luigi.Task]:
+        """The tasks of the stages this one reads (its stage's ``upstream`` under this config,
+        those that apply to it) and of other regions' stages it reads (its ``foreign``), from the
+        stage table. A task of no stage requires nothing."""
+        if not self.stage:
+            return []
+        s, config = get_stage(self.stage), str(self.config)
+        ups = [up for up in s.upstream_of(self.cfg) if get_stage(up).applies_to(self.cfg)]
+        return [*(stage_task(up, config, self) for up in ups),
+                *(stage_task(other, str(path), self) for other, path in s.foreign_of(self.cfg))]
+
+    def shard_task(self, shard: str) -> ShardTask:
+        """This stage's task for ``shard`` (the stage table names it)."""
+        return stage_task(self.stage, str(self.config), self, shard=shard)  # type: ignore[return-value]
 
     def check_labels(self) -> None:
         """ConfigError (one line) when this task needs labels and the region has none."""
@@ -159,9 +189,9 @@ class RegionTask(luigi.Task):
     def cfg(self) -> RegionConfig:
         """The region config, reloaded when the file changes (Luigi reuses task instances)."""
         key = file_fingerprint(self.config)
-        cached = self.__dict__.get("_cfg")
+        cached: tuple[str, RegionConfig] | None = getattr(self, "_loaded", None)
         if cached is None or cached[0] != key:
-            cached = self.__dict__["_cfg"] = (key, load_config(self.config))
+            cached = self._loaded = (key, load_config(self.config))
         return cached[1]
 
     @property
@@ -222,16 +252,15 @@ class RegionTask(luigi.Task):
     def _bar(self, done: int, total: int, what: str) -> None:
         from tqdm import tqdm
 
-        bar = self.__dict__.get("_tqdm")
+        bar = self._tqdm
         if bar is None or bar.total != total:
-            bar = self.__dict__["_tqdm"] = tqdm(total=total, desc=what, unit=self.progress_unit, disable=None,
-                                                leave=False)
+            bar = self._tqdm = tqdm(total=total, desc=what, unit=self.progress_unit, disable=None, leave=False)
         elif getattr(bar, "desc", what) != what:  # (a disabled bar has no desc)
             bar.set_description_str(what, refresh=False)
         bar.update(max(0, done - bar.n))
         if done >= total:
             bar.close()
-            self.__dict__.pop("_tqdm", None)
+            del self._tqdm  # (back to the class's None)
 
 
 #: the completeness checks of the outermost ``complete()`` call going on in this thread
@@ -251,7 +280,6 @@ class ShardTask(RegionTask):
 
     shard = luigi.Parameter(description="shard quadkey (parent tile at region.shard_zoom)")
     product: ClassVar[str] = ""
-    locked_run: ClassVar[bool] = False  # its ShardWriter locks the shard
 
     def product_dir(self) -> Path:
         return self.data_dir / self.product
@@ -268,8 +296,9 @@ class ShardTask(RegionTask):
         return self.product_dir() / "_tmp" / f"{self.shard}.lock"
 
     def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
-        """The shard's tile writer (:class:`pipeline.tile_writer.ShardWriter`; use it as a context manager)."""
-        return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts)
+        """The shard's tile writer (:class:`pipeline.tile_writer.ShardWriter`; use it as a context
+        manager) for a :func:`locked` run, which holds the shard's lock already."""
+        return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts, lock=False)
 
 
 #: the key of a product's region manifest that lists the shards its ``index.parquet`` was made from
@@ -298,12 +327,11 @@ class AllShardsTask(RegionTask):
     """Runs one shard task per shard of ``tiles.csv`` (as dynamic dependencies, since the shards
     are known only once the tiles are), then writes the product's tile index
     (``<product>/index.parquet``) and a region summary as its manifest. Subclasses give
-    ``requires`` (the task that makes ``tiles.csv``), ``shard_task`` and ``summary``."""
+    ``summary``; the stage table gives ``requires`` and the shard task."""
 
     product: ClassVar[str] = ""
-
-    def shard_task(self, shard: str) -> ShardTask:
-        raise NotImplementedError
+    #: whether the shard tasks are static dependencies, once decided (at scheduling: :meth:`deps`)
+    _shards_decided = _static_shards = False
 
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         raise NotImplementedError
@@ -343,10 +371,12 @@ class AllShardsTask(RegionTask):
         instance, at scheduling: when the upstream was not complete then, the shards come as
         dynamic dependencies of ``run`` (and the run-time check of ``deps`` must not ask for them)."""
         deps = list(super().deps())
-        if "_static_shards" not in self.__dict__:
-            self.__dict__["_static_shards"] = bool(deps) and all(d.complete() for d in deps)
-        return deps + self.shard_tasks() if self.__dict__["_static_shards"] else deps
+        if not self._shards_decided:
+            self._static_shards = bool(deps) and all(d.complete() for d in deps)
+            self._shards_decided = True
+        return deps + self.shard_tasks() if self._static_shards else deps
 
+    @dynamic
     def run(self) -> Iterator[Any]:
         from pipeline.cover import read_tiles_csv
 

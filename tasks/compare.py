@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.tile_index import WRITTEN, read_tile_index
-from tasks.base import RegionTask
-from tasks.extract import ExtractFeatures
-from tasks.vectorize import MergeFeatures
+from tasks.base import RegionTask, locked
 
 if TYPE_CHECKING:
     pass
@@ -33,9 +31,7 @@ class CompareWithOSM(RegionTask):
                   "calibration.json", "reliability.png"]
         return [*super().owned_files(), *(out / n for n in names), d / f"{self.cfg.name}.qgs", d / "osm_features.gpkg"]
 
-    def requires(self) -> Any:
-        return [MergeFeatures(config=self.config), ExtractFeatures(config=self.config)]
-
+    @locked
     def run(self) -> None:
         import geopandas as gpd
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tasks.base import RegionTask
-from tasks.extract import ExtractFeatures
+from tasks.base import RegionTask, locked
 
 
 class CoverTiles(RegionTask):
@@ -16,9 +13,7 @@ class CoverTiles(RegionTask):
 
     stage = "cover"
 
-    def requires(self) -> Any:
-        return ExtractFeatures(config=self.config)
-
+    @locked
     def run(self) -> None:
         from pipeline.cover import check_plan, plan_line, region_tiles, tile_list, write_tiles_csv
         from pipeline.features import read_feature_columns

@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import mercantile
 
@@ -20,7 +19,7 @@ from pipeline.errors import ModelError
 from pipeline.manifests import read_manifest
 from pipeline.predict_spec import PredictSpec
 from pipeline.regions import is_own_model, model_path
-from tasks.base import RegionTask
+from tasks.base import RegionTask, locked
 from tasks.predict import EvaluateModel
 
 log = logging.getLogger("luigi-interface")
@@ -38,15 +37,13 @@ class ExportModel(RegionTask):
 
     stage = "export"
 
-    def requires(self) -> Any:
-        return EvaluateModel(config=self.config)
-
     def export_dir(self) -> Path:
         return self.data_dir / "model" / "export"
 
     def manifest_path(self) -> Path:
         return self.export_dir() / "_manifest.json"
 
+    @locked
     def run(self) -> None:
         import numpy as np
 

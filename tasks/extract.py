@@ -10,7 +10,7 @@ import luigi
 from pipeline.config import OsmSource
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
-from tasks.base import RegionTask
+from tasks.base import RegionTask, locked
 from tasks.settings import download, osmsat
 
 
@@ -32,6 +32,7 @@ class FetchOSM(RegionTask):
     def output(self) -> luigi.LocalTarget:  # type: ignore[override]
         return _ExtractTarget(str(_osm(self).path))
 
+    @locked
     def run(self) -> None:
         url, dest = _osm(self).url, _osm(self).path
         if not url:
@@ -69,17 +70,18 @@ class ExtractFeatures(RegionTask):
 
     stage = "extract"
 
-    def requires(self) -> Any:
-        if self.cfg.synthetic is not None:
-            from tasks.synthetic import MakeSampleRegion
-
-            return MakeSampleRegion(config=self.config)
-        if self.cfg.labels.source == "osm":
-            osm = _osm(self)
-            if osm.url and (not osm.path.exists() or read_sidecar(osm.path) is not None):
-                return FetchOSM(config=self.config)  # missing, or our own download (refetched when damaged)
+    def requires(self) -> list[Any]:
+        """The sample region when it is generated; else, for OSM labels, ``FetchOSM`` when the
+        extract is missing or is our own download (refetched when damaged): no stage, so not in
+        the stage table."""
+        if self.cfg.synthetic is not None or self.cfg.labels.source != "osm":
+            return super().requires()
+        osm = _osm(self)
+        if osm.url and (not osm.path.exists() or read_sidecar(osm.path) is not None):
+            return [FetchOSM(config=self.config)]
         return []
 
+    @locked
     def run(self) -> None:
         labels = self.cfg.labels
         if labels.source == "vector":

@@ -35,8 +35,7 @@ from pipeline.imagery.shard import (
 from pipeline.imagery.sources import source_of
 from pipeline.manifests import read_manifest
 from pipeline.regions import check_environment
-from tasks.base import AllShardsTask, RegionTask, ShardTask
-from tasks.cover import CoverTiles
+from tasks.base import AllShardsTask, RegionTask, ShardTask, locked
 from tasks.settings import download
 
 if TYPE_CHECKING:
@@ -54,15 +53,6 @@ def _refetch_cutoff(task: RegionTask) -> float | None:
     return refetch_cutoff(task.cfg.imagery, opts.refetch_missing_after_days, opts.refetch_missing, RUN_STARTED)
 
 
-def _sample_region(task: RegionTask) -> list[Any]:
-    """MakeSampleRegion when the region is generated (its orthophoto is an input here)."""
-    if task.cfg.synthetic is None:
-        return []
-    from tasks.synthetic import MakeSampleRegion
-
-    return [MakeSampleRegion(config=task.config)]
-
-
 def _imagery(task: RegionTask) -> Any:
     if task.cfg.imagery is None:
         raise ConfigError(f"{task.cfg.path}: no [imagery] section; add one to make imagery tiles")
@@ -76,12 +66,10 @@ class ImageryPlan(RegionTask):
 
     stage = "imagery"
 
-    def requires(self) -> Any:
-        return [CoverTiles(config=self.config), *_sample_region(self)]
-
     def manifest_path(self) -> Path:
         return self.data_dir / "images" / "_plan.json"
 
+    @locked
     def run(self) -> None:
         from pipeline.cover import read_tiles_csv
         from pipeline.tiles import Tile
@@ -111,8 +99,9 @@ class FetchImagery(ShardTask):
         name = server_resource(self.cfg.imagery)
         return {name: 1} if name else {}
 
-    def requires(self) -> Any:
-        reqs: list[Any] = [CoverTiles(config=self.config), *_sample_region(self)]
+    def requires(self) -> list[Any]:
+        """The stage's upstream tasks and, for a source that plans (rasters), the region's plan."""
+        reqs: list[Any] = super().requires()
         if self.cfg.imagery is not None and source_of(self.cfg.imagery).planner is not None:
             reqs.append(ImageryPlan(config=self.config))
         return reqs
@@ -121,6 +110,7 @@ class FetchImagery(ShardTask):
         """Done, and no tile the server lacked is due to be asked again."""
         return super().output_whole() and not missing_due(self.manifest_path(), _refetch_cutoff(self))
 
+    @locked
     def run(self) -> None:
         from pipeline.cover import read_tiles_csv, shard_tiles
 
@@ -151,12 +141,9 @@ class ImageryAll(AllShardsTask):
     stage = "imagery"
     product = "images"
 
-    def requires(self) -> Any:
-        return [CoverTiles(config=self.config), *_sample_region(self)]
-
     def shard_task(self, shard: str) -> ShardTask:
-        _imagery(self)
-        return FetchImagery(config=self.config, shard=shard)
+        _imagery(self)  # the config and environment checked once, before any shard starts
+        return super().shard_task(shard)
 
     def output_whole(self) -> bool:
         """Done, and no shard holds tiles the server lacked that are due to be asked again."""

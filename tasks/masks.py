@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from tasks.base import AllShardsTask, ShardTask
-from tasks.cover import CoverTiles
-from tasks.extract import ExtractFeatures
+from tasks.base import AllShardsTask, ShardTask, locked
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,9 +21,7 @@ class RasterizeMasks(ShardTask):
     stage = "masks"
     product = "masks"
 
-    def requires(self) -> Any:
-        return [CoverTiles(config=self.config), ExtractFeatures(config=self.config)]
-
+    @locked
     def run(self) -> None:
         from pipeline.cover import read_tiles_csv, shard_tiles
         from pipeline.features import read_features
@@ -60,12 +56,6 @@ class MasksAll(AllShardsTask):
 
     stage = "masks"
     product = "masks"
-
-    def requires(self) -> Any:
-        return CoverTiles(config=self.config)
-
-    def shard_task(self, shard: str) -> ShardTask:
-        return RasterizeMasks(config=self.config, shard=shard)
 
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         from pipeline.instances import edge_value

@@ -21,26 +21,12 @@ from pipeline.predict_spec import PredictSpec
 from pipeline.regions import cross_fit_model, is_own_model, model_path, training_tiles
 from pipeline.tile_index import WRITTEN, read_tile_index
 from pipeline.tiles import Tile
-from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask
-from tasks.imagery import ImageryAll
+from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask, locked
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger("luigi-interface")
-
-
-def model_requires(task: RegionTask) -> list[Any]:
-    """TrainModel of the region config ``[predict] model`` names, or of the region itself when it
-    is predicted with its own model; nothing for a given checkpoint."""
-    from pipeline.regions import is_region_ref
-
-    given = task.cfg.predict.model
-    if not is_region_ref(given) and not is_own_model(task.cfg):
-        return []
-    from tasks.train import TrainModel
-
-    return [TrainModel(config=str(given) if is_region_ref(given) else task.config)]
 
 
 class Predict(ShardTask):
@@ -52,9 +38,7 @@ class Predict(ShardTask):
                              description="torch device: auto (CUDA when present), cpu, cuda, cuda:1")
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi reads it as a class attribute
 
-    def requires(self) -> Any:
-        return [ImageryAll(config=self.config), *model_requires(self)]
-
+    @locked
     def run(self) -> None:
 
         from pipeline.predict import check_compatible, open_engine, predict_tiles, prediction_pngs
@@ -102,12 +86,6 @@ class PredictAll(AllShardsTask):
     product = "predictions"
     device = luigi.Parameter(default="auto", significant=False, description="torch device (see Predict)")
 
-    def requires(self) -> Any:
-        return [ImageryAll(config=self.config), *model_requires(self)]
-
-    def shard_task(self, shard: str) -> ShardTask:
-        return Predict(config=self.config, shard=shard, device=self.device)
-
     def shard_tasks(self) -> list[ShardTask]:
         """One task per shard with imagery (from the images' tile index)."""
         idx = read_tile_index(self.data_dir / "images")
@@ -131,22 +109,13 @@ class EvaluateModel(RegionTask):
     stage = "evaluate"
     device = luigi.Parameter(default="auto", significant=False, description="torch device (see Predict)")
 
-    def requires(self) -> Any:
-        from tasks.masks import MasksAll
-
-        reqs: list[Any] = [PredictAll(config=self.config, device=self.device), MasksAll(config=self.config)]
-        if is_own_model(self.cfg):
-            from tasks.split import SplitDataset
-
-            reqs.append(SplitDataset(config=self.config))
-        return reqs
-
     def manifest_path(self) -> Path:
         return self.data_dir / "model" / "metrics.json"
 
     def output(self) -> ManifestTarget:
         return ManifestTarget(self.manifest_path(), self.digest())
 
+    @locked
     def run(self) -> None:
         from pipeline.evaluate import evaluate_tiles
 

@@ -16,20 +16,9 @@ from pipeline.region_report import region_report
 from pipeline.report import render_report
 from pipeline.runinfo import input_checksums, output_checksums, read_records, run_manifest
 from pipeline.stages import STAGES, stage_digest, stage_inputs
-from tasks.base import RegionTask
-from tasks.compare import CompareWithOSM
+from tasks.base import RegionTask, locked
 
 log = logging.getLogger("luigi-interface")
-
-
-def _model_tasks(task: RegionTask) -> list[Any]:
-    """EvaluateModel when the region predicts with a model and has labels to evaluate it on (its
-    figures go into the report)."""
-    if task.cfg.vectorize.source != "predictions" or not task.cfg.labelled:
-        return []
-    from tasks.predict import EvaluateModel
-
-    return [EvaluateModel(config=task.config)]
 
 
 class RunManifest(RegionTask):
@@ -37,12 +26,10 @@ class RunManifest(RegionTask):
 
     stage = "run"
 
-    def requires(self) -> Any:
-        return [CompareWithOSM(config=self.config), *_model_tasks(self)]
-
     def manifest_path(self) -> Path:
         return self.data_dir / "run.json"
 
+    @locked
     def run(self) -> None:
         cfg = self.cfg
         for tmp in (self.data_dir / "_runlog").glob(".*.tmp"):  # records whose writer was killed
@@ -64,12 +51,10 @@ class RegionReport(RegionTask):
     def owned_files(self) -> list[Path]:
         return [*super().owned_files(), self.data_dir / "report.html"]
 
-    def requires(self) -> Any:
-        return RunManifest(config=self.config)
-
     def manifest_path(self) -> Path:
         return self.data_dir / "_manifests" / "report.json"
 
+    @locked
     def run(self) -> None:
         d = self.data_dir
         page = render_report(region_report(d, self.cfg.name, self.cfg.zoom))

@@ -44,7 +44,7 @@ def _started(task: RegionTask) -> None:
 @RegionTask.event_handler(luigi.Event.SUCCESS)
 def _succeeded(task: RegionTask) -> None:
     start = _STARTS.pop(task.task_id, None)
-    if start is None or task.__dict__.get("skipped"):  # nothing ran here (nothing to record)
+    if start is None or task.skipped:  # nothing ran here (nothing to record)
         return
     end = time.time()
     tiles: Any = None

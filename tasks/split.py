@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pipeline.atomic import atomic_write_json
-from tasks.base import RegionTask
-from tasks.imagery import ImageryAll
-from tasks.masks import MasksAll
+from tasks.base import RegionTask, locked
 
 
 class SplitDataset(RegionTask):
@@ -22,9 +19,7 @@ class SplitDataset(RegionTask):
     def owned_files(self) -> list[Path]:
         return [*super().owned_files(), self.data_dir / "split.csv", self.data_dir / "split_stats.json"]
 
-    def requires(self) -> Any:
-        return [MasksAll(config=self.config), ImageryAll(config=self.config)]
-
+    @locked
     def run(self) -> None:
         from pipeline.split import make_split, write_split_csv
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from tasks.base import RegionTask
+from tasks.base import RegionTask, locked
 
 
 class MakeSampleRegion(RegionTask):
@@ -24,6 +24,7 @@ class MakeSampleRegion(RegionTask):
 
         return [*super().owned_files(), *sample_paths(self.cfg)]
 
+    @locked
     def run(self) -> None:
         from pipeline.synthetic import check_sample_outputs, sample_paths, write_sample_region
 

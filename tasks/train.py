@@ -19,8 +19,7 @@ import luigi
 from pipeline.errors import ManifestError
 from pipeline.manifests import manifest_is_current, read_manifest
 from pipeline.model_repair import MODEL_FILES
-from tasks.base import RegionTask
-from tasks.split import SplitDataset
+from tasks.base import RegionTask, locked
 
 log = logging.getLogger("luigi-interface")
 
@@ -47,15 +46,6 @@ class TrainModel(RegionTask):
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi's class attribute
     progress_unit = "epoch"
 
-    def requires(self) -> Any:
-        from pipeline.regions import is_region_ref
-
-        spec = self.cfg.train
-        # [train] regions: the other regions' splits too (their tiles join training); [train] init
-        # naming a region config: that region's model
-        return [SplitDataset(config=self.config), *(SplitDataset(config=str(p)) for p in spec.regions),
-                *([TrainModel(config=str(spec.init))] if is_region_ref(spec.init) else [])]
-
     def output_whole(self) -> bool:
         """Done, and with ``[train] cross_fit`` the cross-fit model is there too (``cross_fit`` is no
         part of the main model's digest: turning it on trains only the second model)."""
@@ -76,6 +66,7 @@ class TrainModel(RegionTask):
 
         return part_dir(self.data_dir, part)
 
+    @locked
     def run(self) -> None:
         settings = train_run()
         self.progress(0, 1, "training")

@@ -21,7 +21,7 @@ from pipeline.errors import ManifestError
 from pipeline.manifests import manifest_is_current, read_manifest
 from pipeline.stages import stage_digest
 from pipeline.upkeep import product_dirs, prune_product, verify_outputs, verify_product
-from tasks.base import AllShardsTask, RegionTask, ShardTask
+from tasks.base import AllShardsTask, RegionTask, ShardTask, dynamic, locked
 
 log = logging.getLogger("luigi-interface")
 
@@ -95,6 +95,7 @@ class Verify(_Always):
     same for every region task's outputs (model, vectors, comparison, report, run.json): a damaged
     file is deleted and its task redone (a damaged ``best.pt`` is rebuilt from ``last.pt``)."""
 
+    @dynamic
     def run(self) -> Iterator[Any]:
         pending = self.data_dir / "_manifests" / "verify.pending.json"
         found: dict[str, dict[str, list[str]]] = {}
@@ -132,6 +133,7 @@ class Prune(_Always):
 
     dry_run = luigi.BoolParameter(default=False, description="only count what would be deleted")
 
+    @locked
     def run(self) -> None:
         removed: dict[str, dict[str, int]] = {}
         for pdir in product_dirs(self.data_dir):

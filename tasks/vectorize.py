@@ -7,26 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import luigi
-
 from pipeline.manifests import read_manifest
 from pipeline.tile_writer import tile_path
 from pipeline.tiles import Tile
-from tasks.base import RegionTask, ShardTask
+from tasks.base import RegionTask, ShardTask, dynamic, locked
 
 if TYPE_CHECKING:
     from pipeline.vectorize_spec import VectorizeSpec
-
-
-def source_task(config: str, source: str, data_dir: Path) -> luigi.Task:
-    """The task that makes the tiles to vectorise: MasksAll or PredictAll."""
-    if source == "masks":
-        from tasks.masks import MasksAll
-
-        return MasksAll(config=config)
-    from tasks.predict import PredictAll
-
-    return PredictAll(config=config)
 
 
 class Vectorize(ShardTask):
@@ -34,14 +21,10 @@ class Vectorize(ShardTask):
 
     stage = "vectorize"
     product = "vectors"
-    locked_run = True  # no tile writer here: the run itself holds the shard's lock
 
     @property
     def spec(self) -> VectorizeSpec:
         return self.cfg.vectorize
-
-    def requires(self) -> Any:
-        return source_task(self.config, self.spec.source, self.data_dir)
 
     def _tile_files(self) -> dict[Tile, Path]:
         src_dir = self.data_dir / self.spec.source
@@ -53,6 +36,7 @@ class Vectorize(ShardTask):
             out[Tile(z, x, y)] = src_dir / rel
         return out
 
+    @locked
     def run(self) -> None:
         from pipeline.finish import finish_shard
         from pipeline.tiles import quadkey_to_tile
@@ -100,14 +84,7 @@ class MergeFeatures(RegionTask):
     def owned_files(self) -> list[Path]:
         return [*super().owned_files(), self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"]
 
-    def requires(self) -> Any:
-        """CoverTiles, and the task that makes the tiles its shards trace (so that a rerun sees a
-        damaged upstream output, e.g. the model, through this task: see ``RegionTask.complete``)."""
-        from tasks.cover import CoverTiles
-
-        return [CoverTiles(config=self.config),
-                source_task(self.config, self.cfg.vectorize.source, self.data_dir)]
-
+    @dynamic
     def run(self) -> Iterator[Any]:
         from pipeline.cover import read_tiles_csv
         from pipeline.finish import finish, sort_features
@@ -116,7 +93,7 @@ class MergeFeatures(RegionTask):
 
         cfg = self.cfg
         shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())
-        tasks = [Vectorize(config=self.config, shard=s) for s in shards]
+        tasks = [self.shard_task(s) for s in shards]
         yield tasks
         self.progress(0, 1, "merging shards")
         paths = [shard_files(t.product_dir(), str(t.shard)) for t in tasks]

@@ -269,3 +269,33 @@ def test_make_help_readme_and_clean_tmp_target() -> None:
     assert not re.findall(r"(?<![/\w])python -m tasks", readme)
     dry = subprocess.run(["make", "-n", "clean-tmp"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "-m pipeline.upkeep clean-tmp data" in dry
+
+
+def test_usage_and_make_targets_follow_the_stage_table() -> None:
+    """``--help`` lists every stage's task (and shard task) and the command knows each one's
+    module; each ``make <stage>`` target runs the task of that stage in the stage table (``make
+    predict``: predictions and their evaluation, the evaluate stage's task), the others a task
+    of no stage (``verify``, ``prune``)."""
+    import tasks.__main__ as cli
+    from pipeline.stages import STAGES
+
+    for stage in STAGES.values():
+        for name in (stage.task, stage.shard_task):
+            if name:
+                module, cls = name.rsplit(".", 1)
+                assert cls in cli.TASK_HELP and f"  {cls} " in cli.USAGE, cls
+                assert cli.TASK_MODULES[cls] == module
+    assert set(cli.TASK_HELP) <= set(cli.TASK_MODULES)
+    make = (ROOT / "Makefile").read_text()
+    targets = dict(re.findall(r"^TASK_(\w+)\s*:=\s*(\w+)\s*$", make, flags=re.M))
+    listed = re.search(r"^STAGES := (.*)$", make, flags=re.M)
+    assert listed is not None and listed.group(1).split() == list(targets)
+    stage_of = {name.rsplit(".", 1)[1]: s.name for s in STAGES.values() for name in (s.task, s.shard_task) if name}
+    for target, task in targets.items():
+        assert task in cli.TASK_HELP, (target, task)
+        if target == "predict":
+            assert stage_of[task] == "evaluate"
+        elif target in STAGES:
+            assert STAGES[target].task.endswith(f".{task}"), (target, task)
+        else:
+            assert task not in stage_of, (target, task)

@@ -134,17 +134,25 @@ class GivenPredictions(luigi.ExternalTask):
         return luigi.LocalTarget(str(Path(str(self.folder)) / "_shards"))
 
 
+def given_predictions(stage_task: Any) -> Any:
+    """``tasks.base.stage_task`` with GivenPredictions for the predict stage's task."""
+    def task(stage: str, config: str, like: Any = None, shard: str | None = None) -> Any:
+        if stage == "predict" and shard is None:
+            return GivenPredictions(folder=str(load_config(config).data_dir / "predictions"))
+        return stage_task(stage, config, like, shard)
+    return task
+
+
 @pytest.fixture(scope="module")
 def compared(region: tuple[Path, RegionConfig]) -> tuple[Path, RegionConfig]:
-    import tasks.vectorize
+    import tasks.base
     from tasks.compare import CompareWithOSM
 
     cfg_path, cfg = region
     write_truth_predictions(cfg)
     pred_path = _config(cfg_path.parent, "predictions")
     with pytest.MonkeyPatch.context() as mp:  # the truth stands in for PredictAll (no model is trained)
-        mp.setattr(tasks.vectorize, "source_task", lambda config, source, data_dir: GivenPredictions(
-            folder=str(data_dir / "predictions")))
+        mp.setattr(tasks.base, "stage_task", given_predictions(tasks.base.stage_task))
         _build(CompareWithOSM(config=str(pred_path)))
     return pred_path, load_config(pred_path)
 
@@ -294,14 +302,13 @@ def test_qgis_project_opens_with_every_layer_valid(compared: tuple[Path, RegionC
 
 def test_config_change_reruns_compare_only(compared: tuple[Path, RegionConfig],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.vectorize
+    import tasks.base
     from tasks.compare import CompareWithOSM
     from tasks.vectorize import MergeFeatures, Vectorize
 
     path, cfg = compared
     # the truth stands in for PredictAll here too (MergeFeatures requires its source task)
-    monkeypatch.setattr(tasks.vectorize, "source_task", lambda config, source, data_dir: GivenPredictions(
-        folder=str(data_dir / "predictions")))
+    monkeypatch.setattr(tasks.base, "stage_task", given_predictions(tasks.base.stage_task))
     assert CompareWithOSM(config=str(path)).complete() and MergeFeatures(config=str(path)).complete()
     other = path.with_name("demo-compare-changed.toml")
     other.write_text(path.read_text() + "\n[compare]\nmatch_iou = 0.4\n")

@@ -181,35 +181,60 @@ def test_luigi_graph_and_digest_graph_agree(config: str) -> None:
         assert required == chained, (config, stage, sorted(required), sorted(chained))
     # another region's task (its tiles, its model) is what the stage's digest names as foreign
     for stage in set(edges) | set(foreign):
-        hook = get_stage(stage).foreign
-        assert foreign.get(stage, set()) == set(hook(cfg) if hook else {}), (config, stage, foreign.get(stage))
+        named = {str(path) for _, path in get_stage(stage).foreign_of(cfg)}
+        assert foreign.get(stage, set()) == named, (config, stage, foreign.get(stage))
 
 
-def test_every_shard_task_is_locked() -> None:
-    """A shard task either runs under its shard's lock or writes through the ShardWriter, which
-    takes the same lock (``<product>/_tmp/<shard>.lock``)."""
-    import inspect
-
+def _task_classes(base: type) -> set[type]:
+    """``base`` and every subclass of it, once every stage module is imported."""
     import tasks.__main__
-    from tasks.base import ShardTask
 
     tasks.__main__.register_tasks()
-    shard_tasks: set[type] = set()
-    todo = list(ShardTask.__subclasses__())
+    found: set[type] = set()
+    todo = [base]
     while todo:
         cls = todo.pop()
-        shard_tasks.add(cls)
+        found.add(cls)
         todo += cls.__subclasses__()
-    assert len(shard_tasks) >= 4
-    for cls in shard_tasks:
-        own_run = cls.__dict__.get("run")
-        if own_run is None:
+    return found
+
+
+def test_every_run_says_how_it_is_locked() -> None:
+    """Every task's ``run`` is decorated: ``locked`` (under its lock) or ``dynamic`` (it yields its
+    shard tasks); every shard task's is ``locked``, under its shard's lock
+    (``<product>/_tmp/<shard>.lock``, the one the ShardWriter of a lone shard takes too)."""
+    import luigi
+
+    from tasks.base import RegionTask, ShardTask
+
+    shard_tasks = _task_classes(ShardTask)
+    assert len(shard_tasks) >= 5
+    for cls in _task_classes(RegionTask):
+        if cls.run is luigi.Task.run:  # a base class (RegionTask, ShardTask, _Always)
             continue
-        locked = cls.locked_run or ".writer(" in inspect.getsource(inspect.unwrap(own_run))
-        assert locked, f"{cls.__name__} runs its shards unlocked"
-        if cls.locked_run:
+        kind = getattr(cls.run, "locking", None)
+        assert kind in ("locked", "dynamic"), f"{cls.__name__}.run is neither @locked nor @dynamic"
+        if cls in shard_tasks:
+            assert kind == "locked", f"{cls.__name__} runs its shards unlocked"
             task = cls(config="configs/demo.toml", shard="0")
             assert task.lock_path() == task.product_dir() / "_tmp" / "0.lock"
+
+
+def test_stage_table_names_each_task_once() -> None:
+    """Every stage names a task class whose ``stage`` is that stage (its shard task too), and every
+    region task of a stage is named by the table or is a helper of a named one (``ImageryPlan``)."""
+    from tasks.base import RegionTask, task_class
+
+    named: set[type] = set()
+    for stage in STAGES.values():
+        for name in (stage.task, stage.shard_task):
+            if name:
+                cls = task_class(name)
+                assert cls.stage == stage.name, (stage.name, name)
+                named.add(cls)
+        assert stage.task, f"stage {stage.name} names no task"
+    helpers = {c.__name__ for c in _task_classes(RegionTask) - named if getattr(c, "stage", "")}
+    assert helpers == {"ImageryPlan"}, helpers
 
 
 def _vector_region(tmp_path: Path) -> tuple[Any, Path]:
