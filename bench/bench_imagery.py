@@ -77,14 +77,14 @@ def inner_tiles(cog: Path) -> dict[str, list[Any]]:
 def tile_phase(cog: Path, shard: str, tiles: list[Any], fmt: str, resampling: str, out: Path) -> int:
     """Tile, encode and write; returns the tiles written."""
     from pipeline.config import ImageryConfig
-    from pipeline.imagery.common import OK
     from pipeline.imagery.raster import raster_shard
     from pipeline.imagery.raster_plan import plan_sources
+    from pipeline.tile_writer import TileStatus
 
     icfg = ImageryConfig(source="raster", paths=(cog,), format=fmt, resampling=resampling)
     plan = plan_sources(icfg)
     recs = raster_shard(plan, icfg, shard, tiles, SIZE, out, out / "_tmp")
-    return sum(r.status == OK for r in recs)
+    return sum(r.status == TileStatus.OK for r in recs)
 
 
 def riotiler_phase(cog: Path, tiles: list[Any]) -> int:

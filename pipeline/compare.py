@@ -45,7 +45,7 @@ from pipeline.config import ClassSpec
 from pipeline.coverage import coverage, ground_scale, unexplained
 from pipeline.finish import output_lonlat
 from pipeline.geo import mercator_scale, to_mercator
-from pipeline.regularize import iou
+from pipeline.metrics import iou
 from pipeline.statuses import status_names
 
 if TYPE_CHECKING:

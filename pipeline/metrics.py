@@ -1,15 +1,19 @@
-"""Segmentation metrics from a confusion matrix: per-class IoU, precision, recall and F1.
+"""Segmentation metrics from a confusion matrix: per-class IoU, precision, recall and F1; and
+the IoU of polygons (:func:`iou`: vectorised with shapely, for matching and regularising).
 
-Pixels whose true label is 255 (ignore) are left out everywhere. Pure numpy/torch.
+Pixels whose true label is 255 (ignore) are left out everywhere. numpy; torch and shapely are
+imported by the functions that use them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE = 255
 
@@ -17,6 +21,8 @@ IGNORE = 255
 def confusion(pred: torch.Tensor, target: torch.Tensor, n_classes: int, ignore: int = IGNORE) -> torch.Tensor:
     """(n, n) int64 matrix, rows = true class, columns = predicted class, of integer label
     tensors ``pred`` and ``target`` (same shape); target ``ignore`` pixels are skipped."""
+    import torch
+
     keep = target != ignore
     t = target[keep].to(torch.int64)
     p = pred[keep].to(torch.int64).clamp(0, n_classes - 1)
@@ -46,3 +52,13 @@ def scores(cm: np.ndarray | torch.Tensor, names: Sequence[str]) -> dict[str, Any
     out["miou"] = float(np.nanmean(fg)) if np.isfinite(fg).any() else float("nan")
     out["accuracy"] = float(tp.sum() / m.sum()) if m.sum() else float("nan")
     return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise intersection over union of two arrays of polygons (any one CRS; 0 where both
+    are empty)."""
+    import shapely
+
+    inter = shapely.area(shapely.intersection(a, b))
+    union = shapely.area(a) + shapely.area(b) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)

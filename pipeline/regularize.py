@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import shapely
 
+from pipeline.metrics import iou
+
 #: kept above the IoU floor so that rounding lon/lat to 7 decimals (about 1 cm) cannot push a
 #: small building's regularised outline below it
 ROUNDING_SLACK = 0.01
@@ -20,13 +22,6 @@ ROUNDING_SLACK = 0.01
 #: every corner is square. (``allow_45_degree=False`` is worse: in buildingregulariser 0.2.5 it
 #: turns the short diagonals that simplification leaves at corners into 0.6 m notches.)
 DIAGONAL_REDUCTION_DEG = 22.5
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise intersection over union of two arrays of polygons (0 where both are empty)."""
-    inter = shapely.area(shapely.intersection(a, b))
-    union = shapely.area(a) + shapely.area(b) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def regularize(polys: np.ndarray, min_iou: float, scale: float = 1.0, pixel: float = 0.0) -> np.ndarray:

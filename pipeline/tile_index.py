@@ -17,14 +17,14 @@ from typing import Any
 from pipeline.atomic import atomic_path
 from pipeline.errors import ManifestError
 from pipeline.manifests import read_manifest
-from pipeline.tile_writer import TILE_MISSING, TILE_NODATA, TILE_OK
+from pipeline.tile_writer import TileStatus
 
 #: columns of a product's tile index (``read_tile_index``)
 INDEX_COLUMNS = ("z", "x", "y", "shard", "path", "size", "sha256", "status")
 #: index statuses: a tile file was written; the tile was skipped (no valid pixels); the source lacked it
 WRITTEN, NODATA, MISSING = "written", "nodata", "missing"
 #: a manifest status -> its index status (one vocabulary: the two words of each status live here only)
-INDEX_STATUS = {TILE_OK: WRITTEN, TILE_NODATA: NODATA, TILE_MISSING: MISSING}
+INDEX_STATUS = {TileStatus.OK: WRITTEN, TileStatus.NODATA: NODATA, TileStatus.MISSING: MISSING}
 INDEX_FILE = "index.parquet"
 
 
@@ -38,7 +38,7 @@ def tile_index(manifests: Mapping[str, Mapping[str, Any]]) -> Any:
         m = manifests[shard]
         by_tile = {rel.rsplit(".", 1)[0]: (rel, int(info["size"]), str(info.get("sha256", "")))
                    for rel, info in m.get("files", {}).items()}
-        status = m.get("status") or {k: TILE_OK for k in by_tile}
+        status = m.get("status") or {k: TileStatus.OK for k in by_tile}
         for key, st in status.items():
             z, x, y = (int(v) for v in key.split("/"))
             rel, size, sha = by_tile.get(key, ("", 0, ""))
@@ -81,6 +81,14 @@ def read_tile_index(product_dir: str | Path) -> Any:
     if not manifests:
         raise ManifestError(f"{product_dir}: no tile index or shard manifests; run the stage that makes it first")
     return tile_index({p.stem: read_manifest(p) for p in manifests})
+
+
+def written_tiles(product_dir: str | Path, shard: str | None = None) -> Any:
+    """The rows of a product's tile index (:func:`read_tile_index`) whose tile file was written
+    (status ``written``): of every shard, or of one ``shard`` (a quadkey)."""
+    idx = read_tile_index(product_dir)
+    idx = idx[idx.status == WRITTEN]
+    return idx[idx.shard == shard] if shard is not None else idx
 
 
 def index_is_whole(product_dir: str | Path) -> bool:

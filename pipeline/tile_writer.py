@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: manifest statuses of a tile: a file was written; skipped (no valid pixels); the source lacked it
-TILE_OK, TILE_NODATA, TILE_MISSING = "ok", "nodata-skipped", "missing-on-server"
+class TileStatus(StrEnum):
+    """What became of a tile, as its shard manifest's ``status`` records it (the values are what
+    the manifests hold): a file was written (``OK``); none, the tile had too few valid pixels
+    (``NODATA``: a raster's nodata, transparent pixels); none, the source lacks it (``MISSING``:
+    HTTP 404 / 410 / 204, a tile absent from a folder). The product's tile index words them
+    as :data:`pipeline.tile_index.INDEX_STATUS` says."""
+
+    OK = "ok"
+    NODATA = "nodata-skipped"
+    MISSING = "missing-on-server"
 
 
 def tile_path(root: str | Path, t: Tile, ext: str) -> Path:
@@ -75,25 +84,25 @@ class TileWriter:
         os.replace(tmp, final)
         sha = sha256_bytes(data)
         self._remove(t, keep=ext)
-        self.adopt(t, TILE_OK, ext, len(data), sha, valid_share)
+        self.adopt(t, TileStatus.OK, ext, len(data), sha, valid_share)
         return sha
 
     def write_many(self, items: Iterable[tuple[Tile, bytes]], ext: str) -> None:
         for t, data in items:
             self.write(t, data, ext)
 
-    def skip(self, t: Tile, status: str, valid_share: float = 0.0) -> None:
-        """Record a tile without a file (``TILE_NODATA`` / ``TILE_MISSING``); deletes any old file."""
+    def skip(self, t: Tile, status: TileStatus, valid_share: float = 0.0) -> None:
+        """Record a tile without a file (``TileStatus.NODATA`` / ``MISSING``); deletes any old file."""
         self._remove(t)
         self.adopt(t, status, valid_share=valid_share)
 
     def adopt(self, t: Tile, status: str, ext: str = "", size: int = 0, sha256: str = "",
               valid_share: float = 1.0) -> None:
-        """Record a tile; for ``TILE_OK`` its file ``root/z/x/y.ext`` (written here, or by a
+        """Record a tile; for ``TileStatus.OK`` its file ``root/z/x/y.ext`` (written here, or by a
         downloader through ``scratch``) of ``size`` bytes and ``sha256``."""
         key = f"{t.z}/{t.x}/{t.y}"
         self.status[key] = status
-        if status == TILE_OK:
+        if status == TileStatus.OK:
             self.files[f"{key}.{ext}"] = {"size": size, "sha256": sha256}
             if valid_share < 1.0:
                 self.valid_share[key] = valid_share

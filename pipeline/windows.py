@@ -79,12 +79,9 @@ def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int
 def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:
     """``{(z, x, y): path relative to product_dir}`` of the written tiles of a sharded product
     (from its shard manifests: ``read_tile_index``), or of one shard."""
-    from pipeline.tile_index import WRITTEN, read_tile_index
+    from pipeline.tile_index import written_tiles
 
-    idx = read_tile_index(product_dir)
-    idx = idx[idx.status == WRITTEN]
-    if shard is not None:
-        idx = idx[idx.shard == shard]
+    idx = written_tiles(product_dir, shard)
     return {(int(z), int(x), int(y)): str(p) for z, x, y, p in zip(idx.z, idx.x, idx.y, idx.path)}
 
 

@@ -6,14 +6,11 @@ maproulette.geojsonl, the review queue's calibration.json + reliability.png) and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.atomic import atomic_write_bytes, atomic_write_json
-from pipeline.tile_index import WRITTEN, read_tile_index
+from pipeline.tile_index import written_tiles
 from tasks.base import RegionTask, locked
-
-if TYPE_CHECKING:
-    pass
 
 
 class CompareWithOSM(RegionTask):
@@ -46,8 +43,7 @@ class CompareWithOSM(RegionTask):
         cfg, d = self.cfg, self.data_dir
         out = d / "compare"
         source = cfg.vectorize.source
-        index = read_tile_index(d / source)
-        index = index[index.status == WRITTEN]
+        index = written_tiles(d / source)
         tiles = {(int(x), int(y)) for x, y in zip(index.x, index.y)}
         if not cfg.labelled:
             self._write_unlabelled(index, len(tiles))

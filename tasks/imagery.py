@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, ManifestError
-from pipeline.imagery.common import MISSING, NODATA, OK, TILE_EXTS
+from pipeline.imagery.common import TILE_EXTS
 from pipeline.imagery.shard import (
     coverage_summary,
     make_shard,
@@ -35,6 +35,7 @@ from pipeline.imagery.shard import (
 from pipeline.imagery.sources import source_of
 from pipeline.manifests import read_manifest
 from pipeline.regions import check_environment
+from pipeline.tile_writer import TileStatus
 from tasks.base import AllShardsTask, RegionTask, ShardTask, locked
 from tasks.settings import download
 
@@ -154,7 +155,7 @@ class ImageryAll(AllShardsTask):
             return True
         shards = self.product_dir() / "_shards"
         return not any(missing_due(shards / f"{s}.json", cutoff) for s, counts in self._by_shard().items()
-                       if counts.get(MISSING))
+                       if counts.get(TileStatus.MISSING))
 
     def _by_shard(self) -> dict[str, dict[str, int]]:
         """Tile counts per shard in the coverage summary of the last finished run ({} if none)."""
@@ -167,9 +168,10 @@ class ImageryAll(AllShardsTask):
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         manifests = {str(t.shard): read_manifest(t.manifest_path()) for t in done}
         summary = coverage_summary(manifests)
+        counts = summary["counts"]
         log.info("imagery %s: %s of %s tiles with imagery, %s skipped (nodata), %s missing on the server",
-                 self.cfg.name, summary["counts"][OK], summary["tiles"], summary["counts"][NODATA],
-                 summary["counts"][MISSING])
+                 self.cfg.name, counts[TileStatus.OK], summary["tiles"], counts[TileStatus.NODATA],
+                 counts[TileStatus.MISSING])
         self._report_refetched(manifests)
         return {"coverage": summary}
 
@@ -180,7 +182,7 @@ class ImageryAll(AllShardsTask):
         except (ManifestError, KeyError, TypeError):
             return
         status = {tile: st for m in manifests.values() for tile, st in m["status"].items()}
-        now = [t for t in before if status.get(t) == OK]
+        now = [t for t in before if status.get(t) == TileStatus.OK]
         if now:
             log.warning("imagery %s: %d tile(s) missing on the server before are now fetched (e.g. %s); what was "
                         "made from the imagery before (the split, predictions) does not include them",

@@ -19,7 +19,7 @@ from pipeline.errors import InputDataError
 from pipeline.manifests import read_manifest
 from pipeline.predict_spec import PredictSpec
 from pipeline.regions import cross_fit_model, is_own_model, model_path, training_tiles
-from pipeline.tile_index import WRITTEN, read_tile_index
+from pipeline.tile_index import written_tiles
 from pipeline.tiles import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask, locked
 
@@ -88,8 +88,7 @@ class PredictAll(AllShardsTask):
 
     def shard_tasks(self) -> list[ShardTask]:
         """One task per shard with imagery (from the images' tile index)."""
-        idx = read_tile_index(self.data_dir / "images")
-        return [self.shard_task(s) for s in sorted(idx[idx.status == WRITTEN].shard.unique())]
+        return [self.shard_task(s) for s in sorted(written_tiles(self.data_dir / "images").shard.unique())]
 
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         n = sum(int(read_manifest(t.manifest_path())["tiles"]) for t in done)

@@ -45,6 +45,8 @@ class TrainModel(RegionTask):
         return [*super().owned_files(), *(self._dir(part) / n for part in self._parts() for n in names)]
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi's class attribute
     progress_unit = "epoch"
+    #: the note that validation takes long was given (once a run)
+    _val_hint_given = False
 
     def output_whole(self) -> bool:
         """Done, and with ``[train] cross_fit`` the cross-fit model is there too (``cross_fit`` is no
@@ -140,8 +142,8 @@ class TrainModel(RegionTask):
         note = _epoch_note(row) if part == "main" else f"cross-fit model: {_epoch_note(row)}"
         log.info("%s %d/%d (%.1f s, %.1f images/s)", note, row["epoch"], epochs, row["seconds"], row["images_per_s"])
         hint = _validation_hint(row, self.cfg.train.val_every)
-        if hint and not self.__dict__.get("_val_hint_given"):
-            self.__dict__["_val_hint_given"] = True
+        if hint and not self._val_hint_given:
+            self._val_hint_given = True
             self.notice(hint)
         self.progress(int(row["epoch"]), epochs, note)
 

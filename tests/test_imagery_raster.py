@@ -23,10 +23,11 @@ from rasterio.warp import transform_bounds
 from pipeline.config import ClassSpec, ImageryConfig, TagFilter
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.geo import lonlat_to_mercator
-from pipeline.imagery.common import MISSING, NODATA, OK, verify_image
+from pipeline.imagery.common import verify_image
 from pipeline.imagery.raster import ShardTiler, iter_tiles, overview_level, raster_shard, to_8bit
 from pipeline.imagery.raster_plan import RasterPlan, plan_sources
 from pipeline.masks import burn_tile, prepare_burn
+from pipeline.tile_writer import TileStatus
 from pipeline.tiles import Tile, cover_bbox, shard_of, tile_bounds, tile_extent_m
 from tests.conftest import SHARED_DATA
 
@@ -238,21 +239,21 @@ def test_nodata_share_skips_and_records(tmp_path: Path) -> None:
     recs = raster_shard(plan, icfg, shard, mine, 256, out, tmp_path / "scratch")
     assert [r.tile for r in recs] == mine
     statuses = {r.status for r in recs}
-    assert statuses <= {OK, NODATA} and NODATA in statuses and OK in statuses
+    assert statuses == {TileStatus.OK, TileStatus.NODATA}
     for r in recs:
         path = out / f"{r.tile.z}/{r.tile.x}/{r.tile.y}.png"
-        if r.status == OK:
+        if r.status == TileStatus.OK:
             assert r.valid_share >= 0.5 and path.stat().st_size == r.size
             assert verify_image(path.read_bytes(), 256).ext == "png"
         else:
             assert r.valid_share < 0.5 and not path.exists()
-    skipped = next(r.tile for r in recs if r.status == NODATA)
+    skipped = next(r.tile for r in recs if r.status == TileStatus.NODATA)
     stale = out / f"{skipped.z}/{skipped.x}/{skipped.y}.png"
     stale.write_bytes(b"old")
     raster_shard(plan, icfg, shard, mine, 256, out, tmp_path / "scratch")
     assert not stale.exists()
     assert not list((tmp_path / "scratch").iterdir())
-    assert MISSING not in statuses
+    assert TileStatus.MISSING not in statuses
 
 
 def test_alpha_band_is_honoured(tmp_path: Path) -> None:

@@ -19,12 +19,13 @@ from rasterio.warp import transform_bounds
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError, TileServerError
-from pipeline.imagery.common import MISSING, OK, TileRecord, redact, redact_url, verify_image
+from pipeline.imagery.common import TileRecord, redact, redact_url, verify_image
 from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats, RateLimiter, parse_retry_after
 from pipeline.imagery.fetch import Downloader
 from pipeline.imagery.shard import ShardResult, manifest_body, server_resource
 from pipeline.imagery.wms import wms_url
 from pipeline.imagery.xyz import FetchRun, fetch_tiles, url_function, xyz_url
+from pipeline.tile_writer import TileStatus
 from pipeline.tiles import Tile, cover_bbox, quadkey, tile_bounds
 from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
 
@@ -66,7 +67,7 @@ def check_tree(root: Path, records: list, served: dict[Tile, bytes]) -> None:
     """Every OK tile is on disk byte-identical to what the server has; nothing else is."""
     expect = set()
     for r in records:
-        if r.status == OK:
+        if r.status == TileStatus.OK:
             data = (root / r.rel_path).read_bytes()
             assert data == served[r.tile] and hashlib.sha256(data).hexdigest() == r.sha256
             assert verify_image(data, 256).ext == "png"
@@ -142,8 +143,8 @@ def test_faults_end_valid_or_missing(served: dict[Tile, bytes], tmp_path: Path) 
         icfg = server_config(srv.url + "/xyz/{z}/{x}/{y}.png")
         records, stats = fetch(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch", seed=1)
         assert [r.tile for r in records] == tiles
-        assert {r.tile for r in records if r.status == MISSING} == holes
-        assert {r.tile for r in records if r.status == OK} == set(tiles) - holes
+        assert {r.tile for r in records if r.status == TileStatus.MISSING} == holes
+        assert {r.tile for r in records if r.status == TileStatus.OK} == set(tiles) - holes
         check_tree(tmp_path / "images", records, served)
         assert not list((tmp_path / "scratch").iterdir())
         # each good tile was served intact exactly once; faults were retried
@@ -154,7 +155,7 @@ def test_faults_end_valid_or_missing(served: dict[Tile, bytes], tmp_path: Path) 
         assert srv.max_inflight <= 6
 
         # a rerun keeps the valid tiles and fetches only the deleted and the corrupted one
-        ok = [r for r in records if r.status == OK]
+        ok = [r for r in records if r.status == TileStatus.OK]
         (tmp_path / "images" / ok[0].rel_path).unlink()
         (tmp_path / "images" / ok[1].rel_path).write_bytes(served[ok[1].tile][:100])
         before = Counter(srv.requests)
@@ -185,7 +186,7 @@ def test_retry_after_and_backoff(served: dict[Tile, bytes]) -> None:
         waits: list[float] = []
         dl.sleep = waits.append
         kind, data, ext = dl.fetch(t)
-    assert kind == OK and data == served[t] and ext == "png"
+    assert kind == TileStatus.OK and data == served[t] and ext == "png"
     assert waits[0] == pytest.approx(7.0)  # Retry-After honoured (it also pauses the other workers)
     backoffs = [w for w in waits[1:] if w < 6.9]
     assert len(backoffs) == 2
@@ -196,7 +197,7 @@ def test_retry_after_and_backoff(served: dict[Tile, bytes]) -> None:
                         FetchOptions(size=256, max_backoff_s=30, seed=1))
         waits = []
         dl.sleep = waits.append
-        assert dl.fetch(t)[0] == OK
+        assert dl.fetch(t)[0] == TileStatus.OK
     assert max(waits) == 30
 
 
@@ -224,7 +225,7 @@ def test_no_key_in_logs_errors_or_manifests(served: dict[Tile, bytes], tmp_path:
         icfg_ok = server_config(srv.url + "/xyz/{z}/{x}/{y}.png?key=" + key)
         records, stats = fetch(icfg_ok, tiles[2:], 256, tmp_path / "c", tmp_path / "s")
         body = manifest_body(icfg_ok.icfg, "q", ShardResult(records, stats.as_dict()), tmp_path / "c")
-    assert all(r.status == OK for r in records)
+    assert all(r.status == TileStatus.OK for r in records)
     blob = json.dumps(body) + caplog.text + json.dumps(body["requests"])
     assert key not in blob and "WRONG-KEY-77" not in caplog.text
     assert "retry" in caplog.text  # the retries were logged, redacted
@@ -249,7 +250,7 @@ def test_url_schemes_fetch_the_right_tile(served: dict[Tile, bytes], tmp_path: P
     with TileServer(served) as srv:
         icfg = server_config(srv.url + template, source="wms" if scheme == "wms" else "xyz")
         records, _ = fetch(icfg, tiles, 256, tmp_path / "images", tmp_path / "scratch")
-    assert all(r.status == OK for r in records)
+    assert all(r.status == TileStatus.OK for r in records)
     check_tree(tmp_path / "images", records, {t: served[t] for t in tiles})
 
 
@@ -391,9 +392,9 @@ def test_a_shard_without_any_tile_is_a_failure_naming_the_server(served: dict[Ti
         # a server that covers only part of the region: allowed, recorded missing
         records, _ = fetch(server_config(cfg.icfg.url, allow_empty_shards=True), tiles, 256, tmp_path / "i",
                            tmp_path / "s")
-    assert {r.status for r in records} == {MISSING}
+    assert {r.status for r in records} == {TileStatus.MISSING}
     # one tile served is enough: the others are missing, as before
     with TileServer({tiles[0]: served[tiles[0]]}, holes=tiles[1:]) as srv:
         records, _ = fetch(server_config(srv.url + "/xyz/{z}/{x}/{y}.png"), tiles, 256, tmp_path / "j",
                            tmp_path / "s")
-    assert [r.status for r in records] == [OK, MISSING, MISSING, MISSING]
+    assert [r.status for r in records] == [TileStatus.OK, TileStatus.MISSING, TileStatus.MISSING, TileStatus.MISSING]

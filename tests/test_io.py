@@ -30,7 +30,7 @@ from pipeline.tile_index import (
     tiles_on_disk,
     write_tile_index,
 )
-from pipeline.tile_writer import TILE_MISSING, TILE_NODATA, TILE_OK, ShardWriter
+from pipeline.tile_writer import ShardWriter, TileStatus
 from pipeline.tiles import Tile
 from tests.conftest import ROOT
 
@@ -142,12 +142,12 @@ def test_shard_writer_records_locks_resumes_and_cleans(tmp_path: Path) -> None:
         assert (product / "_shards" / "q.started.json").is_file()
         sha = out.write(t1, b"one", "png")
         out.write(t2, b"two", "png", valid_share=0.5)
-        out.skip(t3, TILE_NODATA)
+        out.skip(t3, TileStatus.NODATA)
         body = out.commit({"extra": 1})
     assert sha == hashlib.sha256(b"one").hexdigest()
     assert body["files"] == {"19/10/20.png": {"size": 3, "sha256": sha},
                              "19/11/20.png": {"size": 3, "sha256": hashlib.sha256(b"two").hexdigest()}}
-    assert body["status"] == {"19/10/20": TILE_OK, "19/11/20": TILE_OK, "19/12/20": TILE_NODATA}
+    assert body["status"] == {"19/10/20": TileStatus.OK, "19/11/20": TileStatus.OK, "19/12/20": TileStatus.NODATA}
     assert body["valid_share"] == {"19/11/20": 0.5} and body["extra"] == 1
     assert not (product / "19" / "12" / "20.jpg").exists()  # a skipped tile keeps no old file
     assert not (product / "_tmp").exists() and not (product / "_shards" / "q.started.json").exists()
@@ -185,7 +185,7 @@ def test_index_is_read_from_index_parquet_and_checked_by_size(tmp_path: Path) ->
     product = tmp_path / "images"
     with ShardWriter(product, "q", "d") as out:
         out.write(Tile(3, 1, 2), b"abc", "png")
-        out.skip(Tile(3, 2, 2), TILE_MISSING)
+        out.skip(Tile(3, 2, 2), TileStatus.MISSING)
         out.commit()
     (product / "_shards" / "stale.json").write_text('{"config_digest": "x", "files": {}, "status": {"3/7/7": "ok"}}')
     write_tile_index(product, {"q": read_manifest(product / "_shards" / "q.json")})

@@ -44,14 +44,15 @@ def _solid_check(sec: Section, loc: Location) -> dict[str, Any]:
 def _solid_shard(job: ShardJob) -> ShardResult:
     import numpy as np
 
-    from pipeline.imagery.common import OK, TileRecord, encode_tile
+    from pipeline.imagery.common import TileRecord, encode_tile
+    from pipeline.tile_writer import TileStatus
 
     rgb = np.array(job.icfg.option("color"), dtype=np.uint8)[:, None, None]
     data = encode_tile(np.broadcast_to(rgb, (3, job.size, job.size)).copy(), "png")
     records = []
     for t in job.tiles:
         sha = job.out.write(t, data, "png")
-        records.append(TileRecord(t, OK, "png", len(data), sha))
+        records.append(TileRecord(t, TileStatus.OK, "png", len(data), sha))
     return ShardResult(records)
 
 

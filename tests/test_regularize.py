@@ -13,7 +13,8 @@ from scipy import ndimage
 from pipeline.config import ClassSpec, TagFilter
 from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.geo import to_mercator
-from pipeline.regularize import iou, regularize
+from pipeline.metrics import iou
+from pipeline.regularize import regularize
 from pipeline.tiles import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
 from pipeline.trace import trace
 from pipeline.vectorize import VectorizeSpec, cached_loader, region_pieces, shard_box_px, shard_pieces

@@ -16,8 +16,9 @@ from pipeline.config import ClassSpec, ConfigError, TagFilter
 from pipeline.finish import finish, finish_shard, sort_features
 from pipeline.geo import to_lonlat, to_mercator
 from pipeline.merge import empty_pieces
+from pipeline.metrics import iou
 from pipeline.probs import encode_probs
-from pipeline.regularize import iou, regularize
+from pipeline.regularize import regularize
 from pipeline.tiles import Tile, shard_of, tile_bounds, tile_transform
 from pipeline.vector_io import geojson_bytes, read_pieces, write_gpkg, write_pieces
 from pipeline.vectorize import (

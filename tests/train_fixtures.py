@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.manifests import write_manifest
-from pipeline.tile_writer import TILE_NODATA, write_tile_files
+from pipeline.tile_writer import TileStatus, write_tile_files
 from pipeline.tiles import Tile, quadkey
 
 Z, SHARD_Z = 18, 16
@@ -56,7 +56,7 @@ def write_region(data_dir: Path, n: int = 4, size: int = 64, seed: int = 0, noda
             img, mask = tile_arrays(rng, size, 0 if empty else int(rng.integers(0, 4)))
             masks.append((t, _png(mask)))
             if nodata is not None and (t.x - X0, t.y - Y0) == nodata:
-                status[str(t)] = TILE_NODATA
+                status[str(t)] = TileStatus.NODATA
             else:
                 imgs.append((t, _png(img)))
                 status[str(t)] = "ok"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.tile_writer import TILE_MISSING, TILE_NODATA, TILE_OK, tile_path
+from pipeline.tile_writer import TileStatus, tile_path
 
 if TYPE_CHECKING:  # numpy and Pillow are imported where tiles are encoded or checked, not by completeness checks
     import numpy as np
@@ -27,11 +27,8 @@ if TYPE_CHECKING:  # numpy and Pillow are imported where tiles are encoded or ch
 
     from pipeline.tiles import Tile
 
-#: a tile's status in its shard manifest, the one vocabulary of pipeline.tile_writer: written to
-#: ``images/z/x/y.<ext>`` (OK); a raster tile with too few valid (not nodata, not transparent)
-#: pixels, no file (NODATA); a tile the server does not have (HTTP 404 / 410 / 204), no file (MISSING)
-OK, NODATA, MISSING = TILE_OK, TILE_NODATA, TILE_MISSING
-STATUSES = (OK, NODATA, MISSING)
+#: every tile status, in the order the coverage summary counts them (:class:`TileStatus`)
+STATUSES = tuple(TileStatus)
 
 #: file extension of each image format PIL can report for a tile
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif"}
@@ -54,7 +51,7 @@ class TileRecord:
     @property
     def rel_path(self) -> str:
         """``z/x/y.ext`` relative to the product folder (empty unless OK)."""
-        return f"{self.tile.z}/{self.tile.x}/{self.tile.y}.{self.ext}" if self.status == OK else ""
+        return f"{self.tile.z}/{self.tile.x}/{self.tile.y}.{self.ext}" if self.status == TileStatus.OK else ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,8 +46,6 @@ from urllib3.util import Retry
 from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import InputDataError, TileServerError
 from pipeline.imagery.common import (
-    MISSING,
-    OK,
     TileRecord,
     existing_tile,
     expand_env,
@@ -57,7 +55,7 @@ from pipeline.imagery.common import (
     verify_image,
 )
 from pipeline.imagery.download import FetchOptions, FetchStats, RateLimiter
-from pipeline.tile_writer import sha256_bytes, tile_path
+from pipeline.tile_writer import TileStatus, sha256_bytes, tile_path
 from pipeline.tiles import Tile
 
 log = logging.getLogger(__name__)
@@ -213,7 +211,7 @@ class Downloader:
         """Classify a response: ``(OK, body)`` or ``(MISSING, body)``; raises _RetryError or _FatalError."""
         self._status(str(status))
         if status in MISSING_STATUSES:
-            return MISSING, body
+            return TileStatus.MISSING, body
         if status in RETRY_STATUSES:
             wait = self._retry_after(headers.get("Retry-After"))
             if wait > 0:
@@ -226,7 +224,7 @@ class Downloader:
         if ctype and not ctype.startswith(_OK_TYPES):
             snippet = body[:120].decode("utf-8", "replace").strip()
             raise _RetryError(f"HTTP 200 with Content-Type {ctype} ({snippet!r})")
-        return OK, body
+        return TileStatus.OK, body
 
     def fetch(self, tile: Tile) -> tuple[str, bytes, str]:
         """Fetch one tile with retries: ``(OK, bytes, ext)`` or ``(MISSING, b"", "")``; raises
@@ -249,16 +247,16 @@ class Downloader:
             try:
                 status, headers, body = self._get(url)
                 got, data = self._check(tile, status, headers, body)
-                if got == MISSING:
+                if got == TileStatus.MISSING:
                     snippet = data[:80].decode("utf-8", "replace").strip()
-                    return MISSING, b"", "", f"HTTP {status}" + (f" {snippet!r}" if snippet else "")
+                    return TileStatus.MISSING, b"", "", f"HTTP {status}" + (f" {snippet!r}" if snippet else "")
                 info = verify_image(data, None, "response")
                 wrong = size_mismatch(info, self.opts.size)
                 if wrong:  # the server sends this size every time: retrying cannot help
                     self._status("wrong-size")
                     raise _FatalError(wrong)
                 self._count(bytes=len(data))
-                return OK, data, info.ext, ""
+                return TileStatus.OK, data, info.ext, ""
             except _FatalError as exc:
                 raise TileFailedError(self.redact(f"tile {tile}: {exc}{self._from()}"), PERMANENT) from None
             except _RetryError as exc:
@@ -314,20 +312,20 @@ class Downloader:
             if path is not None and info is not None:
                 data = path.read_bytes()
                 self._count(reused=1)
-                return _Result(tile, TileRecord(tile, OK, info.ext, len(data), sha256_bytes(data)))
+                return _Result(tile, TileRecord(tile, TileStatus.OK, info.ext, len(data), sha256_bytes(data)))
         try:
             kind, data, ext, answer = self._fetch(tile)
         except TileFailedError as exc:
             return _Result(tile, None, str(exc), exc.kind)
         except TileServerError as exc:
             return _Result(tile, None, str(exc), PERMANENT)
-        if kind == MISSING:
+        if kind == TileStatus.MISSING:
             remove_tile_files(root, tile)
-            return _Result(tile, TileRecord(tile, MISSING, valid_share=0.0), answer=answer)
+            return _Result(tile, TileRecord(tile, TileStatus.MISSING, valid_share=0.0), answer=answer)
         atomic_write_bytes(tile_path(root, tile, ext), data, scratch)
         remove_tile_files(root, tile, keep_ext=ext)
         self._count(fetched=1)
-        return _Result(tile, TileRecord(tile, OK, ext, len(data), sha256_bytes(data)))
+        return _Result(tile, TileRecord(tile, TileStatus.OK, ext, len(data), sha256_bytes(data)))
 
     def run(self, tiles: Sequence[Tile], root: Path, scratch: Path, reuse: bool = False,
             progress: Callable[[int, int], None] | None = None, shard: str = "") -> list[TileRecord]:
@@ -356,7 +354,7 @@ class Downloader:
             raise TileServerError(self.redact(
                 f"{prefix}{len(failed)} of {len(tiles)} tiles failed: {head}{more}. {self._fix(failed)}"))
         records: list[TileRecord] = [results[t].record for t in tiles]  # type: ignore[misc]
-        if records and not self.opts.allow_empty_shards and all(r.status == MISSING for r in records):
+        if records and not self.opts.allow_empty_shards and all(r.status == TileStatus.MISSING for r in records):
             raise TileServerError(self.redact(prefix + self._none_served(tiles, results)))
         return records
 

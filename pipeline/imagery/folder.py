@@ -34,8 +34,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.imagery.common import MISSING, NODATA, OK, TileRecord, encode_tile, remove_tile_files, verify_image
-from pipeline.tile_writer import write_tile_files
+from pipeline.imagery.common import TileRecord, encode_tile, remove_tile_files, verify_image
+from pipeline.tile_writer import TileStatus, write_tile_files
 from pipeline.tiles import Tile
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def _sources(folder: TileFolder, t: Tile, src_zoom: int) -> list[Path | None]:
 def _one_tile(icfg: ImageryConfig, t: Tile, srcs: list[Path | None], depth: int, size: int, out_root: Path,
               scratch: Path) -> TileRecord:
     if all(p is None for p in srcs):
-        return TileRecord(t, MISSING)
+        return TileRecord(t, TileStatus.MISSING)
     p = srcs[0]
     if depth == 0 and p is not None:
         data = p.read_bytes()
@@ -228,7 +228,7 @@ def _one_tile(icfg: ImageryConfig, t: Tile, srcs: list[Path | None], depth: int,
     share = float(valid.mean()) if valid is not None else 1.0
     if share < icfg.min_valid_share or share == 0.0:
         remove_tile_files(out_root, t)
-        return TileRecord(t, NODATA, valid_share=round(share, 4))
+        return TileRecord(t, TileStatus.NODATA, valid_share=round(share, 4))
     if valid is not None:
         rgb = np.where(valid[None], rgb, 0).astype(np.uint8)
     fmt = icfg.format if icfg.format in ("png", "jpg") else "png"
@@ -239,7 +239,7 @@ def _one_tile(icfg: ImageryConfig, t: Tile, srcs: list[Path | None], depth: int,
 def _write(t: Tile, data: bytes, ext: str, share: float, out_root: Path, scratch: Path) -> TileRecord:
     info = write_tile_files(out_root, [(t, data)], ext, scratch)[f"{t.z}/{t.x}/{t.y}.{ext}"]
     remove_tile_files(out_root, t, keep_ext=ext)
-    return TileRecord(t, OK, ext, info["size"], info["sha256"], share)
+    return TileRecord(t, TileStatus.OK, ext, info["size"], info["sha256"], share)
 
 
 def _decode(data: bytes, what: str, opaque_only: bool = False) -> tuple[Any, NDArray[np.bool_] | None]:

@@ -39,9 +39,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.errors import InputDataError, TileError
-from pipeline.imagery.common import NODATA, OK, TILE_EXTS, TileRecord, encode_tile
+from pipeline.imagery.common import TILE_EXTS, TileRecord, encode_tile
 from pipeline.imagery.raster_plan import RasterPlan, SourceInfo, open_raster
-from pipeline.tile_writer import TileWriter
+from pipeline.tile_writer import TileStatus, TileWriter
 from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
 
 if TYPE_CHECKING:
@@ -211,11 +211,11 @@ def raster_tiles(plan: RasterPlan, icfg: ImageryConfig, shard: str, tiles: Seque
                 progress(i, len(order))
             data, share = render_tile(tiler, t, icfg)
             if data is None:
-                out.skip(t, NODATA, round(share, 4))
-                records[t] = TileRecord(t, NODATA, valid_share=round(share, 4))
+                out.skip(t, TileStatus.NODATA, round(share, 4))
+                records[t] = TileRecord(t, TileStatus.NODATA, valid_share=round(share, 4))
                 continue
             sha = out.write(t, data, ext, round(share, 4))
-            records[t] = TileRecord(t, OK, ext, len(data), sha, round(share, 4))
+            records[t] = TileRecord(t, TileStatus.OK, ext, len(data), sha, round(share, 4))
     if progress is not None:
         progress(len(order), len(order))
     return [records[t] for t in tiles]

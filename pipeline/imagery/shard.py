@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import ManifestError
-from pipeline.imagery.common import MISSING, NODATA, OK, STATUSES
+from pipeline.imagery.common import STATUSES
 from pipeline.imagery.registry import ShardJob, ShardResult
 from pipeline.imagery.sources import source_of
 from pipeline.manifests import read_manifest
-from pipeline.tile_writer import ShardWriter, reset_dir
+from pipeline.tile_writer import ShardWriter, TileStatus, reset_dir
 
 if TYPE_CHECKING:
     from pipeline.imagery_config import ImageryConfig
@@ -69,9 +69,9 @@ def manifest_extra(icfg: ImageryConfig, result: ShardResult) -> dict[str, Any]:
 
 def manifest_body(icfg: ImageryConfig, shard: str, result: ShardResult, out_root: Path) -> dict[str, Any]:
     """The body of a shard manifest (``write_manifest`` adds version and config digest)."""
-    files = {r.rel_path: {"size": r.size, "sha256": r.sha256} for r in result.records if r.status == OK}
+    files = {r.rel_path: {"size": r.size, "sha256": r.sha256} for r in result.records if r.status == TileStatus.OK}
     status = {str(r.tile): r.status for r in result.records}
-    partial = {str(r.tile): r.valid_share for r in result.records if r.status == OK and r.valid_share < 1.0}
+    partial = {str(r.tile): r.valid_share for r in result.records if r.status == TileStatus.OK and r.valid_share < 1.0}
     return {"root": str(out_root), "shard": shard, "files": files, "status": status, "tiles": len(result.records),
             "valid_share": partial, **manifest_extra(icfg, result)}
 
@@ -81,10 +81,10 @@ def coverage_summary(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     missing on the server, per shard and in total, with the skipped and missing tile lists."""
     total: Counter[str] = Counter()
     by_shard: dict[str, dict[str, int]] = {}
-    lists: dict[str, list[str]] = {NODATA: [], MISSING: []}
+    lists: dict[str, list[str]] = {TileStatus.NODATA: [], TileStatus.MISSING: []}
     for shard in sorted(manifests):
         m = manifests[shard]
-        counts = {s: int(m["counts"].get(s, 0)) for s in STATUSES}
+        counts = {str(s): int(m["counts"].get(s, 0)) for s in STATUSES}
         by_shard[shard] = counts
         total.update(counts)
         for tile, st in m["status"].items():
@@ -94,10 +94,10 @@ def coverage_summary(manifests: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     return {
         "tiles": n, "shards": len(manifests),
         "counts": {s: total.get(s, 0) for s in STATUSES},
-        "share_with_imagery": round(total.get(OK, 0) / n, 4) if n else 0.0,
+        "share_with_imagery": round(total.get(TileStatus.OK, 0) / n, 4) if n else 0.0,
         "by_shard": by_shard,
-        "nodata_skipped": sorted(lists[NODATA], key=_tile_key),
-        "missing_on_server": sorted(lists[MISSING], key=_tile_key),
+        "nodata_skipped": sorted(lists[TileStatus.NODATA], key=_tile_key),
+        "missing_on_server": sorted(lists[TileStatus.MISSING], key=_tile_key),
     }
 
 
@@ -147,7 +147,7 @@ def refetch_cutoff(icfg: ImageryConfig | None, after_days: float, refetch: bool,
 def missing_count(manifest_path: Path) -> int:
     """Tiles a finished shard recorded missing on the server (0 when unreadable)."""
     try:
-        return int(read_manifest(manifest_path).get("counts", {}).get(MISSING, 0))
+        return int(read_manifest(manifest_path).get("counts", {}).get(TileStatus.MISSING, 0))
     except (ManifestError, AttributeError, TypeError, ValueError):
         return 0
 
