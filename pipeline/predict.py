@@ -15,7 +15,6 @@ Torch-free: with an ONNX engine a prediction process imports onnxruntime, numpy 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,11 +24,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import InputDataError, ModelError
+from pipeline.predict_engine import Engine, ModelInfo, checkpoint_key, engine_probs, model_scale
 from pipeline.predict_spec import ENGINES
 from pipeline.probs import encode_probs, quantise
 from pipeline.windows import TileKey, TileReader, block_tiles, block_window, plan_blocks, plan_border, tile_window
@@ -37,55 +37,12 @@ from pipeline.windows import TileKey, TileReader, block_tiles, block_window, pla
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-#: the 4 flips of flip TTA as numpy axes of (N, C, H, W): none, left-right, up-down, both
-FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 #: largest probability difference accepted between the ONNX graph and PyTorch
 ONNX_TOLERANCE = 1e-3
 #: version of the exported prediction graph's interface (part of its cache name)
 GRAPH_VERSION = 2
 #: cached prediction graphs kept per region (a model, its cross-fit twin, and a few earlier ones)
 KEEP_GRAPHS = 4
-
-
-class MetaView:
-    """What a checkpoint's meta says about the model (mixin of :class:`ModelInfo` and the
-    PyTorch predictor)."""
-
-    meta: Mapping[str, Any]
-
-    @property
-    def bands(self) -> int:
-        return int(self.meta["spec"]["in_channels"])
-
-    @property
-    def classes(self) -> list[dict[str, Any]]:
-        return list(self.meta["classes"])
-
-    @property
-    def edges(self) -> tuple[int, ...]:
-        """Class ids with an edge output (:mod:`pipeline.instances`); () for older checkpoints."""
-        return tuple(int(e) for e in self.meta.get("edges") or ())
-
-
-@dataclass(frozen=True)
-class ModelInfo(MetaView):
-    """A model's checkpoint meta, where it came from (for messages) and its output stride
-    (input pixels per step of its deepest feature map)."""
-
-    meta: Mapping[str, Any]
-    source: str = "model"
-    stride: int = 32
-
-
-class Engine(Protocol):
-    """Runs a model: ``probs(windows, tile_size)`` takes pixel windows (N, C, H, W; uint8, or
-    uint16 for 16-bit imagery) around image tiles of ``tile_size`` px and gives float32
-    foreground probabilities (N, K - 1, H, W)."""
-
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def probs(self, windows: np.ndarray, tile_size: int) -> np.ndarray: ...
 
 
 def check_compatible(info: ModelInfo, classes: Sequence[tuple[str, int]], bands: int, where: str) -> None:
@@ -103,16 +60,6 @@ def check_compatible(info: ModelInfo, classes: Sequence[tuple[str, int]], bands:
                          "[imagery] bands to match")
 
 
-def model_scale(meta: Mapping[str, Any], tile_size: int) -> float:
-    """Input resampling factor: the checkpoint's ``scale`` (``[train] scale``, e.g. 0.5 for
-    half-resolution training), or for checkpoints without one its ``tile_size`` (model input
-    side) over the image tile side ``tile_size`` (px)."""
-    if meta.get("scale"):
-        return float(meta["scale"])
-    model_side = int(meta.get("tile_size") or tile_size)
-    return model_side / tile_size
-
-
 def border_for(info: ModelInfo, tile_size: int, context_px: int) -> int:
     """The context border (image pixels) for tiles of ``tile_size`` px: ``context_px`` rounded up
     to the model's stride counted in image pixels (stride / scale), at most one tile."""
@@ -126,21 +73,6 @@ def band_fill(info: ModelInfo) -> np.ndarray:
     stats = info.meta["band_stats"]
     vmax = float(stats.get("max", 255))
     return np.clip(np.round(np.asarray(stats["mean"], dtype=np.float64) * vmax), 0, vmax)
-
-
-def engine_probs(engine: Engine, windows: np.ndarray, tile_size: int, tta: str = "none") -> np.ndarray:
-    """The engine's probabilities of ``windows``; with ``tta='flip'`` the mean over the 4 flips
-    (each flipped back)."""
-    if tta != "flip":
-        return engine.probs(windows, tile_size)
-    out: np.ndarray | None = None
-    for axes in FLIP_AXES:
-        win = np.ascontiguousarray(np.flip(windows, axes)) if axes else windows
-        p = engine.probs(win, tile_size)
-        p = np.flip(p, axes) if axes else p
-        out = p.copy() if out is None else out + p
-    assert out is not None
-    return out / len(FLIP_AXES)
 
 
 @dataclass(frozen=True)
@@ -216,15 +148,6 @@ def prediction_pngs(results: Iterator[tuple[TileKey, np.ndarray]], level: int = 
 
 # ---------------------------------------------------------------------------------------------
 # Choosing and opening an engine
-
-
-def checkpoint_key(path: Path) -> str:
-    """The first 16 hex digits of the checkpoint file's sha256 (names its cached ONNX graph)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 _OPEN: dict[tuple[Any, ...], Engine] = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.predict import ModelInfo, checkpoint_key
+from pipeline.predict_engine import ModelInfo, checkpoint_key
 
 
 def load_graph_meta(meta_path: Path, onnx_path: Path) -> ModelInfo | None:
@@ -26,7 +26,7 @@ def load_graph_meta(meta_path: Path, onnx_path: Path) -> ModelInfo | None:
 
 
 class OnnxEngine:
-    """:class:`pipeline.predict.Engine` on ONNX Runtime's CPU provider, on ``threads`` threads
+    """:class:`pipeline.predict_engine.Engine` on ONNX Runtime's CPU provider, on ``threads`` threads
     (0: ONNX Runtime's default, one per physical core)."""
 
     def __init__(self, path: Path, info: ModelInfo, threads: int = 0) -> None:

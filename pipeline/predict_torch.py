@@ -24,7 +24,7 @@ from torch.nn import functional as nnf
 
 from pipeline.atomic import atomic_path
 from pipeline.model import normalise
-from pipeline.predict import MetaView, ModelInfo, model_scale
+from pipeline.predict_engine import MetaView, ModelInfo, engine_probs, model_scale
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Predictor(MetaView):
         return ModelInfo(meta=self.meta, source=self.source, stride=self.stride)
 
     def probs(self, windows: np.ndarray, tile_size: int) -> np.ndarray:
-        """The :class:`pipeline.predict.Engine` call: pixel windows (N, C, H, W) around image
+        """The :class:`pipeline.predict_engine.Engine` call: pixel windows (N, C, H, W) around image
         tiles of ``tile_size`` px -> float32 foreground probabilities (N, K - 1, H, W) at the
         image's scale."""
         h, w = windows.shape[-2:]
@@ -72,7 +72,7 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Pred
 
 def forward_probs(pred: Predictor, x: torch.Tensor) -> torch.Tensor:
     """Softmax probabilities (N, K, H, W) float32 of a normalised batch (N, C, H, W) on the
-    predictor's device (flip TTA: :func:`pipeline.predict.engine_probs`)."""
+    predictor's device (flip TTA: :func:`pipeline.predict_engine.engine_probs`)."""
     amp = pred.device.type == "cuda"
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     with torch.inference_mode(), torch.autocast(pred.device.type, dtype=dtype, enabled=amp):
@@ -93,7 +93,7 @@ def output_probs(logits: torch.Tensor, n_edges: int) -> torch.Tensor:
 def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.Tensor:
     """Pixel windows (N, C, H, W) around tiles of ``tile_size`` px -> the model's float32 input on
     its device: normalised with the checkpoint's band statistics and resampled to the model's
-    scale (:func:`pipeline.predict.model_scale`) when that is not 1."""
+    scale (:func:`pipeline.predict_engine.model_scale`) when that is not 1."""
     n, c, h, w = windows.shape
     x = torch.from_numpy(np.ascontiguousarray(windows))
     if pred.device.type == "cuda":
@@ -112,10 +112,8 @@ def model_input(pred: Predictor, windows: np.ndarray, tile_size: int) -> torch.T
 
 def predict_windows(pred: Predictor, windows: np.ndarray, border: int, tta: str = "none") -> np.ndarray:
     """uint8 windows (N, C, T + 2b, T + 2b) -> float32 foreground probabilities (N, K - 1, T, T)
-    of their centres (:meth:`Predictor.probs`, with flip TTA by :func:`pipeline.predict.engine_probs`).
+    of their centres (:meth:`Predictor.probs`, with flip TTA by :func:`pipeline.predict_engine.engine_probs`).
     With edge outputs, the edge bands follow the classes."""
-    from pipeline.predict import engine_probs
-
     t = windows.shape[-1] - 2 * border
     return engine_probs(pred, windows, t, tta)[:, :, border:border + t, border:border + t]
 
