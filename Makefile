@@ -12,7 +12,7 @@ CONFIG  := configs/$(REGION).toml
 REGIONS := $(filter-out luigi demo,$(basename $(notdir $(wildcard configs/*.toml))))
 
 # stage targets: make <stage> REGION=<region> runs that stage and what it needs (the task of that stage
-# in pipeline/stages.py; predict = the evaluate stage's task: tests/test_cli.py keeps them equal)
+# in pipeline/core/stages.py; predict = the evaluate stage's task: tests/test_cli.py keeps them equal)
 TASK_masks     := MasksAll
 TASK_imagery   := ImageryAll
 TASK_split     := SplitDataset
@@ -96,9 +96,9 @@ $(REGIONS):
 $(STAGES): install link-osm
 	$(RUN) $(TASK_$@) --config $(CONFIG) --workers $(WORKERS)
 
-# it would delete the scratch of live runs: it refuses while a run holds its region's lock (pipeline/upkeep.py)
+# it would delete the scratch of live runs: it refuses while a run holds its region's lock (pipeline/core/upkeep.py)
 clean-tmp: $(VENV)/.installed
-	@$(PY) -m pipeline.upkeep clean-tmp data
+	@$(PY) -m pipeline.core.upkeep clean-tmp data
 
 bench: install
 	$(PY) -m bench.bench_startup

@@ -1,6 +1,6 @@
 """Bring-your-own-data benchmarks (``make bench``), on one core:
 
-* vector-label loading: :func:`pipeline.labels.load_vector_labels` on a generated GeoPackage
+* vector-label loading: :func:`pipeline.labels.vector.load_vector_labels` on a generated GeoPackage
   of 100,000 building polygons (in UTM 36N, so the load also reprojects) with a ``kind``
   attribute filtered like an OSM tag, then ``write_features``: features/s and peak memory.
 * tile-folder ingest: :func:`pipeline.imagery.folder.folder_shard` on a generated folder of
@@ -45,9 +45,9 @@ def make_gpkg(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def load_labels(path: Path, out: Path) -> int:
-    from pipeline.config import ClassSpec, TagFilter
-    from pipeline.features import write_features
-    from pipeline.labels import LabelsConfig, load_vector_labels
+    from pipeline.config.region import ClassSpec, TagFilter
+    from pipeline.labels.features import write_features
+    from pipeline.labels.vector import LabelsConfig, load_vector_labels
 
     cls = ClassSpec("building", 1, "area", 10, (TagFilter.parse("kind=house|garage", "bench"),))
     gdf, _ = load_vector_labels(LabelsConfig("vector", (path,), layer="buildings"), [cls])
@@ -87,9 +87,9 @@ def make_folder(root: Path, side: int, seed: int = 1) -> int:
 def ingest(folder: Path, out: Path, zoom: int, side: int) -> dict[str, Any]:
     from collections import Counter
 
-    from pipeline.config import ImageryConfig
+    from pipeline.config.region import ImageryConfig
     from pipeline.imagery.folder import folder_shard
-    from pipeline.tiles import Tile
+    from pipeline.tiles.tilemath import Tile
 
     d = Z - zoom
     n = side >> d
@@ -110,7 +110,7 @@ def main() -> None:
     import pyproj  # noqa: F401
 
     import pipeline.imagery.folder
-    import pipeline.labels  # noqa: F401
+    import pipeline.labels.vector  # noqa: F401
     with tempfile.TemporaryDirectory(prefix="bench-byod-") as tmp:
         t = Path(tmp)
         gpkg = make_gpkg(t / "buildings.gpkg", n_poly)

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from bench.common import report, run_phase
-from pipeline.config import load_config
-from pipeline.cover import cover_features, read_tiles_csv, shard_tiles, tiles_table, write_tiles_csv
-from pipeline.features import read_features, write_features
-from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
-from pipeline.tile_writer import write_tile_files
+from pipeline.config.region import load_config
+from pipeline.labels.features import read_features, write_features
+from pipeline.tiles.cover import cover_features, read_tiles_csv, shard_tiles, tiles_table, write_tiles_csv
+from pipeline.tiles.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
+from pipeline.tiles.writer import write_tile_files
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -29,7 +29,7 @@ CONFIG = ROOT / "configs" / "helsinki.toml"
 
 def _features(pbf: Path, name: str) -> Path:
     """Extract (once, cached) the four Helsinki classes from ``pbf`` into bench/out."""
-    from pipeline.osm import extract_features
+    from pipeline.labels.osm import extract_features
 
     out = OUT / f"{name}.features.parquet"
     if not out.exists() or out.stat().st_mtime < max(pbf.stat().st_mtime, Path(__file__).stat().st_mtime):

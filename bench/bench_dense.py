@@ -63,8 +63,8 @@ def fake_buildings(features: list[dict[str, Any]], share: float, seed: int) -> l
     import mercantile
     import shapely
 
-    from pipeline.finish import output_lonlat
-    from pipeline.gapsim import placebos
+    from pipeline.review.gapsim import placebos
+    from pipeline.vectors.finish import output_lonlat
 
     lonlat = np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object)
     geoms, b = _ground(lonlat), shapely.total_bounds(lonlat)
@@ -122,7 +122,7 @@ def run_pipeline(cfg: Path, task: str) -> None:
 
 
 def _ground(geoms: np.ndarray) -> np.ndarray:
-    from pipeline.geo import to_mercator
+    from pipeline.tiles.geo import to_mercator
 
     return to_mercator(np.asarray(geoms, dtype=object))
 
@@ -136,8 +136,8 @@ def object_figures(pred: np.ndarray, truth: np.ndarray, tiles: set[tuple[int, in
     """One-to-one IoU >= 0.5 figures of EPSG:4326 polygons whose representative point is on ``tiles``."""
     import shapely
 
-    from pipeline.compare import features_in_tiles, object_f1
-    from pipeline.geo import mercator_scale
+    from pipeline.review.compare import features_in_tiles, object_f1
+    from pipeline.tiles.geo import mercator_scale
 
     p = pred[features_in_tiles(pred, tiles, z)] if len(pred) else pred
     t = truth[features_in_tiles(truth, tiles, z)] if len(truth) else truth
@@ -163,7 +163,7 @@ def status_figures(region_dir: Path, all_labels: np.ndarray, hidden: list[int],
     import geopandas as gpd
     import shapely
 
-    from pipeline.compare import features_in_tiles
+    from pipeline.review.compare import features_in_tiles
 
     comp = region_dir / "compare"
     miss = gpd.read_file(comp / "missing_in_osm.geojson")

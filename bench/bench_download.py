@@ -32,7 +32,7 @@ def _serve(tiles: dict[Any, bytes], port_q: Any, stop: Any) -> None:
 
 
 def _fetch(url: str, tiles: list[Any], out: Path, connections: int) -> int:
-    from pipeline.config import ImageryConfig
+    from pipeline.config.region import ImageryConfig
     from pipeline.imagery.xyz import fetch_tiles
 
     template = url + "/xyz/{z}/{x}/{y}.png"
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    from pipeline.tiles import Tile
+    from pipeline.tiles.tilemath import Tile
 
     blobs = _blobs(32)
     side = int(np.ceil(np.sqrt(args.tiles)))

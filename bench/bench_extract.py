@@ -33,9 +33,9 @@ import osmium
 from osmium.osm.mutable import Node, Relation, Way
 
 from bench.common import report, run_phase
-from pipeline.config import ClassSpec, load_config
-from pipeline.errors import OsmsatError
-from pipeline.osm import extract_features_with_stats
+from pipeline.config.region import ClassSpec, load_config
+from pipeline.core.errors import OsmsatError
+from pipeline.labels.osm import extract_features_with_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT.parent / "shared" / "data" / "osm" / "helsinki.osm.pbf"

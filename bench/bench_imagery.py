@@ -57,7 +57,7 @@ def inner_tiles(cog: Path) -> dict[str, list[Any]]:
     import rasterio
     from rasterio.warp import transform_bounds
 
-    from pipeline.tiles import Tile, cover_bbox, shard_of, tile_bounds
+    from pipeline.tiles.tilemath import Tile, cover_bbox, shard_of, tile_bounds
 
     with rasterio.open(cog) as src:
         inner = transform_bounds(src.crs, "EPSG:3857", *src.bounds)
@@ -76,10 +76,10 @@ def inner_tiles(cog: Path) -> dict[str, list[Any]]:
 
 def tile_phase(cog: Path, shard: str, tiles: list[Any], fmt: str, resampling: str, out: Path) -> int:
     """Tile, encode and write; returns the tiles written."""
-    from pipeline.config import ImageryConfig
+    from pipeline.config.region import ImageryConfig
     from pipeline.imagery.raster import raster_shard
     from pipeline.imagery.raster_plan import plan_sources
-    from pipeline.tile_writer import TileStatus
+    from pipeline.tiles.writer import TileStatus
 
     icfg = ImageryConfig(source="raster", paths=(cog,), format=fmt, resampling=resampling)
     plan = plan_sources(icfg)
@@ -108,7 +108,7 @@ def _serve(tiles: dict[Any, bytes], port_q: Any, stop: Any) -> None:
 
 
 def fetch_phase(url: str, tiles: list[Any], out: Path, connections: int) -> int:
-    from pipeline.config import ImageryConfig
+    from pipeline.config.region import ImageryConfig
     from pipeline.imagery.download import DownloadOptions
     from pipeline.imagery.xyz import fetch_tiles
 
@@ -152,7 +152,7 @@ def main() -> None:
         # downloads from a local server in another process
         blobs = [p.read_bytes() for p in sorted((tmp / f"tiles-png-bilinear-{len(tiles)}").rglob("*.png"))][:64]
         count = 1000 if args.quick else 3000
-        from pipeline.tiles import Tile
+        from pipeline.tiles.tilemath import Tile
 
         side = int(np.ceil(np.sqrt(count)))
         dl_tiles = [Tile(ZOOM, 70000 + i % side, 100000 + i // side) for i in range(count)]

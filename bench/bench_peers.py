@@ -71,8 +71,8 @@ def _geojson_for_supermercado(features: Path, out: Path) -> None:
     """The features as GeoJSON (EPSG:4326), lines buffered as our cover buffers them."""
     import shapely
 
-    from pipeline.features import read_features
-    from pipeline.geo import buffer_ground_m, to_lonlat, to_mercator
+    from pipeline.labels.features import read_features
+    from pipeline.tiles.geo import buffer_ground_m, to_lonlat, to_mercator
 
     g = read_features(features)
     geoms = to_lonlat(buffer_ground_m(to_mercator(g.geometry.to_numpy()), g["buffer_m"].to_numpy(dtype=float)))

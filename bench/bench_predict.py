@@ -1,4 +1,4 @@
-"""Prediction benchmarks (``make bench``): tiles/s and peak memory of ``pipeline.predict``.
+"""Prediction benchmarks (``make bench``): tiles/s and peak memory of ``pipeline.inference.predict``.
 
 * CPU, 256-px tiles from a generated 6 x 6 mosaic (read from PNG, context windows from the
   neighbours, normalised, model, softmax, quantised, PNG-encoded), the default model (U-Net /
@@ -51,9 +51,9 @@ def _predict(paths: dict[tuple[int, int, int], Path], device: str, threads: int,
              engine: str = "torch", block: int = 1, context_px: int = 64) -> dict[str, Any]:
     import torch
 
-    from pipeline.model import ModelSpec, build_model, make_meta, save_checkpoint
-    from pipeline.predict import make_engine, predict_tiles, prediction_pngs
-    from pipeline.windows import TileReader
+    from pipeline.inference.predict import make_engine, predict_tiles, prediction_pngs
+    from pipeline.inference.windows import TileReader
+    from pipeline.model.network import ModelSpec, build_model, make_meta, save_checkpoint
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -110,14 +110,14 @@ def _region(config: str, threads: int) -> dict[str, Any]:
     """Predict a trained region's tiles into a temporary folder; scores on its test split; seams."""
     import torch
 
-    from pipeline.config import load_config
-    from pipeline.evaluate import evaluate_tiles
-    from pipeline.predict import border_for, make_engine, predict_tiles
-    from pipeline.predict_torch import load_predictor, predict_windows
-    from pipeline.probs import encode_probs
-    from pipeline.regions import model_path
-    from pipeline.split import read_split_csv
-    from pipeline.windows import TileReader, image_paths, tile_window
+    from pipeline.config.region import load_config
+    from pipeline.inference.evaluate import evaluate_tiles
+    from pipeline.inference.predict import border_for, make_engine, predict_tiles
+    from pipeline.inference.predict_torch import load_predictor, predict_windows
+    from pipeline.inference.probs import encode_probs
+    from pipeline.inference.windows import TileReader, image_paths, tile_window
+    from pipeline.model.regions import model_path
+    from pipeline.model.split import read_split_csv
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
@@ -178,9 +178,9 @@ def picture(config: str, out: str) -> None:
     (from ``<data_dir>/predictions``, read through its tile index) blended in the class colours."""
     from PIL import Image
 
-    from pipeline.config import load_config
-    from pipeline.probs import decode_probs
-    from pipeline.windows import image_paths, image_paths_of, read_image
+    from pipeline.config.region import load_config
+    from pipeline.inference.probs import decode_probs
+    from pipeline.inference.windows import image_paths, image_paths_of, read_image
 
     cfg = load_config(config)
     images = image_paths(cfg.data_dir)

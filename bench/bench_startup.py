@@ -31,9 +31,9 @@ ENV = {**os.environ, "LUIGI_CONFIG_PARSER": "toml", "LUIGI_CONFIG_PATH": str(ROO
 #: a plain script doing what CoverTiles does (read features, cover, write tiles.csv): its body's floor
 PLAIN_COVER = """
 import sys
-from pipeline.config import load_config
-from pipeline.cover import region_tiles, write_tiles_csv
-from pipeline.features import read_features
+from pipeline.config.region import load_config
+from pipeline.tiles.cover import region_tiles, write_tiles_csv
+from pipeline.labels.features import read_features
 cfg = load_config(sys.argv[1])
 feats = read_features(cfg.data_dir / "features.parquet")
 df = region_tiles(cfg, feats.geometry.to_numpy(), feats["buffer_m"].to_numpy(dtype=float))

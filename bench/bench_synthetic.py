@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import report, run_phase
-from pipeline.config import load_config
+from pipeline.config.region import load_config
 
 OUT = Path("bench/out/synthetic")
 SIZES_M = (700.0, 5000.0)  # 0.49 km² (configs/demo.toml) and 25 km²

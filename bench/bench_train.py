@@ -7,7 +7,7 @@
 * CUDA when present: the default model at 512 px with AMP (bf16/fp16), channels-last, 8 loader
   workers: images/s, peak GPU memory and GPU utilisation sampled with nvidia-smi.
 
-* ``--compare``: ``pipeline.train.fit`` against the plain loop a competent user would write with
+* ``--compare``: ``pipeline.model.train.fit`` against the plain loop a competent user would write with
   the same libraries (smp U-Net, AdamW + one-cycle, CE + Dice, the same albumentations recipe,
   Pillow reads, a validation pass with a confusion matrix every epoch, ``last.pt`` = weights +
   optimiser every epoch), each a fresh process on the same generated tiles, interleaved
@@ -49,9 +49,9 @@ def make_region(folder: Path, n: int, size: int) -> None:
 
 
 def _datasets(folder: Path, aug: bool, size: int) -> Any:
-    from pipeline.dataset import TileDataset, build_augment
-    from pipeline.specs import SplitSpec, TrainSpec
-    from pipeline.split import make_split
+    from pipeline.config.train import SplitSpec, TrainSpec
+    from pipeline.model.dataset import TileDataset, build_augment
+    from pipeline.model.split import make_split
 
     rows, stats = make_split(folder, SplitSpec(val_fraction=0.0, test_fraction=0.0), 18)
     return TileDataset(folder, rows, stats["band_stats"], 1.0, build_augment(TrainSpec(), 3) if aug else None)
@@ -61,7 +61,7 @@ def loader_rate(folder: str, workers: int, batches: int) -> float:
     """Images/s of the DataLoader alone (read + augment + normalise + collate)."""
     from torch.utils.data import DataLoader
 
-    from pipeline.dataset import EpochSampler, collate
+    from pipeline.model.dataset import EpochSampler, collate
 
     ds = _datasets(Path(folder), True, 256)
     dl = DataLoader(ds, batch_size=8, sampler=EpochSampler(len(ds), 0), num_workers=workers, collate_fn=collate)
@@ -82,8 +82,8 @@ def train_rate(threads: int, size: int, steps: int, device: str = "cpu", amp: bo
     """Images/s of training steps of the default model on random batches (data excluded)."""
     import torch
 
-    from pipeline.losses import build_loss
-    from pipeline.model import ModelSpec, build_model
+    from pipeline.model.losses import build_loss
+    from pipeline.model.network import ModelSpec, build_model
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -131,21 +131,21 @@ def gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
 
 
 def _split(folder: Path) -> tuple[list[Any], dict[str, Any]]:
-    from pipeline.specs import SplitSpec
-    from pipeline.split import make_split
+    from pipeline.config.train import SplitSpec
+    from pipeline.model.split import make_split
     from tests.train_fixtures import Z
 
     return make_split(folder, SplitSpec(block_zoom=Z, val_fraction=0.15, test_fraction=0.0, seed=1), Z)
 
 
 def job_osmsat(folder: Path, out: Path, epochs: int) -> dict[str, Any]:
-    """``pipeline.train.fit`` with its defaults (U-Net / ResNet-34, batch 8, one-cycle, CE + Dice)."""
+    """``pipeline.model.train.fit`` with its defaults (U-Net / ResNet-34, batch 8, one-cycle, CE + Dice)."""
     import torch
 
-    from pipeline.dataset import TileDataset, build_augment
-    from pipeline.specs import TrainSpec
-    from pipeline.train import FitOptions, RunInfo, fit
-    from pipeline.train_run import ModelSpec
+    from pipeline.config.train import TrainSpec
+    from pipeline.model.dataset import TileDataset, build_augment
+    from pipeline.model.train import FitOptions, RunInfo, fit
+    from pipeline.model.train_run import ModelSpec
 
     rows, stats = _split(folder)
     spec = TrainSpec(epochs=epochs, scale_jitter=0.15, color_jitter=0.2)
@@ -174,8 +174,8 @@ def job_plain(folder: Path, out: Path, epochs: int, save_every_epoch: bool = Tru
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
 
-    from pipeline.dataset import build_augment
-    from pipeline.specs import TrainSpec
+    from pipeline.config.train import TrainSpec
+    from pipeline.model.dataset import build_augment
 
     rows, stats = _split(folder)
     mean = np.asarray(stats["band_stats"]["mean"], np.float32)

@@ -34,12 +34,12 @@ from affine import Affine
 from rasterio.features import rasterize, shapes
 
 from bench.common import report, run_phase
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.finish import finish, finish_shard, sort_features
-from pipeline.geo import mercator_scale
-from pipeline.probs import decode_probs, encode_probs
-from pipeline.tiles import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
-from pipeline.vectorize import (
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.inference.probs import decode_probs, encode_probs
+from pipeline.tiles.geo import mercator_scale
+from pipeline.tiles.tilemath import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
+from pipeline.vectors.finish import finish, finish_shard, sort_features
+from pipeline.vectors.vectorize import (
     VectorizeSpec,
     cached_loader,
     region_pieces,

@@ -38,10 +38,10 @@ import numpy as np
 import shapely
 import toml
 
-from pipeline.config import load_config
-from pipeline.geo import to_mercator
+from pipeline.config.region import load_config
 from pipeline.synthetic.score import truth_scores
 from pipeline.synthetic.truth import is_building
+from pipeline.tiles.geo import to_mercator
 
 
 def shown_buildings(data_dir: Path) -> np.ndarray:
@@ -95,7 +95,7 @@ def write_round(base: Path, out: Path, epochs: int, covered: float, negatives: b
     if negatives:
         table.setdefault("labels", {})["negatives"] = [str(out / "rejected.geojson")]
     table["train"] |= {"init": str(base), "epochs": epochs}
-    table["train"].pop("lr", None)  # the fine-tuning default (pipeline.finetune)
+    table["train"].pop("lr", None)  # the fine-tuning default (pipeline.model.finetune)
     path = out / f"{name}.toml"
     path.write_text(f"# written by bench/feedback_round.py from {base}\n" + toml.dumps(table))
     return path

@@ -17,9 +17,9 @@ from typing import Any
 
 
 def osmsat_extract(config: str, pbf: str, out: str, only: str = "") -> None:
-    from pipeline.config import load_config
-    from pipeline.features import write_features
-    from pipeline.osm import extract_features
+    from pipeline.config.region import load_config
+    from pipeline.labels.features import write_features
+    from pipeline.labels.osm import extract_features
 
     classes = load_config(config).classes
     classes = tuple(c for c in classes if not only or c.name == only)
@@ -33,7 +33,7 @@ def plain_extract(config: str, pbf: str, out: str, only: str = "") -> None:
     import osmium
     import shapely
 
-    from pipeline.config import load_config
+    from pipeline.config.region import load_config
 
     classes = [c for c in load_config(config).classes if not only or c.name == only]
     areas = [c for c in classes if c.kind == "area"]
@@ -71,9 +71,9 @@ def plain_extract(config: str, pbf: str, out: str, only: str = "") -> None:
 
 
 def osmsat_cover(config: str, features: str, out: str) -> None:
-    from pipeline.config import load_config
-    from pipeline.cover import cover_features, tile_list, write_tiles_csv
-    from pipeline.features import read_feature_columns
+    from pipeline.config.region import load_config
+    from pipeline.labels.features import read_feature_columns
+    from pipeline.tiles.cover import cover_features, tile_list, write_tiles_csv
 
     cfg = load_config(config)
     cols = read_feature_columns(features, ("geometry", "buffer_m"))
@@ -100,11 +100,11 @@ def supermercado_cover(zoom: str, geojson: str, out: str) -> None:
 
 
 def osmsat_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
-    from pipeline.config import load_config
-    from pipeline.cover import read_tiles_csv, shard_tiles
-    from pipeline.features import read_features
-    from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
-    from pipeline.tile_writer import write_tile_files
+    from pipeline.config.region import load_config
+    from pipeline.labels.features import read_features
+    from pipeline.tiles.cover import read_tiles_csv, shard_tiles
+    from pipeline.tiles.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
+    from pipeline.tiles.writer import write_tile_files
 
     cfg = load_config(config)
     df = read_tiles_csv(tiles_csv)
@@ -129,8 +129,8 @@ def plain_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
     from rasterio.features import rasterize
     from rasterio.transform import from_bounds
 
-    from pipeline.config import load_config
-    from pipeline.masks import mask_palette
+    from pipeline.config.region import load_config
+    from pipeline.tiles.masks import mask_palette
 
     cfg = load_config(config)
     prio = {c.id: c.priority for c in cfg.classes}
@@ -166,7 +166,7 @@ def plain_masks(config: str, features: str, tiles_csv: str, out: str) -> None:
 
 def _prediction_tiles(folder: str) -> dict[Any, Path]:
     """The ``z/x/y.png`` prediction tiles under ``folder``, by tile."""
-    from pipeline.tiles import Tile
+    from pipeline.tiles.tilemath import Tile
 
     out = {}
     for p in sorted(Path(folder).glob("*/*/*.png")):
@@ -180,11 +180,11 @@ def osmsat_vectorize(config: str, folder: str, out: str, regularize: str = "defa
     the plain script's work)."""
     import dataclasses
 
-    from pipeline.config import load_config
-    from pipeline.finish import finish, finish_shard, sort_features
-    from pipeline.tiles import quadkey_to_tile, shard_of
-    from pipeline.vector_io import write_geojson
-    from pipeline.vectorize import cached_loader, read_tile, region_pieces, shard_box_px, shard_pieces
+    from pipeline.config.region import load_config
+    from pipeline.tiles.tilemath import quadkey_to_tile, shard_of
+    from pipeline.vectors.finish import finish, finish_shard, sort_features
+    from pipeline.vectors.vector_io import write_geojson
+    from pipeline.vectors.vectorize import cached_loader, read_tile, region_pieces, shard_box_px, shard_pieces
 
     cfg = load_config(config)
     spec = cfg.vectorize
@@ -226,8 +226,8 @@ def plain_vectorize(config: str, folder: str, out: str) -> None:
     from rasterio.features import shapes
     from rasterio.transform import from_bounds
 
-    from pipeline.config import load_config
-    from pipeline.geo import to_lonlat
+    from pipeline.config.region import load_config
+    from pipeline.tiles.geo import to_lonlat
 
     cfg = load_config(config)
     classes = sorted(cfg.classes, key=lambda c: c.id)
@@ -258,10 +258,10 @@ def plain_vectorize(config: str, folder: str, out: str) -> None:
 
 
 def osmsat_imagery(cog: str, tiles_txt: str, fmt: str, out: str) -> None:
-    from pipeline.config import ImageryConfig
+    from pipeline.config.region import ImageryConfig
     from pipeline.imagery.raster import raster_shard
     from pipeline.imagery.raster_plan import plan_sources
-    from pipeline.tiles import Tile, shard_of
+    from pipeline.tiles.tilemath import Tile, shard_of
 
     tiles = [Tile(*map(int, line.split())) for line in Path(tiles_txt).read_text().split("\n") if line]
     icfg = ImageryConfig(source="raster", paths=(Path(cog),), format=fmt, resampling="bilinear", png_level=1,

@@ -3,7 +3,7 @@
 
 Both come out of the pipeline's own code for the same slippy-map tiles: the imagery from
 :mod:`pipeline.imagery.raster` (PNG tiles, 16-bit rescaled to 8-bit with 2-98 % percentiles),
-the masks from :func:`pipeline.masks.burn_tile` with the labels reprojected to EPSG:4326. Mask
+the masks from :func:`pipeline.tiles.masks.burn_tile` with the labels reprojected to EPSG:4326. Mask
 outlines are drawn in red over a light red fill; thin grey lines are tile borders.
 
 Run: ``python scripts/atlanta_overlay.py [--data ../shared/data/real/atlanta] [--zoom 18]``.
@@ -23,12 +23,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.atomic import atomic_path  # noqa: E402
-from pipeline.config import ClassSpec, ImageryConfig, TagFilter  # noqa: E402
+from pipeline.config.region import ClassSpec, ImageryConfig, TagFilter  # noqa: E402
+from pipeline.core.atomic import atomic_path  # noqa: E402
 from pipeline.imagery.raster import iter_tiles  # noqa: E402
 from pipeline.imagery.raster_plan import plan_sources  # noqa: E402
-from pipeline.masks import burn_tile, prepare_burn  # noqa: E402
-from pipeline.tiles import Tile, cover_bbox, shard_of  # noqa: E402
+from pipeline.tiles.masks import burn_tile, prepare_burn  # noqa: E402
+from pipeline.tiles.tilemath import Tile, cover_bbox, shard_of  # noqa: E402
 
 BUILDING = (ClassSpec("building", 1, "area", 1, (TagFilter("building", None),)),)
 

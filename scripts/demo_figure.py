@@ -4,7 +4,7 @@ same imagery with its label mask overlaid below (what the pipeline learns from).
 Usage: ``python scripts/demo_figure.py [configs/demo.toml] [docs/demo_tiles.png]``. Generates
 the sample region first when its files are missing. Imagery tiles are read the way the
 pipeline reads them (``pipeline.imagery.raster``: the UTM orthophoto warped to the tile's
-web-mercator grid); masks come from ``pipeline.masks`` over the OSM extraction. Outlines mark
+web-mercator grid); masks come from ``pipeline.tiles.masks`` over the OSM extraction. Outlines mark
 buildings that OSM lacks (cyan) and OSM buildings the image no longer shows (yellow).
 """
 
@@ -19,14 +19,14 @@ import shapely
 from PIL import Image, ImageDraw
 from pyproj import Transformer
 
-from pipeline.config import RegionConfig, load_config
-from pipeline.geo import lonlat_to_mercator
+from pipeline.config.region import RegionConfig, load_config
 from pipeline.imagery.raster import ShardTiler
 from pipeline.imagery.raster_plan import plan_sources
-from pipeline.masks import burn_tile, mask_palette, prepare_burn
-from pipeline.osm import extract_features
+from pipeline.labels.osm import extract_features
 from pipeline.synthetic import make_town, sample_paths, write_sample_region
-from pipeline.tiles import Tile, shard_of, tile_transform
+from pipeline.tiles.geo import lonlat_to_mercator
+from pipeline.tiles.masks import burn_tile, mask_palette, prepare_burn
+from pipeline.tiles.tilemath import Tile, shard_of, tile_transform
 
 GAP = 6
 ALPHA = 0.45

@@ -22,17 +22,17 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from pipeline.config import RegionConfig, load_config
-from pipeline.extract import buffer_for
-from pipeline.features import read_features
-from pipeline.manifests import write_manifest
-from pipeline.masks import burn_tile, prepare_burn
-from pipeline.probs import encode_probs
+from pipeline.config.region import RegionConfig, load_config
+from pipeline.core.manifests import write_manifest
+from pipeline.inference.probs import encode_probs
+from pipeline.labels.features import read_features
+from pipeline.labels.tags import buffer_for
 from pipeline.synthetic.truth import is_building
-from pipeline.tile_index import read_tile_index
-from pipeline.tile_writer import write_tile_files
-from pipeline.tiles import Tile
-from pipeline.vectorize import mask_to_probs, read_tile
+from pipeline.tiles.index import read_tile_index
+from pipeline.tiles.masks import burn_tile, prepare_burn
+from pipeline.tiles.tilemath import Tile
+from pipeline.tiles.writer import write_tile_files
+from pipeline.vectors.vectorize import mask_to_probs, read_tile
 
 
 def write_truth_predictions(cfg: RegionConfig, building: str = "building") -> int:

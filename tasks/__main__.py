@@ -45,7 +45,7 @@ from tasks.cli_run import (
 )
 
 #: the command's tasks, in the order of its usage text, with their line there; the stage table
-#: (:mod:`pipeline.stages`) names the module of each stage task, tests/test_cli.py checks every
+#: (:mod:`pipeline.core.stages`) names the module of each stage task, tests/test_cli.py checks every
 #: stage task is here
 TASK_HELP: dict[str, str] = {
     "MakeSampleRegion": "generate the synthetic sample region (demo.osm.pbf, orthophoto.tif, truth.geojson)",
@@ -94,7 +94,7 @@ OTHER_MODULES: dict[str, str] = {
 
 def _stage_task_modules() -> dict[str, str]:
     """Every stage task and shard task of the stage table -> its module under ``tasks/``."""
-    from pipeline.stages import STAGES
+    from pipeline.core.stages import STAGES
 
     return {cls: module for stage in STAGES.values() for name in (stage.task, stage.shard_task) if name
             for module, cls in [name.rsplit(".", 1)]}
@@ -169,7 +169,7 @@ def _check_labels(name: str, cfg: Any) -> None:
     except TaskClassNotFoundException:
         return
     if getattr(cls, "needs_labels", False) and not cfg.labelled:
-        from pipeline.errors import ConfigError
+        from pipeline.core.errors import ConfigError
 
         raise ConfigError(labels_needed(name, cfg.path))
 
@@ -217,10 +217,10 @@ def _main(argv: list[str], held: Held) -> int:
     import luigi
     import luigi.retcodes
 
-    from pipeline.config import load_config
-    from pipeline.errors import OsmsatError
-    from pipeline.regions import check_environment
-    from pipeline.user_errors import os_error_message
+    from pipeline.config.region import load_config
+    from pipeline.core.errors import OsmsatError
+    from pipeline.core.user_errors import os_error_message
+    from pipeline.model.regions import check_environment
 
     import_for(argv)
     if not argv[0].startswith("-") and (wrong := _check_task(argv)) is not None:

@@ -2,7 +2,7 @@
 
 A task's Luigi output is a manifest JSON written last and atomically; the task is complete
 only when the manifest exists, records today's chained config digest
-(:func:`pipeline.stages.stage_digest`), the files it lists still have their sizes, and (a region
+(:func:`pipeline.core.stages.stage_digest`), the files it lists still have their sizes, and (a region
 task) every region task it requires is complete too: Luigi does not look below a complete task, so
 a damaged upstream output (a deleted ``model/best.pt``) would otherwise stay invisible to a rerun.
 A task scheduled only for such an upstream repair finds its own output whole and does nothing.
@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import luigi
 
-from pipeline.atomic import clean_stale_temps
-from pipeline.config import RegionConfig, load_config
-from pipeline.errors import ConfigError, ManifestError
-from pipeline.locks import file_lock
-from pipeline.manifests import MANIFEST_VERSION, manifest_is_current, read_manifest, write_manifest
-from pipeline.outputs import file_entries, seal
-from pipeline.stages import file_fingerprint, get_stage, stage_digest
-from pipeline.tile_index import INDEX_FILE, index_is_whole, shards_whole, tiles_on_disk, write_tile_index
-from pipeline.tile_writer import ShardWriter, remove_stale_scratch
+from pipeline.config.region import RegionConfig, load_config
+from pipeline.core.atomic import clean_stale_temps
+from pipeline.core.errors import ConfigError, ManifestError
+from pipeline.core.locks import file_lock
+from pipeline.core.manifests import MANIFEST_VERSION, manifest_is_current, read_manifest, write_manifest
+from pipeline.core.outputs import file_entries, seal
+from pipeline.core.stages import file_fingerprint, get_stage, stage_digest
+from pipeline.tiles.index import INDEX_FILE, index_is_whole, shards_whole, tiles_on_disk, write_tile_index
+from pipeline.tiles.writer import ShardWriter, remove_stale_scratch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,7 +92,7 @@ def dynamic(run: Callable[[_Task], Iterator[Any]]) -> Callable[[_Task], Iterator
 
 
 def task_class(name: str) -> type[RegionTask]:
-    """The task class ``"<module>.<Class>"`` under ``tasks/`` (as :mod:`pipeline.stages` names
+    """The task class ``"<module>.<Class>"`` under ``tasks/`` (as :mod:`pipeline.core.stages` names
     them), its module imported on first use."""
     module, cls = name.rsplit(".", 1)
     found: type[RegionTask] = getattr(importlib.import_module(f"tasks.{module}"), cls)
@@ -120,7 +120,7 @@ class ManifestTarget(luigi.Target):
         return manifest_is_current(self.path, self.digest)
 
     def write(self, body: dict[str, Any]) -> None:
-        """Write the manifest, sealed (:func:`pipeline.outputs.seal`) and with size, sha256 and
+        """Write the manifest, sealed (:func:`pipeline.core.outputs.seal`) and with size, sha256 and
         mtime of every file it lists, then delete temporary files that killed runs left beside
         the files it lists (the task that writes it owns them)."""
         root = Path(body.get("root", self.path.parent))
@@ -140,7 +140,7 @@ def labels_needed(task: str, config: Path) -> str:
 class RegionTask(luigi.Task):
     """A task over one region, named by the path of its config TOML.
 
-    Its ``stage`` names its row of the stage table (:mod:`pipeline.stages`), from which
+    Its ``stage`` names its row of the stage table (:mod:`pipeline.core.stages`), from which
     :meth:`requires` comes. Its ``run`` says how it is guarded: :func:`locked` (under the task's
     lock; every shard task is) or :func:`dynamic` (yields its shard tasks). A task whose run found
     the output whole (another run made it) is ``skipped``.
@@ -296,7 +296,7 @@ class ShardTask(RegionTask):
         return self.product_dir() / "_tmp" / f"{self.shard}.lock"
 
     def writer(self, exts: Sequence[str] = ()) -> ShardWriter:
-        """The shard's tile writer (:class:`pipeline.tile_writer.ShardWriter`; use it as a context
+        """The shard's tile writer (:class:`pipeline.tiles.writer.ShardWriter`; use it as a context
         manager) for a :func:`locked` run, which holds the shard's lock already."""
         return ShardWriter(self.product_dir(), str(self.shard), self.digest(), exts, lock=False)
 
@@ -359,7 +359,7 @@ class AllShardsTask(RegionTask):
 
     def shard_tasks(self) -> list[ShardTask]:
         """One task per shard of today's ``tiles.csv``."""
-        from pipeline.cover import read_tiles_csv
+        from pipeline.tiles.cover import read_tiles_csv
 
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         return [self.shard_task(s) for s in sorted(tiles.shard.unique())]
@@ -378,7 +378,7 @@ class AllShardsTask(RegionTask):
 
     @dynamic
     def run(self) -> Iterator[Any]:
-        from pipeline.cover import read_tiles_csv
+        from pipeline.tiles.cover import read_tiles_csv
 
         tiles = read_tiles_csv(self.data_dir / "tiles.csv")
         shard_tasks = self.shard_tasks()

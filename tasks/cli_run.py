@@ -34,7 +34,7 @@ ERRORS_ENV, DATA_DIR_ENV, LOG_ENV = "OSMSAT_ERRORS_FILE", "OSMSAT_DATA_DIR", "OS
 
 def record_failure(task: Any, exc: BaseException) -> None:
     """Luigi FAILURE / BROKEN_TASK handler: append the clear message to the run's errors file."""
-    from pipeline.user_errors import clear_message
+    from pipeline.core.user_errors import clear_message
 
     path = os.environ.get(ERRORS_ENV)
     if not path:
@@ -134,7 +134,7 @@ class Held:
 def prepare_run(task: str, data_dir: Path, held: Held) -> tuple[Path, Path]:
     """The run's log file under ``data_dir/logs`` and a temporary errors file (raises OSError
     with the path). Takes the run's locks; ``held`` gets their descriptors and the errors file."""
-    from pipeline.upkeep import ERRORS_PREFIX, ERRORS_SUFFIX, RUN_LOCK
+    from pipeline.core.upkeep import ERRORS_PREFIX, ERRORS_SUFFIX, RUN_LOCK
 
     if data_dir.exists() and not data_dir.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(data_dir))

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_write_bytes, atomic_write_json
-from pipeline.tile_index import written_tiles
+from pipeline.core.atomic import atomic_write_bytes, atomic_write_json
+from pipeline.tiles.index import written_tiles
 from tasks.base import RegionTask, locked
 
 
@@ -20,7 +20,7 @@ class CompareWithOSM(RegionTask):
 
     def owned_files(self) -> list[Path]:
         """Every file the comparison writes (a rerun deletes what killed writes of them left)."""
-        from pipeline.statuses import status_names
+        from pipeline.review.statuses import status_names
 
         out, d = self.data_dir / "compare", self.data_dir
         names = [f"{s}{k}.{e}" for s in status_names() for k in ("", "_lines") for e in ("geojson", "qml")]
@@ -32,13 +32,13 @@ class CompareWithOSM(RegionTask):
     def run(self) -> None:
         import geopandas as gpd
 
-        from pipeline.compare import compare, features_in_tiles
-        from pipeline.compare_report import reliability_png, review_lines, write_report
-        from pipeline.features import read_features
-        from pipeline.mappers import maproulette_tasks, osm_xml
-        from pipeline.review import held_out_tiles, region_evidence, review
-        from pipeline.statuses import layer_files, status_names, with_status
-        from pipeline.vector_io import write_geojson
+        from pipeline.labels.features import read_features
+        from pipeline.review.compare import compare, features_in_tiles
+        from pipeline.review.compare_report import reliability_png, review_lines, write_report
+        from pipeline.review.mappers import maproulette_tasks, osm_xml
+        from pipeline.review.review import held_out_tiles, region_evidence, review
+        from pipeline.review.statuses import layer_files, status_names, with_status
+        from pipeline.vectors.vector_io import write_geojson
 
         cfg, d = self.cfg, self.data_dir
         out = d / "compare"
@@ -91,7 +91,7 @@ class CompareWithOSM(RegionTask):
     def _write_unlabelled(self, index: Any, n_tiles: int) -> None:
         """A region without labels: nothing to compare. ``summary.json`` says so, and the QGIS
         project shows the imagery and the predictions."""
-        from pipeline.features import empty_features
+        from pipeline.labels.features import empty_features
 
         cfg, d = self.cfg, self.data_dir
         summary = {"region": cfg.name, "compared": False, "tiles": n_tiles,
@@ -105,7 +105,7 @@ class CompareWithOSM(RegionTask):
         import numpy as np
         import shapely
 
-        from pipeline.evidence import resolvable_m2
+        from pipeline.review.evidence import resolvable_m2
 
         lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.train.scale, 64, self.cfg.tile_size)
@@ -113,9 +113,9 @@ class CompareWithOSM(RegionTask):
     def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any) -> list[Path]:
         """``osm_features.gpkg`` (with labels) and ``<region>.qgs`` (+ .qml styles beside the change
         layers): ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines layer."""
-        from pipeline.manifests import read_manifest
-        from pipeline.qgis import write_region_project
-        from pipeline.vector_io import write_gpkg
+        from pipeline.core.manifests import read_manifest
+        from pipeline.review.qgis import write_region_project
+        from pipeline.vectors.vector_io import write_gpkg
 
         cfg, d = self.cfg, self.data_dir
         osm_gpkg = d / "osm_features.gpkg"

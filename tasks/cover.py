@@ -15,8 +15,8 @@ class CoverTiles(RegionTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.cover import check_plan, plan_line, region_tiles, tile_list, write_tiles_csv
-        from pipeline.features import read_feature_columns
+        from pipeline.labels.features import read_feature_columns
+        from pipeline.tiles.cover import check_plan, plan_line, region_tiles, tile_list, write_tiles_csv
 
         # two columns as numpy arrays: no pandas/geopandas import for a stage that needs neither
         cols = read_feature_columns(self.data_dir / "features.parquet", ("geometry", "buffer_m"))

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import mercantile
 
-from pipeline.atomic import atomic_write_json
-from pipeline.errors import ModelError
-from pipeline.manifests import read_manifest
-from pipeline.predict_spec import PredictSpec
-from pipeline.regions import is_own_model, model_path
+from pipeline.config.predict import PredictSpec
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.errors import ModelError
+from pipeline.core.manifests import read_manifest
+from pipeline.model.regions import is_own_model, model_path
 from tasks.base import RegionTask, locked
 from tasks.predict import EvaluateModel
 
@@ -47,7 +47,10 @@ class ExportModel(RegionTask):
     def run(self) -> None:
         import numpy as np
 
-        from pipeline.export import (
+        from pipeline.inference.predict import border_for
+        from pipeline.inference.predict_torch import load_predictor, model_input
+        from pipeline.inference.windows import TileReader, tile_window
+        from pipeline.model.export import (
             CardDetails,
             check_onnx,
             export_onnx,
@@ -56,15 +59,12 @@ class ExportModel(RegionTask):
             model_assets,
             model_card,
         )
-        from pipeline.predict import border_for
-        from pipeline.predict_torch import load_predictor, model_input
-        from pipeline.windows import TileReader, tile_window
 
         cfg = self.cfg
         spec: PredictSpec = cfg.predict
         ckpt = model_path(cfg)
         pred = load_predictor(ckpt, "cpu")
-        from pipeline.windows import image_paths
+        from pipeline.inference.windows import image_paths
 
         images = image_paths(self.data_dir)
         keys = self._check_tiles(images)

@@ -7,9 +7,9 @@ from typing import Any
 
 import luigi
 
-from pipeline.config import OsmSource
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.osmfetch import download_extract, downloaded_intact, read_sidecar
+from pipeline.config.region import OsmSource
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.labels.osmfetch import download_extract, downloaded_intact, read_sidecar
 from tasks.base import RegionTask, locked
 from tasks.settings import download, osmsat
 
@@ -23,7 +23,7 @@ class _ExtractTarget(luigi.LocalTarget):
 
 class FetchOSM(RegionTask):
     """Download ``[osm] url`` to ``[osm] path``, verified before the rename (see
-    :mod:`pipeline.osmfetch`). Scheduled when the file is missing, or when an earlier download
+    :mod:`pipeline.labels.osmfetch`). Scheduled when the file is missing, or when an earlier download
     of it no longer has its recorded size. Its output is the file itself."""
 
     timeout_s = luigi.FloatParameter(default=60.0, significant=False,
@@ -65,8 +65,8 @@ def _osm(task: RegionTask) -> OsmSource:
 
 class ExtractFeatures(RegionTask):
     """The region's label features of every configured class -> ``<data_dir>/features.parquet``
-    (GeoParquet, EPSG:4326): from the OSM extract (see :func:`pipeline.osm.extract_features`),
-    or from vector files when ``[labels] source = "vector"`` (:mod:`pipeline.labels`)."""
+    (GeoParquet, EPSG:4326): from the OSM extract (see :func:`pipeline.labels.osm.extract_features`),
+    or from vector files when ``[labels] source = "vector"`` (:mod:`pipeline.labels.vector`)."""
 
     stage = "extract"
 
@@ -88,7 +88,7 @@ class ExtractFeatures(RegionTask):
             self._run_vector(labels)
             return
         if labels.source == "none":  # imagery only: an empty features file keeps the stages after it simple
-            from pipeline.features import empty_features
+            from pipeline.labels.features import empty_features
 
             self._write(empty_features(), _NoStats(), "no labels", {"labels": "none"})
             return
@@ -97,7 +97,7 @@ class ExtractFeatures(RegionTask):
             raise MissingInputError(
                 f"{pbf}: OSM extract not found; fix osm.path in {self.cfg.path} (or set osm.url to download it)"
             )
-        from pipeline.osm import extract_features_with_stats
+        from pipeline.labels.osm import extract_features_with_stats
 
         self.progress(0, 1, f"extracting features from {pbf}")
         try:
@@ -111,7 +111,7 @@ class ExtractFeatures(RegionTask):
         self._write(gdf, stats, str(pbf), {"path": str(pbf), "size": pbf.stat().st_size})
 
     def _run_vector(self, labels: Any) -> None:
-        from pipeline.labels import load_vector_labels
+        from pipeline.labels.vector import load_vector_labels
 
         names = ", ".join(str(p) for p in labels.paths)
         self.progress(0, 1, f"reading labels from {names}")
@@ -120,7 +120,7 @@ class ExtractFeatures(RegionTask):
 
     def _write(self, gdf: Any, stats: Any, source: str, inputs: dict[str, Any]) -> None:
         """``features.parquet`` and the manifest (``inputs`` describes where the features came from)."""
-        from pipeline.features import write_features
+        from pipeline.labels.features import write_features
 
         out = self.data_dir / "features.parquet"
         write_features(gdf, out)

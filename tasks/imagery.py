@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError, ManifestError
+from pipeline.core.errors import ConfigError, ManifestError
+from pipeline.core.manifests import read_manifest
 from pipeline.imagery.common import TILE_EXTS
 from pipeline.imagery.shard import (
     coverage_summary,
@@ -33,9 +34,8 @@ from pipeline.imagery.shard import (
     server_resource,
 )
 from pipeline.imagery.sources import source_of
-from pipeline.manifests import read_manifest
-from pipeline.regions import check_environment
-from pipeline.tile_writer import TileStatus
+from pipeline.model.regions import check_environment
+from pipeline.tiles.writer import TileStatus
 from tasks.base import AllShardsTask, RegionTask, ShardTask, locked
 from tasks.settings import download
 
@@ -72,8 +72,8 @@ class ImageryPlan(RegionTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.cover import read_tiles_csv
-        from pipeline.tiles import Tile
+        from pipeline.tiles.cover import read_tiles_csv
+        from pipeline.tiles.tilemath import Tile
 
         icfg = _imagery(self)
         planner = source_of(icfg).planner
@@ -113,7 +113,7 @@ class FetchImagery(ShardTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.cover import read_tiles_csv, shard_tiles
+        from pipeline.tiles.cover import read_tiles_csv, shard_tiles
 
         icfg = _imagery(self)
         shard = str(self.shard)

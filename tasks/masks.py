@@ -10,7 +10,7 @@ from tasks.base import AllShardsTask, ShardTask, locked
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipeline.tiles import Tile
+    from pipeline.tiles.tilemath import Tile
 
 
 class RasterizeMasks(ShardTask):
@@ -23,10 +23,10 @@ class RasterizeMasks(ShardTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.cover import read_tiles_csv, shard_tiles
-        from pipeline.features import read_features
-        from pipeline.feedback import load_feedback
-        from pipeline.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
+        from pipeline.labels.features import read_features
+        from pipeline.labels.feedback import load_feedback
+        from pipeline.tiles.cover import read_tiles_csv, shard_tiles
+        from pipeline.tiles.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 
         cfg = self.cfg
         with self.writer(("png",)) as out:
@@ -58,7 +58,7 @@ class MasksAll(AllShardsTask):
     product = "masks"
 
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
-        from pipeline.instances import edge_value
+        from pipeline.vectors.instances import edge_value
 
         return {"tiles": len(tiles), "shards": len(done), "palette": "class ids; 255 = ignore; 255 - id = edge band",
                 "classes": {c.name: c.id for c in self.cfg.classes},

@@ -19,7 +19,7 @@ class RegionPipeline(luigi.WrapperTask):
     config = luigi.Parameter(description="path to the region config, e.g. configs/helsinki.toml")
 
     def requires(self) -> Any:
-        from pipeline.config import load_config
+        from pipeline.config.region import load_config
 
         cfg = load_config(self.config)
         reqs: list[Any] = [MasksAll(config=self.config)] if cfg.labelled else []

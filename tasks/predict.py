@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import luigi
 
-from pipeline.config import RegionConfig
-from pipeline.errors import InputDataError
-from pipeline.manifests import read_manifest
-from pipeline.predict_spec import PredictSpec
-from pipeline.regions import cross_fit_model, is_own_model, model_path, training_tiles
-from pipeline.tile_index import written_tiles
-from pipeline.tiles import Tile
+from pipeline.config.predict import PredictSpec
+from pipeline.config.region import RegionConfig
+from pipeline.core.errors import InputDataError
+from pipeline.core.manifests import read_manifest
+from pipeline.model.regions import cross_fit_model, is_own_model, model_path, training_tiles
+from pipeline.tiles.index import written_tiles
+from pipeline.tiles.tilemath import Tile
 from tasks.base import AllShardsTask, ManifestTarget, RegionTask, ShardTask, locked
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ class Predict(ShardTask):
     @locked
     def run(self) -> None:
 
-        from pipeline.predict import check_compatible, open_engine, predict_tiles, prediction_pngs
-        from pipeline.windows import TileReader, image_paths, read_image
+        from pipeline.inference.predict import check_compatible, open_engine, predict_tiles, prediction_pngs
+        from pipeline.inference.windows import TileReader, image_paths, read_image
 
         cfg, shard = self.cfg, str(self.shard)
         spec: PredictSpec = cfg.predict
@@ -93,7 +93,8 @@ class PredictAll(AllShardsTask):
     def summary(self, tiles: pd.DataFrame, done: list[ShardTask]) -> dict[str, Any]:
         n = sum(int(read_manifest(t.manifest_path())["tiles"]) for t in done)
         return {"tiles": n, "shards": len(done), "model": str(model_path(self.cfg)),
-                "classes": _class_table(self), "format": "pipeline.probs: uint8 p*255, bands stacked vertically"}
+                "classes": _class_table(self),
+                "format": "pipeline.inference.probs: uint8 p*255, bands stacked vertically"}
 
 
 class EvaluateModel(RegionTask):
@@ -116,7 +117,7 @@ class EvaluateModel(RegionTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.evaluate import evaluate_tiles
+        from pipeline.inference.evaluate import evaluate_tiles
 
         tiles, scope = self._tiles()
         if not tiles and scope == "test" and not self._split_has_test_tiles():
@@ -138,11 +139,11 @@ class EvaluateModel(RegionTask):
 
     def _tiles(self) -> tuple[list[tuple[int, int, int]], str]:
         """Tiles to evaluate and a word for them: the test split, or every tile with a mask."""
-        from pipeline.windows import image_paths_of
+        from pipeline.inference.windows import image_paths_of
 
         preds = set(image_paths_of(self.data_dir / "predictions"))
         if is_own_model(self.cfg):
-            from pipeline.split import read_split_csv
+            from pipeline.model.split import read_split_csv
 
             rows = read_split_csv(self.data_dir / "split.csv")
             keys = [(r.z, r.x, r.y) for r in rows if r.split == "test"]
@@ -151,7 +152,7 @@ class EvaluateModel(RegionTask):
         return sorted(preds & masks), "all labelled"
 
     def _split_has_test_tiles(self) -> bool:
-        from pipeline.split import read_split_csv
+        from pipeline.model.split import read_split_csv
 
         return any(r.split == "test" for r in read_split_csv(self.data_dir / "split.csv"))
 

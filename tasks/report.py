@@ -9,13 +9,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_write_bytes
-from pipeline.errors import ManifestError
-from pipeline.manifests import read_manifest
-from pipeline.region_report import region_report
-from pipeline.report import render_report
-from pipeline.runinfo import input_checksums, output_checksums, read_records, run_manifest
-from pipeline.stages import STAGES, stage_digest, stage_inputs
+from pipeline.core.atomic import atomic_write_bytes
+from pipeline.core.errors import ManifestError
+from pipeline.core.manifests import read_manifest
+from pipeline.core.runinfo import input_checksums, output_checksums, read_records, run_manifest
+from pipeline.core.stages import STAGES, stage_digest, stage_inputs
+from pipeline.review.region_report import region_report
+from pipeline.review.report import render_report
 from tasks.base import RegionTask, locked
 
 log = logging.getLogger("luigi-interface")

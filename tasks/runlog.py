@@ -1,6 +1,6 @@
 """Task records for the run manifest: every region task that succeeds leaves
 ``data/<region>/_runlog/<task id>.json`` (written atomically by the process that ran it, so it
-works with several worker processes and machines). ``pipeline.runinfo`` folds them into ``run.json``.
+works with several worker processes and machines). ``pipeline.core.runinfo`` folds them into ``run.json``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import luigi
 
-from pipeline.atomic import atomic_write_json
-from pipeline.errors import ManifestError
-from pipeline.manifests import read_manifest
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.errors import ManifestError
+from pipeline.core.manifests import read_manifest
 from tasks.base import RegionTask
 
 _STARTS: dict[str, float] = {}

@@ -46,7 +46,7 @@ class download(luigi.Config):  # noqa: N801 - the section name in luigi.toml
 
     def options(self) -> DownloadOptions:
         """The settings as the fetch code takes them; raises ConfigError for a value out of range."""
-        from pipeline.errors import ConfigError
+        from pipeline.core.errors import ConfigError
 
         checks = (("max_connections", 1, 256), ("retries", 0, 50), ("timeout_s", 0.1, 600),
                   ("rate_limit_per_s", 0, 1e6), ("backoff_s", 0, 60), ("max_backoff_s", 0, 3600),

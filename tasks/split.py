@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.atomic import atomic_write_json
+from pipeline.core.atomic import atomic_write_json
 from tasks.base import RegionTask, locked
 
 
@@ -21,7 +21,7 @@ class SplitDataset(RegionTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.split import make_split, write_split_csv
+        from pipeline.model.split import make_split, write_split_csv
 
         cfg = self.cfg
         self.progress(0, 1, "split")

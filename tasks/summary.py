@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.config import load_config
-from pipeline.errors import OsmsatError
-from pipeline.region_report import summary_lines
+from pipeline.config.region import load_config
+from pipeline.core.errors import OsmsatError
+from pipeline.review.region_report import summary_lines
 
 
 def main(argv: list[str]) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from tasks.base import RegionTask, locked
 
 
@@ -41,8 +41,8 @@ class MakeSampleRegion(RegionTask):
 
     def _written_before(self) -> set[Path]:
         """The files this region's previous sample manifest lists (none when it has none)."""
-        from pipeline.errors import ManifestError
-        from pipeline.manifests import read_manifest
+        from pipeline.core.errors import ManifestError
+        from pipeline.core.manifests import read_manifest
 
         try:
             body = read_manifest(self.manifest_path())

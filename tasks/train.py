@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import luigi
 
-from pipeline.errors import ManifestError
-from pipeline.manifests import manifest_is_current, read_manifest
-from pipeline.model_repair import MODEL_FILES
+from pipeline.core.errors import ManifestError
+from pipeline.core.manifests import manifest_is_current, read_manifest
+from pipeline.model.repair import MODEL_FILES
 from tasks.base import RegionTask, locked
 
 log = logging.getLogger("luigi-interface")
@@ -60,11 +60,11 @@ class TrainModel(RegionTask):
         return False
 
     def _parts(self) -> tuple[str, ...]:
-        """``main``, and ``cross`` with ``[train] cross_fit`` (pipeline.train_run.PARTS)."""
+        """``main``, and ``cross`` with ``[train] cross_fit`` (pipeline.model.train_run.PARTS)."""
         return ("main", "cross") if self.cfg.train.cross_fit else ("main",)
 
     def _dir(self, part: str) -> Path:
-        from pipeline.train_run import part_dir
+        from pipeline.model.train_run import part_dir
 
         return part_dir(self.data_dir, part)
 
@@ -72,9 +72,9 @@ class TrainModel(RegionTask):
     def run(self) -> None:
         settings = train_run()
         self.progress(0, 1, "training")
-        from pipeline.device import pick_device
-        from pipeline.stages import stage_digest
-        from pipeline.train_run import default_workers, train_region
+        from pipeline.core.stages import stage_digest
+        from pipeline.model.device import pick_device
+        from pipeline.model.train_run import default_workers, train_region
 
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
@@ -98,7 +98,7 @@ class TrainModel(RegionTask):
 
     def _repair(self, part: str = "main") -> None:
         """Mend a model folder from last.pt (or delete it to retrain) before training resumes."""
-        from pipeline.model_repair import repair_model_dir
+        from pipeline.model.repair import repair_model_dir
 
         recorded: dict[str, Any] = {}
         with contextlib.suppress(ManifestError):
@@ -120,7 +120,7 @@ class TrainModel(RegionTask):
         """Train model ``part`` in ``settings.processes`` processes on this node (torchrun,
         standalone); the epochs finished so far (rows of its ``metrics.csv``) go to the scheduler."""
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={settings.processes}", "-m", "pipeline.train_run", "--config", str(self.config),
+               f"--nproc-per-node={settings.processes}", "-m", "pipeline.model.train_run", "--config", str(self.config),
                "--workers", str(settings.workers), "--device", str(settings.device), "--part", part]
         epochs = self.cfg.train.epochs
         metrics = self._dir(part) / "metrics.csv"

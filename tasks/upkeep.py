@@ -16,11 +16,11 @@ from typing import Any
 
 import luigi
 
-from pipeline.atomic import atomic_write_json
-from pipeline.errors import ManifestError
-from pipeline.manifests import manifest_is_current, read_manifest
-from pipeline.stages import stage_digest
-from pipeline.upkeep import product_dirs, prune_product, verify_outputs, verify_product
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.errors import ManifestError
+from pipeline.core.manifests import manifest_is_current, read_manifest
+from pipeline.core.stages import stage_digest
+from pipeline.core.upkeep import product_dirs, prune_product, verify_outputs, verify_product
 from tasks.base import AllShardsTask, RegionTask, ShardTask, dynamic, locked
 
 log = logging.getLogger("luigi-interface")

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.manifests import read_manifest
-from pipeline.tile_writer import tile_path
-from pipeline.tiles import Tile
+from pipeline.core.manifests import read_manifest
+from pipeline.tiles.tilemath import Tile
+from pipeline.tiles.writer import tile_path
 from tasks.base import RegionTask, ShardTask, dynamic, locked
 
 if TYPE_CHECKING:
-    from pipeline.vectorize_spec import VectorizeSpec
+    from pipeline.config.vectorize import VectorizeSpec
 
 
 class Vectorize(ShardTask):
@@ -38,10 +38,10 @@ class Vectorize(ShardTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.finish import finish_shard
-        from pipeline.tiles import quadkey_to_tile
-        from pipeline.vector_io import shard_files, write_finished, write_pieces
-        from pipeline.vectorize import cached_loader, read_tile, shard_box_px, shard_pieces
+        from pipeline.tiles.tilemath import quadkey_to_tile
+        from pipeline.vectors.finish import finish_shard
+        from pipeline.vectors.vector_io import shard_files, write_finished, write_pieces
+        from pipeline.vectors.vectorize import cached_loader, read_tile, shard_box_px, shard_pieces
 
         cfg = self.cfg
         files = self._tile_files()
@@ -86,10 +86,10 @@ class MergeFeatures(RegionTask):
 
     @dynamic
     def run(self) -> Iterator[Any]:
-        from pipeline.cover import read_tiles_csv
-        from pipeline.finish import finish, sort_features
-        from pipeline.vector_io import read_finished, read_pieces, shard_files, write_geojson, write_gpkg
-        from pipeline.vectorize import region_pieces
+        from pipeline.tiles.cover import read_tiles_csv
+        from pipeline.vectors.finish import finish, sort_features
+        from pipeline.vectors.vector_io import read_finished, read_pieces, shard_files, write_geojson, write_gpkg
+        from pipeline.vectors.vectorize import region_pieces
 
         cfg = self.cfg
         shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())

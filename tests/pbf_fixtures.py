@@ -16,7 +16,7 @@ from pathlib import Path
 import osmium
 from osmium.osm.mutable import Node, Relation, Way
 
-from pipeline.config import ClassSpec, TagFilter
+from pipeline.config.region import ClassSpec, TagFilter
 
 ORIGIN = (24.940, 60.170)  # lon, lat
 M_PER_DEG = 111_320.0

@@ -14,17 +14,17 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-from pipeline.config import ImageryConfig
-from pipeline.dataset import TileDataset, build_augment
+from pipeline.config.region import ImageryConfig
+from pipeline.config.train import SplitSpec, TrainSpec
+from pipeline.core.manifests import write_manifest
 from pipeline.imagery.common import encode_tile, verify_image
 from pipeline.imagery.raster import iter_tiles
 from pipeline.imagery.raster_plan import plan_sources
-from pipeline.manifests import write_manifest
-from pipeline.model import ModelSpec, build_model, normalise
-from pipeline.specs import SplitSpec, TrainSpec
-from pipeline.split import CEILING_QUANTILE, make_split, read_image
-from pipeline.tile_writer import write_tile_files
-from pipeline.tiles import Tile, quadkey, shard_of
+from pipeline.model.dataset import TileDataset, build_augment
+from pipeline.model.network import ModelSpec, build_model, normalise
+from pipeline.model.split import CEILING_QUANTILE, make_split, read_image
+from pipeline.tiles.tilemath import Tile, quadkey, shard_of
+from pipeline.tiles.writer import write_tile_files
 from tests.conftest import SHARED_DATA
 from tests.test_imagery_raster import tiles_of
 from tests.train_fixtures import SHARD_Z, X0, Y0, Z, tile_arrays

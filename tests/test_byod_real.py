@@ -30,7 +30,7 @@ from rasterio.transform import from_bounds
 from rasterio.warp import Resampling, reproject
 from skimage.registration import phase_cross_correlation
 
-from pipeline.tile_index import read_tile_index
+from pipeline.tiles.index import read_tile_index
 from tests.conftest import SHARED_DATA
 
 REAL = SHARED_DATA / "real"

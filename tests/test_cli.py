@@ -217,13 +217,13 @@ def test_cover_states_the_plan_and_refuses_past_max_tiles(tmp_path: Path, town_p
 
 
 def clean_tmp(root: Path, tmpdir: Path) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.upkeep", "clean-tmp", str(root)], check=False, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.core.upkeep", "clean-tmp", str(root)], check=False, cwd=ROOT,
                           env=cli_env(tmpdir), capture_output=True, text=True, timeout=120)
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
 def test_clean_tmp_refuses_during_a_run_and_cleans_errors_files(tmp_path: Path, town_pbf: Path) -> None:
-    """``make clean-tmp`` (``python -m pipeline.upkeep clean-tmp data``) during a run: one line,
+    """``make clean-tmp`` (``python -m pipeline.core.upkeep clean-tmp data``) during a run: one line,
     nothing deleted, the run finishes; afterwards it deletes leftovers and the errors files of
     ended runs in the temp folder (a live run's stays)."""
     data, tmpdir = tmp_path / "data", tmp_path / "tmp"
@@ -268,7 +268,7 @@ def test_make_help_readme_and_clean_tmp_target() -> None:
     assert "refuses while a run holds its region's lock" in readme
     assert not re.findall(r"(?<![/\w])python -m tasks", readme)
     dry = subprocess.run(["make", "-n", "clean-tmp"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert "-m pipeline.upkeep clean-tmp data" in dry
+    assert "-m pipeline.core.upkeep clean-tmp data" in dry
 
 
 def test_usage_and_make_targets_follow_the_stage_table() -> None:
@@ -277,7 +277,7 @@ def test_usage_and_make_targets_follow_the_stage_table() -> None:
     predict``: predictions and their evaluation, the evaluate stage's task), the others a task
     of no stage (``verify``, ``prune``)."""
     import tasks.__main__ as cli
-    from pipeline.stages import STAGES
+    from pipeline.core.stages import STAGES
 
     for stage in STAGES.values():
         for name in (stage.task, stage.shard_task):

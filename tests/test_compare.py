@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.compare import CompareSpec, compare, features_in_tiles, match
-from pipeline.config import RegionConfig, load_config
-from pipeline.features import read_features
-from pipeline.finish import finish
-from pipeline.geo import to_mercator
+from pipeline.config.region import RegionConfig, load_config
+from pipeline.labels.features import read_features
+from pipeline.review.compare import CompareSpec, compare, features_in_tiles, match
 from pipeline.synthetic.score import object_scores, truth_scores
 from pipeline.synthetic.truth import is_building
-from pipeline.tile_index import read_tile_index
-from pipeline.tiles import Tile
-from pipeline.vectorize import (
+from pipeline.tiles.geo import to_mercator
+from pipeline.tiles.index import read_tile_index
+from pipeline.tiles.tilemath import Tile
+from pipeline.vectors.finish import finish
+from pipeline.vectors.vectorize import (
     VectorizeSpec,
     cached_loader,
     read_tile,

@@ -1,4 +1,4 @@
-"""Change layers of line classes (pipeline.compare_lines) on hand-made roads whose answer is known.
+"""Change layers of line classes (pipeline.review.compare_lines) on hand-made roads whose answer is known.
 
 Lines are laid out in ground metres east/north of a point at 60.17 N (where a mercator metre is
 half a ground metre, so a forgotten scale would show) and turned into EPSG:4326."""
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import shapely
 
-from pipeline.compare_lines import MISSING_COLUMNS, NOT_SEEN_COLUMNS, compare_lines
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.geo import lonlat_to_mercator, mercator_scale, to_lonlat
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.review.compare_lines import MISSING_COLUMNS, NOT_SEEN_COLUMNS, compare_lines
+from pipeline.tiles.geo import lonlat_to_mercator, mercator_scale, to_lonlat
 
 ROAD = ClassSpec("road", 2, "line", 10, (TagFilter.parse("highway=primary|residential", "t"),), buffer_m=4.0)
 ORIGIN = lonlat_to_mercator(np.array([[24.94, 60.17]]))[0]

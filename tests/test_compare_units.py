@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.compare import CompareSpec, compare, match, parse_compare
-from pipeline.config import ClassSpec, ConfigError, TagFilter
-from pipeline.geo import to_lonlat, to_mercator
-from pipeline.mappers import class_tags, maproulette_tasks, osm_xml
-from pipeline.qgis import RasterLayer, VectorLayer, project_xml, qml, xyz_source
+from pipeline.config.region import ClassSpec, ConfigError, TagFilter
+from pipeline.review.compare import CompareSpec, compare, match, parse_compare
+from pipeline.review.mappers import class_tags, maproulette_tasks, osm_xml
+from pipeline.review.qgis import RasterLayer, VectorLayer, project_xml, qml, xyz_source
+from pipeline.tiles.geo import to_lonlat, to_mercator
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
 PARK = ClassSpec("park", 3, "area", 5, (TagFilter("leisure", ("park", "garden")),))
@@ -178,7 +178,7 @@ def test_an_overlay_geos_cannot_do_exactly_is_redone_snapped_element_by_element(
     costs that element a snap-rounded retry on valid inputs, not the whole comparison."""
     import shapely
 
-    from pipeline.coverage import overlay
+    from pipeline.review.coverage import overlay
 
     a = np.array([shapely.box(0, 0, 2, 2), shapely.box(10, 10, 12, 12)], dtype=object)
     b = np.array([shapely.box(1, 1, 3, 3), shapely.box(11, 11, 13, 13)], dtype=object)

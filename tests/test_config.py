@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.config import TagFilter, load_config
-from pipeline.errors import ConfigError, MissingInputError
-from pipeline.stages import stage_digest
+from pipeline.config.region import TagFilter, load_config
+from pipeline.core.errors import ConfigError, MissingInputError
+from pipeline.core.stages import stage_digest
 from tests.conftest import ROOT
 
 BASE = """
@@ -151,7 +151,7 @@ def test_bad_values_caught_at_validation(tmp_path: Path, change: Any, message: s
 
 def test_unset_environment_variable_is_caught_before_fetching(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.regions import check_environment
+    from pipeline.model.regions import check_environment
 
     monkeypatch.delenv("OSMSAT_NOT_SET", raising=False)
     cfg = load_config(_write(tmp_path, BASE + '\n[imagery]\nsource = "xyz"\n'
@@ -177,7 +177,7 @@ def test_max_tiles_guards_the_cover_and_is_in_no_digest(tmp_path: Path) -> None:
     """``[region] max_tiles`` (default 200,000): a bbox of more tiles is refused before its tiles
     are listed (z24 over a degree square: about 10^10 tiles), naming the key; raising it changes
     no stage digest."""
-    from pipeline.cover import region_tiles
+    from pipeline.tiles.cover import region_tiles
 
     cfg = load_config(_write(tmp_path, BASE))
     assert cfg.max_tiles == 200_000

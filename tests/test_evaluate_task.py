@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.report import render_report
+from pipeline.review.report import render_report
 from tests.test_predict import run_luigi, town_checkpoint, town_region
 
 
 def test_no_test_split_is_a_note_not_a_failure(tmp_path: Path, town_pbf: Path) -> None:
-    from pipeline.region_report import region_figures, region_report, summary_lines
-    from pipeline.split import read_split_csv
+    from pipeline.model.split import read_split_csv
+    from pipeline.review.region_report import region_figures, region_report, summary_lines
     from tasks.predict import EvaluateModel
     from tasks.split import SplitDataset
     from tasks.train import TrainModel

@@ -1,4 +1,4 @@
-"""Evidence inside polygons (pipeline.evidence) from tiny hand-made prediction and image tiles."""
+"""Evidence inside polygons (pipeline.review.evidence) from tiny hand-made prediction and image tiles."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 import shapely
 from PIL import Image
 
-from pipeline.evidence import inside_evidence, resolvable_m2, tile_pairs, usable_pixels
-from pipeline.geo import to_lonlat
-from pipeline.probs import encode_probs
-from pipeline.tile_index import INDEX_FILE
-from pipeline.tile_writer import tile_path
-from pipeline.tiles import Tile, tile_bounds, tile_extent_m
+from pipeline.inference.probs import encode_probs
+from pipeline.review.evidence import inside_evidence, resolvable_m2, tile_pairs, usable_pixels
+from pipeline.tiles.geo import to_lonlat
+from pipeline.tiles.index import INDEX_FILE
+from pipeline.tiles.tilemath import Tile, tile_bounds, tile_extent_m
+from pipeline.tiles.writer import tile_path
 
 Z = 19
 T = Tile(Z, 309_600, 261_670)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.export import (
+from pipeline.model.export import (
     MLM_SCHEMA,
     CardDetails,
     check_onnx,
@@ -20,7 +20,7 @@ from pipeline.export import (
     model_assets,
     model_card,
 )
-from pipeline.model import ModelSpec, build_model, make_meta
+from pipeline.model.network import ModelSpec, build_model, make_meta
 from tests.test_predict import STATS, run_luigi, town_checkpoint, town_region
 
 CLASSES = [{"name": "building", "id": 1}, {"name": "road", "id": 3}]
@@ -137,10 +137,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, town_pbf: Path) -> Path:
 def test_export_model_task(exported: Path) -> None:
     import onnxruntime as ort
 
-    from pipeline.predict import border_for
-    from pipeline.predict_torch import load_predictor, model_input
-    from pipeline.probs import decode_probs
-    from pipeline.windows import TileReader, image_paths, tile_window
+    from pipeline.inference.predict import border_for
+    from pipeline.inference.predict_torch import load_predictor, model_input
+    from pipeline.inference.probs import decode_probs
+    from pipeline.inference.windows import TileReader, image_paths, tile_window
 
     data = exported.parent / "data"
     out = data / "model" / "export"
@@ -184,9 +184,9 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "phili
 def test_onnx_matches_pytorch_on_real_tiles(tiny: tuple[torch.nn.Module, dict, Path]) -> None:  # type: ignore[type-arg]
     """Context windows of real z20 aerial tiles (JPEG, neighbours where the sample has them,
     mirrored elsewhere), normalised as prediction does: ONNX and PyTorch agree."""
-    from pipeline.predict import border_for
-    from pipeline.predict_torch import Predictor, model_input
-    from pipeline.windows import TileReader, tile_window
+    from pipeline.inference.predict import border_for
+    from pipeline.inference.predict_torch import Predictor, model_input
+    from pipeline.inference.windows import TileReader, tile_window
 
     model, meta, path = tiny
     paths = {(20, int(p.parent.name), int(p.stem)): p for p in sorted((REAL / "20").glob("*/*.jpg"))}

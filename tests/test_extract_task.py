@@ -13,10 +13,10 @@ import geopandas as gpd
 import luigi
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import InputDataError, MissingInputError
+from pipeline.config.region import load_config
+from pipeline.core.errors import InputDataError, MissingInputError
+from pipeline.core.stages import stage_digest
 from pipeline.imagery.download import DEFAULT_USER_AGENT
-from pipeline.stages import stage_digest
 from tasks.extract import ExtractFeatures, FetchOSM
 from tests.pbf_fixtures import Sample, write_sample
 

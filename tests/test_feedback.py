@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.config import IGNORE_VALUE, load_config
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.feedback import load_feedback, read_areas
-from pipeline.geo import to_lonlat
-from pipeline.masks import burn_tile, prepare_burn
-from pipeline.stages import stage_config, stage_digest
+from pipeline.config.region import IGNORE_VALUE, load_config
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.core.stages import stage_config, stage_digest
+from pipeline.labels.feedback import load_feedback, read_areas
+from pipeline.tiles.geo import to_lonlat
+from pipeline.tiles.masks import burn_tile, prepare_burn
 from tests.test_config import BASE
 from tests.test_masks import SIZE, T, _gdf, _px_box
 

@@ -1,4 +1,4 @@
-"""[train] init (pipeline.finetune): a fine-tune starts from a trained checkpoint, matches the class
+"""[train] init (pipeline.model.finetune): a fine-tune starts from a trained checkpoint, matches the class
 table by name, can freeze the encoder, records its lineage; the config errors are one line.
 Tiny: 64 px generated tiles, ResNet-18 U-Net, one CPU thread."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import ConfigError, ModelError, TrainingError
-from pipeline.finetune import init_weights, output_names, read_init, row_map
-from pipeline.model import ModelSpec, build_model, load_checkpoint, read_checkpoint
-from pipeline.specs import FINETUNE_LR, LR, parse_train
-from pipeline.train import FitOptions, RunInfo, fit
+from pipeline.config.train import FINETUNE_LR, LR, parse_train
+from pipeline.core.errors import ConfigError, ModelError, TrainingError
+from pipeline.model.finetune import init_weights, output_names, read_init, row_map
+from pipeline.model.network import ModelSpec, build_model, load_checkpoint, read_checkpoint
+from pipeline.model.train import FitOptions, RunInfo, fit
 from tests.test_train import MODEL, SPEC, datasets
 from tests.train_fixtures import write_region
 
@@ -137,7 +137,7 @@ def test_init_config_keys(tmp_path):
 
 
 def test_init_in_the_folder_training_writes_is_refused(tmp_path):
-    from pipeline.train_run import check_init
+    from pipeline.model.train_run import check_init
 
     spec = replace(SPEC, init=tmp_path / "model" / "best.pt")
     with pytest.raises(ConfigError, match=r"\[train\] init = .*best\.pt' is in .*model, which this training "
@@ -149,8 +149,8 @@ def test_init_in_the_folder_training_writes_is_refused(tmp_path):
 def test_the_init_file_is_in_the_train_digest(tmp_path, town_pbf):
     import os
 
-    from pipeline.config import load_config
-    from pipeline.stages import stage_digest, stage_inputs
+    from pipeline.config.region import load_config
+    from pipeline.core.stages import stage_digest, stage_inputs
     from tests.town import write_town_config
 
     init = tmp_path / "base.pt"
@@ -168,8 +168,8 @@ def test_the_init_file_is_in_the_train_digest(tmp_path, town_pbf):
 
 
 def test_lineage_in_the_model_card_and_run_json(base):
-    from pipeline.export import mlm_problems, model_card
-    from pipeline.runinfo import run_manifest
+    from pipeline.core.runinfo import run_manifest
+    from pipeline.model.export import mlm_problems, model_card
 
     _, ckpt = base
     _, meta = load_checkpoint(ckpt)
@@ -193,8 +193,8 @@ def test_an_exported_model_is_named_by_its_card_not_its_onnx(tmp_path: Path) -> 
     import hashlib
     import json
 
-    from pipeline.errors import ModelError
-    from pipeline.finetune import read_init
+    from pipeline.core.errors import ModelError
+    from pipeline.model.finetune import read_init
     from tests.test_predict import town_checkpoint
 
     ckpt = town_checkpoint(tmp_path / "model" / "best.pt")

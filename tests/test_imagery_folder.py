@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from pipeline.config.region import load_config
+from pipeline.core.errors import ConfigError
 from pipeline.imagery.folder import TileFolder, folder_cover
-from pipeline.tile_index import read_tile_index
-from pipeline.tiles import Tile
+from pipeline.tiles.index import read_tile_index
+from pipeline.tiles.tilemath import Tile
 from tests.test_imagery_task import ZOOM, build, region
 from tests.town import write_town_config
 
@@ -139,7 +139,7 @@ def test_bad_folders_are_clear_errors_and_write_nothing(tmp_path: Path) -> None:
         make(folder)  # type: ignore[operator]
         cfg = region(work, imagery(folder), tiles)
         shard = load_config(cfg)
-        from pipeline.cover import read_tiles_csv
+        from pipeline.tiles.cover import read_tiles_csv
 
         task = FetchImagery(config=str(cfg), shard=str(read_tiles_csv(shard.data_dir / "tiles.csv").shard[0]))
         with pytest.raises(Exception, match=pattern):

@@ -13,10 +13,10 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform_bounds
 
-from pipeline.config import ImageryConfig
-from pipeline.errors import InputDataError
+from pipeline.config.region import ImageryConfig
+from pipeline.core.errors import InputDataError
 from pipeline.imagery.raster_plan import check_coverage, coverage_share, plan_sources
-from pipeline.tiles import Tile, cover_bbox
+from pipeline.tiles.tilemath import Tile, cover_bbox
 from tests.tileserver import write_test_geotiff
 
 

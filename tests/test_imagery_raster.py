@@ -20,15 +20,15 @@ from PIL import Image
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 
-from pipeline.config import ClassSpec, ImageryConfig, TagFilter
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.geo import lonlat_to_mercator
+from pipeline.config.region import ClassSpec, ImageryConfig, TagFilter
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.imagery.common import verify_image
 from pipeline.imagery.raster import ShardTiler, iter_tiles, overview_level, raster_shard, to_8bit
 from pipeline.imagery.raster_plan import RasterPlan, plan_sources
-from pipeline.masks import burn_tile, prepare_burn
-from pipeline.tile_writer import TileStatus
-from pipeline.tiles import Tile, cover_bbox, shard_of, tile_bounds, tile_extent_m
+from pipeline.tiles.geo import lonlat_to_mercator
+from pipeline.tiles.masks import burn_tile, prepare_burn
+from pipeline.tiles.tilemath import Tile, cover_bbox, shard_of, tile_bounds, tile_extent_m
+from pipeline.tiles.writer import TileStatus
 from tests.conftest import SHARED_DATA
 
 REAL = SHARED_DATA / "real"
@@ -184,7 +184,7 @@ def test_vegas_real_roads_line_up() -> None:
 
 def mosaic(tif: Path, feats: gpd.GeoDataFrame, classes: Any, z: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grey image, validity and mask of every tile of a raster, as one block."""
-    from pipeline.masks import TileBlock, burn_block
+    from pipeline.tiles.masks import TileBlock, burn_block
 
     plan = plan_sources(ImageryConfig(source="raster", paths=(tif,), min_valid_share=0.0))
     tiles = tiles_of(tif, z)

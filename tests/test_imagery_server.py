@@ -17,16 +17,16 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from pipeline.config import ImageryConfig
-from pipeline.errors import ConfigError, InputDataError, TileServerError
+from pipeline.config.region import ImageryConfig
+from pipeline.core.errors import ConfigError, InputDataError, TileServerError
 from pipeline.imagery.common import TileRecord, redact, redact_url, verify_image
 from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats, RateLimiter, parse_retry_after
 from pipeline.imagery.fetch import Downloader
 from pipeline.imagery.shard import ShardResult, manifest_body, server_resource
 from pipeline.imagery.wms import wms_url
 from pipeline.imagery.xyz import FetchRun, fetch_tiles, url_function, xyz_url
-from pipeline.tile_writer import TileStatus
-from pipeline.tiles import Tile, cover_bbox, quadkey, tile_bounds
+from pipeline.tiles.tilemath import Tile, cover_bbox, quadkey, tile_bounds
+from pipeline.tiles.writer import TileStatus
 from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
 
 KINDS = ["500", "429", "timeout", "truncate", "html", "garbage", "reset", "503"]  # retried ("small" is not)

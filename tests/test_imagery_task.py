@@ -22,11 +22,11 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from pipeline.config import load_config
-from pipeline.cover import tiles_table, write_tiles_csv
-from pipeline.errors import ConfigError
+from pipeline.config.region import load_config
+from pipeline.core.errors import ConfigError
 from pipeline.imagery.common import verify_image
-from pipeline.tiles import Tile, cover_bbox
+from pipeline.tiles.cover import tiles_table, write_tiles_csv
+from pipeline.tiles.tilemath import Tile, cover_bbox
 from tests.conftest import ROOT
 from tests.luigi_settings import luigi_settings
 from tests.tileserver import TileServer, tiles_from_raster, write_test_geotiff
@@ -69,7 +69,7 @@ def ortho(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Tile]]:
 
 def image_files(images: Path) -> dict[str, bytes]:
     """The tile files under ``images`` (z/x/y.ext), whatever the index says."""
-    from pipeline.tile_index import tiles_on_disk
+    from pipeline.tiles.index import tiles_on_disk
 
     return {rel: (images / rel).read_bytes() for rel in tiles_on_disk(images)}
 
@@ -89,7 +89,7 @@ def test_imagery_all_from_a_raster(tmp_path: Path, ortho: tuple[Path, list[Tile]
     assert len(summary["nodata_skipped"]) == counts["nodata-skipped"]
     files = image_files(data / "images")
     assert len(files) == counts["ok"]
-    from pipeline.tile_index import read_tile_index
+    from pipeline.tiles.index import read_tile_index
 
     idx = read_tile_index(data / "images")  # index.parquet: every tile of today's shards
     assert len(idx) == len(tiles) and sorted(idx.path[idx.status == "written"]) == sorted(files)
@@ -190,7 +190,7 @@ def test_kill_during_download_then_rerun(tmp_path: Path, ortho: tuple[Path, list
 
 
 def _shards(tiles: list[Tile]) -> dict[str, list[Tile]]:
-    from pipeline.tiles import shard_of
+    from pipeline.tiles.tilemath import shard_of
 
     out: dict[str, list[Tile]] = {}
     for t in tiles:
@@ -228,8 +228,8 @@ def test_imagery_config_keys_parse(tmp_path: Path) -> None:
 
 
 def test_reuse_marker_and_coverage_summary(tmp_path: Path) -> None:
+    from pipeline.core.manifests import write_manifest
     from pipeline.imagery.shard import clear_started, coverage_summary, mark_started, may_reuse
-    from pipeline.manifests import write_manifest
 
     manifest = tmp_path / "_shards" / "0123.json"
     assert not may_reuse(manifest, "d1")  # nothing known: tiles on disk are not trusted
@@ -373,6 +373,6 @@ def test_missing_tiles_are_asked_again_after_an_age_or_with_the_switch(tmp_path:
         assert srv.requests[sorted(holes)[0]] == 3 and "now fetched" in err
     assert coverage()["missing-on-server"] == 0
     assert len(image_files(data / "images")) == len(tiles)
-    from pipeline.tile_index import read_tile_index
+    from pipeline.tiles.index import read_tile_index
 
     assert set(read_tile_index(data / "images").status) == {"written"}

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.instance_split import split_instances, trace_instances
-from pipeline.instances import edge_band, edge_classes, edge_value, target_lut
-from pipeline.probs import decode_prob_tile, decode_probs, encode_probs
-from pipeline.tiles import Tile
-from pipeline.vectorize import Tracing, mask_to_probs, read_tile, tile_pieces
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.inference.probs import decode_prob_tile, decode_probs, encode_probs
+from pipeline.tiles.tilemath import Tile
+from pipeline.vectors.instance_split import split_instances, trace_instances
+from pipeline.vectors.instances import edge_band, edge_classes, edge_value, target_lut
+from pipeline.vectors.vectorize import Tracing, mask_to_probs, read_tile, tile_pieces
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
 ROAD = ClassSpec("road", 2, "line", 10, (TagFilter("highway", None),), buffer_m=4.0)
@@ -100,8 +100,8 @@ def test_masks_and_predictions_carry_edge_bands() -> None:
 def test_edge_channels_are_sigmoids_beside_the_class_softmax() -> None:
     import torch
 
-    from pipeline.losses import build_loss
-    from pipeline.predict_torch import output_probs
+    from pipeline.inference.predict_torch import output_probs
+    from pipeline.model.losses import build_loss
 
     logits = torch.randn(2, 4, 8, 8)  # background, building, road, building edge
     p = output_probs(logits, 1)
@@ -129,7 +129,7 @@ def _two_houses() -> Any:
 
     inst = np.zeros((12, 16), dtype=np.int32)
     inst[2:10, 2:8], inst[2:10, 8:14] = 1, 2
-    from pipeline.instances import edge_band
+    from pipeline.vectors.instances import edge_band
 
     t = np.where(inst > 0, 1, 0)
     t[edge_band(inst, 1)] = 2
@@ -142,7 +142,7 @@ def test_contact_weight_weighs_only_the_wall_between_two_houses() -> None:
     edge loss; 1 (or unset) is the plain loss."""
     import torch
 
-    from pipeline.losses import _near, build_loss
+    from pipeline.model.losses import _near, build_loss
 
     target = _two_houses()
     contact = (target == 2) & ~_near(target == 0, 1)

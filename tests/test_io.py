@@ -15,13 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from pipeline.atomic import atomic_path, atomic_write_json
-from pipeline.errors import InputDataError
-from pipeline.features import FEATURE_ROW_GROUP, read_feature_columns, read_features, write_features
-from pipeline.locks import file_lock
-from pipeline.manifests import manifest_is_current, read_manifest, write_manifest
-from pipeline.masks import geojson_like
-from pipeline.tile_index import (
+from pipeline.core.atomic import atomic_path, atomic_write_json
+from pipeline.core.errors import InputDataError
+from pipeline.core.locks import file_lock
+from pipeline.core.manifests import manifest_is_current, read_manifest, write_manifest
+from pipeline.labels.features import FEATURE_ROW_GROUP, read_feature_columns, read_features, write_features
+from pipeline.tiles.index import (
     INDEX_COLUMNS,
     WRITTEN,
     index_is_whole,
@@ -30,8 +29,9 @@ from pipeline.tile_index import (
     tiles_on_disk,
     write_tile_index,
 )
-from pipeline.tile_writer import ShardWriter, TileStatus
-from pipeline.tiles import Tile
+from pipeline.tiles.masks import geojson_like
+from pipeline.tiles.tilemath import Tile
+from pipeline.tiles.writer import ShardWriter, TileStatus
 from tests.conftest import ROOT
 
 
@@ -94,7 +94,7 @@ def test_feature_columns_read_without_pandas(tmp_path: Path) -> None:
     gdf = gpd.GeoDataFrame({"buffer_m": [0.0, 2.5]}, geometry=[shapely.box(0, 0, 1, 1), shapely.Point(2, 2)],
                            crs=4326)
     write_features(gdf, path)
-    code = ("import sys; from pipeline.features import read_feature_columns as r; "
+    code = ("import sys; from pipeline.labels.features import read_feature_columns as r; "
             f"c = r({str(path)!r}, ('geometry', 'buffer_m')); "
             "assert dict(zip(c['buffer_m'].tolist(), [g.geom_type for g in c['geometry']])) == "
             "{0.0: 'Polygon', 2.5: 'Point'}, c; "
@@ -115,7 +115,7 @@ def test_geojson_like_matches_geo_interface() -> None:
 
 
 def test_importing_io_leaves_the_umask_alone(tmp_path: Path) -> None:
-    code = ("import os; os.umask(0o027); import pipeline.tile_index; import pipeline.atomic as io; "
+    code = ("import os; os.umask(0o027); import pipeline.tiles.index; import pipeline.core.atomic as io; "
             "io.atomic_write_bytes(os.environ['OUT'], b'x'); m = os.umask(0); print(oct(m))")
     out = tmp_path / "f.bin"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
@@ -199,8 +199,8 @@ def test_index_is_read_from_index_parquet_and_checked_by_size(tmp_path: Path) ->
 
 
 def test_remove_stale_scratch_skips_held_locks(tmp_path: Path) -> None:
-    from pipeline.locks import file_lock
-    from pipeline.tile_writer import remove_stale_scratch
+    from pipeline.core.locks import file_lock
+    from pipeline.tiles.writer import remove_stale_scratch
 
     tmp = tmp_path / "_tmp"
     (tmp / "0123").mkdir(parents=True)

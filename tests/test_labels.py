@@ -18,10 +18,10 @@ import pyproj
 import pytest
 import shapely
 
-from pipeline.config import ClassSpec, TagFilter, load_config
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.features import FEATURE_COLUMNS, read_features
-from pipeline.labels import LabelsConfig, load_vector_labels
+from pipeline.config.region import ClassSpec, TagFilter, load_config
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.labels.features import FEATURE_COLUMNS, read_features
+from pipeline.labels.vector import LabelsConfig, load_vector_labels
 
 LON, LAT = 32.58, 0.33
 
@@ -186,7 +186,7 @@ def test_class_matching_nothing_is_a_warning_with_counts(tmp_path: Path, caplog:
     path = tmp_path / "b.geojson"
     squares().to_file(path)
     castle = ClassSpec("castle", 3, "area", 10, (TagFilter.parse("kind=castle", "t"),))
-    with caplog.at_level(logging.WARNING, logger="pipeline.labels"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.labels.vector"):
         _, stats = load_vector_labels(vector(path), [BUILDING_ALL, castle])
     assert stats.rows_per_class == {"building": 12, "castle": 0}
     assert "'castle' matches none of the 12 features" in caplog.text

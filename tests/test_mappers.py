@@ -10,8 +10,15 @@ import xml.etree.ElementTree as ET
 import geopandas as gpd
 import shapely
 
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.mappers import PRIORITY_THRESHOLDS, candidate_tags, class_tags, maproulette_tasks, osm_xml, priority
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.review.mappers import (
+    PRIORITY_THRESHOLDS,
+    candidate_tags,
+    class_tags,
+    maproulette_tasks,
+    osm_xml,
+    priority,
+)
 
 # classes as configs/kampala.toml writes them: no tags, the class takes every labelled feature
 BUILDING = ClassSpec("building", 1, "area", 10, ())

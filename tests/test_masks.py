@@ -12,11 +12,11 @@ import pytest
 import shapely
 from PIL import Image
 
-from pipeline.config import IGNORE_VALUE, load_config
-from pipeline.errors import InputDataError
-from pipeline.features import read_features, write_features
-from pipeline.geo import mercator_scale, to_lonlat
-from pipeline.masks import (
+from pipeline.config.region import IGNORE_VALUE, load_config
+from pipeline.core.errors import InputDataError
+from pipeline.labels.features import read_features, write_features
+from pipeline.tiles.geo import mercator_scale, to_lonlat
+from pipeline.tiles.masks import (
     PngEncoder,
     burn_tile,
     decode_mask_png,
@@ -24,7 +24,7 @@ from pipeline.masks import (
     rasterize_tiles,
     shard_read_bbox,
 )
-from pipeline.tiles import Tile, quadkey, tile_bounds, tile_extent_m
+from pipeline.tiles.tilemath import Tile, quadkey, tile_bounds, tile_extent_m
 from tests.town import write_town_config
 
 Z = 19

@@ -19,8 +19,8 @@ import luigi
 import numpy as np
 import pytest
 
-from pipeline.cover import read_tiles_csv
-from pipeline.masks import decode_mask_png
+from pipeline.tiles.cover import read_tiles_csv
+from pipeline.tiles.masks import decode_mask_png
 from tasks.masks import MasksAll
 from tests.conftest import ROOT
 from tests.town import write_town_config

@@ -1,4 +1,4 @@
-"""pipeline.model: building models, normalisation and the checkpoint format."""
+"""pipeline.model.network: building models, normalisation and the checkpoint format."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import ModelError
-from pipeline.model import ModelSpec, build_model, load_checkpoint, make_meta, normalise, save_checkpoint
+from pipeline.core.errors import ModelError
+from pipeline.model.network import ModelSpec, build_model, load_checkpoint, make_meta, normalise, save_checkpoint
 
 SPEC = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=3)
 STATS = {"mean": [0.4, 0.5, 0.3], "std": [0.2, 0.1, 0.25]}
@@ -70,7 +70,7 @@ def test_bad_checkpoint_and_spec(tmp_path):
 
 
 def test_import_without_geospatial_stack():
-    code = ("import sys; import pipeline.model; "
+    code = ("import sys; import pipeline.model.network; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('rasterio', 'geopandas', 'luigi', 'shapely')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False, capture_output=True).returncode == 0
@@ -79,8 +79,8 @@ def test_import_without_geospatial_stack():
 def test_one_device_choice_for_training_and_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from pipeline.device import pick_device
-    from pipeline.errors import ModelError
+    from pipeline.core.errors import ModelError
+    from pipeline.model.device import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu") and pick_device("cpu") == torch.device("cpu")
@@ -123,7 +123,7 @@ def test_encoder_weights_download_failure_of_any_kind(monkeypatch: pytest.Monkey
 def test_unknown_weight_name_did_you_mean() -> None:
     with pytest.raises(ModelError, match=r"'imagent'.*did you mean 'imagenet'.*'ssl'.*local resnet18"):
         build_model(ModelSpec(encoder="resnet18", classes=2, encoder_weights_path="imagent"))
-    from pipeline.model import resolve_encoder_weights
+    from pipeline.model.network import resolve_encoder_weights
 
     assert resolve_encoder_weights("resnet18", "imagenet") == ("name", "imagenet")
     assert resolve_encoder_weights("resnet18", "weights/r18.pth") == ("file", "weights/r18.pth")

@@ -1,4 +1,4 @@
-"""pipeline.osm: feature extraction from generated PBFs and from real Helsinki data."""
+"""pipeline.labels.osm: feature extraction from generated PBFs and from real Helsinki data."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.features import FEATURE_COLUMNS
-from pipeline.osm import ExtractStats, extract_features, extract_features_with_stats
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.labels.features import FEATURE_COLUMNS
+from pipeline.labels.osm import ExtractStats, extract_features, extract_features_with_stats
 from tests.pbf_fixtures import PbfBuilder, Sample, helsinki_like_classes, rect, write_grid, write_sample
 
 HELSINKI = Path(__file__).parents[1] / ".." / "shared" / "data" / "osm" / "helsinki.osm.pbf"

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.errors import InputDataError, ModelError
-from pipeline.model import ModelSpec, build_model, make_meta, save_checkpoint
-from pipeline.predict import check_compatible, make_engine, predict_tiles, prediction_pngs, prune_graphs
-from pipeline.predict_onnx import OnnxEngine
-from pipeline.predict_torch import Predictor, forward_probs, load_predictor, predict_windows
-from pipeline.probs import decode_probs, encode_probs
-from pipeline.windows import TileReader, context_window, plan_blocks, plan_border, read_image, tile_window
+from pipeline.core.errors import InputDataError, ModelError
+from pipeline.inference.predict import check_compatible, make_engine, predict_tiles, prediction_pngs, prune_graphs
+from pipeline.inference.predict_onnx import OnnxEngine
+from pipeline.inference.predict_torch import Predictor, forward_probs, load_predictor, predict_windows
+from pipeline.inference.probs import decode_probs, encode_probs
+from pipeline.inference.windows import TileReader, context_window, plan_blocks, plan_border, read_image, tile_window
+from pipeline.model.network import ModelSpec, build_model, make_meta, save_checkpoint
 
 CLASSES = [{"name": "building", "id": 1}, {"name": "road", "id": 2}]
 STATS = {"mean": [0.45, 0.5, 0.4], "std": [0.2, 0.22, 0.25]}
@@ -83,7 +83,7 @@ def smp_predictor(t: int, tmp: Path) -> tuple[Predictor, Path]:
 
 def mosaic_probs(pred: Predictor, mosaic: np.ndarray) -> np.ndarray:
     """Foreground probabilities of the whole mosaic in one forward pass (no context handling)."""
-    from pipeline.model import normalise
+    from pipeline.model.network import normalise
 
     x = normalise(torch.from_numpy(mosaic), pred.meta["band_stats"])[None]
     return forward_probs(pred, x)[0, 1:].numpy()
@@ -104,8 +104,8 @@ def test_border_rounds_up_to_the_stride() -> None:
 def test_model_scale_sets_the_border_and_input_size() -> None:
     """A half-scale checkpoint (meta scale 0.5, or an old one whose tile_size is half the tiles')
     needs a 64-px border for its stride of 32 model px, and gets a half-size input."""
-    from pipeline.predict import border_for
-    from pipeline.predict_torch import model_input
+    from pipeline.inference.predict import border_for
+    from pipeline.inference.predict_torch import model_input
 
     base = tiny_predictor(256)
     for meta in ({**base.meta, "scale": 0.5, "tile_size": 128}, {**{k: v for k, v in base.meta.items()
@@ -413,7 +413,7 @@ def test_predict_all_writes_valid_tiles_with_manifests(predicted_town: Path) -> 
     import hashlib
     import json
 
-    from pipeline.tile_index import read_tile_index
+    from pipeline.tiles.index import read_tile_index
 
     data = predicted_town.parent / "data"
     images = read_tile_index(data / "images")
@@ -468,8 +468,8 @@ def test_rerun_is_complete_and_model_change_reruns(predicted_town: Path) -> None
 def test_task_errors_name_the_model(predicted_town: Path, tmp_path: Path) -> None:
     """A missing checkpoint, or one made for another class table, stops the shard with an error
     that names the file and says what to do (the town's imagery is reused: same data folder)."""
-    from pipeline.tile_index import read_tile_index
-    from pipeline.windows import image_paths
+    from pipeline.inference.windows import image_paths
+    from pipeline.tiles.index import read_tile_index
     from tasks.predict import Predict
 
     data = predicted_town.parent / "data"
@@ -496,7 +496,7 @@ def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path
     by writing its checkpoint and manifest) and metrics.json covers the test split only."""
     import json
 
-    from pipeline.split import read_split_csv
+    from pipeline.model.split import read_split_csv
     from tasks.predict import EvaluateModel
     from tasks.split import SplitDataset
     from tasks.train import TrainModel
@@ -522,10 +522,10 @@ def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path
 
 
 def test_predict_section_parsing(tmp_path: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.errors import ConfigError
-    from pipeline.predict_spec import PredictSpec
-    from pipeline.regions import is_own_model, model_path
+    from pipeline.config.predict import PredictSpec
+    from pipeline.config.region import load_config
+    from pipeline.core.errors import ConfigError
+    from pipeline.model.regions import is_own_model, model_path
     from tests.town import write_town_config
 
     cfg = load_config(write_town_config(tmp_path / "a.toml", tmp_path / "t.pbf", tmp_path / "data"))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import InputDataError
-from pipeline.probs import decode_probs, encode_probs, quantise
+from pipeline.core.errors import InputDataError
+from pipeline.inference.probs import decode_probs, encode_probs, quantise
 
 
 def test_round_trip_stacks_bands() -> None:

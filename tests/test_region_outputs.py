@@ -1,6 +1,6 @@
 """Whole-region outputs (model, vectors, comparison, report, run.json) are checked like tiles.
 
-Unit tests of :mod:`pipeline.outputs` and :mod:`pipeline.model_repair`, then damage probes on a
+Unit tests of :mod:`pipeline.core.outputs` and :mod:`pipeline.model.repair`, then damage probes on a
 finished sample region (the demo shrunk to a 300 m town, one epoch): each damages one output, runs
 the command a user would (a plain rerun, ``Verify``, ``PredictAll``, ``TrainModel``) and asserts the
 exit code, the last line, that the output is whole again and that nothing else was redone.
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.outputs import damaged_files, file_entries, file_sha256, restore_mtime, seal, seal_intact
+from pipeline.core.outputs import damaged_files, file_entries, file_sha256, restore_mtime, seal, seal_intact
 from tests.test_e2e_resume import ROOT, _config, _env
 
-# --- pipeline.outputs ---------------------------------------------------------------------
+# --- pipeline.core.outputs ---------------------------------------------------------------------
 
 
 def test_entries_find_missing_truncated_and_same_size_damage(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_a_sealed_manifest_knows_same_size_damage(tmp_path: Path) -> None:
     assert not seal_intact(path)
 
 
-# --- pipeline.model_repair ----------------------------------------------------------------
+# --- pipeline.model.repair ----------------------------------------------------------------
 
 
 def _checkpoints(out: Path, epochs: int, best_epoch: int, digest: str = "d1") -> dict[str, Any]:
@@ -66,8 +66,8 @@ def _checkpoints(out: Path, epochs: int, best_epoch: int, digest: str = "d1") ->
     the manifest's ``files``."""
     import torch
 
-    from pipeline.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, write_checkpoint
-    from pipeline.trainlog import write_csv
+    from pipeline.model.network import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, write_checkpoint
+    from pipeline.model.trainlog import write_csv
 
     out.mkdir(parents=True, exist_ok=True)
     history = [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "miou": 0.1 * (e + 1)} for e in range(epochs)]
@@ -82,7 +82,7 @@ def _checkpoints(out: Path, epochs: int, best_epoch: int, digest: str = "d1") ->
 
 
 def test_best_pt_is_rebuilt_from_last_pt_byte_for_byte(tmp_path: Path) -> None:
-    from pipeline.model_repair import repair_model_dir
+    from pipeline.model.repair import repair_model_dir
 
     files = _checkpoints(tmp_path, epochs=2, best_epoch=2)
     (tmp_path / "best.pt").unlink()
@@ -95,7 +95,7 @@ def test_best_pt_is_rebuilt_from_last_pt_byte_for_byte(tmp_path: Path) -> None:
 
 
 def test_an_earlier_best_epoch_or_a_damaged_last_pt_retrains(tmp_path: Path) -> None:
-    from pipeline.model_repair import repair_model_dir
+    from pipeline.model.repair import repair_model_dir
 
     files = _checkpoints(tmp_path / "a", epochs=3, best_epoch=1)
     (tmp_path / "a" / "best.pt").unlink()
@@ -247,7 +247,7 @@ def test_same_size_damage_is_found_and_redone_by_verify(region: tuple[Path, Path
 
 @pytest.mark.parametrize("task", ["TrainModel", "RegionPipeline"])
 def test_truncated_last_pt_retrains(region: tuple[Path, Path, Path], task: str) -> None:
-    from pipeline.model import read_checkpoint
+    from pipeline.model.network import read_checkpoint
 
     cfg, data = _fresh(region)
     before = _state(data)

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.regions import RegionTiles, pooled_stats
-from pipeline.split import TileRow
+from pipeline.core.errors import ConfigError
+from pipeline.model.regions import RegionTiles, pooled_stats
+from pipeline.model.split import TileRow
 
 
 def _tiles(name: str, pixels: np.ndarray, n_train: int, **extra: object) -> RegionTiles:
@@ -65,10 +65,10 @@ def test_a_region_trains_with_another_and_a_third_predicts_with_its_model(tmp_pa
 
     import luigi
 
-    from pipeline.config import load_config
-    from pipeline.model import load_checkpoint
-    from pipeline.regions import model_path
-    from pipeline.stages import stage_digest
+    from pipeline.config.region import load_config
+    from pipeline.core.stages import stage_digest
+    from pipeline.model.network import load_checkpoint
+    from pipeline.model.regions import model_path
     from tasks.predict import PredictAll
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -96,8 +96,8 @@ def test_a_region_trains_with_another_and_a_third_predicts_with_its_model(tmp_pa
 
 
 def test_a_region_listing_itself_or_other_classes_is_refused(tmp_path: Path, town_pbf: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.regions import other_regions
+    from pipeline.config.region import load_config
+    from pipeline.model.regions import other_regions
 
     home = _region(tmp_path, town_pbf, "home", 5, f'regions = ["{tmp_path / "home.toml"}"]\n')
     with pytest.raises(ConfigError, match=r"home\.toml: \[train\] regions names .*home\.toml.*list each other"):
@@ -110,8 +110,8 @@ def test_a_region_listing_itself_or_other_classes_is_refused(tmp_path: Path, tow
 
 
 def test_a_local_encoder_weights_file_enters_the_train_digest(tmp_path: Path, town_pbf: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.stages import stage_digest
+    from pipeline.config.region import load_config
+    from pipeline.core.stages import stage_digest
 
     weights = tmp_path / "resnet18.pth"
     weights.write_bytes(b"a")
@@ -211,7 +211,7 @@ def test_a_region_without_labels_is_predicted_vectorised_and_reported(tmp_path: 
 ])
 def test_a_region_without_labels_is_refused_what_it_cannot_do(tmp_path: Path, town_pbf: Path, change: Any,
                                                               message: str) -> None:
-    from pipeline.config import load_config
+    from pipeline.config.region import load_config
 
     home = _region(tmp_path, town_pbf, "home", 5, "")
     bare = _unlabelled(tmp_path, home)

@@ -20,13 +20,13 @@ from typing import Any
 import luigi
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from pipeline.config.region import load_config
+from pipeline.config.section import Section
+from pipeline.core.errors import ConfigError
+from pipeline.core.stages import stage_digest, stage_inputs
 from pipeline.imagery.registry import ImagerySource, Location, ShardJob, ShardResult, register_source, unregister_source
-from pipeline.section import Section
-from pipeline.stages import stage_digest, stage_inputs
-from pipeline.statuses import Status, legend_text, register_status, status_names, unregister_status
-from pipeline.tiles import Tile
+from pipeline.review.statuses import Status, legend_text, register_status, status_names, unregister_status
+from pipeline.tiles.tilemath import Tile
 from tests.conftest import ROOT
 from tests.test_imagery_task import SHARD_ZOOM, ZOOM, region
 from tests.town import write_town_config
@@ -45,7 +45,7 @@ def _solid_shard(job: ShardJob) -> ShardResult:
     import numpy as np
 
     from pipeline.imagery.common import TileRecord, encode_tile
-    from pipeline.tile_writer import TileStatus
+    from pipeline.tiles.writer import TileStatus
 
     rgb = np.array(job.icfg.option("color"), dtype=np.uint8)[:, None, None]
     data = encode_tile(np.broadcast_to(rgb, (3, job.size, job.size)).copy(), "png")
@@ -94,7 +94,7 @@ def test_a_registered_source_parses_and_enters_the_digest(tmp_path: Path, solid:
 
 def test_a_registered_source_makes_the_imagery_stage(tmp_path: Path, solid: ImagerySource) -> None:
     from pipeline.imagery.shard import refetch_cutoff, server_resource
-    from pipeline.tile_index import read_tile_index
+    from pipeline.tiles.index import read_tile_index
     from tasks.imagery import FetchImagery, ImageryAll, ImageryPlan
     cfg = region(tmp_path, 'source = "solid"\ncolor = [0, 128, 255]', TILES)
     icfg = load_config(cfg).imagery
@@ -109,7 +109,7 @@ def test_a_registered_source_makes_the_imagery_stage(tmp_path: Path, solid: Imag
 
 
 def _shard(t: Tile) -> str:
-    from pipeline.tiles import shard_of
+    from pipeline.tiles.tilemath import shard_of
 
     return shard_of(t, SHARD_ZOOM)
 
@@ -126,10 +126,10 @@ def test_a_registered_status_flows_through_every_list(tmp_path: Path, demolished
     import geopandas as gpd
     import shapely
 
-    from pipeline.compare_report import map_png, report_md
-    from pipeline.config import ClassSpec, TagFilter
-    from pipeline.qgis import region_layers
-    from pipeline.region_report import map_layers
+    from pipeline.config.region import ClassSpec, TagFilter
+    from pipeline.review.compare_report import map_png, report_md
+    from pipeline.review.qgis import region_layers
+    from pipeline.review.region_report import map_layers
 
     assert status_names()[:3] == ("missing_in_osm", "demolished", "not_seen")
     building = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
@@ -155,8 +155,8 @@ def test_a_registered_status_gets_a_layer_and_a_count(demolished: Status) -> Non
     import geopandas as gpd
     import shapely
 
-    from pipeline.compare import CompareSpec, compare
-    from pipeline.config import ClassSpec, TagFilter
+    from pipeline.config.region import ClassSpec, TagFilter
+    from pipeline.review.compare import CompareSpec, compare
 
     building = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
     box = shapely.box(25.0, 60.0, 25.0002, 60.0001)

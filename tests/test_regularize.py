@@ -1,4 +1,4 @@
-"""Squared building outlines (pipeline.regularize, on by default for building classes): pixel
+"""Squared building outlines (pipeline.vectors.regularize, on by default for building classes): pixel
 staircases of rotated rectangles and L-shapes traced at about 0.3 m come back with right angles,
 few vertices and IoU >= 0.9 with the traced outline."""
 
@@ -10,14 +10,14 @@ import shapely
 from rasterio.features import rasterize
 from scipy import ndimage
 
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.finish import finish, finish_shard, sort_features
-from pipeline.geo import to_mercator
-from pipeline.metrics import iou
-from pipeline.regularize import regularize
-from pipeline.tiles import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
-from pipeline.trace import trace
-from pipeline.vectorize import VectorizeSpec, cached_loader, region_pieces, shard_box_px, shard_pieces
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.model.metrics import iou
+from pipeline.tiles.geo import to_mercator
+from pipeline.tiles.tilemath import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
+from pipeline.vectors.finish import finish, finish_shard, sort_features
+from pipeline.vectors.regularize import regularize
+from pipeline.vectors.trace import trace
+from pipeline.vectors.vectorize import VectorizeSpec, cached_loader, region_pieces, shard_box_px, shard_pieces
 
 PX = 0.3  # metres per pixel (a z19 orthophoto near the equator)
 RECT = shapely.box(0, 0, 12, 8)  # a 12 m x 8 m house

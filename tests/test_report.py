@@ -14,7 +14,7 @@ import mercantile
 import numpy as np
 from PIL import Image
 
-from pipeline.report import MapLayer, Report, TileLayer, layers_bounds, render_report
+from pipeline.review.report import MapLayer, Report, TileLayer, layers_bounds, render_report
 from tests.browser import chromium, needs_browser
 
 Z = 18

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import shapely
 
-from pipeline.calibration import choose_min_score, curve, fit, pu_score, real_share
-from pipeline.candidates import missing_evidence, unseen_evidence
-from pipeline.compare import CompareSpec, compare, parse_compare, split_unknown
-from pipeline.config import ClassSpec, ConfigError, TagFilter
-from pipeline.gapsim import groups, placebos, simulate_line_missing, simulate_missing
-from pipeline.geo import to_lonlat, to_mercator
-from pipeline.review import review
+from pipeline.config.region import ClassSpec, ConfigError, TagFilter
+from pipeline.review.calibration import choose_min_score, curve, fit, pu_score, real_share
+from pipeline.review.candidates import missing_evidence, unseen_evidence
+from pipeline.review.compare import CompareSpec, compare, parse_compare, split_unknown
+from pipeline.review.gapsim import groups, placebos, simulate_line_missing, simulate_missing
+from pipeline.review.review import review
+from pipeline.tiles.geo import to_lonlat, to_mercator
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
 X0, Y0 = 3_000_000.0, 1_000_000.0  # EPSG:3857 metres, about 27° E, 9° N

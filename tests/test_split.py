@@ -1,4 +1,4 @@
-"""pipeline.split / pipeline.dataset / pipeline.metrics: pairs, blocked and area splits, stats,
+"""pipeline.model.split / pipeline.model.dataset / pipeline.model.metrics: pairs, blocked and area splits, stats,
 the torch Dataset with joint augmentations, the sampler and the metrics."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.dataset import EpochSampler, TileDataset, build_augment, sample_weights
-from pipeline.errors import ConfigError, InputDataError
-from pipeline.metrics import confusion, scores
-from pipeline.specs import SplitSpec, TrainSpec, parse_split, parse_train
-from pipeline.split import block_of, make_split, read_split_csv, split_by_blocks, write_split_csv
+from pipeline.config.train import SplitSpec, TrainSpec, parse_split, parse_train
+from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.model.dataset import EpochSampler, TileDataset, build_augment, sample_weights
+from pipeline.model.metrics import confusion, scores
+from pipeline.model.split import block_of, make_split, read_split_csv, split_by_blocks, write_split_csv
 from tests.train_fixtures import X0, Y0, Z, write_region
 
 
@@ -100,8 +100,8 @@ def test_no_pairs_when_the_server_lacks_every_tile_names_the_refetch_switch(tmp_
 
 def _no_tiles(data_dir, features, wrong_geometry):
     """A region whose cover made no tile (empty indexes) after an extract of ``features``."""
-    from pipeline.manifests import write_manifest
-    from pipeline.tile_index import write_tile_index
+    from pipeline.core.manifests import write_manifest
+    from pipeline.tiles.index import write_tile_index
 
     for product in ("images", "masks"):
         (data_dir / product).mkdir(parents=True)

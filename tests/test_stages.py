@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-import pipeline.config
-import pipeline.predict_spec
-from pipeline.config import load_config
-from pipeline.stages import (
+import pipeline.config.predict
+import pipeline.config.region
+from pipeline.config.region import load_config
+from pipeline.core.stages import (
     STAGES,
     Stage,
     config_value,
@@ -50,8 +50,8 @@ def test_changed_default_reruns_written_default_does_not(tmp_path: Path, toy_sta
     before = stage_digest(bare, "toy")
     fields = [(f.name, f.type, dataclasses.field(default=16 if f.name == "context_px" else f.default,
                                                  metadata=f.metadata))
-              for f in dataclasses.fields(pipeline.predict_spec.PredictSpec)]
-    monkeypatch.setattr(pipeline.predict_spec, "PredictSpec", dataclasses.make_dataclass(
+              for f in dataclasses.fields(pipeline.config.predict.PredictSpec)]
+    monkeypatch.setattr(pipeline.config.predict, "PredictSpec", dataclasses.make_dataclass(
         "PredictSpec", fields, frozen=True))  # a default changed in code
     bare, explicit = _cfg(tmp_path, BASE, "bare.toml"), _cfg(tmp_path, explicit.path.read_text(), "explicit.toml")
     assert bare.predict.context_px == 16 and stage_digest(bare, "toy") != before
@@ -66,8 +66,8 @@ def test_changed_default_of_a_builtin_section(tmp_path: Path, monkeypatch: pytes
     assert stage_digest(cfg, "synthetic") == stage_digest(written, "synthetic")
     before = stage_digest(cfg, "synthetic")
     fields = [(f.name, f.type, dataclasses.field(default=43 if f.name == "seed" else f.default))
-              for f in dataclasses.fields(pipeline.config.SyntheticConfig)]
-    monkeypatch.setattr(pipeline.config, "SyntheticConfig", dataclasses.make_dataclass(
+              for f in dataclasses.fields(pipeline.config.region.SyntheticConfig)]
+    monkeypatch.setattr(pipeline.config.region, "SyntheticConfig", dataclasses.make_dataclass(
         "SyntheticConfig", fields, frozen=True))
     changed = _cfg(tmp_path, text, "c.toml")
     assert changed.synthetic.seed == 43
@@ -85,7 +85,7 @@ def test_written_default_of_masks_changes_nothing(tmp_path: Path) -> None:
 def test_operational_settings_are_not_in_digests(tmp_path: Path, toy_stage: Stage) -> None:
     img = '\n[imagery]\nsource = "xyz"\nurl = "https://t.example/{z}/{x}/{y}.png"\n'
     # download settings are not in [imagery] (configs/luigi.toml [download] has them)
-    with pytest.raises(pipeline.config.ConfigError, match=r"imagery\.retries: .*configs/luigi\.toml"):
+    with pytest.raises(pipeline.config.region.ConfigError, match=r"imagery\.retries: .*configs/luigi\.toml"):
         _cfg(tmp_path, BASE + img + "retries = 9\n", "b.toml")
     a = _cfg(tmp_path, BASE + img, "a.toml")
     assert stage_digest(a, "imagery") != stage_digest(_cfg(tmp_path, BASE + img + "png_level = 6\n", "p.toml"),
@@ -167,7 +167,7 @@ def _luigi_edges(task: Any, edges: dict[str, set[str]], seen: set[str],
 def test_luigi_graph_and_digest_graph_agree(config: str) -> None:
     """What a stage's task requires is what its digest chains to, for every shipped config (a
     stage that does not apply, such as the sample region of a real one, has the digest "none")."""
-    from pipeline.stages import get_stage
+    from pipeline.core.stages import get_stage
     from tasks.pipeline import RegionPipeline
 
     path = Path(__file__).parent.parent / "configs" / config
@@ -269,8 +269,8 @@ def test_a_touched_or_copied_input_keeps_its_digests(tmp_path: Path) -> None:
 
 
 def test_fingerprint_cache_lost_or_damaged(tmp_path: Path) -> None:
-    from pipeline import fingerprints
-    from pipeline.fingerprints import CACHE_NAME
+    from pipeline.core import fingerprints
+    from pipeline.core.fingerprints import CACHE_NAME
 
     cfg, pbf = _vector_region(tmp_path)
     first = _digests(cfg)

@@ -88,16 +88,18 @@ def test_a_finished_product_is_checked_from_its_json_manifests(town_config: Path
 
 def test_config_digests_and_tile_maths_import_no_numpy() -> None:
     """Loading a config (every section parsed, ``config.SECTIONS``), the stages' digests and tile
-    arithmetic (:class:`pipeline.tiles.Tile`, bounds, quadkeys) run in every completeness check."""
-    from pipeline import geo, tiles
+    arithmetic (:class:`pipeline.tiles.tilemath.Tile`, bounds, quadkeys) run in every completeness check."""
+    from pipeline.tiles import geo
+    from pipeline.tiles import tilemath as tiles
 
     assert tiles.HALF_WORLD_M == geo.HALF_WORLD_M
     upto_train = ("synthetic", "extract", "cover", "masks", "imagery", "split", "train")
-    got = _imported("from pipeline.config import load_config\nfrom pipeline.stages import stage_digest\n"
-                    "from pipeline.tiles import Tile, quadkey, tile_bounds\n"
+    got = _imported("from pipeline.config.region import load_config\nfrom pipeline.core.stages import stage_digest\n"
+                    "from pipeline.tiles.tilemath import Tile, quadkey, tile_bounds\n"
                     f"cfg = load_config('configs/demo.toml')\n[stage_digest(cfg, s) for s in {upto_train!r}]\n"
                     "tile_bounds(Tile(19, 1, 2)), quadkey(Tile(19, 1, 2))")
     assert got["heavy"] == []
-    got = _imported("from pipeline.config import load_config\nfrom pipeline.stages import STAGES, stage_digest\n"
+    got = _imported("from pipeline.config.region import load_config\n"
+                    "from pipeline.core.stages import STAGES, stage_digest\n"
                     "cfg = load_config('configs/demo.toml')\n[stage_digest(cfg, s) for s in STAGES]")
     assert got["heavy"] == []

@@ -18,7 +18,7 @@ import shapely
 from numpy.typing import NDArray
 from rasterio.warp import Resampling, reproject
 
-from pipeline.config import RegionConfig, SyntheticConfig, load_config
+from pipeline.config.region import RegionConfig, SyntheticConfig, load_config
 from pipeline.synthetic import (
     Scene,
     Town,
@@ -31,7 +31,7 @@ from pipeline.synthetic import (
 from pipeline.synthetic.model import Road
 from pipeline.synthetic.truth import is_building
 from pipeline.synthetic.walls import shared_length, touching_pairs
-from pipeline.tiles import Tile, cover_lonlat, tile_transform
+from pipeline.tiles.tilemath import Tile, cover_lonlat, tile_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.toml"
@@ -77,7 +77,7 @@ def _truth(folder: Path) -> list[dict[str, Any]]:
 
 
 def test_config_section(tmp_path: Path) -> None:
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     syn = load_config(DEMO).synthetic
     assert syn is not None and syn.size_m == 700.0 and syn.centre == (32.58, 0.33)
@@ -223,8 +223,8 @@ def test_orthophoto_is_a_utm_cog(sample: tuple[Path, SyntheticConfig]) -> None:
 def test_truth_matches_the_osm_extraction(sample: tuple[Path, SyntheticConfig]) -> None:
     import osmium
 
-    from pipeline.geo import to_mercator
-    from pipeline.osm import extract_features
+    from pipeline.labels.osm import extract_features
+    from pipeline.tiles.geo import to_mercator
 
     folder, _ = sample
     cfg = load_config(DEMO)
@@ -258,8 +258,8 @@ def test_truth_matches_the_osm_extraction(sample: tuple[Path, SyntheticConfig]) 
 
 
 def test_masks_agree_with_rendered_buildings(sample: tuple[Path, SyntheticConfig], town: Town) -> None:
-    from pipeline.masks import burn_tile, prepare_burn
-    from pipeline.osm import extract_features
+    from pipeline.labels.osm import extract_features
+    from pipeline.tiles.masks import burn_tile, prepare_burn
 
     folder, _ = sample
     cfg = load_config(DEMO)
@@ -334,9 +334,9 @@ def test_make_sample_region_task(tmp_path: Path) -> None:
 
 def test_some_side_streets_are_missing_from_osm_and_some_gone_from_the_image(
         sample: tuple[Path, SyntheticConfig], town: Town) -> None:
-    from pipeline.geo import to_mercator
-    from pipeline.osm import extract_features
+    from pipeline.labels.osm import extract_features
     from pipeline.synthetic.generate import _SIDE_STREETS
+    from pipeline.tiles.geo import to_mercator
 
     folder, syn = sample
     by_status = {s: [r for r in town.roads if r.status == s] for s in ("missing_in_osm", "demolished")}
@@ -381,8 +381,8 @@ def test_painted_roads_against_the_osm_file_find_exactly_the_road_truth(
     import geopandas as gpd
     from pyproj import Transformer
 
-    from pipeline.compare_lines import compare_lines
-    from pipeline.osm import extract_features
+    from pipeline.labels.osm import extract_features
+    from pipeline.review.compare_lines import compare_lines
     from pipeline.synthetic.score import flat_scores, truth_scores
 
     folder, _ = sample
@@ -426,7 +426,7 @@ def _copied_config(tmp_path: Path, data: Path, osm: Path) -> Path:
 def test_a_copied_config_cannot_rewrite_another_regions_inputs(tmp_path: Path) -> None:
     import luigi
 
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
     from pipeline.synthetic import check_sample_outputs
     from tasks.synthetic import MakeSampleRegion
 

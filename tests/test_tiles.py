@@ -11,10 +11,10 @@ import shapely
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pipeline.errors import TileError
-from pipeline.geo import lonlat_to_mercator, mercator_to_lonlat
-from pipeline.tiles import _EDGE_EPS_M as EDGE_EPS_M
-from pipeline.tiles import (
+from pipeline.core.errors import TileError
+from pipeline.tiles.geo import lonlat_to_mercator, mercator_to_lonlat
+from pipeline.tiles.tilemath import _EDGE_EPS_M as EDGE_EPS_M
+from pipeline.tiles.tilemath import (
     Tile,
     check_tile,
     cover_bbox,
@@ -176,7 +176,7 @@ def test_cover_bbox_matches_mercantile(w: float, s: float, dw: float, ds: float,
 def test_tile_list_writes_the_same_csv_as_the_table(tmp_path: Path) -> None:
     """CoverTiles writes a pandas-free TileList: the same bytes as the DataFrame it replaced, and
     the same table read back."""
-    from pipeline.cover import read_tiles_csv, tile_list, tiles_table, write_tiles_csv
+    from pipeline.tiles.cover import read_tiles_csv, tile_list, tiles_table, write_tiles_csv
 
     xy = np.array([[149229, 75867], [149229, 75868], [149300, 75001], [3, 7]], dtype=np.int64)
     lst, df = tile_list(xy, 18, 14), tiles_table(xy, 18, 14)

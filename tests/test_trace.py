@@ -1,4 +1,4 @@
-"""pipeline.trace gives exactly the outlines of rasterio.features.shapes (4-connectivity)."""
+"""pipeline.vectors.trace gives exactly the outlines of rasterio.features.shapes (4-connectivity)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from rasterio.features import shapes
 from scipy import ndimage
 
-from pipeline.trace import trace
+from pipeline.vectors.trace import trace
 
 
 def _check(b: np.ndarray) -> None:

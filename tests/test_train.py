@@ -1,4 +1,4 @@
-"""pipeline.train: a few steps lower the loss, SIGKILL + resume == uninterrupted, DDP with two
+"""pipeline.model.train: a few steps lower the loss, SIGKILL + resume == uninterrupted, DDP with two
 gloo processes, and the clear errors (NaN loss, empty split, no positive pixel, OOM, another
 config). Tiny: 64 px generated tiles, ResNet-18 U-Net, a handful of steps, one CPU thread."""
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.dataset import TileDataset, build_augment
-from pipeline.errors import TrainingError
-from pipeline.model import ModelSpec, load_checkpoint, read_checkpoint
-from pipeline.specs import SplitSpec, TrainSpec
-from pipeline.split import make_split
-from pipeline.train import FitOptions, RunInfo, fit
+from pipeline.config.train import SplitSpec, TrainSpec
+from pipeline.core.errors import TrainingError
+from pipeline.model.dataset import TileDataset, build_augment
+from pipeline.model.network import ModelSpec, load_checkpoint, read_checkpoint
+from pipeline.model.split import make_split
+from pipeline.model.train import FitOptions, RunInfo, fit
 from tests.conftest import ROOT
 from tests.train_fixtures import Z, write_region
 
@@ -159,7 +159,7 @@ def test_empty_split_and_no_positive_pixel(tmp_path):
 
 
 def test_out_of_memory_suggests_a_batch_size(region, tmp_path, monkeypatch):
-    import pipeline.train as train_mod
+    import pipeline.model.train as train_mod
 
     class Oom(torch.nn.Module):
         def __init__(self) -> None:
@@ -178,7 +178,7 @@ def test_out_of_memory_suggests_a_batch_size(region, tmp_path, monkeypatch):
 def test_luigi_split_and_train(tmp_path, town_pbf, monkeypatch):
     import luigi
 
-    from pipeline.manifests import read_manifest
+    from pipeline.core.manifests import read_manifest
     from tasks.train import TrainModel
     cfg = _town_config(tmp_path, town_pbf, epochs=1, batch_size=4)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -204,7 +204,7 @@ def test_luigi_train_with_torchrun(tmp_path, town_pbf, monkeypatch):
     the epochs its trainers finish; the model is the one the single-process path would load."""
     import luigi
 
-    from pipeline.manifests import read_manifest
+    from pipeline.core.manifests import read_manifest
     from tasks.train import TrainModel
     from tests.luigi_settings import luigi_settings
     cfg = _town_config(tmp_path, town_pbf, epochs=2, batch_size=2)
@@ -228,11 +228,11 @@ def test_cross_fit_predicts_the_training_tiles_with_a_model_that_never_saw_them(
 
     import luigi
 
-    from pipeline.config import load_config
-    from pipeline.manifests import read_manifest
-    from pipeline.review import held_out_tiles
-    from pipeline.split import read_split_csv
-    from pipeline.train_run import part_rows
+    from pipeline.config.region import load_config
+    from pipeline.core.manifests import read_manifest
+    from pipeline.model.split import read_split_csv
+    from pipeline.model.train_run import part_rows
+    from pipeline.review.review import held_out_tiles
     from tasks.predict import PredictAll
     from tasks.train import TrainModel
 
@@ -302,7 +302,7 @@ def _town_origin() -> tuple[float, float]:
 
 
 def test_schedule_is_torch_one_cycle_and_can_be_laid_out_again():
-    from pipeline.schedule import Schedule
+    from pipeline.model.schedule import Schedule
 
     for total, warm in ((100, 0.1), (37, 0.15)):
         o1 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
@@ -329,7 +329,7 @@ def test_schedule_is_torch_one_cycle_and_can_be_laid_out_again():
 
 
 def test_budget_epochs():
-    from pipeline.schedule import budget_epochs
+    from pipeline.model.schedule import budget_epochs
 
     spec = replace(SPEC, epochs=50, max_minutes=10.0)
     assert budget_epochs(spec, 0, 0.0, 60.0) == 10  # the 10th epoch reaches 600 s
@@ -342,8 +342,8 @@ def test_budget_epochs():
 
 def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """(file name, epoch) of every checkpoint written, and ("training.png", rows) of each plot."""
-    import pipeline.model as model_mod
-    import pipeline.trainlog as trainlog_mod
+    import pipeline.model.network as model_mod
+    import pipeline.model.trainlog as trainlog_mod
 
     writes: list[tuple[str, int]] = []
     write, plot = model_mod.write_checkpoint, trainlog_mod.write_plot
@@ -383,7 +383,7 @@ def test_last_pt_every_n_epochs_best_pt_on_improvement_plot_at_the_end(region, t
     assert state["best_epoch"] == hist.best_epoch and state["elapsed_s"] > 0  # type: ignore[attr-defined]
     assert len((tmp_path / "m" / "metrics.csv").read_text().splitlines()) == 6
     # checkpoint_* are operational: no part of the digest
-    from pipeline.stages import normalise
+    from pipeline.core.stages import normalise
 
     assert "checkpoint_minutes" not in normalise(spec) and normalise(spec)["val_every"] == 2
 
@@ -394,8 +394,8 @@ def test_time_budget_stops_after_the_crossing_epoch_and_anneals(region, tmp_path
     learning rate, keeps best.pt, and a rerun trains no more."""
     import itertools
 
-    import pipeline.train as train_mod
-    from pipeline.schedule import Schedule
+    import pipeline.model.train as train_mod
+    from pipeline.model.schedule import Schedule
 
     torch.set_num_threads(1)
     ticks = itertools.count()
@@ -437,7 +437,7 @@ sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from dataclasses import replace
 from pathlib import Path
-import pipeline.train as train_mod
+import pipeline.model.train as train_mod
 from tests.test_train import SPEC, run
 ticks = itertools.count()  # a fake clock, one second a look: rank 0 looks more often (it writes)
 train_mod._clock = lambda: float(next(ticks))

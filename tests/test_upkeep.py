@@ -1,5 +1,5 @@
 """The tile index, completeness by size, Verify, Prune, concurrent runs, and killed runs that
-leave temporary files (tasks/upkeep.py, pipeline/upkeep.py, the tile writer in pipeline/tile_writer.py)."""
+leave temporary files (tasks/upkeep.py, pipeline/core/upkeep.py, the tile writer in pipeline/tiles/writer.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.cover import read_tiles_csv
-from pipeline.features import read_features
-from pipeline.tile_index import read_tile_index, tiles_on_disk
-from pipeline.upkeep import stale_tiles
+from pipeline.core.upkeep import stale_tiles
+from pipeline.labels.features import read_features
+from pipeline.tiles.cover import read_tiles_csv
+from pipeline.tiles.index import read_tile_index, tiles_on_disk
 from tasks.masks import MasksAll
 from tasks.upkeep import Prune, Verify
 from tests.conftest import ROOT

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.qgis import (
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.review.qgis import (
     GROUPS,
     RasterLayer,
     gdal_layer,
@@ -30,8 +30,8 @@ from pipeline.qgis import (
     write_project,
     xyz_source,
 )
-from pipeline.statuses import COLORS, OSM, PREDICTED, STATUS_STYLES, legend_text, with_status
-from pipeline.vector_io import geojson_bytes
+from pipeline.review.statuses import COLORS, OSM, PREDICTED, STATUS_STYLES, legend_text, with_status
+from pipeline.vectors.vector_io import geojson_bytes
 from tests.conftest import ROOT
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),), color="#e31a1c")
@@ -40,8 +40,8 @@ QGIS_PYTHON = "/usr/bin/python3"
 
 
 def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
-    import pipeline.region_report
-    from pipeline import compare_report
+    import pipeline.review.region_report
+    from pipeline.review import compare_report
 
     assert compare_report.COLORS is COLORS and {k: s.label for k, s in STATUS_STYLES.items()} == compare_report.LABELS
     layers = region_layers((BUILDING, ROAD), STATUS_STYLES, ["building", "road"], ["building", "road"])
@@ -51,7 +51,7 @@ def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
     assert {lyr.color for lyr in layers if lyr.group == "OSM"} == {OSM.color}
     # blue means the predictions, in QGIS and on the report page alike
     assert {lyr.color for lyr in layers if lyr.group == "predictions"} == {PREDICTED.color}
-    report = {name: color for name, _, color, _ in pipeline.region_report.map_layers()}
+    report = {name: color for name, _, color, _ in pipeline.review.region_report.map_layers()}
     assert report[PREDICTED.label] == PREDICTED.color
     for status in ("missing_in_osm", "not_seen", "offset"):  # same name, same colour in both
         assert report[STATUS_STYLES[status].label] == by_name[STATUS_STYLES[status].label].color == COLORS[status]
@@ -61,8 +61,8 @@ def test_one_palette_for_qgis_the_report_and_the_readme() -> None:
 
 
 def test_report_osm_layer_is_grey(tmp_path: Path) -> None:
-    from pipeline.features import write_features
-    from pipeline.region_report import osm_layer
+    from pipeline.labels.features import write_features
+    from pipeline.review.region_report import osm_layer
 
     gdf = gpd.GeoDataFrame({"class": ["building"], "osm_type": ["way"], "osm_id": [1]},
                            geometry=[shapely.box(32.58, 0.33, 32.5801, 0.3301)], crs="EPSG:4326")
@@ -167,7 +167,7 @@ def test_every_change_layer_feature_carries_its_status() -> None:
 def test_run_manifest_names_the_code_one_digest_output_checksums_and_gdal_proj(tmp_path: Path) -> None:
     import hashlib
 
-    from pipeline.runinfo import NOT_A_CHECKOUT, code_commit, output_checksums, run_manifest
+    from pipeline.core.runinfo import NOT_A_CHECKOUT, code_commit, output_checksums, run_manifest
 
     repo = tmp_path / "code"
     repo.mkdir()
@@ -210,7 +210,7 @@ def test_run_manifest_names_the_code_one_digest_output_checksums_and_gdal_proj(t
 
 
 def test_training_plot_has_a_log_loss_axis(tmp_path: Path) -> None:
-    from pipeline.trainlog import write_plot
+    from pipeline.model.trainlog import write_plot
 
     hist = [{"epoch": e, "train_loss": 18.4 if e == 3 else 1.0 / (e + 1), "val_loss": 0.8 / (e + 1),
              "iou": {"background": 0.9, "building": 0.5 + e / 40}} for e in range(10)]

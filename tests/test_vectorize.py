@@ -12,16 +12,16 @@ import pytest
 import shapely
 from rasterio.features import rasterize
 
-from pipeline.config import ClassSpec, ConfigError, TagFilter
-from pipeline.finish import finish, finish_shard, sort_features
-from pipeline.geo import to_lonlat, to_mercator
-from pipeline.merge import empty_pieces
-from pipeline.metrics import iou
-from pipeline.probs import encode_probs
-from pipeline.regularize import regularize
-from pipeline.tiles import Tile, shard_of, tile_bounds, tile_transform
-from pipeline.vector_io import geojson_bytes, read_pieces, write_gpkg, write_pieces
-from pipeline.vectorize import (
+from pipeline.config.region import ClassSpec, ConfigError, TagFilter
+from pipeline.inference.probs import encode_probs
+from pipeline.model.metrics import iou
+from pipeline.tiles.geo import to_lonlat, to_mercator
+from pipeline.tiles.tilemath import Tile, shard_of, tile_bounds, tile_transform
+from pipeline.vectors.finish import finish, finish_shard, sort_features
+from pipeline.vectors.merge import empty_pieces
+from pipeline.vectors.regularize import regularize
+from pipeline.vectors.vector_io import geojson_bytes, read_pieces, write_gpkg, write_pieces
+from pipeline.vectors.vectorize import (
     VectorizeSpec,
     cached_loader,
     is_building_class,
@@ -203,7 +203,7 @@ def test_merge_union_falls_back_to_snap_rounding_when_geos_fails(monkeypatch: py
     """A TopologyException on real pieces (nepal) is no crash: valid pieces, unioned on a fine grid."""
     import shapely.errors
 
-    from pipeline import merge
+    from pipeline.vectors import merge
 
     a = np.array([shapely.box(0, 0, 2, 2)], dtype=object)
     b = np.array([shapely.box(2, 0, 4, 2)], dtype=object)

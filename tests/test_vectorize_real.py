@@ -10,11 +10,11 @@ import pytest
 import shapely
 from rasterio.features import rasterize
 
-from pipeline.config import ClassSpec, TagFilter
-from pipeline.finish import finish, finish_shard, sort_features
-from pipeline.geo import to_mercator
-from pipeline.tiles import Tile, cover_mercator, shard_of, tile_transform
-from pipeline.vectorize import VectorizeSpec, cached_loader, region_pieces, shard_box_px, shard_pieces
+from pipeline.config.region import ClassSpec, TagFilter
+from pipeline.tiles.geo import to_mercator
+from pipeline.tiles.tilemath import Tile, cover_mercator, shard_of, tile_transform
+from pipeline.vectors.finish import finish, finish_shard, sort_features
+from pipeline.vectors.vectorize import VectorizeSpec, cached_loader, region_pieces, shard_box_px, shard_pieces
 from tests.conftest import SHARED_DATA
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))

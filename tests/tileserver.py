@@ -1,6 +1,6 @@
 """A local tile server for tests and benchmarks, with injected faults (stdlib only).
 
-Serves tiles (bytes per :class:`pipeline.tiles.Tile`, e.g. cut from a generated GeoTIFF with
+Serves tiles (bytes per :class:`pipeline.tiles.tilemath.Tile`, e.g. cut from a generated GeoTIFF with
 :func:`tiles_from_raster`) on 127.0.0.1 under several URL schemes:
 
 * ``/xyz/{z}/{x}/{y}{r}.png`` (``{r}`` = ``@2x`` or nothing), ``/tms/{z}/{x}/{-y}.png``,
@@ -30,15 +30,15 @@ import numpy as np
 from PIL import Image
 
 from pipeline.imagery.wms import wms_bbox
-from pipeline.tiles import Tile, quadkey_to_tile
+from pipeline.tiles.tilemath import Tile, quadkey_to_tile
 
 
 def tiles_from_raster(path: Path, tiles: Iterable[Tile], size: int = 256, fmt: str = "png") -> dict[Tile, bytes]:
     """Encoded tiles cut from a GeoTIFF with the project's own raster tiler (all kept)."""
-    from pipeline.config import ImageryConfig
+    from pipeline.config.region import ImageryConfig
     from pipeline.imagery.raster import iter_tiles
     from pipeline.imagery.raster_plan import plan_sources
-    from pipeline.tiles import shard_of
+    from pipeline.tiles.tilemath import shard_of
 
     icfg = ImageryConfig(source="raster", paths=(Path(path),), format=fmt, min_valid_share=0.0)
     plan = plan_sources(icfg)

@@ -2,7 +2,7 @@
 
 A region is a grid of z18 tiles with image tiles (noisy ground, bright roofs) and mask tiles
 (0 ground, 1 building, 255 along roof edges), and the shard manifests that
-``pipeline.tile_index.read_tile_index`` reads; one tile may be left without imagery ("nodata").
+``pipeline.tiles.index.read_tile_index`` reads; one tile may be left without imagery ("nodata").
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.manifests import write_manifest
-from pipeline.tile_writer import TileStatus, write_tile_files
-from pipeline.tiles import Tile, quadkey
+from pipeline.core.manifests import write_manifest
+from pipeline.tiles.tilemath import Tile, quadkey
+from pipeline.tiles.writer import TileStatus, write_tile_files
 
 Z, SHARD_Z = 18, 16
 X0, Y0 = 154_000, 130_000  # a multiple of 4: the grid starts on a z16 shard corner

@@ -2,7 +2,7 @@
 verification, and redaction of secrets (API keys, passwords) in URLs and messages.
 
 Tile arrays are band-first ``(bands, rows, cols)``; tiles are slippy-map tiles in EPSG:3857
-(see :mod:`pipeline.tiles`).
+(see :mod:`pipeline.tiles.tilemath`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from pipeline.errors import ConfigError, InputDataError
-from pipeline.tile_writer import TileStatus, tile_path
+from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.tiles.writer import TileStatus, tile_path
 
 if TYPE_CHECKING:  # numpy and Pillow are imported where tiles are encoded or checked, not by completeness checks
     import numpy as np
     from numpy.typing import NDArray
 
-    from pipeline.tiles import Tile
+    from pipeline.tiles.tilemath import Tile
 
 #: every tile status, in the order the coverage summary counts them (:class:`TileStatus`)
 STATUSES = tuple(TileStatus)
@@ -152,7 +152,7 @@ def encode_tile(arr: NDArray[np.generic], fmt: str, tile: Tile | None = None, *,
 def _encode_tiff(arr: NDArray[np.generic], tile: Tile | None) -> bytes:
     from rasterio.io import MemoryFile
 
-    from pipeline.tiles import tile_transform
+    from pipeline.tiles.tilemath import tile_transform
 
     count, h, w = arr.shape
     profile: dict[str, object] = dict(driver="GTiff", width=w, height=h, count=count, dtype=arr.dtype.name,

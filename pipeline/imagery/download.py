@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
+    from pipeline.config.imagery import ImageryConfig
 
 
 DEFAULT_USER_AGENT = "osmsat/0.1 (+https://github.com/osmsat/osmsat)"

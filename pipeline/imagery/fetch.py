@@ -43,8 +43,8 @@ from urllib3.exceptions import InvalidHeader, MaxRetryError, NameResolutionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Retry
 
-from pipeline.atomic import atomic_write_bytes
-from pipeline.errors import InputDataError, TileServerError
+from pipeline.core.atomic import atomic_write_bytes
+from pipeline.core.errors import InputDataError, TileServerError
 from pipeline.imagery.common import (
     TileRecord,
     existing_tile,
@@ -55,8 +55,8 @@ from pipeline.imagery.common import (
     verify_image,
 )
 from pipeline.imagery.download import FetchOptions, FetchStats, RateLimiter
-from pipeline.tile_writer import TileStatus, sha256_bytes, tile_path
-from pipeline.tiles import Tile
+from pipeline.tiles.tilemath import Tile
+from pipeline.tiles.writer import TileStatus, sha256_bytes, tile_path
 
 log = logging.getLogger(__name__)
 # urllib3 logs every request's full URL (API keys included) at DEBUG: never let those through

@@ -33,13 +33,13 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
 from pipeline.imagery.common import TileRecord, encode_tile, remove_tile_files, verify_image
-from pipeline.tile_writer import TileStatus, write_tile_files
-from pipeline.tiles import Tile
+from pipeline.tiles.tilemath import Tile
+from pipeline.tiles.writer import TileStatus, write_tile_files
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
+    from pipeline.config.imagery import ImageryConfig
 
 #: extensions tried, in order, when the template names none
 EXTS = ("png", "jpg", "jpeg", "webp", "tif")

@@ -1,10 +1,10 @@
 """Local GeoTIFF/COG orthophotos (any CRS) -> slippy-map tiles aligned with the label masks.
 
 One GDAL warped VRT per shard and source: its grid is the shard's exact EPSG:3857 tile grid
-(``pipeline.tiles.tile_transform`` of the shard's top-left tile, ``size`` pixels per tile), and
+(``pipeline.tiles.tilemath.tile_transform`` of the shard's top-left tile, ``size`` pixels per tile), and
 its block size is one tile, so each tile is warped once, on its own, into exactly the pixels
 that the masks use (pixel ``(row, col)`` covers its share of ``tile_bounds``; see
-:mod:`pipeline.tiles`). A tile therefore does not depend on which other tiles are made, and the
+:mod:`pipeline.tiles.tilemath`). A tile therefore does not depend on which other tiles are made, and the
 cost is linear in the number of tiles. The source is read from the overview whose resolution
 is the coarsest still at least as fine as the tile's, when the zoom is coarser than the source.
 
@@ -38,14 +38,14 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from pipeline.errors import InputDataError, TileError
+from pipeline.core.errors import InputDataError, TileError
 from pipeline.imagery.common import TILE_EXTS, TileRecord, encode_tile
 from pipeline.imagery.raster_plan import RasterPlan, SourceInfo, open_raster
-from pipeline.tile_writer import TileStatus, TileWriter
-from pipeline.tiles import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
+from pipeline.tiles.tilemath import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
+from pipeline.tiles.writer import TileStatus, TileWriter
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
+    from pipeline.config.imagery import ImageryConfig
 
 #: GDAL settings while tiling: one thread (shards run in parallel instead), a bounded block cache
 GDAL_ENV: dict[str, Any] = {"GDAL_NUM_THREADS": "1", "GDAL_CACHEMAX": 128 * 2**20}  # cache in bytes

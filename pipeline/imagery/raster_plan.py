@@ -22,11 +22,11 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 
-from pipeline.errors import ConfigError, InputDataError, MissingInputError
-from pipeline.tiles import Tile, tile_bounds
+from pipeline.core.errors import ConfigError, InputDataError, MissingInputError
+from pipeline.tiles.tilemath import Tile, tile_bounds
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
+    from pipeline.config.imagery import ImageryConfig
 
 #: pixels of the longest side read to compute percentiles
 STATS_SIDE = 1024

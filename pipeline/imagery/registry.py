@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pipeline.config.imagery import ImageryConfig
+    from pipeline.config.section import Section
     from pipeline.imagery.common import TileRecord
-    from pipeline.imagery_config import ImageryConfig
-    from pipeline.section import Section
-    from pipeline.tile_writer import ShardWriter
-    from pipeline.tiles import Tile
+    from pipeline.tiles.tilemath import Tile
+    from pipeline.tiles.writer import ShardWriter
 
 #: the keys of ``[imagery]`` that say where tiles come from; a source takes some of them
 LOCATION_KEYS = ("path", "cover_folder", "paths", "url")

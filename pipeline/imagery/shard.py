@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pipeline.atomic import atomic_write_json
-from pipeline.errors import ManifestError
+from pipeline.core.atomic import atomic_write_json
+from pipeline.core.errors import ManifestError
+from pipeline.core.manifests import read_manifest
 from pipeline.imagery.common import STATUSES
 from pipeline.imagery.registry import ShardJob, ShardResult
 from pipeline.imagery.sources import source_of
-from pipeline.manifests import read_manifest
-from pipeline.tile_writer import ShardWriter, TileStatus, reset_dir
+from pipeline.tiles.writer import ShardWriter, TileStatus, reset_dir
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
-    from pipeline.tiles import Tile
+    from pipeline.config.imagery import ImageryConfig
+    from pipeline.tiles.tilemath import Tile
 
 __all__ = ["ShardResult", "coverage_summary", "describe_source", "make_shard", "manifest_body", "manifest_extra",
            "server_resource"]

@@ -29,9 +29,9 @@ from pipeline.imagery.registry import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
-    from pipeline.section import Section
-    from pipeline.tiles import Tile
+    from pipeline.config.imagery import ImageryConfig
+    from pipeline.config.section import Section
+    from pipeline.tiles.tilemath import Tile
 
 __all__ = ["describe_sources", "get_source", "source_names", "source_of"]
 

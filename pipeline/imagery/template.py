@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from pipeline.errors import ConfigError
-from pipeline.section import Section
+from pipeline.config.section import Section
+from pipeline.core.errors import ConfigError
 
 _URL_FIELDS = {"xyz": ("z", "x", "y", "-y", "quadkey", "r"), "wms": ("bbox", "width", "height")}
 

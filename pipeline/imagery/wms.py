@@ -8,7 +8,7 @@ Downloading goes through :func:`pipeline.imagery.xyz.fetch_tiles` (same retries 
 
 from __future__ import annotations
 
-from pipeline.tiles import Tile, tile_bounds
+from pipeline.tiles.tilemath import Tile, tile_bounds
 
 
 def wms_bbox(tile: Tile) -> str:

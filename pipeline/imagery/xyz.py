@@ -3,7 +3,7 @@
 A template holds ``{z} {x} {y}`` (slippy-map rows from the north), ``{-y}`` (TMS rows from the
 south), ``{quadkey}`` (Bing) and ``{r}`` (``@2x`` when ``retina``), plus ``${NAME}`` references to
 environment variables for API keys. The tiles are the slippy-map tiles of
-:mod:`pipeline.tiles`, so their pixels line up with the masks of the same ``z/x/y``.
+:mod:`pipeline.tiles.tilemath`, so their pixels line up with the masks of the same ``z/x/y``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.imagery.common import TileRecord, redact_url
 from pipeline.imagery.download import DownloadOptions, FetchOptions, FetchStats
 from pipeline.imagery.fetch import Downloader
-from pipeline.tiles import Tile, quadkey
+from pipeline.tiles.tilemath import Tile, quadkey
 
 if TYPE_CHECKING:
-    from pipeline.imagery_config import ImageryConfig
+    from pipeline.config.imagery import ImageryConfig
 
 
 def xyz_url(template: str, tile: Tile, retina: bool = False) -> str:

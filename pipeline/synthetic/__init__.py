@@ -1,7 +1,7 @@
 """A generated sample region: a small synthetic town, its OSM extract, an aerial orthophoto,
 and the truth of which buildings OSM lacks.
 
-Deterministic from :class:`~pipeline.config.SyntheticConfig` (same seed and parameters, same
+Deterministic from :class:`~pipeline.config.region.SyntheticConfig` (same seed and parameters, same
 bytes). The orthophoto is a JPEG COG in the UTM zone of the town's centre (so the pipeline
 must reproject it to web-mercator tiles); the OSM file leaves out ``share_missing`` of the
 buildings the image shows, keeps ``share_demolished`` buildings the image no longer shows, and
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.config import RegionConfig, SyntheticConfig
-from pipeline.errors import ConfigError
+from pipeline.config.region import RegionConfig, SyntheticConfig
+from pipeline.core.errors import ConfigError
 from pipeline.synthetic.generate import image_frame, make_town, utm_epsg
 from pipeline.synthetic.model import STATUSES, Building, Town
 from pipeline.synthetic.ortho import write_orthophoto

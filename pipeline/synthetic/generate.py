@@ -1,4 +1,4 @@
-"""Generate a whole town from a :class:`~pipeline.config.SyntheticConfig`, deterministically."""
+"""Generate a whole town from a :class:`~pipeline.config.region.SyntheticConfig`, deterministically."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pyproj import Transformer
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.ops import substring
 
-from pipeline.config import SyntheticConfig
-from pipeline.errors import ConfigError
+from pipeline.config.region import SyntheticConfig
+from pipeline.core.errors import ConfigError
 from pipeline.synthetic.blocks import fill_block
 from pipeline.synthetic.dense import densify
 from pipeline.synthetic.frame import Contents

@@ -11,7 +11,7 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from pipeline.atomic import atomic_path
+from pipeline.core.atomic import atomic_path
 from pipeline.synthetic.render import Scene
 
 WINDOW_PX = 2048  # rendered at a time (a multiple of the 512-pixel block size)

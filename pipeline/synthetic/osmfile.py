@@ -24,7 +24,7 @@ from osmium.osm.mutable import Node, Relation, Way
 from pyproj import Transformer
 from shapely.geometry import Polygon
 
-from pipeline.atomic import atomic_path
+from pipeline.core.atomic import atomic_path
 from pipeline.synthetic.model import Building, Town
 from pipeline.synthetic.walls import node_walls
 

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import shapely
 
-from pipeline.compare import match, object_f1
-from pipeline.config import load_config
-from pipeline.coverage import ground_scale
-from pipeline.geo import to_mercator
+from pipeline.config.region import load_config
+from pipeline.review.compare import match, object_f1
+from pipeline.review.coverage import ground_scale
 from pipeline.synthetic.truth import is_building
+from pipeline.tiles.geo import to_mercator
 
 #: half-width (ground metres) within which a road candidate and a truth road count as the same
 #: road when no config says otherwise (the demo's road ``buffer_m``)
@@ -111,7 +111,7 @@ def object_scores(data_dir: Path, zoom: int, min_iou: float = 0.5) -> dict[str, 
     """Object precision / recall / F1 of the predicted buildings against the truth (see the module doc)."""
     import csv
 
-    from pipeline.compare import features_in_tiles
+    from pipeline.review.compare import features_in_tiles
 
     truth = json.loads((data_dir / "truth.geojson").read_text())["features"]
     shown = np.array([shapely.geometry.shape(f["geometry"]) for f in truth

@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from pyproj import Transformer
 
-from pipeline.atomic import atomic_write_bytes
+from pipeline.core.atomic import atomic_write_bytes
 from pipeline.synthetic.model import Town
 from pipeline.synthetic.osmfile import OsmIds
 

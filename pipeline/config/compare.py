@@ -1,0 +1,85 @@
+"""The ``[compare]`` config section: matching thresholds of :mod:`pipeline.review.compare`.
+
+Apart from the comparison code (numpy, pandas, shapely), so that loading a config and computing a
+stage digest import none of it (``RegionConfig.compare`` in :mod:`pipeline.config.region` is parsed here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.section import Section
+from pipeline.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """``[compare]``: matching thresholds; ``classes`` empty = every area class."""
+
+    match_iou: float = 0.3     # pairs with IoU below this never match
+    offset_m: float = 0.75     # a matched pair further apart than this (centroids, ground metres) is "offset"
+    score_iou: float = 0.5     # IoU at which a match counts as a true positive in the figures
+    max_offset_m: float = 3.0  # second pass: leftover pairs this close (centroids), of similar area, match too
+    seen_cover: float = 0.5    # an OSM feature covered at least this much by predictions of its class is seen
+    explain_m: float = 0.5     # predicted area within this of an OSM feature (ground metres) is explained by it
+    open_m: float = 1.0        # unexplained area narrower than twice this (ground metres) is a sliver, not a building
+    missing_min_m2: float = 5.0  # unexplained parts smaller than this (ground m²) are no candidates
+    min_area_m2: tuple[tuple[str, float], ...] = ()  # per class: overrides missing_min_m2
+    min_length_m: float = 15.0  # line classes: missing / not-seen pieces shorter than this (ground m) are dropped
+    min_score: float | None = None  # None ("auto"): the lowest score whose estimated precision reaches target_precision
+    target_precision: float = 0.8  # "auto" min_score aims at this estimated precision
+    gap_share: float = 0.2     # gap simulation: share of held-out OSM features hidden per round (1/share rounds)
+    gap_seed: int = 0
+    classes: tuple[str, ...] = ()
+
+    def min_area(self, name: str) -> float:
+        """The smallest missing candidate of class ``name`` (ground m²)."""
+        return dict(self.min_area_m2).get(name, self.missing_min_m2)
+
+
+def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
+    """Parse ``[compare]`` (``{}`` gives the defaults)."""
+    sec = Section(path, "compare", table)
+    d = CompareSpec()
+    spec = CompareSpec(
+        match_iou=sec.number("match_iou", d.match_iou, lo=0.01, hi=1.0),
+        offset_m=sec.number("offset_m", d.offset_m, lo=0.0),
+        score_iou=sec.number("score_iou", d.score_iou, lo=0.01, hi=1.0),
+        max_offset_m=sec.number("max_offset_m", d.max_offset_m, lo=0.0),
+        seen_cover=sec.number("seen_cover", d.seen_cover, lo=0.01, hi=1.0),
+        explain_m=sec.number("explain_m", d.explain_m, lo=0.0),
+        open_m=sec.number("open_m", d.open_m, lo=0.0),
+        missing_min_m2=sec.number("missing_min_m2", d.missing_min_m2, lo=0.0),
+        min_area_m2=_per_class(sec, "min_area_m2"),
+        min_length_m=sec.number("min_length_m", d.min_length_m, lo=0.0),
+        min_score=_min_score(sec),
+        target_precision=sec.number("target_precision", d.target_precision, lo=0.0, hi=1.0),
+        gap_share=sec.number("gap_share", d.gap_share, lo=0.01, hi=0.5),
+        gap_seed=sec.integer("gap_seed", d.gap_seed),
+        classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
+    )
+    sec.done()
+    return spec
+
+
+def _per_class(sec: Section, key: str) -> tuple[tuple[str, float], ...]:
+    """A ``{class = number}`` table (ground units, >= 0)."""
+    table = sec.take(key, dict, {})
+    for k, v in table.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{sec.key(key)}.{k} must be a number >= 0, got {v!r}")
+    return tuple(sorted((str(k), float(v)) for k, v in table.items()))
+
+
+def _min_score(sec: Section) -> float | None:
+    """``min_score``: a number in [0, 1] or "auto" (None: chosen from the calibration)."""
+    v = sec.take("min_score", (int, float, str), "auto")
+    if isinstance(v, str):
+        if v != "auto":
+            raise ConfigError(f"{sec.key('min_score')} = {v!r}; give a number in [0, 1] or \"auto\"")
+        return None
+    if not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{sec.key('min_score')} = {v} is out of range [0, 1]")
+    return float(v)

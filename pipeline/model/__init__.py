@@ -1,0 +1,1 @@
+"""The model: dataset split, data loading, networks, losses, training, fine-tuning and export."""

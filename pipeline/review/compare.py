@@ -1,0 +1,369 @@
+"""Compare predicted polygons with OSM features: statuses by coverage, one-to-one matching by
+IoU for pairs and offsets, and region figures.
+
+Per area class, candidate pairs come from an STRtree over the OSM polygons (EPSG:3857); pairs
+with IoU >= ``match_iou`` are matched one-to-one greedily in decreasing IoU (ties by ids, so the
+result is deterministic). Statuses (:mod:`pipeline.review.coverage` for the first three):
+
+- ``missing_in_osm``: predicted area that no OSM feature explains, cut into parts of at least
+  ``missing_min_m2`` (the imagery shows it, OSM lacks it) — never a block of mapped buildings;
+- ``not_seen``: an OSM feature covered less than ``seen_cover`` by predicted polygons of its
+  class (demolished, hidden, or a model miss), with its ``coverage`` and the model's
+  probability inside it;
+- ``unknown``: a feature that would be not seen, but the imagery under it is unusable (none,
+  nodata, very dark or saturated) or it is smaller than the model resolves (``reason``);
+- ``matched``: a one-to-one pair (``match = "one_to_one"``, the predicted polygon, its IoU and
+  the distance between centroids in ground metres), or an OSM feature without a pair that
+  predictions cover at least ``seen_cover`` (``match = "covered"``, the OSM outline: e.g. one of
+  several touching buildings the model outlined as one block);
+- ``offset``: a pair whose centroids are more than ``offset_m`` apart.
+
+A small building shifted by a metre or two can overlap its outline by less than ``match_iou``;
+a second pass therefore pairs the leftovers whose centroids lie within ``max_offset_m`` ground
+metres and whose areas differ by less than a factor of two (closest first, one-to-one).
+
+Region figures per class: object precision / recall / F1 counting pairs with IoU >= 0.5
+(``score_iou``), the mean IoU of the matched pairs, and the area IoU of all predicted against
+all OSM polygons (pixel IoU at infinite resolution: overlapping areas summed over every
+intersecting pair, so no region-wide union is built).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.config.compare import CompareSpec, parse_compare  # noqa: F401 - re-exported
+from pipeline.config.region import ClassSpec
+from pipeline.model.metrics import iou
+from pipeline.review.candidates import Evidence, shape_columns, with_evidence
+from pipeline.review.compare_lines import compare_lines
+from pipeline.review.coverage import coverage, ground_scale, unexplained
+from pipeline.review.statuses import status_names
+from pipeline.tiles.geo import mercator_scale, to_mercator
+from pipeline.vectors.finish import output_lonlat
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+
+
+@dataclass
+class Comparison:
+    """Per-status layers (EPSG:4326 GeoDataFrames) and the region figures."""
+
+    layers: dict[str, gpd.GeoDataFrame]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def compare_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
+    """The area classes to compare (``spec.classes`` or all of them)."""
+    areas = [c for c in classes if c.kind == "area"]
+    return [c for c in areas if c.name in spec.classes] if spec.classes else areas
+
+
+def match(pred: np.ndarray, osm: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one matching of EPSG:3857 polygons by IoU >= ``min_iou``: (pred index, osm index, IoU)."""
+    if len(pred) == 0 or len(osm) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    tree = shapely.STRtree(osm)
+    i, j = tree.query(pred, predicate="intersects")
+    v = iou(pred[i], osm[j])
+    ok = v >= min_iou
+    i, j, v = i[ok], j[ok], v[ok]
+    order = np.lexsort((j, i, -v))
+    used_p: set[int] = set()
+    used_o: set[int] = set()
+    keep = []
+    for k in order:
+        a, b = int(i[k]), int(j[k])
+        if a not in used_p and b not in used_o:
+            used_p.add(a)
+            used_o.add(b)
+            keep.append(k)
+    sel = np.asarray(keep, dtype=np.int64)
+    return i[sel], j[sel], v[sel]
+
+
+def _match_shifted(pm: np.ndarray, om: np.ndarray, i: np.ndarray, j: np.ndarray, v: np.ndarray,
+                   max_offset_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add one-to-one pairs of still unmatched polygons (EPSG:3857) whose centroids are within
+    ``max_offset_m`` ground metres and whose areas differ by less than 2x, closest first."""
+    rest_p = np.setdiff1d(np.arange(len(pm)), i)
+    rest_o = np.setdiff1d(np.arange(len(om)), j)
+    if len(rest_p) == 0 or len(rest_o) == 0:
+        return i, j, v
+    cp, co = shapely.centroid(pm[rest_p]), shapely.centroid(om[rest_o])
+    reach = max_offset_m * float(mercator_scale(float(np.median(shapely.get_y(cp)))))
+    a, b = shapely.STRtree(co).query(cp, predicate="dwithin", distance=reach)
+    ap, ao = shapely.area(pm[rest_p[a]]), shapely.area(om[rest_o[b]])
+    ok = np.minimum(ap, ao) >= 0.5 * np.maximum(ap, ao)
+    a, b = a[ok], b[ok]
+    dist = shapely.distance(cp[a], co[b])
+    used_p: set[int] = set()
+    used_o: set[int] = set()
+    extra_p, extra_o = [], []
+    for k in np.lexsort((b, a, dist)):
+        if int(a[k]) not in used_p and int(b[k]) not in used_o:
+            used_p.add(int(a[k]))
+            used_o.add(int(b[k]))
+            extra_p.append(rest_p[a[k]])
+            extra_o.append(rest_o[b[k]])
+    if not extra_p:
+        return i, j, v
+    ep, eo = np.asarray(extra_p, dtype=np.int64), np.asarray(extra_o, dtype=np.int64)
+    return np.r_[i, ep], np.r_[j, eo], np.r_[v, iou(pm[ep], om[eo])]
+
+
+def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
+    """Sum of intersection areas over every intersecting (pred, osm) pair."""
+    if len(pred) == 0 or len(osm) == 0:
+        return 0.0
+    i, j = shapely.STRtree(osm).query(pred, predicate="intersects")
+    return float(shapely.area(shapely.intersection(pred[i], osm[j])).sum()) if len(i) else 0.0
+
+
+def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],
+            spec: CompareSpec, evidence: Evidence | None = None, resolvable_m2: float = 0.0) -> Comparison:
+    """Compare predicted features (``finish`` output, EPSG:4326) with OSM features
+    (``features.parquet`` rows, EPSG:4326) class by class. ``evidence`` (optional) reads the
+    model's probability and the imagery's usability inside any polygon; a not-seen feature on
+    unusable imagery, or smaller than ``resolvable_m2`` (ground m²), is ``unknown``, not gone."""
+    import geopandas as gpd
+
+    pred = with_pred_columns(pred)
+    statuses = status_names()  # every registered status gets a layer (empty when nothing fills it)
+    parts: dict[str, list[pd.DataFrame]] = {s: [] for s in statuses}
+    per_class: dict[str, Any] = {}
+    for c in compare_classes(classes, spec):
+        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
+        pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
+        i, j, v = paired(pm, om, spec)
+        pairs, cover, shifts = _pairs(c.name, p, o, pm, om, i, j, v)
+        parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
+        parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
+        unpaired = np.setdiff1d(np.arange(len(o)), j)
+        seen = unpaired[cover[unpaired] >= spec.seen_cover]
+        unseen = unpaired[cover[unpaired] < spec.seen_cover]
+        parts["matched"].append(_osm_rows(c.name, o, om, seen, cover, "covered"))
+        gone, unknown = split_unknown(with_evidence(_osm_rows(c.name, o, om, unseen, cover, None),
+                                                    o.geometry.to_numpy()[unseen], c.name, evidence), resolvable_m2)
+        parts["not_seen"].append(gone)
+        parts["unknown"].append(unknown)
+        miss, src = unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.min_area(c.name))
+        parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
+        per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
+            "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
+            "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
+    for c in line_classes(classes, spec):
+        miss_l, gone_l = compare_lines(class_rows(pred, c.name), class_rows(osm, c.name), c, max(c.buffer_m, 1.0),
+                                       spec.min_length_m, spec.seen_cover)
+        parts["missing_in_osm"].append(miss_l)
+        parts["not_seen"].append(gone_l)
+    layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
+                                          pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
+              for s in statuses}
+    lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
+                                  osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m) | _line_counts(
+                                      layers, c.name) for c in line_classes(classes, spec)}
+    summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
+               "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
+               "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in statuses}}
+    return Comparison(layers=layers, summary=summary)
+
+
+def line_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
+    """The line classes to compare (``spec.classes`` or all of them)."""
+    return [c for c in classes if c.kind == "line" and (not spec.classes or c.name in spec.classes)]
+
+
+def _line_counts(layers: dict[str, gpd.GeoDataFrame], name: str) -> dict[str, int]:
+    return {s: int((layers[s]["class"] == name).sum()) if len(layers[s]) else 0 for s in ("missing_in_osm", "not_seen")}
+
+
+def with_pred_columns(pred: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``pred``, or for an empty predictions.geojson (no columns) an empty frame with the columns read."""
+    import geopandas as gpd
+
+    if len(pred):
+        return pred
+    return gpd.GeoDataFrame({"class": pd.Series([], dtype=object), "prob_mean": pd.Series([], dtype=float),
+                             "prob_max": pd.Series([], dtype=float)}, geometry=[], crs="EPSG:4326")
+
+
+def class_rows(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of class ``name``, renumbered from 0."""
+    return df[df["class"] == name].reset_index(drop=True)
+
+
+def valid_mercator(o: pd.DataFrame) -> np.ndarray:
+    """OSM geometries (EPSG:4326) in EPSG:3857, made valid."""
+    om = to_mercator(o.geometry.to_numpy())
+    return np.where(shapely.is_valid(om), om, shapely.make_valid(om))
+
+
+def paired(pm: np.ndarray, om: np.ndarray, spec: CompareSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one pairs (pred index, osm index, IoU) by IoU, then (``max_offset_m``) by distance."""
+    i, j, v = match(pm, om, spec.match_iou)
+    if spec.max_offset_m > 0:
+        i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
+    return i, j, v
+
+
+def centroid_shifts(pm: np.ndarray, om: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The centroid offsets (n, 2; mercator metres, predicted minus OSM) of pairs ``(i, j)``."""
+    pc, oc = shapely.centroid(pm[i]), shapely.centroid(om[j])
+    return np.column_stack([shapely.get_x(pc) - shapely.get_x(oc), shapely.get_y(pc) - shapely.get_y(oc)])
+
+
+def missing_parts(pm: np.ndarray, om: np.ndarray, spec: CompareSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``missing_in_osm`` parts (EPSG:3857) of predictions ``pm`` against OSM ``om`` and the
+    index of the predicted polygon each comes from (what :func:`compare` finds, alone)."""
+    i, j, _ = paired(pm, om, spec)
+    return unexplained(pm, om, (i, j), centroid_shifts(pm, om, i, j), spec.explain_m, spec.open_m,
+                       spec.min_area(name))
+
+
+def missing_rows(name: str, p: pd.DataFrame, pm: np.ndarray, miss: np.ndarray, src: np.ndarray,
+                 evidence: Evidence | None) -> pd.DataFrame:
+    """Rows of ``missing_in_osm`` candidates: the source polygon's probabilities, ground area,
+    shape columns and (with ``evidence``) the pixel evidence inside the part itself."""
+    s = ground_scale(pm)
+    geoms = output_lonlat(miss) if len(miss) else np.empty(0, dtype=object)
+    rows = pd.DataFrame({"class": name, "prob_mean": p["prob_mean"].to_numpy()[src],
+                         "prob_max": p["prob_max"].to_numpy()[src],
+                         "source_area_m2": np.round(shapely.area(pm[src]) / (s * s), 2) if len(src) else np.empty(0),
+                         **shape_columns(miss, pm[src], s)})
+    rows = with_evidence(rows, geoms, name, evidence)
+    rows["geometry"] = geoms
+    return rows
+
+
+def split_unknown(rows: pd.DataFrame, resolvable_m2: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Not-seen rows -> (not seen, unknown): unknown where the imagery under less than half of
+    the feature is usable, or where the feature is smaller than the model resolves; the
+    unknown rows say why in ``reason``."""
+    usable = rows["usable_share"].to_numpy(dtype=float)
+    dark = ~np.isnan(usable) & (usable < 0.5)  # no imagery, nodata, very dark or saturated under most of it
+    small = rows["area_m2"].to_numpy(dtype=float) < resolvable_m2
+    reason = np.where(dark, "no usable imagery", "smaller than the model resolves")
+    unknown = rows[dark | small].copy()
+    unknown.insert(1, "reason", reason[dark | small])
+    return rows[~(dark | small)].copy(), unknown
+
+
+def stable_ids(classes: np.ndarray, geoms_4326: np.ndarray) -> np.ndarray:
+    """An id per feature from its class and position (a point on its surface, to 1e-6 degrees,
+    about 0.1 m): the same candidate keeps its id across reruns, whatever its row."""
+    import hashlib
+
+    pts = shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))
+    keys = [f"{c}:{x:.6f},{y:.6f}" for c, x, y in zip(classes, shapely.get_x(pts), shapely.get_y(pts))]
+    return np.array([f"{c}-{hashlib.sha1(k.encode()).hexdigest()[:10]}" for c, k in zip(classes, keys)], dtype=object)
+
+
+def _ranked(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A change layer with a stable ``id`` first, most probable first (then by id): row order
+    no longer depends on the order features were traced in."""
+    if len(layer) == 0:
+        return layer
+    layer.insert(0, "id", stable_ids(layer["class"].to_numpy(), layer.geometry.to_numpy()))
+    prob = layer["prob_mean"].fillna(-1.0) if "prob_mean" in layer.columns else pd.Series(0.0, index=layer.index)
+    order = np.lexsort((layer["id"].to_numpy().astype(str), -prob.to_numpy(dtype=float)))
+    return layer.iloc[order].reset_index(drop=True)
+
+
+def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pm: np.ndarray, om: np.ndarray, i: np.ndarray,
+           j: np.ndarray, v: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Rows of the one-to-one pairs (the predicted geometry), the coverage of every OSM feature
+    and the pairs' centroid offsets (:func:`centroid_shifts`)."""
+    shifts = centroid_shifts(pm, om, i, j)
+    scale = np.maximum(mercator_scale(shapely.get_y(shapely.centroid(pm[i]))), 1e-9) if len(i) else np.empty(0)
+    de, dn = shifts[:, 0] / scale, shifts[:, 1] / scale
+    cover = coverage(om, pm)
+    return pd.DataFrame({
+        "class": name, "match": "one_to_one", "osm_type": o["osm_type"].to_numpy()[j],
+        "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4), "coverage": np.round(cover[j], 4),
+        "offset_m": np.round(np.hypot(de, dn), 3), "offset_east_m": np.round(de, 3),
+        "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i],
+        "geometry": p.geometry.to_numpy()[i]}), cover, shifts
+
+
+def _osm_rows(name: str, o: pd.DataFrame, om: np.ndarray, idx: np.ndarray, cover: np.ndarray,
+              match: str | None) -> pd.DataFrame:
+    """Rows of OSM features ``idx`` (their own outlines) with their coverage and ground area."""
+    s2 = ground_scale(om) ** 2
+    cols: dict[str, Any] = {"class": name}
+    if match is not None:
+        cols["match"] = match
+    return pd.DataFrame(cols | {
+        "osm_type": o["osm_type"].to_numpy()[idx], "osm_id": o["osm_id"].to_numpy()[idx],
+        "coverage": np.round(cover[idx], 4), "area_m2": np.round(shapely.area(om[idx]) / s2, 2),
+        "geometry": o.geometry.to_numpy()[idx]})
+
+
+def object_f1(pred: np.ndarray, truth: np.ndarray, min_iou: float = 0.5) -> tuple[int, float, float, float]:
+    """(hits, precision, recall, F1) of polygons ``pred`` against ``truth`` (EPSG:3857), matched
+    one-to-one at IoU >= ``min_iou``; 0.0 where a side is empty."""
+    _, _, v = match(pred, truth, min_iou)
+    p, r = (len(v) / len(pred) if len(pred) else 0.0), (len(v) / len(truth) if len(truth) else 0.0)
+    return len(v), p, r, (2 * p * r / (p + r) if len(v) else 0.0)
+
+
+def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray, score_iou: float) -> dict[str, Any]:
+    """Region figures of one class (see the module docstring)."""
+    tp = int((v >= score_iou).sum())
+    precision = tp / len(pm) if len(pm) else math.nan
+    recall = tp / len(om) if len(om) else math.nan
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    inter = _pair_overlap(pm, om)
+    union = float(shapely.area(pm).sum() + shapely.area(om).sum()) - inter
+    return {
+        "predicted": len(pm), "osm": len(om), "matched": int((~shifted).sum()), "offset": int(shifted.sum()),
+        "tp_at_score_iou": tp, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
+        "mean_iou": _r(float(v.mean())) if len(v) else None, "area_iou": _r(inter / union) if union > 0 else None,
+    }
+
+
+def line_figures(pred_4326: np.ndarray, osm_4326: np.ndarray, tol_m: float) -> dict[str, Any]:
+    """Centrelines: correctness (share of predicted length within ``tol_m`` ground metres of an
+    OSM line), completeness (share of OSM length within ``tol_m`` of a predicted line), and
+    their lengths in km (ground)."""
+    pm, om = to_mercator(pred_4326), to_mercator(osm_4326)
+    if len(pm) == 0 or len(om) == 0:
+        return {"predicted_km": 0.0, "osm_km": 0.0, "correctness": None, "completeness": None}
+    y = np.median(shapely.get_y(shapely.centroid(np.concatenate([pm, om]))))
+    s = float(mercator_scale(float(y)))
+    tol = max(tol_m, 1.0) * s
+    near_osm = shapely.union_all(shapely.buffer(om, tol, cap_style="flat"))
+    near_pred = shapely.union_all(shapely.buffer(pm, tol, cap_style="flat"))
+    lp, lo = float(shapely.length(pm).sum()), float(shapely.length(om).sum())
+    return {"predicted_km": round(lp / s / 1000, 3), "osm_km": round(lo / s / 1000, 3), "tolerance_m": max(tol_m, 1.0),
+            "correctness": _r(float(shapely.length(shapely.intersection(pm, near_osm)).sum()) / lp),
+            "completeness": _r(float(shapely.length(shapely.intersection(om, near_pred)).sum()) / lo)}
+
+
+def _r(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 4)
+
+
+def features_in_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a geometry's representative point lies in one of ``tiles`` ((x, y) at zoom ``z``):
+    OSM features outside the vectorised tiles are left out of the comparison."""
+    return points_in_tiles(to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))), tiles, z)
+
+
+def points_in_tiles(pts_3857: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a point (EPSG:3857) lies in one of ``tiles`` ((x, y) at zoom ``z``)."""
+    from pipeline.tiles.geo import HALF_WORLD_M
+    from pipeline.tiles.tilemath import tile_extent_m
+
+    e = tile_extent_m(z)
+    tx = np.floor((shapely.get_x(pts_3857) + HALF_WORLD_M) / e).astype(np.int64)
+    ty = np.floor((HALF_WORLD_M - shapely.get_y(pts_3857)) / e).astype(np.int64)
+    return np.array([(int(a), int(b)) in tiles for a, b in zip(tx, ty)], dtype=bool)

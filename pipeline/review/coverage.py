@@ -1,0 +1,119 @@
+"""Comparison by coverage: statuses that survive predictions merging touching buildings.
+
+One-to-one matching breaks where a model outlines a row of touching buildings as one block:
+the block matches at most one of them, so the others look "not seen" and the block looks
+"missing". Coverage asks two questions instead, both in EPSG:3857 metres scaled to the ground:
+
+- :func:`coverage`: how much of each OSM feature do the predicted polygons of its class cover?
+  A feature covered at least ``[compare] seen_cover`` is seen (matched, even when one predicted
+  block covers several features); less is ``not_seen``.
+- :func:`unexplained`: which predicted area does no OSM feature explain? Each predicted polygon
+  minus the OSM features near it (grown by ``explain_m``; a one-to-one partner also moved by
+  the pair's offset), opened by ``open_m`` (slivers along misaligned outlines vanish, corners
+  stay square), cut into its parts; parts of at least ``min_area_m2`` are the
+  ``missing_in_osm`` candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import shapely
+import shapely.affinity
+
+from pipeline.tiles.geo import mercator_scale
+
+#: snap-rounding grid (ground metres) of the overlays GEOS cannot do exactly
+SNAP_M = 0.001
+
+
+def overlay(op: Callable[..., Any], a: Any, b: Any, grid: float) -> Any:
+    """``op(a, b)`` (a shapely overlay: intersection, difference, ...), element by element over
+    arrays; where GEOS raises a TopologyException (nearly coincident edges in a large region),
+    that element again on valid inputs snap-rounded to ``grid`` (the units of the coordinates)."""
+    try:
+        return op(a, b)
+    except shapely.errors.GEOSException:
+        if isinstance(a, shapely.Geometry) and isinstance(b, shapely.Geometry):
+            return op(_areal(a), _areal(b), grid_size=grid)
+    xs, ys = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+    out = np.empty(xs.shape, dtype=object)
+    for k in np.ndindex(xs.shape):
+        out[k] = overlay(op, xs[k], ys[k], grid)
+    return out
+
+
+def ground_scale(geoms: np.ndarray) -> float:
+    """Mercator metres per ground metre at the median latitude of ``geoms`` (EPSG:3857)."""
+    if len(geoms) == 0:
+        return 1.0
+    return float(mercator_scale(float(np.median(shapely.get_y(shapely.centroid(geoms))))))
+
+
+def coverage(osm: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Share (0..1) of each OSM polygon's area covered by the predicted polygons (EPSG:3857;
+    predicted polygons of one class do not overlap, so their intersections add up)."""
+    out = np.zeros(len(osm))
+    if len(osm) == 0 or len(pred) == 0:
+        return out
+    i, j = shapely.STRtree(pred).query(osm, predicate="intersects")
+    if len(i):
+        inter = shapely.area(overlay(shapely.intersection, osm[i], pred[j], SNAP_M * ground_scale(osm)))
+        out = np.bincount(i, weights=inter, minlength=len(osm)) / np.maximum(shapely.area(osm), 1e-12)
+    return np.clip(out, 0.0, 1.0)
+
+
+def unexplained(pred: np.ndarray, osm: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], shifts: np.ndarray,
+                explain_m: float, open_m: float, min_area_m2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Parts of predicted polygons (EPSG:3857) that no OSM polygon explains: (parts, index of the
+    predicted polygon each part comes from). ``pairs`` are one-to-one (pred, osm) indices and
+    ``shifts`` (n, 2) the pairs' centroid offsets in mercator metres (pred minus osm); a partner
+    moved by its offset explains its prediction only when their areas agree within 20 % (a
+    shifted outline, not a mapped house whose unmapped annex pulls the centroid)."""
+    if len(pred) == 0:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    s = ground_scale(pred)
+    near = shapely.buffer(osm, explain_m * s, join_style="mitre") if explain_m > 0 else osm
+    i, j = (shapely.STRtree(near).query(pred, predicate="intersects") if len(osm)
+            else (np.empty(0, np.int64), np.empty(0, np.int64)))
+    moved = {int(a): shapely.buffer(shapely.affinity.translate(osm[b], *shifts[k]), explain_m * s,
+                                    join_style="mitre")
+             for k, (a, b) in enumerate(zip(*pairs)) if _similar(pred[a], osm[b])}
+    by_pred: dict[int, list[shapely.Geometry]] = {}
+    for a, b in zip(i.tolist(), j.tolist()):
+        by_pred.setdefault(a, []).append(near[b])
+    rest = pred.copy()
+    for a in sorted(set(by_pred) | set(moved)):
+        cover = by_pred.get(a, []) + ([moved[a]] if a in moved else [])
+        rest[a] = overlay(shapely.difference, pred[a], _union(cover, SNAP_M * s), SNAP_M * s)
+    if open_m > 0:
+        r = open_m * s
+        rest = shapely.buffer(shapely.buffer(rest, -r, join_style="mitre"), r, join_style="mitre")
+        rest = overlay(shapely.intersection, rest, pred, SNAP_M * s)  # opening never grows past the prediction
+    parts, src = shapely.get_parts(rest, return_index=True)
+    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area_m2 * s * s)
+    return parts[keep], src[keep].astype(np.int64)
+
+
+def _union(geoms: list[shapely.Geometry], grid: float) -> shapely.Geometry:
+    """Their union; snap-rounded to ``grid`` on valid inputs where GEOS cannot do it exactly."""
+    try:
+        return shapely.union_all(geoms)
+    except shapely.errors.GEOSException:
+        return shapely.union_all([_areal(g) for g in geoms], grid_size=grid)
+
+
+def _areal(g: shapely.Geometry) -> shapely.Geometry:
+    """The valid polygonal part of ``g`` (``make_valid`` may add lines and points where a ring
+    touches itself; an area overlay must not mix dimensions)."""
+    parts = shapely.get_parts(shapely.make_valid(g))
+    polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
+    return shapely.union_all(polys) if len(polys) else shapely.Polygon()
+
+
+def _similar(a: shapely.Geometry, b: shapely.Geometry) -> bool:
+    """True when the areas of ``a`` and ``b`` differ by at most 20 % of the larger."""
+    x, y = shapely.area(a), shapely.area(b)
+    return bool(min(x, y) >= 0.8 * max(x, y))

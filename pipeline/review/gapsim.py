@@ -1,0 +1,170 @@
+"""Gap simulation: changes made on purpose in the held-out tiles, so the comparison's candidates
+there can be labelled (the pool :mod:`pipeline.review.calibration` fits on).
+
+Held-out tiles are tiles the model never trained on (the validation and test split, or every
+tile for a model trained elsewhere). Features count as inside them by their representative
+point (EPSG:4326 in, EPSG:3857 metres scaled to the ground inside).
+
+- :func:`simulate_missing`: the held-out OSM features of a class are shuffled (seeded) and cut
+  into ``1 / share`` groups; each round hides one group and reruns the ``missing_in_osm``
+  search. A candidate at least half inside a hidden feature is labelled (``s = 1``); every
+  other candidate is the region's own (``s = 0``). Each feature is hidden exactly once.
+- :func:`simulate_unseen`: a share of the held-out OSM outlines is moved 15-60 m (seeded) onto
+  ground where no OSM feature lies (a "demolished" building: OSM has it, the image shows no
+  building there); those that come out not seen are labelled, beside the region's own
+  not-seen features in the held-out tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import shapely
+import shapely.affinity
+
+from pipeline.config.region import ClassSpec
+from pipeline.review.candidates import Evidence, with_evidence
+from pipeline.review.compare import (
+    CompareSpec,
+    _osm_rows,
+    features_in_tiles,
+    missing_parts,
+    missing_rows,
+    points_in_tiles,
+    valid_mercator,
+)
+from pipeline.review.compare_lines import compare_lines
+from pipeline.review.coverage import coverage, ground_scale
+from pipeline.vectors.finish import output_lonlat
+
+
+@dataclass
+class Simulated:
+    """A labelled pool: candidate ``rows`` (with ``s``: 1 = a simulated change, and ``change``:
+    its index, -1 for the region's own) and how many changes were ``simulated``."""
+
+    rows: pd.DataFrame
+    simulated: int
+
+
+def groups(n: int, share: float, seed: int) -> list[np.ndarray]:
+    """``0..n-1`` shuffled (seeded) and cut into ``round(1 / share)`` groups (none when n = 0)."""
+    if n == 0:
+        return []
+    perm = np.random.default_rng(seed).permutation(n)
+    return [g for g in np.array_split(perm, max(1, min(n, round(1 / share)))) if len(g)]
+
+
+def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSpec, held_out: set[tuple[int, int]],
+                     zoom: int, evidence: Evidence | None) -> Simulated:
+    """The ``missing_in_osm`` pool of class ``name``: predictions ``p`` and OSM features ``o``
+    (EPSG:4326, that class only) restricted to the held-out tiles, one round per hidden group."""
+    ph, oh = _in_tiles(p, held_out, zoom), _in_tiles(o, held_out, zoom)
+    pm, om = _mercator(ph), _mercator(oh)
+    pools = []
+    for g in groups(len(oh), spec.gap_share, spec.gap_seed):
+        keep = np.setdiff1d(np.arange(len(oh)), g)
+        miss, src = missing_parts(pm, om[keep], spec, name)
+        rows = missing_rows(name, ph, pm, miss, src, evidence)
+        rows["s"], rows["change"] = _hits(miss, om[g], g)
+        pools.append(rows)
+    rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
+    return Simulated(rows, len(oh))
+
+
+def _hits(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, hidden id or -1) per candidate: labelled when at least half of it lies in one hidden feature."""
+    s, change = np.zeros(len(cands), dtype=int), np.full(len(cands), -1, dtype=np.int64)
+    if len(cands) == 0 or len(hidden) == 0:
+        return s, change
+    a, b = shapely.STRtree(hidden).query(cands, predicate="intersects")
+    share = shapely.area(shapely.intersection(cands[a], hidden[b])) / np.maximum(shapely.area(cands[a]), 1e-12)
+    return _best_hits(len(cands), a, b, share, ids)
+
+
+def _best_hits(n: int, a: np.ndarray, b: np.ndarray, share: np.ndarray,
+               ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, hidden id or -1) for ``n`` candidates from (candidate ``a``, hidden ``b``) pairs:
+    labelled when ``share`` of the candidate reaches 0.5, the largest share winning."""
+    s, change = np.zeros(n, dtype=int), np.full(n, -1, dtype=np.int64)
+    ok = np.flatnonzero(share >= 0.5)
+    order = ok[np.lexsort((share[ok], a[ok]))]  # by candidate, its largest share last
+    best = order[np.r_[a[order][1:] != a[order][:-1], True]] if len(order) else order
+    s[a[best]], change[a[best]] = 1, ids[b[best]]
+    return s, change
+
+
+def simulate_unseen(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSpec, held_out: set[tuple[int, int]],
+                    zoom: int, evidence: Evidence | None, own: pd.DataFrame) -> Simulated:
+    """The ``not_seen`` pool of class ``name``: OSM outlines moved onto empty ground in the
+    held-out tiles (labelled when predictions cover less than ``seen_cover`` of them) and
+    ``own``, the region's not-seen rows, kept where they lie in the held-out tiles."""
+    oh = _in_tiles(o, held_out, zoom)
+    om, pm = _mercator(oh), _mercator(p)
+    moved = placebos(om, spec.gap_share * 2.5, spec.gap_seed, held_out, zoom)
+    cover = coverage(moved, pm)
+    kept = np.flatnonzero(cover < spec.seen_cover)
+    fake = pd.DataFrame({"osm_type": "simulated", "osm_id": np.arange(len(moved)), "geometry": output_lonlat(moved)})
+    rows = _osm_rows(name, fake, moved, kept, cover, None)
+    rows = with_evidence(rows, rows.geometry.to_numpy(), name, evidence)
+    rows["s"], rows["change"] = 1, kept
+    mine = _in_tiles(own, held_out, zoom) if len(own) else own.copy()
+    mine["s"], mine["change"] = 0, -1
+    return Simulated(pd.concat([rows, mine], ignore_index=True), len(moved))
+
+
+def placebos(om: np.ndarray, share: float, seed: int, held_out: set[tuple[int, int]], zoom: int,
+             tries: int = 12) -> np.ndarray:
+    """A seeded ``share`` of the outlines ``om`` (EPSG:3857) moved 15-60 ground metres, each onto
+    ground in the held-out tiles that no OSM outline (grown by 2 m) nor earlier placebo touches."""
+    if len(om) == 0:
+        return np.empty(0, dtype=object)
+    rng = np.random.default_rng([seed, 1])
+    s = ground_scale(om)
+    taken = list(shapely.buffer(om, 2.0 * s))
+    tree = shapely.STRtree(np.asarray(taken, dtype=object))
+    out: list[shapely.Geometry] = []
+    for k in rng.permutation(len(om))[: max(1, round(share * len(om)))]:
+        for _ in range(tries):
+            d, a = rng.uniform(15.0, 60.0) * s, rng.uniform(0, 2 * np.pi)
+            g = shapely.affinity.translate(om[k], d * np.cos(a), d * np.sin(a))
+            inside = points_in_tiles(shapely.point_on_surface(np.array([g], dtype=object)), held_out, zoom)[0]
+            if inside and not len(tree.query(g, predicate="intersects")) and not any(
+                    shapely.intersects(g, x) for x in out):
+                out.append(g)
+                break
+    return np.asarray(out, dtype=object)
+
+
+def _in_tiles(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.DataFrame:
+    """The rows of ``df`` (EPSG:4326) whose representative point lies in ``tiles``, renumbered."""
+    return df[features_in_tiles(df.geometry.to_numpy(), tiles, zoom)].reset_index(drop=True)
+
+
+def _mercator(df: pd.DataFrame) -> np.ndarray:
+    return valid_mercator(df) if len(df) else np.empty(0, dtype=object)
+
+
+def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: CompareSpec,
+                          held_out: set[tuple[int, int]], zoom: int) -> Simulated:
+    """The ``missing_in_osm`` pool of line class ``c``: held-out OSM ways hidden group by group
+    (as :func:`simulate_missing`); a piece is labelled when at least half of its length lies
+    within the class tolerance of a hidden way."""
+    ph, oh = _in_tiles(p, held_out, zoom), _in_tiles(o, held_out, zoom)
+    tol = max(c.buffer_m, 1.0)
+    pools = []
+    for g in groups(len(oh), spec.gap_share, spec.gap_seed):
+        keep = np.setdiff1d(np.arange(len(oh)), g)
+        rows, _ = compare_lines(ph, oh.iloc[keep], c, tol, spec.min_length_m, spec.seen_cover)
+        pieces, hidden = _mercator(rows), _mercator(oh.iloc[g])
+        s = ground_scale(hidden) if len(hidden) else 1.0
+        near = shapely.buffer(hidden, tol * s)
+        a, b = (shapely.STRtree(near).query(pieces, predicate="intersects") if len(pieces) and len(hidden)
+                else (np.empty(0, np.int64), np.empty(0, np.int64)))
+        share = shapely.length(shapely.intersection(pieces[a], near[b])) / np.maximum(shapely.length(pieces[a]), 1e-12)
+        rows["s"], rows["change"] = _best_hits(len(rows), a, b, share, g)
+        pools.append(rows)
+    rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
+    return Simulated(rows, len(oh))

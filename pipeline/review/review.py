@@ -1,0 +1,185 @@
+"""The review queue: every change candidate scored, thresholded and ranked.
+
+For each compared class, :mod:`pipeline.review.gapsim` simulates changes in the held-out tiles,
+:mod:`pipeline.review.calibration` fits a score on them, and every candidate of ``missing_in_osm``
+and ``not_seen`` gets ``score``: the estimated probability that it is a real change. Without
+held-out tiles, or with too few simulated changes, the score falls back to the raw evidence
+(:mod:`pipeline.review.candidates`: one number in [0, 1] per candidate) and says so.
+Candidates below ``min_score`` (``[compare] min_score``, or by default the lowest score whose
+estimated precision reaches ``target_precision``) are held back, and every layer is sorted by
+score, highest first (then by ``id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config.region import ClassSpec
+from pipeline.review.calibration import Calibration, choose_min_score, curve, fit
+from pipeline.review.candidates import Evidence, line_evidence, missing_evidence, unseen_evidence
+from pipeline.review.compare import (
+    CompareSpec,
+    Comparison,
+    class_rows,
+    compare_classes,
+    features_in_tiles,
+    line_classes,
+    with_pred_columns,
+)
+from pipeline.review.gapsim import Simulated, simulate_line_missing, simulate_missing, simulate_unseen
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+Features = Callable[[pd.DataFrame], np.ndarray]  # one evidence value per row
+
+
+@dataclass
+class Review:
+    """Scored, thresholded, ranked ``layers`` and the ``calibration`` report (JSON-able, one
+    entry per ``"<status>/<class>"``)."""
+
+    layers: dict[str, gpd.GeoDataFrame]
+    calibration: dict[str, Any]
+
+
+def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tuple[ClassSpec, ...],
+           spec: CompareSpec, held_out: set[tuple[int, int]], zoom: int, evidence: Evidence | None) -> Review:
+    """Score the comparison's candidates class by class (see the module doc); ``held_out``:
+    the (x, y) tiles at ``zoom`` the model never trained on."""
+    layers = dict(cmp.layers)
+    pred = with_pred_columns(pred)
+    report: dict[str, Any] = {}
+    for status in ("missing_in_osm", "not_seen"):
+        layers[status] = _mark_held_out(layers[status], held_out, zoom)
+    for c in compare_classes(classes, spec):
+        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
+        sim = simulate_missing(p, o, c.name, spec, held_out, zoom, evidence) if held_out else None
+        layers["missing_in_osm"], report[f"missing_in_osm/{c.name}"] = score_layer(
+            layers["missing_in_osm"], c.name, sim, missing_evidence, spec)
+        own = class_rows(layers["not_seen"], c.name) if len(layers["not_seen"]) else pd.DataFrame({"geometry": []})
+        sim = simulate_unseen(p, o, c.name, spec, held_out, zoom, evidence, own) if held_out else None
+        layers["not_seen"], report[f"not_seen/{c.name}"] = score_layer(
+            layers["not_seen"], c.name, sim, unseen_evidence, spec)
+    for c in line_classes(classes, spec):
+        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
+        sim = simulate_line_missing(p, o, c, spec, held_out, zoom) if held_out else None
+        layers["missing_in_osm"], report[f"missing_in_osm/{c.name}"] = score_layer(
+            layers["missing_in_osm"], c.name, sim, line_evidence, spec)
+        layers["not_seen"], report[f"not_seen/{c.name}"] = score_layer(
+            layers["not_seen"], c.name, None, _line_absent, spec)
+    for status in ("missing_in_osm", "not_seen"):
+        layers[status] = by_score(layers[status])
+    return Review(layers, report)
+
+
+def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The tiles (x, y) of ``tiles`` the model that predicted them never trained on: the
+    validation and test split (``split.csv``); all of them for a model trained elsewhere, or with
+    ``[train] cross_fit`` (the training tiles are predicted by the model trained on the others)."""
+    from pipeline.model.regions import is_own_model
+    from pipeline.model.split import read_split_csv
+
+    split = Path(cfg.data_dir) / "split.csv"
+    if not is_own_model(cfg) or cfg.train.cross_fit:  # cross_fit: the train tiles too
+        return set(tiles)
+    if not split.is_file():
+        return set()
+    return {(r.x, r.y) for r in read_split_csv(split) if r.split in ("val", "test")} & tiles
+
+
+def region_evidence(cfg: Any) -> Evidence | None:
+    """The evidence hook of a region: its prediction tiles (and imagery tiles, when it has
+    imagery) read by :func:`pipeline.review.evidence.inside_evidence`; None without prediction tiles."""
+    from pipeline.review.evidence import inside_evidence, tile_files
+
+    d = Path(cfg.data_dir)
+    if not (d / "predictions").is_dir():
+        return None
+    ordered = sorted((c for c in cfg.classes), key=lambda c: c.id)
+    band = {c.name: k for k, c in enumerate(ordered)}
+    images = d / "images" if cfg.imagery is not None and (d / "images").is_dir() else None
+    # the tile indexes are read once here, not on every one of the comparison's and simulation's calls
+    files = (tile_files(d / "predictions", cfg.zoom), tile_files(images, cfg.zoom) if images is not None else None)
+
+    def hook(geoms: np.ndarray, name: str) -> pd.DataFrame:
+        return inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
+
+    return hook
+
+
+def _mark_held_out(layer: gpd.GeoDataFrame, held_out: set[tuple[int, int]], zoom: int) -> gpd.GeoDataFrame:
+    """``layer`` with ``held_out``: True where the feature lies on a tile the model never trained on."""
+    if not len(layer):
+        return layer
+    return layer.assign(held_out=features_in_tiles(layer.geometry.to_numpy(), held_out, zoom))
+
+
+def _line_absent(rows: pd.DataFrame) -> np.ndarray:
+    """Evidence that an OSM line is gone: the share of it no predicted line runs along."""
+    return 1.0 - rows["coverage"].to_numpy(dtype=float)
+
+
+def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evidence: Features,
+                spec: CompareSpec) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
+    """``layer`` with the ``score`` of its class-``name`` rows, those below the threshold held
+    back, and the calibration report of that class. Estimated precision is measured on the
+    held-out candidates, the population the simulation stands for."""
+    sel = (layer["class"] == name).to_numpy() if len(layer) else np.zeros(0, dtype=bool)
+    rows = layer[sel]
+    if sim is None:
+        cal = Calibration(False, "not calibrated (no held-out tiles, or no simulation for this layer): "
+                                 "scores are the raw evidence")
+    else:
+        cal = fit(evidence(sim.rows), sim.rows["s"].to_numpy(), spec.gap_seed) if len(sim.rows) else \
+            Calibration(False, "the simulation produced no candidates")
+    ev = evidence(rows) if len(rows) else np.empty(0)
+    scores = np.round(cal.score(ev), 4)
+    layer = layer.assign(score=layer["score"] if "score" in layer.columns else np.nan,
+                         _rank=layer["_rank"] if "_rank" in layer.columns else np.nan)
+    layer.loc[sel, "score"] = scores
+    layer.loc[sel, "_rank"] = ev
+    held = rows["held_out"].to_numpy(dtype=bool) if "held_out" in rows.columns else np.ones(len(rows), dtype=bool)
+    rows_curve = curve(scores[held], _found(sim, cal), sim.simulated if sim is not None and cal.fitted else 0)
+    auto, why = choose_min_score(rows_curve, spec.target_precision) if cal.fitted else (0.0, "")
+    t = spec.min_score if spec.min_score is not None else auto
+    keep = ~sel | (layer["score"].to_numpy(dtype=float) >= t)
+    at = next((r for r in rows_curve if r["min_score"] >= t - 1e-9), None)
+    note = "; ".join(x for x in (cal.note, why if spec.min_score is None else "") if x)
+    entry = {"calibrated": cal.fitted, "note": note, "min_score": t, "min_score_auto": spec.min_score is None,
+             "target_precision": spec.target_precision, "n": int(sel.sum()), "kept": int((sel & keep).sum()),
+             "held_out": int(held.sum()), "held_out_kept": at["n"] if at else int(held.sum()),
+             "est_precision": at["est_precision"] if at and cal.fitted else None,
+             "est_recall": at["est_recall"] if at and cal.fitted else None,
+             "simulated": sim.simulated if sim is not None else 0, "labelled": cal.labelled,
+             "unlabelled": cal.unlabelled, "c": None if np.isnan(cal.c) else round(cal.c, 4),
+             "reliability": cal.reliability, "curve": rows_curve if cal.fitted else []}
+    return layer[keep].reset_index(drop=True), entry
+
+
+def _found(sim: Simulated | None, cal: Calibration) -> np.ndarray:
+    """The best cross-validated score of each simulated change that a labelled candidate found."""
+    if sim is None or not cal.fitted:
+        return np.empty(0)
+    rows = pd.DataFrame({"change": sim.rows["change"].to_numpy(), "s": sim.rows["s"].to_numpy(),
+                         "score": cal.sim_scores})
+    return rows[rows["s"] == 1].groupby("change")["score"].max().to_numpy()
+
+
+def by_score(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Highest score first (ties by the evidence, then by ``id``); ``score`` right after ``id``/``status``."""
+    if not len(layer) or "score" not in layer.columns:
+        return layer
+    rank = layer["_rank"] if "_rank" in layer.columns else layer["score"]
+    order = np.lexsort((layer["id"].to_numpy().astype(str), -rank.fillna(-1.0).to_numpy(dtype=float),
+                        -layer["score"].fillna(-1.0).to_numpy(dtype=float)))
+    out = layer.iloc[order].reset_index(drop=True).drop(columns=["_rank"], errors="ignore")
+    score = out.pop("score")
+    out.insert(1, "score", score)
+    return out

@@ -1,0 +1,1 @@
+"""Slippy-map tiles: tile maths (EPSG:3857), stage ``cover``, stage ``masks`` and the sharded tile trees."""

@@ -1,0 +1,1 @@
+"""Stage ``vectorize``: probability tiles -> polygons (area classes) and centrelines (line classes)."""
