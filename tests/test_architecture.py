@@ -138,3 +138,10 @@ def test_the_library_never_imports_tasks_or_luigi() -> None:
     bad = {name: sorted(t for t in imported_names(name, path) if t.split(".")[0] in ("tasks", "luigi"))
            for name, path in files.items() if name.split(".")[0] == "pipeline"}
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_every_library_module_lives_in_a_stage_folder() -> None:
+    """``pipeline/`` is grouped by stage (docs/design.md, "Layout"): only the package's own
+    ``__init__`` sits at its top; a new module goes into the folder of the stage it serves."""
+    loose = sorted(p.name for p in (ROOT / "pipeline").glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules outside a stage folder: {loose}"
