@@ -110,6 +110,7 @@ bench: install
 	$(PY) -m bench.bench_synthetic
 	$(PY) -m bench.bench_byod
 	$(PY) -m bench.bench_vectorize
+	$(PY) -m bench.bench_regularize
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_predict
 	$(PY) -m bench.bench_e2e

@@ -2,7 +2,7 @@
 three region sizes up to 25 km² of z19 tiles (256 px); compared with the plain way
 (``rasterio.features.shapes`` per tile, then one ``unary_union`` of everything).
 
-    python -m bench.bench_vectorize [--sizes 1,6.25,25] [--no-regularize] [--no-plain]
+    python -m bench.bench_vectorize [--sizes 1,6.25,25] [--no-regularize] [--regularizer R] [--no-plain]
 
 Synthetic probability tiles (PNG bytes in memory, decoded in the timed loop as Vectorize
 does): rotated rectangles of 6-14 m on a jittered 20 m grid (2,500 houses per km², about 15
@@ -16,9 +16,10 @@ wall time.
 Our phases, as the tasks run them: ``Vectorize`` per shard (64 x 64 tiles: tracing, merge
 across tile borders inside the shard, finishing the shard's closed features) and
 ``MergeFeatures`` (merge of the pieces on shard borders, finish, concatenation in order);
-features/s = all features of the region / the MergeFeatures time. The defaults regularise the
-building class (buildingregulariser, about 6 ms of CPU per building: most of the time at 2,500
-buildings per km²); ``--no-regularize`` does the plain baseline's work.
+features/s = all features of the region / the MergeFeatures time. The defaults square the
+building class (``pipeline.vectors.square``; ``--regularizer buildingregulariser``: the library,
+about 6 ms of CPU per building, most of the time at 2,500 buildings per km²); ``--no-regularize``
+does the plain baseline's work.
 """
 
 from __future__ import annotations
@@ -134,9 +135,10 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--no-plain", action="store_true", help="skip the plain shapes + unary_union baseline")
     ap.add_argument("--no-regularize", action="store_true",
                     help="[vectorize] regularize = [] (no building regularisation: the plain baseline's work)")
+    ap.add_argument("--regularizer", default="", help="[vectorize] regularizer (default: square)")
     args = ap.parse_args(argv)
-    spec = VectorizeSpec(regularize=()) if args.no_regularize else VectorizeSpec()
-    what = ", not regularised" if args.no_regularize else ", buildings regularised"
+    spec = VectorizeSpec(regularize=()) if args.no_regularize else VectorizeSpec(regularizer=args.regularizer)
+    what = ", not regularised" if args.no_regularize else f", buildings regularised ({args.regularizer or 'square'})"
     for km2 in (float(s) for s in args.sizes.split(",")):
         tiles = run_phase(make_tiles, km2)[0]  # the generator's garbage stays in its own process
         n = len(tiles)

@@ -6,7 +6,7 @@ stage digest import none of it (``RegionConfig.vectorize`` in :mod:`pipeline.con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ from pipeline.config.section import Section
 
 #: tiles to vectorise: probabilities (``predictions``) or label masks (``masks``)
 SOURCES = ("predictions", "masks")
+#: how buildings are squared: ``square`` (own, numpy; the default) or the ``buildingregulariser`` library
+REGULARIZERS = ("square", "buildingregulariser")
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,13 @@ class VectorizeSpec:
     line_simplify_m: float = 1.0     # centreline simplification tolerance
     min_length_m: float = 3.0        # centrelines shorter than this are dropped
     spur_m: float = 8.0              # skeleton spurs (free end, other end at a junction) shorter than this are dropped
-    #: area classes whose polygons get right angles (buildingregulariser); None (the key left out):
+    #: area classes whose polygons get right angles (:mod:`pipeline.vectors.regularize`); None (the key left out):
     #: every building class (:func:`regularized_classes`); ``[]`` turns it off
     regularize: tuple[str, ...] | None = None
     regularize_min_iou: float = 0.9  # a regularised polygon is kept only with IoU >= this with the raw one
+    #: the regulariser (:data:`REGULARIZERS`); "" (the key left out) is ``square``. In the vectorize
+    #: digest only when set (``optional`` in the stage table)
+    regularizer: str = field(default="", metadata={"digest": "vectorize"})
     instances: bool = True           # split area classes that have an edge band into instances (watershed)
     marker_min_m2: float = 8.0       # cores smaller than this (ground m²) seed no instance of their own
 
@@ -51,6 +56,7 @@ def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
         spur_m=sec.number("spur_m", d.spur_m, lo=0.0),
         regularize=_names(sec.take("regularize", list, None)),
         regularize_min_iou=sec.number("regularize_min_iou", d.regularize_min_iou, lo=0.0, hi=1.0),
+        regularizer=sec.choice("regularizer", REGULARIZERS) if "regularizer" in table else d.regularizer,
         instances=sec.take("instances", bool, d.instances),
         marker_min_m2=sec.number("marker_min_m2", d.marker_min_m2, lo=0.0),
     )

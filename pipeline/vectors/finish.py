@@ -122,7 +122,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
         sel = poly & keep & (cls == next((c.id for c in classes if c.name == name), -1))
         if sel.any():
             geoms[sel] = regularize(geoms[sel], spec.regularize_min_iou, float(np.median(scale[sel])),
-                                    tile_extent_m(z) / size)
+                                    tile_extent_m(z) / size, spec.regularizer)
     bad = ~shapely.is_valid(geoms)
     if bad.any():
         geoms[bad] = _polygonal(shapely.make_valid(geoms[bad]))
