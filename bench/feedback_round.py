@@ -77,10 +77,11 @@ def candidates(data_dir: Path, zoom: int, covered: float) -> list[dict[str, Any]
     return out
 
 
-def write_round(base: Path, out: Path, epochs: int, covered: float, negatives: bool = True) -> Path:
+def write_round(base: Path, out: Path, epochs: int, covered: float, negatives: bool = True,
+                weight: float | None = None) -> Path:
     """Write ``rejected.geojson`` and the feedback region's config (without ``[labels] negatives``
-    when ``negatives`` is False: the control, the same fine-tune without feedback); returns the
-    config's path."""
+    when ``negatives`` is False: the control, the same fine-tune without feedback; with ``weight``,
+    ``[train] negatives_weight``); returns the config's path."""
     cfg = load_config(base)
     cands = candidates(cfg.data_dir, cfg.zoom, covered)
     rejected = [{"type": "Feature", "properties": {"id": c["properties"]["id"], "verdict": "not a building"},
@@ -94,6 +95,8 @@ def write_round(base: Path, out: Path, epochs: int, covered: float, negatives: b
     table["region"] |= {"name": name, "data_dir": str(out)}
     if negatives:
         table.setdefault("labels", {})["negatives"] = [str(out / "rejected.geojson")]
+        if weight is not None:
+            table["train"]["negatives_weight"] = weight
     table["train"] |= {"init": str(base), "epochs": epochs}
     table["train"].pop("lr", None)  # the fine-tuning default (pipeline.model.finetune)
     path = out / f"{name}.toml"
@@ -120,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--covered", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--negatives-weight", type=float, default=None,
+                    help="[train] negatives_weight of the run with negatives (default: the config default)")
     ap.add_argument("--control", action="store_true",
                     help="also run the same fine-tune without the negatives (in <out>-control)")
     args = ap.parse_args(argv)
-    runs = {"after": write_round(args.base, args.out, args.epochs, args.covered)}
+    runs = {"after": write_round(args.base, args.out, args.epochs, args.covered, weight=args.negatives_weight)}
     if args.control:
         control = args.out.with_name(args.out.name + "-control")
         runs["control"] = write_round(args.base, control, args.epochs, args.covered, negatives=False)

@@ -63,6 +63,9 @@ class Stage:
     #: config parts that enter the digest only when set (not None or empty): keys added later
     #: leave the digests of configs that do not use them unchanged
     optional: tuple[str, ...] = ()
+    #: config parts that enter the digest only under a condition on the config: a function giving
+    #: ``{part: typed value}`` (empty where the condition does not hold)
+    conditional: Callable[[RegionConfig], Mapping[str, Any]] | None = None
     #: other regions' stages this one reads, as ``(stage, config path)`` pairs: their digests enter
     #: this one's, and its task requires theirs (``[train] regions``, a model named by its region)
     foreign: Callable[[RegionConfig], Sequence[tuple[str, Path]]] | None = None
@@ -163,6 +166,12 @@ def _init_path(cfg: RegionConfig) -> list[Path]:
     return out
 
 
+def _hard_negatives(cfg: RegionConfig) -> dict[str, Any]:
+    """``[train] negatives_weight`` weighs the pixels of ``[labels] negatives`` in the loss: part of the
+    train digest only when there are negatives (without, it changes nothing)."""
+    return {"train.negatives_weight": cfg.train.negatives_weight} if cfg.labels.negatives else {}
+
+
 def _region_splits(cfg: RegionConfig) -> list[tuple[str, Path]]:
     """The splits of the other regions ``[train] regions`` trains with, and the region whose
     model ``[train] init`` names."""
@@ -208,15 +217,18 @@ register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"
                optional=("imagery.options",), task="imagery.ImageryAll", shard_task="imagery.FetchImagery"))
 register(Stage("split", ("split",), ("masks", "imagery"), task="split.SplitDataset"))
 register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
-               optional=("train.regions",), foreign=_region_splits, task="train.TrainModel"))
+               optional=("train.regions", "labels.negatives"), conditional=_hard_negatives, foreign=_region_splits,
+               task="train.TrainModel"))
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
                inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
                task="predict.PredictAll", shard_task="predict.Predict"))
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"), upstream_for=_evaluate_inputs,
                task="predict.EvaluateModel"))
 register(Stage("export", ("predict.model",), ("evaluate",), task="export.ExportModel"))
+# version 2: buildings squared by pipeline.vectors.square by default ([vectorize] regularizer, in the digest when set)
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("cover", "masks", "predict"),
-               upstream_for=_vectorize_source, task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
+               upstream_for=_vectorize_source, version=2, optional=("vectorize.regularizer",),
+               task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
 register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
@@ -284,13 +296,15 @@ def stage_inputs(cfg: RegionConfig, stage: str) -> list[Path]:
 
 def stage_config(cfg: RegionConfig, stage: str) -> dict[str, Any]:
     """The normalised config a stage's digest covers (``{part: plain value}``; ``optional``
-    parts only when set)."""
+    parts only when set, ``conditional`` ones where their condition holds)."""
     s = get_stage(stage)
     out = {k: normalise(config_value(cfg, k)) for k in s.sections}
     for k in s.optional:
         v = normalise(config_value(cfg, k))
         if v not in (None, [], {}, ""):
             out[k] = v
+    if s.conditional is not None:
+        out |= {k: normalise(v) for k, v in s.conditional(cfg).items()}
     return out
 
 

@@ -4,6 +4,9 @@ Samples are dicts ``{"image": float32 (C, H, W) normalised with the split's band
 "mask": int64 (H, W) model output indices (255 = ignore), "tile": (z, x, y)}``: mask values are
 mapped through ``lut`` (:func:`pipeline.vectors.instances.target_lut`; without one they are used as they
 are). Importable with torch, numpy and Pillow; albumentations is imported when augmentations are built.
+With hard negatives (``negatives``: :func:`pipeline.model.negatives.negative_flags`) a sample also has
+``"weight"``: float32 (H, W) loss weights, ``negatives_weight`` inside ``[labels] negatives`` and 1
+elsewhere, augmented with the mask (an extra mask of the same transforms).
 
 Determinism: the sampler yields ``(index, seed)`` pairs drawn from a generator seeded by
 (seed, epoch); each sample's augmentation is seeded by its pair, so an epoch gives the same
@@ -52,10 +55,13 @@ class TileDataset(Dataset[dict[str, Any]]):
     """Image/mask tiles of ``rows`` under ``data_dir``; ``scale`` resamples them (0.5: half size);
     ``augment`` is a callable from :func:`build_augment` (or None). Index with an int or with an
     ``(index, seed)`` pair from :class:`EpochSampler` (the seed drives the augmentation); ``lut``
-    (256 uint8) maps mask values to output indices after the augmentation."""
+    (256 uint8) maps mask values to output indices after the augmentation. ``negatives`` (flags by
+    mask path, :func:`~pipeline.model.negatives.negative_flags`) adds a ``"weight"`` map to every
+    sample: ``negatives_weight`` on flagged pixels, 1 elsewhere."""
 
     def __init__(self, data_dir: str | Path, rows: Sequence[TileRow], band_stats: Mapping[str, Any],
-                 scale: float = 1.0, augment: Any = None, lut: np.ndarray | None = None) -> None:
+                 scale: float = 1.0, augment: Any = None, lut: np.ndarray | None = None,
+                 negatives: Mapping[str, np.ndarray] | None = None, negatives_weight: float = 1.0) -> None:
         self.data_dir = Path(data_dir)
         self.rows = list(rows)
         self.band_stats: dict[str, Any] = {"mean": list(band_stats["mean"]), "std": list(band_stats["std"])}
@@ -65,6 +71,8 @@ class TileDataset(Dataset[dict[str, Any]]):
         self.scale = scale
         self.augment = augment
         self.lut = lut
+        self.negatives = dict(negatives) if negatives else None
+        self.negatives_weight = negatives_weight
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,20 +97,41 @@ class TileDataset(Dataset[dict[str, Any]]):
             mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
         return img, mask
 
+    def flags(self, i: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The negative flags of row ``i`` at the mask's (resampled) ``shape`` (zeros where no
+        negative touches the tile); None without negatives."""
+        if self.negatives is None:
+            return None
+        got = self.negatives.get(self.rows[i].mask)
+        if got is None:
+            return np.zeros(shape[:2], dtype=np.uint8)
+        if got.shape != shape[:2]:
+            from PIL import Image
+
+            got = np.asarray(Image.fromarray(got).resize((shape[1], shape[0]), Image.Resampling.NEAREST))
+        return got
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i, seed = (key, None) if isinstance(key, int) else (int(key[0]), int(key[1]))
         img, mask = self.load(i)
+        flags = self.flags(i, mask.shape)
         if self.augment is not None and seed is not None:
             self.augment.set_random_seed(seed)
-            out = self.augment(image=img, mask=mask)
+            out = self.augment(image=img, mask=mask, **({} if flags is None else {"masks": [flags]}))
             img, mask = out["image"], out["mask"]
+            flags = None if flags is None else np.asarray(out["masks"][0])
         r = self.rows[i]
         if self.lut is not None:
             mask = self.lut[mask]
         scaled = img.dtype != np.uint8  # a 16-bit tile, already pixel / max
-        return {"image": torch.from_numpy(normalise(np.ascontiguousarray(img), self.band_stats, scaled)),
-                "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
-                "tile": (r.z, r.x, r.y)}
+        sample = {"image": torch.from_numpy(normalise(np.ascontiguousarray(img), self.band_stats, scaled)),
+                  "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
+                  "tile": (r.z, r.x, r.y)}
+        if flags is not None:
+            from pipeline.model.negatives import weight_map
+
+            sample["weight"] = torch.from_numpy(weight_map(flags, self.negatives_weight))
+        return sample
 
 
 def sample_weights(rows: Sequence[TileRow], empty_tile_weight: float) -> list[float] | None:
@@ -150,6 +179,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch dict (``tile`` stays a list of (z, x, y))."""
-    return {"image": torch.stack([b["image"] for b in batch]), "mask": torch.stack([b["mask"] for b in batch]),
-            "tile": [tuple(b["tile"]) for b in batch]}
+    """Stack samples into a batch dict (``tile`` stays a list of (z, x, y); ``weight`` when the
+    samples have one)."""
+    out = {"image": torch.stack([b["image"] for b in batch]), "mask": torch.stack([b["mask"] for b in batch]),
+           "tile": [tuple(b["tile"]) for b in batch]}
+    if batch and "weight" in batch[0]:
+        out["weight"] = torch.stack([b["weight"] for b in batch])
+    return out

@@ -25,7 +25,12 @@ def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
     ``contact_weight`` (> 1) weighs the edge pixels where two features touch (farther than
     ``band_px`` target pixels, the edge band's width, from background: a party wall, not an outer
     wall) that much more in the binary cross-entropy: they are few, faint, and what keeps touching
-    buildings apart."""
+    buildings apart.
+
+    The loss takes ``(logits, target, weight=None)``: ``weight`` (N, H, W), per-pixel weights (hard
+    negatives, :mod:`pipeline.model.negatives`), scales each pixel's cross-entropy
+    (:func:`weighted_ce`); Dice, Lovasz and focal are set-level or their own weighting and stay
+    unweighted, as do the edge channels."""
     from segmentation_models_pytorch import losses as smp_losses
 
     makers: dict[str, Callable[[], torch.nn.Module]] = {
@@ -34,10 +39,11 @@ def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
         "lovasz": lambda: smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index),
         "focal": lambda: smp_losses.FocalLoss("multiclass", ignore_index=ignore_index),
     }
-    parts = [(makers[name](), w) for name, w in losses]
+    parts = [(name, makers[name](), w) for name, w in losses]
 
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum((w * fn(logits, target) for fn, w in parts), torch.zeros((), device=logits.device))
+    def loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return sum((w * (weighted_ce(logits, target, weight, ignore_index) if name == "ce" and weight is not None
+                         else fn(logits, target)) for name, fn, w in parts), torch.zeros((), device=logits.device))
 
     if fold is None:
         return loss
@@ -45,8 +51,8 @@ def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
     dice = smp_losses.DiceLoss("binary", from_logits=True, ignore_index=ignore_index)
     weigh = contact_weight is not None and contact_weight != 1.0
 
-    def with_edges(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        main = loss(logits[:, :n_main], fold.to(target.device)[target])
+    def with_edges(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        main = loss(logits[:, :n_main], fold.to(target.device)[target], weight)
         ignore = target == ignore_index
         near_bg = _near(target == 0, band_px) if weigh else None
         for j in range(logits.shape[1] - n_main):
@@ -61,6 +67,16 @@ def build_loss(losses: Sequence[tuple[str, float]], ignore_index: int = IGNORE,
         return main
 
     return with_edges
+
+
+def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                ignore_index: int = IGNORE) -> torch.Tensor:
+    """Cross-entropy with a weight per pixel: the sum of weight x pixel loss over the pixels not
+    ignored, divided by their number (not by the weights' sum: extra weight adds to the loss, the
+    other pixels keep theirs). All weights 1: the plain mean cross-entropy."""
+    per = torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    valid = target != ignore_index
+    return (per * weight.to(per.dtype) * valid).sum() / valid.sum().clamp(min=1)
 
 
 def _near(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -331,12 +331,13 @@ def _train_epoch(t: _Trainer, loader: DataLoader[Any], sampler: EpochSampler, ep
     for step, batch in enumerate(loader):
         x = batch["image"].to(device, non_blocking=True)
         y = batch["mask"].to(device, non_blocking=True)
+        wt = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None  # hard negatives
         if device.type == "cuda" and spec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             with amp if amp is not None else _NoAmp():
                 logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(logits.float(), y, wt)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; {out}/last.pt "
                                     f"keeps the last good epoch it wrote. Lower [train] lr (now {spec.lr}) or set "

@@ -4,7 +4,8 @@
     torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc-per-node 8 -m pipeline.model.train_run --config ...
 
 Needs torch, segmentation-models-pytorch, numpy, Pillow and albumentations (no geospatial stack):
-the split files are plain CSV and JSON.
+the split files are plain CSV and JSON (a region with ``[labels] negatives`` reads them with pyogrio,
+shapely and rasterio: :mod:`pipeline.model.negatives`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
     augment = build_augment(spec, bands) if spec.augment else None
     lut = target_lut([c.id for c in cfg.classes], cfg.edge_ids)
     train_rows, val_rows = part_rows(rows, part)
+    own_rows = train_rows
     others = other_regions(cfg)
     if others:  # several regions, one model: their train and validation tiles join (pipeline/model/regions.py)
         theirs = [region_tiles(o, read_split_stats(o.data_dir / "split_stats.json")) for o in others]
@@ -97,13 +99,25 @@ def train_region(cfg: RegionConfig, digest: str, device: Any = None, workers: in
         band_stats = stats["band_stats"]
         train_rows = [*train_rows, *(r for t in theirs for r in t.rows if r.split == "train")]
         val_rows = [*val_rows, *(r for t in theirs for r in t.rows if r.split == "val")]
-    train_ds = TileDataset(cfg.data_dir, train_rows, band_stats, spec.scale, augment, lut)
+    negatives, weight = _hard_negatives(cfg, own_rows, int(stats["tile_size"]))
+    train_ds = TileDataset(cfg.data_dir, train_rows, band_stats, spec.scale, augment, lut, negatives=negatives,
+                           negatives_weight=weight)
     val_ds = TileDataset(cfg.data_dir, val_rows, band_stats, spec.scale, lut=lut)
     info = RunInfo(classes=tuple({"name": c.name, "id": c.id} for c in cfg.classes), band_stats=band_stats,
                    tile_size=round(int(stats["tile_size"]) * spec.scale), config_digest=digest,
                    scale=spec.scale, edges=cfg.edge_ids, band_px=max(1, round(cfg.masks.edge_px * spec.scale)))
     return fit(spec, model_spec_for(cfg, spec, bands), train_ds, val_ds, part_dir(cfg.data_dir, part), info,
                FitOptions(device=device, workers=workers, progress=progress, on_step=on_step, on_epoch=on_epoch))
+
+
+def _hard_negatives(cfg: RegionConfig, rows: list[TileRow], size: int) -> tuple[Any, float]:
+    """(negative flags of this region's training ``rows``, ``[train] negatives_weight``): the
+    dataset's hard negatives (:mod:`pipeline.model.negatives`); (None, 1) without negatives."""
+    if not cfg.labels.negatives:
+        return None, 1.0
+    from pipeline.model.negatives import negative_flags
+
+    return negative_flags(cfg.labels, rows, size), cfg.train.negatives_weight
 
 
 def main(argv: list[str] | None = None) -> int:
