@@ -15,7 +15,8 @@ reading them is :mod:`pipeline.labels.vector`). All keys optional::
     values    = { "1" = "building", "road" = 2 }   # ... value -> class name or id
                                     # (default: a value equal to a class id or class name)
     negatives = ["review/rejected.geojson"]   # areas that are no class: burnt as background (0)
-                                    # over everything (mapper feedback: rejected candidates)
+                                    # over everything (mapper feedback: rejected candidates); training
+                                    # weighs their pixels [train] negatives_weight (hard negatives)
     ignore    = ["review/unsure.geojson"]     # areas burnt as the ignore value (255), last
 
 ``negatives`` and ``ignore`` (polygon files, any source) change the masks, not the extracted

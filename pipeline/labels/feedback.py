@@ -4,6 +4,9 @@ A reviewed candidate list (candidates rejected in JOSM, QGIS or MapRoulette, exp
 GeoJSON, GeoPackage, ...) says where the imagery shows no class: those areas are burnt as
 background (0) over everything the labels burnt, and ``ignore`` areas as the ignore value (255)
 last, so the next training neither learns the rejected shapes nor is scored on unsure ones.
+A rejected candidate mostly lies where the labels have no feature (background already), so the
+masks alone teach nothing new: training also weighs the negatives' pixels ``[train]
+negatives_weight`` in its loss (hard negatives, :mod:`pipeline.model.negatives`).
 
 Files are read with pyogrio in their own CRS (or ``[labels] crs`` when they declare none; a
 GeoJSON without a ``crs`` member is EPSG:4326) and only their polygons are kept (repaired when
