@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in runs.values():
         subprocess.run([sys.executable, "-m", "tasks", "RegionPipeline", "--config", str(path),
                         "--workers", str(args.workers)], check=True)
-    zoom = load_config(args.base).zoom
-    result: dict[str, Any] = {"rejected": n, "before": tally(load_config(args.base).data_dir, zoom, args.covered)}
-    result |= {k: tally(load_config(p).data_dir, zoom, args.covered) for k, p in runs.items()}
+    base = load_config(args.base)
+    result: dict[str, Any] = {"rejected": n, "before": tally(base.data_dir, base.zoom, args.covered)}
+    result |= {k: tally(load_config(p).data_dir, base.zoom, args.covered) for k, p in runs.items()}
     (args.out / "feedback_round.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
