@@ -49,6 +49,8 @@ Keys (all optional)::
     negatives_weight = 5.0   # loss weight of the pixels inside [labels] negatives (rejected candidates:
                              # hard negatives) in the cross-entropy, others 1; in the digest only
                              # when [labels] negatives is set (1: no extra weight)
+    ema_epochs = 0           # validate and keep (best.pt) a moving average of the weights with this time
+                             # constant in epochs (pipeline/model/ema.py; 0: the raw weights)
     val_every = 1            # validate every N epochs (and always the last); best.pt is chosen
                              # among validated epochs
     checkpoint_minutes = 5.0 # last.pt (full training state) at most this many minutes apart (0: every
@@ -125,6 +127,7 @@ class TrainSpec:
     # hard negatives: the cross-entropy weight of pixels inside [labels] negatives (pipeline.model.negatives);
     # in the train digest only when negatives are set (pipeline.core.stages)
     negatives_weight: float = field(default=5.0, metadata={"digest": "train"})
+    ema_epochs: float = 0.0
     val_every: int = 1
     # how often last.pt is written: how, not what (no part of the digest)
     checkpoint_minutes: float = field(default=5.0, metadata={"operational": True})
@@ -221,6 +224,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         max_minutes=sec.number("max_minutes", d.max_minutes, lo=0.0),
         contact_weight=sec.number("contact_weight", d.contact_weight, lo=1.0, hi=100.0),
         negatives_weight=sec.number("negatives_weight", d.negatives_weight, lo=1.0, hi=100.0),
+        ema_epochs=sec.number("ema_epochs", d.ema_epochs, lo=0.0, hi=1000.0),
         val_every=sec.integer("val_every", d.val_every, lo=1, hi=100000),
         checkpoint_minutes=sec.number("checkpoint_minutes", d.checkpoint_minutes, lo=0.0),
         checkpoint_epochs=sec.integer("checkpoint_epochs", d.checkpoint_epochs, lo=0, hi=100000),

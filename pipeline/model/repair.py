@@ -1,10 +1,10 @@
 """Make a region's model folder whole before training resumes (``TrainModel``).
 
-``last.pt`` holds the full training state: weights of the last epoch, the history and the best
-epoch. When ``best.pt`` or ``metrics.csv`` is missing or damaged they are rebuilt from it (``best.pt``
-only when the best epoch is the last one: its weights are those of ``last.pt``); when that cannot be
-done, or ``last.pt`` itself is damaged, the folder's checkpoints are deleted and the model is trained
-afresh, so it is never left half.
+``last.pt`` holds the full training state: weights of the last epoch (and their moving
+average), the history and the best epoch. When ``best.pt`` or ``metrics.csv`` is missing or
+damaged they are rebuilt from it (``best.pt`` only when the best epoch is the last one: its
+weights are those of ``last.pt``); when that cannot be done, or ``last.pt`` itself is damaged, the
+folder's checkpoints are deleted and the model is trained afresh, so it is never left half.
 """
 
 from __future__ import annotations
@@ -50,10 +50,15 @@ def _training_state(last: Path, digest: str) -> dict[str, Any] | None:
 
 
 def _rebuild_best(out: Path, blob: Mapping[str, Any]) -> None:
-    """best.pt from last.pt's weights and meta (the best epoch is the last one)."""
+    """best.pt from last.pt's meta and weights (the best epoch is the last one): the weights'
+    moving average when the run kept one (:mod:`pipeline.model.ema`), else the raw weights."""
     from pipeline.model.network import write_checkpoint
 
-    write_checkpoint(out / "best.pt", {k: blob[k] for k in ("format", "version", "model", "meta")})
+    best = {k: blob[k] for k in ("format", "version", "model", "meta")}
+    ema = blob["train_state"].get("ema")
+    if ema is not None:
+        best["model"] = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+    write_checkpoint(out / "best.pt", best)
 
 
 def _start_afresh(out: Path, why: str) -> Repair:

@@ -30,6 +30,7 @@ from pipeline.config.train import TrainSpec
 from pipeline.core.errors import ModelError, TrainingError
 from pipeline.model.dataset import EpochSampler, TileDataset, collate, sample_weights
 from pipeline.model.device import pick_device
+from pipeline.model.ema import build_ema, ema_state, eval_model, load_ema
 from pipeline.model.losses import build_loss
 from pipeline.model.metrics import confusion, scores
 from pipeline.model.network import ModelSpec, build_model, make_meta, unwrap
@@ -160,6 +161,7 @@ class _Trainer:
     device: torch.device
     out: Path
     world: int = 1
+    ema: Any = None  # the weights' moving average (pipeline.model.ema), validated and saved as best.pt
 
 
 def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: TileDataset, out_dir: str | Path,
@@ -189,8 +191,10 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     sched = build_scheduler(opt, spec, steps_per_epoch * spec.epochs)
     amp, scaler = _amp(spec, device)
     start, hist, elapsed = 0, History(), 0.0
+    ema = build_ema(model, spec.ema_epochs, steps_per_epoch)
     if last_blob is not None:
         start, hist, elapsed = restore(last_blob, model, opt, sched, scaler)
+        load_ema(ema, last_blob["train_state"])
         del last_blob
     hist.init = dict(lineage) if lineage else None
     plan = Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device, _clock)
@@ -203,10 +207,11 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
                          opts.workers, pin)
     loss_fn = build_loss(spec.losses, fold=fold, n_main=n_classes, contact_weight=spec.contact_weight,
                          band_px=info.band_px)
-    t = _Trainer(spec, train_model, opt, sched, scaler, amp, loss_fn, device, out, world)
+    t = _Trainer(spec, train_model, opt, sched, scaler, amp, loss_fn, device, out, world, ema)
     meta_base = _meta_base(model_spec, info, lineage)
     has_val = bool(len(val_ds))
-    writers = Writers(Saver(out, model, meta_base, spec, has_val, _clock), opts.on_epoch) if rank == 0 else None
+    saver = Saver(out, model, meta_base, spec, has_val, _clock, best_model=eval_model(model, ema))
+    writers = Writers(saver, opts.on_epoch) if rank == 0 else None
     clock = _clock() - elapsed  # training seconds count across resumes
     try:
         for epoch in range(start, spec.epochs):
@@ -287,7 +292,7 @@ def _validate(t: _Trainer, loader: DataLoader[Any], names: list[str], fold: torc
               row: dict[str, Any]) -> None:
     """Add the validation scores, loss and seconds of an epoch to its ``row``."""
     t_val = _clock()
-    cm, val_loss = evaluate(t.model, loader, len(names), t.device, t.loss_fn, t.amp, fold)
+    cm, val_loss = evaluate(eval_model(t.model, t.ema), loader, len(names), t.device, t.loss_fn, t.amp, fold)
     row.update(scores(cm, names), val_loss=val_loss, val_seconds=_clock() - t_val)
 
 
@@ -296,7 +301,7 @@ def _train_state(t: _Trainer, hist: History, epoch: int, elapsed: float) -> dict
     return {"optimizer": t.opt.state_dict(), "scheduler": t.sched.state_dict(),
             "scaler": t.scaler.state_dict(), "rng": rng_state(), "epoch": epoch,
             "history": [dict(r) for r in hist.rows], "best_epoch": hist.best_epoch,
-            "best_miou": hist.best_miou, "elapsed_s": elapsed}
+            "best_miou": hist.best_miou, "elapsed_s": elapsed, **ema_state(t.ema)}
 
 
 def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
@@ -356,6 +361,8 @@ def _train_epoch(t: _Trainer, loader: DataLoader[Any], sampler: EpochSampler, ep
                                 f"{max(1, spec.batch_size // 2)} (or a smaller scale); {out}/last.pt keeps the "
                                 "last good epoch it wrote") from exc
         sched.step()
+        if t.ema is not None:
+            t.ema.update_parameters(unwrap(model))
         total += float(loss.detach()) * len(x)
         seen += len(x)
         if bar is not None:

@@ -98,11 +98,14 @@ class Saver:
     ``checkpoint_minutes`` have passed since the last write, and at the end; ``best.pt`` with it
     when a better epoch came since the last write (kept in memory until then). So a killed run
     resumes from the last write, and ``best.pt`` never runs ahead of ``last.pt``'s history.
-    ``clock`` is the training clock (:data:`pipeline.model.train._clock`)."""
+    ``clock`` is the training clock (:data:`pipeline.model.train._clock`); ``best_model`` the
+    module written as ``best.pt`` (the weights' moving average, :mod:`pipeline.model.ema`), by
+    default ``model`` (whose weights ``last.pt`` keeps)."""
 
     def __init__(self, out: Path, model: torch.nn.Module, meta_base: Mapping[str, Any], spec: TrainSpec,
-                 has_val: bool, clock: Callable[[], float]) -> None:
+                 has_val: bool, clock: Callable[[], float], best_model: torch.nn.Module | None = None) -> None:
         self.out, self.model, self.meta_base, self.spec, self.has_val = out, model, meta_base, spec, has_val
+        self.best_model = best_model if best_model is not None else model
         self.clock = clock
         self.last_t = clock()
         self.first = True
@@ -130,14 +133,14 @@ class Saver:
             hist.best_epoch, hist.best_miou = epoch + 1, miou
             self.best = None if save else {
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                "model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()},
+                "model": {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.best_model).state_dict().items()},
                 "meta": self.meta(row, epoch)}
             if save:
-                save_checkpoint(self.out / "best.pt", self.model, self.meta(row, epoch))
+                save_checkpoint(self.out / "best.pt", self.best_model, self.meta(row, epoch))
         if not save:
             return False
         if not self.has_val:
-            save_checkpoint(self.out / "best.pt", self.model, self.meta(row, epoch))
+            save_checkpoint(self.out / "best.pt", self.best_model, self.meta(row, epoch))
         elif self.best is not None:
             from pipeline.model.network import write_checkpoint
 
