@@ -81,6 +81,15 @@ Luigi settings: configs/luigi.toml (override with LUIGI_CONFIG_PATH). Luigi's ow
 python -m tasks TASK --help-all
 """)
 
+def imagery_help() -> str:
+    """The ``[imagery] source`` values (the registry, :mod:`pipeline.imagery.sources`), for ``--help``."""
+    from pipeline.imagery.registry import SOURCES
+    from pipeline.imagery.sources import RASTER  # noqa: F401  (registers the built-in sources)
+
+    return "\nImagery sources ([imagery] source = ...):\n" + "".join(
+        f"  {name:<17} {src.description}\n" for name, src in SOURCES.items())
+
+
 #: what Luigi registers from ``tasks/`` besides the stage tasks (other tasks, base classes and
 #: ``luigi.Config`` sections) -> the module that defines it
 OTHER_MODULES: dict[str, str] = {
@@ -187,7 +196,7 @@ def _config_arg(argv: list[str]) -> str | None:
 def main(argv: list[str]) -> int:
     """The command: one line for every way it fails, Ctrl-C included (see the module docstring)."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE + imagery_help())
         return 0
     Signals.pid = os.getpid()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -299,3 +299,14 @@ def test_usage_and_make_targets_follow_the_stage_table() -> None:
             assert STAGES[target].task.endswith(f".{task}"), (target, task)
         else:
             assert task not in stage_of, (target, task)
+
+
+def test_help_lists_every_registered_imagery_source(capsys: pytest.CaptureFixture[str]) -> None:
+    import tasks.__main__ as cli
+    from pipeline.imagery.registry import SOURCES
+
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Imagery sources" in out and len(SOURCES) >= 4
+    for name, src in SOURCES.items():
+        assert f"  {name:<17} {src.description}" in out, name
