@@ -35,42 +35,173 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
                     marker_edge: int = MARKER_EDGE) -> np.ndarray:
     """int32 instance labels (0 = outside) of ``foot >= thr`` (uint8 probabilities, H x W),
     separated along ``edge`` (uint8 edge probabilities of the same class); cores where
-    ``edge < marker_edge``."""
-    from skimage.segmentation import watershed
+    ``edge < marker_edge``; ``min_marker_px`` and ``reach`` in pixels.
 
+    The labels of a watershed of the whole raster, computed where it matters: a footprint
+    component with one marker is that marker's instance (the watershed floods all of it), one
+    without a marker is a piece of its own, and only the components with two or more markers
+    are flooded, packed side by side into one small raster (:func:`_flood`); border slivers are
+    found per component that touches the frame, in its box. Pieces are numbered as the whole-
+    raster watershed numbered them: markers in raster order of their first pixel, then the
+    pieces without a marker (components and border slivers) in raster order of their first
+    pixel. Where two floods reach a pixel at the same edge probability, the winner depends on
+    scikit-image's heap order, which depends on all markers flooded together: such a pixel may
+    go to the other neighbour than in a watershed of the whole raster (on the demo 12 of 680,000
+    footprint pixels; on the demo's 4 blocks 0.18 s instead of 0.39 s, issue 20).
+    """
     binary = foot >= thr
+    comp, nc = ndimage.label(binary)
+    comp = comp.astype(np.int32, copy=False)
     interior = binary & (edge < marker_edge)
-    markers, n = ndimage.label(interior)
-    if n:
-        sizes = np.bincount(markers.ravel(), minlength=n + 1)
-        keep = sizes >= max(1, min_marker_px)
-        keep[0] = False
-        renum = np.zeros(n + 1, dtype=np.int32)
-        renum[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        markers = renum[markers]
-        n = int(keep.sum())
+    raw, n_raw = ndimage.label(interior)
+    if n_raw == 0:
+        return comp
+    midx = np.flatnonzero(interior)  # (a bool array: far quicker than the labels' nonzero)
+    mraw = raw.ravel()[midx]
+    keep = np.bincount(mraw, minlength=n_raw + 1) >= max(1, min_marker_px)
+    keep[0] = False
+    n = int(keep.sum())
+    if n == 0:
+        return comp
+    renum = np.zeros(n_raw + 1, dtype=np.int32)
+    renum[keep] = np.arange(1, n + 1, dtype=np.int32)
+    sel = keep[mraw]
+    midx, mlab = midx[sel], renum[mraw[sel]]
+    owner = np.zeros(n + 1, dtype=np.int64)  # the footprint component of each marker
+    owner[mlab] = comp.ravel()[midx]
+    count = np.bincount(owner[1:], minlength=nc + 1)  # markers per component
+    count[0] = 0
+    lut = np.zeros(nc + 1, dtype=np.int32)
+    single = count[owner[1:]] == 1
+    lut[owner[1:][single]] = np.flatnonzero(single).astype(np.int32) + 1
+    bidx = np.flatnonzero(binary)  # footprint pixels, raster order
+    bc = comp.ravel()[bidx]
+    lab = lut[bc]
+    mk = np.zeros(len(bidx), dtype=np.int32)
+    mk[np.searchsorted(bidx, midx)] = mlab
+    multi = count[bc] >= 2
+    if multi.any():
+        lab[multi] = _flood(edge, bidx[multi], bc[multi], mk[multi])
+    slivers = _slivers(comp, count, raw, keep, reach, bidx, bc)
+    _number_rest(lab, bidx, bc, count, slivers, n)
     labels = np.zeros(foot.shape, dtype=np.int32)
-    if n:
-        labels = watershed(edge, markers, mask=binary, connectivity=1).astype(np.int32)
-        # farther than ``reach`` (chessboard) from every marker: outside the markers grown by a
-        # (2 reach + 1)² square (a separable maximum filter, far cheaper than a distance transform)
-        near = ndimage.maximum_filter(markers > 0, size=2 * reach + 1, mode="constant", cval=False)
-        far = binary & ~near
-        cut, _ = ndimage.label(far)
-        frame = np.unique(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]]))
-        labels[np.isin(cut, frame[frame > 0])] = 0  # border slivers: their own pieces below
-    rest = binary & (labels == 0)
-    if rest.any():
-        extra, _ = ndimage.label(rest)
-        labels[rest] = extra[rest] + n
+    labels.ravel()[bidx] = lab
     return labels
 
 
-def _colours(labels: np.ndarray) -> np.ndarray:
-    """A colour per label (index = label; 0 for background) such that 4-adjacent labels differ."""
-    n = int(labels.max())
-    sides = ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :]))
-    pairs = [np.stack([a[m], b[m]], axis=1) for a, b in sides for m in [(a != b) & (a > 0) & (b > 0)]]
+def _flood(edge: np.ndarray, pix: np.ndarray, comp: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Watershed labels (marker-based, 4-connected, over ``edge``) of the pixels ``pix`` (flat
+    indices into ``edge``, raster order) of footprint components ``comp`` (one per pixel) seeded
+    by ``markers`` (label per pixel, 0 = none). The components' bounding boxes are packed on
+    shelves into one raster with a gap of one pixel, so they never touch, and flooded at once."""
+    from skimage.segmentation import watershed
+
+    order, starts, (r0, r1, c0, c1) = _boxes(pix, comp, edge.shape[1])
+    r, c = np.divmod(pix[order], edge.shape[1])
+    hs, ws = r1 - r0 + 2, c1 - c0 + 2  # with the gap
+    width = max(int(ws.max()), int(np.sqrt(float((hs * ws).sum())) * 1.25))
+    oy, ox = np.zeros(len(starts), dtype=np.int64), np.zeros(len(starts), dtype=np.int64)
+    y = x = shelf = 0
+    for k in np.argsort(-hs, kind="stable").tolist():  # next-fit shelves, tallest first
+        if x + ws[k] > width:
+            y, x, shelf = y + shelf, 0, 0
+        oy[k], ox[k], shelf = y, x, max(shelf, int(hs[k]))
+        x += int(ws[k])
+    box = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(pix)]))
+    my, mx = r - r0[box] + oy[box], c - c0[box] + ox[box]
+    shape = (y + shelf, width)
+    img = np.zeros(shape, dtype=edge.dtype)
+    img[my, mx] = edge.ravel()[pix[order]]
+    mask = np.zeros(shape, dtype=bool)
+    mask[my, mx] = True
+    seeds = np.zeros(shape, dtype=np.int32)
+    seeds[my, mx] = markers[order]
+    flooded = watershed(img, seeds, mask=mask, connectivity=1)
+    out = np.empty(len(pix), dtype=np.int32)
+    out[order] = flooded[my, mx]
+    return out
+
+
+def _boxes(pix: np.ndarray, comp: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Bounding boxes of the components ``comp`` of pixels ``pix`` (flat indices into a raster
+    ``w`` pixels wide, ascending): the order that sorts the pixels by component (stable), where
+    each component starts in it, and per component (ascending) its first and last row and column."""
+    order = np.argsort(comp, kind="stable")
+    cs = comp[order]
+    r, c = np.divmod(pix[order], w)
+    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    r0, r1 = r[starts], r[np.r_[starts[1:], len(cs)] - 1]  # raster order: first and last rows
+    return order, starts, (r0, r1, np.minimum.reduceat(c, starts), np.maximum.reduceat(c, starts))
+
+
+def _slivers(comp: np.ndarray, count: np.ndarray, raw: np.ndarray, keep: np.ndarray, reach: int,
+             bidx: np.ndarray, bc: np.ndarray) -> list[np.ndarray]:
+    """Border slivers: per footprint component with a marker that touches the raster's frame,
+    the pieces of its pixels farther than ``reach`` (chessboard, pixels) from every marker pixel
+    (``keep[raw]``: the cores kept as markers) that touch the frame; flat indices of each,
+    ascending (the same pieces as for the whole raster: a crop keeps ``reach`` pixels around
+    the component)."""
+    h, w = comp.shape
+    frame = np.unique(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]))
+    frame = frame[(frame > 0) & (count[frame] >= 1)]
+    out: list[np.ndarray] = []
+    if len(frame) == 0:
+        return out
+    on = np.zeros(len(count), dtype=bool)
+    on[frame] = True
+    sel = on[bc]
+    _, _, (r0, r1, c0, c1) = _boxes(bidx[sel], bc[sel], w)
+    for c, top, bottom, left, right in zip(frame.tolist(), r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()):
+        a, b = max(top - reach, 0), min(bottom + 1 + reach, h)
+        e, f = max(left - reach, 0), min(right + 1 + reach, w)
+        # outside the markers grown by a (2 reach + 1)² square (a separable maximum filter)
+        near = ndimage.maximum_filter(keep[raw[a:b, e:f]], size=2 * reach + 1, mode="constant", cval=False)
+        far = (comp[a:b, e:f] == c) & ~near
+        if not far.any():
+            continue
+        cut, _ = ndimage.label(far)
+        edges = [cut[0] if a == 0 else None, cut[-1] if b == h else None,
+                 cut[:, 0] if e == 0 else None, cut[:, -1] if f == w else None]
+        ids = np.unique(np.concatenate([x for x in edges if x is not None] or [np.zeros(0, cut.dtype)]))
+        for i in ids[ids > 0].tolist():
+            rr, cc = np.nonzero(cut == i)
+            out.append((rr + a) * w + (cc + e))
+    return out
+
+
+def _number_rest(lab: np.ndarray, bidx: np.ndarray, bc: np.ndarray, count: np.ndarray,
+                 slivers: list[np.ndarray], n: int) -> None:
+    """Number the pieces without a marker (``lab`` 0 at footprint pixels ``bidx`` of components
+    ``bc``): whole components without a marker and the border ``slivers``, ``n + 1, ...`` in
+    raster order of their first pixel (as ``scipy.ndimage.label`` of those pixels would)."""
+    none = count[bc] == 0
+    if not none.any() and not slivers:
+        return
+    # components are numbered in raster order of their first pixel: a new maximum
+    first = np.flatnonzero(np.r_[True, bc[1:] > np.maximum.accumulate(bc)[:-1]])
+    comps = np.flatnonzero(count == 0)[1:]
+    starts = bidx[first[comps - 1]]
+    keys = np.concatenate([starts, np.array([s[0] for s in slivers], dtype=np.int64)])
+    rank = np.empty(len(keys), dtype=np.int32)
+    rank[np.argsort(keys, kind="stable")] = np.arange(n + 1, n + 1 + len(keys), dtype=np.int32)
+    crank = np.zeros(len(count), dtype=np.int32)
+    crank[comps] = rank[:len(comps)]
+    lab[none] = crank[bc[none]]
+    for s, k in zip(slivers, rank[len(comps):].tolist()):
+        lab[np.searchsorted(bidx, s)] = k
+
+
+def _colours(labels: np.ndarray, pix: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """A colour per label (index = label; 0 for background) such that 4-adjacent labels differ
+    (``pix``: flat indices of the labelled pixels, ascending; ``lab``: their labels)."""
+    n = int(lab.max())
+    h, w = labels.shape
+    flat = labels.ravel()
+    pairs = []
+    for step, ok in ((1, pix % w < w - 1), (w, pix < (h - 1) * w)):  # right and lower neighbours
+        a, b = lab[ok], flat[pix[ok] + step]
+        m = (b != a) & (b > 0)
+        pairs.append(np.stack([a[m], b[m]], axis=1))
     edges = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
     colour = np.zeros(n + 1, dtype=np.int64)
     if len(edges) == 0:
@@ -88,13 +219,17 @@ def _colours(labels: np.ndarray) -> np.ndarray:
 def trace_instances(labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Polygons of the instances of ``labels`` (each label 4-connected) in pixel coordinates
     offset by ``(x0, y0)``, and the label of each polygon; touching instances stay apart."""
-    colour = _colours(labels)
+    pix = np.flatnonzero(labels > 0)
+    if len(pix) == 0:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    lab = labels.ravel()[pix]
+    colour = _colours(labels, pix, lab)
+    pc = colour[lab]
     polys, comps = [], []
-    for k in np.unique(colour[np.unique(labels[labels > 0])]).tolist():
-        b = (labels > 0) & (colour[labels] == k)
+    for k in range(int(pc.max()) + 1):
+        b = np.zeros(labels.shape, dtype=bool)
+        b.ravel()[pix[pc == k]] = True
         p, c = trace(b, labels, x0, y0)
         polys.append(p)
         comps.append(c)
-    if not polys:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     return np.concatenate(polys), np.concatenate(comps)
