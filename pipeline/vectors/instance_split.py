@@ -32,10 +32,11 @@ MARKER_EDGE = 13
 
 
 def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int, reach: int = 2,
-                    marker_edge: int = MARKER_EDGE) -> np.ndarray:
+                    marker_edge: int = MARKER_EDGE, pix: np.ndarray | None = None) -> np.ndarray:
     """int32 instance labels (0 = outside) of ``foot >= thr`` (uint8 probabilities, H x W),
     separated along ``edge`` (uint8 edge probabilities of the same class); cores where
-    ``edge < marker_edge``; ``min_marker_px`` and ``reach`` in pixels.
+    ``edge < marker_edge``; ``min_marker_px`` and ``reach`` in pixels; ``pix``: the flat indices
+    of ``foot >= thr`` (ascending) when the caller has them. Every footprint pixel is labelled.
 
     The labels of a watershed of the whole raster, computed where it matters: a footprint
     component with one marker is that marker's instance (the watershed floods all of it), one
@@ -74,7 +75,7 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
     lut = np.zeros(nc + 1, dtype=np.int32)
     single = count[owner[1:]] == 1
     lut[owner[1:][single]] = np.flatnonzero(single).astype(np.int32) + 1
-    bidx = np.flatnonzero(binary)  # footprint pixels, raster order
+    bidx = np.flatnonzero(binary) if pix is None else pix  # footprint pixels, raster order
     bc = comp.ravel()[bidx]
     lab = lut[bc]
     mk = np.zeros(len(bidx), dtype=np.int32)
@@ -216,10 +217,12 @@ def _colours(labels: np.ndarray, pix: np.ndarray, lab: np.ndarray) -> np.ndarray
     return colour
 
 
-def trace_instances(labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def trace_instances(labels: np.ndarray, x0: float = 0.0, y0: float = 0.0, pix: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Polygons of the instances of ``labels`` (each label 4-connected) in pixel coordinates
-    offset by ``(x0, y0)``, and the label of each polygon; touching instances stay apart."""
-    pix = np.flatnonzero(labels > 0)
+    offset by ``(x0, y0)``, and the label of each polygon; touching instances stay apart.
+    ``pix``: the flat indices of ``labels > 0`` (ascending) when the caller has them."""
+    pix = np.flatnonzero(labels > 0) if pix is None else pix
     if len(pix) == 0:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     lab = labels.ravel()[pix]

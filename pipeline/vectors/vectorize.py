@@ -218,19 +218,20 @@ def _tile_polygons(p: np.ndarray, thr: int, x0: int, y0: int, edge: np.ndarray |
     sum, count and maximum of the probabilities of each component's pixels. With ``edge`` (the
     class's edge band), components are instances split along it (:mod:`pipeline.vectors.instance_split`)."""
     binary = p >= thr
-    if edge is not None and edge.any():
-        lab = split_instances(p, edge, thr, min_marker_px)
+    idx = np.flatnonzero(binary)
+    split = edge is not None and bool(edge.any())
+    if edge is not None and split:
+        lab = split_instances(p, edge, thr, min_marker_px, pix=idx)
         n = int(lab.max())
     else:
         lab, n = ndimage.label(binary)
-    idx = np.flatnonzero(binary)
     labs = lab.ravel()[idx]
     vals = p.ravel()[idx]
     psum = np.bincount(labs, weights=vals, minlength=n + 1)
     cnt = np.bincount(labs, minlength=n + 1)
     pmax = np.zeros(n + 1, dtype=np.uint8)
     np.maximum.at(pmax, labs, vals)  # (same dtypes: numpy's fast path, far quicker than a sort)
-    polys, comp = trace_instances(lab, x0, y0) if edge is not None and edge.any() else trace(binary, lab, x0, y0)
+    polys, comp = trace_instances(lab, x0, y0, pix=idx) if split else trace(binary, lab, x0, y0)
     return {"geometry": polys, "psum": psum[comp].astype(np.float64), "count": cnt[comp].astype(np.int64),
             "pmax": pmax[comp].astype(np.int64)}
 
