@@ -447,3 +447,12 @@ def test_a_copied_config_cannot_rewrite_another_regions_inputs(tmp_path: Path) -
     (tmp_path / "d2" / "x.osm.pbf").write_bytes(b"old")
     check_sample_outputs(inside, set())  # inside its own data_dir: its to rewrite
     check_sample_outputs(load_config(_copied_config(tmp_path, tmp_path / "d3", tmp_path / "new.osm.pbf")), set())
+
+
+def test_score_command_bad_input_is_one_line(tmp_path, capsys):
+    from pipeline.synthetic.score import main
+
+    assert main([str(tmp_path / "none.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "none.toml" in err[0]
+    assert main(["--help"]) == 2 and "usage:" in capsys.readouterr().err

@@ -143,11 +143,30 @@ def _f1(pm: np.ndarray, tm: np.ndarray, min_iou: float) -> dict[str, Any]:
             "f1": round(f1, 4)}
 
 
-if __name__ == "__main__":
-    cfg = load_config(Path(sys.argv[1]))
-    road = next((c for c in cfg.classes if c.kind == "line" and c.name == "road"), None)
-    tol = road.buffer_m if road is not None and road.buffer_m > 0 else ROAD_TOL_M
-    scores = truth_scores(cfg.data_dir, road_tol_m=tol)
-    if (cfg.data_dir / "predictions.geojson").is_file():
-        scores["objects"] = object_scores(cfg.data_dir, cfg.zoom)
+def main(argv: list[str]) -> int:
+    """``python -m pipeline.synthetic.score configs/demo.toml``: the truth scores as JSON; a
+    user's mistake (no config, a region without truth) is one line on stderr, exit status 2."""
+    from pipeline.core.errors import OsmsatError
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m pipeline.synthetic.score configs/<sample region>.toml  (scores its outputs "
+              "against truth.geojson)", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(Path(argv[0]))
+        road = next((c for c in cfg.classes if c.kind == "line" and c.name == "road"), None)
+        tol = road.buffer_m if road is not None and road.buffer_m > 0 else ROAD_TOL_M
+        scores = truth_scores(cfg.data_dir, road_tol_m=tol)
+        if (cfg.data_dir / "predictions.geojson").is_file():
+            scores["objects"] = object_scores(cfg.data_dir, cfg.zoom)
+    except (OsmsatError, OSError) as exc:
+        from pipeline.core.user_errors import clear_message
+
+        print(f"error: {clear_message(exc)}", file=sys.stderr)
+        return 2
     print(json.dumps(scores, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
