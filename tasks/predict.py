@@ -132,7 +132,7 @@ class EvaluateModel(RegionTask):
         pred_dir, mask_dir = self.data_dir / "predictions", self.data_dir / "masks"
         pairs = [(pred_dir / f"{z}/{x}/{y}.png", mask_dir / f"{z}/{x}/{y}.png") for z, x, y in tiles]
         result = evaluate_tiles(pairs, classes, progress=lambda i, n: self.progress(i, n, "evaluate"))
-        result.update({"scope": scope, "model": str(model_path(self.cfg))})
+        result.update({"scope": scope, "model": str(model_path(self.cfg)), **self._other_splits(classes)})
         log.info("evaluate %s (%s, %d tiles): IoU %s", self.cfg.name, scope, len(tiles),
                  {k: round(v, 4) for k, v in result["iou"].items()})
         self.output().write(result)
@@ -150,6 +150,25 @@ class EvaluateModel(RegionTask):
             return [k for k in keys if k in preds], "test"
         masks = set(image_paths_of(self.data_dir / "masks"))
         return sorted(preds & masks), "all labelled"
+
+    def _other_splits(self, classes: list[tuple[str, int]]) -> dict[str, Any]:
+        """The region's own model: ``splits`` (train and validation IoU, measured like the test
+        figure) and ``selected_on`` (the validated epoch best.pt was chosen on, and its IoU at
+        the model's scale without neighbour context); {} for a model trained elsewhere."""
+        if not is_own_model(self.cfg):
+            return {}
+        from pipeline.inference.evaluate import split_ious
+        from pipeline.inference.windows import image_paths_of
+        from pipeline.model.network import read_checkpoint
+        from pipeline.model.split import read_split_csv
+
+        preds = set(image_paths_of(self.data_dir / "predictions"))
+        rows = [r for r in read_split_csv(self.data_dir / "split.csv") if (r.z, r.x, r.y) in preds]
+        pairs = {s: [(self.data_dir / "predictions" / f"{r.z}/{r.x}/{r.y}.png", self.data_dir / r.mask)
+                     for r in rows if r.split == s] for s in ("train", "val")}
+        chosen = read_checkpoint(model_path(self.cfg))["meta"].get("metrics", {})
+        return {"splits": split_ious(pairs, classes),
+                "selected_on": {k: chosen[k] for k in ("epoch", "iou") if k in chosen}}
 
     def _split_has_test_tiles(self) -> bool:
         from pipeline.model.split import read_split_csv

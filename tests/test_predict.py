@@ -437,6 +437,7 @@ def test_evaluate_model_metrics(predicted_town: Path) -> None:
     data = predicted_town.parent / "data"
     m = json.loads((data / "model" / "metrics.json").read_text())
     assert m["scope"] == "all labelled" and m["classes"] == ["background", "building", "road", "park"]
+    assert "splits" not in m  # a model trained elsewhere: every tile is unseen, no split to compare
     cm = np.array(m["confusion"])
     assert cm.shape == (4, 4) and cm.sum() == m["pixels"] > 0
     for k in ("iou", "precision", "recall", "f1"):
@@ -519,6 +520,18 @@ def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path
     assert m["scope"] == "test" and m["tiles"] == len(test) >= 1
     assert m["pixels"] <= len(test) * 256 * 256
     assert m["model"] == str(data / "model" / "best.pt")
+    # the train and validation tiles measured like the test tiles (how far training fits; whether
+    # the validation that chose best.pt agrees with the test split)
+    from pipeline.inference.evaluate import evaluate_tiles
+
+    rows = read_split_csv(data / "split.csv")
+    for split in ("train", "val"):
+        mine = [r for r in rows if r.split == split]
+        assert m["splits"][split]["tiles"] == len(mine) >= 1
+        pairs = [(data / "predictions" / f"{r.z}/{r.x}/{r.y}.png", data / r.mask) for r in mine]
+        want = evaluate_tiles(pairs, [("building", 1), ("road", 2), ("park", 3)])["iou"]
+        assert m["splits"][split]["iou"] == want
+    assert m["selected_on"] == {}  # this checkpoint was not written by TrainModel: no validated epoch
 
 
 def test_predict_section_parsing(tmp_path: Path) -> None:

@@ -161,3 +161,20 @@ def test_popups_and_controls_do_not_run_feature_text(tmp_path: Path) -> None:
         assert drv.execute_script("return window.osmsatXSS") is None
         errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+
+
+def test_summary_compares_the_splits_of_the_own_model(tmp_path):
+    import json
+
+    from pipeline.review.region_report import summary_lines
+
+    (tmp_path / "model").mkdir()
+    metrics = {"scope": "test", "iou": {"background": 0.9, "building": 0.675},
+               "splits": {"train": {"tiles": 57, "iou": {"background": 0.92, "building": 0.727}},
+                          "val": {"tiles": 14, "iou": {"background": 0.93, "building": 0.608}}},
+               "selected_on": {"epoch": 47, "iou": {"background": 0.93, "building": 0.6075}}}
+    (tmp_path / "model" / "metrics.json").write_text(json.dumps(metrics))
+    lines = summary_lines(tmp_path, "r")
+    assert ("building IoU by split: train 0.727, val 0.608, test 0.675; best.pt: epoch 47, validated 0.608 at the "
+            "model's scale") in lines
+    assert not any(line.startswith("background IoU by split") for line in lines)

@@ -222,8 +222,9 @@ register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sam
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
                inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
                task="predict.PredictAll", shard_task="predict.Predict"))
+# version 2: metrics.json adds the train and validation splits' IoU and the epoch best.pt was chosen on
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"), upstream_for=_evaluate_inputs,
-               task="predict.EvaluateModel"))
+               version=2, task="predict.EvaluateModel"))
 register(Stage("export", ("predict.model",), ("evaluate",), task="export.ExportModel"))
 # version 2: buildings squared by pipeline.vectors.square by default ([vectorize] regularizer, in the digest when set)
 # version 3: the instance split floods only components with two or more markers (issue 20): where two floods

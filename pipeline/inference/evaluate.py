@@ -9,7 +9,7 @@ Importable with numpy, torch and Pillow alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,20 @@ def evaluate_tiles(pairs: Sequence[tuple[Path, Path]], classes: Sequence[tuple[s
     out.update({"classes": names, "confusion": cm.tolist(), "tiles": len(pairs),
                 "pixels": int(cm.sum())})
     return json_ready(out)
+
+
+def split_ious(pairs_by_split: Mapping[str, Sequence[tuple[Path, Path]]], classes: Sequence[tuple[str, int]],
+               ) -> dict[str, dict[str, Any]]:
+    """``{split: {"tiles": n, "iou": {class: IoU}}}`` of the same predictions on other splits than
+    the one scored (the training and validation tiles): measured like the test figure, so a user
+    sees how far training fits and whether the validation that chose ``best.pt`` agrees with the
+    test split. Splits without a pair are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for split, pairs in pairs_by_split.items():
+        if pairs:
+            r = evaluate_tiles(pairs, classes)
+            out[split] = {"tiles": r["tiles"], "iou": r["iou"]}
+    return out
 
 
 def json_ready(obj: Any) -> Any:

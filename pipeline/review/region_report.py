@@ -139,6 +139,22 @@ OUTPUTS = (("report.html", "the report page (open in a browser)"),
            ("run.json", "run manifest: versions, digests, time per stage"))
 
 
+def _split_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per foreground class comparing the splits (EvaluateModel's ``splits``): how far
+    training fits, and whether the validation that chose ``best.pt`` agrees with the test tiles."""
+    splits, chosen = metrics.get("splits") or {}, metrics.get("selected_on") or {}
+    out = []
+    for name, test in metrics["iou"].items():
+        if name == "background" or not splits:
+            continue
+        parts = [f"{s} {v['iou'][name]:.3f}" for s, v in splits.items() if name in v.get("iou", {})]
+        picked = chosen.get("iou", {}).get(name)
+        tail = (f"; best.pt: epoch {chosen.get('epoch')}, validated {picked:.3f} at the model's scale"
+                if isinstance(picked, (int, float)) else "")
+        out.append(f"{name} IoU by split: {', '.join(parts)}, test {test:.3f}{tail}")
+    return out
+
+
 def summary_lines(data_dir: Path, name: str) -> list[str]:
     """The lines to print for the region whose outputs are under ``data_dir``."""
     lines = [f"osmsat: {name} — outputs in {data_dir}/"]
@@ -150,6 +166,7 @@ def summary_lines(data_dir: Path, name: str) -> list[str]:
     if metrics and isinstance(metrics.get("iou"), dict):
         ious = ", ".join(f"{k} {v:.3f}" for k, v in metrics["iou"].items())
         lines.append(f"model IoU on the {metrics.get('scope', 'test')} tiles: {ious}")
+        lines.extend(_split_lines(metrics))
     elif metrics and metrics.get("note"):  # nothing to evaluate on (no test split)
         lines.append(f"model not evaluated: {metrics['note']}")
     if (data_dir / "truth.geojson").is_file() and (data_dir / "compare" / "missing_in_osm.geojson").is_file():
