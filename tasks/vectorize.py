@@ -39,7 +39,7 @@ class Vectorize(ShardTask):
     @locked
     def run(self) -> None:
         from pipeline.tiles.tilemath import quadkey_to_tile
-        from pipeline.vectors.finish import finish_shard
+        from pipeline.vectors.finish import finish_shard_table
         from pipeline.vectors.vector_io import shard_files, write_finished, write_pieces
         from pipeline.vectors.vectorize import cached_loader, read_tile, shard_box_px, shard_pieces
 
@@ -65,12 +65,12 @@ class Vectorize(ShardTask):
         pieces = shard_pieces(list(files), cached_loader(read, cfg.classes), cfg.classes, self.spec.threshold,
                               shard_box_px(str(self.shard), cfg.zoom, cfg.tile_size), src_id, edges,
                               self.spec.marker_min_m2)
-        done, open_pieces = finish_shard(pieces, cfg.classes, self.spec, cfg.zoom, cfg.tile_size)
+        finished, open_pieces = finish_shard_table(pieces, cfg.classes, self.spec, cfg.zoom, cfg.tile_size)
         feats, rest = shard_files(self.product_dir(), str(self.shard))
-        write_finished(done, feats)
+        write_finished(finished, feats)
         write_pieces(open_pieces, rest)
         self.progress(len(files), len(files), f"vectorize {self.shard}")
-        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "features": len(done),
+        self.output().write({"root": str(self.product_dir()), "shard": str(self.shard), "features": len(finished),
                              "open": len(open_pieces),
                              "files": {p.name: {"size": p.stat().st_size} for p in (feats, rest)}})
 

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import shapely
 
 from pipeline.config.region import ClassSpec
 from pipeline.tiles.geo import HALF_WORLD_M, mercator_scale, to_lonlat
 from pipeline.tiles.tilemath import tile_extent_m
 from pipeline.vectors.centerline import spurs
+from pipeline.vectors.table import Table, concat_tables, to_geodataframe
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -53,32 +53,75 @@ def drop_small_holes(polys: np.ndarray, min_area: np.ndarray) -> np.ndarray:
     return out
 
 
-def spur_mask(pieces: pd.DataFrame, spec: VectorizeSpec, z: int, size: int) -> np.ndarray:
+def spur_mask(pieces: Table, spec: VectorizeSpec, z: int, size: int) -> np.ndarray:
     """True for the line pieces that are skeleton spurs (:func:`pipeline.vectors.centerline.spurs`)."""
     out = np.zeros(len(pieces), dtype=bool)
-    line = (pieces["kind"] == "line").to_numpy()
+    line = np.asarray(pieces["kind"] == "line", dtype=bool)
     if line.any():
-        geoms = pixels_to_mercator(pieces["geometry"].to_numpy()[line], z, size)
+        geoms = pixels_to_mercator(pieces["geometry"][line], z, size)
         b = shapely.bounds(geoms)
         length = shapely.length(geoms) / mercator_scale((b[:, 1] + b[:, 3]) / 2)
         out[line] = spurs(geoms, length, np.full(len(geoms), spec.spur_m))
     return out
 
 
-def finish_shard(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
-                 size: int) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+def finish_shard(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
+                 size: int) -> tuple[gpd.GeoDataFrame, Table]:
+    """:func:`finish_shard_table` with the finished features as a GeoDataFrame."""
+    done, rest = finish_shard_table(pieces, classes, spec, z, size)
+    return features_frame(done), rest
+
+
+def finish_shard_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
+                       size: int) -> tuple[Table, Table]:
     """Split a shard's pieces: the closed ones are whole and are finished now (spurs judged with
     the whole shard's lines in view); the open ones are returned for the region merge. So the
-    region merge holds only border pieces, and memory stays small."""
+    region merge holds only border pieces, and memory stays small. Tables, no pandas."""
     pieces = pieces[~spur_mask(pieces, spec, z, size)]
-    is_open = pieces["open"].to_numpy(dtype=bool)
-    done = finish(pieces[~is_open], classes, spec, z, size, prune_spurs=False)
-    return done, pieces[is_open].reset_index(drop=True)
+    is_open = pieces["open"].astype(bool)
+    done = finish_table(pieces[~is_open], classes, spec, z, size, prune_spurs=False)
+    return done, pieces[is_open]
+
+
+#: the columns of a finished feature table, in order (``geometry``: EPSG:4326, last)
+FEATURE_COLUMNS = ("class", "class_id", "kind", "prob_mean", "prob_max", "area_m2", "length_m", "geometry")
+
+
+def empty_features() -> Table:
+    """A feature table without rows, as :func:`finish_table` returns for no pieces: every column
+    of dtype object (no values to type; :func:`features_frame` keeps the frame it always gave)."""
+    return Table({k: np.empty(0, dtype=object) for k in FEATURE_COLUMNS})
+
+
+def features_frame(t: Table) -> gpd.GeoDataFrame:
+    """A feature table as the GeoDataFrame (EPSG:4326) :func:`finish` returns."""
+    import geopandas as gpd
+
+    from pipeline.labels.features import crs_4326 as _crs_4326
+
+    if len(t) == 0 and t["class_id"].dtype == object:
+        return gpd.GeoDataFrame({"class": [], "class_id": [], "kind": [], "prob_mean": [], "prob_max": [],
+                                 "area_m2": [], "length_m": []}, geometry=[], crs=_crs_4326())
+    return to_geodataframe(Table({"class": list(t["class"]), **{k: t[k] for k in FEATURE_COLUMNS[1:]}}),
+                           _crs_4326())
+
+
+def _feature_order(t: Table) -> np.ndarray:
+    """Row order of :func:`sort_features`: class id, then centroid x, then y."""
+    c = shapely.centroid(t["geometry"])
+    return np.lexsort((shapely.get_y(c), shapely.get_x(c), t["class_id"]))
+
+
+def sort_tables(parts: list[Table]) -> Table:
+    """:func:`sort_features` for feature tables."""
+    out = concat_tables(parts, empty_features())
+    return out[_feature_order(out)] if len(out) else out
 
 
 def sort_features(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """Concatenate finished features in a deterministic order (class id, then centroid x, y)."""
     import geopandas as gpd
+    import pandas as pd
 
     parts = [p for p in parts if len(p)] or parts[:1]
     out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=parts[0].crs)
@@ -89,24 +132,26 @@ def sort_features(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     return out.iloc[order].reset_index(drop=True)
 
 
-def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
+def finish(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
            size: int, prune_spurs: bool = True) -> gpd.GeoDataFrame:
     """Merged pieces -> features in EPSG:4326 with ``class``, ``class_id``, ``kind``,
-    ``prob_mean``, ``prob_max`` (0-1), ``area_m2`` (areas) or ``length_m`` (lines)."""
-    import geopandas as gpd
+    ``prob_mean``, ``prob_max`` (0-1), ``area_m2`` (areas) or ``length_m`` (lines): a GeoDataFrame."""
+    return features_frame(finish_table(pieces, classes, spec, z, size, prune_spurs))
 
-    from pipeline.labels.features import crs_4326 as _crs_4326
+
+def finish_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpec, z: int,
+                 size: int, prune_spurs: bool = True) -> Table:
+    """:func:`finish` as a feature table (:data:`FEATURE_COLUMNS`; no pandas, no geopandas)."""
     from pipeline.vectors.regularize import regularize
     from pipeline.vectors.vectorize import regularized_classes
 
     names = {c.id: c.name for c in classes}
     if len(pieces) == 0:
-        return gpd.GeoDataFrame({"class": [], "class_id": [], "kind": [], "prob_mean": [], "prob_max": [],
-                                 "area_m2": [], "length_m": []}, geometry=[], crs=_crs_4326())
-    geoms = pixels_to_mercator(pieces["geometry"].to_numpy(), z, size)
+        return empty_features()
+    geoms = pixels_to_mercator(pieces["geometry"], z, size)
     b = shapely.bounds(geoms)
     scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
-    line = (pieces["kind"] == "line").to_numpy()
+    line = np.asarray(pieces["kind"] == "line", dtype=bool)
     area_m2 = np.where(line, np.nan, shapely.area(geoms) / scale**2)
     keep = np.where(line, True, area_m2 >= spec.min_area_m2)
     if line.any() and prune_spurs:  # spurs are found on the raw lines, before simplification moves their ends
@@ -117,7 +162,7 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
     geoms[line] = shapely.simplify(geoms[line], spec.line_simplify_m * scale[line], preserve_topology=True)
     length_m = np.where(line, shapely.length(geoms) / scale, np.nan)
     keep &= np.where(line, length_m >= spec.min_length_m, True)
-    cls = pieces["class_id"].to_numpy()
+    cls = pieces["class_id"]
     for name in regularized_classes(spec, classes):
         sel = poly & keep & (cls == next((c.id for c in classes if c.name == name), -1))
         if sel.any():
@@ -127,17 +172,17 @@ def finish(pieces: pd.DataFrame, classes: Sequence[ClassSpec], spec: VectorizeSp
     if bad.any():
         geoms[bad] = _polygonal(shapely.make_valid(geoms[bad]))
     area_m2 = np.where(line, np.nan, shapely.area(geoms) / scale**2)
-    count = pieces["count"].to_numpy().astype(float)
-    df = pd.DataFrame({
-        "class": [names.get(int(c), str(c)) for c in cls], "class_id": cls.astype(np.int64),
-        "kind": pieces["kind"].to_numpy(),
-        "prob_mean": np.round(pieces["psum"].to_numpy() / np.maximum(count, 1) / 255.0, 3),
-        "prob_max": np.round(pieces["pmax"].to_numpy() / 255.0, 3),
-        "area_m2": np.round(area_m2, 2), "length_m": np.round(length_m, 2),
-    })
+    count = pieces["count"].astype(float)
     ll = output_lonlat(geoms)
     keep &= ~shapely.is_empty(ll)
-    return sort_features([gpd.GeoDataFrame(df, geometry=ll, crs=_crs_4326())[keep]])
+    out = Table({
+        "class": np.array([names.get(int(c), str(c)) for c in cls] + [None], dtype=object)[:-1],
+        "class_id": cls.astype(np.int64), "kind": pieces["kind"].astype(object),
+        "prob_mean": np.round(pieces["psum"] / np.maximum(count, 1) / 255.0, 3),
+        "prob_max": np.round(pieces["pmax"] / 255.0, 3),
+        "area_m2": np.round(area_m2, 2), "length_m": np.round(length_m, 2), "geometry": ll,
+    })[keep]
+    return out[_feature_order(out)] if len(out) else out
 
 
 def _simplify(polys: np.ndarray, tol: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ of positive length (4-connectivity, as traced) or, for centrelines, when their e
 within one diagonal pixel across a border, and each linked group is merged on its own. The
 cost is linear in the number of open pieces.
 
-A piece table is a pandas DataFrame with columns ``geometry`` (shapely, pixel coordinates),
+A piece table is a :class:`pipeline.vectors.table.Table` (numpy columns, no pandas) with
+columns ``geometry`` (shapely, pixel coordinates),
 ``class_id``, ``kind`` ("area" | "line"), ``psum`` (sum of the probabilities, 0-255, over the
 piece's pixels), ``count`` (pixels), ``pmax`` (0-255), ``src`` (int id of the tile or shard the
 piece came from) and ``open`` (bool).
@@ -22,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import shapely
 import shapely.errors
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+
+from pipeline.vectors.table import Table, concat_tables
 
 PIECE_COLUMNS = ("geometry", "class_id", "kind", "psum", "count", "pmax", "src", "open")
 
@@ -36,20 +36,42 @@ JOIN_PX = 1.5
 MIN_SHARED_PX = 2.0
 
 
-def empty_pieces() -> pd.DataFrame:
+def empty_pieces() -> Table:
     """A piece table without rows (the right columns and dtypes)."""
-    return pd.DataFrame({
-        "geometry": pd.Series([], dtype=object), "class_id": pd.Series([], dtype=np.int64),
-        "kind": pd.Series([], dtype=object), "psum": pd.Series([], dtype=np.float64),
-        "count": pd.Series([], dtype=np.int64), "pmax": pd.Series([], dtype=np.int64),
-        "src": pd.Series([], dtype=np.int64), "open": pd.Series([], dtype=bool),
+    return Table({
+        "geometry": np.empty(0, dtype=object), "class_id": np.empty(0, dtype=np.int64),
+        "kind": np.empty(0, dtype=object), "psum": np.empty(0, dtype=np.float64),
+        "count": np.empty(0, dtype=np.int64), "pmax": np.empty(0, dtype=np.int64),
+        "src": np.empty(0, dtype=np.int64), "open": np.empty(0, dtype=bool),
     })
 
 
-def concat_pieces(parts: list[pd.DataFrame]) -> pd.DataFrame:
+def concat_pieces(parts: list[Table]) -> Table:
     """Concatenate piece tables (an empty list gives an empty table)."""
-    parts = [p for p in parts if len(p)]
-    return pd.concat(parts, ignore_index=True) if parts else empty_pieces()
+    return concat_tables(parts, empty_pieces())
+
+
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph of ``n`` nodes and edges ``i[k] - j[k]``:
+    per node its component's label, components numbered in the order of their smallest node
+    (the labels of ``scipy.sparse.csgraph.connected_components``, without importing
+    scipy.sparse). Minimum-label propagation with pointer jumping: each pass hooks every
+    edge's larger root under the smaller, then flattens the trees."""
+    parent = np.arange(n)
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    while len(i):
+        ri, rj = parent[i], parent[j]
+        lo, hi = np.minimum(ri, rj), np.maximum(ri, rj)
+        diff = lo != hi
+        if not diff.any():
+            break
+        np.minimum.at(parent, hi[diff], lo[diff])
+        while True:  # flatten: every node points at its root
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    return np.unique(parent, return_inverse=True)[1].reshape(-1)
 
 
 def touches_box(geoms: np.ndarray, box: tuple[float, float, float, float], inset: float = 0.0) -> np.ndarray:
@@ -116,8 +138,8 @@ def _line_links(geoms: np.ndarray, src: np.ndarray, cls: np.ndarray) -> tuple[np
     return owner[a], owner[b], bridges
 
 
-def merge_open(pieces: pd.DataFrame, outer: tuple[float, float, float, float] | None, src_id: int,
-               instance_ids: tuple[int, ...] = ()) -> pd.DataFrame:
+def merge_open(pieces: Table, outer: tuple[float, float, float, float] | None, src_id: int,
+               instance_ids: tuple[int, ...] = ()) -> Table:
     """Merge the open pieces of ``pieces`` that meet across source borders (``instance_ids``:
     area classes split into instances, see :func:`_area_links`).
 
@@ -128,41 +150,40 @@ def merge_open(pieces: pd.DataFrame, outer: tuple[float, float, float, float] | 
     """
     if len(pieces) == 0:
         return pieces
-    is_open = pieces["open"].to_numpy(dtype=bool)
+    is_open = pieces["open"].astype(bool)
     closed = pieces[~is_open]
-    op = pieces[is_open].reset_index(drop=True)
+    op = pieces[is_open]
     out = [closed]
     for kind in ("area", "line"):
-        sub = op[op["kind"] == kind].reset_index(drop=True)
+        sub = op[op["kind"] == kind]
         if len(sub):
             out.append(_merge_kind(sub, kind, outer, src_id, instance_ids))
     return concat_pieces(out)
 
 
-def _merge_kind(sub: pd.DataFrame, kind: str, outer: tuple[float, float, float, float] | None,
-                src_id: int, instance_ids: tuple[int, ...] = ()) -> pd.DataFrame:
-    geoms = sub["geometry"].to_numpy()
-    src = sub["src"].to_numpy()
-    cls = sub["class_id"].to_numpy()
+def _merge_kind(sub: Table, kind: str, outer: tuple[float, float, float, float] | None,
+                src_id: int, instance_ids: tuple[int, ...] = ()) -> Table:
+    geoms = sub["geometry"]
+    src = sub["src"]
+    cls = sub["class_id"]
     if kind == "area":
         i, j = _area_links(geoms, src, cls, instance_ids)
         bridges: list[Any] = []
     else:
         i, j, bridges = _line_links(geoms, src, cls)
     n = len(sub)
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
+    label = components(n, i, j)
     order = np.argsort(label, kind="stable")
     cuts = np.flatnonzero(np.diff(label[order])) + 1
-    arrays = _PieceArrays(geoms, cls, sub["psum"].to_numpy(), sub["count"].to_numpy(), sub["pmax"].to_numpy())
+    arrays = _PieceArrays(geoms, cls, sub["psum"], sub["count"], sub["pmax"])
     if kind == "area":
         res = _merge_areas(arrays, label, order, cuts, src_id)
     else:
         res = _merge_lines(arrays, label, np.split(order, cuts), i, bridges, src_id)
-    opened = touches_box(res["geometry"].to_numpy(), outer, 1.5 if kind == "line" else 0.0) \
+    opened = touches_box(res["geometry"], outer, 1.5 if kind == "line" else 0.0) \
         if outer is not None else np.zeros(len(res), dtype=bool)
     res["open"] = opened
-    return res[list(PIECE_COLUMNS)]
+    return res.select(PIECE_COLUMNS)
 
 
 #: snap-rounding grid (pixel units) for unions that GEOS cannot do exactly (a TopologyException
@@ -198,7 +219,7 @@ class _PieceArrays:
 
 
 def _merge_areas(pieces: _PieceArrays, label: np.ndarray, order: np.ndarray, cuts: np.ndarray,
-                 src_id: int) -> pd.DataFrame:
+                 src_id: int) -> Table:
     """One polygon per group (vectorised for groups of one and two pieces, the common cases)."""
     geoms, cls, psum, count, pmax = pieces.geoms, pieces.cls, pieces.psum, pieces.count, pieces.pmax
     starts = np.r_[0, cuts]
@@ -209,30 +230,37 @@ def _merge_areas(pieces: _PieceArrays, label: np.ndarray, order: np.ndarray, cut
     merged[two] = _union(geoms[first[two]], geoms[order[starts[two] + 1]])
     for k in np.flatnonzero(size > 2):
         merged[k] = _union_all(geoms[order[starts[k]:starts[k] + size[k]]])
-    lab_sorted = label[order]
-    return pd.DataFrame({
-        "geometry": merged, "class_id": cls[first], "kind": "area",
+    return Table({
+        "geometry": merged, "class_id": cls[first].astype(np.int64), "kind": np.full(len(starts), "area", dtype=object),
         "psum": np.add.reduceat(psum[order].astype(np.float64), starts),
         "count": np.add.reduceat(count[order].astype(np.int64), starts),
         "pmax": np.maximum.reduceat(pmax[order].astype(np.int64), starts),
-        "src": np.full(len(starts), src_id, dtype=np.int64), "label": lab_sorted[starts]}).drop(columns="label")
+        "src": np.full(len(starts), src_id, dtype=np.int64)})
 
 
 def _merge_lines(pieces: _PieceArrays, label: np.ndarray, groups: list[np.ndarray], i: np.ndarray,
-                 bridges: list[Any], src_id: int) -> pd.DataFrame:
+                 bridges: list[Any], src_id: int) -> Table:
     """Each group's lines and bridges merged into as few lines as its shape allows."""
     geoms, cls, psum, count, pmax = pieces.geoms, pieces.cls, pieces.psum, pieces.count, pieces.pmax
     kind = "line"
     bridge_of = _bridges_by_group(label, i, bridges)
-    rows: list[dict[str, Any]] = []
+    parts: list[Any] = []
+    stats: list[tuple[int, float, int, int]] = []
     for g in groups:
-        stats = {"class_id": int(cls[g[0]]), "kind": kind, "psum": float(psum[g].sum()),
-                 "count": int(count[g].sum()), "pmax": int(pmax[g].max()), "src": src_id}
+        row = (int(cls[g[0]]), float(psum[g].sum()), int(count[g].sum()), int(pmax[g].max()))
         lines = list(geoms[g]) + bridge_of.get(int(label[g[0]]), [])
         merged = shapely.line_merge(shapely.union_all(lines)) if len(lines) > 1 else lines[0]
         for part in shapely.get_parts(merged):
-            rows.append({"geometry": part, **stats})
-    return pd.DataFrame(rows)
+            parts.append(part)
+            stats.append(row)
+    geometry = np.empty(len(parts), dtype=object)
+    geometry[:] = parts
+    return Table({"geometry": geometry, "class_id": np.array([s[0] for s in stats], dtype=np.int64),
+                  "kind": np.full(len(parts), kind, dtype=object),
+                  "psum": np.array([s[1] for s in stats], dtype=np.float64),
+                  "count": np.array([s[2] for s in stats], dtype=np.int64),
+                  "pmax": np.array([s[3] for s in stats], dtype=np.int64),
+                  "src": np.full(len(parts), src_id, dtype=np.int64)})
 
 
 def _bridges_by_group(label: np.ndarray, i: np.ndarray, bridges: list[Any]) -> dict[int, list[Any]]:

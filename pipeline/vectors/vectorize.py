@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
@@ -44,6 +43,7 @@ from pipeline.vectors.centerline import padded, tile_lines
 from pipeline.vectors.instance_split import split_instances, trace_instances
 from pipeline.vectors.instances import edge_value
 from pipeline.vectors.merge import concat_pieces, empty_pieces, merge_open, touches_box
+from pipeline.vectors.table import Table
 from pipeline.vectors.trace import trace
 
 #: area classes are traced in blocks of this many tiles squared (one raster, no merge inside)
@@ -197,12 +197,12 @@ def _concat_columns(parts: list[Columns]) -> Columns:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def pieces_frame(parts: list[Columns]) -> pd.DataFrame:
+def pieces_frame(parts: list[Columns]) -> Table:
     """One piece table from the columns of many tiles."""
     cols = _concat_columns([p for p in parts if p])
     if not cols:
         return empty_pieces()
-    return pd.DataFrame({k: cols[k] for k in empty_pieces().columns})
+    return Table({k: cols[k] for k in empty_pieces().columns})
 
 
 def _marker_px(t: Tile, size: int, m2: float) -> int:
@@ -243,20 +243,30 @@ def shard_box_px(shard: str, z: int, size: int) -> tuple[float, float, float, fl
     return (p.x * n, p.y * n, (p.x + 1) * n, (p.y + 1) * n)
 
 
+#: the last reader :func:`cached_loader` wrapped and its cache (one at a time: memory stays bounded)
+_LAST_CACHE: list[tuple[Loader, Loader]] = []
+
+
 def cached_loader(read: Loader, classes: Sequence[ClassSpec], maxsize: int = 3 * 8 * BLOCK_TILES * BLOCK_TILES
                   ) -> Loader:
     """``read`` (tile -> uint8 probs or None) with an LRU cache when ``classes`` has a line class,
     so the neighbours a centreline's margins need are decoded once (the default holds three
     columns of blocks of a 64 x 64-tile shard); without line classes every tile is read once
-    and nothing is cached."""
+    and nothing is cached. Called again with the same ``read`` (the shards of one region, one
+    after the other), it returns the same cache, so a tile read for a neighbouring shard's
+    margins is not decoded twice; a new ``read`` replaces the cache (one is held at a time)."""
     if not any(c.kind == "line" for c in classes):
         return read
-    return functools.lru_cache(maxsize=maxsize)(read)
+    if _LAST_CACHE and _LAST_CACHE[0][0] is read:
+        return _LAST_CACHE[0][1]
+    cached: Loader = functools.lru_cache(maxsize=maxsize)(read)
+    _LAST_CACHE[:] = [(read, cached)]
+    return cached
 
 
 def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpec], threshold: float,
                  box: tuple[float, float, float, float] | None, src_id: int = 0, edges: Sequence[int] = (),
-                 marker_min_m2: float = 8.0) -> pd.DataFrame:
+                 marker_min_m2: float = 8.0) -> Table:
     """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`) and merge
     the pieces across tile borders; pieces that reach the edge of ``box`` (the shard, in global
     pixels) stay ``open``. Area classes are traced per block of ``BLOCK_TILES``² tiles (one
@@ -305,7 +315,7 @@ def _block_pieces(items: list[tuple[Tile, np.ndarray]], bx: int, by: int, tracin
                        block=BlockPlace(origin=(x0 * size, y0 * size), box=box, tile_size=size))
 
 
-def region_pieces(shards: Iterable[pd.DataFrame], edges: Sequence[int] = ()) -> pd.DataFrame:
+def region_pieces(shards: Iterable[Table], edges: Sequence[int] = ()) -> Table:
     """Join the shards' pieces: their open pieces are merged across shard borders (each shard's
     pieces must carry a distinct ``src``; ``edges``: the classes split into instances)."""
     return merge_open(concat_pieces(list(shards)), None, -1, tuple(edges))
