@@ -5,9 +5,6 @@ average. Tiny: 64 px generated tiles, ResNet-18 U-Net, a handful of steps, one C
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +14,8 @@ import torch
 from pipeline.model.ema import build_ema, ema_decay
 from pipeline.model.network import read_checkpoint
 from pipeline.model.repair import repair_model_dir
-from tests.conftest import ROOT
 from tests.test_train import SPEC, run
+from tests.test_train import _run_script as run_script
 from tests.train_fixtures import write_region
 
 EMA_SPEC = replace(SPEC, ema_epochs=1.0, epochs=3, val_every=3)
@@ -71,26 +68,9 @@ def test_best_pt_is_the_average_last_pt_keeps_the_raw_weights(region, tmp_path):
     assert (tmp_path / "m" / "best.pt").read_bytes() == written
 
 
-SCRIPT = """
-import os, signal, sys, torch
-from dataclasses import replace
-sys.path.insert(0, {root!r})
-torch.set_num_threads(1)
-from pathlib import Path
-from tests.test_ema import EMA_SPEC
-from tests.test_train import run
-kill = {kill!r}
-def hook(epoch, step):
-    if kill is not None and (epoch, step) == tuple(kill):
-        os.kill(os.getpid(), signal.SIGKILL)
-run(Path({data!r}), Path({out!r}), replace(EMA_SPEC, checkpoint_minutes=0.0), on_step=hook)
-"""
-
-
 def _run_script(data: Path, out: Path, kill: tuple[int, int] | None) -> int:
-    code = SCRIPT.format(root=str(ROOT), data=str(data), out=str(out), kill=kill)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=False, timeout=600).returncode
+    return run_script(data, out, kill, spec="replace(EMA_SPEC, checkpoint_minutes=0.0)",
+                      imports="from dataclasses import replace\nfrom tests.test_ema import EMA_SPEC")
 
 
 def test_sigkill_then_resume_gives_the_same_average(region, tmp_path):

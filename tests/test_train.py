@@ -74,17 +74,20 @@ import os, signal, sys, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from pathlib import Path
-from tests.test_train import run
+from tests.test_train import run, SPEC
+{imports}
 kill = {kill!r}
 def hook(epoch, step):
     if kill is not None and (epoch, step) == tuple(kill):
         os.kill(os.getpid(), signal.SIGKILL)
-run(Path({data!r}), Path({out!r}), on_step=hook)
+run(Path({data!r}), Path({out!r}), {spec}, on_step=hook)
 """
 
 
-def _run_script(data: Path, out: Path, kill: tuple[int, int] | None) -> int:
-    code = SCRIPT.format(root=str(ROOT), data=str(data), out=str(out), kill=kill)
+def _run_script(data: Path, out: Path, kill: tuple[int, int] | None, spec: str = "SPEC", imports: str = "") -> int:
+    """Train in a fresh process (``spec``: a TrainSpec expression, after ``imports``), killed by
+    SIGKILL after step ``kill = (epoch, step)`` when given; its exit status."""
+    code = SCRIPT.format(root=str(ROOT), data=str(data), out=str(out), kill=kill, spec=spec, imports=imports)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=False, timeout=600).returncode
 
