@@ -178,3 +178,8 @@ def test_summary_compares_the_splits_of_the_own_model(tmp_path):
     assert ("building IoU by split: train 0.727, val 0.608, test 0.675; best.pt: epoch 47, validated 0.608 at the "
             "model's scale") in lines
     assert not any(line.startswith("background IoU by split") for line in lines)
+    from pipeline.review.region_report import region_figures
+
+    rows = dict(region_figures(tmp_path)["Model (test tiles)"])
+    assert rows["building IoU, val tiles (14)"] == "0.608" and rows["building IoU, train tiles (57)"] == "0.727"
+    assert rows["best.pt chosen at epoch"] == "47" and "background IoU, val tiles (14)" not in rows

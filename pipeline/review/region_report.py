@@ -29,6 +29,17 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _split_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """IoU of the training and validation tiles (measured like the test figure) and the epoch
+    ``best.pt`` was chosen on, for the report's model table (none for a model trained elsewhere)."""
+    rows = [(f"{name} IoU, {split} tiles ({v.get('tiles')})", _fmt(v["iou"].get(name)))
+            for split, v in (metrics.get("splits") or {}).items() for name in metrics["iou"] if name != "background"]
+    chosen = metrics.get("selected_on") or {}
+    if chosen.get("epoch") is not None:
+        rows.append(("best.pt chosen at epoch", str(chosen["epoch"])))
+    return rows
+
+
 def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
     """The report's tables from the region's outputs (those that exist)."""
     figs: dict[str, list[tuple[str, str]]] = {}
@@ -38,6 +49,7 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
         figs[f"Model ({scope} tiles)"] = [
             (f"{name} {k}", _fmt(metrics.get(k, {}).get(name)))
             for name in metrics["iou"] for k in ("iou", "precision", "recall", "f1")]
+        figs[f"Model ({scope} tiles)"] += _split_rows(metrics)
     elif metrics and metrics.get("note"):  # not evaluated (no test split): region_notes says why
         figs[f"Model ({metrics.get('scope', 'test')} tiles)"] = [("tiles", "none: not evaluated")]
     summary = read_json(d / "compare" / "summary.json")
