@@ -175,16 +175,18 @@ def _prediction_tiles(folder: str) -> dict[Any, Path]:
 
 
 def osmsat_vectorize(config: str, folder: str, out: str, regularize: str = "default") -> None:
-    """Vectorize (every shard) + MergeFeatures minus Luigi, as the tasks call the library;
-    ``regularize = none`` runs with ``[vectorize] regularize = []`` (no building regularisation,
-    the plain script's work)."""
+    """Vectorize (every shard, its two files written) + MergeFeatures (the files read back, merged,
+    ``out`` as predictions.geojson and ``out`` with suffix ``.gpkg`` as predictions.gpkg) minus
+    Luigi, calling what the tasks call; ``regularize = none`` runs with ``[vectorize] regularize = []``
+    (no building regularisation, the plain script's work)."""
     import dataclasses
 
     from pipeline.config.region import load_config
     from pipeline.tiles.tilemath import quadkey_to_tile, shard_of
-    from pipeline.vectors.finish import finish, finish_shard, sort_features
-    from pipeline.vectors.vector_io import write_geojson
-    from pipeline.vectors.vectorize import cached_loader, read_tile, region_pieces, shard_box_px, shard_pieces
+    from pipeline.vectors.finish import finish_shard_table
+    from pipeline.vectors.region import merge_shard_files, write_predictions
+    from pipeline.vectors.vector_io import shard_files, write_finished, write_pieces
+    from pipeline.vectors.vectorize import cached_loader, read_tile, shard_box_px, shard_pieces
 
     cfg = load_config(config)
     spec = cfg.vectorize
@@ -201,17 +203,20 @@ def osmsat_vectorize(config: str, folder: str, out: str, regularize: str = "defa
     shards: dict[str, list[Any]] = {}
     for t in files:
         shards.setdefault(shard_of(t, cfg.shard_zoom), []).append(t)
-    done, parts = [], []
-    for s, ts in sorted(shards.items()):
+    vectors = Path(out).with_suffix(".vectors")
+    paths = []
+    for s, ts in sorted(shards.items()):  # Vectorize, one shard after the other
         p = quadkey_to_tile(s)
         pieces = shard_pieces(ts, cached_loader(read, cfg.classes), cfg.classes, spec.threshold,
                               shard_box_px(s, cfg.zoom, cfg.tile_size), p.x * (1 << p.z) + p.y, edges,
                               spec.marker_min_m2)
-        finished, still_open = finish_shard(pieces, cfg.classes, spec, cfg.zoom, cfg.tile_size)
-        done.append(finished)
-        parts.append(still_open)
-    merged = finish(region_pieces(parts, edges), cfg.classes, spec, cfg.zoom, cfg.tile_size)
-    write_geojson(sort_features([*done, merged]), out, "predictions")
+        finished, still_open = finish_shard_table(pieces, cfg.classes, spec, cfg.zoom, cfg.tile_size)
+        feats_path, rest_path = shard_files(vectors, s)
+        write_finished(finished, feats_path)
+        write_pieces(still_open, rest_path)
+        paths.append((feats_path, rest_path))
+    feats = merge_shard_files(paths, cfg.classes, spec, cfg.zoom, cfg.tile_size, edges)  # MergeFeatures
+    write_predictions(feats, cfg.classes, Path(out), Path(out).with_suffix(".gpkg"))
 
 
 def plain_vectorize(config: str, folder: str, out: str) -> None:

@@ -87,9 +87,8 @@ class MergeFeatures(RegionTask):
     @dynamic
     def run(self) -> Iterator[Any]:
         from pipeline.tiles.cover import read_tiles_csv
-        from pipeline.vectors.finish import finish, sort_features
-        from pipeline.vectors.vector_io import read_finished, read_pieces, shard_files, write_geojson, write_gpkg
-        from pipeline.vectors.vectorize import region_pieces
+        from pipeline.vectors.region import class_counts, merge_shard_files, write_predictions
+        from pipeline.vectors.vector_io import shard_files
 
         cfg = self.cfg
         shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())
@@ -98,13 +97,10 @@ class MergeFeatures(RegionTask):
         self.progress(0, 1, "merging shards")
         paths = [shard_files(t.product_dir(), str(t.shard)) for t in tasks]
         spec = cfg.vectorize
-        pieces = region_pieces((read_pieces(rest) for _, rest in paths), cfg.edge_ids if spec.instances else ())
-        merged = finish(pieces, cfg.classes, cfg.vectorize, cfg.zoom, cfg.tile_size)
-        feats = sort_features([read_finished(f) for f, _ in paths] + [merged])
+        feats = merge_shard_files(paths, cfg.classes, spec, cfg.zoom, cfg.tile_size,
+                                  cfg.edge_ids if spec.instances else ())
         gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"
-        write_geojson(feats, gj, "predictions")
-        write_gpkg({c.name: feats[feats["class"] == c.name] for c in cfg.classes}, gpkg)
-        counts = feats.groupby("class").size().to_dict() if len(feats) else {}
+        write_predictions(feats, cfg.classes, gj, gpkg)
         self.output().write({"root": str(self.data_dir), "shards": len(tasks), "features": len(feats),
-                             "by_class": {str(k): int(v) for k, v in counts.items()},
+                             "by_class": class_counts(feats),
                              "files": {p.name: {"size": p.stat().st_size} for p in (gj, gpkg)}})

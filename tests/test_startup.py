@@ -113,3 +113,26 @@ def test_the_vectorise_path_imports_no_pandas() -> None:
                     "from pipeline.vectors.vectorize import cached_loader, read_tile, shard_pieces, region_pieces\n"
                     "import tasks.vectorize")
     assert not {"pandas", "geopandas"} & set(got["heavy"])
+
+
+def test_writing_and_merging_shard_files_imports_no_pandas(tmp_path: Path) -> None:
+    """At run time too: a shard's two files written (pyarrow arrays from buffers), read back and
+    merged, predictions.geojson and predictions.gpkg written (sqlite3): no pandas, geopandas, pyproj."""
+    code = ("import numpy as np, shapely\nfrom pathlib import Path\n"
+            "from pipeline.config.region import load_config\n"
+            "from pipeline.vectors.merge import empty_pieces\n"
+            "from pipeline.vectors.region import merge_shard_files, write_predictions\n"
+            "from pipeline.vectors.table import Table\n"
+            "from pipeline.vectors.vector_io import shard_files, write_finished, write_pieces\n"
+            "cfg = load_config('configs/demo.toml')\n"
+            f"d = Path({str(tmp_path)!r})\n"
+            "t = Table({'class': np.array(['building'], dtype=object), 'class_id': np.array([1]),"
+            " 'kind': np.array(['area'], dtype=object), 'prob_mean': np.array([0.9]), 'prob_max': np.array([1.0]),"
+            " 'area_m2': np.array([12.5]), 'length_m': np.array([np.nan]),"
+            " 'geometry': np.array([shapely.box(30.0, 0.1, 30.001, 0.101)], dtype=object)})\n"
+            "f, r = shard_files(d, '0')\nwrite_finished(t, f)\nwrite_pieces(empty_pieces(), r)\n"
+            "feats = merge_shard_files([(f, r)], cfg.classes, cfg.vectorize, cfg.zoom, cfg.tile_size)\n"
+            "write_predictions(feats, cfg.classes, d / 'p.geojson', d / 'p.gpkg')\n"
+            "assert len(feats) == 1 and (d / 'p.gpkg').stat().st_size > 0\n"
+            "assert 'pyproj' not in sys.modules and 'pyogrio' not in sys.modules")
+    assert not {"pandas", "geopandas"} & set(_imported(code)["heavy"])

@@ -1,6 +1,6 @@
 """The vectorise stage's pandas-free tables (issue 20): connected components equal scipy's, the
 GeoParquet written with pyarrow reads back in geopandas as the file geopandas wrote, piece files
-round-trip."""
+round-trip, the GeoPackage written with sqlite3 is the one GDAL writes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from pipeline.vectors.finish import features_frame
 from pipeline.vectors.geoparquet import EPSG_4326_PROJJSON
 from pipeline.vectors.merge import components, empty_pieces
 from pipeline.vectors.table import Table
-from pipeline.vectors.vector_io import read_finished, read_finished_table, read_pieces, write_finished, write_pieces
+from pipeline.vectors.vector_io import (
+    read_finished,
+    read_finished_table,
+    read_pieces,
+    write_finished,
+    write_gpkg,
+    write_pieces,
+)
 
 
 def test_components_number_as_scipy_does() -> None:
@@ -71,3 +78,77 @@ def test_pieces_round_trip(tmp_path: Path) -> None:
             assert all(shapely.equals_exact(back[k], p[k], 0))
         else:
             assert np.array_equal(back[k], p[k]) and back[k].dtype == empty_pieces()[k].dtype
+
+
+def test_arrow_columns_round_trip_without_pandas() -> None:
+    """Arrays built from buffers equal ``pyarrow.array``'s; read back through buffers; no pandas."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from pipeline.vectors.arrow import to_arrow, to_numpy
+    from tests.conftest import ROOT
+
+    cols = {"int64": np.array([1, -2, 3], dtype=np.int64), "float64": np.array([0.5, np.nan, 2.0]),
+            "bool_": np.array([True, False, True]), "binary": np.array([b"ab", b"", b"c"], dtype=object),
+            "large_string": np.array(["area", "line", "é"], dtype=object)}
+    for name, v in cols.items():
+        a = to_arrow(v, name)
+        want = pa.array(v, type=getattr(pa, name)())
+        assert a.type == want.type and a.null_count == want.null_count == 0
+        assert [b.to_pybytes() for b in a.buffers()[1:]] == [b.to_pybytes() for b in want.buffers()[1:]]
+        back = to_numpy(pa.chunked_array([a[:1], a[1:]]))
+        assert back.dtype == v.dtype and np.array_equal(back, v, equal_nan=name == "float64")
+        assert len(to_numpy(to_arrow(v[:0], name))) == 0
+    assert list(to_numpy(to_arrow(np.array(["a", None], dtype=object), "large_string"))) == ["a", None]
+    assert np.isnan(to_numpy(pa.array([1, None], type=pa.int64()))[1])
+    probe = ("import sys, numpy as np\nfrom pipeline.vectors.arrow import to_arrow, to_numpy\n"
+             "to_numpy(to_arrow(np.array([1.0]), 'float64')); to_numpy(to_arrow(np.array(['a'], dtype=object), "
+             "'large_string'))\nprint('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _gdal_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
+    """The GeoPackage as GDAL writes it (the GeoDataFrame path of ``write_gpkg``)."""
+    write_gpkg(layers, path)
+
+
+def _schema(path: Path) -> list[tuple[object, ...]]:
+    """Everything of a GeoPackage but the time stamps: schema, GeoPackage tables, rows, R*Trees."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        out = [tuple(r) for r in db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")]
+        for t in ("gpkg_spatial_ref_sys", "gpkg_geometry_columns", "gpkg_extensions", "gpkg_ogr_contents"):
+            out += [(t, *r) for r in db.execute(f"SELECT * FROM {t} ORDER BY 1")]
+        out += [tuple(r) for r in db.execute("SELECT table_name, data_type, identifier, description, min_x, min_y, "
+                                             "max_x, max_y, srs_id FROM gpkg_contents ORDER BY 1")]
+        out += [("pragma", db.execute(f"PRAGMA {k}").fetchone()) for k in ("application_id", "user_version")]
+        for (t,) in db.execute("SELECT table_name FROM gpkg_contents").fetchall():
+            out.append((t, tuple(db.execute(f'SELECT * FROM "{t}" ORDER BY fid').fetchall())))
+            out.append((t, tuple(db.execute(f'SELECT * FROM "rtree_{t}_geom" ORDER BY id').fetchall())))
+        return out
+    finally:
+        db.close()
+
+
+def test_gpkg_of_tables_is_the_one_gdal_writes(tmp_path: Path) -> None:
+    """Tables written with sqlite3 give GDAL's GeoPackage: the same schema, rows (geometry blobs),
+    R*Tree and metadata; read back in geopandas, the same frames. Singles and multis mixed: promoted
+    as pyogrio promotes them; no rows at all: GDAL's ``empty`` layer."""
+    t = _features()
+    layers = {"building": t[t["class"] == "building"], "road": t[t["class"] == "road"], "water": t[t["class"] == "x"]}
+    frame = features_frame(t)
+    write_gpkg(layers, tmp_path / "new.gpkg")
+    _gdal_gpkg({k: frame[frame["class"] == k] for k in layers}, tmp_path / "old.gpkg")
+    assert _schema(tmp_path / "new.gpkg") == _schema(tmp_path / "old.gpkg")
+    for name in ("building", "road"):
+        new = gpd.read_file(tmp_path / "new.gpkg", layer=name)
+        assert_geodataframe_equal(new, gpd.read_file(tmp_path / "old.gpkg", layer=name), check_dtype=True)
+    assert gpd.read_file(tmp_path / "new.gpkg", layer="building").geom_type.tolist() == ["MultiPolygon"] * 2
+    write_gpkg({"building": layers["water"]}, tmp_path / "new_empty.gpkg")
+    _gdal_gpkg({"building": frame.iloc[:0]}, tmp_path / "old_empty.gpkg")
+    assert _schema(tmp_path / "new_empty.gpkg") == _schema(tmp_path / "old_empty.gpkg")

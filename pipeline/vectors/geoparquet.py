@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from pipeline.vectors.arrow import to_arrow, to_numpy
 from pipeline.vectors.table import Table
 
 #: EPSG:4326 as PROJJSON, as pyproj 3.7 / PROJ 9 write it (``pyproj.CRS.from_epsg(4326).to_json()``;
@@ -78,7 +79,7 @@ def feature_table_arrow(t: Table) -> Any:
     fields.append(pa.field("geometry", pa.binary(),
                            metadata={b"ARROW:extension:name": b"geoarrow.wkb", b"ARROW:extension:metadata": ext}))
     schema = pa.schema(fields, metadata={b"geo": json.dumps(geo_metadata(geoms)).encode()})
-    arrays = [pa.array(t[k], type=f.type) for k, f in zip(props, fields)] + [pa.array(wkb, type=pa.binary())]
+    arrays = [to_arrow(t[k], PROPERTY_TYPES[k]) for k in props] + [to_arrow(wkb, "binary")]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -88,9 +89,6 @@ def read_feature_table(path: str | Path) -> Table:
 
     with pq.ParquetFile(path) as f:
         table = f.read()
-    cols = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.column_names}
-    for k, v in cols.items():
-        if v.dtype.kind in "OUT":
-            cols[k] = v.astype(object)
+    cols = {k: to_numpy(table.column(k)) for k in table.column_names}
     cols["geometry"] = shapely.from_wkb(cols["geometry"])
     return Table(cols)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import shapely
 
 from pipeline.core.atomic import atomic_path, atomic_write_bytes
 from pipeline.core.errors import InputDataError
+from pipeline.vectors.arrow import to_arrow, to_numpy
 from pipeline.vectors.geoparquet import feature_table_arrow, read_feature_table
 from pipeline.vectors.merge import PIECE_COLUMNS, empty_pieces
 from pipeline.vectors.table import Table
@@ -73,14 +75,27 @@ def write_geojson(gdf: gpd.GeoDataFrame | Table, path: str | Path, name: str = "
     atomic_write_bytes(path, geojson_bytes(gdf, name or Path(path).stem))
 
 
-def write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: str | Path) -> None:
-    """Write a GeoPackage with one layer per entry (empty layers are skipped), atomically."""
+def write_gpkg(layers: Mapping[str, gpd.GeoDataFrame] | Mapping[str, Table], path: str | Path) -> None:
+    """Write a GeoPackage with one layer per entry (empty layers are skipped; none left: one layer
+    ``empty`` with a ``class`` column), atomically. Feature tables (:mod:`pipeline.vectors.table`,
+    EPSG:4326) are written by :mod:`pipeline.vectors.gpkg` (sqlite3, no GDAL or pandas), GeoDataFrames
+    by GDAL through geopandas; both give the same layers when read back."""
+    if layers and all(isinstance(v, Table) for v in layers.values()):
+        from pipeline.vectors.gpkg import write_gpkg_file
+
+        # none left: the layer GDAL wrote for ``GeoDataFrame({"class": []})`` (pandas gives it float64)
+        tables = {k: v for k, v in layers.items() if isinstance(v, Table) and len(v)} or {
+            "empty": Table({"class": np.empty(0, dtype=np.float64), "geometry": np.empty(0, dtype=object)})}
+        with atomic_path(path) as tmp:
+            tmp.unlink()  # sqlite3 creates the database
+            write_gpkg_file(tables, tmp)
+        return
     import geopandas as gpd
 
     with atomic_path(path) as tmp:
         work = tmp.with_name(tmp.name + ".gpkg")  # GDAL wants the extension; renamed onto tmp below
         work.unlink(missing_ok=True)
-        todo = {k: v for k, v in layers.items() if len(v)} or {
+        todo = {k: cast("gpd.GeoDataFrame", v) for k, v in layers.items() if len(v)} or {
             "empty": gpd.GeoDataFrame({"class": []}, geometry=[], crs="EPSG:4326")}
         try:
             for name, gdf in todo.items():
@@ -102,7 +117,7 @@ def write_pieces(pieces: Table, path: str | Path) -> None:
 
     cols = {k: pieces[k] for k in PIECE_COLUMNS}
     cols["geometry"] = shapely.to_wkb(cols["geometry"]) if len(pieces) else np.empty(0, dtype=object)
-    table = pa.table({k: pa.array(v, type=getattr(pa, _PIECE_TYPES[k])()) for k, v in cols.items()})
+    table = pa.Table.from_arrays([to_arrow(v, _PIECE_TYPES[k]) for k, v in cols.items()], names=list(cols))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
@@ -118,9 +133,8 @@ def read_pieces(path: str | Path) -> Table:
         raise InputDataError(f"{path}: unreadable piece file ({exc}); delete it and rerun Vectorize") from exc
     if table.num_rows == 0:
         return empty_pieces()
-    cols = {k: table.column(k).to_numpy(zero_copy_only=False) for k in PIECE_COLUMNS}
+    cols = {k: to_numpy(table.column(k)) for k in PIECE_COLUMNS}
     cols["geometry"] = shapely.from_wkb(cols["geometry"])
-    cols["kind"] = cols["kind"].astype(object)
     return Table(cols)
 
 
