@@ -359,10 +359,9 @@ class AllShardsTask(RegionTask):
 
     def shard_tasks(self) -> list[ShardTask]:
         """One task per shard of today's ``tiles.csv``."""
-        from pipeline.tiles.cover import read_tiles_csv
+        from pipeline.tiles.cover import read_shards
 
-        tiles = read_tiles_csv(self.data_dir / "tiles.csv")
-        return [self.shard_task(s) for s in sorted(tiles.shard.unique())]
+        return [self.shard_task(s) for s in read_shards(self.data_dir / "tiles.csv")]
 
     def deps(self) -> list[Any]:
         """The upstream tasks and, when they are already complete at scheduling time, the shard

@@ -86,12 +86,12 @@ class MergeFeatures(RegionTask):
 
     @dynamic
     def run(self) -> Iterator[Any]:
-        from pipeline.tiles.cover import read_tiles_csv
+        from pipeline.tiles.cover import read_shards
         from pipeline.vectors.region import class_counts, merge_shard_files, write_predictions
         from pipeline.vectors.vector_io import shard_files
 
         cfg = self.cfg
-        shards = sorted(read_tiles_csv(self.data_dir / "tiles.csv").shard.unique())
+        shards = read_shards(self.data_dir / "tiles.csv")
         tasks = [self.shard_task(s) for s in shards]
         yield tasks
         self.progress(0, 1, "merging shards")

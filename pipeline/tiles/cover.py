@@ -167,6 +167,25 @@ def read_tiles_csv(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def read_shards(path: str | Path) -> list[str]:
+    """The sorted distinct shard quadkeys of ``tiles.csv``, read without pandas (what a task
+    scheduling one task per shard needs; the same errors as :func:`read_tiles_csv`)."""
+    import csv
+
+    try:
+        with open(path, newline="") as fh:
+            rows = csv.reader(fh)
+            header = tuple(next(rows, ()))
+            if header != TILES_COLUMNS:
+                raise InputDataError(f"{path}: expected columns {','.join(TILES_COLUMNS)}, got {','.join(header)}")
+            shards = {row[3] for row in rows if len(row) == len(TILES_COLUMNS)}
+    except FileNotFoundError as exc:
+        raise InputDataError(f"{path}: tile list not found; run CoverTiles first") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputDataError(f"{path}: unreadable tile list ({exc}); delete it and rerun CoverTiles") from exc
+    return sorted(shards)
+
+
 def shard_tiles(df: pd.DataFrame, shard: str) -> list[Tile]:
     """The tiles of one shard from the tile table, in table order."""
     sel = df[df.shard == shard]
