@@ -80,3 +80,20 @@ def test_sigkill_then_resume_gives_the_same_average(region, tmp_path):
     a, b = read_checkpoint(tmp_path / "a" / "best.pt"), read_checkpoint(tmp_path / "b" / "best.pt")
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+def test_ema_epochs_enters_the_train_digest_only_when_on(tmp_path):
+    from pipeline.config.region import load_config
+    from pipeline.core.stages import stage_config, stage_digest
+    from tests.town import write_town_config
+
+    def cfg(name, extra):
+        return load_config(write_town_config(tmp_path / f"{name}.toml", tmp_path / "town.osm.pbf", tmp_path / "data",
+                                             extra=extra))
+
+    off, zero = cfg("a", ""), cfg("b", "\n[train]\nema_epochs = 0\n")
+    on, on5 = cfg("c", "\n[train]\nema_epochs = 2\n"), cfg("d", "\n[train]\nema_epochs = 5\n")
+    assert "ema_epochs" not in stage_config(off, "train")["train"]  # models trained before the key stay valid
+    assert stage_digest(off, "train") == stage_digest(zero, "train")
+    assert stage_config(on, "train")["train.ema_epochs"] == 2.0
+    assert len({stage_digest(off, "train"), stage_digest(on, "train"), stage_digest(on5, "train")}) == 3

@@ -127,7 +127,8 @@ class TrainSpec:
     # hard negatives: the cross-entropy weight of pixels inside [labels] negatives (pipeline.model.negatives);
     # in the train digest only when negatives are set (pipeline.core.stages)
     negatives_weight: float = field(default=5.0, metadata={"digest": "train"})
-    ema_epochs: float = 0.0
+    # the weights' moving average (pipeline.model.ema); in the train digest only when on (pipeline.core.stages)
+    ema_epochs: float = field(default=0.0, metadata={"digest": "train"})
     val_every: int = 1
     # how often last.pt is written: how, not what (no part of the digest)
     checkpoint_minutes: float = field(default=5.0, metadata={"operational": True})

@@ -166,10 +166,14 @@ def _init_path(cfg: RegionConfig) -> list[Path]:
     return out
 
 
-def _hard_negatives(cfg: RegionConfig) -> dict[str, Any]:
-    """``[train] negatives_weight`` weighs the pixels of ``[labels] negatives`` in the loss: part of the
-    train digest only when there are negatives (without, it changes nothing)."""
-    return {"train.negatives_weight": cfg.train.negatives_weight} if cfg.labels.negatives else {}
+def _train_conditional(cfg: RegionConfig) -> dict[str, Any]:
+    """Train keys in the digest only where they change the model: ``[train] negatives_weight``
+    weighs the pixels of ``[labels] negatives`` in the loss (without negatives it changes
+    nothing); ``ema_epochs`` only when the average is on (models trained before it stay valid)."""
+    out: dict[str, Any] = {"train.negatives_weight": cfg.train.negatives_weight} if cfg.labels.negatives else {}
+    if cfg.train.ema_epochs > 0:
+        out["train.ema_epochs"] = cfg.train.ema_epochs
+    return out
 
 
 def _region_splits(cfg: RegionConfig) -> list[tuple[str, Path]]:
@@ -217,7 +221,7 @@ register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"
                optional=("imagery.options",), task="imagery.ImageryAll", shard_task="imagery.FetchImagery"))
 register(Stage("split", ("split",), ("masks", "imagery"), task="split.SplitDataset"))
 register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
-               optional=("train.regions", "labels.negatives"), conditional=_hard_negatives, foreign=_region_splits,
+               optional=("train.regions", "labels.negatives"), conditional=_train_conditional, foreign=_region_splits,
                task="train.TrainModel"))
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
                inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
