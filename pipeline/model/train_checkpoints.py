@@ -74,9 +74,10 @@ def read_last(path: Path, digest: str, spec: TrainSpec) -> dict[str, Any] | None
     if got != digest or "train_state" not in blob:
         init = (f" ([train] init = '{spec.init}' is a change of config: move last.pt away to fine-tune from it)"
                 if spec.init is not None else "")
-        raise TrainingError(f"{path}: checkpoint of another config (digest {got}, today's {digest}); it is kept. "
-                            "Move or delete it to train afresh with today's config, or restore the old config "
-                            f"to resume it{init}")
+        raise TrainingError(f"{path}: checkpoint of another config (digest {got}, today's {digest}: the [train] "
+                            "or [[classes]] section, the split, or a training default of an updated osmsat changed "
+                            "since it was written); it is kept. Move or delete it to train afresh with today's config, "
+                            f"or restore the old config to resume it{init}")
     return blob
 
 
