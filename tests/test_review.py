@@ -79,6 +79,19 @@ def test_curve_and_threshold() -> None:
     assert choose_min_score(curve(np.empty(0), np.empty(0), 0), 0.8)[0] == 0.0
 
 
+def test_threshold_moves_up_for_precision_only_while_no_recall_is_lost() -> None:
+    def row(t: float, p: float, r: float) -> dict[str, float]:
+        return {"min_score": t, "est_precision": p, "est_recall": r, "n": 20}
+
+    # 0.15 reaches the target, 0.2 is more precise at the same recall: 0.2; 0.3 loses recall
+    rows = [row(0.1, 0.70, 0.76), row(0.15, 0.83, 0.75), row(0.2, 0.93, 0.75), row(0.25, 0.93, 0.75),
+            row(0.3, 0.97, 0.60)]
+    assert choose_min_score(rows, 0.8)[0] == pytest.approx(0.2)
+    # the lowest qualifying threshold has the best recall: it stays
+    rows = [row(0.25, 0.89, 0.7546), row(0.3, 0.89, 0.7485), row(0.9, 0.95, 0.50)]
+    assert choose_min_score(rows, 0.8)[0] == pytest.approx(0.25)
+
+
 def test_groups_hide_every_feature_exactly_once() -> None:
     g = groups(23, 0.2, seed=3)
     assert len(g) == 5 and sorted(np.concatenate(g).tolist()) == list(range(23))

@@ -13,6 +13,9 @@ from typing import Any
 from pipeline.config.section import Section
 from pipeline.core.errors import ConfigError
 
+#: OSM tags of the areas a building cannot stand on (the context of a missing candidate)
+CONTEXT_TAGS = ("natural=water|wetland", "waterway=riverbank|dock", "landuse=reservoir|basin")
+
 
 @dataclass(frozen=True)
 class CompareSpec:
@@ -28,11 +31,14 @@ class CompareSpec:
     missing_min_m2: float = 5.0  # unexplained parts smaller than this (ground m²) are no candidates
     min_area_m2: tuple[tuple[str, float], ...] = ()  # per class: overrides missing_min_m2
     min_length_m: float = 15.0  # line classes: missing / not-seen pieces shorter than this (ground m) are dropped
-    min_score: float | None = None  # None ("auto"): the lowest score whose estimated precision reaches target_precision
+    min_score: float | None = None  # None ("auto"): chosen from the estimated curve (calibration.choose_min_score)
     target_precision: float = 0.8  # "auto" min_score aims at this estimated precision
     gap_share: float = 0.2     # gap simulation: share of held-out OSM features hidden per round (1/share rounds)
     gap_seed: int = 0
     classes: tuple[str, ...] = ()
+    #: OSM areas where no building stands (water): a missing candidate's score is scaled by the share
+    #: of it off them (:func:`pipeline.review.candidates.missing_evidence`); [] turns it off
+    context_tags: tuple[str, ...] = CONTEXT_TAGS
 
     def min_area(self, name: str) -> float:
         """The smallest missing candidate of class ``name`` (ground m²)."""
@@ -59,9 +65,20 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
         gap_share=sec.number("gap_share", d.gap_share, lo=0.01, hi=0.5),
         gap_seed=sec.integer("gap_seed", d.gap_seed),
         classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
+        context_tags=_context_tags(sec),
     )
     sec.done()
     return spec
+
+
+def _context_tags(sec: Section) -> tuple[str, ...]:
+    """``context_tags``: OSM tag filters (``key``, ``key=value`` or ``key=v1|v2``), checked here."""
+    from pipeline.labels.tags import TagFilter
+
+    tags = tuple(sec.strings("context_tags", list(CONTEXT_TAGS)))
+    for t in tags:
+        TagFilter.parse(t, sec.key("context_tags"))
+    return tags
 
 
 def _per_class(sec: Section, key: str) -> tuple[tuple[str, float], ...]:

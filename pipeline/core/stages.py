@@ -236,7 +236,8 @@ register(Stage("export", ("predict.model",), ("evaluate",), task="export.ExportM
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("cover", "masks", "predict"),
                upstream_for=_vectorize_source, version=3, optional=("vectorize.regularizer",),
                task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), task="compare.CompareWithOSM"))
+# version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=2, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

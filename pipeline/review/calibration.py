@@ -16,7 +16,8 @@ the region's own candidates (:func:`real_share`), the probability that one of th
 (the pool without the simulated changes). The same fit gives the region's estimated precision
 (mean score of its candidates at or above a threshold) and recall (share of the simulated
 changes found at or above it), and ``min_score``: the lowest threshold whose estimated
-precision reaches the target. Pure functions; numpy and scikit-learn.
+precision reaches the target, moved up while that gains estimated precision and loses no
+estimated recall (:func:`choose_min_score`). Pure functions; numpy and scikit-learn.
 """
 
 from __future__ import annotations
@@ -129,12 +130,17 @@ def curve(scores: np.ndarray, found_scores: np.ndarray, simulated: int) -> list[
 
 
 def choose_min_score(rows: list[dict[str, Any]], target: float, min_n: int = MIN_SAMPLES) -> tuple[float, str]:
-    """The lowest threshold whose estimated precision reaches ``target`` on at least ``min_n``
-    held-out candidates, and a note; 0.0 (keep everything) when none does: an estimate on a
-    handful of candidates is no reason to hold the rest back."""
-    ok = [r["min_score"] for r in rows
-          if r["est_precision"] is not None and r["est_precision"] >= target and r["n"] >= min_n]
+    """The threshold to keep candidates from, and a note. Among the thresholds whose estimated
+    precision reaches ``target`` on at least ``min_n`` held-out candidates, those with the
+    highest estimated recall (the lowest threshold's), and among them the lowest one with the
+    highest estimated precision: a threshold that loses no estimated recall but gains precision
+    is taken, one that trades recall for precision is not. 0.0 (keep everything) when none
+    reaches the target: an estimate on a handful of candidates is no reason to hold the rest back."""
+    ok = [r for r in rows if r["est_precision"] is not None and r["est_precision"] >= target and r["n"] >= min_n]
     if ok:
-        return float(min(ok)), ""
+        best_recall = max(float(r["est_recall"] or 0.0) for r in ok)
+        same = [r for r in ok if float(r["est_recall"] or 0.0) >= best_recall - 1e-9]
+        best_precision = max(float(r["est_precision"]) for r in same)
+        return float(min(r["min_score"] for r in same if float(r["est_precision"]) >= best_precision - 1e-9)), ""
     return 0.0, (f"no threshold reaches est. precision {target:g} on at least {min_n} held-out candidates: "
                  "all candidates kept")

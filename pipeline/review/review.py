@@ -5,9 +5,9 @@ For each compared class, :mod:`pipeline.review.gapsim` simulates changes in the 
 and ``not_seen`` gets ``score``: the estimated probability that it is a real change. Without
 held-out tiles, or with too few simulated changes, the score falls back to the raw evidence
 (:mod:`pipeline.review.candidates`: one number in [0, 1] per candidate) and says so.
-Candidates below ``min_score`` (``[compare] min_score``, or by default the lowest score whose
-estimated precision reaches ``target_precision``) are held back, and every layer is sorted by
-score, highest first (then by ``id``).
+Candidates below ``min_score`` (``[compare] min_score``, or by default the threshold
+:func:`pipeline.review.calibration.choose_min_score` takes from the estimated curve) are held
+back, and every layer is sorted by score, highest first (then by ``id``).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]
 
 def region_evidence(cfg: Any) -> Evidence | None:
     """The evidence hook of a region: its prediction tiles (and imagery tiles, when it has
-    imagery) read by :func:`pipeline.review.evidence.inside_evidence`; None without prediction tiles."""
+    imagery) read by :func:`pipeline.review.evidence.inside_evidence`, and each geometry's share
+    on OSM water (``context_share``, :mod:`pipeline.review.context`); None without prediction tiles."""
     from pipeline.review.evidence import inside_evidence, tile_files
 
     d = Path(cfg.data_dir)
@@ -108,10 +109,26 @@ def region_evidence(cfg: Any) -> Evidence | None:
     # the tile indexes are read once here, not on every one of the comparison's and simulation's calls
     files = (tile_files(d / "predictions", cfg.zoom), tile_files(images, cfg.zoom) if images is not None else None)
 
+    areas = _context(cfg)
+
     def hook(geoms: np.ndarray, name: str) -> pd.DataFrame:
-        return inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
+        from pipeline.review.context import context_share
+
+        ev = inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
+        return ev.assign(context_share=context_share(geoms, areas))
 
     return hook
+
+
+def _context(cfg: Any) -> np.ndarray:
+    """The region's context areas (OSM water, ``[compare] context_tags``) from its OSM extract;
+    none for labels from vector files or without the extract."""
+    from pipeline.review.context import context_areas
+
+    osm = getattr(cfg, "osm", None)
+    if osm is None or not cfg.compare.context_tags or not Path(osm.path).is_file():
+        return np.empty(0, dtype=object)
+    return context_areas(Path(osm.path), cfg.compare.context_tags)
 
 
 def _mark_held_out(layer: gpd.GeoDataFrame, held_out: set[tuple[int, int]], zoom: int) -> gpd.GeoDataFrame:
