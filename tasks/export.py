@@ -90,6 +90,7 @@ class ExportModel(RegionTask):
             bbox=_bbox(list(images)), side=side, created=created, details=CardDetails(
                 metrics=metrics, total_parameters=sum(p.numel() for p in pred.model.parameters()),
                 colors={c.id: c.color for c in cfg.classes},
+                band_names=cfg.imagery.band_names if cfg.imagery is not None else (),
                 assets=model_assets(onnx_path, ckpt, out), recipe=input_recipe(t, border, side),
                 extra={"osmsat:tiles": {"zoom": cfg.zoom, "tile_size": t, "context_px": border,
                                         "scale": side / (t + 2 * border)},

@@ -85,6 +85,29 @@ def test_model_card_has_the_mlm_fields(tiny: tuple[torch.nn.Module, dict, Path])
     assert p["mlm:pretrained"] is False and p["mlm:pretrained_source"] is None
 
 
+def test_model_card_names_the_bands_the_config_names(tiny: tuple[torch.nn.Module, dict, Path]) -> None:  # type: ignore[type-arg]
+    from pipeline.config.imagery import parse_imagery
+    from pipeline.core.errors import ConfigError
+
+    _, meta, _ = tiny
+    kw = {"item_id": "osmsat-x", "bbox": (32.5, 0.3, 32.6, 0.4), "side": 128, "created": "2026-01-01T00:00:00Z"}
+    assets = {"model": {"href": "m.onnx", "roles": ["mlm:model"], "mlm:artifact_type": "onnx"}}
+    card = model_card(meta, **kw, details=CardDetails(assets=assets, band_names=("nir", "red", "green")))
+    assert card["properties"]["mlm:input"][0]["bands"] == ["nir", "red", "green"]
+    assert [b["name"] for b in card["properties"]["bands"]] == ["nir", "red", "green"]
+    assert card["assets"]["model"]["bands"] == [{"name": "nir"}, {"name": "red"}, {"name": "green"}]
+    assert mlm_problems(card) == []
+    with pytest.raises(ConfigError, match=r"band_names lists 4 names .* the model takes 3 bands"):
+        model_card(meta, **kw, details=CardDetails(band_names=("red", "green", "blue", "nir")))
+    base = {"source": "raster", "paths": ["a.tif"], "format": "tif"}
+    assert parse_imagery(Path("r.toml"), {**base, "band_names": ["red", "green", "blue", "nir"]}).band_names == (
+        "red", "green", "blue", "nir")
+    with pytest.raises(ConfigError, match=r"imagery\.band_names.*distinct"):
+        parse_imagery(Path("r.toml"), {**base, "band_names": ["red", "red"]})
+    with pytest.raises(ConfigError, match=r"band_names names 2 bands but imagery\.bands selects 3"):
+        parse_imagery(Path("r.toml"), {**base, "bands": [1, 2, 3], "band_names": ["a", "b"]})
+
+
 def test_model_card_keeps_the_mlm_1_4_rules_and_states_the_input_recipe(
         tiny: tuple[torch.nn.Module, dict, Path], tmp_path: Path) -> None:  # type: ignore[type-arg]
     # (the jsonschema package is not installed here, and the schema cannot be downloaded: the

@@ -54,6 +54,10 @@ class ImageryConfig:
     #: the keys only a registered source of its own has (sorted ``(key, value)`` pairs); in the
     #: imagery digest only when set, so configs of the shipped sources keep their digests
     options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"digest": "imagery"})
+    #: names of the image bands in tile order (e.g. red, green, blue, nir) for the model card; they
+    #: change no pixel, so they are in the export digest only, not the imagery's; () = red/green/blue
+    #: for 3 bands, else band1..bandN
+    band_names: tuple[str, ...] = field(default=(), metadata={"digest": "export"})
 
     def option(self, key: str, default: Any = None) -> Any:
         """The value of the source's own key ``key`` (``default`` when unset)."""
@@ -94,10 +98,14 @@ def parse_imagery(path: Path, table: dict[str, Any]) -> ImageryConfig:
         retina=sec.take("retina", bool, d.retina),
         headers=tuple(sorted((str(k), str(v)) for k, v in headers.items())),
         options=tuple(sorted(options.items())),
+        band_names=_band_names(sec),
     )
     sec.done()
     if cfg.keep_16bit and cfg.format != "tif":
         raise ConfigError(f"{sec.key('keep_16bit')} needs format = 'tif'")
+    if cfg.band_names and cfg.bands is not None and len(cfg.band_names) != len(cfg.bands):
+        raise ConfigError(f"{sec.key('band_names')} names {len(cfg.band_names)} bands but imagery.bands "
+                          f"selects {len(cfg.bands)}; give one name per selected band, in tile order")
     if cfg.bands is not None and len(cfg.bands) not in (1, 3) and cfg.format != "tif":
         raise ConfigError(f"{sec.key('bands')} = {list(cfg.bands)}: {cfg.format} tiles take 1 or 3 bands; "
                           "use format = 'tif' for other band counts")
@@ -114,6 +122,15 @@ def _source_keys(sec: Section) -> tuple[str, Location, dict[str, Any]]:
     src = get_source(source)
     check_location(sec, src, loc)
     return source, loc, src.check(sec, loc)
+
+
+def _band_names(sec: Section) -> tuple[str, ...]:
+    """``band_names``: distinct, non-empty names (``[]`` when absent)."""
+    names = [n.strip() for n in sec.strings("band_names", [])]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"{sec.key('band_names')} = {names}: give distinct, non-empty names, e.g. "
+                          "[\"red\", \"green\", \"blue\", \"nir\"]")
+    return tuple(names)
 
 
 def _bands(sec: Section) -> list[Any] | None:

@@ -229,7 +229,8 @@ register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cros
 # version 2: metrics.json adds the train and validation splits' IoU and the epoch best.pt was chosen on
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"), upstream_for=_evaluate_inputs,
                version=2, task="predict.EvaluateModel"))
-register(Stage("export", ("predict.model",), ("evaluate",), task="export.ExportModel"))
+register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.band_names",),
+               task="export.ExportModel"))
 # version 2: buildings squared by pipeline.vectors.square by default ([vectorize] regularizer, in the digest when set)
 # version 3: the instance split floods only components with two or more markers (issue 20): where two floods
 # meet at the same edge probability, a pixel may go to the other neighbour than before (demo: 12 of 680,000)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from pipeline.core.atomic import atomic_path
-from pipeline.core.errors import ModelError
+from pipeline.core.errors import ConfigError, ModelError
 from pipeline.vectors.instances import edge_value
 
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
@@ -196,6 +196,7 @@ class CardDetails:
     extra: Mapping[str, Any] | None = None
     colors: Mapping[int, str] | None = None
     recipe: Mapping[str, Any] | None = None
+    band_names: Sequence[str] = ()  # ``[imagery] band_names`` (tile order); () = :func:`band_names`
 
 
 def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], side: int, created: str,
@@ -211,7 +212,10 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
     extra, colors, recipe = more.extra, more.colors, more.recipe
     spec = meta["spec"]
     bands = int(spec["in_channels"])
-    names = band_names(bands)
+    names = list(more.band_names) or band_names(bands)
+    if len(names) != bands:
+        raise ConfigError(f"[imagery] band_names lists {len(names)} names ({', '.join(names)}) but the model takes "
+                          f"{bands} bands; give one name per band of the image tiles, in tile order")
     stats = meta["band_stats"]
     vmax = float(stats.get("max", 255))  # 16-bit imagery: statistics in pixel / max units
     depth = "8-bit" if "max" not in stats else f"16-bit, statistics over 0-{vmax:.0f}"
