@@ -74,8 +74,12 @@ class TrainModel(RegionTask):
         self.progress(0, 1, "training")
         from pipeline.core.stages import stage_digest
         from pipeline.model.device import pick_device
+        from pipeline.model.negatives import negatives_note
         from pipeline.model.train_run import default_workers, train_region
 
+        note = negatives_note(self.cfg.labels, self.cfg.train.losses)
+        if note:
+            self.notice(note)
         device = pick_device(str(settings.device))  # CUDA is touched only here, inside run()
         workers = settings.workers if settings.workers >= 0 else default_workers(device)
         epochs = self.cfg.train.epochs

@@ -168,3 +168,13 @@ def test_training_with_hard_negatives(tmp_path: Path) -> None:
         losses.append(hist.rows[0]["train_loss"])
         assert (out / "best.pt").is_file()
     assert np.isfinite(losses).all() and losses[1] > losses[0]
+
+
+def test_negatives_without_the_ce_loss_get_a_note(tmp_path: Path) -> None:
+    from pipeline.model.negatives import negatives_note
+
+    neg = (tmp_path / "rejected.geojson",)
+    assert negatives_note(LabelsConfig(negatives=neg), (("ce", 1.0), ("dice", 1.0))) is None
+    assert negatives_note(LabelsConfig(), (("dice", 1.0),)) is None  # no negatives: nothing to weigh
+    note = negatives_note(LabelsConfig(negatives=neg), (("dice", 1.0), ("lovasz", 1.0)))
+    assert note is not None and "add ce = 1.0 to [train] losses" in note and "dice, lovasz" in note

@@ -59,3 +59,14 @@ def weight_map(flags: np.ndarray, weight: float) -> np.ndarray:
     """float32 loss weights from augmented ``flags``: ``weight`` where 1, else 1 (0 outside the
     negatives; a crop's padding, whose mask is ignored, is neither)."""
     return np.where(flags == 1, np.float32(weight), np.float32(1.0)).astype(np.float32)
+
+
+def negatives_note(labels: LabelsConfig, losses: Sequence[tuple[str, float]]) -> str | None:
+    """What a user should hear when ``[labels] negatives`` cannot weigh anything: the weight
+    applies to the cross-entropy only, and ``[train] losses`` (``(name, weight)`` pairs) has
+    none; None otherwise."""
+    if not labels.negatives or any(name == "ce" for name, _ in losses):
+        return None
+    return ("[labels] negatives are burnt as background, but [train] negatives_weight weighs only the ce loss "
+            f"and [train] losses has none ({', '.join(n for n, _ in losses)}): the rejected areas count no more "
+            "than any background; add ce = 1.0 to [train] losses")
