@@ -11,16 +11,20 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mercantile
 
 from pipeline.config.predict import PredictSpec
 from pipeline.core.atomic import atomic_write_json
-from pipeline.core.errors import ModelError
+from pipeline.core.errors import InputDataError, MissingInputError, ModelError
 from pipeline.core.manifests import read_manifest
 from pipeline.model.regions import is_own_model, model_path
 from tasks.base import RegionTask, locked
 from tasks.predict import EvaluateModel
+
+if TYPE_CHECKING:
+    from pipeline.config.region import RegionConfig
 
 log = logging.getLogger("luigi-interface")
 
@@ -90,7 +94,7 @@ class ExportModel(RegionTask):
             bbox=_bbox(list(images)), side=side, created=created, details=CardDetails(
                 metrics=metrics, total_parameters=sum(p.numel() for p in pred.model.parameters()),
                 colors={c.id: c.color for c in cfg.classes},
-                band_names=cfg.imagery.band_names if cfg.imagery is not None else (),
+                band_names=_band_names(cfg, pred.bands),
                 assets=model_assets(onnx_path, ckpt, out), recipe=input_recipe(t, border, side),
                 extra={"osmsat:tiles": {"zoom": cfg.zoom, "tile_size": t, "context_px": border,
                                         "scale": side / (t + 2 * border)},
@@ -119,3 +123,23 @@ def _bbox(keys: list[tuple[int, int, int]]) -> tuple[float, float, float, float]
     bounds = [mercantile.bounds(x, y, z) for z, x, y in keys]
     return (min(b.west for b in bounds), min(b.south for b in bounds),
             max(b.east for b in bounds), max(b.north for b in bounds))
+
+
+def _band_names(cfg: RegionConfig, bands: int) -> tuple[str, ...]:
+    """``[imagery] band_names``, else the names a raster source's first raster gives its bands
+    (descriptions or colour interpretation) when there are as many as the model takes; () leaves
+    the card's default (red/green/blue or band1..N)."""
+    icfg = cfg.imagery
+    if icfg is None:
+        return ()
+    if icfg.band_names:
+        return icfg.band_names
+    if icfg.source != "raster":
+        return ()
+    from pipeline.imagery.raster_plan import raster_band_names
+
+    try:
+        names = raster_band_names(icfg)
+    except (InputDataError, MissingInputError):
+        return ()  # the card is no place to fail for a raster gone since the tiles were made
+    return names if len(names) == bands else ()

@@ -221,3 +221,38 @@ def test_onnx_matches_pytorch_on_real_tiles(tiny: tuple[torch.nn.Module, dict, P
     assert x.shape == (4, 3, 320, 320)
     check = check_onnx(path, model, x)
     assert check["max_abs_diff_probs"] < 1e-4 and check["max_abs_diff_logits"] < 1e-3, check
+
+
+def test_band_names_from_the_raster(tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    from pipeline.config.imagery import parse_imagery
+    from pipeline.imagery.raster_plan import raster_band_names
+
+    def tif(name: str, count: int, descriptions: tuple[str, ...] = (), interp: tuple[ColorInterp, ...] = ()) -> str:
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=count, dtype="uint8",
+                           crs="EPSG:32636", transform=from_origin(450000, 40000, 0.3, 0.3)) as dst:
+            dst.write(np.full((count, 8, 8), 9, np.uint8))
+            for i, d in enumerate(descriptions, start=1):
+                dst.set_band_description(i, d)
+            if interp:
+                dst.colorinterp = interp
+        return str(path)
+
+    def names(path: str, **extra: object) -> tuple[str, ...]:
+        return raster_band_names(parse_imagery(Path("r.toml"), {"source": "raster", "paths": [path], "format": "tif",
+                                                                **extra}))
+
+    rgbn = tif("rgbn.tif", 4, ("red", "green", "blue", "nir"))
+    assert names(rgbn, bands=[4, 1, 2]) == ("nir", "red", "green")
+    assert names(rgbn) == ("red", "green", "blue")  # the default: the first three colour bands
+    plain = tif("plain.tif", 3, interp=(ColorInterp.red, ColorInterp.green, ColorInterp.blue))
+    assert names(plain) == ("red", "green", "blue")
+    assert names(tif("pan.tif", 1, interp=(ColorInterp.gray,))) == ("gray",)
+    unnamed = tif("unnamed.tif", 4, interp=(ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                                            ColorInterp.undefined))
+    assert names(unnamed, bands=[1, 2, 3, 4]) == ()  # band 4 is named by nothing: the card's band1..4

@@ -221,3 +221,22 @@ def band_percentiles(sources: Sequence[SourceInfo], bands: Sequence[int],
         lo, hi = np.percentile(v, pct)
         out.append((float(lo), float(max(hi, lo + 1))))
     return tuple(out)
+
+
+def raster_band_names(icfg: ImageryConfig) -> tuple[str, ...]:
+    """The names the first raster of ``icfg`` gives the bands its tiles take (``[imagery] bands``,
+    else the default colour bands): its band descriptions when every one is set (``nir``), else
+    its colour interpretation when that names each (``red``, ``green``, ``blue``, ``gray``); ()
+    when it names them not, or not apart. For the model card (:mod:`pipeline.model.export`)."""
+    if not icfg.paths:
+        return ()
+    with open_raster(icfg.paths[0]) as src:
+        bands = icfg.bands or _default_bands(src, _alpha_band(src))
+        if any(b > src.count for b in bands):
+            return ()
+        names = [str(src.descriptions[b - 1] or "").strip() for b in bands]
+        if not all(names):
+            names = [src.colorinterp[b - 1].name for b in bands]
+            if any(n in ("undefined", "alpha", "palette") for n in names):
+                return ()
+    return tuple(names) if len(set(names)) == len(names) else ()
