@@ -47,6 +47,15 @@ def ema_state(ema: AveragedModel | None) -> dict[str, Any]:
     return {"ema": {k: v.detach().to("cpu", copy=True) for k, v in ema.state_dict().items()}}
 
 
+def averaged_weights(train_state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The averaged model's weights (a plain state dict, as ``best.pt`` holds them) from
+    ``last.pt``'s training state; None for a run without the average."""
+    state = train_state.get("ema")
+    if state is None:
+        return None
+    return {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+
+
 def load_ema(ema: AveragedModel | None, train_state: Mapping[str, Any]) -> None:
     """Resume the average from ``last.pt``'s training state (a state without one, from a run
     that had none, restarts it from the current weights at the next step)."""

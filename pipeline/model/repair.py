@@ -52,12 +52,11 @@ def _training_state(last: Path, digest: str) -> dict[str, Any] | None:
 def _rebuild_best(out: Path, blob: Mapping[str, Any]) -> None:
     """best.pt from last.pt's meta and weights (the best epoch is the last one): the weights'
     moving average when the run kept one (:mod:`pipeline.model.ema`), else the raw weights."""
+    from pipeline.model.ema import averaged_weights
     from pipeline.model.network import write_checkpoint
 
     best = {k: blob[k] for k in ("format", "version", "model", "meta")}
-    ema = blob["train_state"].get("ema")
-    if ema is not None:
-        best["model"] = {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+    best["model"] = averaged_weights(blob["train_state"]) or best["model"]
     write_checkpoint(out / "best.pt", best)
 
 

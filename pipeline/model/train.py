@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from pipeline.config.train import TrainSpec
@@ -161,7 +162,7 @@ class _Trainer:
     device: torch.device
     out: Path
     world: int = 1
-    ema: Any = None  # the weights' moving average (pipeline.model.ema), validated and saved as best.pt
+    ema: AveragedModel | None = None  # the weights' moving average (pipeline.model.ema): validated, saved as best.pt
 
 
 def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: TileDataset, out_dir: str | Path,
