@@ -119,8 +119,9 @@ class EvaluateModel(RegionTask):
     def run(self) -> None:
         from pipeline.inference.evaluate import evaluate_tiles
 
-        tiles, scope = self._tiles()
-        if not tiles and scope == "test" and not self._split_has_test_tiles():
+        by_split, scope, has_test = self._tiles()
+        tiles = by_split[scope]
+        if not tiles and scope == "test" and not has_test:
             note = no_test_split_note(self.cfg)
             log.warning("evaluate %s: %s", self.cfg.name, note)
             self.output().write({"scope": scope, "tiles": 0, "model": str(model_path(self.cfg)), "note": note})
@@ -129,16 +130,16 @@ class EvaluateModel(RegionTask):
             raise InputDataError(f"{self.cfg.path}: no {scope} tile has both a mask and a prediction to evaluate; "
                                  "raise [split] test_fraction or check the masks and imagery")
         classes = sorted(((c.name, c.id) for c in self.cfg.classes), key=lambda c: c[1])
-        pred_dir, mask_dir = self.data_dir / "predictions", self.data_dir / "masks"
-        pairs = [(pred_dir / f"{z}/{x}/{y}.png", mask_dir / f"{z}/{x}/{y}.png") for z, x, y in tiles]
-        result = evaluate_tiles(pairs, classes, progress=lambda i, n: self.progress(i, n, "evaluate"))
-        result.update({"scope": scope, "model": str(model_path(self.cfg)), **self._other_splits(classes)})
+        result = evaluate_tiles(self._pairs(tiles), classes, progress=lambda i, n: self.progress(i, n, "evaluate"))
+        result.update({"scope": scope, "model": str(model_path(self.cfg)), **self._other_splits(by_split, classes)})
         log.info("evaluate %s (%s, %d tiles): IoU %s", self.cfg.name, scope, len(tiles),
                  {k: round(v, 4) for k, v in result["iou"].items()})
         self.output().write(result)
 
-    def _tiles(self) -> tuple[list[tuple[int, int, int]], str]:
-        """Tiles to evaluate and a word for them: the test split, or every tile with a mask."""
+    def _tiles(self) -> tuple[dict[str, list[tuple[int, int, int]]], str, bool]:
+        """The tiles with a prediction by split, the split to score and whether ``split.csv``
+        lists test tiles at all: the region's own model is scored on its test split (``train``
+        and ``val`` beside it), a model trained elsewhere on every tile with a mask."""
         from pipeline.inference.windows import image_paths_of
 
         preds = set(image_paths_of(self.data_dir / "predictions"))
@@ -146,34 +147,32 @@ class EvaluateModel(RegionTask):
             from pipeline.model.split import read_split_csv
 
             rows = read_split_csv(self.data_dir / "split.csv")
-            keys = [(r.z, r.x, r.y) for r in rows if r.split == "test"]
-            return [k for k in keys if k in preds], "test"
+            by_split: dict[str, list[tuple[int, int, int]]] = {"test": [], "train": [], "val": []}
+            for r in rows:
+                if (r.z, r.x, r.y) in preds and r.split in by_split:
+                    by_split[r.split].append((r.z, r.x, r.y))
+            return by_split, "test", any(r.split == "test" for r in rows)
         masks = set(image_paths_of(self.data_dir / "masks"))
-        return sorted(preds & masks), "all labelled"
+        return {"all labelled": sorted(preds & masks)}, "all labelled", False
 
-    def _other_splits(self, classes: list[tuple[str, int]]) -> dict[str, Any]:
+    def _pairs(self, tiles: list[tuple[int, int, int]]) -> list[tuple[Path, Path]]:
+        """(prediction tile, mask tile) of each tile."""
+        pred_dir, mask_dir = self.data_dir / "predictions", self.data_dir / "masks"
+        return [(pred_dir / f"{z}/{x}/{y}.png", mask_dir / f"{z}/{x}/{y}.png") for z, x, y in tiles]
+
+    def _other_splits(self, by_split: dict[str, list[tuple[int, int, int]]],
+                      classes: list[tuple[str, int]]) -> dict[str, Any]:
         """The region's own model: ``splits`` (train and validation IoU, measured like the test
         figure) and ``selected_on`` (the validated epoch best.pt was chosen on, and its IoU at
         the model's scale without neighbour context); {} for a model trained elsewhere."""
         if not is_own_model(self.cfg):
             return {}
         from pipeline.inference.evaluate import split_ious
-        from pipeline.inference.windows import image_paths_of
         from pipeline.model.network import read_checkpoint
-        from pipeline.model.split import read_split_csv
 
-        preds = set(image_paths_of(self.data_dir / "predictions"))
-        rows = [r for r in read_split_csv(self.data_dir / "split.csv") if (r.z, r.x, r.y) in preds]
-        pairs = {s: [(self.data_dir / "predictions" / f"{r.z}/{r.x}/{r.y}.png", self.data_dir / r.mask)
-                     for r in rows if r.split == s] for s in ("train", "val")}
         chosen = read_checkpoint(model_path(self.cfg))["meta"].get("metrics", {})
-        return {"splits": split_ious(pairs, classes),
+        return {"splits": split_ious({s: self._pairs(by_split[s]) for s in ("train", "val")}, classes),
                 "selected_on": {k: chosen[k] for k in ("epoch", "iou") if k in chosen}}
-
-    def _split_has_test_tiles(self) -> bool:
-        from pipeline.model.split import read_split_csv
-
-        return any(r.split == "test" for r in read_split_csv(self.data_dir / "split.csv"))
 
 
 def no_test_split_note(cfg: RegionConfig) -> str:
