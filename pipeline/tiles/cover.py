@@ -159,12 +159,24 @@ def read_tiles_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"z": np.int64, "x": np.int64, "y": np.int64, "shard": str},
                          keep_default_na=False)
     except FileNotFoundError as exc:
-        raise InputDataError(f"{path}: tile list not found; run CoverTiles first") from exc
+        raise _tiles_csv_missing(path) from exc
     except (ValueError, pd.errors.ParserError) as exc:
-        raise InputDataError(f"{path}: unreadable tile list ({exc}); delete it and rerun CoverTiles") from exc
-    if tuple(df.columns) != TILES_COLUMNS:
-        raise InputDataError(f"{path}: expected columns {','.join(TILES_COLUMNS)}, got {','.join(df.columns)}")
+        raise _tiles_csv_unreadable(path, exc) from exc
+    _check_columns(path, tuple(df.columns))
     return df
+
+
+def _tiles_csv_missing(path: str | Path) -> InputDataError:
+    return InputDataError(f"{path}: tile list not found; run CoverTiles first")
+
+
+def _tiles_csv_unreadable(path: str | Path, exc: Exception) -> InputDataError:
+    return InputDataError(f"{path}: unreadable tile list ({exc}); delete it and rerun CoverTiles")
+
+
+def _check_columns(path: str | Path, columns: tuple[str, ...]) -> None:
+    if columns != TILES_COLUMNS:
+        raise InputDataError(f"{path}: expected columns {','.join(TILES_COLUMNS)}, got {','.join(columns)}")
 
 
 def read_shards(path: str | Path) -> list[str]:
@@ -175,14 +187,12 @@ def read_shards(path: str | Path) -> list[str]:
     try:
         with open(path, newline="") as fh:
             rows = csv.reader(fh)
-            header = tuple(next(rows, ()))
-            if header != TILES_COLUMNS:
-                raise InputDataError(f"{path}: expected columns {','.join(TILES_COLUMNS)}, got {','.join(header)}")
+            _check_columns(path, tuple(next(rows, ())))
             shards = {row[3] for row in rows if len(row) == len(TILES_COLUMNS)}
     except FileNotFoundError as exc:
-        raise InputDataError(f"{path}: tile list not found; run CoverTiles first") from exc
+        raise _tiles_csv_missing(path) from exc
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputDataError(f"{path}: unreadable tile list ({exc}); delete it and rerun CoverTiles") from exc
+        raise _tiles_csv_unreadable(path, exc) from exc
     return sorted(shards)
 
 

@@ -127,8 +127,7 @@ def sort_features(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=parts[0].crs)
     if len(out) == 0:
         return out
-    c = shapely.centroid(out.geometry.to_numpy())
-    order = np.lexsort((shapely.get_y(c), shapely.get_x(c), out["class_id"].to_numpy()))
+    order = _feature_order(Table({"geometry": out.geometry.to_numpy(), "class_id": out["class_id"].to_numpy()}))
     return out.iloc[order].reset_index(drop=True)
 
 

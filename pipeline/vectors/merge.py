@@ -53,25 +53,16 @@ def concat_pieces(parts: list[Table]) -> Table:
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected components of the undirected graph of ``n`` nodes and edges ``i[k] - j[k]``:
-    per node its component's label, components numbered in the order of their smallest node
-    (the labels of ``scipy.sparse.csgraph.connected_components``, without importing
-    scipy.sparse). Minimum-label propagation with pointer jumping: each pass hooks every
-    edge's larger root under the smaller, then flattens the trees."""
-    parent = np.arange(n)
-    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
-    while len(i):
-        ri, rj = parent[i], parent[j]
-        lo, hi = np.minimum(ri, rj), np.maximum(ri, rj)
-        diff = lo != hi
-        if not diff.any():
-            break
-        np.minimum.at(parent, hi[diff], lo[diff])
-        while True:  # flatten: every node points at its root
-            up = parent[parent]
-            if np.array_equal(up, parent):
-                break
-            parent = up
-    return np.unique(parent, return_inverse=True)[1].reshape(-1)
+    per node its component's label, numbered in the order of their smallest node
+    (``scipy.sparse.csgraph.connected_components``, imported only when there is an edge: a
+    region's merge without links needs no scipy.sparse)."""
+    if len(i) == 0:
+        return np.arange(n)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(i)), (np.asarray(i), np.asarray(j))), shape=(n, n))
+    return np.asarray(connected_components(graph, directed=False)[1])
 
 
 def touches_box(geoms: np.ndarray, box: tuple[float, float, float, float], inset: float = 0.0) -> np.ndarray:
