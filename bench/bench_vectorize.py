@@ -39,11 +39,11 @@ from pipeline.config.region import ClassSpec, TagFilter
 from pipeline.inference.probs import decode_probs, encode_probs
 from pipeline.tiles.geo import mercator_scale
 from pipeline.tiles.tilemath import Tile, shard_of, tile_bounds, tile_extent_m, tile_transform
-from pipeline.vectors.finish import finish, finish_shard, sort_features
+from pipeline.vectors.finish import finish_shard_table
+from pipeline.vectors.region import merge_tables
 from pipeline.vectors.vectorize import (
     VectorizeSpec,
     cached_loader,
-    region_pieces,
     shard_box_px,
     shard_pieces,
 )
@@ -97,15 +97,14 @@ def ours(tiles: dict[Tile, bytes], spec: VectorizeSpec | None = None) -> dict[st
     done, parts = [], []
     for k, (s, ts) in enumerate(sorted(by_shard.items())):  # Vectorize, shard by shard
         pieces = shard_pieces(ts, load, (BUILDING,), 0.5, shard_box_px(s, Z, SIZE), k)
-        finished, still_open = finish_shard(pieces, (BUILDING,), spec, Z, SIZE)
+        finished, still_open = finish_shard_table(pieces, (BUILDING,), spec, Z, SIZE)
         done.append(finished)
         parts.append(still_open)
     t1 = time.process_time()
-    merged = finish(region_pieces(parts), (BUILDING,), spec, Z, SIZE)  # MergeFeatures
-    feats = sort_features([*done, merged])
+    feats = merge_tables(done, parts, (BUILDING,), spec, Z, SIZE)  # MergeFeatures, as the task calls it
     t2 = time.process_time()
     return {"vectorize_s": t1 - t0, "merge_s": t2 - t1, "features": len(feats), "shards": len(by_shard),
-            "open": int(sum(len(p) for p in parts)), "merged": len(merged)}
+            "open": int(sum(len(p) for p in parts)), "merged": len(feats) - int(sum(len(d) for d in done))}
 
 
 def plain(tiles: dict[Tile, bytes]) -> dict[str, Any]:
