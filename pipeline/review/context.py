@@ -31,20 +31,42 @@ def context_areas(pbf: Path, tags: Sequence[str]) -> np.ndarray:
     return np.asarray(extract_features(Path(pbf), (spec,)).geometry.to_numpy(), dtype=object)
 
 
+class ContextAreas:
+    """The context areas (EPSG:4326 polygons) with their spatial index, built once per region
+    and asked for the share of every batch of candidates (the comparison and each round of the
+    gap simulation)."""
+
+    def __init__(self, areas: np.ndarray) -> None:
+        self.areas = shapely.make_valid(np.asarray(areas, dtype=object)) if len(areas) else np.empty(0, dtype=object)
+        self.tree = shapely.STRtree(self.areas)
+
+    def share(self, geoms: np.ndarray) -> np.ndarray:
+        """Per geometry, the share of its area inside the areas (0 where none lies, or for an
+        empty geometry); overlapping areas are united only where a geometry meets several."""
+        geoms = np.asarray(geoms, dtype=object)
+        out = np.zeros(len(geoms))
+        if not len(geoms) or not len(self.areas):
+            return out
+        gi, ai = self.tree.query(geoms, predicate="intersects")
+        if not len(gi):
+            return out
+        order = np.argsort(gi, kind="stable")
+        gi, ai = gi[order], ai[order]
+        cut = np.r_[0, np.flatnonzero(np.diff(gi)) + 1]
+        hit = gi[cut]
+        cover = np.empty(len(hit), dtype=object)
+        one = np.diff(np.r_[cut, len(gi)]) == 1
+        cover[one] = self.areas[ai[cut[one]]]
+        for k in np.flatnonzero(~one):
+            cover[k] = shapely.union_all(self.areas[ai[cut[k]:(cut[k + 1] if k + 1 < len(cut) else len(gi))]])
+        area = shapely.area(geoms[hit])
+        inside = shapely.area(shapely.intersection(geoms[hit], cover))
+        ok = area > 0
+        out[hit[ok]] = np.clip(inside[ok] / area[ok], 0.0, 1.0)
+        return np.round(out, 4)
+
+
 def context_share(geoms: np.ndarray, areas: np.ndarray) -> np.ndarray:
-    """Per geometry of ``geoms``, the share of its area inside ``areas`` (0 where none lies, or
-    for an empty geometry); only the areas near ``geoms`` are united."""
-    out = np.zeros(len(geoms))
-    if not len(geoms) or not len(areas):
-        return out
-    geoms = np.asarray(geoms, dtype=object)
-    tree = shapely.STRtree(areas)
-    near = tree.query(shapely.box(*shapely.total_bounds(geoms)))
-    if not len(near):
-        return out
-    union = shapely.union_all(shapely.make_valid(areas[near]))
-    area = shapely.area(geoms)
-    inside = shapely.area(shapely.intersection(geoms, union))
-    ok = area > 0
-    out[ok] = np.clip(inside[ok] / area[ok], 0.0, 1.0)
-    return np.round(out, 4)
+    """Per geometry of ``geoms``, the share of its area inside ``areas``
+    (:meth:`ContextAreas.share`; build :class:`ContextAreas` once to ask many times)."""
+    return ContextAreas(areas).share(geoms)

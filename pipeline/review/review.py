@@ -109,13 +109,13 @@ def region_evidence(cfg: Any) -> Evidence | None:
     # the tile indexes are read once here, not on every one of the comparison's and simulation's calls
     files = (tile_files(d / "predictions", cfg.zoom), tile_files(images, cfg.zoom) if images is not None else None)
 
-    areas = _context(cfg)
+    from pipeline.review.context import ContextAreas
+
+    context = ContextAreas(_context(cfg))  # read and indexed once, asked on every call
 
     def hook(geoms: np.ndarray, name: str) -> pd.DataFrame:
-        from pipeline.review.context import context_share
-
         ev = inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
-        return ev.assign(context_share=context_share(geoms, areas))
+        return ev.assign(context_share=context.share(geoms))
 
     return hook
 
