@@ -101,15 +101,23 @@ class TrainModel(RegionTask):
                              "processes": settings.processes, **body})
 
     def _repair(self, part: str = "main") -> None:
-        """Mend a model folder from last.pt (or delete it to retrain) before training resumes."""
-        from pipeline.model.repair import repair_model_dir
+        """Mend a model folder from last.pt (or delete it to retrain) before training resumes; a
+        finished run of another config moves to ``previous/`` first."""
+        from pipeline.model.repair import repair_model_dir, retire_finished_run
 
+        manifest: dict[str, Any] | None = None
+        with contextlib.suppress(ManifestError):
+            manifest = read_manifest(self.manifest_path()) if self.manifest_path().is_file() else None
+        prefix = "" if part == "main" else f"{self._dir(part).name}/"
+        old = retire_finished_run(self._dir(part), self.digest(), manifest, prefix)
+        if old is not None:
+            self.notice(f"{self._dir(part)}: the finished model of another config (digest {old}) moved to "
+                        f"{self._dir(part) / 'previous'}/; training afresh with today's config")
         recorded: dict[str, Any] = {}
         with contextlib.suppress(ManifestError):
             if manifest_is_current(self.manifest_path(), self.digest(), check_files=False):
                 recorded = read_manifest(self.manifest_path()).get("files", {})
         if part != "main":
-            prefix = f"{self._dir(part).name}/"
             recorded = {k[len(prefix):]: v for k, v in recorded.items() if k.startswith(prefix)}
         done = repair_model_dir(self._dir(part), self.digest(), recorded)
         if done.action == "rebuilt":

@@ -113,6 +113,32 @@ def test_an_earlier_best_epoch_or_a_damaged_last_pt_retrains(tmp_path: Path) -> 
     assert repair_model_dir(tmp_path / "c", "d1", {}).files == ("best.pt",)
 
 
+def test_a_finished_run_of_another_config_is_retired_an_unfinished_one_kept(tmp_path: Path) -> None:
+    from pipeline.model.repair import retire_finished_run
+
+    files = _checkpoints(tmp_path / "a", epochs=2, best_epoch=1, digest="old")
+    (tmp_path / "a" / "training.png").write_bytes(b"png")
+    (tmp_path / "a" / "tb").mkdir()
+    best = (tmp_path / "a" / "best.pt").read_bytes()
+    manifest = {"config_digest": "old", "files": files}
+    assert retire_finished_run(tmp_path / "a", "old", manifest) is None  # today's config: nothing to retire
+    assert retire_finished_run(tmp_path / "a", "new", manifest) == "old"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["previous"]  # out of training's way
+    assert sorted(p.name for p in (tmp_path / "a" / "previous").iterdir()) == ["best.pt", "metrics.csv", "training.png"]
+    assert (tmp_path / "a" / "previous" / "best.pt").read_bytes() == best  # the finished model is kept
+    # a last.pt the manifest did not record (an unfinished run of another config) stays for training to refuse
+    files = _checkpoints(tmp_path / "b", epochs=2, best_epoch=2, digest="old")
+    _checkpoints(tmp_path / "b", epochs=3, best_epoch=2, digest="old")  # it trained on after the manifest
+    assert retire_finished_run(tmp_path / "b", "new", {"config_digest": "old", "files": files}) is None
+    assert retire_finished_run(tmp_path / "b", "new", None) is None
+    assert (tmp_path / "b" / "last.pt").is_file() and not (tmp_path / "b" / "previous").exists()
+    # the cross-fit model's keys carry its folder's name
+    files = _checkpoints(tmp_path / "cross", epochs=1, best_epoch=1, digest="old")
+    crossed = {"config_digest": "old", "files": {f"cross/{k}": v for k, v in files.items()}}
+    assert retire_finished_run(tmp_path / "cross", "new", crossed) is None
+    assert retire_finished_run(tmp_path / "cross", "new", crossed, "cross/") == "old"
+
+
 # --- damage probes on a finished region ---------------------------------------------------
 
 
@@ -194,6 +220,22 @@ def test_deleted_best_pt_is_rebuilt_from_last_pt(region: tuple[Path, Path, Path]
     assert "rebuilt best.pt from last.pt" in out
     assert _changed(before, _state(data)) == set()  # same bytes, same mtime: nothing downstream redone
     _all_whole(data)
+
+
+def test_an_edited_train_section_retires_the_finished_model_and_trains_afresh(region: tuple[Path, Path, Path],
+                                                                             tmp_path: Path) -> None:
+    """A finished region, then a changed [train] key (or an osmsat update that changes a training
+    default): the old model moves to model/previous/ and today's config trains, with no manual step."""
+    cfg, data = _fresh(region)
+    best = (data / "model" / "best.pt").read_bytes()
+    edited = tmp_path / "edited.toml"
+    edited.write_text(cfg.read_text().replace("lr = 3e-3", "lr = 2e-3"))
+    assert edited.read_text() != cfg.read_text()
+    rc, last, out = _cli("TrainModel", edited)
+    _done("TrainModel", rc, last, out)
+    assert "the finished model of another config" in out and "training afresh" in out
+    assert (data / "model" / "previous" / "best.pt").read_bytes() == best
+    assert (data / "model" / "best.pt").is_file() and (data / "model" / "last.pt").is_file()
 
 
 def test_touched_inputs_rerun_nothing(region: tuple[Path, Path, Path]) -> None:

@@ -5,6 +5,12 @@ average), the history and the best epoch. When ``best.pt`` or ``metrics.csv`` is
 damaged they are rebuilt from it (``best.pt`` only when the best epoch is the last one: its
 weights are those of ``last.pt``); when that cannot be done, or ``last.pt`` itself is damaged, the
 folder's checkpoints are deleted and the model is trained afresh, so it is never left half.
+
+A *finished* run of another config (the region's train manifest records another digest and the
+``last.pt`` it recorded, unchanged) is not a run to resume: :func:`retire_finished_run` moves its
+model (``best.pt``, ``metrics.csv``, ``training.png``) to ``previous/`` so that today's config
+trains afresh. An unfinished run of another config is left for training to refuse, so an edited
+config never silently throws away hours of an interrupted run.
 """
 
 from __future__ import annotations
@@ -98,3 +104,35 @@ def repair_model_dir(out_dir: str | Path, digest: str, recorded: Mapping[str, Ma
         restore_mtime(out / "metrics.csv", recorded.get("metrics.csv"))
         rebuilt.append("metrics.csv")
     return Repair("rebuilt", tuple(rebuilt))
+
+
+#: what a retired run keeps (its ``last.pt`` and TensorBoard events go: the run was finished)
+RETIRED_FILES = ("best.pt", "metrics.csv", "training.png")
+
+
+def retire_finished_run(out_dir: str | Path, digest: str, manifest: Mapping[str, Any] | None,
+                        prefix: str = "") -> str | None:
+    """Move the finished run of another config out of ``out_dir``'s way; the digest it had, or None.
+
+    ``manifest`` is the region's train manifest (None when there is none), ``prefix`` its file keys'
+    prefix for this model folder (``"cross/"``). The run is finished and of another config when
+    the manifest records a digest other than ``digest`` and ``last.pt`` matches its record (size
+    and sha256). Its :data:`RETIRED_FILES` go to ``out_dir/previous/`` (replacing an earlier
+    retired run: one is kept), ``last.pt`` and ``tb/`` are deleted."""
+    import shutil
+
+    out = Path(out_dir)
+    if not manifest or manifest.get("config_digest") in (None, digest):
+        return None
+    files = manifest.get("files", {})
+    if not isinstance(files, Mapping) or not entry_matches(out / "last.pt", files.get(f"{prefix}last.pt")):
+        return None
+    previous = out / "previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir(parents=True)
+    for name in RETIRED_FILES:
+        if (out / name).is_file():
+            (out / name).replace(previous / name)
+    (out / "last.pt").unlink()
+    shutil.rmtree(out / "tb", ignore_errors=True)
+    return str(manifest["config_digest"])
