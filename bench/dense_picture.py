@@ -2,7 +2,8 @@
 predicted buildings (one colour each), one panel per finished run (docs/dense_instances.png).
 
 Run: ``python -m bench.dense_picture data/demo [data/other-run ...]`` (finished demo runs of
-``configs/demo.toml``'s town); the square is the 120 m around the densest cluster of buildings
+``configs/demo.toml``'s town, the first with ``truth.geojson`` and ``orthophoto.tif``;
+``folder=label`` names a panel, by default its folder); the square is the 120 m around the densest cluster of buildings
 that share a wall (EPSG:32636, the orthophoto's CRS).
 """
 
@@ -59,7 +60,9 @@ def panel(img: np.ndarray, transform: rasterio.Affine, truth: gpd.GeoSeries, pre
     return canvas
 
 
-def main(runs: list[str]) -> None:
+def main(args: list[str]) -> None:
+    runs = [a.partition("=")[0] for a in args]
+    labels = [a.partition("=")[2] or a.partition("=")[0] for a in args]
     truth = gpd.read_file(Path(runs[0]) / "truth.geojson")
     shown = truth[truth["building"].notna() & (truth["status"] != "demolished")].to_crs(32636)
     box = densest_square(shown)
@@ -69,10 +72,10 @@ def main(runs: list[str]) -> None:
         transform = src.window_transform(win)
     inside = shown.cx[box[0]:box[2], box[1]:box[3]].geometry
     panels = []
-    for run in runs:
+    for run, label in zip(runs, labels, strict=True):
         pred = gpd.read_file(Path(run) / "predictions.geojson")
         pred = pred[pred["class"] == "building"].to_crs(32636).cx[box[0]:box[2], box[1]:box[3]].geometry
-        panels.append(panel(img, transform, inside, pred, run))
+        panels.append(panel(img, transform, inside, pred, label))
     out = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), panels[0].height), "white")
     x = 0
     for p in panels:
