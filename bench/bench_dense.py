@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,27 +47,18 @@ seed = 0
 """
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return repr(v)
-
-
 def demo_recipe(epochs: int | None = None, demo: Path = Path("configs/demo.toml")) -> str:
-    """The ``[split]`` above and the demo's ``[train]`` table as TOML (``epochs`` overrides its
-    epoch count when given), so the dense sets train with the demo's CPU recipe as it stands."""
-    import tomllib
-
-    train = dict(tomllib.loads(demo.read_text())["train"])
+    """The ``[split]`` above and the demo config's ``[train]`` section as written (``epochs``
+    overrides its epoch count when given), so the dense sets train with the demo's CPU recipe as
+    it stands."""
+    found = re.search(r"(?ms)^\[train\]\n.*?(?=^\[|\Z)", demo.read_text())
+    if found is None:
+        sys.exit(f"error: {demo}: no [train] section to take the recipe from")
+    train = found.group(0)
     if epochs is not None:
-        train["epochs"] = epochs
-    return SPLIT + "\n[train]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in train.items())
+        train, n = re.subn(r"(?m)^epochs\s*=.*$", f"epochs = {epochs}", train)
+        train += "" if n else f"epochs = {epochs}\n"
+    return SPLIT + "\n" + train
 
 
 def fake_buildings(features: list[dict[str, Any]], share: float, seed: int) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import luigi
 
 from pipeline.core.errors import ManifestError
-from pipeline.core.manifests import manifest_is_current, read_manifest
+from pipeline.core.manifests import read_manifest
 from pipeline.model.repair import MODEL_FILES
 from tasks.base import RegionTask, locked
 
@@ -113,12 +113,8 @@ class TrainModel(RegionTask):
         if old is not None:
             self.notice(f"{self._dir(part)}: the finished model of another config (digest {old}) moved to "
                         f"{self._dir(part) / 'previous'}/; training afresh with today's config")
-        recorded: dict[str, Any] = {}
-        with contextlib.suppress(ManifestError):
-            if manifest_is_current(self.manifest_path(), self.digest(), check_files=False):
-                recorded = read_manifest(self.manifest_path()).get("files", {})
-        if part != "main":
-            recorded = {k[len(prefix):]: v for k, v in recorded.items() if k.startswith(prefix)}
+        files = manifest.get("files", {}) if manifest and manifest.get("config_digest") == self.digest() else {}
+        recorded = {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)}
         done = repair_model_dir(self._dir(part), self.digest(), recorded)
         if done.action == "rebuilt":
             self.notice(f"{self._dir(part)}: rebuilt {', '.join(done.files)} from last.pt")

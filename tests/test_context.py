@@ -14,7 +14,7 @@ import shapely
 from pipeline.config.compare import CONTEXT_TAGS, parse_compare
 from pipeline.core.errors import ConfigError
 from pipeline.review.candidates import missing_evidence
-from pipeline.review.context import context_areas, context_share
+from pipeline.review.context import ContextAreas, context_areas
 from tests.pbf_fixtures import PbfBuilder, rect
 
 
@@ -34,8 +34,8 @@ def test_share_of_each_candidate_on_the_areas() -> None:
     water = np.array([shapely.box(0, 0, 2, 2), shapely.box(10, 10, 11, 11)], dtype=object)
     cands = np.array([shapely.box(1, 0, 3, 2), shapely.box(5, 5, 6, 6), shapely.box(0.5, 0.5, 1.5, 1.5),
                       shapely.Polygon()], dtype=object)
-    assert context_share(cands, water).tolist() == [0.5, 0.0, 1.0, 0.0]
-    assert context_share(cands, np.empty(0, dtype=object)).tolist() == [0.0] * 4
+    assert ContextAreas(water).share(cands).tolist() == [0.5, 0.0, 1.0, 0.0]
+    assert ContextAreas(np.empty(0, dtype=object)).share(cands).tolist() == [0.0] * 4
 
 
 def test_a_candidate_on_water_has_no_evidence_left() -> None:

@@ -65,8 +65,3 @@ class ContextAreas:
         out[hit[ok]] = np.clip(inside[ok] / area[ok], 0.0, 1.0)
         return np.round(out, 4)
 
-
-def context_share(geoms: np.ndarray, areas: np.ndarray) -> np.ndarray:
-    """Per geometry of ``geoms``, the share of its area inside ``areas``
-    (:meth:`ContextAreas.share`; build :class:`ContextAreas` once to ask many times)."""
-    return ContextAreas(areas).share(geoms)
