@@ -38,6 +38,7 @@ class CompareWithOSM(RegionTask):
         from pipeline.review.mappers import maproulette_tasks, osm_xml
         from pipeline.review.review import held_out_tiles, region_evidence, review
         from pipeline.review.statuses import layer_files, status_names, with_status
+        from pipeline.vectors.region import LOW_CONFIDENCE
         from pipeline.vectors.vector_io import write_geojson
 
         cfg, d = self.cfg, self.data_dir
@@ -53,7 +54,9 @@ class CompareWithOSM(RegionTask):
         osm = osm[features_in_tiles(osm.geometry.to_numpy(), tiles, cfg.zoom)].reset_index(drop=True)
         spec = cfg.compare
         evidence = region_evidence(cfg)
-        result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm))
+        low_path = d / LOW_CONFIDENCE
+        low = gpd.read_file(low_path, engine="pyogrio") if low_path.is_file() else None
+        result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm), low)
         queue = review(result, pred, osm, cfg.classes, spec, held_out_tiles(cfg, tiles), cfg.zoom, evidence)
         result.layers = queue.layers
         statuses = status_names()

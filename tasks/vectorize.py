@@ -82,13 +82,15 @@ class MergeFeatures(RegionTask):
     stage = "vectorize"
 
     def owned_files(self) -> list[Path]:
-        return [*super().owned_files(), self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"]
+        return [*super().owned_files(), self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg",
+                self.data_dir / "predictions_low_confidence.geojson"]
 
     @dynamic
     def run(self) -> Iterator[Any]:
         from pipeline.tiles.cover import read_shards
-        from pipeline.vectors.region import class_counts, merge_shard_files, write_predictions
-        from pipeline.vectors.vector_io import shard_files
+        from pipeline.vectors.confidence import confidence_line
+        from pipeline.vectors.region import LOW_CONFIDENCE, class_counts, merge_shard_files, write_predictions
+        from pipeline.vectors.vector_io import shard_files, write_geojson
 
         cfg = self.cfg
         shards = read_shards(self.data_dir / "tiles.csv")
@@ -99,8 +101,22 @@ class MergeFeatures(RegionTask):
         spec = cfg.vectorize
         feats = merge_shard_files(paths, cfg.classes, spec, cfg.zoom, cfg.tile_size,
                                   cfg.edge_ids if spec.instances else ())
-        gj, gpkg = self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg"
+        rated: dict[str, Any] = {}
+        gj, gpkg, low_gj = (self.data_dir / n for n in ("predictions.geojson", "predictions.gpkg", LOW_CONFIDENCE))
+        written = [gj, gpkg]
+        low_gj.unlink(missing_ok=True)  # none from an earlier run may outlive its predictions
+        if spec.source == "predictions" and cfg.labelled:
+            from pipeline.model.regions import is_own_model
+            from pipeline.vectors.region import rate_predictions
+
+            split = self.data_dir / "split.csv" if is_own_model(cfg) else None
+            feats, low, rated = rate_predictions(feats, self.data_dir / "features.parquet", split, cfg.classes,
+                                                 cfg.zoom, spec.min_confidence)
+            for name, fig in rated.items():
+                self.notice(confidence_line(name, fig, spec.min_confidence))
+            write_geojson(low, low_gj, "predictions_low_confidence")
+            written.append(low_gj)
         write_predictions(feats, cfg.classes, gj, gpkg)
         self.output().write({"root": str(self.data_dir), "shards": len(tasks), "features": len(feats),
-                             "by_class": class_counts(feats),
-                             "files": {p.name: {"size": p.stat().st_size} for p in (gj, gpkg)}})
+                             "by_class": class_counts(feats), "confidence": rated,
+                             "files": {p.name: {"size": p.stat().st_size} for p in written}})

@@ -205,3 +205,18 @@ def test_an_overlay_geos_cannot_do_exactly_is_redone_snapped_element_by_element(
     for bad in (bow, spiked):
         got = overlay(exact_fails, bad, a[0], 0.01)
         assert shapely.get_type_id(got) in (3, 6) and shapely.area(got) > 0
+
+
+def test_low_confidence_predictions_cover_osm_but_are_no_candidates() -> None:
+    """A polygon dropped for low confidence (pipeline.vectors.confidence) still shows the model saw
+    the mapped building under it; over unmapped ground it is no missing_in_osm candidate."""
+    pred = frame([box(0, 0)], **{"class": ["building"], "prob_mean": [0.9], "prob_max": [1.0], "area_m2": [100.0]})
+    low = frame([box(100, 0), box(200, 0)], **{"class": ["building"] * 2, "prob_mean": [0.55] * 2,
+                                                "prob_max": [0.6] * 2, "area_m2": [100.0] * 2})
+    osm = frame([box(0, 0), box(100, 0)], **{"class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
+    without = compare(pred, osm, (BUILDING,), CompareSpec()).summary["counts"]
+    assert without["not_seen"] == 1 and without["missing_in_osm"] == 0
+    res = compare(pred, osm, (BUILDING,), CompareSpec(), low=low)
+    assert res.summary["counts"]["not_seen"] == 0 and res.summary["classes"]["building"]["covered"] == 1
+    assert res.summary["counts"]["missing_in_osm"] == 0  # the low polygon at x = 200 is no candidate
+    assert res.low is low

@@ -191,8 +191,14 @@ def _evaluate_inputs(cfg: RegionConfig) -> tuple[str, ...]:
 
 
 def _vectorize_source(cfg: RegionConfig) -> tuple[str, ...]:
-    """Masks or predictions ([vectorize] source): a retrain does not redo vectorised masks."""
-    return ("cover", "masks") if cfg.vectorize.source == "masks" else ("cover", "predict")
+    """Masks or predictions ([vectorize] source): a retrain does not redo vectorised masks. Rating
+    the predictions (:mod:`pipeline.vectors.confidence`) reads the region's OSM features and, with
+    its own model, the split (it fits on the training and validation tiles)."""
+    if cfg.vectorize.source == "masks":
+        return ("cover", "masks")
+    if not cfg.labelled:
+        return ("cover", "predict")
+    return ("cover", "predict", "extract", "split") if _own_model(cfg) else ("cover", "predict", "extract")
 
 
 def _run_inputs(cfg: RegionConfig) -> tuple[str, ...]:
@@ -234,11 +240,15 @@ register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.b
 # version 2: buildings squared by pipeline.vectors.square by default ([vectorize] regularizer, in the digest when set)
 # version 3: the instance split floods only components with two or more markers (issue 20): where two floods
 # meet at the same edge probability, a pixel may go to the other neighbour than before (demo: 12 of 680,000)
-register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"), ("cover", "masks", "predict"),
-               upstream_for=_vectorize_source, version=3, optional=("vectorize.regularizer",),
+# version 4: predicted area polygons carry a confidence learnt from the region's OSM; those below
+# [vectorize] min_confidence are dropped (pipeline.vectors.confidence)
+register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"),
+               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=4,
+               optional=("vectorize.regularizer",),
                task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
 # version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=2, task="compare.CompareWithOSM"))
+# version 3: the low-confidence predictions (predictions_low_confidence.geojson) count towards coverage
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=3, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

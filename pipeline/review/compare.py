@@ -46,6 +46,7 @@ from pipeline.review.compare_lines import compare_lines
 from pipeline.review.coverage import coverage, ground_scale, unexplained
 from pipeline.review.statuses import status_names
 from pipeline.tiles.geo import mercator_scale, to_mercator
+from pipeline.tiles.tilemath import features_in_tiles, points_in_tiles  # noqa: F401 - re-exported
 from pipeline.vectors.finish import output_lonlat
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class Comparison:
 
     layers: dict[str, gpd.GeoDataFrame]
     summary: dict[str, Any] = field(default_factory=dict)
+    #: the low-confidence predictions the comparison counted towards coverage (None: none given)
+    low: gpd.GeoDataFrame | None = None
 
 
 def compare_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
@@ -129,11 +132,15 @@ def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
 
 
 def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],
-            spec: CompareSpec, evidence: Evidence | None = None, resolvable_m2: float = 0.0) -> Comparison:
+            spec: CompareSpec, evidence: Evidence | None = None, resolvable_m2: float = 0.0,
+            low: gpd.GeoDataFrame | None = None) -> Comparison:
     """Compare predicted features (``finish`` output, EPSG:4326) with OSM features
     (``features.parquet`` rows, EPSG:4326) class by class. ``evidence`` (optional) reads the
     model's probability and the imagery's usability inside any polygon; a not-seen feature on
-    unusable imagery, or smaller than ``resolvable_m2`` (ground m²), is ``unknown``, not gone."""
+    unusable imagery, or smaller than ``resolvable_m2`` (ground m²), is ``unknown``, not gone.
+    ``low``: the predicted polygons dropped for low confidence (:mod:`pipeline.vectors.confidence`):
+    predicted pixels of their class, so they count towards an OSM feature's coverage (seen), but
+    they are no candidates."""
     import geopandas as gpd
 
     pred = with_pred_columns(pred)
@@ -144,7 +151,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         p, o = class_rows(pred, c.name), class_rows(osm, c.name)
         pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
         i, j, v = paired(pm, om, spec)
-        pairs, cover, shifts = _pairs(c.name, p, o, pm, om, i, j, v)
+        pairs, cover, shifts = _pairs(c.name, p, o, (pm, low_rows(low, c.name)), om, (i, j, v))
         parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
         parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
         unpaired = np.setdiff1d(np.arange(len(o)), j)
@@ -174,7 +181,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
     summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
                "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
                "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in statuses}}
-    return Comparison(layers=layers, summary=summary)
+    return Comparison(layers=layers, summary=summary, low=low)
 
 
 def line_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
@@ -184,6 +191,13 @@ def line_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[Clas
 
 def _line_counts(layers: dict[str, gpd.GeoDataFrame], name: str) -> dict[str, int]:
     return {s: int((layers[s]["class"] == name).sum()) if len(layers[s]) else 0 for s in ("missing_in_osm", "not_seen")}
+
+
+def low_rows(low: pd.DataFrame | None, name: str) -> np.ndarray:
+    """The low-confidence polygons of class ``name`` (EPSG:3857; none without ``low``)."""
+    if low is None or len(low) == 0 or "class" not in low:
+        return np.empty(0, dtype=object)
+    return to_mercator(low.geometry.to_numpy()[low["class"].to_numpy() == name])
 
 
 def with_pred_columns(pred: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -278,14 +292,16 @@ def _ranked(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return layer.iloc[order].reset_index(drop=True)
 
 
-def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pm: np.ndarray, om: np.ndarray, i: np.ndarray,
-           j: np.ndarray, v: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Rows of the one-to-one pairs (the predicted geometry), the coverage of every OSM feature
-    and the pairs' centroid offsets (:func:`centroid_shifts`)."""
+def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pred: tuple[np.ndarray, np.ndarray], om: np.ndarray,
+           matches: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Rows of the one-to-one pairs ``matches`` (pred index, OSM index, IoU) with the predicted
+    geometry, the coverage of every OSM feature by the predictions and the low-confidence ones
+    (``pred``: both EPSG:3857) together, and the pairs' centroid offsets (:func:`centroid_shifts`)."""
+    (pm, low), (i, j, v) = pred, matches
     shifts = centroid_shifts(pm, om, i, j)
     scale = np.maximum(mercator_scale(shapely.get_y(shapely.centroid(pm[i]))), 1e-9) if len(i) else np.empty(0)
     de, dn = shifts[:, 0] / scale, shifts[:, 1] / scale
-    cover = coverage(om, pm)
+    cover = coverage(om, np.concatenate([pm, low]))
     return pd.DataFrame({
         "class": name, "match": "one_to_one", "osm_type": o["osm_type"].to_numpy()[j],
         "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4), "coverage": np.round(cover[j], 4),
@@ -350,20 +366,3 @@ def line_figures(pred_4326: np.ndarray, osm_4326: np.ndarray, tol_m: float) -> d
 
 def _r(x: float) -> float | None:
     return None if math.isnan(x) else round(float(x), 4)
-
-
-def features_in_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
-    """True where a geometry's representative point lies in one of ``tiles`` ((x, y) at zoom ``z``):
-    OSM features outside the vectorised tiles are left out of the comparison."""
-    return points_in_tiles(to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))), tiles, z)
-
-
-def points_in_tiles(pts_3857: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
-    """True where a point (EPSG:3857) lies in one of ``tiles`` ((x, y) at zoom ``z``)."""
-    from pipeline.tiles.geo import HALF_WORLD_M
-    from pipeline.tiles.tilemath import tile_extent_m
-
-    e = tile_extent_m(z)
-    tx = np.floor((shapely.get_x(pts_3857) + HALF_WORLD_M) / e).astype(np.int64)
-    ty = np.floor((HALF_WORLD_M - shapely.get_y(pts_3857)) / e).astype(np.int64)
-    return np.array([(int(a), int(b)) in tiles for a, b in zip(tx, ty)], dtype=bool)

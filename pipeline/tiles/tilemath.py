@@ -197,3 +197,25 @@ def cover_bbox(bbox: tuple[float, float, float, float], z: int) -> NDArray[np.in
     import shapely
 
     return cover_lonlat(np.array([shapely.box(*bbox)], dtype=object), z)
+
+
+def features_in_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a geometry's representative point lies in one of ``tiles`` ((x, y) at zoom ``z``):
+    OSM features outside the vectorised tiles are left out of the comparison."""
+    import numpy as np
+    import shapely
+
+    from pipeline.tiles.geo import to_mercator
+
+    return points_in_tiles(to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))), tiles, z)
+
+
+def points_in_tiles(pts_3857: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a point (EPSG:3857) lies in one of ``tiles`` ((x, y) at zoom ``z``)."""
+    import numpy as np
+    import shapely
+
+    e = tile_extent_m(z)
+    tx = np.floor((shapely.get_x(pts_3857) + HALF_WORLD_M) / e).astype(np.int64)
+    ty = np.floor((HALF_WORLD_M - shapely.get_y(pts_3857)) / e).astype(np.int64)
+    return np.array([(int(a), int(b)) in tiles for a, b in zip(tx, ty)], dtype=bool)

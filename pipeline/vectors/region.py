@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,11 @@ from pipeline.config.region import ClassSpec
 from pipeline.config.vectorize import VectorizeSpec
 from pipeline.vectors.finish import finish_table, sort_tables
 from pipeline.vectors.table import Table
-from pipeline.vectors.vector_io import read_finished_table, read_pieces, write_geojson, write_gpkg
+from pipeline.vectors.vector_io import read_class_geoms, read_finished_table, read_pieces, write_geojson, write_gpkg
+
+#: the predicted polygons dropped for low confidence, beside predictions.geojson (the comparison
+#: counts them towards an OSM feature's coverage; a user can look at what was dropped)
+LOW_CONFIDENCE = "predictions_low_confidence.geojson"
 
 
 def merge_tables(finished: Iterable[Table], open_parts: Iterable[Table], classes: Sequence[ClassSpec],
@@ -51,3 +56,18 @@ def write_predictions(feats: Table, classes: Sequence[ClassSpec], geojson: Path,
     a GeoPackage with a layer per class, each atomically."""
     write_geojson(feats, geojson, "predictions")
     write_gpkg(class_layers(feats, classes), gpkg)
+
+
+def rate_predictions(feats: Table, features_path: Path, split_path: Path | None, classes: Sequence[ClassSpec],
+                     z: int, min_confidence: float) -> tuple[Table, Table, dict[str, dict[str, Any]]]:
+    """:func:`pipeline.vectors.confidence.rate_features` of the region's predicted features against
+    its OSM features (``features.parquet``), fitted on the training and validation tiles of
+    ``split.csv`` (``split_path`` None: on every tile, for a model that never saw the region):
+    (kept, dropped, figures per class)."""
+    from pipeline.model.split import read_split_csv
+    from pipeline.vectors.confidence import rate_features
+
+    osm = read_class_geoms(features_path, [c.name for c in classes if c.kind == "area"])
+    fit = None if split_path is None else {(r.x, r.y) for r in read_split_csv(split_path)
+                                           if r.split in ("train", "val")}
+    return rate_features(feats, osm, fit, z, min_confidence)

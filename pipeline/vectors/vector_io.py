@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -158,6 +158,21 @@ def read_finished_table(path: str | Path) -> Table:
         return read_feature_table(path)
     except (OSError, ValueError, KeyError) as exc:
         raise InputDataError(f"{path}: unreadable feature file ({exc}); delete it and rerun Vectorize") from exc
+
+
+def read_class_geoms(path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The geometries (EPSG:4326) of each class ``names`` in ``features.parquet`` (the extract
+    stage's GeoParquet; pyarrow and shapely, no pandas)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["class", "geometry"])
+    except (OSError, ValueError) as exc:  # pyarrow's errors are subclasses of these
+        raise InputDataError(f"{path}: cannot read the OSM features ({exc}); delete it and run ExtractFeatures") \
+            from exc
+    cls = to_numpy(table.column("class")).astype(str)
+    geoms = shapely.from_wkb(to_numpy(table.column("geometry")))
+    return {n: geoms[cls == n] for n in names}
 
 
 def read_finished(path: str | Path) -> gpd.GeoDataFrame:
