@@ -39,6 +39,9 @@ class VectorizeSpec:
     regularizer: str = field(default="", metadata={"digest": "vectorize"})
     instances: bool = True           # split area classes that have an edge band into instances (watershed)
     marker_min_m2: float = 8.0       # cores smaller than this (ground m²) seed no instance of their own
+    #: buildings joined by a neck narrower than twice this (ground metres) are split (:mod:`pipeline.vectors.necks`);
+    #: 0 turns it off
+    neck_m: float = 2.0
     #: predicted area-class polygons whose confidence (:mod:`pipeline.vectors.confidence`: learnt from the
     #: region's OSM on its training and validation tiles) is below this are dropped; 0 keeps them all
     min_confidence: float = 0.5
@@ -62,6 +65,7 @@ def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
         regularizer=sec.choice("regularizer", REGULARIZERS) if "regularizer" in table else d.regularizer,
         instances=sec.take("instances", bool, d.instances),
         marker_min_m2=sec.number("marker_min_m2", d.marker_min_m2, lo=0.0),
+        neck_m=sec.number("neck_m", d.neck_m, lo=0.0),
         min_confidence=sec.number("min_confidence", d.min_confidence, lo=0.0, hi=1.0),
     )
     sec.done()

@@ -147,7 +147,7 @@ def finish_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpe
     names = {c.id: c.name for c in classes}
     if len(pieces) == 0:
         return empty_features()
-    geoms = pixels_to_mercator(pieces["geometry"], z, size)
+    pieces, geoms = _split_necks(pieces, pixels_to_mercator(pieces["geometry"], z, size), classes, spec)
     b = shapely.bounds(geoms)
     scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
     line = np.asarray(pieces["kind"] == "line", dtype=bool)
@@ -182,6 +182,32 @@ def finish_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpe
         "area_m2": np.round(area_m2, 2), "length_m": np.round(length_m, 2), "geometry": ll,
     })[keep]
     return out[_feature_order(out)] if len(out) else out
+
+
+def _split_necks(pieces: Table, geoms: np.ndarray, classes: Sequence[ClassSpec],
+                 spec: VectorizeSpec) -> tuple[Table, np.ndarray]:
+    """Pieces (and their EPSG:3857 geometries) with the polygons of the squared (building) classes
+    split at necks narrower than ``2 [vectorize] neck_m`` (:mod:`pipeline.vectors.necks`; bodies
+    of at least ``marker_min_m2``); a split polygon's pixel count and sum are shared by area."""
+    from pipeline.vectors.necks import split_necks
+    from pipeline.vectors.vectorize import regularized_classes
+
+    ids = [c.id for c in classes if c.name in regularized_classes(spec, classes)]
+    sel = (pieces["kind"] != "line") & np.isin(pieces["class_id"], ids)
+    if spec.neck_m <= 0 or not sel.any():
+        return pieces, geoms
+    rows = np.flatnonzero(sel)
+    b = shapely.bounds(geoms[rows])
+    scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
+    split, src = split_necks(geoms[rows], spec.neck_m * scale, spec.marker_min_m2 * scale**2)
+    if len(split) == len(rows):
+        return pieces, geoms
+    share = shapely.area(split) / np.maximum(shapely.area(geoms[rows][src]), 1e-12)
+    idx = np.concatenate([np.flatnonzero(~sel), rows[src]])
+    out = pieces[idx]
+    for col in ("psum", "count"):
+        out[col] = np.concatenate([pieces[col][~sel].astype(float), pieces[col][rows][src] * share])
+    return out, np.concatenate([geoms[~sel], split])
 
 
 def _simplify(polys: np.ndarray, tol: np.ndarray) -> np.ndarray:
