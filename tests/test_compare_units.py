@@ -220,3 +220,14 @@ def test_low_confidence_predictions_cover_osm_but_are_no_candidates() -> None:
     assert res.summary["counts"]["not_seen"] == 0 and res.summary["classes"]["building"]["covered"] == 1
     assert res.summary["counts"]["missing_in_osm"] == 0  # the low polygon at x = 200 is no candidate
     assert res.low is low
+
+
+def test_an_offset_low_confidence_outline_still_shows_the_building() -> None:
+    """Less than half covered, but the one-to-one partner of a low-confidence polygon: seen."""
+    pred = frame([box(0, 0)], **{"class": ["building"], "prob_mean": [0.9], "prob_max": [1.0], "area_m2": [100.0]})
+    low = frame([box(105.25, 0)], **{"class": ["building"], "prob_mean": [0.55], "prob_max": [0.6], "area_m2": [100.0]})
+    osm = frame([box(0, 0), box(100, 0)], **{"class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
+    spec = CompareSpec()
+    assert compare(pred, osm, (BUILDING,), spec).summary["counts"]["not_seen"] == 1
+    res = compare(pred, osm, (BUILDING,), spec, low=low)
+    assert res.summary["counts"]["not_seen"] == 0 and res.summary["classes"]["building"]["covered"] == 1

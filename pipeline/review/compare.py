@@ -151,12 +151,15 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         p, o = class_rows(pred, c.name), class_rows(osm, c.name)
         pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
         i, j, v = paired(pm, om, spec)
-        pairs, cover, shifts = _pairs(c.name, p, o, (pm, low_rows(low, c.name)), om, (i, j, v))
+        lm = low_rows(low, c.name)
+        pairs, cover, shifts = _pairs(c.name, p, o, (pm, lm), om, (i, j, v))
         parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
         parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
         unpaired = np.setdiff1d(np.arange(len(o)), j)
-        seen = unpaired[cover[unpaired] >= spec.seen_cover]
-        unseen = unpaired[cover[unpaired] < spec.seen_cover]
+        # seen: covered, or the partner of a low-confidence polygon (it outlines the feature, if offset)
+        low_partner = np.isin(np.arange(len(unpaired)), paired(lm, om[unpaired], spec)[1])
+        shown = (cover[unpaired] >= spec.seen_cover) | low_partner
+        seen, unseen = unpaired[shown], unpaired[~shown]
         parts["matched"].append(_osm_rows(c.name, o, om, seen, cover, "covered"))
         gone, unknown = split_unknown(with_evidence(_osm_rows(c.name, o, om, unseen, cover, None),
                                                     o.geometry.to_numpy()[unseen], c.name, evidence), resolvable_m2)
