@@ -70,5 +70,27 @@ def test_finish_shares_pixel_counts_by_area_and_keeps_the_mean() -> None:
     assert len(out) == 3 and list(out["kind"]).count("area") == 2
     area = out[out["kind"] == "area"]
     assert area["count"].sum() == pytest.approx(399.0) and np.allclose(area["psum"] / area["count"], 200.0)
-    off, _ = _split_necks(pieces, pieces["geometry"], classes, VectorizeSpec(neck_m=0.0))
+    off, _ = _split_necks(pieces, pieces["geometry"], classes, VectorizeSpec(neck_m=()))
     assert len(off) == 2
+
+
+def test_neck_widths_in_the_config(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pipeline.config.vectorize import parse_vectorize
+    from pipeline.core.errors import ConfigError
+
+    p = Path(str(tmp_path)) / "r.toml"
+    assert parse_vectorize(p, {}).neck_m == (2.0, 3.0)
+    assert parse_vectorize(p, {"neck_m": 2.5}).neck_m == (2.5,)
+    assert parse_vectorize(p, {"neck_m": []}).neck_m == ()
+    with pytest.raises(ConfigError, match=r"r.toml: vectorize.neck_m = "):
+        parse_vectorize(p, {"neck_m": [2, "wide"]})
+
+
+def test_a_wider_neck_is_tried_after_the_narrow_one() -> None:
+    """A 5 m wide join holds at 2 m (one body) and opens at 3 m: finish tries both widths."""
+    a, b = shapely.box(0, 0, 30, 12), shapely.box(25, 11, 37, 41)  # corner overlap 5 x 1 m
+    block = np.array([shapely.union(a, b)], dtype=object)
+    assert len(split_necks(block, np.array([2.0]), np.array([8.0]))[0]) == 1
+    assert len(split_necks(block, np.array([3.0]), np.array([8.0]))[0]) == 2

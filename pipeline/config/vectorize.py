@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.section import Section
+from pipeline.core.errors import ConfigError
 
 #: tiles to vectorise: probabilities (``predictions``) or label masks (``masks``)
 SOURCES = ("predictions", "masks")
@@ -39,9 +40,9 @@ class VectorizeSpec:
     regularizer: str = field(default="", metadata={"digest": "vectorize"})
     instances: bool = True           # split area classes that have an edge band into instances (watershed)
     marker_min_m2: float = 8.0       # cores smaller than this (ground m²) seed no instance of their own
-    #: buildings joined by a neck narrower than twice this (ground metres) are split (:mod:`pipeline.vectors.necks`);
-    #: 0 turns it off
-    neck_m: float = 2.0
+    #: buildings joined by a neck narrower than twice one of these (ground metres, tried in order) are split
+    #: (:mod:`pipeline.vectors.necks`); [] turns it off
+    neck_m: tuple[float, ...] = (2.0, 3.0)
     #: predicted area-class polygons whose confidence (:mod:`pipeline.vectors.confidence`: learnt from the
     #: region's OSM on its training and validation tiles) is below this are dropped; 0 keeps them all
     min_confidence: float = 0.5
@@ -65,11 +66,20 @@ def parse_vectorize(path: Path, table: dict[str, Any]) -> VectorizeSpec:
         regularizer=sec.choice("regularizer", REGULARIZERS) if "regularizer" in table else d.regularizer,
         instances=sec.take("instances", bool, d.instances),
         marker_min_m2=sec.number("marker_min_m2", d.marker_min_m2, lo=0.0),
-        neck_m=sec.number("neck_m", d.neck_m, lo=0.0),
+        neck_m=_radii(sec, "neck_m", d.neck_m),
         min_confidence=sec.number("min_confidence", d.min_confidence, lo=0.0, hi=1.0),
     )
     sec.done()
     return spec
+
+
+def _radii(sec: Section, k: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A list of positive numbers (ground metres); a single number is a list of one."""
+    v = sec.take(k, (list, int, float), list(default))
+    values = v if isinstance(v, list) else [v]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in values):
+        raise ConfigError(f"{sec.key(k)} = {v!r}; give a list of positive numbers (ground metres), [] for none")
+    return tuple(float(x) for x in values)
 
 
 def _names(values: list[Any] | None) -> tuple[str, ...] | None:

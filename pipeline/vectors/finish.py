@@ -187,19 +187,22 @@ def finish_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpe
 def _split_necks(pieces: Table, geoms: np.ndarray, classes: Sequence[ClassSpec],
                  spec: VectorizeSpec) -> tuple[Table, np.ndarray]:
     """Pieces (and their EPSG:3857 geometries) with the polygons of the squared (building) classes
-    split at necks narrower than ``2 [vectorize] neck_m`` (:mod:`pipeline.vectors.necks`; bodies
+    split at necks narrower than twice each ``[vectorize] neck_m`` (:mod:`pipeline.vectors.necks`; bodies
     of at least ``marker_min_m2``); a split polygon's pixel count and sum are shared by area."""
     from pipeline.vectors.necks import split_necks
     from pipeline.vectors.vectorize import regularized_classes
 
     ids = [c.id for c in classes if c.name in regularized_classes(spec, classes)]
     sel = (pieces["kind"] != "line") & np.isin(pieces["class_id"], ids)
-    if spec.neck_m <= 0 or not sel.any():
+    if not spec.neck_m or not sel.any():
         return pieces, geoms
     rows = np.flatnonzero(sel)
     b = shapely.bounds(geoms[rows])
     scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
-    split, src = split_necks(geoms[rows], spec.neck_m * scale, spec.marker_min_m2 * scale**2)
+    split, src = geoms[rows], np.arange(len(rows))
+    for r in spec.neck_m:  # narrow necks first; the pieces are tried again at the next width
+        split, k = split_necks(split, r * scale[src], spec.marker_min_m2 * scale[src] ** 2)
+        src = src[k]
     if len(split) == len(rows):
         return pieces, geoms
     share = shapely.area(split) / np.maximum(shapely.area(geoms[rows][src]), 1e-12)
