@@ -108,3 +108,15 @@ def test_rate_features_drops_unlike_polygons_only_in_rated_classes() -> None:
     # fitting tiles without any prediction on them: too few samples, nothing dropped
     none, _, fig0 = rate_features(feats, {"building": to_lonlat(osm)}, {(0, 0)}, 19, 0.5)
     assert len(none) == n + 1 and not fig0["building"]["fitted"]
+
+
+def test_a_damaged_features_file_is_named_with_the_fix(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pipeline.core.errors import InputDataError
+    from pipeline.vectors.vector_io import read_class_geoms
+
+    bad = Path(str(tmp_path)) / "features.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(InputDataError, match=r"features.parquet: cannot read the OSM features .*run ExtractFeatures"):
+        read_class_geoms(bad, ["building"])
