@@ -125,9 +125,11 @@ class CompareWithOSM(RegionTask):
         if cfg.labelled:  # a region without labels has no OSM layer
             write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
         present = [c.name for c in cfg.classes if (osm["class"] == c.name).any()]
-        by_class = read_manifest(d / "_manifests" / "vectorize.json").get("by_class", {})
+        merged = read_manifest(d / "_manifests" / "vectorize.json")
+        by_class = merged.get("by_class", {})
+        low = any(f.get("dropped") for f in merged.get("confidence", {}).values())
         files, note = write_region_project(cfg, d, areas, lines, [c.name for c in cfg.classes if by_class.get(c.name)],
-                                           present, list(zip(index.x.astype(int), index.y.astype(int))))
+                                           present, list(zip(index.x.astype(int), index.y.astype(int))), low)
         if note:
             self.notice(f"{cfg.name}.qgs: {note}")
         return [*([osm_gpkg] if cfg.labelled else []), *files]

@@ -115,6 +115,12 @@ def test_qgis_project_is_relative_and_grouped(tmp_path: Path) -> None:
                        "OSM": ["OSM building"], "imagery": ["imagery", "ortho.tif"]}
     gdal = [m for m in root.findall("projectlayers/maplayer") if m.findtext("provider") == "gdal"]
     assert [m.findtext("datasource") for m in gdal] == ["../ortho.tif"]
+    # the predictions dropped for low confidence: beside the predictions, unchecked
+    low = region_layers((BUILDING,), ["missing_in_osm"], ["building"], ["building"], low=True)
+    root = ET.fromstring(project_xml("r", low, imagery, (0.0, 0.0, 10.0, 10.0)).decode().split("\n", 1)[1])
+    pred = next(g for g in root.findall("layer-tree-group/layer-tree-group") if g.get("name") == "predictions")
+    assert [(e.get("name"), e.get("checked")) for e in pred.findall("layer-tree-layer")] == [
+        ("predicted building", "Qt::Checked"), ("predicted, low confidence", "Qt::Unchecked")]
 
 
 def _has_pyqgis() -> bool:

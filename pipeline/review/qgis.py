@@ -162,12 +162,13 @@ _GEOM = {"area": "Polygon", "line": "Line"}
 
 
 def region_layers(classes: Sequence[ClassSpec], statuses: Iterable[str], predicted: Iterable[str],
-                  osm: Iterable[str], line_statuses: Iterable[str] = ()) -> list[VectorLayer]:
+                  osm: Iterable[str], line_statuses: Iterable[str] = (), low: bool = False) -> list[VectorLayer]:
     """The vector layers of a region's project, styled by the one palette: the change layers of
     ``statuses`` (``compare/<status>.geojson``, in the registry's order; a status not ``shown``,
     matched, hidden at first) and ``line_statuses``
     (``compare/<status>_lines.geojson``), the ``predicted`` classes
-    (``predictions.gpkg``, blue) and the ``osm`` classes (``osm_features.gpkg``, grey outlines)."""
+    (``predictions.gpkg``, blue; with ``low``, the low-confidence predictions beside them, hidden at
+    first) and the ``osm`` classes (``osm_features.gpkg``, grey outlines)."""
     have, pred, in_osm = set(statuses), set(predicted), set(osm)
     lines = set(line_statuses)
     out = [VectorLayer(style.label, f"./compare/{status}.geojson", "Polygon", style.color,
@@ -177,6 +178,9 @@ def region_layers(classes: Sequence[ClassSpec], statuses: Iterable[str], predict
                         group="change layers") for status, style in STATUS_STYLES.items() if status in lines]
     out += [VectorLayer(f"{PREDICTED.label} {c.name}", f"./predictions.gpkg|layername={c.name}", _GEOM[c.kind],
                         PREDICTED.color, fill_alpha=60, group="predictions") for c in classes if c.name in pred]
+    if low:
+        out.append(VectorLayer(f"{PREDICTED.label}, low confidence", "./predictions_low_confidence.geojson", "Polygon",
+                               PREDICTED.color, fill_alpha=0, visible=False, group="predictions"))
     out += [VectorLayer(f"{OSM.label} {c.name}", f"./osm_features.gpkg|layername={c.name}", _GEOM[c.kind],
                         OSM.color, fill_alpha=0, visible=c.kind == "area", group="OSM")
             for c in classes if c.name in in_osm]
@@ -280,14 +284,15 @@ def region_imagery(cfg: RegionConfig, d: Path) -> tuple[list[RasterLayer], str |
 
 def write_region_project(cfg: RegionConfig, d: Path, statuses: Sequence[str], line_statuses: Sequence[str],
                          predicted: Sequence[str], osm_classes: Sequence[str],
-                         tiles: Sequence[tuple[int, int]]) -> tuple[list[Path], str | None]:
+                         tiles: Sequence[tuple[int, int]], low: bool = False) -> tuple[list[Path], str | None]:
     """``<d>/<region>.qgs`` (and the ``.qml`` styles beside its GeoJSON layers) for region ``cfg``:
-    the change layers of ``statuses`` (areas) and ``line_statuses``, the predicted classes, the
-    OSM classes present, the imagery; the extent of the tiles ``(x, y)`` at the region's zoom
-    (EPSG:3857). Returns the files written and a note about the imagery (or None)."""
+    the change layers of ``statuses`` (areas) and ``line_statuses``, the predicted classes (and,
+    with ``low``, the low-confidence predictions), the OSM classes present, the imagery; the extent
+    of the tiles ``(x, y)`` at the region's zoom (EPSG:3857). Returns the files written and a note
+    about the imagery (or None)."""
     from pipeline.tiles.tilemath import Tile, tile_bounds
 
-    layers = region_layers(cfg.classes, statuses, predicted, osm_classes, line_statuses)
+    layers = region_layers(cfg.classes, statuses, predicted, osm_classes, line_statuses, low)
     imagery, note = region_imagery(cfg, d)
     xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
     corners = [Tile(cfg.zoom, min(xs), min(ys)), Tile(cfg.zoom, max(xs), max(ys))] if tiles else [Tile(0, 0, 0)]
