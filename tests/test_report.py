@@ -183,3 +183,17 @@ def test_summary_compares_the_splits_of_the_own_model(tmp_path):
     rows = dict(region_figures(tmp_path)["Model (test tiles)"])
     assert rows["building IoU, val tiles (14)"] == "0.608" and rows["building IoU, train tiles (57)"] == "0.727"
     assert rows["best.pt chosen at epoch"] == "47" and "background IoU, val tiles (14)" not in rows
+
+
+def test_report_says_what_the_confidence_fit_did(tmp_path: Path) -> None:
+    from pipeline.review.region_report import region_figures
+
+    (tmp_path / "_manifests").mkdir()
+    rated = {"building": {"fitted": True, "mapped": 87, "unmapped": 112, "auc": 0.785, "note": "", "dropped": 170},
+             "water": {"fitted": False, "mapped": 3, "unmapped": 1, "auc": None, "dropped": 0,
+                       "note": "3 mapped and 1 unmapped predictions on the fitting tiles (fewer than 10 on a side): "
+                               "no filter"}}
+    (tmp_path / "_manifests" / "vectorize.json").write_text(json.dumps({"confidence": rated}))
+    rows = dict(region_figures(tmp_path)["Predictions rated by the region's map"])
+    assert rows["building"].startswith("170 dropped") and "AUC 0.785" in rows["building"]
+    assert rows["water"].startswith("not rated: 3 mapped and 1 unmapped")

@@ -63,6 +63,12 @@ def region_figures(d: Path) -> dict[str, list[tuple[str, str]]]:
             rows += [(f"{name}: {k.replace('_', ' ')}", _fmt(f.get(k))) for k in
                      ("predicted_km", "osm_km", "correctness", "completeness")]
         figs["Comparison with OSM"] = rows
+    rated = (read_json(d / "_manifests" / "vectorize.json") or {}).get("confidence") or {}
+    if rated:
+        figs["Predictions rated by the region's map"] = [
+            (name, f"{f['dropped']} dropped (confidence < min_confidence); AUC {f['auc']}, fitted on {f['mapped']} "
+                   f"mapped and {f['unmapped']} unmapped" if f.get("fitted") else f"not rated: {f.get('note', '')}")
+            for name, f in rated.items()]
     calibration = read_json(d / "compare" / "calibration.json")
     if calibration and calibration.get("layers"):
         from pipeline.review.compare_report import review_lines

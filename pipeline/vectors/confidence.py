@@ -43,7 +43,7 @@ MAPPED_COVER = 0.5
 MIN_SAMPLES = 10
 #: cross-validated ROC AUC below this: the evidence does not tell mapped from unmapped, no filter (0.7: the
 #: usual floor of "acceptable discrimination", Hosmer & Lemeshow; measured: sample town 0.60-0.63, nepal 0.55,
-#: nairobi 0.73 and 0.79 with two training seeds, kampala 0.80)
+#: nairobi 0.72-0.79 with two training seeds and the neck split on or off, kampala 0.80)
 MIN_AUC = 0.7
 #: folds of the cross-validation that estimates the AUC
 FOLDS = 5
