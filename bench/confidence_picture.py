@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from bench.bench_dense import SHARED
 from pipeline.tiles.geo import lonlat_to_mercator
 
-COLOURS = {"labels": (0, 255, 0), "kept": (255, 40, 40), "dropped": (255, 230, 0)}
+COLOURS: dict[str, tuple[int, int, int]] = {"labels": (0, 255, 0), "kept": (255, 40, 40), "dropped": (255, 230, 0)}
 
 
 def mosaic(region: Path, z: int, tiles: list[tuple[int, int]]) -> tuple[Image.Image, tuple[float, float, float, float]]:
@@ -39,7 +39,8 @@ def mosaic(region: Path, z: int, tiles: list[tuple[int, int]]) -> tuple[Image.Im
     return im, (a.left, a.top, b.right, b.bottom)
 
 
-def draw(im: Image.Image, bounds: tuple[float, float, float, float], geoms: np.ndarray, colour: tuple[int, ...]) -> None:
+def draw(im: Image.Image, bounds: tuple[float, float, float, float], geoms: np.ndarray,
+         colour: tuple[int, int, int]) -> None:
     """Outlines of EPSG:4326 polygons on the mosaic."""
     left, top, right, bottom = bounds
     d = ImageDraw.Draw(im)
