@@ -83,7 +83,8 @@ class CompareWithOSM(RegionTask):
         written += write_report(out, cfg.name, summary, result.layers, osm[osm["class"].isin(
             list(summary["classes"]))])
         written += self._qgis_project(osm, [s for s in statuses if len(files[s][f"{s}.geojson"])],
-                                      [s for s in statuses if f"{s}_lines.geojson" in files[s]], index)
+                                      [s for s in statuses if f"{s}_lines.geojson" in files[s]], index,
+                                      low is not None and len(low) > 0)
         self._done(written, summary["counts"])
 
     def _done(self, written: list[Path], counts: dict[str, int]) -> None:
@@ -113,9 +114,11 @@ class CompareWithOSM(RegionTask):
         lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.train.scale, 64, self.cfg.tile_size)
 
-    def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any) -> list[Path]:
+    def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any,
+                      low: bool = False) -> list[Path]:
         """``osm_features.gpkg`` (with labels) and ``<region>.qgs`` (+ .qml styles beside the change
-        layers): ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines layer."""
+        layers): ``areas`` the statuses with a non-empty change layer, ``lines`` those with a lines
+        layer, ``low`` whether there are low-confidence predictions to show."""
         from pipeline.core.manifests import read_manifest
         from pipeline.review.qgis import write_region_project
         from pipeline.vectors.vector_io import write_gpkg
@@ -125,9 +128,7 @@ class CompareWithOSM(RegionTask):
         if cfg.labelled:  # a region without labels has no OSM layer
             write_gpkg({c.name: osm[osm["class"] == c.name] for c in cfg.classes}, osm_gpkg)
         present = [c.name for c in cfg.classes if (osm["class"] == c.name).any()]
-        merged = read_manifest(d / "_manifests" / "vectorize.json")
-        by_class = merged.get("by_class", {})
-        low = any(f.get("dropped") for f in merged.get("confidence", {}).values())
+        by_class = read_manifest(d / "_manifests" / "vectorize.json").get("by_class", {})
         files, note = write_region_project(cfg, d, areas, lines, [c.name for c in cfg.classes if by_class.get(c.name)],
                                            present, list(zip(index.x.astype(int), index.y.astype(int))), low)
         if note:

@@ -82,11 +82,14 @@ class MergeFeatures(RegionTask):
     stage = "vectorize"
 
     def owned_files(self) -> list[Path]:
-        return [*super().owned_files(), self.data_dir / "predictions.geojson", self.data_dir / "predictions.gpkg",
-                self.data_dir / "predictions_low_confidence.geojson"]
+        from pipeline.vectors.region import LOW_CONFIDENCE
+
+        return [*super().owned_files(), *(self.data_dir / n for n in ("predictions.geojson", "predictions.gpkg",
+                                                                     LOW_CONFIDENCE))]
 
     @dynamic
     def run(self) -> Iterator[Any]:
+        from pipeline.core.stages import get_stage
         from pipeline.tiles.cover import read_shards
         from pipeline.vectors.confidence import confidence_line
         from pipeline.vectors.region import LOW_CONFIDENCE, class_counts, merge_shard_files, write_predictions
@@ -105,16 +108,16 @@ class MergeFeatures(RegionTask):
         gj, gpkg, low_gj = (self.data_dir / n for n in ("predictions.geojson", "predictions.gpkg", LOW_CONFIDENCE))
         written = [gj, gpkg]
         low_gj.unlink(missing_ok=True)  # none from an earlier run may outlive its predictions
-        if spec.source == "predictions" and cfg.labelled:
-            from pipeline.model.regions import is_own_model
+        upstream = get_stage(self.stage).upstream_of(cfg)  # the stage table says whether predictions are rated
+        if "extract" in upstream:
             from pipeline.vectors.region import rate_predictions
 
-            split = self.data_dir / "split.csv" if is_own_model(cfg) else None
+            split = self.data_dir / "split.csv" if "split" in upstream else None
             feats, low, rated = rate_predictions(feats, self.data_dir / "features.parquet", split, cfg.classes,
                                                  cfg.zoom, spec.min_confidence)
             for name, fig in rated.items():
                 self.notice(confidence_line(name, fig, spec.min_confidence))
-            write_geojson(low, low_gj, "predictions_low_confidence")
+            write_geojson(low, low_gj)
             written.append(low_gj)
         write_predictions(feats, cfg.classes, gj, gpkg)
         self.output().write({"root": str(self.data_dir), "shards": len(tasks), "features": len(feats),

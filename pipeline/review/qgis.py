@@ -179,7 +179,9 @@ def region_layers(classes: Sequence[ClassSpec], statuses: Iterable[str], predict
     out += [VectorLayer(f"{PREDICTED.label} {c.name}", f"./predictions.gpkg|layername={c.name}", _GEOM[c.kind],
                         PREDICTED.color, fill_alpha=60, group="predictions") for c in classes if c.name in pred]
     if low:
-        out.append(VectorLayer(f"{PREDICTED.label}, low confidence", "./predictions_low_confidence.geojson", "Polygon",
+        from pipeline.vectors.region import LOW_CONFIDENCE
+
+        out.append(VectorLayer(f"{PREDICTED.label}, low confidence", f"./{LOW_CONFIDENCE}", "Polygon",
                                PREDICTED.color, fill_alpha=0, visible=False, group="predictions"))
     out += [VectorLayer(f"{OSM.label} {c.name}", f"./osm_features.gpkg|layername={c.name}", _GEOM[c.kind],
                         OSM.color, fill_alpha=0, visible=c.kind == "area", group="OSM")

@@ -54,8 +54,9 @@ def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tupl
     """Score the comparison's candidates class by class (see the module doc); ``held_out``:
     the (x, y) tiles at ``zoom`` the model never trained on. The comparison's low-confidence
     predictions cover OSM features here too (placebos on them are seen)."""
-    layers, low = dict(cmp.layers), cmp.low
+    layers = dict(cmp.layers)
     pred = with_pred_columns(pred)
+    low = with_pred_columns(cmp.low) if cmp.low is not None and len(cmp.low) else None
     report: dict[str, Any] = {}
     for status in ("missing_in_osm", "not_seen"):
         layers[status] = _mark_held_out(layers[status], held_out, zoom)
@@ -65,8 +66,7 @@ def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tupl
         layers["missing_in_osm"], report[f"missing_in_osm/{c.name}"] = score_layer(
             layers["missing_in_osm"], c.name, sim, missing_evidence, spec)
         own = class_rows(layers["not_seen"], c.name) if len(layers["not_seen"]) else pd.DataFrame({"geometry": []})
-        covering = p if low is None or len(low) == 0 else pd.concat([p, class_rows(with_pred_columns(low), c.name)],
-                                                                     ignore_index=True)
+        covering = p if low is None else pd.concat([p, class_rows(low, c.name)], ignore_index=True)
         sim = simulate_unseen(covering, o, c.name, spec, held_out, zoom, evidence, own) if held_out else None
         layers["not_seen"], report[f"not_seen/{c.name}"] = score_layer(
             layers["not_seen"], c.name, sim, unseen_evidence, spec)

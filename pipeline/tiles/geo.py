@@ -82,4 +82,3 @@ def polygonal_part(g: shapely.Geometry) -> shapely.Geometry:
     if not polys:
         return shapely.Polygon()
     return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
-
