@@ -187,6 +187,8 @@ def status_figures(region_dir: Path, all_labels: np.ndarray, hidden: list[int],
         f = fake4326 if scope == "all" or not len(fake4326) else fake4326[features_in_tiles(fake4326, held, 20)]
         out[f"missing_in_osm_{scope}"] = _hits(_ground(m.geometry.to_numpy()), _ground(h))
         out[f"not_seen_{scope}"] = _hits(_ground(u.geometry.to_numpy()), _ground(f)) if len(fakes) else None
+    seen = _in_imagery(_ground(hid4326), region_dir)
+    out["missing_in_osm_in_imagery"] = _hits(_ground(miss.geometry.to_numpy()), _ground(hid4326[seen]))
     for status in ("missing_in_osm", "not_seen"):
         e = calib.get(f"{status}/building", {})
         out[f"{status}_estimated"] = {k: e.get(k) for k in ("min_score", "est_precision", "est_recall", "kept",
@@ -208,6 +210,20 @@ def _hits(cand: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     return {"candidates": len(cand), "right": int(right), "truth": len(truth), "found": int(found),
             "precision": round(right / len(cand), 3) if len(cand) else None,
             "recall": round(found / len(truth), 3) if len(truth) else None}
+
+
+def _in_imagery(geoms: np.ndarray, region_dir: Path, z: int = 20) -> np.ndarray:
+    """True for the EPSG:3857 polygons at least half inside the region's imagery (the tiles of
+    ``split.csv``): a hidden building mostly off the imagery is one no model can find."""
+    import mercantile
+    import shapely
+
+    with open(region_dir / "split.csv", newline="") as fh:
+        boxes = [shapely.box(*mercantile.xy_bounds(int(r["x"]), int(r["y"]), z)) for r in csv.DictReader(fh)]
+    if not len(geoms) or not boxes:
+        return np.zeros(len(geoms), dtype=bool)
+    inside = shapely.area(shapely.intersection(geoms, shapely.union_all(boxes)))
+    return np.asarray(inside >= 0.5 * shapely.area(geoms))
 
 
 def _held_out_tiles(region_dir: Path) -> set[tuple[int, int]]:

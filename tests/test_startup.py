@@ -136,3 +136,22 @@ def test_writing_and_merging_shard_files_imports_no_pandas(tmp_path: Path) -> No
             "assert len(feats) == 1 and (d / 'p.gpkg').stat().st_size > 0\n"
             "assert 'pyproj' not in sys.modules and 'pyogrio' not in sys.modules")
     assert not {"pandas", "geopandas"} & set(_imported(code)["heavy"])
+
+
+def test_rating_predictions_reads_the_osm_features_without_pandas(tmp_path: Path) -> None:
+    """MergeFeatures' confidence fit reads the region's OSM features and split: pyarrow's
+    ParquetFile and the csv module, not the dataset layer (whose import brings in pandas)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+
+    boxes = [shapely.box(30.0 + k * 1e-4, 0.1, 30.00005 + k * 1e-4, 0.10005) for k in range(3)]
+    pq.write_table(pa.table({"class": ["building", "road", "building"],
+                             "geometry": [shapely.to_wkb(b) for b in boxes]}), tmp_path / "features.parquet")
+    (tmp_path / "split.csv").write_text("z,x,y,split,image,mask,labelled\n19,1,2,train,a.png,b.png,1\n")
+    code = ("from pipeline.vectors.vector_io import read_class_geoms\n"
+            "from pipeline.model.split import read_split_csv\n"
+            f"g = read_class_geoms({str(tmp_path / 'features.parquet')!r}, ['building'])\n"
+            f"rows = read_split_csv({str(tmp_path / 'split.csv')!r})\n"
+            "assert len(g['building']) == 2 and len(rows) == 1")
+    assert not {"pandas", "geopandas"} & set(_imported(code)["heavy"])

@@ -5,8 +5,11 @@ the ``not_seen`` ones the demolished ones? Works for any predictions (a trained 
     python -m pipeline.synthetic.score configs/demo.toml     (after CompareWithOSM)
 
 Prints JSON: precision / recall of missing_in_osm (one-to-one by IoU >= 0.5 with the truth
-footprints, EPSG:3857), of not_seen (by OSM type and id) and of offset (by OSM id), all for
-buildings; ``roads``: the road rows of missing_in_osm by length (precision: share of the
+footprints, EPSG:3857; ``missing_in_osm_by_area``: a candidate is right when at least half of
+it lies in buildings the truth marks missing, and a missing building is found when candidates
+cover at least half of it, the figures of ``bench.bench_dense``: a candidate that shows a mapper
+part of a missing building points at it, though its IoU is below 0.5), of not_seen (by OSM type
+and id) and of offset (by OSM id), all for buildings; ``roads``: the road rows of missing_in_osm by length (precision: share of the
 candidates' length within the road class's ``buffer_m`` of a road the truth marks missing;
 recall: share of the missing roads' length within it of a candidate) and of not_seen by OSM id
 against the roads the image no longer shows; and
@@ -59,9 +62,24 @@ def truth_scores(data_dir: Path, min_iou: float = 0.5, road_tol_m: float = ROAD_
     offset = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in layer["offset"]
               if f["properties"].get("class", "building") == "building"}
     return {"missing_in_osm": _pr(len(found), len(v), len(missing)),
+            "missing_in_osm_by_area": by_area(to_mercator(np.array(found, dtype=object)),
+                                              to_mercator(np.array(missing, dtype=object))),
             "not_seen": _pr(len(unseen), len(unseen & demolished), len(demolished)),
             "offset": _pr(len(offset), len(offset & shifted), len(shifted)),
             "roads": road_scores([t for t in rows if t.get("class") == "road"], layer, road_tol_m)}
+
+
+def by_area(cand: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Candidates (EPSG:3857) right when at least half of each lies in ``truth`` polygons; truth
+    polygons found when candidates cover at least half of each (precision over candidates,
+    recall over truth polygons)."""
+    if not len(cand) or not len(truth):
+        return _pr(len(cand), 0, len(truth)) | {"found_truth": 0}
+    t_all, c_all = shapely.union_all(truth), shapely.union_all(cand)
+    right = int((shapely.area(shapely.intersection(cand, t_all)) >= 0.5 * shapely.area(cand)).sum())
+    found = int((shapely.area(shapely.intersection(truth, c_all)) >= 0.5 * shapely.area(truth)).sum())
+    return {"found": len(cand), "truth": len(truth), "hits": right, "found_truth": found,
+            "precision": round(right / len(cand), 4), "recall": round(found / len(truth), 4)}
 
 
 def _features(folder: Path, status: str) -> list[dict[str, Any]]:
