@@ -148,10 +148,30 @@ def test_small_shifted_building_is_offset_not_missing() -> None:
     assert compare(pred, osm, (BUILDING,), CompareSpec(missing_min_m2=7.0)).summary["counts"]["missing_in_osm"] == 0
     assert res.layers["offset"]["osm_id"].tolist() == [7]
     assert res.layers["offset"]["iou"].iloc[0] < 0.3
-    off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0, missing_min_m2=4.0)).summary["counts"]
-    # the second pass can be switched off: the shed is then not seen (40 % covered), and what of it
-    # OSM does not explain is a 1 m sliver, no candidate
-    assert off["offset"] == 0 and off["not_seen"] == 2 and off["missing_in_osm"] == 1
+    off = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0, missing_min_m2=4.0, explain_m=0.0))
+    # the second pass can be switched off: without a tolerance the shed is then not seen (40 %
+    # covered), and what of it OSM does not explain is a 1.5 m sliver, no candidate
+    counts = off.summary["counts"]
+    assert counts["offset"] == 0 and counts["not_seen"] == 2 and counts["missing_in_osm"] == 1
+    # counting its parts within explain_m (0.5 m) of the prediction, 60 % of it is covered: seen
+    near = compare(pred, osm, (BUILDING,), CompareSpec(max_offset_m=0.0, missing_min_m2=4.0)).summary["counts"]
+    assert near["offset"] == 0 and near["not_seen"] == 1 and near["matched"] == 1
+
+
+def test_coverage_counts_what_lies_within_the_tolerance_once() -> None:
+    from pipeline.review.coverage import coverage, ground_scale
+
+    osm = np.array([box(0, 0), box(100, 0)], dtype=object)
+    s = ground_scale(osm)
+    # a prediction 0.4 ground metres short of the outline on one side; nothing on the other feature
+    pred = np.array([box(0.4 * s, 0)], dtype=object)
+    exact = coverage(osm, pred)
+    assert exact[0] == pytest.approx(1 - 0.4 * s / 10, rel=1e-6) and exact[1] == 0.0
+    assert coverage(osm, pred, 0.5)[0] == pytest.approx(1.0)
+    # two predictions over the lower half whose grown outlines overlap: the overlap counts once
+    halves = np.array([box(0, 0, 4.9, 5), box(5.1, 0, 4.9, 5)], dtype=object)
+    assert coverage(osm[:1], halves)[0] == pytest.approx(0.49, rel=1e-6)
+    assert coverage(osm[:1], halves, 0.5)[0] == pytest.approx(10 * (5 + 0.5 * s) / 100, rel=1e-6)
 
 
 def test_no_prediction_at_all_leaves_every_osm_feature_not_seen() -> None:

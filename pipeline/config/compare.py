@@ -26,7 +26,8 @@ class CompareSpec:
     score_iou: float = 0.5     # IoU at which a match counts as a true positive in the figures
     max_offset_m: float = 3.0  # second pass: leftover pairs this close (centroids), of similar area, match too
     seen_cover: float = 0.5    # an OSM feature covered at least this much by predictions of its class is seen
-    explain_m: float = 0.5     # predicted area within this of an OSM feature (ground metres) is explained by it
+    explain_m: float = 0.5     # predicted area within this of an OSM feature (ground metres) is explained by it,
+    #                            and an OSM feature's parts within this of predictions count as covered
     open_m: float = 1.0        # unexplained area narrower than twice this (ground metres) is a sliver, not a building
     missing_min_m2: float = 5.0  # unexplained parts smaller than this (ground m²) are no candidates
     min_area_m2: tuple[tuple[str, float], ...] = ()  # per class: overrides missing_min_m2

@@ -152,7 +152,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
         i, j, v = paired(pm, om, spec)
         lm = low_rows(low, c.name)
-        pairs, cover, shifts = _pairs(c.name, p, o, (pm, lm), om, (i, j, v))
+        pairs, cover, shifts = _pairs(c.name, p, o, (pm, lm), om, (i, j, v), spec.explain_m)
         parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
         parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
         unpaired = np.setdiff1d(np.arange(len(o)), j)
@@ -296,15 +296,17 @@ def _ranked(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pred: tuple[np.ndarray, np.ndarray], om: np.ndarray,
-           matches: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+           matches: tuple[np.ndarray, np.ndarray, np.ndarray], tol_m: float = 0.0,
+           ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Rows of the one-to-one pairs ``matches`` (pred index, OSM index, IoU) with the predicted
     geometry, the coverage of every OSM feature by the predictions and the low-confidence ones
-    (``pred``: both EPSG:3857) together, and the pairs' centroid offsets (:func:`centroid_shifts`)."""
+    (``pred``: both EPSG:3857) together, grown by ``tol_m`` ground metres, and the pairs'
+    centroid offsets (:func:`centroid_shifts`)."""
     (pm, low), (i, j, v) = pred, matches
     shifts = centroid_shifts(pm, om, i, j)
     scale = np.maximum(mercator_scale(shapely.get_y(shapely.centroid(pm[i]))), 1e-9) if len(i) else np.empty(0)
     de, dn = shifts[:, 0] / scale, shifts[:, 1] / scale
-    cover = coverage(om, np.concatenate([pm, low]))
+    cover = coverage(om, np.concatenate([pm, low]), tol_m)
     return pd.DataFrame({
         "class": name, "match": "one_to_one", "osm_type": o["osm_type"].to_numpy()[j],
         "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4), "coverage": np.round(cover[j], 4),

@@ -4,9 +4,10 @@ One-to-one matching breaks where a model outlines a row of touching buildings as
 the block matches at most one of them, so the others look "not seen" and the block looks
 "missing". Coverage asks two questions instead, both in EPSG:3857 metres scaled to the ground:
 
-- :func:`coverage`: how much of each OSM feature do the predicted polygons of its class cover?
-  A feature covered at least ``[compare] seen_cover`` is seen (matched, even when one predicted
-  block covers several features); less is ``not_seen``.
+- :func:`coverage`: how much of each OSM feature do the predicted polygons of its class cover,
+  counting its parts within ``explain_m`` of them (an outline traced from other imagery sits a
+  metre or two off the roof)? A feature covered at least ``[compare] seen_cover`` is seen
+  (matched, even when one predicted block covers several features); less is ``not_seen``.
 - :func:`unexplained`: which predicted area does no OSM feature explain? Each predicted polygon
   minus the OSM features near it (grown by ``explain_m``; a one-to-one partner also moved by
   the pair's offset), opened by ``open_m`` (slivers along misaligned outlines vanish, corners
@@ -52,16 +53,31 @@ def ground_scale(geoms: np.ndarray) -> float:
     return float(mercator_scale(float(np.median(shapely.get_y(shapely.centroid(geoms))))))
 
 
-def coverage(osm: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Share (0..1) of each OSM polygon's area covered by the predicted polygons (EPSG:3857;
-    predicted polygons of one class do not overlap, so their intersections add up)."""
+def coverage(osm: np.ndarray, pred: np.ndarray, tol_m: float = 0.0) -> np.ndarray:
+    """Share (0..1) of each OSM polygon's area covered by the predicted polygons grown by
+    ``tol_m`` ground metres (EPSG:3857; mitre joins). Predicted polygons of one class do not
+    overlap, so without a tolerance their intersections add up; grown ones may, so a feature
+    that two or more reach is intersected with their union."""
     out = np.zeros(len(osm))
     if len(osm) == 0 or len(pred) == 0:
         return out
+    s = ground_scale(osm)
+    if tol_m > 0:
+        pred = shapely.buffer(pred, tol_m * s, join_style="mitre")
     i, j = shapely.STRtree(pred).query(osm, predicate="intersects")
     if len(i):
-        inter = shapely.area(overlay(shapely.intersection, osm[i], pred[j], SNAP_M * ground_scale(osm)))
-        out = np.bincount(i, weights=inter, minlength=len(osm)) / np.maximum(shapely.area(osm), 1e-12)
+        grid = SNAP_M * s
+        inter = np.zeros(len(osm))
+        several = np.bincount(i, minlength=len(osm)) > 1 if tol_m > 0 else np.zeros(len(osm), dtype=bool)
+        one = ~several[i]
+        inter += np.bincount(i[one], weights=shapely.area(overlay(shapely.intersection, osm[i[one]], pred[j[one]],
+                                                                   grid)), minlength=len(osm))
+        multi = np.flatnonzero(several[i])  # pairs of the features two or more grown polygons reach
+        order = multi[np.argsort(i[multi], kind="stable")]
+        for group in np.split(order, np.flatnonzero(np.diff(i[order])) + 1) if len(order) else []:
+            a = int(i[group[0]])
+            inter[a] = shapely.area(overlay(shapely.intersection, osm[a], _union(list(pred[j[group]]), grid), grid))
+        out = inter / np.maximum(shapely.area(osm), 1e-12)
     return np.clip(out, 0.0, 1.0)
 
 

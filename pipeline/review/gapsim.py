@@ -104,7 +104,7 @@ def simulate_unseen(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSp
     oh = _in_tiles(o, held_out, zoom)
     om, pm = _mercator(oh), _mercator(p)
     moved = placebos(om, spec.gap_share * 2.5, spec.gap_seed, held_out, zoom)
-    cover = coverage(moved, pm)
+    cover = coverage(moved, pm, spec.explain_m)
     kept = np.flatnonzero(cover < spec.seen_cover)
     fake = pd.DataFrame({"osm_type": "simulated", "osm_id": np.arange(len(moved)), "geometry": output_lonlat(moved)})
     rows = _osm_rows(name, fake, moved, kept, cover, None)

@@ -9,10 +9,10 @@ footprints, EPSG:3857; ``missing_in_osm_by_area``: a candidate is right when at 
 it lies in buildings the truth marks missing, and a missing building is found when candidates
 cover at least half of it, the figures of ``bench.bench_dense``: a candidate that shows a mapper
 part of a missing building points at it, though its IoU is below 0.5), of not_seen (by OSM type
-and id) and of offset (by OSM id), all for buildings; ``roads``: the road rows of missing_in_osm by length (precision: share of the
-candidates' length within the road class's ``buffer_m`` of a road the truth marks missing;
-recall: share of the missing roads' length within it of a candidate) and of not_seen by OSM id
-against the roads the image no longer shows; and
+and id) and of offset (by OSM id), all for buildings; ``roads``: the road rows of missing_in_osm
+by length (precision: share of the candidates' length within the road class's ``buffer_m`` of
+a road the truth marks missing; recall: share of the missing roads' length within it of a
+candidate) and of not_seen by OSM id against the roads the image no longer shows; and
 ``objects``: the predicted buildings (``predictions.geojson``) against every building the image
 shows, one-to-one at IoU >= 0.5 (precision, recall, F1), on all tiles, on the test tiles of
 ``split.csv`` and for the buildings that share a wall with another (the dense quarters).
