@@ -74,8 +74,26 @@ def test_a_marker_too_small_seeds_nothing() -> None:
     foot, edge = _pair()
     edge[5:35, 35:65] = 255  # the second building's interior vanishes: it joins the first or stays whole
     edge[20, 50] = 0         # ... but for a one-pixel speck of interior
-    assert split_instances(foot, edge, 128, 4).max() == 1
+    assert split_instances(foot, edge, 128, 8).max() == 1
     assert split_instances(foot, edge, 128, 1).max() == 2
+
+
+def test_a_small_core_seeds_only_inside_a_closed_band() -> None:
+    """Cores under the marker size (down to a quarter of it) seed an instance where the band is
+    closed around them (two small buildings sharing a wall), not where a faint line crosses one
+    roof (two halves of one building)."""
+    foot, edge = _pair()  # interiors of 26 x 26 = 676 px, the band (255) all round each
+    assert split_instances(foot, edge, 128, 676).max() == 2
+    assert split_instances(foot, edge, 128, 1000).max() == 2       # a quarter of 1000 <= 676: walled
+    assert split_instances(foot, edge, 128, 4000).max() == 1       # under a quarter: no marker, whole
+    roof = np.zeros((40, 80), np.uint8)
+    band = np.zeros_like(roof)
+    roof[5:35, 5:65] = 255
+    band[5:35, 5:65] = 255
+    band[7:33, 7:63] = 0
+    band[7:33, 34:36] = 60  # a faint line across the roof: two halves of 26 x 27 px
+    assert split_instances(roof, band, 128, 300).max() == 2        # halves above the marker size
+    assert split_instances(roof, band, 128, 1000).max() == 1       # under it, not walled: one building
 
 
 def test_masks_and_predictions_carry_edge_bands() -> None:

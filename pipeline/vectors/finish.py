@@ -188,7 +188,7 @@ def _split_necks(pieces: Table, geoms: np.ndarray, classes: Sequence[ClassSpec],
                  spec: VectorizeSpec) -> tuple[Table, np.ndarray]:
     """Pieces (and their EPSG:3857 geometries) with the polygons of the squared (building) classes
     split at necks narrower than twice each ``[vectorize] neck_m`` (:mod:`pipeline.vectors.necks`; bodies
-    of at least ``marker_min_m2``); a split polygon's pixel count and sum are shared by area."""
+    of at least ``neck_min_m2``); a split polygon's pixel count and sum are shared by area."""
     from pipeline.vectors.necks import split_necks
     from pipeline.vectors.vectorize import regularized_classes
 
@@ -201,7 +201,7 @@ def _split_necks(pieces: Table, geoms: np.ndarray, classes: Sequence[ClassSpec],
     scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
     split, src = geoms[rows], np.arange(len(rows))
     for r in spec.neck_m:  # narrow necks first; the pieces are tried again at the next width
-        split, k = split_necks(split, r * scale[src], spec.marker_min_m2 * scale[src] ** 2)
+        split, k = split_necks(split, r * scale[src], spec.neck_min_m2 * scale[src] ** 2)
         src = src[k]
     if len(split) == len(rows):
         return pieces, geoms

@@ -29,6 +29,10 @@ from pipeline.vectors.trace import trace
 
 #: edge probability (uint8, p * 255) below which a footprint pixel belongs to an instance's core
 MARKER_EDGE = 13
+#: a core smaller than the marker size, down to a quarter of it, still seeds an instance where
+#: this share of the pixels around it carry an edge probability of ``WALL_EDGE`` (uint8) or more
+WALLED_SHARE = 0.9
+WALL_EDGE = 128
 
 
 def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int, reach: int = 2,
@@ -59,7 +63,12 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
         return comp
     midx = np.flatnonzero(interior)  # (a bool array: far quicker than the labels' nonzero)
     mraw = raw.ravel()[midx]
-    keep = np.bincount(mraw, minlength=n_raw + 1) >= max(1, min_marker_px)
+    size = np.bincount(mraw, minlength=n_raw + 1)
+    keep = size >= max(1, min_marker_px)
+    small = ~keep & (size >= max(1, -(-min_marker_px // 4)))
+    small[0] = False
+    if small.any():
+        keep |= small & _walled(raw, edge, n_raw)
     keep[0] = False
     n = int(keep.sum())
     if n == 0:
@@ -88,6 +97,18 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
     labels = np.zeros(foot.shape, dtype=np.int32)
     labels.ravel()[bidx] = lab
     return labels
+
+
+def _walled(raw: np.ndarray, edge: np.ndarray, n_raw: int) -> np.ndarray:
+    """Per core label (0..n_raw) whether at least :data:`WALLED_SHARE` of the pixels just outside
+    it (4-neighbours) have edge probability :data:`WALL_EDGE` or more: its band is closed around it,
+    as a small building's is, not the faint line inside one roof."""
+    grown = ndimage.grey_dilation(raw, footprint=ndimage.generate_binary_structure(2, 1))
+    ring = (raw == 0) & (grown > 0)
+    lab = grown[ring]
+    total = np.bincount(lab, minlength=n_raw + 1)
+    strong = np.bincount(lab, weights=edge[ring] >= WALL_EDGE, minlength=n_raw + 1)
+    return np.asarray(strong >= WALLED_SHARE * np.maximum(total, 1))
 
 
 def _flood(edge: np.ndarray, pix: np.ndarray, comp: np.ndarray, markers: np.ndarray) -> np.ndarray:
