@@ -76,6 +76,22 @@ def test_no_filter_when_the_evidence_does_not_separate() -> None:
     assert not few.fitted and "5 mapped and 25 unmapped" in few.note
 
 
+def test_no_filter_when_most_of_what_it_drops_is_mapped() -> None:
+    """Mapped polygons nine to one, the unmapped ones a little less sure: the evidence separates
+    (AUC above the gate), but a balanced cut drops about three mapped polygons for each unmapped
+    one, and the filter is refused; the same evidence with as many unmapped as mapped is used."""
+    rng = np.random.default_rng(1)
+
+    def town(n_mapped: int, n_unmapped: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.vstack([rng.normal(0.0, 1.0, size=(n_mapped, 5)), rng.normal(-1.5, 1.0, size=(n_unmapped, 5)) *
+                       np.array([1, 1, 0, 0, 0]) + np.array([0, 0, 1, 1, 1]) * rng.normal(size=(n_unmapped, 5))])
+        return x, np.arange(n_mapped + n_unmapped) < n_mapped
+
+    f = fit_filter(*town(900, 100))
+    assert not f.fitted and f.auc >= MIN_AUC and "would drop are mapped" in f.note
+    assert fit_filter(*town(500, 500)).fitted
+
+
 def _square(cx: float, cy: float, side_m: float) -> shapely.Polygon:
     return shapely.box(cx - side_m / 2, cy - side_m / 2, cx + side_m / 2, cy + side_m / 2)
 

@@ -242,8 +242,10 @@ register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.b
 # meet at the same edge probability, a pixel may go to the other neighbour than before (demo: 12 of 680,000)
 # version 4: predicted area polygons carry a confidence learnt from the region's OSM; those below
 # [vectorize] min_confidence are dropped (pipeline.vectors.confidence)
+# version 5: no confidence filter where most of what it would drop on its fitting tiles is mapped; cores under
+# marker_min_m2 seed only inside a closed edge band
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"),
-               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=4,
+               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=5,
                optional=("vectorize.regularizer",),
                task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
 # version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold

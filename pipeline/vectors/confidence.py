@@ -18,7 +18,9 @@ of the rest, so mapped-like evidence is always likelier on the mapped side) and 
 filter removes only what looks unlike anything OSM maps in the region. The fit is used only when
 it separates (cross-validated ROC AUC at least :data:`MIN_AUC`, at least :data:`MIN_SAMPLES` on
 each side); elsewhere (the sample town, whose predictions are all building-like: AUC 0.60)
-every polygon is kept and its ``confidence`` is NaN.
+every polygon is kept and its ``confidence`` is NaN. Nor is it used where most of what it would
+drop on the fitting tiles is mapped (:data:`MAX_MAPPED_DROPPED`): then it would remove the
+region's buildings, not its junk (retrained sample-town models: 57-67 % of their drops mapped).
 
 Geometries EPSG:3857, scaled to ground units with ``s`` (mercator metres per ground metre).
 Pure functions; numpy, shapely and scikit-learn (imported where a fit is made).
@@ -45,6 +47,9 @@ MIN_SAMPLES = 10
 #: usual floor of "acceptable discrimination", Hosmer & Lemeshow; measured: sample town 0.60-0.63, nepal 0.55,
 #: nairobi 0.72-0.79 with two training seeds and the neck split on or off, kampala 0.80)
 MIN_AUC = 0.7
+#: share of mapped polygons among those the filter would drop on its fitting tiles at which it is refused
+#: (measured: nairobi 0.25-0.28, kampala 0.17; the sample town 0.57-0.67, where it dropped real buildings)
+MAX_MAPPED_DROPPED = 0.5
 #: folds of the cross-validation that estimates the AUC
 FOLDS = 5
 
@@ -100,9 +105,12 @@ def mapped(pred: np.ndarray, osm: np.ndarray, min_cover: float = MAPPED_COVER) -
     return out
 
 
-def fit_filter(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Filter:
+def fit_filter(x: np.ndarray, y: np.ndarray, seed: int = 0, min_confidence: float = 0.5) -> Filter:
     """A balanced logistic regression of ``y`` (mapped) on evidence ``x``, with its cross-validated
-    ROC AUC; refused (``fitted`` False) with too few samples or an AUC below :data:`MIN_AUC`."""
+    ROC AUC; refused (``fitted`` False) with too few samples, an AUC below :data:`MIN_AUC`, or when
+    at least :data:`MAX_MAPPED_DROPPED` of the fitting polygons it would drop (cross-validated
+    confidence below ``min_confidence``) are mapped: a filter that drops more of what the map
+    confirms than of what it lacks removes buildings, not junk."""
     y = np.asarray(y, dtype=bool)
     n1, n0 = int(y.sum()), int((~y).sum())
     if min(n1, n0) < MIN_SAMPLES:
@@ -123,6 +131,10 @@ def fit_filter(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Filter:
     if auc < MIN_AUC:
         return Filter(False, f"the evidence does not tell mapped from unmapped predictions apart "
                              f"(cross-validated AUC {auc:.2f} < {MIN_AUC}): no filter", n1, n0, auc)
+    drop = held < min_confidence
+    if drop.any() and y[drop].mean() >= MAX_MAPPED_DROPPED:
+        return Filter(False, f"on the fitting tiles {int(y[drop].sum())} of the {int(drop.sum())} predictions it "
+                             f"would drop are mapped (at least {MAX_MAPPED_DROPPED:.0%}): no filter", n1, n0, auc)
     return Filter(True, "", n1, n0, auc, model().fit(x, y))
 
 
@@ -147,7 +159,7 @@ def rate_features(feats: Table, osm: Mapping[str, np.ndarray], fit_tiles: set[tu
         x = instance_features(pm, feats["prob_mean"][rows], feats["prob_max"][rows], s)
         on_fit = features_in_tiles(geoms, fit_tiles, z) if fit_tiles is not None else np.ones(len(rows), bool)
         y = mapped(pm[on_fit], to_mercator(np.asarray(osm_geoms, dtype=object)))
-        f = fit_filter(x[on_fit], y)
+        f = fit_filter(x[on_fit], y, min_confidence=min_confidence)
         conf[rows] = f.confidence(x)
         figures[name] = {**f.summary(), "dropped": int((conf[rows] < min_confidence).sum())}
     out = Table(dict(feats.cols))
