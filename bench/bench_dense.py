@@ -198,18 +198,13 @@ def status_figures(region_dir: Path, all_labels: np.ndarray, hidden: list[int],
 
 def _hits(cand: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     """Candidates (EPSG:3857) right when at least half lies in ``truth``; a truth polygon found
-    when candidates cover at least half of it."""
-    import shapely
+    when candidates cover at least half of it (:func:`pipeline.synthetic.score.by_area`)."""
+    from pipeline.synthetic.score import by_area
 
-    t_union = shapely.union_all(truth) if len(truth) else shapely.Polygon()
-    c_union = shapely.union_all(cand) if len(cand) else shapely.Polygon()
-    right = sum(float(shapely.area(shapely.intersection(c, t_union)) / max(shapely.area(c), 1e-9)) >= 0.5
-                for c in cand)
-    found = sum(float(shapely.area(shapely.intersection(t, c_union)) / max(shapely.area(t), 1e-9)) >= 0.5
-                for t in truth)
-    return {"candidates": len(cand), "right": int(right), "truth": len(truth), "found": int(found),
-            "precision": round(right / len(cand), 3) if len(cand) else None,
-            "recall": round(found / len(truth), 3) if len(truth) else None}
+    b = by_area(cand, truth)
+    return {"candidates": b["found"], "right": b["hits"], "truth": b["truth"], "found": b["found_truth"],
+            "precision": round(b["hits"] / b["found"], 3) if b["found"] else None,
+            "recall": round(b["found_truth"] / b["truth"], 3) if b["truth"] else None}
 
 
 def _in_imagery(geoms: np.ndarray, region_dir: Path, z: int = 20) -> np.ndarray:

@@ -67,11 +67,10 @@ def coverage(osm: np.ndarray, pred: np.ndarray, tol_m: float = 0.0) -> np.ndarra
     i, j = shapely.STRtree(pred).query(osm, predicate="intersects")
     if len(i):
         grid = SNAP_M * s
-        inter = np.zeros(len(osm))
         several = np.bincount(i, minlength=len(osm)) > 1 if tol_m > 0 else np.zeros(len(osm), dtype=bool)
         one = ~several[i]
-        inter += np.bincount(i[one], weights=shapely.area(overlay(shapely.intersection, osm[i[one]], pred[j[one]],
-                                                                   grid)), minlength=len(osm))
+        inter = np.bincount(i[one], weights=shapely.area(overlay(shapely.intersection, osm[i[one]], pred[j[one]],
+                                                                  grid)), minlength=len(osm)).astype(float)
         multi = np.flatnonzero(several[i])  # pairs of the features two or more grown polygons reach
         order = multi[np.argsort(i[multi], kind="stable")]
         for group in np.split(order, np.flatnonzero(np.diff(i[order])) + 1) if len(order) else []:
