@@ -153,6 +153,10 @@ class TrainModel(RegionTask):
         if hint and not self._val_hint_given:
             self._val_hint_given = True
             self.notice(hint)
+        if int(row["epoch"]) == 1 and part == "main":
+            few = _steps_hint(row, self.cfg.train.batch_size, epochs)
+            if few:
+                self.notice(few)
         self.progress(int(row["epoch"]), epochs, note)
 
 
@@ -179,6 +183,28 @@ def _validation_hint(row: Any, val_every: int) -> str | None:
     every = max(val_every + 1, math.ceil(val / train * (1 - VAL_SHARE) / VAL_SHARE))
     return (f"validation takes {share:.0%} of the training time ({val:.1f} s against {train:.1f} s an epoch); "
             f"[train] val_every = {every} would bound it to about {VAL_SHARE:.0%}")
+
+
+#: fewer optimiser steps in a whole run than this earn a note: fine-tuning on 4 philippines tiles,
+#: 30 steps left the model near where it started (test building IoU 0.51), 150 reached 0.70
+#: (docs/notes/i19-travel.md)
+MIN_STEPS = 100
+
+
+def _steps_hint(row: Any, batch_size: int, epochs: int) -> str | None:
+    """A note when ``epochs`` epochs of the first epoch's size make fewer than MIN_STEPS optimiser
+    steps (the training images of an epoch: ``images_per_s`` x ``seconds`` of the row)."""
+    rate, secs = row.get("images_per_s"), row.get("seconds")
+    if not isinstance(rate, float) or not isinstance(secs, float) or not math.isfinite(rate * secs):
+        return None
+    images = max(1, round(rate * secs))
+    per_epoch = math.ceil(images / max(1, batch_size))
+    if per_epoch * epochs >= MIN_STEPS:
+        return None
+    need = math.ceil(1.5 * MIN_STEPS / per_epoch)
+    return (f"only {per_epoch * epochs} optimiser steps in all ({images} training tiles at batch_size = "
+            f"{batch_size}, {epochs} epochs): too few to move a model far; [train] epochs = {need} gives "
+            f"{need * per_epoch} (measured: docs/notes/i19-travel.md)")
 
 
 def _rows(csv_path: Path) -> int:

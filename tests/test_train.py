@@ -434,6 +434,19 @@ def test_validation_share_hint():
     assert _validation_hint({"seconds": 9.0, "epoch": 2}, 2) is None  # not validated
 
 
+def test_few_steps_hint():
+    """4 tiles at batch 4 for 30 epochs: 30 steps (the fine-tune that did not move, philippines)."""
+    from tasks.train import _steps_hint
+
+    row = {"epoch": 1, "images_per_s": 20.0, "seconds": 0.2}
+    assert _steps_hint(row, 4, 30) == ("only 30 optimiser steps in all (4 training tiles at batch_size = 4, 30 "
+                                       "epochs): too few to move a model far; [train] epochs = 150 gives 150 "
+                                       "(measured: docs/notes/i19-travel.md)")
+    assert _steps_hint(row, 4, 150) is None
+    assert _steps_hint({"epoch": 1, "images_per_s": 20.0, "seconds": 2.85}, 4, 30) is None  # 57 tiles: 450 steps
+    assert _steps_hint({"epoch": 1, "seconds": 0.2}, 4, 30) is None
+
+
 DDP_BUDGET_SCRIPT = """
 import itertools, sys, torch
 sys.path.insert(0, {root!r})
