@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+import shapely.affinity
 
 from pipeline.config.vectorize import VectorizeSpec
 from pipeline.vectors.finish import _split_necks
@@ -25,6 +26,29 @@ def test_two_buildings_joined_at_a_corner_come_apart() -> None:
     assert all(max(float(shapely.area(shapely.intersection(g, a))), float(shapely.area(shapely.intersection(g, b))))
                >= 0.99 * float(shapely.area(g)) for g in out)  # each piece is one of the two buildings
     assert shapely.area(shapely.union_all(out)) == pytest.approx(shapely.area(shapely.union(a, b)))
+
+
+def _pixelated(poly: shapely.Geometry, px: float) -> shapely.Geometry:
+    """``poly`` as a traced raster outline: the union of the ``px`` pixels whose centres it holds."""
+    x0, y0, x1, y1 = np.floor(shapely.bounds(poly) / px)
+    xs, ys = np.meshgrid(np.arange(x0, x1 + 1), np.arange(y0, y1 + 1))  # whole pixels: shared edges are exact
+    inside = shapely.contains_xy(poly, (xs + 0.5) * px, (ys + 0.5) * px)
+    cells = shapely.union_all(shapely.box(xs[inside], ys[inside], xs[inside] + 1, ys[inside] + 1))
+    return shapely.affinity.scale(cells, px, px, origin=(0, 0))
+
+
+def test_traced_outlines_come_apart_on_their_simplified_shape() -> None:
+    """A rotated corner join traced at 0.3 m pixels (a staircase of a few hundred vertices): the
+    bodies are found on the outline simplified by a pixel, and the pieces, cut from the traced
+    outline, are its two buildings with (nearly) all of its area."""
+    a, b = shapely.box(0, 0, 20, 10), shapely.box(19, 9, 39, 19)
+    traced = _pixelated(shapely.affinity.rotate(shapely.union(a, b), 30, origin=(0, 0)), 0.3)
+    assert shapely.get_num_coordinates(traced) > 200
+    out, src = split_necks(np.array([traced], dtype=object), np.array([2.0]), np.array([8.0]), 0.3)
+    assert src.tolist() == [0, 0]
+    assert sorted(round(float(shapely.area(g)) / 10) for g in out) == [20, 20]  # about 200 m² each
+    assert shapely.area(shapely.union_all(out)) == pytest.approx(shapely.area(traced), rel=1e-3)
+    assert shapely.area(shapely.intersection(*out)) == pytest.approx(0, abs=1e-6)
 
 
 def test_a_row_joined_by_a_passage_stays_one_block() -> None:
@@ -65,12 +89,12 @@ def test_finish_shares_pixel_counts_by_area_and_keeps_the_mean() -> None:
 
     classes = (ClassSpec("building", 1, "area", 20, (TagFilter("building", None),)),
                ClassSpec("road", 2, "line", 10, (TagFilter("highway", None),)))
-    out, geoms = _split_necks(pieces, pieces["geometry"], classes, VectorizeSpec())
+    out, geoms = _split_necks(pieces, pieces["geometry"], classes, VectorizeSpec(), 0.3)
     assert len(geoms) == len(out)
     assert len(out) == 3 and list(out["kind"]).count("area") == 2
     area = out[out["kind"] == "area"]
     assert area["count"].sum() == pytest.approx(399.0) and np.allclose(area["psum"] / area["count"], 200.0)
-    off, _ = _split_necks(pieces, pieces["geometry"], classes, VectorizeSpec(neck_m=()))
+    off, _ = _split_necks(pieces, pieces["geometry"], classes, VectorizeSpec(neck_m=()), 0.3)
     assert len(off) == 2
 
 

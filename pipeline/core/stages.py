@@ -244,8 +244,10 @@ register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.b
 # [vectorize] min_confidence are dropped (pipeline.vectors.confidence)
 # version 5: no confidence filter where most of what it would drop on its fitting tiles is mapped; cores under
 # marker_min_m2 seed only inside a closed edge band
+# version 6: necks are looked for on outlines simplified by a pixel (GEOS' inward buffer of a traced staircase
+# cost 2 s of the demo's 4; issue 20)
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"),
-               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=5,
+               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=6,
                optional=("vectorize.regularizer",),
                task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
 # version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold

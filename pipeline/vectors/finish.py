@@ -147,7 +147,8 @@ def finish_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpe
     names = {c.id: c.name for c in classes}
     if len(pieces) == 0:
         return empty_features()
-    pieces, geoms = _split_necks(pieces, pixels_to_mercator(pieces["geometry"], z, size), classes, spec)
+    pieces, geoms = _split_necks(pieces, pixels_to_mercator(pieces["geometry"], z, size), classes, spec,
+                                 tile_extent_m(z) / size)
     b = shapely.bounds(geoms)
     scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
     line = np.asarray(pieces["kind"] == "line", dtype=bool)
@@ -185,10 +186,11 @@ def finish_table(pieces: Table, classes: Sequence[ClassSpec], spec: VectorizeSpe
 
 
 def _split_necks(pieces: Table, geoms: np.ndarray, classes: Sequence[ClassSpec],
-                 spec: VectorizeSpec) -> tuple[Table, np.ndarray]:
+                 spec: VectorizeSpec, px: float) -> tuple[Table, np.ndarray]:
     """Pieces (and their EPSG:3857 geometries) with the polygons of the squared (building) classes
     split at necks narrower than twice each ``[vectorize] neck_m`` (:mod:`pipeline.vectors.necks`; bodies
-    of at least ``neck_min_m2``); a split polygon's pixel count and sum are shared by area."""
+    of at least ``neck_min_m2``, found on the outlines simplified by one pixel ``px``, EPSG:3857
+    units); a split polygon's pixel count and sum are shared by area."""
     from pipeline.vectors.necks import split_necks
     from pipeline.vectors.vectorize import regularized_classes
 
@@ -201,7 +203,7 @@ def _split_necks(pieces: Table, geoms: np.ndarray, classes: Sequence[ClassSpec],
     scale = mercator_scale((b[:, 1] + b[:, 3]) / 2)
     split, src = geoms[rows], np.arange(len(rows))
     for r in spec.neck_m:  # narrow necks first; the pieces are tried again at the next width
-        split, k = split_necks(split, r * scale[src], spec.neck_min_m2 * scale[src] ** 2)
+        split, k = split_necks(split, r * scale[src], spec.neck_min_m2 * scale[src] ** 2, px)
         src = src[k]
     if len(split) == len(rows):
         return pieces, geoms
