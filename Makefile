@@ -43,6 +43,9 @@ help:
 	@echo "options: REGION=$(REGION) WORKERS=$(WORKERS) (Luigi worker processes)"
 
 install: $(VENV)/.installed osmium-tool browser qgis
+	@# bytecode ahead of time: where PYTHONDONTWRITEBYTECODE is set (many Docker images) every command
+	@# would otherwise compile the project's modules again (0.03-0.05 s of each command's start-up)
+	@$(PY) -m compileall -q pipeline tasks
 
 # torch comes plainly from the package index (with torchvision, which segmentation-models-pytorch needs)
 $(VENV)/.installed: setup.cfg pyproject.toml
