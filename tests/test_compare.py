@@ -196,6 +196,7 @@ def test_change_layers_find_exactly_the_truth(compared: tuple[Path, RegionConfig
     assert objects["all"]["f1"] == objects["dense"]["f1"] == 1.0 and objects["dense"]["truth"] > 20, objects
     roads = scores["roads"]  # the streets OSM lacks and the ones gone from the image, by length and by id
     assert min(roads["missing_in_osm"]["precision"], roads["missing_in_osm"]["recall"]) > 0.99, roads  # by length
+    assert roads["missing_in_osm"]["recall_in_imagery"] > 0.99, roads
     assert roads["not_seen"]["precision"] == roads["not_seen"]["recall"] == 1.0, roads
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"]["building"]["missing_in_osm"] == len(missing)

@@ -456,3 +456,21 @@ def test_score_command_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "none.toml" in err[0]
     assert main(["--help"]) == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_road_recall_counts_what_the_imagery_shows():
+    """A missing road half outside the tiles with imagery, found where the imagery is: recall 0.5
+    over its whole length, 1.0 over what a model could see."""
+    from pipeline.synthetic.score import road_scores
+    from pipeline.tiles.geo import to_lonlat
+
+    road = np.array([shapely.LineString([(0, 0), (200, 0)])], dtype=object)  # EPSG:3857 metres
+    cand = np.array([shapely.LineString([(0, 0), (100, 0)])], dtype=object)
+    ll = [shapely.geometry.mapping(g) for g in to_lonlat(np.r_[road, cand])]
+    truth = [{"status": "missing_in_osm", "geometry": ll[0], "osm_type": None, "osm_id": None}]
+    layer = {"missing_in_osm": [{"geometry": ll[1], "properties": {"class": "road"}}], "not_seen": []}
+    imagery = shapely.box(-50, -50, 100, 50)
+    got = road_scores(truth, layer, 4.0, imagery)["missing_in_osm"]
+    assert got["recall"] == pytest.approx(0.5, abs=0.03) and got["recall_in_imagery"] == pytest.approx(1.0, abs=0.01)
+    assert got["precision"] == 1.0
+    assert road_scores(truth, layer, 4.0)["missing_in_osm"]["recall_in_imagery"] is None

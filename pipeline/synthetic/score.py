@@ -12,7 +12,8 @@ part of a missing building points at it, though its IoU is below 0.5), of not_se
 and id) and of offset (by OSM id), all for buildings; ``roads``: the road rows of missing_in_osm
 by length (precision: share of the candidates' length within the road class's ``buffer_m`` of
 a road the truth marks missing; recall: share of the missing roads' length within it of a
-candidate) and of not_seen by OSM id against the roads the image no longer shows; and
+candidate; ``recall_in_imagery``: the same over the missing roads' length on tiles with imagery,
+which is all a model can see) and of not_seen by OSM id against the roads the image no longer shows; and
 ``objects``: the predicted buildings (``predictions.geojson``) against every building the image
 shows, one-to-one at IoU >= 0.5 (precision, recall, F1), on all tiles, on the test tiles of
 ``split.csv`` and for the buildings that share a wall with another (the dense quarters).
@@ -21,6 +22,7 @@ shows, one-to-one at IoU >= 0.5 (precision, recall, F1), on all tiles, on the te
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,23 @@ def truth_scores(data_dir: Path, min_iou: float = 0.5, road_tol_m: float = ROAD_
                                               to_mercator(np.array(missing, dtype=object))),
             "not_seen": _pr(len(unseen), len(unseen & demolished), len(demolished)),
             "offset": _pr(len(offset), len(offset & shifted), len(shifted)),
-            "roads": road_scores([t for t in rows if t.get("class") == "road"], layer, road_tol_m)}
+            "roads": road_scores([t for t in rows if t.get("class") == "road"], layer, road_tol_m,
+                                 imagery_footprint(data_dir))}
+
+
+def imagery_footprint(data_dir: Path) -> shapely.Geometry | None:
+    """The union of the tiles with imagery (EPSG:3857), or None when the region has none written."""
+    from pipeline.core.errors import ManifestError
+    from pipeline.inference.windows import image_paths
+    from pipeline.tiles.tilemath import Tile, tile_bounds
+
+    try:
+        keys = list(image_paths(data_dir))
+    except ManifestError:  # no imagery index: no footprint to score against
+        return None
+    if not keys:
+        return None
+    return shapely.union_all(shapely.box(*np.array([tile_bounds(Tile(*k)) for k in keys]).T))
 
 
 def by_area(cand: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
@@ -88,10 +106,11 @@ def _features(folder: Path, status: str) -> list[dict[str, Any]]:
     return [f for p in files if p.is_file() for f in json.loads(p.read_text())["features"]]
 
 
-def road_scores(truth: list[dict[str, Any]], layer: dict[str, list[dict[str, Any]]], tol_m: float
-                ) -> dict[str, Any]:
+def road_scores(truth: list[dict[str, Any]], layer: dict[str, list[dict[str, Any]]], tol_m: float,
+                imagery: shapely.Geometry | None = None) -> dict[str, Any]:
     """Road figures (see the module doc): ``truth`` the road rows of ``truth.geojson`` (properties
-    and geometry), ``layer`` the features of the change layers by status, ``tol_m`` ground metres."""
+    and geometry), ``layer`` the features of the change layers by status, ``tol_m`` ground metres,
+    ``imagery`` the tiles with imagery (EPSG:3857) for ``recall_in_imagery``."""
     def lines(feats: list[dict[str, Any]]) -> np.ndarray:
         return to_mercator(np.array([shapely.geometry.shape(f["geometry"]) for f in feats], dtype=object))
 
@@ -103,6 +122,11 @@ def road_scores(truth: list[dict[str, Any]], layer: dict[str, list[dict[str, Any
     near_found = shapely.union_all(shapely.buffer(found, tol_m * s)) if len(found) else shapely.Polygon()
     hit_found = float(shapely.length(shapely.intersection(found, near_truth)).sum()) if len(found) else 0.0
     hit_truth = float(shapely.length(shapely.intersection(missing, near_found)).sum()) if len(missing) else 0.0
+    seen_m = seen_hit = math.nan
+    if imagery is not None and len(missing):
+        inside = shapely.intersection(missing, imagery)
+        seen_m = float(shapely.length(inside).sum())
+        seen_hit = float(shapely.length(shapely.intersection(inside, near_found)).sum())
     removed = {(t["osm_type"], t["osm_id"]) for t in truth if t["status"] == "demolished"}
     unseen = {(f["properties"]["osm_type"], f["properties"]["osm_id"]) for f in layer["not_seen"]
               if f["properties"]["class"] == "road"}
@@ -110,7 +134,8 @@ def road_scores(truth: list[dict[str, Any]], layer: dict[str, list[dict[str, Any
             "missing_in_osm": {"found": len(found), "truth": len(missing), "found_m": round(found_m / s, 1),
                                "truth_m": round(truth_m / s, 1),
                                "precision": round(hit_found / found_m, 4) if found_m > 0 else None,
-                               "recall": round(hit_truth / truth_m, 4) if truth_m > 0 else None},
+                               "recall": round(hit_truth / truth_m, 4) if truth_m > 0 else None,
+                               "recall_in_imagery": round(seen_hit / seen_m, 4) if seen_m > 0 else None},
             "not_seen": _pr(len(unseen), len(unseen & removed), len(removed))}
 
 
