@@ -207,17 +207,18 @@ def _hits(cand: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
             "recall": round(b["found_truth"] / b["truth"], 3) if b["truth"] else None}
 
 
-def _in_imagery(geoms: np.ndarray, region_dir: Path, z: int = 20) -> np.ndarray:
-    """True for the EPSG:3857 polygons at least half inside the region's imagery (the tiles of
-    ``split.csv``): a hidden building mostly off the imagery is one no model can find."""
-    import mercantile
+def _in_imagery(geoms: np.ndarray, region_dir: Path) -> np.ndarray:
+    """True for the EPSG:3857 polygons at least half inside the region's imagery (its tiles with
+    imagery: :func:`pipeline.synthetic.score.imagery_footprint`): a hidden building mostly off the
+    imagery is one no model can find."""
     import shapely
 
-    with open(region_dir / "split.csv", newline="") as fh:
-        boxes = [shapely.box(*mercantile.xy_bounds(int(r["x"]), int(r["y"]), z)) for r in csv.DictReader(fh)]
-    if not len(geoms) or not boxes:
+    from pipeline.synthetic.score import imagery_footprint
+
+    footprint = imagery_footprint(region_dir)
+    if not len(geoms) or footprint is None:
         return np.zeros(len(geoms), dtype=bool)
-    inside = shapely.area(shapely.intersection(geoms, shapely.union_all(boxes)))
+    inside = shapely.area(shapely.intersection(geoms, footprint))
     return np.asarray(inside >= 0.5 * shapely.area(geoms))
 
 

@@ -124,7 +124,7 @@ class Tracing:
     classes: Sequence[ClassSpec]
     threshold: float
     edges: Sequence[int] = ()
-    marker_min_m2: float = 32.0
+    marker_min_m2: float = VectorizeSpec.marker_min_m2
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def cached_loader(read: Loader, classes: Sequence[ClassSpec], maxsize: int = 3 *
 
 def shard_pieces(tiles: Sequence[Tile], load: Loader, classes: Sequence[ClassSpec], threshold: float,
                  box: tuple[float, float, float, float] | None, src_id: int = 0, edges: Sequence[int] = (),
-                 marker_min_m2: float = 32.0) -> Table:
+                 marker_min_m2: float = VectorizeSpec.marker_min_m2) -> Table:
     """Trace every tile of ``tiles`` (read through ``load``, best :func:`cached_loader`) and merge
     the pieces across tile borders; pieces that reach the edge of ``box`` (the shard, in global
     pixels) stay ``open``. Area classes are traced per block of ``BLOCK_TILES``² tiles (one
