@@ -125,7 +125,8 @@ def test_a_local_encoder_weights_file_enters_the_train_digest(tmp_path: Path, to
 
 def test_named_region_configs_are_checked_before_anything_runs(tmp_path: Path, town_pbf: Path) -> None:
     """A region config named by ``[train] regions`` / ``init`` or ``[predict] model`` that is
-    missing, broken or leads back to the region: one line from the command, before Luigi."""
+    missing, broken or leads back to the region, or a checkpoint named there that does not exist:
+    one line from the command, before Luigi (not after the stages before training have run)."""
     import subprocess
     import sys
 
@@ -137,8 +138,10 @@ def test_named_region_configs_are_checked_before_anything_runs(tmp_path: Path, t
     loop_a, loop_b = tmp_path / "la.toml", tmp_path / "lb.toml"
     _region(tmp_path, town_pbf, "la", 5, f'init = "{loop_b}"\n')
     _region(tmp_path, town_pbf, "lb", 5, f'\n[predict]\nmodel = "{loop_a}"\n')
+    no_pt = _region(tmp_path, town_pbf, "c", 5, f'init = "{tmp_path / "gone.pt"}"\n')
     cases = [(missing, r"a\.toml: \[train\] regions names '.*nope\.toml', which is no file; give the path of a "
                        r"region config \(configs/<region>\.toml\)$"),
+             (no_pt, r"c\.toml: \[train\] init = '.*gone\.pt': no such file; name a best\.pt written by TrainModel"),
              (bad, r"b\.toml: \[predict\] model = '.*broken\.toml': .*broken\.toml"),
              (loop_a, r"la\.toml: \[train\] init = '.*lb\.toml' .*|lb\.toml: \[predict\] model = '.*la\.toml' leads "
                       r"back to .*la\.toml")]

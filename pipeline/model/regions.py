@@ -104,6 +104,11 @@ def check_region_refs(cfg: RegionConfig, chain: tuple[Path, ...] = ()) -> None:
     """Every region config ``cfg`` names (and those they name) exists and loads, and none names
     back into the chain (Luigi would wait on itself): one line naming the config, key and file."""
     here = (*chain, cfg.path.resolve())
+    for key, given in (("[train] init", cfg.train.init), ("[predict] model", cfg.predict.model)):
+        if given is not None and not is_region_ref(given) and not given.is_file():
+            raise ConfigError(f"{cfg.path}: {key} = '{given}': no such file; name a best.pt written by TrainModel "
+                              "(data/<region>/model/best.pt, copied where you like) or a region config, "
+                              "or remove the key")
     for key, path in region_refs(cfg):
         if not path.is_file():
             alt = "" if key == "[train] regions" else " or of a checkpoint"
