@@ -228,8 +228,9 @@ def _main(argv: list[str], held: Held) -> int:
 
     from pipeline.config.region import load_config
     from pipeline.core.errors import OsmsatError
+    from pipeline.core.stages import task_stages
     from pipeline.core.user_errors import os_error_message
-    from pipeline.model.regions import check_environment
+    from pipeline.model.regions import check_environment, check_model_files
 
     import_for(argv)
     if not argv[0].startswith("-") and (wrong := _check_task(argv)) is not None:
@@ -240,6 +241,8 @@ def _main(argv: list[str], held: Held) -> int:
         try:
             cfg = load_config(config)
             check_environment(cfg)
+            if not argv[0].startswith("-"):
+                check_model_files(cfg, task_stages(argv[0], cfg))
             _check_labels(argv[0], cfg)
         except OsmsatError as exc:
             print(f"error: {exc}", file=sys.stderr)

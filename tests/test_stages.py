@@ -22,6 +22,7 @@ from pipeline.core.stages import (
     normalise,
     register,
     stage_digest,
+    task_stages,
 )
 from tests.test_config import BASE
 
@@ -280,3 +281,16 @@ def test_fingerprint_cache_lost_or_damaged(tmp_path: Path) -> None:
     fingerprints._MEMO.clear()  # as in a new process
     assert _digests(cfg) == first
     assert str(pbf) in json.loads(cache.read_text())
+
+
+def test_task_stages_are_the_task_and_what_it_reads(tmp_path: Path) -> None:
+    """What a command goes through (``[train] init`` / ``[predict] model`` are checked only where
+    it trains or predicts): a stage task and everything upstream, per config; None for others."""
+    own = _cfg(tmp_path, BASE)
+    assert task_stages("CoverTiles", own) == {"synthetic", "extract", "cover"}
+    assert {"train", "predict"} <= task_stages("Vectorize", own) == task_stages("MergeFeatures", own)
+    assert "train" not in task_stages("SplitDataset", own)
+    assert task_stages("RegionPipeline", own) is None and task_stages("Verify", own) is None
+    ckpt = tmp_path / "other.pt"
+    other = _cfg(tmp_path, BASE + f'\n[predict]\nmodel = "{ckpt}"\n', "o.toml")
+    assert "predict" in task_stages("Predict", other) and "train" not in task_stages("Predict", other)

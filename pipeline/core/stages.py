@@ -259,6 +259,22 @@ register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html
 
 
+def task_stages(task: str, cfg: RegionConfig) -> set[str] | None:
+    """The stages a run of the Luigi task class ``task`` goes through for ``cfg``: the stage it is
+    the task (or shard task) of and every stage upstream of it; None for a task that is no stage's
+    (``RegionPipeline``, ``Verify``: they may reach any stage)."""
+    todo = [s.name for s in STAGES.values() if task in (s.task.rsplit(".", 1)[-1], s.shard_task.rsplit(".", 1)[-1])]
+    if not todo:
+        return None
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += get_stage(name).upstream_of(cfg)
+    return seen
+
+
 def get_stage(name: str) -> Stage:
     """The registered stage ``name``; KeyError if unknown."""
     if name in STAGES:

@@ -104,11 +104,6 @@ def check_region_refs(cfg: RegionConfig, chain: tuple[Path, ...] = ()) -> None:
     """Every region config ``cfg`` names (and those they name) exists and loads, and none names
     back into the chain (Luigi would wait on itself): one line naming the config, key and file."""
     here = (*chain, cfg.path.resolve())
-    for key, given in (("[train] init", cfg.train.init), ("[predict] model", cfg.predict.model)):
-        if given is not None and not is_region_ref(given) and not given.is_file():
-            raise ConfigError(f"{cfg.path}: {key} = '{given}': no such file; name a best.pt written by TrainModel "
-                              "(data/<region>/model/best.pt, copied where you like) or a region config, "
-                              "or remove the key")
     for key, path in region_refs(cfg):
         if not path.is_file():
             alt = "" if key == "[train] regions" else " or of a checkpoint"
@@ -122,6 +117,19 @@ def check_region_refs(cfg: RegionConfig, chain: tuple[Path, ...] = ()) -> None:
         except ConfigError as exc:
             raise ConfigError(f"{cfg.path}: {key} = '{path}': {exc}") from exc
         check_region_refs(other, here)
+
+
+def check_model_files(cfg: RegionConfig, stages: set[str] | None = None) -> None:
+    """A checkpoint named by ``[train] init`` (when ``stages`` holds ``train``) or ``[predict]
+    model`` (when it holds ``predict``) must exist: one line naming the config and key, before a
+    run spends minutes on the stages before training. ``stages`` None: both are checked."""
+    keys = (("train", "[train] init", cfg.train.init), ("predict", "[predict] model", cfg.predict.model))
+    for stage, key, given in keys:
+        if (stages is None or stage in stages) and given is not None and not is_region_ref(given) \
+                and not given.is_file():
+            raise ConfigError(f"{cfg.path}: {key} = '{given}': no such file; name a best.pt written by TrainModel "
+                              "(data/<region>/model/best.pt, copied where you like) or a region config, "
+                              "or remove the key")
 
 
 def other_regions(cfg: RegionConfig) -> list[RegionConfig]:
