@@ -216,6 +216,21 @@ def test_cover_states_the_plan_and_refuses_past_max_tiles(tmp_path: Path, town_p
     assert code == 0 and (tmp_path / "data" / "tiles.csv").is_file(), err
 
 
+def _corner_of_town(cfg: Path, data: Path, side_m: float = 300.0) -> Path:
+    """``cfg`` cut to a ``side_m`` square of the town (z20: 25 shards of z19 instead of 111, so a
+    run the test waits for takes a quarter of the time), written back."""
+    import mercantile
+
+    from tests.test_train import _town_origin
+
+    ox, oy = _town_origin()
+    w, n = mercantile.lnglat(ox + 100, oy - 100)
+    e, s = mercantile.lnglat(ox + 100 + side_m, oy - 100 - side_m)
+    line = f'data_dir = "{data}"'
+    cfg.write_text(cfg.read_text().replace(line, f"{line}\nbbox = [{w}, {s}, {e}, {n}]", 1))
+    return cfg
+
+
 def clean_tmp(root: Path, tmpdir: Path) -> tuple[int, str]:
     proc = subprocess.run([sys.executable, "-m", "pipeline.core.upkeep", "clean-tmp", str(root)], check=False, cwd=ROOT,
                           env=cli_env(tmpdir), capture_output=True, text=True, timeout=120)
@@ -227,7 +242,7 @@ def test_clean_tmp_refuses_during_a_run_and_cleans_errors_files(tmp_path: Path, 
     nothing deleted, the run finishes; afterwards it deletes leftovers and the errors files of
     ended runs in the temp folder (a live run's stays)."""
     data, tmpdir = tmp_path / "data", tmp_path / "tmp"
-    cfg = write_town_config(tmp_path / "r.toml", town_pbf, data, zoom=20, shard_zoom=19)
+    cfg = _corner_of_town(write_town_config(tmp_path / "r.toml", town_pbf, data, zoom=20, shard_zoom=19), data)
     proc = _start_masks(cfg, 2, tmpdir)
     code, out = clean_tmp(tmp_path, tmpdir)
     assert code == 1 and out == (f"error: {data}: a run on this region is going on (it holds "
