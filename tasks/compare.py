@@ -31,9 +31,10 @@ class CompareWithOSM(RegionTask):
     @locked
     def run(self) -> None:
         import geopandas as gpd
+        import pandas as pd
 
         from pipeline.labels.features import read_features
-        from pipeline.review.compare import compare, features_in_tiles
+        from pipeline.review.compare import compare, in_and_touching
         from pipeline.review.compare_report import reliability_png, review_lines, write_report
         from pipeline.review.mappers import maproulette_tasks, osm_xml
         from pipeline.review.review import held_out_tiles, region_evidence, review
@@ -50,14 +51,14 @@ class CompareWithOSM(RegionTask):
             self._write_unlabelled(index, len(tiles))
             return
         pred = gpd.read_file(d / "predictions.geojson", engine="pyogrio")
-        osm = read_features(d / "features.parquet")
-        osm = osm[features_in_tiles(osm.geometry.to_numpy(), tiles, cfg.zoom)].reset_index(drop=True)
+        osm, context = in_and_touching(read_features(d / "features.parquet"), tiles, cfg.zoom)
         spec = cfg.compare
         evidence = region_evidence(cfg)
         low_path = d / LOW_CONFIDENCE
         low = gpd.read_file(low_path, engine="pyogrio") if low_path.is_file() else None
-        result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm), low)
-        queue = review(result, pred, osm, cfg.classes, spec, held_out_tiles(cfg, tiles), cfg.zoom, evidence)
+        result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm), low, context)
+        queue = review(result, pred, pd.concat([osm, context], ignore_index=True), cfg.classes, spec,
+                       held_out_tiles(cfg, tiles), cfg.zoom, evidence)
         result.layers = queue.layers
         statuses = status_names()
         result.summary["counts"] = {s: len(queue.layers[s]) for s in statuses}

@@ -251,3 +251,30 @@ def test_an_offset_low_confidence_outline_still_shows_the_building() -> None:
     assert compare(pred, osm, (BUILDING,), spec).summary["counts"]["not_seen"] == 1
     res = compare(pred, osm, (BUILDING,), spec, low=low)
     assert res.summary["counts"]["not_seen"] == 0 and res.summary["classes"]["building"]["covered"] == 1
+
+
+def test_a_building_reaching_in_from_beyond_the_tiles_explains_its_part_and_gets_no_status() -> None:
+    """A mapped building across the edge of the compared tiles (its representative point on a tile
+    without imagery): the predicted part inside is no candidate when the building comes as context,
+    and the building itself is neither seen nor not seen; left out altogether, the part is a
+    (false) missing candidate."""
+    from pipeline.review.compare import in_and_touching
+    from pipeline.tiles.tilemath import tile_extent_m
+
+    z = 19
+    e = tile_extent_m(z)
+    tx, ty = int((X0 + 20037508.342789244) // e), int((20037508.342789244 - Y0) // e)
+    left = tx * e - 20037508.342789244  # west edge of tile (tx, ty), EPSG:3857
+    top = 20037508.342789244 - ty * e
+    edge = shapely.box(left - 14.0, top - 20.0, left + 6.0, top - 10.0)  # 70 % of it west of the tile
+    inner = shapely.box(left + 20.0, top - 30.0, left + 30.0, top - 20.0)
+    osm = frame([edge, inner], **{"class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
+    pred = frame([shapely.intersection(edge, shapely.box(left, top - e, left + e, top)), inner], **{
+        "class": ["building"] * 2, "prob_mean": [0.9] * 2, "prob_max": [1.0] * 2, "area_m2": [60.0, 100.0]})
+    compared, context = in_and_touching(osm, {(tx, ty)}, z)
+    assert list(compared["osm_id"]) == [2] and list(context["osm_id"]) == [1]
+    spec = CompareSpec(missing_min_m2=4.0)
+    res = compare(pred, compared, (BUILDING,), spec, context=context)
+    assert res.summary["counts"]["missing_in_osm"] == 0
+    assert set(res.layers["matched"]["osm_id"]) == {2} and len(res.layers["not_seen"]) == 0
+    assert compare(pred, compared, (BUILDING,), spec).summary["counts"]["missing_in_osm"] == 1

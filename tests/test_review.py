@@ -131,6 +131,26 @@ def test_gap_simulation_labels_the_hidden_buildings() -> None:
     assert (sim.rows["s"] == 0).sum() == 4 * 12  # the region's own 12 candidates in each of 4 rounds
 
 
+def test_a_building_reaching_into_the_held_out_tiles_is_never_hidden_but_explains() -> None:
+    """Held-out tiles are a part of the region: a mapped building whose representative point lies
+    on a training tile but which reaches into a held-out one is not hidden by the simulation, and
+    the predicted part of it inside is no (false, region's own) candidate in any round."""
+    from pipeline.tiles.tilemath import tile_extent_m
+
+    e, half = tile_extent_m(Z), 20037508.342789244
+    tx, ty = int((X0 + half) // e), int((half - Y0) // e)
+    left, top = tx * e - half, half - ty * e
+    held = {(tx, ty)}
+    edge = shapely.box(left - 14.0, top - 20.0, left + 6.0, top - 10.0)  # mostly on the tile to the west
+    inside = [shapely.box(left + 10.0 + 15 * k, top - 40.0, left + 20.0 + 15 * k, top - 30.0) for k in range(4)]
+    part = shapely.intersection(edge, shapely.box(left, top - e, left + e, top))
+    pred = frame([part, *inside], **{"class": ["building"] * 5, "prob_mean": [0.9] * 5, "prob_max": [1.0] * 5})
+    osm = frame([edge, *inside], **{"class": ["building"] * 5, "osm_type": ["way"] * 5, "osm_id": list(range(5))})
+    sim = simulate_missing(pred, osm, "building", CompareSpec(gap_share=0.25, missing_min_m2=4.0), held, Z, None)
+    assert sim.simulated == 4  # the four inside, each hidden once; the edge building never
+    assert (sim.rows["s"] == 1).sum() == 4 and (sim.rows["s"] == 0).sum() == 0
+
+
 def test_real_unmapped_buildings_outrank_false_detections() -> None:
     pred, osm, real, false = scene()
     held = tiles_of(list(to_mercator(pred.geometry.to_numpy())))

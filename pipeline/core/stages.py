@@ -253,7 +253,9 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold
 # version 3: the low-confidence predictions (predictions_low_confidence.geojson) count towards coverage
 # version 4: an OSM feature's coverage counts its parts within explain_m of the predictions (misregistration)
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=4, task="compare.CompareWithOSM"))
+# version 5: OSM features that reach into the compared tiles from outside explain the predicted area they cover
+# (no candidate on a building at the imagery's edge), in the comparison and in its gap simulation
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=5, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

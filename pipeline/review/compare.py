@@ -46,7 +46,7 @@ from pipeline.review.compare_lines import compare_lines
 from pipeline.review.coverage import coverage, ground_scale, unexplained
 from pipeline.review.statuses import status_names
 from pipeline.tiles.geo import mercator_scale, to_mercator
-from pipeline.tiles.tilemath import features_in_tiles, points_in_tiles  # noqa: F401 - re-exported
+from pipeline.tiles.tilemath import features_in_tiles, features_touching_tiles, points_in_tiles  # noqa: F401
 from pipeline.vectors.finish import output_lonlat
 
 if TYPE_CHECKING:
@@ -133,14 +133,17 @@ def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
 
 def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],
             spec: CompareSpec, evidence: Evidence | None = None, resolvable_m2: float = 0.0,
-            low: gpd.GeoDataFrame | None = None) -> Comparison:
+            low: gpd.GeoDataFrame | None = None, context: gpd.GeoDataFrame | None = None) -> Comparison:
     """Compare predicted features (``finish`` output, EPSG:4326) with OSM features
     (``features.parquet`` rows, EPSG:4326) class by class. ``evidence`` (optional) reads the
     model's probability and the imagery's usability inside any polygon; a not-seen feature on
     unusable imagery, or smaller than ``resolvable_m2`` (ground m²), is ``unknown``, not gone.
     ``low``: the predicted polygons dropped for low confidence (:mod:`pipeline.vectors.confidence`):
     predicted pixels of their class, so they count towards an OSM feature's coverage (seen), but
-    they are no candidates."""
+    they are no candidates. ``context``: OSM features that reach into the compared tiles from
+    outside them (their representative point elsewhere, :func:`features_touching_tiles`): they get
+    no status, but the predicted area they explain is no candidate (a building on the imagery's
+    edge is not missing from OSM)."""
     import geopandas as gpd
 
     pred = with_pred_columns(pred)
@@ -165,7 +168,9 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                                                     o.geometry.to_numpy()[unseen], c.name, evidence), resolvable_m2)
         parts["not_seen"].append(gone)
         parts["unknown"].append(unknown)
-        miss, src = unexplained(pm, om, (i, j), shifts, spec.explain_m, spec.open_m, spec.min_area(c.name))
+        cm = valid_mercator(class_rows(context, c.name)) if context is not None else np.empty(0, dtype=object)
+        miss, src = unexplained(pm, np.concatenate([om, cm]), (i, j), shifts, spec.explain_m, spec.open_m,
+                                spec.min_area(c.name))
         parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
         per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
             "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
@@ -185,6 +190,16 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
                "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in statuses}}
     return Comparison(layers=layers, summary=summary, low=low)
+
+
+def in_and_touching(osm: gpd.GeoDataFrame, tiles: set[tuple[int, int]], z: int
+                    ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The OSM features (EPSG:4326) compared on ``tiles`` ((x, y) at zoom ``z``: those whose
+    representative point lies there) and the context: those that only reach into them."""
+    g = osm.geometry.to_numpy()
+    inside = features_in_tiles(g, tiles, z) if len(osm) else np.zeros(0, dtype=bool)
+    touching = ~inside & features_touching_tiles(g, tiles, z) if len(osm) else inside
+    return osm[inside].reset_index(drop=True), osm[touching].reset_index(drop=True)
 
 
 def line_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:

@@ -30,6 +30,7 @@ from pipeline.review.compare import (
     CompareSpec,
     _osm_rows,
     features_in_tiles,
+    features_touching_tiles,
     missing_parts,
     missing_rows,
     points_in_tiles,
@@ -60,13 +61,19 @@ def groups(n: int, share: float, seed: int) -> list[np.ndarray]:
 def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSpec, held_out: set[tuple[int, int]],
                      zoom: int, evidence: Evidence | None) -> Simulated:
     """The ``missing_in_osm`` pool of class ``name``: predictions ``p`` and OSM features ``o``
-    (EPSG:4326, that class only) restricted to the held-out tiles, one round per hidden group."""
-    ph, oh = _in_tiles(p, held_out, zoom), _in_tiles(o, held_out, zoom)
+    (EPSG:4326, that class only) restricted to the held-out tiles, one round per hidden group.
+    OSM features that reach into the held-out tiles from elsewhere are never hidden but explain
+    the predicted area they cover, as in the comparison itself."""
+    inside = features_in_tiles(o.geometry.to_numpy(), held_out, zoom) if len(o) else np.zeros(0, dtype=bool)
+    ph, oh = _in_tiles(p, held_out, zoom), o[inside].reset_index(drop=True)
     pm, om = _mercator(ph), _mercator(oh)
+    outside = o[~inside]
+    rest = _mercator(outside[features_touching_tiles(outside.geometry.to_numpy(), held_out, zoom)]) \
+        if len(outside) else np.empty(0, dtype=object)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):
         keep = np.setdiff1d(np.arange(len(oh)), g)
-        miss, src = missing_parts(pm, om[keep], spec, name)
+        miss, src = missing_parts(pm, np.concatenate([om[keep], rest]), spec, name)
         rows = missing_rows(name, ph, pm, miss, src, evidence)
         rows["s"], rows["change"] = _hits(miss, om[g], g)
         pools.append(rows)

@@ -210,6 +210,28 @@ def features_in_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: in
     return points_in_tiles(to_mercator(shapely.point_on_surface(np.asarray(geoms_4326, dtype=object))), tiles, z)
 
 
+def features_touching_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
+    """True where a geometry (EPSG:4326) intersects one of ``tiles`` ((x, y) at zoom ``z``), its
+    representative point there or not."""
+    import numpy as np
+    import shapely
+
+    from pipeline.tiles.geo import to_mercator
+
+    g = to_mercator(np.asarray(geoms_4326, dtype=object))
+    out = np.zeros(len(g), dtype=bool)
+    if not len(g) or not tiles:
+        return out
+    e = tile_extent_m(z)
+    xy = np.array(sorted(tiles), dtype=np.float64)
+    boxes = shapely.box(xy[:, 0] * e - HALF_WORLD_M, HALF_WORLD_M - (xy[:, 1] + 1) * e,
+                        (xy[:, 0] + 1) * e - HALF_WORLD_M, HALF_WORLD_M - xy[:, 1] * e)
+    ok = ~(shapely.is_missing(g) | shapely.is_empty(g))
+    hit, _ = shapely.STRtree(boxes).query(np.where(ok, g, np.array(None, dtype=object)), predicate="intersects")
+    out[np.unique(hit)] = True
+    return out
+
+
 def points_in_tiles(pts_3857: np.ndarray, tiles: set[tuple[int, int]], z: int) -> np.ndarray:
     """True where a point (EPSG:3857) lies in one of ``tiles`` ((x, y) at zoom ``z``)."""
     import numpy as np
