@@ -155,10 +155,14 @@ class EvaluateModel(RegionTask):
         masks = set(image_paths_of(self.data_dir / "masks"))
         return {"all labelled": sorted(preds & masks)}, "all labelled", False
 
-    def _pairs(self, tiles: list[tuple[int, int, int]]) -> list[tuple[Path, Path]]:
-        """(prediction tile, mask tile) of each tile."""
+    def _pairs(self, tiles: list[tuple[int, int, int]]) -> list[tuple[Path, ...]]:
+        """(prediction tile, mask tile, image tile or None) of each tile."""
+        from pipeline.inference.windows import image_paths
+
         pred_dir, mask_dir = self.data_dir / "predictions", self.data_dir / "masks"
-        return [(pred_dir / f"{z}/{x}/{y}.png", mask_dir / f"{z}/{x}/{y}.png") for z, x, y in tiles]
+        images = image_paths(self.data_dir)
+        return [(pred_dir / f"{z}/{x}/{y}.png", mask_dir / f"{z}/{x}/{y}.png", images.get((z, x, y)))  # type: ignore[misc]
+                for z, x, y in tiles]
 
     def _other_splits(self, by_split: dict[str, list[tuple[int, int, int]]],
                       classes: list[tuple[str, int]]) -> dict[str, Any]:

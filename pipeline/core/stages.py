@@ -226,15 +226,17 @@ register(Stage("masks", ("region.tile_size", "masks", "classes"), ("cover",), in
 register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"), inputs=_imagery_paths,
                optional=("imagery.options",), task="imagery.ImageryAll", shard_task="imagery.FetchImagery"))
 register(Stage("split", ("split",), ("masks", "imagery"), task="split.SplitDataset"))
-register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False,
+# version 2 (train), 2 (predict), 3 (evaluate): pixels off the imagery (0 in every band) are ignored in
+# training and evaluation and predicted 0 (pipeline.model.split.nodata_pixels)
+register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False, version=2,
                optional=("train.regions", "labels.negatives"), conditional=_train_conditional, foreign=_region_splits,
                task="train.TrainModel"))
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
-               inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
+               version=2, inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
                task="predict.PredictAll", shard_task="predict.Predict"))
 # version 2: metrics.json adds the train and validation splits' IoU and the epoch best.pt was chosen on
 register(Stage("evaluate", ("predict.model",), ("predict", "masks", "split"), upstream_for=_evaluate_inputs,
-               version=2, task="predict.EvaluateModel"))
+               version=3, task="predict.EvaluateModel"))
 register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.band_names",),
                task="export.ExportModel"))
 # version 2: buildings squared by pipeline.vectors.square by default ([vectorize] regularizer, in the digest when set)

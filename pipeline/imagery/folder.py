@@ -230,7 +230,9 @@ def _one_tile(icfg: ImageryConfig, t: Tile, srcs: list[Path | None], depth: int,
         remove_tile_files(out_root, t)
         return TileRecord(t, TileStatus.NODATA, valid_share=round(share, 4))
     if valid is not None:
-        rgb = np.where(valid[None], rgb, 0).astype(np.uint8)
+        from pipeline.imagery.raster import reserve_zero
+
+        rgb = reserve_zero(np.where(valid[None], rgb, 0).astype(np.uint8), valid)
     fmt = icfg.format if icfg.format in ("png", "jpg") else "png"
     data = encode_tile(rgb, fmt, t, jpeg_quality=icfg.jpeg_quality, png_level=icfg.png_level)
     return _write(t, data, fmt, round(share, 4), out_root, scratch)

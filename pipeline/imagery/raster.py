@@ -11,7 +11,9 @@ is the coarsest still at least as fine as the tile's, when the zoom is coarser t
 Validity comes from the warper's alpha band: the source's alpha band, or one GDAL derives from
 the source nodata value (``[imagery] nodata`` overrides it) and the source's extent. A tile with
 less than ``min_valid_share`` valid pixels is skipped (status ``nodata-skipped``); invalid
-pixels of kept tiles are 0. Several rasters mosaic in the configured order, the first on top.
+pixels of kept tiles are 0 in every band, and only they (a valid black pixel is written as 1):
+training and evaluation ignore them, prediction writes 0 there. Several rasters mosaic in the
+configured order, the first on top.
 
 Non-8-bit sources (e.g. uint16) are rescaled to 8 bits with the configured ``rescale`` range
 or with per-band percentiles computed once over all rasters, or kept as they are in TIFF tiles
@@ -175,6 +177,18 @@ def to_8bit(data: NDArray[Any], scale: Sequence[tuple[float, float]], valid: NDA
     return out
 
 
+def reserve_zero(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``data`` (bands, H, W) with its valid pixels that are 0 in every band set to 1 in every band:
+    0 in every band then means nodata alone (:func:`pipeline.model.split.nodata_pixels`), 1 / 255
+    off a black pixel changes nothing anyone sees."""
+    black = valid & ~np.any(data, axis=0)
+    if not black.any():
+        return data
+    data = data.copy()
+    data[:, black] = 1
+    return data
+
+
 def render_tile(tiler: ShardTiler, tile: Tile, icfg: ImageryConfig) -> tuple[bytes | None, float]:
     """Encoded bytes of ``tile`` (None when its valid share is below ``min_valid_share``) and
     its share of valid pixels."""
@@ -184,6 +198,7 @@ def render_tile(tiler: ShardTiler, tile: Tile, icfg: ImageryConfig) -> tuple[byt
         return None, share
     if tiler.plan.scale is not None:
         data = to_8bit(data, tiler.plan.scale, valid)
+    data = reserve_zero(data, valid)
     return encode_tile(data, icfg.format, tile, jpeg_quality=icfg.jpeg_quality, png_level=icfg.png_level), share
 
 

@@ -46,21 +46,26 @@ def mask_to_index(mask: np.ndarray, class_ids: Sequence[int], where: str) -> np.
     return out
 
 
-def evaluate_tiles(pairs: Sequence[tuple[Path, Path]], classes: Sequence[tuple[str, int]],
+def evaluate_tiles(pairs: Sequence[tuple[Path, ...]], classes: Sequence[tuple[str, int]],
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Confusion matrix and scores over ``(prediction png, mask png)`` pairs; ``classes`` are
+    """Confusion matrix and scores over ``(prediction png, mask png)`` pairs, or triples with the
+    tile's image (its nodata pixels, :func:`pipeline.model.split.nodata_pixels`, are not scored:
+    no imagery, no evidence either way); ``classes`` are
     ``(name, id)`` by ascending id. Returns a JSON-ready dict: ``classes`` (names, background
     first), ``confusion`` (rows true, columns predicted, pixel counts), ``iou``, ``precision``,
     ``recall``, ``f1`` per class, ``miou`` (foreground), ``accuracy`` and ``tiles``."""
-    from pipeline.model.split import read_mask
+    from pipeline.model.split import nodata_pixels, read_image, read_mask
 
     ids = [cid for _, cid in classes]
     names = ["background", *(n for n, _ in classes)]
     n = len(names)
     cm = torch.zeros((n, n), dtype=torch.int64)
-    for i, (ppath, mpath) in enumerate(pairs):
+    for i, (ppath, mpath, *image) in enumerate(pairs):
         q = decode_probs(Path(ppath).read_bytes(), n - 1, where=str(ppath))
         truth = mask_to_index(read_mask(mpath), ids, str(mpath))
+        nodata = nodata_pixels(read_image(image[0])) if image and image[0] is not None else None
+        if nodata is not None and nodata.shape == truth.shape:
+            truth = np.where(nodata, np.uint8(IGNORE), truth)
         if truth.shape != q.shape[1:]:
             raise InputDataError(f"{ppath}: prediction of {q.shape[1:]} px but mask {mpath} has {truth.shape}; "
                                  "rerun the prediction (region.tile_size changed?)")
@@ -73,7 +78,7 @@ def evaluate_tiles(pairs: Sequence[tuple[Path, Path]], classes: Sequence[tuple[s
     return json_ready(out)
 
 
-def split_ious(pairs_by_split: Mapping[str, Sequence[tuple[Path, Path]]], classes: Sequence[tuple[str, int]],
+def split_ious(pairs_by_split: Mapping[str, Sequence[tuple[Path, ...]]], classes: Sequence[tuple[str, int]],
                ) -> dict[str, dict[str, Any]]:
     """``{split: {"tiles": n, "iou": {class: IoU}}}`` of the same predictions on other splits than
     the one scored (the training and validation tiles): measured like the test figure, so a user

@@ -109,6 +109,20 @@ def _units(reader: TileReader, keys: Sequence[TileKey], t: int, border: int, fil
             for b in batches]
 
 
+def _off_nodata(p: np.ndarray, img: np.ndarray | None) -> np.ndarray:
+    """Probabilities ``p`` (K - 1, T, T) set to 0 on the tile's nodata pixels (``img``: its
+    (bands, T, T) image; :func:`pipeline.model.split.nodata_pixels`): nothing is predicted off
+    the imagery."""
+    from pipeline.model.split import nodata_pixels
+
+    nodata = nodata_pixels(img, channel_axis=0) if img is not None else None
+    if nodata is None or nodata.shape != p.shape[1:]:
+        return p
+    p = p.copy()
+    p[:, nodata] = 0
+    return p
+
+
 def predict_tiles(engine: Engine, reader: TileReader, keys: Sequence[TileKey], *, context_px: int = 64,
                   block: int = 4, batch_size: int = 8, tta: str = "none",
                   progress: Progress | None = None) -> Iterator[tuple[TileKey, np.ndarray]]:
@@ -132,7 +146,7 @@ def predict_tiles(engine: Engine, reader: TileReader, keys: Sequence[TileKey], *
             if i + 1 < len(units):
                 future = pool.submit(units[i + 1].load)
             for key, p in unit.cut(engine_probs(engine, windows, t, tta)):
-                yield key, quantise(p)
+                yield key, quantise(_off_nodata(p, reader.get(key)))
             done += len(unit.keys)
             if progress is not None:
                 progress(done, len(keys))

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from pipeline.config.train import TrainSpec
 from pipeline.model.network import normalise
-from pipeline.model.split import IGNORE, TileRow, read_image, read_mask, value_max
+from pipeline.model.split import IGNORE, TileRow, nodata_pixels, read_image, read_mask, value_max
 
 
 def build_augment(spec: TrainSpec, bands: int) -> Any:
@@ -86,6 +86,9 @@ class TileDataset(Dataset[dict[str, Any]]):
         if img.dtype != np.uint8:
             img = np.minimum(img.astype(np.float32) / np.float32(value_max(self.band_stats)), np.float32(1.0))
         mask = read_mask(self.data_dir / r.mask)
+        nodata = nodata_pixels(img)
+        if nodata is not None and nodata.shape == mask.shape:
+            mask = np.where(nodata, np.uint8(IGNORE), mask)
         if self.scale != 1.0:
             from PIL import Image
 

@@ -215,6 +215,15 @@ def read_image(path: str | Path, bands: int | None = None) -> np.ndarray:
     return arr
 
 
+def nodata_pixels(img: np.ndarray, channel_axis: int = -1) -> np.ndarray | None:
+    """(H, W) bool: the pixels of an image tile that are 0 in every band — how the imagery stage
+    writes pixels outside its source or under the source's nodata value
+    (:mod:`pipeline.imagery.raster`) — or None when there are none. Training and evaluation ignore
+    them, prediction writes 0 there: a tile partly off the imagery is no evidence of background."""
+    nd = ~np.any(img, axis=channel_axis)
+    return nd if nd.any() else None
+
+
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 
