@@ -46,7 +46,7 @@ class ImageryConfig:
     rescale: tuple[float, float] | None = None  # 16-bit -> 8-bit value range; None: percentiles
     percentiles: tuple[float, float] = (2.0, 98.0)  # computed per band over all rasters
     keep_16bit: bool = False  # write 16-bit TIFF tiles instead of rescaling
-    min_valid_share: float = 0.1  # a raster tile with a smaller share of valid pixels is skipped (the rest: ignored)
+    min_valid_share: float = 0.5  # a raster tile with a smaller share of valid pixels is skipped (the rest: ignored)
     jpeg_quality: int = 90
     png_level: int = 1  # zlib level 0-9: on aerial photos 1 is 5x faster than 6, files ~6 % larger
     retina: bool = False  # {r} -> "@2x" (set region.tile_size = 512 for such servers)
