@@ -17,14 +17,19 @@ from pipeline.model.split import IGNORE, make_split, nodata_pixels
 from tests.train_fixtures import Z, write_region
 
 
-def test_nodata_pixels_are_those_zero_in_every_band() -> None:
-    img = np.full((4, 5, 3), 7, dtype=np.uint8)
+def test_nodata_pixels_are_runs_of_zero_in_every_band() -> None:
+    img = np.full((64, 64, 3), 7, dtype=np.uint8)
     assert nodata_pixels(img) is None
-    img[0, :] = 0
-    img[1, 0] = (0, 0, 1)  # a dark pixel with one band lit is imagery
+    img[:, :3] = 0  # a collar along the west edge: 192 pixels, over 1 % of the tile
+    img[10, 1] = (0, 0, 1)  # a dark pixel with one band lit is imagery
+    shadow = (slice(30, 37), slice(30, 37))
+    img[shadow] = 0  # a patch of black shadow, 49 pixels: imagery
     got = nodata_pixels(img)
-    assert got is not None and got.sum() == 5 and got[0].all() and not got[1, 0]
+    assert got is not None and got.sum() == 191 and got[:, :3].sum() == 191 and not got[10, 1]
+    assert not got[shadow].any()
     assert (nodata_pixels(img.transpose(2, 0, 1), channel_axis=0) == got).all()
+    img[:, :3] = 9
+    assert nodata_pixels(img) is None  # only the shadow is left
 
 
 def test_training_ignores_the_labels_on_nodata(tmp_path: Path) -> None:
@@ -45,22 +50,22 @@ def test_training_ignores_the_labels_on_nodata(tmp_path: Path) -> None:
 
 
 def test_prediction_is_zero_on_nodata() -> None:
-    p = np.full((2, 4, 4), 0.8, dtype=np.float32)
-    img = np.full((3, 4, 4), 50, dtype=np.uint8)
-    img[:, :, :1] = 0
+    p = np.full((2, 32, 32), 0.8, dtype=np.float32)
+    img = np.full((3, 32, 32), 50, dtype=np.uint8)
+    img[:, :, :4] = 0
     out = _off_nodata(p, img)
-    assert (out[:, :, 0] == 0).all() and (out[:, :, 1:] == np.float32(0.8)).all()
+    assert (out[:, :, :4] == 0).all() and (out[:, :, 4:] == np.float32(0.8)).all()
     assert (p == np.float32(0.8)).all()  # the input is left as it was
-    assert _off_nodata(p, None) is p and _off_nodata(p, np.full((3, 4, 4), 9, dtype=np.uint8)) is p
+    assert _off_nodata(p, None) is p and _off_nodata(p, np.full((3, 32, 32), 9, dtype=np.uint8)) is p
 
 
 def test_evaluation_does_not_score_nodata(tmp_path: Path) -> None:
-    n = 8
+    n = 16
     mask = np.ones((n, n), dtype=np.uint8)  # a building everywhere
     probs = np.zeros((1, n, n), dtype=np.uint8)
-    probs[0, :, 4:] = 255  # predicted on the east half; the west half is off the imagery
+    probs[0, :, n // 2:] = 255  # predicted on the east half; the west half is off the imagery
     img = np.full((n, n, 3), 90, dtype=np.uint8)
-    img[:, :4] = 0
+    img[:, : n // 2] = 0
     (tmp_path / "p.png").write_bytes(encode_probs(probs))
     Image.fromarray(mask).save(tmp_path / "m.png")
     Image.fromarray(img).save(tmp_path / "i.png")
@@ -73,12 +78,13 @@ def test_evaluation_does_not_score_nodata(tmp_path: Path) -> None:
 def test_the_imagery_stage_keeps_zero_for_nodata_alone() -> None:
     from pipeline.imagery.raster import reserve_zero
 
-    data = np.zeros((3, 2, 3), dtype=np.uint8)
+    data = np.zeros((3, 16, 16), dtype=np.uint8)
     data[:, 0, 0] = (5, 0, 0)
-    valid = np.array([[True, True, False], [True, False, False]])
+    valid = np.zeros((16, 16), dtype=bool)
+    valid[:, :8] = True  # the east half is off the raster
     out = reserve_zero(data, valid)
     assert out[:, 0, 0].tolist() == [5, 0, 0]  # lit in one band: as it was
-    assert out[:, 0, 1].tolist() == [1, 1, 1] and out[:, 1, 0].tolist() == [1, 1, 1]  # valid black
+    assert (out[:, 1:, :8] == 1).all() and (out[:, :, 8:] == 0).all()  # valid black -> 1; nodata stays 0
     got = nodata_pixels(out, channel_axis=0)
     assert got is not None and (got == ~valid).all()
     assert reserve_zero(out, valid) is out  # nothing left to change: no copy
