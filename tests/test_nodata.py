@@ -9,11 +9,12 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config.train import SplitSpec
+from pipeline.imagery.nodata import nodata_pixels
 from pipeline.inference.evaluate import evaluate_tiles
 from pipeline.inference.predict import _off_nodata
 from pipeline.inference.probs import encode_probs
 from pipeline.model.dataset import TileDataset
-from pipeline.model.split import IGNORE, make_split, nodata_pixels
+from pipeline.model.split import IGNORE, make_split
 from tests.train_fixtures import Z, write_region
 
 
@@ -76,7 +77,7 @@ def test_evaluation_does_not_score_nodata(tmp_path: Path) -> None:
 
 
 def test_the_imagery_stage_keeps_zero_for_nodata_alone() -> None:
-    from pipeline.imagery.raster import reserve_zero
+    from pipeline.imagery.nodata import reserve_zero
 
     data = np.zeros((3, 16, 16), dtype=np.uint8)
     data[:, 0, 0] = (5, 0, 0)

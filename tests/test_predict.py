@@ -528,7 +528,7 @@ def test_own_model_is_evaluated_on_the_test_split(tmp_path: Path, town_pbf: Path
     for split in ("train", "val"):
         mine = [r for r in rows if r.split == split]
         assert m["splits"][split]["tiles"] == len(mine) >= 1
-        pairs = [(data / "predictions" / f"{r.z}/{r.x}/{r.y}.png", data / r.mask) for r in mine]
+        pairs = [(data / "predictions" / f"{r.z}/{r.x}/{r.y}.png", data / r.mask, data / r.image) for r in mine]
         want = evaluate_tiles(pairs, [("building", 1), ("road", 2), ("park", 3)])["iou"]
         assert m["splits"][split]["iou"] == want
     assert m["selected_on"] == {}  # this checkpoint was not written by TrainModel: no validated epoch

@@ -227,7 +227,7 @@ register(Stage("imagery", ("region.tile_size", "imagery"), ("cover", "synthetic"
                optional=("imagery.options",), task="imagery.ImageryAll", shard_task="imagery.FetchImagery"))
 register(Stage("split", ("split",), ("masks", "imagery"), task="split.SplitDataset"))
 # version 2 (train), 2 (predict), 3 (evaluate): pixels off the imagery (0 in every band) are ignored in
-# training and evaluation and predicted 0 (pipeline.model.split.nodata_pixels)
+# training and evaluation and predicted 0 (pipeline.imagery.nodata)
 register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False, version=2,
                optional=("train.regions", "labels.negatives"), conditional=_train_conditional, foreign=_region_splits,
                task="train.TrainModel"))

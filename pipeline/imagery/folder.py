@@ -230,7 +230,7 @@ def _one_tile(icfg: ImageryConfig, t: Tile, srcs: list[Path | None], depth: int,
         remove_tile_files(out_root, t)
         return TileRecord(t, TileStatus.NODATA, valid_share=round(share, 4))
     if valid is not None:
-        from pipeline.imagery.raster import reserve_zero
+        from pipeline.imagery.nodata import reserve_zero
 
         rgb = reserve_zero(np.where(valid[None], rgb, 0).astype(np.uint8), valid)
     fmt = icfg.format if icfg.format in ("png", "jpg") else "png"

@@ -42,6 +42,7 @@ from rasterio.windows import Window
 
 from pipeline.core.errors import InputDataError, TileError
 from pipeline.imagery.common import TILE_EXTS, TileRecord, encode_tile
+from pipeline.imagery.nodata import reserve_zero
 from pipeline.imagery.raster_plan import RasterPlan, SourceInfo, open_raster
 from pipeline.tiles.tilemath import Tile, parent, quadkey_to_tile, tile_bounds, tile_transform
 from pipeline.tiles.writer import TileStatus, TileWriter
@@ -175,18 +176,6 @@ def to_8bit(data: NDArray[Any], scale: Sequence[tuple[float, float]], valid: NDA
         out[i] = np.clip(v, 0, 255).astype(np.uint8)
     out[:, ~valid] = 0
     return out
-
-
-def reserve_zero(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``data`` (bands, H, W) with its valid pixels that are 0 in every band set to 1 in every band:
-    0 in every band then means nodata alone (:func:`pipeline.model.split.nodata_pixels`), 1 / 255
-    off a black pixel changes nothing anyone sees."""
-    black = valid & ~np.any(data, axis=0)
-    if not black.any():
-        return data
-    data = data.copy()
-    data[:, black] = 1
-    return data
 
 
 def render_tile(tiler: ShardTiler, tile: Tile, icfg: ImageryConfig) -> tuple[bytes | None, float]:

@@ -49,12 +49,13 @@ def mask_to_index(mask: np.ndarray, class_ids: Sequence[int], where: str) -> np.
 def evaluate_tiles(pairs: Sequence[tuple[Path, ...]], classes: Sequence[tuple[str, int]],
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Confusion matrix and scores over ``(prediction png, mask png)`` pairs, or triples with the
-    tile's image (its nodata pixels, :func:`pipeline.model.split.nodata_pixels`, are not scored:
+    tile's image (its nodata pixels, :func:`pipeline.imagery.nodata.nodata_pixels`, are not scored:
     no imagery, no evidence either way); ``classes`` are
     ``(name, id)`` by ascending id. Returns a JSON-ready dict: ``classes`` (names, background
     first), ``confusion`` (rows true, columns predicted, pixel counts), ``iou``, ``precision``,
     ``recall``, ``f1`` per class, ``miou`` (foreground), ``accuracy`` and ``tiles``."""
-    from pipeline.model.split import nodata_pixels, read_image, read_mask
+    from pipeline.imagery.nodata import nodata_pixels
+    from pipeline.model.split import read_image, read_mask
 
     ids = [cid for _, cid in classes]
     names = ["background", *(n for n, _ in classes)]

@@ -111,9 +111,9 @@ def _units(reader: TileReader, keys: Sequence[TileKey], t: int, border: int, fil
 
 def _off_nodata(p: np.ndarray, img: np.ndarray | None) -> np.ndarray:
     """Probabilities ``p`` (K - 1, T, T) set to 0 on the tile's nodata pixels (``img``: its
-    (bands, T, T) image; :func:`pipeline.model.split.nodata_pixels`): nothing is predicted off
+    (bands, T, T) image; :func:`pipeline.imagery.nodata.nodata_pixels`): nothing is predicted off
     the imagery."""
-    from pipeline.model.split import nodata_pixels
+    from pipeline.imagery.nodata import nodata_pixels
 
     nodata = nodata_pixels(img, channel_axis=0) if img is not None else None
     if nodata is None or nodata.shape != p.shape[1:]:

@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.config.train import TrainSpec
+from pipeline.imagery.nodata import nodata_pixels
 from pipeline.model.network import normalise
-from pipeline.model.split import IGNORE, TileRow, nodata_pixels, read_image, read_mask, value_max
+from pipeline.model.split import IGNORE, TileRow, read_image, read_mask, value_max
 
 
 def build_augment(spec: TrainSpec, bands: int) -> Any:

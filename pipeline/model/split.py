@@ -215,31 +215,6 @@ def read_image(path: str | Path, bands: int | None = None) -> np.ndarray:
     return arr
 
 
-#: a run of pixels 0 in every band counts as nodata from this share of the tile (and 64 pixels) on:
-#: real imagery has black pixels in deep shadow (kampala: up to 3 % of a tile, in runs of at most
-#: 419 pixels of 65,536), a raster's nodata comes in one piece along the tile's edge
-NODATA_MIN_SHARE = 0.01
-
-
-def nodata_pixels(img: np.ndarray, channel_axis: int = -1) -> np.ndarray | None:
-    """(H, W) bool: the pixels of an image tile off the imagery — 4-connected runs of pixels that
-    are 0 in every band covering at least :data:`NODATA_MIN_SHARE` of the tile, which is how the
-    imagery stage writes a raster's nodata and what lies outside it (:mod:`pipeline.imagery.raster`)
-    — or None when there are none. Training and evaluation ignore them, prediction writes 0 there:
-    a tile partly off the imagery is no evidence of background. Scattered black pixels (shadows)
-    stay imagery."""
-    zero = ~np.any(img, axis=channel_axis)
-    least = max(64, int(NODATA_MIN_SHARE * zero.size))
-    if int(zero.sum()) < least:
-        return None
-    from scipy import ndimage
-
-    runs, _ = ndimage.label(zero)
-    big = np.bincount(runs.ravel()) >= least
-    big[0] = False
-    return big[runs] if big.any() else None
-
-
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image
 
