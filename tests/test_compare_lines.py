@@ -136,3 +136,13 @@ def test_bad_arguments_name_themselves() -> None:
         compare_lines(road, _osm(), ROAD, 0.0, 1.0, 0.5)
     with pytest.raises(ValueError, match="seen_cover"):
         compare_lines(road, _osm(), ROAD, 4.0, 1.0, 1.5)
+
+
+def test_a_context_way_explains_the_line_along_it_and_is_never_not_seen() -> None:
+    """A mapped road that runs off the compared tiles (given as context): the predicted centreline
+    along it is no missing piece, and the road itself is not reported not seen."""
+    road = _osm(_line((0, 0), (200, 0)))
+    pred = _pred(_line((0, 1), (120, 1)))
+    missing, not_seen = compare_lines(pred, _osm(), ROAD, TOL, MIN_LEN, COVER, context=road)
+    assert len(missing) == 0 and len(not_seen) == 0
+    assert len(_run(pred, _osm())[0]) == 1  # without it: a missing road

@@ -231,3 +231,17 @@ def test_gap_simulation_of_roads_labels_the_hidden_ways() -> None:
     assert hits["length_m"].min() > 250  # ground metres (about 1.2 % shorter than mercator metres at 9° N)
     cmp = compare(pred, osm, (ROAD,), CompareSpec())
     assert len(cmp.layers["missing_in_osm"]) == 1 and cmp.summary["lines"]["road"]["missing_in_osm"] == 1
+
+
+def test_a_road_running_into_the_held_out_tiles_explains_the_line_along_it() -> None:
+    """A mapped road whose representative point lies outside the held-out tiles but that runs
+    through them is never hidden, and the predicted centreline along it there is no (false) own
+    candidate in any round."""
+    streets = [shapely.LineString([(X0, Y0 + 50 * k), (X0 + 300, Y0 + 50 * k)]) for k in range(4)]
+    through = shapely.LineString([(X0 - 2000, Y0 - 40), (X0 + 280, Y0 - 40)])  # mostly far to the west
+    along = shapely.LineString([(X0 + 20, Y0 - 40), (X0 + 280, Y0 - 40)])
+    pred = frame([*streets, along], **{"class": ["road"] * 5, "prob_mean": [0.8] * 5, "prob_max": [0.95] * 5})
+    osm = frame([*streets, through], **{"class": ["road"] * 5, "osm_type": ["way"] * 5, "osm_id": list(range(1, 6))})
+    held = tiles_of([*streets, along])
+    sim = simulate_line_missing(pred, osm, ROAD, CompareSpec(gap_share=0.25), held, Z)
+    assert sim.simulated == 4 and (sim.rows["s"] == 0).sum() == 0

@@ -257,7 +257,8 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 4: an OSM feature's coverage counts its parts within explain_m of the predictions (misregistration)
 # version 5: OSM features that reach into the compared tiles from outside explain the predicted area they cover
 # (no candidate on a building at the imagery's edge), in the comparison and in its gap simulation
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=5, task="compare.CompareWithOSM"))
+# version 6: the same for line classes (a mapped road that runs off the imagery explains the centreline along it)
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=6, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

@@ -177,7 +177,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
             "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
     for c in line_classes(classes, spec):
         miss_l, gone_l = compare_lines(class_rows(pred, c.name), class_rows(osm, c.name), c, max(c.buffer_m, 1.0),
-                                       spec.min_length_m, spec.seen_cover)
+                                       spec.min_length_m, spec.seen_cover, context)
         parts["missing_in_osm"].append(miss_l)
         parts["not_seen"].append(gone_l)
     layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else

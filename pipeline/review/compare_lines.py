@@ -43,8 +43,11 @@ _QUAD_SEGS = 8  # round buffers: 8 segments per quarter circle, within 2 % of th
 
 
 def compare_lines(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, c: ClassSpec, tol_m: float,
-                  min_length_m: float, seen_cover: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(missing, not_seen) rows of line class ``c`` (see the module doc).
+                  min_length_m: float, seen_cover: float, context: gpd.GeoDataFrame | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(missing, not_seen) rows of line class ``c`` (see the module doc). ``context``: OSM lines
+    reaching into the compared tiles from outside them: they explain predicted lines near them
+    (no missing piece along a mapped road that leaves the imagery) but are never not seen.
 
     ``pred``: predicted centrelines (EPSG:4326; columns ``class``, ``prob_mean``, ``prob_max``,
     geometry); ``osm``: OSM lines (EPSG:4326; columns ``class``, ``osm_type``, ``osm_id``,
@@ -61,8 +64,9 @@ def compare_lines(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, c: ClassSpec, t
         raise ValueError(f"compare_lines: seen_cover must be in (0, 1], got {seen_cover}")
     p, pm = _lines(pred, c.name)
     o, om = _lines(osm, c.name)
+    cm = _lines(context, c.name)[1] if context is not None else np.empty(0, dtype=object)
     s = ground_scale(np.concatenate([pm, om]))
-    return (_missing(c.name, p, pm, om, tol_m * s, min_length_m * s, s),
+    return (_missing(c.name, p, pm, np.concatenate([om, cm]), tol_m * s, min_length_m * s, s),
             _not_seen(c.name, o, om, pm, tol_m * s, min_length_m * s, s, seen_cover))
 
 

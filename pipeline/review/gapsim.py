@@ -30,7 +30,7 @@ from pipeline.review.compare import (
     CompareSpec,
     _osm_rows,
     features_in_tiles,
-    features_touching_tiles,
+    in_and_touching,
     missing_parts,
     missing_rows,
     points_in_tiles,
@@ -64,12 +64,9 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
     (EPSG:4326, that class only) restricted to the held-out tiles, one round per hidden group.
     OSM features that reach into the held-out tiles from elsewhere are never hidden but explain
     the predicted area they cover, as in the comparison itself."""
-    inside = features_in_tiles(o.geometry.to_numpy(), held_out, zoom) if len(o) else np.zeros(0, dtype=bool)
-    ph, oh = _in_tiles(p, held_out, zoom), o[inside].reset_index(drop=True)
-    pm, om = _mercator(ph), _mercator(oh)
-    outside = o[~inside]
-    rest = _mercator(outside[features_touching_tiles(outside.geometry.to_numpy(), held_out, zoom)]) \
-        if len(outside) else np.empty(0, dtype=object)
+    ph = _in_tiles(p, held_out, zoom)
+    oh, reaching = _held_and_reaching(o, held_out, zoom)
+    pm, om, rest = _mercator(ph), _mercator(oh), _mercator(reaching)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):
         keep = np.setdiff1d(np.arange(len(oh)), g)
@@ -145,6 +142,15 @@ def placebos(om: np.ndarray, share: float, seed: int, held_out: set[tuple[int, i
     return np.asarray(out, dtype=object)
 
 
+def _held_and_reaching(o: pd.DataFrame, held_out: set[tuple[int, int]], zoom: int
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OSM rows (EPSG:4326) in the held-out tiles by their representative point, and those that
+    only reach into them (:func:`pipeline.review.compare.in_and_touching`)."""
+    if not len(o):
+        return o.reset_index(drop=True), o.reset_index(drop=True)
+    return in_and_touching(o, held_out, zoom)
+
+
 def _in_tiles(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.DataFrame:
     """The rows of ``df`` (EPSG:4326) whose representative point lies in ``tiles``, renumbered."""
     return df[features_in_tiles(df.geometry.to_numpy(), tiles, zoom)].reset_index(drop=True)
@@ -158,13 +164,15 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
                           held_out: set[tuple[int, int]], zoom: int) -> Simulated:
     """The ``missing_in_osm`` pool of line class ``c``: held-out OSM ways hidden group by group
     (as :func:`simulate_missing`); a piece is labelled when at least half of its length lies
-    within the class tolerance of a hidden way."""
-    ph, oh = _in_tiles(p, held_out, zoom), _in_tiles(o, held_out, zoom)
+    within the class tolerance of a hidden way. Ways that run into the held-out tiles from
+    elsewhere are never hidden but explain the predicted lines along them."""
+    ph = _in_tiles(p, held_out, zoom)
+    oh, rest = _held_and_reaching(o, held_out, zoom)
     tol = max(c.buffer_m, 1.0)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):
         keep = np.setdiff1d(np.arange(len(oh)), g)
-        rows, _ = compare_lines(ph, oh.iloc[keep], c, tol, spec.min_length_m, spec.seen_cover)
+        rows, _ = compare_lines(ph, oh.iloc[keep], c, tol, spec.min_length_m, spec.seen_cover, rest)
         pieces, hidden = _mercator(rows), _mercator(oh.iloc[g])
         s = ground_scale(hidden) if len(hidden) else 1.0
         near = shapely.buffer(hidden, tol * s)
