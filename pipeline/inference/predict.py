@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.config.predict import ENGINES
 from pipeline.core.errors import InputDataError, ModelError
+from pipeline.imagery.nodata import nodata_pixels
 from pipeline.inference.predict_engine import Engine, ModelInfo, checkpoint_key, engine_probs, model_scale
 from pipeline.inference.probs import encode_probs, quantise
 from pipeline.inference.windows import (
@@ -113,8 +114,6 @@ def _off_nodata(p: np.ndarray, img: np.ndarray | None) -> np.ndarray:
     """Probabilities ``p`` (K - 1, T, T) set to 0 on the tile's nodata pixels (``img``: its
     (bands, T, T) image; :func:`pipeline.imagery.nodata.nodata_pixels`): nothing is predicted off
     the imagery."""
-    from pipeline.imagery.nodata import nodata_pixels
-
     nodata = nodata_pixels(img, channel_axis=0) if img is not None else None
     if nodata is None or nodata.shape != p.shape[1:]:
         return p

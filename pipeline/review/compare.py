@@ -197,8 +197,9 @@ def in_and_touching(osm: gpd.GeoDataFrame, tiles: set[tuple[int, int]], z: int
     """The OSM features (EPSG:4326) compared on ``tiles`` ((x, y) at zoom ``z``: those whose
     representative point lies there) and the context: those that only reach into them."""
     g = osm.geometry.to_numpy()
-    inside = features_in_tiles(g, tiles, z) if len(osm) else np.zeros(0, dtype=bool)
-    touching = ~inside & features_touching_tiles(g, tiles, z) if len(osm) else inside
+    inside = np.asarray(features_in_tiles(g, tiles, z), dtype=bool)
+    touching = ~inside
+    touching[touching] = features_touching_tiles(g[touching], tiles, z)
     return osm[inside].reset_index(drop=True), osm[touching].reset_index(drop=True)
 
 

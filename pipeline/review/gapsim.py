@@ -65,7 +65,7 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
     OSM features that reach into the held-out tiles from elsewhere are never hidden but explain
     the predicted area they cover, as in the comparison itself."""
     ph = _in_tiles(p, held_out, zoom)
-    oh, reaching = _held_and_reaching(o, held_out, zoom)
+    oh, reaching = in_and_touching(o, held_out, zoom)
     pm, om, rest = _mercator(ph), _mercator(oh), _mercator(reaching)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):
@@ -142,15 +142,6 @@ def placebos(om: np.ndarray, share: float, seed: int, held_out: set[tuple[int, i
     return np.asarray(out, dtype=object)
 
 
-def _held_and_reaching(o: pd.DataFrame, held_out: set[tuple[int, int]], zoom: int
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """OSM rows (EPSG:4326) in the held-out tiles by their representative point, and those that
-    only reach into them (:func:`pipeline.review.compare.in_and_touching`)."""
-    if not len(o):
-        return o.reset_index(drop=True), o.reset_index(drop=True)
-    return in_and_touching(o, held_out, zoom)
-
-
 def _in_tiles(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.DataFrame:
     """The rows of ``df`` (EPSG:4326) whose representative point lies in ``tiles``, renumbered."""
     return df[features_in_tiles(df.geometry.to_numpy(), tiles, zoom)].reset_index(drop=True)
@@ -167,7 +158,7 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
     within the class tolerance of a hidden way. Ways that run into the held-out tiles from
     elsewhere are never hidden but explain the predicted lines along them."""
     ph = _in_tiles(p, held_out, zoom)
-    oh, rest = _held_and_reaching(o, held_out, zoom)
+    oh, rest = in_and_touching(o, held_out, zoom)
     tol = max(c.buffer_m, 1.0)
     pools = []
     for g in groups(len(oh), spec.gap_share, spec.gap_seed):

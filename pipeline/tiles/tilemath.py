@@ -226,9 +226,8 @@ def features_touching_tiles(geoms_4326: np.ndarray, tiles: set[tuple[int, int]],
     xy = np.array(sorted(tiles), dtype=np.float64)
     boxes = shapely.box(xy[:, 0] * e - HALF_WORLD_M, HALF_WORLD_M - (xy[:, 1] + 1) * e,
                         (xy[:, 0] + 1) * e - HALF_WORLD_M, HALF_WORLD_M - xy[:, 1] * e)
-    ok = ~(shapely.is_missing(g) | shapely.is_empty(g))
-    hit, _ = shapely.STRtree(boxes).query(np.where(ok, g, np.array(None, dtype=object)), predicate="intersects")
-    out[np.unique(hit)] = True
+    hit, _ = shapely.STRtree(boxes).query(g, predicate="intersects")  # missing / empty geometries hit nothing
+    out[hit] = True
     return out
 
 
