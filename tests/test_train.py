@@ -4,6 +4,7 @@ config). Tiny: 64 px generated tiles, ResNet-18 U-Net, a handful of steps, one C
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 import re
 import subprocess
@@ -331,16 +332,18 @@ def test_schedule_is_torch_one_cycle_and_can_be_laid_out_again():
     assert s.state_dict() == {"n": 40, "total": 40, "kind": "onecycle"}
 
 
-def test_budget_epochs():
-    from pipeline.model.schedule import budget_epochs
+def test_budget_steps():
+    from pipeline.model.schedule import budget_steps
 
     spec = replace(SPEC, epochs=50, max_minutes=10.0)
-    assert budget_epochs(spec, 0, 0.0, 60.0) == 10  # the 10th epoch reaches 600 s
-    assert budget_epochs(spec, 0, 0.0, 70.0) == 9  # the 9th crosses it (630 s)
-    assert budget_epochs(spec, 3, 300.0, 100.0) == 6
-    assert budget_epochs(spec, 7, 700.0, 100.0) == 7  # spent: no more
-    assert budget_epochs(spec, 0, 0.0, 1.0) == 50  # never more than [train] epochs
-    assert budget_epochs(replace(spec, max_minutes=0.0), 3, 1e9, 1.0) == 50  # no budget
+    assert budget_steps(spec, 10, 0, 0.0, 6.0, 0.0) == 100  # 100 steps of 6 s fill 600 s
+    assert budget_steps(spec, 10, 0, 0.0, 7.0, 0.0) == 85  # part way through the 9th epoch
+    assert budget_steps(spec, 10, 0, 0.0, 5.0, 50.0) == 55  # 275 s, 5 validations of 50 s on the way, the last
+    assert budget_steps(spec, 1000, 0, 0.0, 1.0, 0.0) == 600  # an epoch longer than the budget is cut
+    assert budget_steps(spec, 10, 30, 300.0, 10.0, 0.0) == 60
+    assert budget_steps(spec, 10, 70, 700.0, 10.0, 0.0) == 70  # spent: no more
+    assert budget_steps(spec, 10, 0, 0.0, 0.01, 0.0) == 500  # never more than [train] epochs
+    assert budget_steps(replace(spec, max_minutes=0.0), 10, 30, 1e9, 1.0, 0.0) == 500  # no budget
 
 
 def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
@@ -391,16 +394,13 @@ def test_last_pt_every_n_epochs_best_pt_on_improvement_plot_at_the_end(region, t
     assert "checkpoint_minutes" not in normalise(spec) and normalise(spec)["val_every"] == 2
 
 
-def test_time_budget_stops_after_the_crossing_epoch_and_anneals(region, tmp_path, monkeypatch):
-    """``max_minutes``: the schedule is laid out for the epochs that fit (a fake clock: each look
-    at it is one second), the run stops after the epoch that crosses the budget with an annealed
-    learning rate, keeps best.pt, and a rerun trains no more."""
+def _fake_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A fake training clock (each look at it is one second); returns the learning rates stepped."""
     import itertools
 
     import pipeline.model.train as train_mod
     from pipeline.model.schedule import Schedule
 
-    torch.set_num_threads(1)
     ticks = itertools.count()
     monkeypatch.setattr(train_mod, "_clock", lambda: float(next(ticks)))
     lrs: list[float] = []
@@ -411,16 +411,55 @@ def test_time_budget_stops_after_the_crossing_epoch_and_anneals(region, tmp_path
         lrs.append(self.at(self.n)[0])
 
     monkeypatch.setattr(Schedule, "step", logged)
-    spec = replace(SPEC, epochs=100, max_minutes=0.5, checkpoint_minutes=1e6)
-    hist = run(region, tmp_path / "m", spec)
+    return lrs
+
+
+def test_time_budget_stops_on_time_and_anneals(region, tmp_path, monkeypatch):
+    """``max_minutes``: the schedule is laid out for the steps that fit (a fake clock: each look
+    at it is one second), the run stops when they are done, within the budget, with an annealed
+    learning rate, keeps best.pt, and a rerun trains no more."""
+    torch.set_num_threads(1)
+    lrs = _fake_clock(monkeypatch)
+    slow_step = _slow_steps(10)  # a step takes 10 s, more than the rest of an epoch
+    spec = replace(SPEC, epochs=100, max_minutes=2, checkpoint_minutes=1e6)
+    hist = run(region, tmp_path / "m", spec, on_step=slow_step)
     rows = hist.rows  # type: ignore[attr-defined]
     assert 2 <= len(rows) < 20, [r["elapsed_s"] for r in rows]
-    assert rows[-1]["elapsed_s"] >= 30 > rows[-2]["elapsed_s"]
+    assert 100 <= rows[-1]["elapsed_s"] <= 125, [r["elapsed_s"] for r in rows]  # on time (a look or two over)
     assert rows[-1]["lr"] < spec.lr / 1000  # annealed, although 100 epochs were allowed
     assert max(lrs) > 0.5 * spec.lr  # and it came near its peak on the way (2 steps an epoch here)
     assert "miou" in rows[-1] and (tmp_path / "m" / "best.pt").is_file()
-    again = run(region, tmp_path / "m", spec)
+    again = run(region, tmp_path / "m", spec, on_step=slow_step)
     assert len(again.rows) == len(rows)  # type: ignore[attr-defined]
+
+
+def _slow_steps(seconds: int) -> Callable[[int, int], None]:
+    """A step hook that makes each step of the fake clock (:func:`_fake_clock`) take ``seconds``."""
+    import pipeline.model.train as train_mod
+
+    def hook(epoch: int, step: int) -> None:
+        for _ in range(seconds - 1):
+            train_mod._clock()
+    return hook
+
+
+def test_time_budget_shorter_than_an_epoch_cuts_it(region, tmp_path, monkeypatch):
+    """One epoch longer than the whole budget (a 25 km² region): the epoch is cut when the steps
+    that fit are done, annealed, validated and saved; before, the run went on to the epoch's end."""
+    torch.set_num_threads(1)
+    lrs = _fake_clock(monkeypatch)
+    plain = run(region, tmp_path / "p", replace(SPEC, epochs=1, batch_size=1, augment=False),
+                on_step=_slow_steps(3))
+    steps = len(lrs)
+    lrs.clear()
+    spec = replace(SPEC, epochs=1, batch_size=1, augment=False, max_minutes=0.25, checkpoint_minutes=1e6)
+    hist = run(region, tmp_path / "m", spec, on_step=_slow_steps(3))
+    rows = hist.rows  # type: ignore[attr-defined]
+    assert len(rows) == 1 and "miou" in rows[0] and (tmp_path / "m" / "best.pt").is_file()
+    assert 2 <= len(lrs) < steps, (len(lrs), steps)  # cut part way
+    assert plain.rows[0]["elapsed_s"] >= 20, plain.rows[0]["elapsed_s"]  # type: ignore[attr-defined]
+    assert rows[0]["elapsed_s"] <= 17, rows[0]["elapsed_s"]  # on time: 15 s and the looks of validating
+    assert lrs[-1] < spec.lr / 1000  # annealed by the cut
 
 
 def test_validation_share_hint():
@@ -470,4 +509,5 @@ def test_ddp_time_budget_and_frozen_encoder_agree_across_ranks(region, tmp_path)
     counts = re.findall(r"epochs (\d+)", res.stdout)
     assert len(counts) == 2 and counts[0] == counts[1] and 1 < int(counts[0]) < 50, res.stdout
     blob = read_checkpoint(tmp_path / "m" / "last.pt")
-    assert blob["train_state"]["elapsed_s"] >= 30 and blob["train_state"]["history"][-1]["lr"] < SPEC.lr / 1000
+    assert 20 <= blob["train_state"]["elapsed_s"] <= 34  # on time (rank 0: a look or two over)
+    assert blob["train_state"]["history"][-1]["lr"] < SPEC.lr / 1000

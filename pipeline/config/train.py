@@ -41,8 +41,9 @@ Keys (all optional)::
     regions = ["configs/nairobi.toml"]  # other regions whose train and validation tiles join this
                              # region's (pipeline/model/regions.py: own splits, pooled band statistics,
                              # the same classes); the test split stays this region's; default none
-    max_minutes = 0          # time budget (0: none): stop after the epoch that crosses it; the
-                             # LR schedule is laid out for the epochs that fit (measured)
+    max_minutes = 0          # time budget (0: none): the LR schedule is laid out for the steps
+                             # that fit (measured) and the run stops when they are done (mid-epoch
+                             # if one epoch is longer than the budget)
     contact_weight = 5.0     # weight of edge pixels where two features touch (a party wall: edge
                              # beside edge, not background) in the edge loss: it teaches the model
                              # the walls that keep touching buildings apart (1: no extra weight)

@@ -18,7 +18,7 @@ def _cos(start: float, end: float, pct: float) -> float:
 
 class Schedule:
     """Per-step learning rate as a function of (step, total steps), with a ``total`` that may be
-    laid out again while training (a time budget: :func:`budget_epochs`).
+    laid out again while training (a time budget: :func:`budget_steps`).
 
     ``onecycle`` is torch's ``OneCycleLR`` (cosine; peak ``lr``, from ``lr / 25`` to ``lr / 25e3``,
     warm-up share ``warmup``; AdamW beta1 0.95 -> 0.85 -> 0.95); ``cosine`` a linear warm-up then
@@ -76,12 +76,17 @@ def build_scheduler(opt: torch.optim.Optimizer, spec: TrainSpec, total_steps: in
     return Schedule(opt, spec, total_steps)
 
 
-def budget_epochs(spec: TrainSpec, done: int, elapsed_s: float, epoch_s: float) -> int:
-    """Epochs a run will have trained when it stops: ``spec.epochs``, or with ``[train]
-    max_minutes`` the epoch that crosses the budget at ``epoch_s`` seconds an epoch from now
-    (``done`` epochs in ``elapsed_s`` seconds); between ``done`` and ``spec.epochs``."""
+def budget_steps(spec: TrainSpec, steps_per_epoch: int, done: int, elapsed_s: float, per_step_s: float,
+                 val_s: float) -> int:
+    """Optimiser steps a run will have taken when it stops: ``spec.epochs`` epochs, or with ``[train]
+    max_minutes`` the steps that fit the time left after ``done`` steps in ``elapsed_s`` seconds, at
+    ``per_step_s`` seconds a step and ``val_s`` seconds a validation (one every ``spec.val_every``
+    epochs on the way, and the last one); between ``done`` and ``spec.epochs`` epochs' steps. The last
+    epoch may end part way: a budget shorter than one epoch still anneals."""
+    full = spec.epochs * steps_per_epoch
     if spec.max_minutes <= 0:
-        return spec.epochs
-    left = spec.max_minutes * 60.0 - elapsed_s
-    more = math.ceil(left / epoch_s) if left > 0 and epoch_s > 0 else 0
-    return max(done, min(spec.epochs, done + more))
+        return full
+    left = spec.max_minutes * 60.0 - elapsed_s - val_s
+    per = per_step_s + val_s / (steps_per_epoch * max(1, spec.val_every))
+    more = math.floor(left / per) if left > 0 and per > 0 else 0
+    return max(done, min(full, done + more))

@@ -199,8 +199,8 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
         del last_blob
     hist.init = dict(lineage) if lineage else None
     plan = Plan(spec, sched, steps_per_epoch, len(val_ds) / max(1, len(train_ds)) / 3.0, device, _clock)
-    if start >= spec.epochs or (plan.on and elapsed >= plan.budget_s):
-        return hist
+    if start >= spec.epochs or (plan.on and (elapsed >= plan.budget_s or (start > 0 and plan.spent()))):
+        return hist  # (done: all epochs, or the budget's schedule)
     train_model = _wrap_model(model, spec, device, world)
     pin = device.type == "cuda"
     loader = _loader(train_ds, sampler, spec.batch_size, opts.workers, pin)
@@ -217,9 +217,9 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
     try:
         for epoch in range(start, spec.epochs):
             t_epoch = _clock()
-            hooks = [h for h in (opts.on_step, plan.first_steps(elapsed) if plan.on and not hist.rows else None) if h]
+            hooks = [h for h in (opts.on_step, plan.step_hook(lambda: _clock() - clock) if plan.on else None) if h]
             row = _train_epoch(t, loader, sampler, epoch, opts.progress and rank == 0, hooks,
-                               frozen=epoch < spec.freeze_encoder_epochs)
+                               frozen=epoch < spec.freeze_encoder_epochs, stop=plan.spent)
             last = epoch + 1 >= spec.epochs or plan.crossed(_clock() - clock)
             row["val_loss"] = math.nan
             if has_val and ((epoch + 1) % spec.val_every == 0 or last):
@@ -228,7 +228,7 @@ def fit(spec: TrainSpec, model_spec: ModelSpec, train_ds: TileDataset, val_ds: T
             row["elapsed_s"] = elapsed
             hist.rows.append(row)
             if not last:
-                plan.epoch_done(epoch + 1 - start, elapsed, _clock() - t_epoch)
+                plan.epoch_done(elapsed, _clock() - t_epoch, row.get("val_seconds"))
             if writers is not None:
                 writers.epoch_done(row, hist, epoch, last, functools.partial(_train_state, t, hist, epoch, elapsed))
             if world > 1:
@@ -317,7 +317,9 @@ def _fold_table(info: RunInfo, n_classes: int) -> torch.Tensor | None:
 
 
 def _train_epoch(t: _Trainer, loader: DataLoader[Any], sampler: EpochSampler, epoch: int, progress: bool,
-                 hooks: Sequence[StepHook], frozen: bool = False) -> dict[str, Any]:
+                 hooks: Sequence[StepHook], frozen: bool = False,
+                 stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """One epoch of training; ``stop()`` after a step ends it early (a time budget spent)."""
     model, spec, opt, sched, scaler, amp = t.model, t.spec, t.opt, t.sched, t.scaler, t.amp
     loss_fn, device, out, world = t.loss_fn, t.device, t.out, t.world
     sampler.set_epoch(epoch)
@@ -371,6 +373,8 @@ def _train_epoch(t: _Trainer, loader: DataLoader[Any], sampler: EpochSampler, ep
             bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (_clock() - t0):.1f}")
         for hook in hooks:
             hook(epoch, step)
+        if stop is not None and stop():
+            break
     if bar is not None:
         bar.close()
     secs = _clock() - t0
