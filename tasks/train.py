@@ -153,7 +153,7 @@ class TrainModel(RegionTask):
         if hint and not self._val_hint_given:
             self._val_hint_given = True
             self.notice(hint)
-        if int(row["epoch"]) == 1 and part == "main":
+        if int(row["epoch"]) == 1 and part == "main" and self.cfg.train.max_minutes <= 0:  # (a budget decides)
             few = _steps_hint(row, self.cfg.train.batch_size, epochs)
             if few:
                 self.notice(few)

@@ -47,3 +47,30 @@ def test_holes_islands_and_saddles() -> None:
     p, _ = trace(blk, ndimage.label(blk)[0])
     assert shapely.get_num_coordinates(p[0]) == 5
     assert len(trace(np.zeros((3, 3), dtype=bool), np.zeros((3, 3), dtype=np.int32))[0]) == 0
+
+
+@given(arrays(bool, st.tuples(st.integers(1, 12), st.integers(1, 12))), st.integers(1, 3))
+def test_a_label_of_several_parts_gives_a_polygon_per_part(b: np.ndarray, groups: int) -> None:
+    """Labels that are not 4-connected (an instance split can leave such a label: the 25 km²
+    town's vectorising met a part of one instance taken for a hole of another, an invalid polygon
+    GEOS then failed on): one valid polygon per part, each with its own holes, as rasterio's."""
+    lab, _ = ndimage.label(b)
+    merged = np.where(lab > 0, lab % groups + 1, 0).astype(np.int32)
+    polys, comp = trace(b, merged)
+    assert all(shapely.is_valid(polys)) and all(p.geom_type == "Polygon" for p in polys)
+    ref = [(shapely.geometry.shape(g), int(v)) for g, v in shapes(merged, mask=b, connectivity=4)]
+    assert len(polys) == len(ref)
+    for v in set(comp.tolist()) | {v for _, v in ref}:
+        mine = shapely.union_all(polys[comp == v])
+        theirs = shapely.union_all([g for g, w in ref if w == v])
+        assert shapely.equals(mine, theirs), (merged, v)
+
+
+def test_a_hole_goes_to_the_part_around_it() -> None:
+    b = np.zeros((7, 12), dtype=bool)
+    b[1:6, 1:6] = True
+    b[3, 3] = False  # a hole in the left part
+    b[1:6, 7:11] = True  # the right part: same label, no hole
+    polys, comp = trace(b, np.where(b, 5, 0).astype(np.int32))
+    assert comp.tolist() == [5, 5] and sorted(len(p.interiors) for p in polys) == [0, 1]
+    assert all(p.is_valid for p in polys)

@@ -4,12 +4,12 @@ config). Tiny: 64 px generated tiles, ResNet-18 U-Net, a handful of steps, one C
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 

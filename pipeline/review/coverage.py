@@ -17,33 +17,15 @@ the block matches at most one of them, so the others look "not seen" and the blo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 import shapely
 import shapely.affinity
 
 from pipeline.tiles.geo import mercator_scale
+from pipeline.vectors.robust import areal, overlay
 
 #: snap-rounding grid (ground metres) of the overlays GEOS cannot do exactly
 SNAP_M = 0.001
-
-
-def overlay(op: Callable[..., Any], a: Any, b: Any, grid: float) -> Any:
-    """``op(a, b)`` (a shapely overlay: intersection, difference, ...), element by element over
-    arrays; where GEOS raises a TopologyException (nearly coincident edges in a large region),
-    that element again on valid inputs snap-rounded to ``grid`` (the units of the coordinates)."""
-    try:
-        return op(a, b)
-    except shapely.errors.GEOSException:
-        if isinstance(a, shapely.Geometry) and isinstance(b, shapely.Geometry):
-            return op(_areal(a), _areal(b), grid_size=grid)
-    xs, ys = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
-    out = np.empty(xs.shape, dtype=object)
-    for k in np.ndindex(xs.shape):
-        out[k] = overlay(op, xs[k], ys[k], grid)
-    return out
 
 
 def ground_scale(geoms: np.ndarray) -> float:
@@ -117,15 +99,7 @@ def _union(geoms: list[shapely.Geometry], grid: float) -> shapely.Geometry:
     try:
         return shapely.union_all(geoms)
     except shapely.errors.GEOSException:
-        return shapely.union_all([_areal(g) for g in geoms], grid_size=grid)
-
-
-def _areal(g: shapely.Geometry) -> shapely.Geometry:
-    """The valid polygonal part of ``g`` (``make_valid`` may add lines and points where a ring
-    touches itself; an area overlay must not mix dimensions)."""
-    parts = shapely.get_parts(shapely.make_valid(g))
-    polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
-    return shapely.union_all(polys) if len(polys) else shapely.Polygon()
+        return shapely.union_all([areal(g) for g in geoms], grid_size=grid)
 
 
 def _similar(a: shapely.Geometry, b: shapely.Geometry) -> bool:

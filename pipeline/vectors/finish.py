@@ -14,6 +14,7 @@ from pipeline.config.region import ClassSpec
 from pipeline.tiles.geo import HALF_WORLD_M, mercator_scale, to_lonlat
 from pipeline.tiles.tilemath import tile_extent_m
 from pipeline.vectors.centerline import spurs
+from pipeline.vectors.robust import snap
 from pipeline.vectors.table import Table, concat_tables, to_geodataframe
 
 if TYPE_CHECKING:
@@ -241,5 +242,5 @@ def output_lonlat(geoms_3857: np.ndarray) -> np.ndarray:
     ll = shapely.transform(to_lonlat(geoms_3857), lambda c: np.round(c, 7))
     bad = ~shapely.is_valid(ll)
     if bad.any():
-        ll[bad] = shapely.set_precision(ll[bad], 1e-7)
+        ll[bad] = snap(ll[bad], 1e-7)
     return shapely.orient_polygons(ll)

@@ -244,8 +244,9 @@ def _colours(labels: np.ndarray, pix: np.ndarray, lab: np.ndarray) -> np.ndarray
 
 def trace_instances(labels: np.ndarray, x0: float = 0.0, y0: float = 0.0, pix: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Polygons of the instances of ``labels`` (each label 4-connected) in pixel coordinates
-    offset by ``(x0, y0)``, and the label of each polygon; touching instances stay apart.
+    """Polygons of the instances of ``labels`` in pixel coordinates offset by ``(x0, y0)``, and
+    the label of each polygon (one per 4-connected part of an instance: the slivers a split
+    leaves can cut one in two); touching instances stay apart.
     ``pix``: the flat indices of ``labels > 0`` (ascending) when the caller has them."""
     pix = np.flatnonzero(labels > 0) if pix is None else pix
     if len(pix) == 0:

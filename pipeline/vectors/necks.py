@@ -54,7 +54,10 @@ def split_necks(polys: np.ndarray, r: np.ndarray, min_core: np.ndarray,
             out.append(p)
             src.append(k)
             continue
-        pieces = _bodies(p, parts[owner == k], float(r[k]))
+        try:
+            pieces = _bodies(p, parts[owner == k], float(r[k]))
+        except shapely.errors.GEOSException:  # (GEOS cannot cut this outline exactly: it stays whole)
+            pieces = [p]
         if len(pieces) < 2 or _rectangularity(pieces) < _rectangularity([p]) + RECT_GAIN:
             pieces = [p]
         out += pieces

@@ -13,7 +13,8 @@ edge's rank along its ring comes from pointer jumping, in ``log2(longest ring)``
 signed area is positive in y-down coordinates are outer rings; the others are holes (a hole
 that touches the outline at one corner comes out inside the outer ring and is split off by
 GEOS' ``make_valid``, as GDAL draws it). A ring belongs to the component
-(``scipy.ndimage.label``) of the foreground pixel on its right.
+(``scipy.ndimage.label``) of the foreground pixel on its right; a label of several 4-connected
+parts (instance labels can be) gives a polygon per outer ring, with the holes inside it.
 """
 
 from __future__ import annotations
@@ -109,9 +110,13 @@ def trace(b: np.ndarray, labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -
     pc = np.select([d[e] == 0, d[e] == 1, d[e] == 2], [c[e], c[e] - 1, c[e] - 1], c[e])
     comp = labels[pr, pc]
     outer = shapely.is_ccw(rings)  # y down: clockwise on screen reads as counterclockwise
-    o = np.lexsort((~outer, comp))  # per component: its outer ring first, then its holes
-    uniq, poly_index = np.unique(comp[o], return_inverse=True)
-    polys = shapely.polygons(rings[o], indices=poly_index)
+    shells, n_shells = np.unique(comp[outer], return_counts=True)
+    if (n_shells > 1).any():  # a label of two or more 4-connected parts: one polygon per part
+        polys, uniq = _parts(rings, outer, comp, shells[n_shells > 1])
+    else:
+        o = np.lexsort((~outer, comp))  # per component: its outer ring first, then its holes
+        uniq, poly_index = np.unique(comp[o], return_inverse=True)
+        polys = shapely.polygons(rings[o], indices=poly_index)
     # a hole that touches the outline at a saddle corner is traced as part of the outer ring
     # (one ring through that corner twice); GEOS splits it into shell + touching hole, as GDAL has it
     i = np.flatnonzero(skey[1:] // 4 == skey[:-1] // 4)  # saddle corners: two edges leave them
@@ -121,3 +126,23 @@ def trace(b: np.ndarray, labels: np.ndarray, x0: float = 0.0, y0: float = 0.0) -
     if bad.any():
         polys[bad] = shapely.make_valid(polys[bad], method="structure")
     return polys, uniq.astype(np.int64)
+
+
+def _parts(rings: np.ndarray, outer: np.ndarray, comp: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons and their labels when the labels in ``split`` have several outer rings (a label
+    that is not 4-connected: an instance split can leave one): each outer ring its own polygon,
+    with the holes that lie inside it; the other labels as :func:`trace` builds them."""
+    single = ~np.isin(comp, split)
+    o = np.flatnonzero(single)[np.lexsort((~outer[single], comp[single]))]
+    uniq, poly_index = np.unique(comp[o], return_inverse=True)
+    polys = [shapely.polygons(rings[o], indices=poly_index)] if len(o) else []
+    labels = [uniq]
+    for lab in split.tolist():
+        mine = comp == lab
+        shell_rings, hole_rings = rings[mine & outer], rings[mine & ~outer]
+        shells = shapely.polygons(shell_rings)
+        inside = shapely.point_on_surface(shapely.polygons(hole_rings))
+        holes_of = [hole_rings[shapely.contains(s, inside)] for s in shells]
+        polys.append(np.array([shapely.Polygon(r, h) for r, h in zip(shell_rings, holes_of)], dtype=object))
+        labels.append(np.full(len(shell_rings), lab, dtype=comp.dtype))
+    return np.concatenate(polys), np.concatenate(labels)
