@@ -54,6 +54,25 @@ def test_statuses_and_figures() -> None:
     assert f["mean_iou"] == pytest.approx((1 + 8.5 / 11.5) / 2, abs=1e-3)
 
 
+def test_offset_is_a_displacement_not_another_shape() -> None:
+    """``offset`` only where moving the OSM outline by the centroid offset fits the prediction
+    better (``offset_gain``): a house drawn 2 m off is offset; a prediction that also covers the
+    garage beside a house (its centroid 2.5 m away, but the house moved there fits no better)
+    is matched. With ``offset_gain = 0`` (the distance alone) both were offset."""
+    pred = frame([box(0, 2, 10, 10), box(100, 0, 15, 10)], **{
+        "class": ["building"] * 2, "prob_mean": [0.9] * 2, "prob_max": [1.0] * 2, "area_m2": [100.0, 150.0]})
+    osm = frame([box(0, 0, 10, 10), box(100, 0, 10, 10)], **{
+        "class": ["building"] * 2, "osm_type": ["way"] * 2, "osm_id": [1, 2]})
+    res = compare(pred, osm, (BUILDING,), CompareSpec(explain_m=0.0, missing_min_m2=1000.0))
+    off, matched = res.layers["offset"], res.layers["matched"]
+    assert off["osm_id"].tolist() == [1] and matched["osm_id"].tolist() == [2]
+    assert off["iou_shifted"].iloc[0] == pytest.approx(1.0, abs=1e-3) and off["iou"].iloc[0] < 0.7
+    assert matched["iou_shifted"].iloc[0] <= matched["iou"].iloc[0] + 0.05
+    assert res.summary["classes"]["building"]["offset"] == 1
+    plain = compare(pred, osm, (BUILDING,), CompareSpec(explain_m=0.0, missing_min_m2=1000.0, offset_gain=0.0))
+    assert sorted(plain.layers["offset"]["osm_id"].tolist()) == [1, 2]
+
+
 def test_a_block_of_touching_buildings_is_covered_and_its_unmapped_part_missing() -> None:
     # a terrace of four 8 x 10 m houses (scale 1.0125 m per ground m here): OSM maps three, the
     # model outlines the whole row as one block; a lone shed stands apart and is unmapped

@@ -23,6 +23,8 @@ class CompareSpec:
 
     match_iou: float = 0.3     # pairs with IoU below this never match
     offset_m: float = 0.75     # a matched pair further apart than this (centroids, ground metres) is "offset"
+    offset_gain: float = 0.1   # ... when the OSM outline moved by that offset overlaps the prediction this much
+    #                            better (IoU): a displacement, not a differently shaped prediction; 0: distance alone
     score_iou: float = 0.5     # IoU at which a match counts as a true positive in the figures
     max_offset_m: float = 3.0  # second pass: leftover pairs this close (centroids), of similar area, match too
     seen_cover: float = 0.5    # an OSM feature covered at least this much by predictions of its class is seen
@@ -53,6 +55,7 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
     spec = CompareSpec(
         match_iou=sec.number("match_iou", d.match_iou, lo=0.01, hi=1.0),
         offset_m=sec.number("offset_m", d.offset_m, lo=0.0),
+        offset_gain=sec.number("offset_gain", d.offset_gain, lo=0.0, hi=1.0),
         score_iou=sec.number("score_iou", d.score_iou, lo=0.01, hi=1.0),
         max_offset_m=sec.number("max_offset_m", d.max_offset_m, lo=0.0),
         seen_cover=sec.number("seen_cover", d.seen_cover, lo=0.01, hi=1.0),

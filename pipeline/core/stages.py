@@ -261,7 +261,9 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 5: OSM features that reach into the compared tiles from outside explain the predicted area they cover
 # (no candidate on a building at the imagery's edge), in the comparison and in its gap simulation
 # version 6: the same for line classes (a mapped road that runs off the imagery explains the centreline along it)
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=6, task="compare.CompareWithOSM"))
+# version 7: a pair is "offset" only where the OSM outline moved by the centroid offset fits the prediction
+# better ([compare] offset_gain; iou_shifted in the layers)
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=7, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

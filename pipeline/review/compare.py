@@ -16,7 +16,10 @@ result is deterministic). Statuses (:mod:`pipeline.review.coverage` for the firs
   the distance between centroids in ground metres), or an OSM feature without a pair that
   predictions cover at least ``seen_cover`` (``match = "covered"``, the OSM outline: e.g. one of
   several touching buildings the model outlined as one block);
-- ``offset``: a pair whose centroids are more than ``offset_m`` apart.
+- ``offset``: a pair whose centroids are more than ``offset_m`` apart, where the OSM outline
+  moved by that offset overlaps the predicted polygon at least ``offset_gain`` better (IoU,
+  ``iou_shifted`` against ``iou``): a displaced outline, not a prediction of another shape (a
+  block over several buildings, a partly seen roof), whose centroid lies elsewhere too.
 
 A small building shifted by a metre or two can overlap its outline by less than ``match_iou``;
 a second pass therefore pairs the leftovers whose centroids lie within ``max_offset_m`` ground
@@ -156,8 +159,9 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         i, j, v = paired(pm, om, spec)
         lm = low_rows(low, c.name)
         pairs, cover, shifts = _pairs(c.name, p, o, (pm, lm), om, (i, j, v), spec.explain_m)
-        parts["matched"].append(pairs[pairs["offset_m"] <= spec.offset_m])
-        parts["offset"].append(pairs[pairs["offset_m"] > spec.offset_m])
+        drawn_off = is_offset(pairs, spec)
+        parts["matched"].append(pairs[~drawn_off])
+        parts["offset"].append(pairs[drawn_off])
         unpaired = np.setdiff1d(np.arange(len(o)), j)
         # seen: covered, or the partner of a low-confidence polygon (it outlines the feature, if offset)
         low_partner = np.isin(np.arange(len(unpaired)), paired(lm, om[unpaired], spec)[1])
@@ -172,7 +176,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         miss, src = unexplained(pm, np.concatenate([om, cm]), (i, j), shifts, spec.explain_m, spec.open_m,
                                 spec.min_area(c.name))
         parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
-        per_class[c.name] = _figures(pm, om, v, pairs["offset_m"].to_numpy() > spec.offset_m, spec.score_iou) | {
+        per_class[c.name] = _figures(pm, om, v, drawn_off, spec.score_iou) | {
             "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
             "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
     for c in line_classes(classes, spec):
@@ -187,6 +191,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
                                   osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m) | _line_counts(
                                       layers, c.name) for c in line_classes(classes, spec)}
     summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
+               "offset_gain": spec.offset_gain,
                "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
                "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in statuses}}
     return Comparison(layers=layers, summary=summary, low=low)
@@ -246,6 +251,26 @@ def paired(pm: np.ndarray, om: np.ndarray, spec: CompareSpec) -> tuple[np.ndarra
     if spec.max_offset_m > 0:
         i, j, v = _match_shifted(pm, om, i, j, v, spec.max_offset_m)
     return i, j, v
+
+
+def is_offset(pairs: pd.DataFrame, spec: CompareSpec) -> np.ndarray:
+    """Which one-to-one pairs are ``offset``: centroids more than ``offset_m`` apart and the OSM
+    outline, moved by that offset, at least ``offset_gain`` better in IoU with the prediction."""
+    if len(pairs) == 0:
+        return np.zeros(0, dtype=bool)
+    far = pairs["offset_m"].to_numpy(dtype=float) > spec.offset_m
+    gain = pairs["iou_shifted"].to_numpy(dtype=float) - pairs["iou"].to_numpy(dtype=float)
+    return far & (gain >= spec.offset_gain - 1e-9)
+
+
+def shifted_iou(pm: np.ndarray, om: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """IoU of each predicted polygon ``pm[k]`` with ``om[k]`` moved by ``shifts[k]`` (EPSG:3857
+    metres, predicted minus OSM centroid): how well a pure displacement explains the pair."""
+    if len(pm) == 0:
+        return np.empty(0)
+    coords, index = shapely.get_coordinates(om, return_index=True)
+    moved = shapely.set_coordinates(np.array(om, dtype=object, copy=True), coords + shifts[index])
+    return iou(pm, moved)
 
 
 def centroid_shifts(pm: np.ndarray, om: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -325,7 +350,8 @@ def _pairs(name: str, p: pd.DataFrame, o: pd.DataFrame, pred: tuple[np.ndarray, 
     cover = coverage(om, np.concatenate([pm, low]), tol_m)
     return pd.DataFrame({
         "class": name, "match": "one_to_one", "osm_type": o["osm_type"].to_numpy()[j],
-        "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4), "coverage": np.round(cover[j], 4),
+        "osm_id": o["osm_id"].to_numpy()[j], "iou": np.round(v, 4),
+        "iou_shifted": np.round(shifted_iou(pm[i], om[j], shifts), 4), "coverage": np.round(cover[j], 4),
         "offset_m": np.round(np.hypot(de, dn), 3), "offset_east_m": np.round(de, 3),
         "offset_north_m": np.round(dn, 3), "prob_mean": p["prob_mean"].to_numpy()[i],
         "geometry": p.geometry.to_numpy()[i]}), cover, shifts
