@@ -171,3 +171,28 @@ def test_resolvable_area() -> None:
     assert resolvable_m2(Z, 45.0, tile_size=512) == pytest.approx(16 * (res / 2 * math.cos(math.pi / 4)) ** 2)
     with pytest.raises(ValueError):
         resolvable_m2(Z, 0.0, scale=0.0)
+
+
+def test_outline_edges_tell_a_standing_roof_from_bare_ground(tmp_path: Path) -> None:
+    """A roof (a bright box on noisy ground, across two image tiles) keeps its outline as an
+    edge; the same outline on plain ground has none (a demolished building, or a placebo); the
+    ratio does not depend on which tile the outline lies in. No image tile: NaN."""
+    from pipeline.review.evidence import outline_edges, tile_files
+
+    rng = np.random.default_rng(0)
+    left = (rng.normal(90, 6, (IMG_PX, IMG_PX, 3))).clip(0, 255).astype(np.uint8)
+    right = (rng.normal(90, 6, (IMG_PX, IMG_PX, 3))).clip(0, 255).astype(np.uint8)
+    left[40:80, 100:] = 200  # the roof, 40 image px tall, from column 100 of T ...
+    right[40:80, :20] = 200  # ... to column 20 of RIGHT
+    images = tmp_path / "images"
+    write_image(images, left)
+    write_image(images, right, RIGHT)
+    k = IMG_PX / PRED_PX  # image pixels per prediction pixel (px_box counts prediction pixels)
+    roof = px_box(100 / k, 40 / k, (IMG_PX + 20) / k, 80 / k)  # spans both tiles
+    bare = px_box(10 / k, 90 / k, 50 / k, 120 / k)  # the same kind of outline on the noisy ground
+    lookup = tile_files(images, Z)
+    far = shapely.box(*shapely.bounds(px_box(0, 0, 10, 10, Tile(Z, T.x + 5, T.y))))
+    edge = outline_edges(lonlat(roof, bare, far), Z, lookup)
+    assert edge[0] > 3.0 and edge[1] < 1.3, edge
+    assert np.isnan(edge[2])
+    assert len(outline_edges(lonlat(), Z, lookup)) == 0

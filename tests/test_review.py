@@ -192,6 +192,9 @@ def test_unknown_where_imagery_is_unusable_or_the_feature_too_small() -> None:
     ev = unseen_evidence(gone)
     assert ev[0] == pytest.approx(0.99)  # large, nothing predicted inside: gone
     assert unseen_evidence(rows.assign(area_m2=8.0))[0] == 0.0  # a shed-sized miss is no evidence
+    # an outline the imagery still shows (a roof the model missed) is weaker evidence of a building gone
+    shown = unseen_evidence(gone.assign(outline_edge=[3.0, 0.8]))
+    assert shown[0] == pytest.approx(0.99 / 3.0) and shown[1] == pytest.approx(ev[1])
 
 
 def test_compare_section_keys() -> None:

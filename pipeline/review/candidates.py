@@ -34,8 +34,11 @@ def shape_columns(parts: np.ndarray, sources: np.ndarray, s: float) -> dict[str,
             "part_share": np.round(area / np.maximum(src, 1e-12), 4)}
 
 
-def with_evidence(rows: pd.DataFrame, geoms_4326: np.ndarray, name: str, evidence: Evidence | None) -> pd.DataFrame:
-    """``rows`` with the evidence columns (NaN without a hook or without geometries)."""
+def with_evidence(rows: pd.DataFrame, geoms_4326: np.ndarray, name: str, evidence: Evidence | None,
+                  outline: bool = False) -> pd.DataFrame:
+    """``rows`` with the evidence columns (NaN without a hook or without geometries); with
+    ``outline`` (OSM outlines: not-seen features and their placebos) also ``outline_edge``, from
+    the hook's ``outline`` method when it has one (:func:`pipeline.review.evidence.outline_edges`)."""
     out = rows.copy()
     ev = evidence(geoms_4326, name) if evidence is not None and len(geoms_4326) else None
     for col in EVIDENCE_COLUMNS:
@@ -43,6 +46,10 @@ def with_evidence(rows: pd.DataFrame, geoms_4326: np.ndarray, name: str, evidenc
             out[col] = ev[col].to_numpy(dtype=float)
         else:
             out[col] = np.full(len(out), np.nan)
+    if outline:
+        edges = getattr(evidence, "outline", None)
+        out["outline_edge"] = np.round(edges(geoms_4326), 4) if edges is not None and len(geoms_4326) else \
+            np.full(len(out), np.nan)
     return out
 
 
@@ -71,10 +78,16 @@ def _ramp(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def unseen_evidence(df: pd.DataFrame) -> np.ndarray:
     """Evidence that a ``not_seen`` feature is gone, in [0, 1]: one minus the model's mean
     probability inside it (one minus its coverage without prediction tiles), times a size
-    ramp (0 at 10 m², 1 from 40 m²: the smaller, the likelier the model missed it)."""
+    ramp (0 at 10 m², 1 from 40 m²: the smaller, the likelier the model missed it), times
+    ``1 / outline_edge`` from 1 up (:func:`pipeline.review.evidence.outline_edges`: a mapped
+    outline the imagery still shows as an edge is a building the model missed, not one that is
+    gone; the green roofs the demo's model misses keep theirs). Area under the ROC curve for
+    "gone" among the not-seen buildings of the sample towns: the outline alone 0.75 (demo, 48) /
+    0.84 (25 km², 1,741), the model's probability alone 0.50 / 0.65."""
     inside = _col(df, "prob_inside", np.nan)
     absent = 1.0 - np.where(np.isnan(inside), _col(df, "coverage", 0.0), inside)
-    return absent * _ramp(_col(df, "area_m2", 0.0), 10.0, 40.0)
+    edge = 1.0 / np.maximum(_col(df, "outline_edge", 1.0), 1.0)
+    return absent * _ramp(_col(df, "area_m2", 0.0), 10.0, 40.0) * edge
 
 
 def line_evidence(df: pd.DataFrame) -> np.ndarray:

@@ -169,7 +169,8 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         seen, unseen = unpaired[shown], unpaired[~shown]
         parts["matched"].append(_osm_rows(c.name, o, om, seen, cover, "covered"))
         gone, unknown = split_unknown(with_evidence(_osm_rows(c.name, o, om, unseen, cover, None),
-                                                    o.geometry.to_numpy()[unseen], c.name, evidence), resolvable_m2)
+                                                    o.geometry.to_numpy()[unseen], c.name, evidence, outline=True),
+                                      resolvable_m2)
         parts["not_seen"].append(gone)
         parts["unknown"].append(unknown)
         cm = valid_mercator(class_rows(context, c.name)) if context is not None else np.empty(0, dtype=object)

@@ -112,7 +112,7 @@ def simulate_unseen(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareSp
     kept = np.flatnonzero(cover < spec.seen_cover)
     fake = pd.DataFrame({"osm_type": "simulated", "osm_id": np.arange(len(moved)), "geometry": output_lonlat(moved)})
     rows = _osm_rows(name, fake, moved, kept, cover, None)
-    rows = with_evidence(rows, rows.geometry.to_numpy(), name, evidence)
+    rows = with_evidence(rows, rows.geometry.to_numpy(), name, evidence, outline=True)
     rows["s"], rows["change"] = 1, kept
     mine = _in_tiles(own, held_out, zoom) if len(own) else own.copy()
     mine["s"], mine["change"] = 0, -1

@@ -120,6 +120,11 @@ def region_evidence(cfg: Any) -> Evidence | None:
         ev = inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
         return ev.assign(context_share=context.share(geoms))
 
+    image_file = files[1]
+    if image_file is not None:  # OSM outlines: does the imagery still show them? (candidates.with_evidence)
+        from pipeline.review.evidence import outline_edges
+
+        hook.outline = lambda geoms: outline_edges(geoms, cfg.zoom, image_file)  # type: ignore[attr-defined]
     return hook
 
 
