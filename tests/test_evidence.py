@@ -196,3 +196,20 @@ def test_outline_edges_tell_a_standing_roof_from_bare_ground(tmp_path: Path) -> 
     assert edge[0] > 3.0 and edge[1] < 1.3, edge
     assert np.isnan(edge[2])
     assert len(outline_edges(lonlat(), Z, lookup)) == 0
+
+
+def test_outline_edges_of_a_16_bit_grey_tile(tmp_path: Path) -> None:
+    """One-band 16-bit imagery (atlanta's pan): the gradient of the raw values, not of 8-bit
+    clipped ones (the roof at 3000, the ground at 1000 would both clip to white)."""
+    from pipeline.review.evidence import outline_edges, tile_files
+
+    rng = np.random.default_rng(1)
+    img = rng.normal(1000, 30, (IMG_PX, IMG_PX)).clip(0, 65535).astype(np.uint16)
+    img[40:80, 40:80] = 3000
+    p = tile_path(tmp_path, T, "png")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(p)
+    k = IMG_PX / PRED_PX
+    edge = outline_edges(lonlat(px_box(40 / k, 40 / k, 80 / k, 80 / k), px_box(5 / k, 90 / k, 35 / k, 120 / k)),
+                         Z, tile_files(tmp_path, Z))
+    assert edge[0] > 3.0 and edge[1] < 1.3, edge

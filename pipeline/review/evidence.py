@@ -248,15 +248,17 @@ EDGE_GAP_PX, EDGE_RING_PX = 3.0, 8.0
 
 
 def _gradient(path: Path) -> NDArray[np.float32]:
-    """Sobel gradient magnitude of an image tile's grey level (mean of its first three bands; 8 bit)."""
+    """Sobel gradient magnitude of an image tile's grey level: the mean of its first three bands,
+    or its one band (any bit depth: a ratio of gradients does not depend on the scale)."""
     from scipy import ndimage
 
     try:
         with Image.open(path) as src:
-            arr = np.asarray(src.convert("RGB"), dtype=np.float32)
+            arr = np.asarray(src.convert("RGB") if src.mode in ("P", "PA", "LA", "RGBA", "CMYK") else src,
+                             dtype=np.float32)
     except OSError as exc:
         raise InputDataError(f"{path}: unreadable image tile ({exc}); delete it and rerun ImageryAll") from exc
-    grey = arr.mean(axis=2)
+    grey = arr[..., :3].mean(axis=2) if arr.ndim == 3 else arr
     return np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1)).astype(np.float32)
 
 
