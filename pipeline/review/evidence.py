@@ -276,15 +276,15 @@ def outline_edges(geoms_4326: np.ndarray, zoom: int, image_file: TileLookup) -> 
     if n == 0:
         return np.empty(0)
     merc = to_mercator(np.where(shapely.is_valid(geoms), geoms, shapely.make_valid(geoms)))
-    grads: dict[TileKey, NDArray[np.float32] | None] = {}
-    px = None
+    # the tiles the ring reaches (at 256 px a tile); pairs come sorted by tile, so one gradient is held at a time
     idx, tx, ty, _ = tile_pairs(shapely.buffer(merc, EDGE_RING_PX * tile_extent_m(zoom) / 256), zoom)
+    key: TileKey | None = None
+    g: NDArray[np.float32] | None = None
     for i, x, y in zip(idx.tolist(), tx.tolist(), ty.tolist(), strict=True):
-        key = (x, y)
-        if key not in grads:
+        if (x, y) != key:
+            key = (x, y)
             path = image_file(key)
-            grads[key] = _gradient(path) if path is not None else None
-        g = grads[key]
+            g = _gradient(path) if path is not None else None
         if g is None:
             continue
         px = tile_extent_m(zoom) / g.shape[1]

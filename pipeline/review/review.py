@@ -97,35 +97,51 @@ def held_out_tiles(cfg: Any, tiles: set[tuple[int, int]]) -> set[tuple[int, int]
     return {(r.x, r.y) for r in read_split_csv(split) if r.split in ("val", "test")} & tiles
 
 
+@dataclass(frozen=True)
+class RegionEvidence:
+    """The evidence hook of a region (:data:`pipeline.review.candidates.Evidence`): its prediction
+    tiles (and imagery tiles, when it has imagery) read by
+    :func:`pipeline.review.evidence.inside_evidence`, each geometry's share on OSM water
+    (``context_share``, :mod:`pipeline.review.context`), and :meth:`outline` for OSM outlines."""
+
+    data_dir: Path
+    zoom: int
+    band: dict[str, int]
+    files: tuple[Any, Any]  # (prediction, image) tile lookups, read once (pipeline.review.evidence.tile_files)
+    images: Path | None
+    context: Any  # pipeline.review.context.ContextAreas: read and indexed once, asked on every call
+
+    def __call__(self, geoms: np.ndarray, name: str) -> pd.DataFrame:
+        from pipeline.review.evidence import inside_evidence
+
+        ev = inside_evidence(geoms, self.band[name], len(self.band), self.zoom, self.data_dir / "predictions",
+                             self.images, self.files)
+        return ev.assign(context_share=self.context.share(geoms))
+
+    def outline(self, geoms: np.ndarray) -> np.ndarray:
+        """How strongly the imagery still shows each outline (:func:`pipeline.review.evidence.outline_edges`;
+        NaN without imagery)."""
+        from pipeline.review.evidence import outline_edges
+
+        if self.files[1] is None:
+            return np.full(len(geoms), np.nan)
+        return outline_edges(geoms, self.zoom, self.files[1])
+
+
 def region_evidence(cfg: Any) -> Evidence | None:
-    """The evidence hook of a region: its prediction tiles (and imagery tiles, when it has
-    imagery) read by :func:`pipeline.review.evidence.inside_evidence`, and each geometry's share
-    on OSM water (``context_share``, :mod:`pipeline.review.context`); None without prediction tiles."""
-    from pipeline.review.evidence import inside_evidence, tile_files
+    """The region's :class:`RegionEvidence`; None without prediction tiles."""
+    from pipeline.review.context import ContextAreas
+    from pipeline.review.evidence import tile_files
 
     d = Path(cfg.data_dir)
     if not (d / "predictions").is_dir():
         return None
     ordered = sorted((c for c in cfg.classes), key=lambda c: c.id)
-    band = {c.name: k for k, c in enumerate(ordered)}
     images = d / "images" if cfg.imagery is not None and (d / "images").is_dir() else None
     # the tile indexes are read once here, not on every one of the comparison's and simulation's calls
     files = (tile_files(d / "predictions", cfg.zoom), tile_files(images, cfg.zoom) if images is not None else None)
-
-    from pipeline.review.context import ContextAreas
-
-    context = ContextAreas(_context(cfg))  # read and indexed once, asked on every call
-
-    def hook(geoms: np.ndarray, name: str) -> pd.DataFrame:
-        ev = inside_evidence(geoms, band[name], len(ordered), cfg.zoom, d / "predictions", images, files)
-        return ev.assign(context_share=context.share(geoms))
-
-    image_file = files[1]
-    if image_file is not None:  # OSM outlines: does the imagery still show them? (candidates.with_evidence)
-        from pipeline.review.evidence import outline_edges
-
-        hook.outline = lambda geoms: outline_edges(geoms, cfg.zoom, image_file)  # type: ignore[attr-defined]
-    return hook
+    return RegionEvidence(d, cfg.zoom, {c.name: k for k, c in enumerate(ordered)}, files, images,
+                          ContextAreas(_context(cfg)))
 
 
 def _context(cfg: Any) -> np.ndarray:
