@@ -107,6 +107,10 @@ class FetchImagery(ShardTask):
             reqs.append(ImageryPlan(config=self.config))
         return reqs
 
+    def run_imports(self) -> tuple[str, ...]:
+        icfg = self.cfg.imagery
+        return (*super().run_imports(), "PIL.Image", *(source_of(icfg).imports if icfg is not None else ()))
+
     def output_whole(self) -> bool:
         """Done, and no tile the server lacked is due to be asked again."""
         return super().output_whole() and not missing_due(self.manifest_path(), _refetch_cutoff(self))

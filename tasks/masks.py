@@ -21,6 +21,10 @@ class RasterizeMasks(ShardTask):
     stage = "masks"
     product = "masks"
 
+    def run_imports(self) -> tuple[str, ...]:
+        return (*super().run_imports(), "pipeline.labels.features", "pipeline.labels.feedback",
+                "pipeline.tiles.masks", "pipeline.vectors.instances", "geopandas", "pyproj", "scipy.ndimage")
+
     @locked
     def run(self) -> None:
         from pipeline.labels.features import read_features

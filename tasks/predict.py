@@ -38,19 +38,32 @@ class Predict(ShardTask):
                              description="torch device: auto (CUDA when present), cpu, cuda, cuda:1")
     resources = {"gpu": 1}  # noqa: RUF012 - Luigi reads it as a class attribute
 
+    def run_imports(self) -> tuple[str, ...]:
+        """ONNX Runtime on CPU (the default engine there), else PyTorch (CUDA is not touched)."""
+        from pipeline.model.device import cuda_may_exist
+
+        engine, device = self.cfg.predict.engine, str(self.device)
+        torch = engine == "torch" or device.startswith("cuda") or (engine == "auto" and device == "auto"
+                                                                     and cuda_may_exist())
+        own = ("torch", "pipeline.inference.predict_torch") if torch else \
+            ("onnxruntime", "pipeline.inference.predict_onnx")
+        return (*super().run_imports(), "pipeline.inference.predict", "pipeline.inference.windows",
+                "pipeline.model.split", "pipeline.imagery.nodata", "scipy.ndimage", "PIL.Image", *own)
+
     @locked
     def run(self) -> None:
 
         from pipeline.inference.predict import check_compatible, open_engine, predict_tiles, prediction_pngs
-        from pipeline.inference.windows import TileReader, image_paths, read_image
+        from pipeline.inference.windows import TileReader, image_paths_near, read_image
+        from pipeline.tiles.tilemath import shard_of
 
         cfg, shard = self.cfg, str(self.shard)
         spec: PredictSpec = cfg.predict
         with self.writer(("png",)) as out:
             if out.current:  # another run finished this shard while we waited for it
                 return
-            everywhere = image_paths(self.data_dir)  # neighbours may lie in other shards
-            keys = sorted(k for k in image_paths(self.data_dir, shard))
+            everywhere = image_paths_near(self.data_dir, shard)  # neighbours may lie in other shards
+            keys = sorted(k for k in everywhere if shard_of(Tile(*k), cfg.shard_zoom) == shard)
             edges: list[int] = []
             cross = cross_fit_model(cfg)
             trained = training_tiles(cfg) if cross is not None else set()

@@ -22,6 +22,11 @@ class Vectorize(ShardTask):
     stage = "vectorize"
     product = "vectors"
 
+    def run_imports(self) -> tuple[str, ...]:
+        return (*super().run_imports(), "pipeline.vectors.vectorize", "pipeline.vectors.finish",
+                "pipeline.vectors.vector_io", "pipeline.vectors.necks", "pipeline.vectors.regularize",
+                "pipeline.model.metrics", "skimage.segmentation", "skimage.morphology")
+
     @property
     def spec(self) -> VectorizeSpec:
         return self.cfg.vectorize

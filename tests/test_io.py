@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -196,6 +197,31 @@ def test_index_is_read_from_index_parquet_and_checked_by_size(tmp_path: Path) ->
     (product / "3" / "1" / "2.png").write_bytes(b"ab")
     assert not index_is_whole(product)
     assert tiles_on_disk(product) == ["3/1/2.png"]
+
+
+def test_written_tiles_of_some_shards_are_read_from_the_index_or_the_manifests(tmp_path: Path) -> None:
+    from pipeline.tiles.index import written_tiles
+
+    product = tmp_path / "images"
+    manifests = {}
+    for shard, tiles in (("q0", [Tile(3, 0, 0), Tile(3, 1, 0)]), ("q1", [Tile(3, 2, 0)]), ("q2", [Tile(3, 3, 0)])):
+        with ShardWriter(product, shard, "d") as out:
+            for t in tiles:
+                out.write(t, b"abc", "png")
+            out.skip(Tile(3, tiles[0].x, 5), TileStatus.MISSING)
+            out.commit()
+        manifests[shard] = read_manifest(product / "_shards" / f"{shard}.json")
+
+    def keys(df: Any) -> list[tuple[str, int]]:
+        return sorted(zip(df.shard.tolist(), df.x.tolist()))
+
+    for with_index in (False, True):  # shard manifests first, then index.parquet
+        if with_index:
+            write_tile_index(product, manifests)
+        assert keys(written_tiles(product)) == [("q0", 0), ("q0", 1), ("q1", 2), ("q2", 3)]
+        assert keys(written_tiles(product, "q0")) == [("q0", 0), ("q0", 1)]
+        assert keys(written_tiles(product, ["q2", "q0", "nowhere"])) == [("q0", 0), ("q0", 1), ("q2", 3)]
+        assert keys(written_tiles(product, [])) == []
 
 
 def test_remove_stale_scratch_skips_held_locks(tmp_path: Path) -> None:

@@ -307,3 +307,53 @@ def test_truncated_last_pt_retrains(region: tuple[Path, Path, Path], task: str) 
             assert all(after[n][0] != before[n][0] for n in pngs)
         else:  # the seeded retraining gave the same bytes: the model's fingerprint follows them, nothing is redone
             assert all(after[n] == before[n] for n in pngs)
+
+
+# --- what a shard process imports ----------------------------------------------------------------
+
+#: modules a shard's run() would otherwise import in every process Luigi forks (0.3-1.5 s of CPU each)
+_RUN_HEAVY = ("numpy", "pandas", "pyarrow", "scipy", "skimage", "shapely", "geopandas", "rasterio", "pyproj",
+              "onnxruntime", "torch", "PIL", "tqdm")
+
+_PRELOAD_PROBE = """
+import json, sys
+from pathlib import Path
+import luigi
+from tasks.{module} import {cls} as T
+heavy = {heavy!r}
+task = T(config={cfg!r}, shard={shard!r})
+assert task.complete()
+finished = [m for m in heavy if m in sys.modules]
+task.manifest_path().unlink()
+seen = {{}}
+@T.event_handler(luigi.Event.START)
+def _start(t):
+    seen["start"] = [m for m in heavy if m in sys.modules]
+@T.event_handler(luigi.Event.SUCCESS)
+def _end(t):
+    seen["end"] = [m for m in heavy if m in sys.modules]
+ok = luigi.build([task], local_scheduler=True, workers=1)
+print(json.dumps({{"finished": finished, "ok": ok, "whole": task.output_whole(), **seen}}))
+"""
+
+
+@pytest.mark.parametrize("module, cls, product", [("imagery", "FetchImagery", "images"),
+                                                  ("masks", "RasterizeMasks", "masks"),
+                                                  ("predict", "Predict", "predictions"),
+                                                  ("vectorize", "Vectorize", "vectors")])
+def test_a_shard_runs_on_the_modules_its_scheduling_imported(region: tuple[Path, Path, Path], module: str, cls: str,
+                                                             product: str) -> None:
+    """With ``--workers N`` Luigi runs each shard in a process forked from the one that found it
+    incomplete: finding it incomplete imports what its ``run()`` needs (``ShardTask.run_imports``),
+    so ``run()`` imports no heavy module of its own; a finished shard's check imports none."""
+    cfg, data = _fresh(region)
+    shard = sorted((data / product / "_shards").glob("*.json"))[0].stem
+    probe = _PRELOAD_PROBE.format(module=module, cls=cls, heavy=_RUN_HEAVY, cfg=str(cfg), shard=shard)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["finished"] == []
+    assert got["ok"] and got["whole"]
+    assert "numpy" in got["start"]
+    assert set(got["end"]) - set(got["start"]) == set()

@@ -22,6 +22,7 @@ from pipeline.tiles.tilemath import (
     parent,
     quadkey,
     quadkey_to_tile,
+    shard_and_neighbours,
     shard_of,
     shards_of,
     tile_bounds,
@@ -65,6 +66,20 @@ def test_neighbouring_tiles_share_edges(t: Tile) -> None:
         assert tile_bounds(t)[2] == pytest.approx(tile_bounds(Tile(t.z, t.x + 1, t.y))[0], abs=1e-6)
     if t.y + 1 < (1 << t.z):
         assert tile_bounds(t)[1] == pytest.approx(tile_bounds(Tile(t.z, t.x, t.y + 1))[3], abs=1e-6)
+
+
+@given(tiles(min_z=1, max_z=20), st.data())
+def test_the_neighbours_of_a_shards_tiles_lie_in_it_or_the_shards_around_it(t: Tile, data: st.DataObject) -> None:
+    sz = data.draw(st.integers(max(0, t.z - 4), t.z))
+    near = shard_and_neighbours(shard_of(t, sz))
+    n = 1 << t.z
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            if 0 <= t.x + dx < n and 0 <= t.y + dy < n:
+                assert shard_of(Tile(t.z, t.x + dx, t.y + dy), sz) in near
+    p = quadkey_to_tile(shard_of(t, sz))
+    inside = sum(0 <= p.x + dx < (1 << sz) for dx in (-1, 0, 1)) * sum(0 <= p.y + dy < (1 << sz) for dy in (-1, 0, 1))
+    assert len(set(near)) == len(near) == inside and shard_of(t, sz) in near
 
 
 @given(tiles(min_z=1, max_z=20), st.data())

@@ -106,7 +106,9 @@ class ImagerySource:
       asked again after ``[download] refetch_missing_after_days``);
     * ``planner``: its inputs are inspected once per region (None: no plan);
     * ``shows_inputs``: the QGIS project shows its input files (rasters) beside the tiles;
-    * ``tile_exts``: the tile file extensions it writes (None: any of ``common.TILE_EXTS``).
+    * ``tile_exts``: the tile file extensions it writes (None: any of ``common.TILE_EXTS``);
+    * ``imports``: the modules ``make_shard`` imports (loaded by the scheduling process before it
+      forks the shard processes: ``tasks.base.preload``).
     """
 
     name: str
@@ -122,6 +124,7 @@ class ImagerySource:
     planner: Planner | None = None
     shows_inputs: bool = False
     tile_exts: tuple[str, ...] | None = None
+    imports: tuple[str, ...] = ()
 
 
 #: every source by name, in the order they were registered (the order ``--help`` lists them)

@@ -76,7 +76,7 @@ RASTER = ImagerySource(
     "raster", "local GeoTIFF/COG orthophotos (`paths`, any CRS, the first on top), cut into tiles",
     _raster_shard, lambda icfg: {"type": "raster", "paths": [str(p) for p in icfg.paths]},
     keys=("paths",), required=("paths",), inputs=_raster_inputs, planner=Planner(_raster_plan, _raster_load),
-    shows_inputs=True)
+    shows_inputs=True, imports=("pipeline.imagery.raster",))
 
 
 # --- tiles: a local slippy-map folder ----------------------------------------------------------
@@ -108,7 +108,7 @@ TILES = ImagerySource(
     _folder_shard, lambda icfg: {"type": "tiles", "path": str(icfg.path)},
     keys=("path", "cover_folder"), required=("path",),
     hints={"path": "a folder of z/x/y.png|jpg or a template like 'tiles/{z}/{x}/{y}.png'"},
-    check=_folder_check, inputs=_folder_inputs)
+    check=_folder_check, inputs=_folder_inputs, imports=("pipeline.imagery.folder",))
 
 
 # --- xyz, wms: tile servers --------------------------------------------------------------------
@@ -147,10 +147,12 @@ def _wms_check(sec: Section, loc: Location) -> dict[str, Any]:
 
 XYZ = ImagerySource(
     "xyz", "an XYZ/TMS/quadkey tile server (`url` with {z} {x} {y}, {-y}, {quadkey}, {r})",
-    _server_shard, _server_describe, keys=("url",), required=("url",), check=_xyz_check, downloads=True)
+    _server_shard, _server_describe, keys=("url",), required=("url",), check=_xyz_check, downloads=True,
+    imports=("pipeline.imagery.xyz", "pipeline.imagery.fetch"))
 WMS = ImagerySource(
     "wms", "a WMS (`url`: a GetMap template with {bbox} in EPSG:3857, {width} and {height} in pixels)",
-    _server_shard, _server_describe, keys=("url",), required=("url",), check=_wms_check, downloads=True)
+    _server_shard, _server_describe, keys=("url",), required=("url",), check=_wms_check, downloads=True,
+    imports=("pipeline.imagery.xyz", "pipeline.imagery.fetch"))
 
 # in the order ``--help`` and config errors list them
 for _source in (RASTER, XYZ, WMS, TILES):

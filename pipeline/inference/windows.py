@@ -76,9 +76,18 @@ def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int
     return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images", shard).items()}
 
 
-def image_paths_of(product_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], str]:
+def image_paths_near(data_dir: Path, shard: str) -> dict[tuple[int, int, int], Path]:
+    """:func:`image_paths` of shard ``shard`` and the shards around it: every tile whose imagery
+    a shard's context windows can need, read from the index without listing the whole region."""
+    from pipeline.tiles.tilemath import shard_and_neighbours
+
+    return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images",
+                                                                  shard_and_neighbours(shard)).items()}
+
+
+def image_paths_of(product_dir: Path, shard: str | Sequence[str] | None = None) -> dict[tuple[int, int, int], str]:
     """``{(z, x, y): path relative to product_dir}`` of the written tiles of a sharded product
-    (from its shard manifests: ``read_tile_index``), or of one shard."""
+    (from its shard manifests: ``read_tile_index``), or of one shard, or of several."""
     from pipeline.tiles.index import written_tiles
 
     idx = written_tiles(product_dir, shard)

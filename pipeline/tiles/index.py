@@ -10,7 +10,7 @@ files on disk are listed only to find those the index does *not* list (stale-til
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def write_tile_index(product_dir: str | Path, manifests: Mapping[str, Mapping[st
     return df
 
 
-def read_tile_index(product_dir: str | Path) -> Any:
+def read_tile_index(product_dir: str | Path, shards: Sequence[str] | None = None) -> Any:
     """The tile index of a sharded product (``data/<region>/<product>``) as a DataFrame with
     ``INDEX_COLUMNS``, sorted by (z, x, y): ``path`` is relative to ``product_dir`` (empty when
     no file was written), ``status`` one of ``written``, ``nodata``, ``missing``.
@@ -65,7 +65,8 @@ def read_tile_index(product_dir: str | Path) -> Any:
     Reads ``index.parquet``, which the product's ``*All`` task writes from the manifests of
     today's shards (never a glob of the tile folders, which may hold tiles of an earlier
     config). Without it (a product made before the index existed), built from every shard
-    manifest. Raises ManifestError naming the folder when there is neither.
+    manifest. Raises ManifestError naming the folder when there is neither. ``shards``: only the
+    rows of these shards (quadkeys), filtered while reading.
     """
     import pandas as pd
 
@@ -73,22 +74,27 @@ def read_tile_index(product_dir: str | Path) -> Any:
     index = product_dir / INDEX_FILE
     if index.is_file():
         try:
-            return pd.read_parquet(index)
+            if not shards:  # (pyarrow cannot filter on an empty list)
+                df = pd.read_parquet(index)
+                return df if shards is None else df.iloc[:0]
+            return pd.read_parquet(index, filters=[("shard", "in", sorted(set(shards)))])
         except (OSError, ValueError) as exc:
             raise ManifestError(f"{index}: unreadable tile index ({exc}); delete it and rerun the stage") from exc
     manifests = sorted((product_dir / "_shards").glob("*.json"))
     manifests = [p for p in manifests if not p.name.endswith(".started.json")]
     if not manifests:
         raise ManifestError(f"{product_dir}: no tile index or shard manifests; run the stage that makes it first")
+    if shards is not None:
+        manifests = [p for p in manifests if p.stem in set(shards)]
     return tile_index({p.stem: read_manifest(p) for p in manifests})
 
 
-def written_tiles(product_dir: str | Path, shard: str | None = None) -> Any:
+def written_tiles(product_dir: str | Path, shard: str | Sequence[str] | None = None) -> Any:
     """The rows of a product's tile index (:func:`read_tile_index`) whose tile file was written
-    (status ``written``): of every shard, or of one ``shard`` (a quadkey)."""
-    idx = read_tile_index(product_dir)
-    idx = idx[idx.status == WRITTEN]
-    return idx[idx.shard == shard] if shard is not None else idx
+    (status ``written``): of every shard, or of one ``shard`` (a quadkey), or of several."""
+    shards = None if shard is None else [shard] if isinstance(shard, str) else list(shard)
+    idx = read_tile_index(product_dir, shards)
+    return idx[idx.status == WRITTEN]
 
 
 def index_is_whole(product_dir: str | Path) -> bool:

@@ -122,6 +122,15 @@ def shards_of(z: int, xs: NDArray[np.int64], ys: NDArray[np.int64], shard_zoom: 
     return [names[i] for i in inv.ravel()]
 
 
+def shard_and_neighbours(qk: str) -> list[str]:
+    """Shard ``qk`` and the shards around it (8, fewer at the edges of the world; no wrap across
+    the antimeridian): where the 8 neighbours of each of its tiles lie, at any deeper zoom."""
+    p = quadkey_to_tile(qk)
+    n = 1 << p.z
+    return [quadkey(Tile(p.z, p.x + dx, p.y + dy)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+            if 0 <= p.x + dx < n and 0 <= p.y + dy < n]
+
+
 def tiles_in_shard(qk: str, z: int) -> list[Tile]:
     """All tiles at zoom ``z`` inside shard ``qk`` (sorted by x, then y)."""
     p = quadkey_to_tile(qk)
