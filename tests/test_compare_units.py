@@ -297,3 +297,35 @@ def test_a_building_reaching_in_from_beyond_the_tiles_explains_its_part_and_gets
     assert res.summary["counts"]["missing_in_osm"] == 0
     assert set(res.layers["matched"]["osm_id"]) == {2} and len(res.layers["not_seen"]) == 0
     assert compare(pred, compared, (BUILDING,), spec).summary["counts"]["missing_in_osm"] == 1
+
+
+def test_line_lengths_within_the_zones_equal_those_within_their_union() -> None:
+    from pipeline.review.compare import _length_within, line_figures
+
+    rng = np.random.default_rng(5)
+    starts = rng.uniform(0, 500, size=(60, 2))
+    ends = starts + rng.uniform(-80, 80, size=(60, 2))
+    lines = np.array([shapely.LineString([(X0 + a, Y0 + b), (X0 + c, Y0 + d), (X0 + c + 5, Y0 + d + 30)])
+                      for (a, b), (c, d) in zip(starts, ends)], dtype=object)
+    zones = shapely.buffer(lines[::3], 6.0, cap_style="flat")
+    whole = float(shapely.length(shapely.intersection(lines, shapely.union_all(zones))).sum())
+    assert 0 < whole < float(shapely.length(lines).sum())
+    assert _length_within(lines, zones) == pytest.approx(whole, rel=1e-9)
+    assert _length_within(lines, zones[:0]) == 0.0
+    f = line_figures(to_lonlat(lines[::3]), to_lonlat(lines), 6.0)  # OSM has every line, predictions a third
+    assert f["correctness"] == pytest.approx(1.0, abs=1e-3) and 0.3 < f["completeness"] < 1.0
+
+
+def test_placebos_land_on_empty_ground_and_apart() -> None:
+    from pipeline.review.gapsim import placebos
+    from pipeline.tiles.tilemath import cover_mercator
+
+    om = np.array([box(x, y, 8, 8) for x in range(0, 400, 40) for y in range(0, 400, 40)], dtype=object)
+    z = 17
+    held = {(int(x), int(y)) for x, y in cover_mercator(np.array([box(-100, -100, 600, 600)], dtype=object), z)}
+    moved = placebos(om, 0.5, 3, held, z)
+    assert len(moved) > 10  # most find room
+    hits = shapely.STRtree(moved).query(moved, predicate="intersects")
+    assert (hits[0] == hits[1]).all()  # no two placebos meet
+    assert not len(shapely.STRtree(shapely.buffer(om, 1.9)).query(moved, predicate="intersects")[0])
+    assert [g.wkb for g in placebos(om, 0.5, 3, held, z)] == [g.wkb for g in moved]  # seeded

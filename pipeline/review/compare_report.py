@@ -27,7 +27,7 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.collections import PatchCollection
+    from matplotlib.collections import LineCollection, PatchCollection
     from matplotlib.patches import Polygon as MplPolygon
 
     fig, ax = plt.subplots(figsize=(8, 8), dpi=dpi)
@@ -42,12 +42,11 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
         pc = PatchCollection(patches, facecolor=COLORS[status], edgecolor="black", linewidth=0.3, alpha=0.85)
         ax.add_collection(pc)
         handles.append(MplPolygon(np.zeros((3, 2)), facecolor=COLORS[status], label=f"{LABELS[status]} ({len(gdf)})"))
-    if osm is not None and len(osm):
-        for g in to_mercator(osm.geometry.to_numpy()):
-            for p in shapely.get_parts(g):
-                if p.geom_type == "Polygon":
-                    xy = shapely.get_coordinates(p.exterior)
-                    ax.plot(xy[:, 0], xy[:, 1], color=OSM.color, linewidth=0.3)
+    if osm is not None and len(osm):  # every outline in one collection (a plot call each: 15 s at 25 km²)
+        parts = shapely.get_parts(to_mercator(osm.geometry.to_numpy()))
+        rings = shapely.get_exterior_ring(parts[shapely.get_type_id(parts) == 3])
+        ax.add_collection(LineCollection([shapely.get_coordinates(r) for r in rings], colors=OSM.color,
+                                         linewidths=0.3))
     ax.autoscale_view()
     ax.set_aspect("equal")
     ax.set_xticks([])

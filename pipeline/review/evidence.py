@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
 from affine import Affine
 from numpy.typing import NDArray
@@ -104,8 +105,12 @@ def usable_pixels(path: Path) -> NDArray[np.bool_]:
     return ~(nodata | dark | bright)
 
 
+#: a polygon's pixels on a tile: (row slice, col slice, mask of that window)
+Window = tuple[slice, slice, NDArray[np.bool_]]
+
+
 def pixel_window(geom: shapely.Geometry, bounds: tuple[float, float, float, float],
-                 shape: tuple[int, int]) -> tuple[slice, slice, NDArray[np.bool_]] | None:
+                 shape: tuple[int, int]) -> Window | None:
     """The pixels of a raster of ``shape`` (rows, cols) spanning EPSG:3857 ``bounds`` that
     ``geom`` (EPSG:3857) covers: (row slice, col slice, mask of that window); pixel centres
     inside, or the pixels it touches when it holds no centre. None when it reaches no pixel."""
@@ -197,38 +202,41 @@ def inside_evidence(geoms_4326: np.ndarray, band: int, n_classes: int, zoom: int
         tile_files(pred_dir, zoom), tile_files(image_dir, zoom) if image_dir is not None else None)
     conf_u8 = math.ceil(CONFIDENT_P * 255 - 1e-9)
     starts = np.flatnonzero(np.r_[True, (np.diff(tx) != 0) | (np.diff(ty) != 0)]) if len(idx) else np.empty(0, int)
-    for s, e in zip(starts, np.r_[starts[1:], len(idx)].astype(int) if len(idx) else [], strict=True):
-        key = (int(tx[s]), int(ty[s]))
-        bounds = tile_bounds(Tile(zoom, *key))
-        members = range(s, e)
-        path = pred_file(key)
-        if path is not None:
-            bands, _ = decode_prob_tile(path.read_bytes(), n_classes, str(path))
-            if not 0 <= band < len(bands):
-                raise ValueError(f"band {band} is not in {path} ({len(bands)} bands)")
-            p = bands[band]
-            for k in members:
-                i = idx[k]
-                pred_share[i] += frac[k]
-                win = pixel_window(merc[i], bounds, p.shape)
-                if win is None:
-                    continue
-                v = p[win[0], win[1]][win[2]]
-                psum[i] += float(v.sum(dtype=np.int64))
-                npix[i] += v.size
-                nconf[i] += int((v >= conf_u8).sum())
-                pmax[i] = max(float(v.max()), 0.0 if np.isnan(pmax[i]) else pmax[i])
-        ipath = image_file(key) if image_file is not None else None
-        if ipath is not None:
-            ok = usable_pixels(ipath)
-            for k in members:
-                i = idx[k]
-                win = pixel_window(merc[i], bounds, ok.shape)
-                if win is not None:
-                    usable[i] += frac[k] * float(ok[win[0], win[1]][win[2]].mean())
-        elif path is not None:  # predicted without an image tile here (imagery since removed): the model saw it
-            for k in members:
-                usable[idx[k]] += frac[k]
+    with rasterio.Env():  # one GDAL environment for every window (rasterize opens one per call otherwise)
+        for s, e in zip(starts, np.r_[starts[1:], len(idx)].astype(int) if len(idx) else [], strict=True):
+            key = (int(tx[s]), int(ty[s]))
+            bounds = tile_bounds(Tile(zoom, *key))
+            members = range(s, e)
+            path = pred_file(key)
+            windows: dict[int, Window | None] = {}  # per pair, on the prediction tile's grid
+            if path is not None:
+                bands, _ = decode_prob_tile(path.read_bytes(), n_classes, str(path))
+                if not 0 <= band < len(bands):
+                    raise ValueError(f"band {band} is not in {path} ({len(bands)} bands)")
+                p = bands[band]
+                for k in members:
+                    i = idx[k]
+                    pred_share[i] += frac[k]
+                    win = windows[k] = pixel_window(merc[i], bounds, p.shape)
+                    if win is None:
+                        continue
+                    v = p[win[0], win[1]][win[2]]
+                    psum[i] += float(v.sum(dtype=np.int64))
+                    npix[i] += v.size
+                    nconf[i] += int((v >= conf_u8).sum())
+                    pmax[i] = max(float(v.max()), 0.0 if np.isnan(pmax[i]) else pmax[i])
+            ipath = image_file(key) if image_file is not None else None
+            if ipath is not None:
+                ok = usable_pixels(ipath)
+                same = path is not None and ok.shape == p.shape  # the same grid: the same windows
+                for k in members:
+                    i = idx[k]
+                    win = windows[k] if same else pixel_window(merc[i], bounds, ok.shape)
+                    if win is not None:
+                        usable[i] += frac[k] * float(ok[win[0], win[1]][win[2]].mean())
+            elif path is not None:  # predicted without an image tile here (imagery since removed): the model saw it
+                for k in members:
+                    usable[idx[k]] += frac[k]
     seen = npix > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         out = pd.DataFrame({
@@ -280,23 +288,33 @@ def outline_edges(geoms_4326: np.ndarray, zoom: int, image_file: TileLookup) -> 
     idx, tx, ty, _ = tile_pairs(shapely.buffer(merc, EDGE_RING_PX * tile_extent_m(zoom) / 256), zoom)
     key: TileKey | None = None
     g: NDArray[np.float32] | None = None
-    for i, x, y in zip(idx.tolist(), tx.tolist(), ty.tolist(), strict=True):
-        if (x, y) != key:
-            key = (x, y)
-            path = image_file(key)
-            g = _gradient(path) if path is not None else None
-        if g is None:
-            continue
-        px = tile_extent_m(zoom) / g.shape[1]
-        bounds = tile_bounds(Tile(zoom, *key))
-        band = shapely.buffer(shapely.boundary(merc[i]), EDGE_BAND_PX * px)
-        ground = shapely.difference(shapely.buffer(merc[i], EDGE_RING_PX * px),
-                                    shapely.buffer(shapely.boundary(merc[i]), EDGE_GAP_PX * px))
-        for geom, sums, counts in ((band, on_sum, on_n), (ground, bg_sum, bg_n)):
-            win = pixel_window(geom, bounds, g.shape)
-            if win is not None:
-                v = g[win[0], win[1]][win[2]]
-                sums[i] += float(v.sum())
-                counts[i] += v.size
+    zones: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per image tile width: every polygon's band and ground
+    with rasterio.Env():  # one GDAL environment for every window
+        for i, x, y in zip(idx.tolist(), tx.tolist(), ty.tolist(), strict=True):
+            if (x, y) != key:
+                key = (x, y)
+                path = image_file(key)
+                g = _gradient(path) if path is not None else None
+            if g is None:
+                continue
+            if g.shape[1] not in zones:
+                zones[g.shape[1]] = _outline_zones(merc, tile_extent_m(zoom) / g.shape[1])
+            bounds = tile_bounds(Tile(zoom, *key))
+            band, ground = zones[g.shape[1]]
+            for geom, sums, counts in ((band[i], on_sum, on_n), (ground[i], bg_sum, bg_n)):
+                win = pixel_window(geom, bounds, g.shape)
+                if win is not None:
+                    v = g[win[0], win[1]][win[2]]
+                    sums[i] += float(v.sum())
+                    counts[i] += v.size
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((on_n > 0) & (bg_n > 0), (on_sum / on_n) / (bg_sum / bg_n + 1.0), np.nan)
+
+
+def _outline_zones(merc: np.ndarray, px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per polygon (EPSG:3857) the band within :data:`EDGE_BAND_PX` image pixels of ``px`` metres
+    of its outline and the ground from :data:`EDGE_GAP_PX` to :data:`EDGE_RING_PX` pixels of it."""
+    edge = shapely.boundary(merc)
+    band = shapely.buffer(edge, EDGE_BAND_PX * px)
+    ground = shapely.difference(shapely.buffer(merc, EDGE_RING_PX * px), shapely.buffer(edge, EDGE_GAP_PX * px))
+    return band, ground

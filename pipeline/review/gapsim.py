@@ -130,16 +130,26 @@ def placebos(om: np.ndarray, share: float, seed: int, held_out: set[tuple[int, i
     taken = list(shapely.buffer(om, 2.0 * s))
     tree = shapely.STRtree(np.asarray(taken, dtype=object))
     out: list[shapely.Geometry] = []
+    boxes: list[np.ndarray] = []  # the placebos' bounds: only those whose boxes meet are tested exactly
     for k in rng.permutation(len(om))[: max(1, round(share * len(om)))]:
         for _ in range(tries):
             d, a = rng.uniform(15.0, 60.0) * s, rng.uniform(0, 2 * np.pi)
             g = shapely.affinity.translate(om[k], d * np.cos(a), d * np.sin(a))
             inside = points_in_tiles(shapely.point_on_surface(np.array([g], dtype=object)), held_out, zoom)[0]
-            if inside and not len(tree.query(g, predicate="intersects")) and not any(
-                    shapely.intersects(g, x) for x in out):
+            if inside and not len(tree.query(g, predicate="intersects")) and not _meets_any(g, out, boxes):
                 out.append(g)
+                boxes.append(shapely.bounds(g))
                 break
     return np.asarray(out, dtype=object)
+
+
+def _meets_any(g: shapely.Geometry, placed: list[shapely.Geometry], boxes: list[np.ndarray]) -> bool:
+    """Whether ``g`` intersects any of ``placed`` (their bounds ``boxes``)."""
+    if not placed:
+        return False
+    b, bb = shapely.bounds(g), np.asarray(boxes)
+    near = np.flatnonzero((bb[:, 0] <= b[2]) & (bb[:, 2] >= b[0]) & (bb[:, 1] <= b[3]) & (bb[:, 3] >= b[1]))
+    return bool(len(near)) and bool(shapely.intersects(g, np.asarray(placed, dtype=object)[near]).any())
 
 
 def _in_tiles(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.DataFrame:
