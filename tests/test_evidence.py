@@ -132,6 +132,11 @@ def test_usable_pixels_rules(tmp_path: Path) -> None:
     p = tmp_path / "la.png"
     Image.fromarray(la, mode="LA").save(p)
     assert usable_pixels(p).tolist() == [[True, True], [False, False]]
+    rgb[1, 1] = (19, 20, 20)  # mean 19.67: dark (the rule on sums: 59 < 60)
+    rgb[1, 2] = (20, 20, 20)  # mean 20: usable
+    path = write_image(tmp_path, rgb)  # the same file rewritten: its remembered mask is not reused
+    assert usable_pixels(path).tolist() == [[False, False, True], [False, False, True]]
+    assert usable_pixels(path).tolist() == [[False, False, True], [False, False, True]]  # remembered
 
 
 def test_tile_index_names_the_tiles(tmp_path: Path) -> None:
