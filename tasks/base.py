@@ -14,82 +14,35 @@ a task module imports what its ``run()`` needs inside it (see ``tasks/__main__.p
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 
 from pipeline.config.region import RegionConfig, load_config
 from pipeline.core.atomic import clean_stale_temps
 from pipeline.core.errors import ConfigError, ManifestError
-from pipeline.core.locks import file_lock
 from pipeline.core.manifests import MANIFEST_VERSION, manifest_is_current, read_manifest, write_manifest
 from pipeline.core.outputs import file_entries, seal
 from pipeline.core.stages import file_fingerprint, get_stage, stage_digest
 from pipeline.tiles.index import INDEX_FILE, index_is_whole, shards_whole, tiles_on_disk, write_tile_index
 from pipeline.tiles.writer import ShardWriter, remove_stale_scratch
+from tasks.locking import dynamic, locked
 
 if TYPE_CHECKING:
     import pandas as pd
 
+__all__ = ["AllShardsTask", "IndexTarget", "ManifestTarget", "RegionTask", "ShardTask", "dynamic", "locked",
+           "preload", "stage_task", "task_class"]
+
 log = logging.getLogger("luigi-interface")
 #: lines the user should see on the terminal without --debug (``python -m tasks`` prints them as ``note: ...``)
 NOTICE = logging.getLogger("osmsat.notice")
-
-
-_Task = TypeVar("_Task", bound="RegionTask")
-
-
-def locked(run: Callable[[_Task], None]) -> Callable[[_Task], None]:
-    """Decorate a task's ``run``: it runs under the task's lock (:meth:`RegionTask.lock_path`:
-    ``_manifests/<Task>.lock``; a shard's ``<product>/_tmp/<shard>.lock``, so shards of one product
-    run side by side, one shard never twice at once). A second run waits, then finds the output
-    whole and does nothing (``skipped``); else the temporary files killed runs left beside the
-    task's outputs go first, a task that needs labels is refused on a region without them, and
-    the scheduler hears 100 % when ``run`` returns."""
-
-    @functools.wraps(run)
-    def locked_run(self: _Task) -> None:
-        try:
-            with file_lock(self.lock_path(), on_wait=lambda: log.info("%s: waiting for another run", self)):
-                self.skipped = self.output_whole()
-                if self.skipped:
-                    return
-                clean_stale_temps(*self.owned_files())
-                self.check_labels()
-                run(self)
-                self.progress_done()
-        finally:
-            if self.lock_path().parent.name == "_tmp":  # a shard's lock folder goes when empty
-                with contextlib.suppress(OSError):
-                    self.lock_path().parent.rmdir()
-
-    locked_run.locking = "locked"  # type: ignore[attr-defined]
-    return locked_run
-
-
-def dynamic(run: Callable[[_Task], Iterator[Any]]) -> Callable[[_Task], Iterator[Any]]:
-    """Decorate a ``run`` that yields dynamic dependencies (shard tasks, known once ``tiles.csv``
-    is): no lock, as Luigi may stop it at a ``yield`` and start it again; the tasks it yields are
-    locked, and what it writes after them is written atomically. With its own output whole (run
-    only for an upstream repair) it does nothing (``skipped``); the scheduler hears 100 % at its end."""
-
-    @functools.wraps(run)
-    def dynamic_run(self: _Task) -> Iterator[Any]:
-        self.check_labels()
-        self.skipped = self.output_whole()
-        if not self.skipped:
-            yield from run(self)
-        self.progress_done()
-
-    dynamic_run.locking = "dynamic"  # type: ignore[attr-defined]
-    return dynamic_run
 
 
 def task_class(name: str) -> type[RegionTask]:
@@ -313,7 +266,13 @@ class ShardTask(RegionTask):
         whole = self.output_whole()
         if not whole:
             preload(self.run_imports())
+            with contextlib.suppress(Exception):  # (run() meets and reports any error itself)
+                self.prepare()
         return whole
+
+    def prepare(self) -> None:
+        """Work every shard of the task would repeat (hashing a model file), done once by the
+        scheduling process when it finds a shard incomplete, for its forked shards to inherit."""
 
     def lock_path(self) -> Path:
         """The shard's own lock (``<product>/_tmp/<shard>.lock``, the one its tile writer holds):

@@ -50,6 +50,16 @@ class Predict(ShardTask):
         return (*super().run_imports(), "pipeline.inference.predict", "pipeline.inference.windows",
                 "pipeline.model.split", "pipeline.imagery.nodata", "scipy.ndimage", "PIL.Image", *own)
 
+    def prepare(self) -> None:
+        """The model's key and its cached graphs' (sha256 of 60-200 MB) for every shard at once."""
+        from pipeline.inference.predict_engine import checkpoint_key
+
+        for path in (model_path(self.cfg), cross_fit_model(self.cfg)):
+            if path is not None and Path(path).is_file():
+                key = checkpoint_key(Path(path))
+                for graph in (self.data_dir / "_cache" / "predict").glob(f"{key}-*.onnx"):
+                    checkpoint_key(graph)
+
     @locked
     def run(self) -> None:
 

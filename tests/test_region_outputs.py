@@ -326,12 +326,15 @@ assert task.complete()
 finished = [m for m in heavy if m in sys.modules]
 task.manifest_path().unlink()
 seen = {{}}
+def _keys():
+    engine = sys.modules.get("pipeline.inference.predict_engine")
+    return len(engine._KEYS) if engine else 0
 @T.event_handler(luigi.Event.START)
 def _start(t):
-    seen["start"] = [m for m in heavy if m in sys.modules]
+    seen["start"], seen["keys_start"] = [m for m in heavy if m in sys.modules], _keys()
 @T.event_handler(luigi.Event.SUCCESS)
 def _end(t):
-    seen["end"] = [m for m in heavy if m in sys.modules]
+    seen["end"], seen["keys_end"] = [m for m in heavy if m in sys.modules], _keys()
 ok = luigi.build([task], local_scheduler=True, workers=1)
 print(json.dumps({{"finished": finished, "ok": ok, "whole": task.output_whole(), **seen}}))
 """
@@ -345,7 +348,8 @@ def test_a_shard_runs_on_the_modules_its_scheduling_imported(region: tuple[Path,
                                                              product: str) -> None:
     """With ``--workers N`` Luigi runs each shard in a process forked from the one that found it
     incomplete: finding it incomplete imports what its ``run()`` needs (``ShardTask.run_imports``),
-    so ``run()`` imports no heavy module of its own; a finished shard's check imports none."""
+    so ``run()`` imports no heavy module of its own (and prediction hashes no model file: that too
+    was done when the shard was found incomplete); a finished shard's check imports none."""
     cfg, data = _fresh(region)
     shard = sorted((data / product / "_shards").glob("*.json"))[0].stem
     probe = _PRELOAD_PROBE.format(module=module, cls=cls, heavy=_RUN_HEAVY, cfg=str(cfg), shard=shard)
@@ -357,3 +361,5 @@ def test_a_shard_runs_on_the_modules_its_scheduling_imported(region: tuple[Path,
     assert got["ok"] and got["whole"]
     assert "numpy" in got["start"]
     assert set(got["end"]) - set(got["start"]) == set()
+    if cls == "Predict":  # the model and its cached graph were hashed before the run, once
+        assert got["keys_start"] == got["keys_end"] == 2

@@ -84,10 +84,20 @@ def engine_probs(engine: Engine, windows: np.ndarray, tile_size: int, tta: str =
     return out / len(FLIP_AXES)
 
 
+#: keys computed by this process, or by the process it was forked from (a scheduling process
+#: hashes the model once for every prediction shard: ``tasks.predict.Predict.prepare``), by the
+#: file's (path, size, mtime)
+_KEYS: dict[tuple[str, int, int], str] = {}
+
+
 def checkpoint_key(path: Path) -> str:
     """The first 16 hex digits of the checkpoint file's sha256 (names its cached ONNX graph)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    st = Path(path).stat()
+    known = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if known not in _KEYS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _KEYS[known] = h.hexdigest()[:16]
+    return _KEYS[known]
