@@ -237,7 +237,7 @@ def preload(modules: Sequence[str]) -> None:
     imports none of it. A module that fails to import is left to ``run()``, which says why."""
     for name in modules:
         if name not in sys.modules:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ImportError):
                 importlib.import_module(name)
 
 
@@ -265,8 +265,8 @@ class ShardTask(RegionTask):
     def complete(self) -> bool:
         whole = self.output_whole()
         if not whole:
-            preload(self.run_imports())
             with contextlib.suppress(Exception):  # (run() meets and reports any error itself)
+                preload(self.run_imports())
                 self.prepare()
         return whole
 
