@@ -117,6 +117,7 @@ bench: install
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_predict
 	$(PY) -m bench.bench_e2e
+	$(PY) -m bench.bench_shards
 
 clean:
 	rm -rf data/*/ bench/out

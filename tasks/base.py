@@ -33,6 +33,7 @@ from pipeline.core.stages import file_fingerprint, get_stage, stage_digest
 from pipeline.tiles.index import INDEX_FILE, index_is_whole, shards_whole, tiles_on_disk, write_tile_index
 from pipeline.tiles.writer import ShardWriter, remove_stale_scratch
 from tasks.locking import dynamic, locked
+from tasks.settings import osmsat
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -264,7 +265,7 @@ class ShardTask(RegionTask):
 
     def complete(self) -> bool:
         whole = self.output_whole()
-        if not whole:
+        if not whole and osmsat().preload:
             with contextlib.suppress(Exception):  # (run() meets and reports any error itself)
                 preload(self.run_imports())
                 self.prepare()

@@ -1,8 +1,9 @@
 """Operational settings (``configs/luigi.toml``), not region config: changing them reruns nothing.
 
-``[osmsat]`` (node index, progress) and ``[download]`` (how to talk to imagery servers, and when to
-ask again for tiles a server lacked). Each is a ``luigi.Config``: a value also comes from the
-command line (``--download-retries 8``; a switch: ``--download-refetch-missing``).
+``[osmsat]`` (node index, progress, preloading shard libraries) and ``[download]`` (how to talk to
+imagery servers, and when to ask again for tiles a server lacked). Each is a ``luigi.Config``: a
+value also comes from the command line (``--download-retries 8``; a switch:
+``--download-refetch-missing``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ class osmsat(luigi.Config):  # noqa: N801 - the section name in luigi.toml
     node_index = luigi.Parameter(
         default="flex_mem",
         description="pyosmium node-location index: flex_mem (RAM) or sparse_file_array,<path> (disk)",
+    )
+    preload = luigi.BoolParameter(
+        default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="import a shard task's libraries once in the scheduling process, for every shard "
+                    "process forked from it to inherit (false: each shard imports them itself)",
     )
 
 

@@ -321,6 +321,8 @@ from pathlib import Path
 import luigi
 from tasks.{module} import {cls} as T
 heavy = {heavy!r}
+if not {preload!r}:
+    luigi.configuration.get_config().set("osmsat", "preload", "false")
 task = T(config={cfg!r}, shard={shard!r})
 assert task.complete()
 finished = [m for m in heavy if m in sys.modules]
@@ -351,15 +353,30 @@ def test_a_shard_runs_on_the_modules_its_scheduling_imported(region: tuple[Path,
     so ``run()`` imports no heavy module of its own (and prediction hashes no model file: that too
     was done when the shard was found incomplete); a finished shard's check imports none."""
     cfg, data = _fresh(region)
-    shard = sorted((data / product / "_shards").glob("*.json"))[0].stem
-    probe = _PRELOAD_PROBE.format(module=module, cls=cls, heavy=_RUN_HEAVY, cfg=str(cfg), shard=shard)
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = _preload_probe(cfg, data, module, cls, product, preload=True)
     assert got["finished"] == []
     assert got["ok"] and got["whole"]
     assert "numpy" in got["start"]
     assert set(got["end"]) - set(got["start"]) == set()
     if cls == "Predict":  # the model and its cached graph were hashed before the run, once
         assert got["keys_start"] == got["keys_end"] == 2
+
+
+def test_without_preloading_a_shard_imports_its_own_libraries(region: tuple[Path, Path, Path]) -> None:
+    """``[osmsat] preload = false`` (``--osmsat-preload false``): the scheduling process imports
+    nothing for the shard, whose ``run()`` imports scikit-image itself."""
+    cfg, data = _fresh(region)
+    got = _preload_probe(cfg, data, "vectorize", "Vectorize", "vectors", preload=False)
+    assert got["ok"] and got["whole"]
+    assert "skimage" not in got["start"] and "skimage" in got["end"]
+
+
+def _preload_probe(cfg: Path, data: Path, module: str, cls: str, product: str, preload: bool) -> dict[str, Any]:
+    """Run :data:`_PRELOAD_PROBE` on the first shard of ``product`` in a fresh interpreter."""
+    shard = sorted((data / product / "_shards").glob("*.json"))[0].stem
+    probe = _PRELOAD_PROBE.format(module=module, cls=cls, heavy=_RUN_HEAVY, cfg=str(cfg), shard=shard,
+                                  preload=preload)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
