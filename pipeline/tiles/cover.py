@@ -200,3 +200,25 @@ def shard_tiles(df: pd.DataFrame, shard: str) -> list[Tile]:
     """The tiles of one shard from the tile table, in table order."""
     sel = df[df.shard == shard]
     return [Tile(int(z), int(x), int(y)) for z, x, y in zip(sel.z, sel.x, sel.y)]
+
+
+#: ``tiles.csv`` grouped by shard, by the file's (path, size, mtime): read once by the process
+#: that schedules a stage's shards (``tasks.base.ShardTask.prepare``) and inherited by the shard
+#: processes it forks, instead of each of them reading the region's whole table
+_BY_SHARD: dict[tuple[str, int, int], dict[str, list[Tile]]] = {}
+
+
+def tiles_by_shard(path: str | Path) -> dict[str, list[Tile]]:
+    """``{shard: its tiles in table order}`` of ``tiles.csv`` (read once per file version)."""
+    st = Path(path).stat() if Path(path).is_file() else None
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns) if st is not None else None
+    if key is not None and key in _BY_SHARD:
+        return _BY_SHARD[key]
+    df = read_tiles_csv(path)  # (the errors when it is missing or unreadable)
+    out: dict[str, list[Tile]] = {}
+    for z, x, y, shard in zip(df.z.tolist(), df.x.tolist(), df.y.tolist(), df.shard.tolist(), strict=True):
+        out.setdefault(shard, []).append(Tile(z, x, y))
+    if key is not None:
+        _BY_SHARD.clear()  # one table at a time
+        _BY_SHARD[key] = out
+    return out
