@@ -38,6 +38,8 @@ from tasks.settings import osmsat
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.tiles.tilemath import Tile
+
 __all__ = ["AllShardsTask", "IndexTarget", "ManifestTarget", "RegionTask", "ShardTask", "dynamic", "locked",
            "preload", "stage_task", "task_class"]
 
@@ -252,6 +254,8 @@ class ShardTask(RegionTask):
     #: in :meth:`run_imports`)
     common_imports: ClassVar[tuple[str, ...]] = ("numpy", "pandas", "pyarrow.parquet", "tqdm",
                                                  "pipeline.tiles.cover")
+    #: whether ``run()`` takes the shard's tiles from ``tiles.csv`` (:meth:`tiles`)
+    reads_tile_table: ClassVar[bool] = False
 
     def run_imports(self) -> tuple[str, ...]:
         """The modules ``run()`` imports, preloaded once this task is found incomplete."""
@@ -272,8 +276,18 @@ class ShardTask(RegionTask):
         return whole
 
     def prepare(self) -> None:
-        """Work every shard of the task would repeat (hashing a model file), done once by the
-        scheduling process when it finds a shard incomplete, for its forked shards to inherit."""
+        """Work every shard of the task would repeat (reading the region's tile table, hashing a
+        model file), done once by the scheduling process when it finds a shard incomplete, for its
+        forked shards to inherit."""
+        if self.reads_tile_table:
+            self.tiles()
+
+    def tiles(self) -> list[Tile]:
+        """This shard's tiles, in ``tiles.csv`` order (the table read once per process and file
+        version: :func:`pipeline.tiles.cover.tiles_by_shard`)."""
+        from pipeline.tiles.cover import tiles_by_shard
+
+        return list(tiles_by_shard(self.data_dir / "tiles.csv").get(str(self.shard), ()))
 
     def lock_path(self) -> Path:
         """The shard's own lock (``<product>/_tmp/<shard>.lock``, the one its tile writer holds):

@@ -94,6 +94,7 @@ class FetchImagery(ShardTask):
 
     stage = "imagery"
     product = "images"
+    reads_tile_table = True
 
     @property
     def resources(self) -> dict[str, int]:  # type: ignore[override]
@@ -111,19 +112,12 @@ class FetchImagery(ShardTask):
         icfg = self.cfg.imagery
         return (*super().run_imports(), "PIL.Image", *(source_of(icfg).imports if icfg is not None else ()))
 
-    def prepare(self) -> None:
-        from pipeline.tiles.cover import tiles_by_shard
-
-        tiles_by_shard(self.data_dir / "tiles.csv")
-
     def output_whole(self) -> bool:
         """Done, and no tile the server lacked is due to be asked again."""
         return super().output_whole() and not missing_due(self.manifest_path(), _refetch_cutoff(self))
 
     @locked
     def run(self) -> None:
-        from pipeline.tiles.cover import tiles_by_shard
-
         icfg = _imagery(self)
         shard = str(self.shard)
         src = source_of(icfg)
@@ -134,7 +128,7 @@ class FetchImagery(ShardTask):
                 log.info("imagery shard %s: asking the server again for the %d tile(s) it lacked", shard,
                          missing_count(out.manifest))
                 reopen_shard(out)
-            tiles = list(tiles_by_shard(self.data_dir / "tiles.csv").get(shard, ()))
+            tiles = self.tiles()
             plan_path = ImageryPlan(config=self.config).manifest_path()
             plan = src.planner.load(read_manifest(plan_path)) if src.planner is not None else None
             # downloads take the operational settings of configs/luigi.toml [download]

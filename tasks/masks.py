@@ -20,28 +20,23 @@ class RasterizeMasks(ShardTask):
 
     stage = "masks"
     product = "masks"
+    reads_tile_table = True
 
     def run_imports(self) -> tuple[str, ...]:
         return (*super().run_imports(), "pipeline.labels.features", "pipeline.labels.feedback",
                 "pipeline.tiles.masks", "pipeline.vectors.instances", "geopandas", "pyproj", "scipy.ndimage")
 
-    def prepare(self) -> None:
-        from pipeline.tiles.cover import tiles_by_shard
-
-        tiles_by_shard(self.data_dir / "tiles.csv")
-
     @locked
     def run(self) -> None:
         from pipeline.labels.features import read_features
         from pipeline.labels.feedback import load_feedback
-        from pipeline.tiles.cover import tiles_by_shard
         from pipeline.tiles.masks import mask_palette, mask_pngs, prepare_burn, shard_read_bbox
 
         cfg = self.cfg
         with self.writer(("png",)) as out:
             if out.current:  # another run finished this shard while we waited for it
                 return
-            tiles = list(tiles_by_shard(self.data_dir / "tiles.csv").get(str(self.shard), ()))
+            tiles = self.tiles()
             feats = read_features(self.data_dir / "features.parquet",
                                   bbox=shard_read_bbox(str(self.shard), cfg.classes))
             burn = prepare_burn(feats, cfg.classes, cfg.edge_ids, load_feedback(cfg.labels))

@@ -54,6 +54,7 @@ class Predict(ShardTask):
         """The model's key and its cached graphs' (sha256 of 60-200 MB) for every shard at once."""
         from pipeline.inference.predict_engine import checkpoint_key
 
+        super().prepare()
         for path in (model_path(self.cfg), cross_fit_model(self.cfg)):
             if path is not None and Path(path).is_file():
                 key = checkpoint_key(Path(path))

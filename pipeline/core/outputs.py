@@ -29,6 +29,14 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_identity(path: str | Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime_ns) of a file: the key under which a process remembers what it
+    read or computed from the file (raises OSError when it is missing)."""
+    p = Path(path)
+    st = p.stat()
+    return str(p.resolve()), st.st_size, st.st_mtime_ns
+
+
 def file_entry(path: str | Path) -> dict[str, Any]:
     """``{"size", "sha256", "mtime_ns"}`` of a file as it is now."""
     st = Path(path).stat()

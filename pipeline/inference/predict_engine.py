@@ -6,13 +6,14 @@ test-time augmentation and the checkpoint's content key. numpy only.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from pipeline.core.outputs import file_identity, file_sha256
 
 #: the 4 flips of flip TTA as numpy axes of (N, C, H, W): none, left-right, up-down, both
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -92,12 +93,7 @@ _KEYS: dict[tuple[str, int, int], str] = {}
 
 def checkpoint_key(path: Path) -> str:
     """The first 16 hex digits of the checkpoint file's sha256 (names its cached ONNX graph)."""
-    st = Path(path).stat()
-    known = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    known = file_identity(path)
     if known not in _KEYS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _KEYS[known] = h.hexdigest()[:16]
+        _KEYS[known] = file_sha256(path)[:16]
     return _KEYS[known]

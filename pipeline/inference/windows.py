@@ -71,8 +71,9 @@ class TileReader:
         return arr
 
 
-def image_paths(data_dir: Path, shard: str | None = None) -> dict[tuple[int, int, int], Path]:
-    """``{(z, x, y): image file}`` of every tile with imagery (the images' tile index), or of one shard."""
+def image_paths(data_dir: Path, shard: str | Sequence[str] | None = None) -> dict[tuple[int, int, int], Path]:
+    """``{(z, x, y): image file}`` of every tile with imagery (the images' tile index), or of one
+    shard, or of several."""
     return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images", shard).items()}
 
 
@@ -81,8 +82,7 @@ def image_paths_near(data_dir: Path, shard: str) -> dict[tuple[int, int, int], P
     a shard's context windows can need, read from the index without listing the whole region."""
     from pipeline.tiles.tilemath import shard_and_neighbours
 
-    return {k: data_dir / "images" / p for k, p in image_paths_of(data_dir / "images",
-                                                                  shard_and_neighbours(shard)).items()}
+    return image_paths(data_dir, shard_and_neighbours(shard))
 
 
 def image_paths_of(product_dir: Path, shard: str | Sequence[str] | None = None) -> dict[tuple[int, int, int], str]:

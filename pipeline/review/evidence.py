@@ -31,6 +31,7 @@ from PIL import Image
 from rasterio.features import rasterize
 
 from pipeline.core.errors import InputDataError, ManifestError
+from pipeline.core.outputs import file_identity
 from pipeline.inference.probs import decode_prob_tile
 from pipeline.tiles.geo import HALF_WORLD_M, to_mercator
 from pipeline.tiles.index import WRITTEN, read_tile_index
@@ -100,8 +101,7 @@ def usable_pixels(path: Path) -> NDArray[np.bool_]:
     alpha, else all-zero RGB), not dark (mean RGB < ``DARK_BELOW``), not saturated or cloud
     (every channel > ``BRIGHT_ABOVE``); 8-bit values. Remembered per file (see :data:`_USABLE`)."""
     try:
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = file_identity(path)
         if key in _USABLE:
             bits, shape = _USABLE[key]
             return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from pipeline.config.region import RegionConfig
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.core.outputs import file_identity
 from pipeline.tiles.geo import burn_geometries, to_mercator
 from pipeline.tiles.tilemath import Tile, _tile_ranges, cover_bbox, cover_mercator, shards_of
 
@@ -210,15 +211,15 @@ _BY_SHARD: dict[tuple[str, int, int], dict[str, list[Tile]]] = {}
 
 def tiles_by_shard(path: str | Path) -> dict[str, list[Tile]]:
     """``{shard: its tiles in table order}`` of ``tiles.csv`` (read once per file version)."""
-    st = Path(path).stat() if Path(path).is_file() else None
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns) if st is not None else None
-    if key is not None and key in _BY_SHARD:
-        return _BY_SHARD[key]
-    df = read_tiles_csv(path)  # (the errors when it is missing or unreadable)
-    out: dict[str, list[Tile]] = {}
-    for z, x, y, shard in zip(df.z.tolist(), df.x.tolist(), df.y.tolist(), df.shard.tolist(), strict=True):
-        out.setdefault(shard, []).append(Tile(z, x, y))
-    if key is not None:
+    try:
+        key = file_identity(path)
+    except FileNotFoundError as exc:
+        raise _tiles_csv_missing(path) from exc
+    if key not in _BY_SHARD:
+        df = read_tiles_csv(path)
+        out: dict[str, list[Tile]] = {}
+        for z, x, y, shard in zip(df.z.tolist(), df.x.tolist(), df.y.tolist(), df.shard.tolist(), strict=True):
+            out.setdefault(shard, []).append(Tile(z, x, y))
         _BY_SHARD.clear()  # one table at a time
         _BY_SHARD[key] = out
-    return out
+    return _BY_SHARD[key]
