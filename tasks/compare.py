@@ -31,13 +31,13 @@ class CompareWithOSM(RegionTask):
     @locked
     def run(self) -> None:
         import geopandas as gpd
-        import pandas as pd
 
         from pipeline.labels.features import read_features
-        from pipeline.review.compare import compare, in_and_touching
+        from pipeline.review.blocks import Inputs, compare_region
+        from pipeline.review.compare import in_and_touching
         from pipeline.review.compare_report import reliability_png, review_lines, write_report
         from pipeline.review.mappers import maproulette_tasks, osm_xml
-        from pipeline.review.review import held_out_tiles, region_evidence, review
+        from pipeline.review.review import held_out_tiles, region_evidence
         from pipeline.review.statuses import layer_files, status_names, with_status
         from pipeline.vectors.region import LOW_CONFIDENCE
         from pipeline.vectors.vector_io import write_geojson
@@ -56,9 +56,8 @@ class CompareWithOSM(RegionTask):
         evidence = region_evidence(cfg)
         low_path = d / LOW_CONFIDENCE
         low = gpd.read_file(low_path, engine="pyogrio") if low_path.is_file() else None
-        result = compare(pred, osm, cfg.classes, spec, evidence, self._resolvable(osm), low, context)
-        queue = review(result, pred, pd.concat([osm, context], ignore_index=True), cfg.classes, spec,
-                       held_out_tiles(cfg, tiles), cfg.zoom, evidence)
+        result, queue = compare_region(Inputs(pred, osm, context, low), cfg.classes, spec, evidence,
+                                       self._resolvable(osm), held_out_tiles(cfg, tiles), cfg.zoom)
         result.layers = queue.layers
         statuses = status_names()
         result.summary["counts"] = {s: len(queue.layers[s]) for s in statuses}

@@ -42,6 +42,9 @@ class CompareSpec:
     #: OSM areas where no building stands (water): a missing candidate's score is scaled by the share
     #: of it off them (:func:`pipeline.review.candidates.missing_evidence`); [] turns it off
     context_tags: tuple[str, ...] = CONTEXT_TAGS
+    #: a region is compared in square blocks of this many tiles a side (a power of two; memory is
+    #: one block's, :mod:`pipeline.review.blocks`); 0: the whole region at once
+    block_tiles: int = 64
 
     def min_area(self, name: str) -> float:
         """The smallest missing candidate of class ``name`` (ground m²)."""
@@ -70,9 +73,18 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
         gap_seed=sec.integer("gap_seed", d.gap_seed),
         classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
         context_tags=_context_tags(sec),
+        block_tiles=_block_tiles(sec),
     )
     sec.done()
     return spec
+
+
+def _block_tiles(sec: Section) -> int:
+    """``block_tiles``: 0 or a power of two (blocks are whole tiles of a lower zoom)."""
+    v = sec.integer("block_tiles", CompareSpec.block_tiles, lo=0, hi=1 << 16)
+    if v & (v - 1):
+        raise ConfigError(f"{sec.key('block_tiles')} = {v}; give a power of two (e.g. 64), or 0 for one block")
+    return v
 
 
 def _context_tags(sec: Section) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ intersecting pair, so no region-wide union is built).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,13 @@ class Comparison:
     summary: dict[str, Any] = field(default_factory=dict)
     #: the low-confidence predictions the comparison counted towards coverage (None: none given)
     low: gpd.GeoDataFrame | None = None
+    #: the figures' additive parts per class (areas: :func:`_partials`; lines: :func:`line_partials`),
+    #: so the figures of a region compared block by block are summed, then finished (:func:`summary_of`)
+    partials: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+#: which of these geometries (EPSG:4326) a block owns (:mod:`pipeline.review.blocks`)
+Own = Callable[[np.ndarray], np.ndarray]
 
 
 def compare_classes(classes: tuple[ClassSpec, ...], spec: CompareSpec) -> list[ClassSpec]:
@@ -81,9 +89,10 @@ def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
     return float(shapely.area(shapely.intersection(pred[i], osm[j])).sum()) if len(i) else 0.0
 
 
-def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],
+def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassSpec, ...],  # noqa: PLR0913
             spec: CompareSpec, evidence: Evidence | None = None, resolvable_m2: float = 0.0,
-            low: gpd.GeoDataFrame | None = None, context: gpd.GeoDataFrame | None = None) -> Comparison:
+            low: gpd.GeoDataFrame | None = None, context: gpd.GeoDataFrame | None = None,
+            own: Own | None = None) -> Comparison:
     """Compare predicted features (``finish`` output, EPSG:4326) with OSM features
     (``features.parquet`` rows, EPSG:4326) class by class. ``evidence`` (optional) reads the
     model's probability and the imagery's usability inside any polygon; a not-seen feature on
@@ -93,27 +102,31 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
     they are no candidates. ``context``: OSM features that reach into the compared tiles from
     outside them (their representative point elsewhere, :func:`features_touching_tiles`): they get
     no status, but the predicted area they explain is no candidate (a building on the imagery's
-    edge is not missing from OSM)."""
+    edge is not missing from OSM). ``own`` (a block of :mod:`pipeline.review.blocks`): the rows
+    and candidates this call reports, of the features given (the block's and those around it);
+    None: all of them."""
     import geopandas as gpd
 
     pred = with_pred_columns(pred)
     statuses = status_names()  # every registered status gets a layer (empty when nothing fills it)
     parts: dict[str, list[pd.DataFrame]] = {s: [] for s in statuses}
-    per_class: dict[str, Any] = {}
+    partials: dict[str, dict[str, float]] = {}
     for c in compare_classes(classes, spec):
         p, o = class_rows(pred, c.name), class_rows(osm, c.name)
         pm, om = to_mercator(p.geometry.to_numpy()), valid_mercator(o)
+        mine_p, mine_o = _owned(own, p), _owned(own, o)
         i, j, v = paired(pm, om, spec)
         lm = low_rows(low, c.name)
         pairs, cover, shifts = _pairs(c.name, p, o, (pm, lm), om, (i, j, v), spec.explain_m)
         drawn_off = is_offset(pairs, spec)
-        parts["matched"].append(pairs[~drawn_off])
-        parts["offset"].append(pairs[drawn_off])
+        reported = mine_o[j]
+        parts["matched"].append(pairs[~drawn_off & reported])
+        parts["offset"].append(pairs[drawn_off & reported])
         unpaired = np.setdiff1d(np.arange(len(o)), j)
         # seen: covered, or the partner of a low-confidence polygon (it outlines the feature, if offset)
         low_partner = np.isin(np.arange(len(unpaired)), paired(lm, om[unpaired], spec)[1])
         shown = (cover[unpaired] >= spec.seen_cover) | low_partner
-        seen, unseen = unpaired[shown], unpaired[~shown]
+        seen, unseen = unpaired[shown & mine_o[unpaired]], unpaired[~shown & mine_o[unpaired]]
         parts["matched"].append(_osm_rows(c.name, o, om, seen, cover, "covered"))
         gone, unknown = split_unknown(with_evidence(_osm_rows(c.name, o, om, unseen, cover, None),
                                                     o.geometry.to_numpy()[unseen], c.name, evidence, outline=True),
@@ -123,26 +136,46 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         cm = valid_mercator(class_rows(context, c.name)) if context is not None else np.empty(0, dtype=object)
         miss, src = unexplained(pm, np.concatenate([om, cm]), (i, j), shifts, spec.explain_m, spec.open_m,
                                 spec.min_area(c.name))
+        if own is not None and len(miss):  # a candidate belongs to the block its own point lies in
+            kept = np.asarray(own(output_lonlat(miss)), dtype=bool)
+            miss, src = miss[kept], src[kept]
         parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
-        per_class[c.name] = _figures(pm, om, v, drawn_off, spec.score_iou) | {
+        partials[c.name] = _partials(pm[mine_p], om[mine_o], pm, v[reported], drawn_off[reported],
+                                     spec.score_iou) | {
             "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
-            "seen_share": _r(float((cover >= spec.seen_cover).mean())) if len(o) else None}
+            "seen": int((cover[mine_o] >= spec.seen_cover).sum())}
     for c in line_classes(classes, spec):
         miss_l, gone_l = compare_lines(class_rows(pred, c.name), class_rows(osm, c.name), c, max(c.buffer_m, 1.0),
                                        spec.min_length_m, spec.seen_cover, context)
-        parts["missing_in_osm"].append(miss_l)
-        parts["not_seen"].append(gone_l)
+        parts["missing_in_osm"].append(miss_l[_owned(own, miss_l)])
+        parts["not_seen"].append(gone_l[_owned(own, gone_l)])
+        lp, lo = pred[pred["class"] == c.name], osm[osm["class"] == c.name]
+        partials[c.name] = line_partials(lp.geometry.to_numpy(), osm[osm["class"] == c.name].geometry.to_numpy(),
+                                         c.buffer_m, _owned(own, lp), _owned(own, lo))
     layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                           pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
               for s in statuses}
-    lines = {c.name: line_figures(pred[pred["class"] == c.name].geometry.to_numpy(),
-                                  osm[osm["class"] == c.name].geometry.to_numpy(), c.buffer_m) | _line_counts(
-                                      layers, c.name) for c in line_classes(classes, spec)}
-    summary = {"classes": per_class, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
-               "offset_gain": spec.offset_gain,
-               "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
-               "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in statuses}}
-    return Comparison(layers=layers, summary=summary, low=low)
+    return Comparison(layers=layers, summary=summary_of(partials, layers, classes, spec, resolvable_m2), low=low,
+                      partials=partials)
+
+
+def _owned(own: Own | None, rows: pd.DataFrame) -> np.ndarray:
+    """Which of ``rows`` (EPSG:4326 geometries) ``own`` owns (all without ``own``)."""
+    if own is None or not len(rows):
+        return np.ones(len(rows), dtype=bool)
+    return np.asarray(own(rows.geometry.to_numpy()), dtype=bool)
+
+
+def summary_of(partials: dict[str, dict[str, float]], layers: dict[str, gpd.GeoDataFrame],
+               classes: tuple[ClassSpec, ...], spec: CompareSpec, resolvable_m2: float) -> dict[str, Any]:
+    """The region figures (``summary.json``'s comparison part) from the classes' additive parts."""
+    areas = {c.name: finish_partials(partials[c.name], spec.score_iou) for c in compare_classes(classes, spec)}
+    lines = {c.name: finish_line_partials(partials[c.name]) | _line_counts(layers, c.name)
+             for c in line_classes(classes, spec)}
+    return {"classes": areas, "lines": lines, "match_iou": spec.match_iou, "offset_m": spec.offset_m,
+            "offset_gain": spec.offset_gain,
+            "score_iou": spec.score_iou, "seen_cover": spec.seen_cover, "missing_min_m2": spec.missing_min_m2,
+            "resolvable_m2": round(resolvable_m2, 2), "counts": {s: len(layers[s]) for s in layers}}
 
 
 def in_and_touching(osm: gpd.GeoDataFrame, tiles: set[tuple[int, int]], z: int
@@ -245,6 +278,13 @@ def _ranked(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     if len(layer) == 0:
         return layer
     layer.insert(0, "id", stable_ids(layer["class"].to_numpy(), layer.geometry.to_numpy()))
+    return ranked_rows(layer)
+
+
+def ranked_rows(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Rows of a change layer (with ``id``) most probable first, then by id (:func:`_ranked`'s order)."""
+    if len(layer) == 0:
+        return layer
     prob = layer["prob_mean"].fillna(-1.0) if "prob_mean" in layer.columns else pd.Series(0.0, index=layer.index)
     order = np.lexsort((layer["id"].to_numpy().astype(str), -prob.to_numpy(dtype=float)))
     return layer.iloc[order].reset_index(drop=True)
@@ -292,36 +332,68 @@ def object_f1(pred: np.ndarray, truth: np.ndarray, min_iou: float = 0.5) -> tupl
     return len(v), p, r, (2 * p * r / (p + r) if len(v) else 0.0)
 
 
-def _figures(pm: np.ndarray, om: np.ndarray, v: np.ndarray, shifted: np.ndarray, score_iou: float) -> dict[str, Any]:
-    """Region figures of one class (see the module docstring)."""
-    tp = int((v >= score_iou).sum())
-    precision = tp / len(pm) if len(pm) else math.nan
-    recall = tp / len(om) if len(om) else math.nan
+def _partials(pm: np.ndarray, om: np.ndarray, around: np.ndarray, v: np.ndarray, shifted: np.ndarray,
+              score_iou: float) -> dict[str, float]:
+    """The additive parts of one class's figures: predicted ``pm`` and OSM ``om`` polygons (EPSG:3857,
+    those reported), the IoU ``v`` of their pairs and which are ``shifted``; the overlap of ``om``
+    with every predicted polygon ``around`` them (no region-wide union is built)."""
+    return {"predicted": len(pm), "osm": len(om), "matched": int((~shifted).sum()), "offset": int(shifted.sum()),
+            "tp": int((v >= score_iou).sum()), "iou_sum": float(v.sum()), "inter": _pair_overlap(around, om),
+            "area_pred": float(shapely.area(pm).sum()), "area_osm": float(shapely.area(om).sum())}
+
+
+def finish_partials(f: dict[str, float], score_iou: float) -> dict[str, Any]:
+    """Region figures of one class (see the module docstring) from its summed :func:`_partials`."""
+    tp, n_pred, n_osm = int(f["tp"]), int(f["predicted"]), int(f["osm"])
+    precision = tp / n_pred if n_pred else math.nan
+    recall = tp / n_osm if n_osm else math.nan
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    inter = _pair_overlap(pm, om)
-    union = float(shapely.area(pm).sum() + shapely.area(om).sum()) - inter
+    pairs = int(f["matched"] + f["offset"])
+    union = f["area_pred"] + f["area_osm"] - f["inter"]
     return {
-        "predicted": len(pm), "osm": len(om), "matched": int((~shifted).sum()), "offset": int(shifted.sum()),
+        "predicted": n_pred, "osm": n_osm, "matched": int(f["matched"]), "offset": int(f["offset"]),
         "tp_at_score_iou": tp, "precision": _r(precision), "recall": _r(recall), "f1": _r(f1),
-        "mean_iou": _r(float(v.mean())) if len(v) else None, "area_iou": _r(inter / union) if union > 0 else None,
-    }
+        "mean_iou": _r(f["iou_sum"] / pairs) if pairs else None,
+        "area_iou": _r(f["inter"] / union) if union > 0 else None,
+        "covered": int(f["covered"]), "not_seen": int(f["not_seen"]), "unknown": int(f["unknown"]),
+        "missing_in_osm": int(f["missing_in_osm"]), "seen_share": _r(f["seen"] / n_osm) if n_osm else None}
 
 
 def line_figures(pred_4326: np.ndarray, osm_4326: np.ndarray, tol_m: float) -> dict[str, Any]:
     """Centrelines: correctness (share of predicted length within ``tol_m`` ground metres of an
     OSM line), completeness (share of OSM length within ``tol_m`` of a predicted line), and
     their lengths in km (ground)."""
+    return finish_line_partials(line_partials(pred_4326, osm_4326, tol_m))
+
+
+def line_partials(pred_4326: np.ndarray, osm_4326: np.ndarray, tol_m: float, own_pred: np.ndarray | None = None,
+                  own_osm: np.ndarray | None = None) -> dict[str, float]:
+    """The additive parts of :func:`line_figures` (ground metres) over the lines owned (``own_*``;
+    all without), measured against all of the other side's lines given."""
     pm, om = to_mercator(pred_4326), to_mercator(osm_4326)
-    if len(pm) == 0 or len(om) == 0:
-        return {"predicted_km": 0.0, "osm_km": 0.0, "correctness": None, "completeness": None}
+    out = {"tol_m": max(tol_m, 1.0), "pred_m": 0.0, "osm_m": 0.0, "pred_near_m": 0.0, "osm_near_m": 0.0}
+    if len(pm) + len(om) == 0:
+        return out
+    mp = np.ones(len(pm), dtype=bool) if own_pred is None else np.asarray(own_pred, dtype=bool)
+    mo = np.ones(len(om), dtype=bool) if own_osm is None else np.asarray(own_osm, dtype=bool)
     y = np.median(shapely.get_y(shapely.centroid(np.concatenate([pm, om]))))
     s = float(mercator_scale(float(y)))
     tol = max(tol_m, 1.0) * s
-    near_osm, near_pred = shapely.buffer(om, tol, cap_style="flat"), shapely.buffer(pm, tol, cap_style="flat")
-    lp, lo = float(shapely.length(pm).sum()), float(shapely.length(om).sum())
-    return {"predicted_km": round(lp / s / 1000, 3), "osm_km": round(lo / s / 1000, 3), "tolerance_m": max(tol_m, 1.0),
-            "correctness": _r(_length_within(pm, near_osm) / lp),
-            "completeness": _r(_length_within(om, near_pred) / lo)}
+    out |= {"pred_m": float(shapely.length(pm[mp]).sum()) / s, "osm_m": float(shapely.length(om[mo]).sum()) / s}
+    if len(pm) and len(om):  # (a side without lines: nothing lies near it)
+        near_osm, near_pred = shapely.buffer(om, tol, cap_style="flat"), shapely.buffer(pm, tol, cap_style="flat")
+        out |= {"pred_near_m": _length_within(pm[mp], near_osm) / s,
+                "osm_near_m": _length_within(om[mo], near_pred) / s}
+    return out
+
+
+def finish_line_partials(f: dict[str, float]) -> dict[str, Any]:
+    """:func:`line_figures` from summed :func:`line_partials`."""
+    if not f["pred_m"] or not f["osm_m"]:
+        return {"predicted_km": 0.0, "osm_km": 0.0, "correctness": None, "completeness": None}
+    return {"predicted_km": round(f["pred_m"] / 1000, 3), "osm_km": round(f["osm_m"] / 1000, 3),
+            "tolerance_m": f["tol_m"], "correctness": _r(f["pred_near_m"] / f["pred_m"]),
+            "completeness": _r(f["osm_near_m"] / f["osm_m"])}
 
 
 def _length_within(lines: np.ndarray, zones: np.ndarray) -> float:

@@ -17,6 +17,10 @@ the block matches at most one of them, so the others look "not seen" and the blo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 import shapely
 import shapely.affinity
@@ -28,8 +32,28 @@ from pipeline.vectors.robust import areal, overlay
 SNAP_M = 0.001
 
 
+#: the one scale of a region compared block by block (:func:`region_scale`); None: each call's own
+_REGION_SCALE: ContextVar[float | None] = ContextVar("region_scale", default=None)
+
+
+@contextmanager
+def region_scale(scale: float) -> Iterator[None]:
+    """Within it, :func:`ground_scale` is ``scale`` (mercator metres per ground metre) whatever it
+    is asked about: the blocks of a region (:mod:`pipeline.review.blocks`) measure in the same
+    ground metres, so a feature on a block border comes out the same from either side."""
+    token = _REGION_SCALE.set(scale)
+    try:
+        yield
+    finally:
+        _REGION_SCALE.reset(token)
+
+
 def ground_scale(geoms: np.ndarray) -> float:
-    """Mercator metres per ground metre at the median latitude of ``geoms`` (EPSG:3857)."""
+    """Mercator metres per ground metre at the median latitude of ``geoms`` (EPSG:3857), or the
+    region's within :func:`region_scale`."""
+    fixed = _REGION_SCALE.get()
+    if fixed is not None:
+        return fixed
     if len(geoms) == 0:
         return 1.0
     return float(mercator_scale(float(np.median(shapely.get_y(shapely.centroid(geoms))))))

@@ -54,27 +54,72 @@ def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tupl
     """Score the comparison's candidates class by class (see the module doc); ``held_out``:
     the (x, y) tiles at ``zoom`` the model never trained on. The comparison's low-confidence
     predictions cover OSM features here too (placebos on them are seen)."""
-    layers = dict(cmp.layers)
+    sims = simulations(cmp, pred, osm, classes, spec, held_out, zoom, evidence)
+    return scored(cmp.layers, sims, classes, spec, held_out, zoom)
+
+
+def simulations(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tuple[ClassSpec, ...],
+                spec: CompareSpec, held_out: set[tuple[int, int]], zoom: int,
+                evidence: Evidence | None) -> dict[str, Simulated | None]:
+    """The gap simulation's labelled pool of every scored layer (``"<status>/<class>"``; None: not
+    simulated) on the ``held_out`` tiles (a block's share of them, :mod:`pipeline.review.blocks`)."""
     pred = with_pred_columns(pred)
     low = with_pred_columns(cmp.low) if cmp.low is not None and len(cmp.low) else None
+    unseen = cmp.layers["not_seen"]
+    out: dict[str, Simulated | None] = {}
+    for c in compare_classes(classes, spec):
+        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
+        out[f"missing_in_osm/{c.name}"] = simulate_missing(p, o, c.name, spec, held_out, zoom, evidence) \
+            if held_out else None
+        own = class_rows(unseen, c.name) if len(unseen) else pd.DataFrame({"geometry": []})
+        covering = p if low is None else pd.concat([p, class_rows(low, c.name)], ignore_index=True)
+        out[f"not_seen/{c.name}"] = simulate_unseen(covering, o, c.name, spec, held_out, zoom, evidence, own) \
+            if held_out else None
+    for c in line_classes(classes, spec):
+        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
+        out[f"missing_in_osm/{c.name}"] = simulate_line_missing(p, o, c, spec, held_out, zoom) if held_out else None
+        out[f"not_seen/{c.name}"] = None
+    return out
+
+
+def pooled(blocks: list[dict[str, Simulated | None]]) -> dict[str, Simulated | None]:
+    """The pools of several blocks' :func:`simulations` as one per layer (the simulated changes
+    numbered apart, so each keeps its own number)."""
+    out: dict[str, Simulated | None] = {}
+    for key in dict.fromkeys(k for b in blocks for k in b):
+        sims = [b[key] for b in blocks if b.get(key) is not None]
+        if not sims:
+            out[key] = None
+            continue
+        rows, start = [], 0
+        for sim in sims:
+            assert sim is not None
+            r = sim.rows.copy()
+            if len(r):
+                change = r["change"].to_numpy(dtype=np.int64)
+                r["change"] = np.where(change >= 0, change + start, -1)
+            rows.append(r)
+            start += sim.simulated
+        out[key] = Simulated(pd.concat(rows, ignore_index=True), start)
+    return out
+
+
+def scored(layers: dict[str, gpd.GeoDataFrame], sims: dict[str, Simulated | None], classes: tuple[ClassSpec, ...],
+           spec: CompareSpec, held_out: set[tuple[int, int]], zoom: int) -> Review:
+    """The change ``layers`` scored on the labelled pools ``sims`` (:func:`simulations`), held back
+    below ``min_score`` and sorted (see the module doc)."""
+    layers = dict(layers)
     report: dict[str, Any] = {}
     for status in ("missing_in_osm", "not_seen"):
         layers[status] = _mark_held_out(layers[status], held_out, zoom)
     for c in compare_classes(classes, spec):
-        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
-        sim = simulate_missing(p, o, c.name, spec, held_out, zoom, evidence) if held_out else None
         layers["missing_in_osm"], report[f"missing_in_osm/{c.name}"] = score_layer(
-            layers["missing_in_osm"], c.name, sim, missing_evidence, spec)
-        own = class_rows(layers["not_seen"], c.name) if len(layers["not_seen"]) else pd.DataFrame({"geometry": []})
-        covering = p if low is None else pd.concat([p, class_rows(low, c.name)], ignore_index=True)
-        sim = simulate_unseen(covering, o, c.name, spec, held_out, zoom, evidence, own) if held_out else None
+            layers["missing_in_osm"], c.name, sims.get(f"missing_in_osm/{c.name}"), missing_evidence, spec)
         layers["not_seen"], report[f"not_seen/{c.name}"] = score_layer(
-            layers["not_seen"], c.name, sim, unseen_evidence, spec)
+            layers["not_seen"], c.name, sims.get(f"not_seen/{c.name}"), unseen_evidence, spec)
     for c in line_classes(classes, spec):
-        p, o = class_rows(pred, c.name), class_rows(osm, c.name)
-        sim = simulate_line_missing(p, o, c, spec, held_out, zoom) if held_out else None
         layers["missing_in_osm"], report[f"missing_in_osm/{c.name}"] = score_layer(
-            layers["missing_in_osm"], c.name, sim, line_evidence, spec)
+            layers["missing_in_osm"], c.name, sims.get(f"missing_in_osm/{c.name}"), line_evidence, spec)
         layers["not_seen"], report[f"not_seen/{c.name}"] = score_layer(
             layers["not_seen"], c.name, None, _line_absent, spec)
     for status in ("missing_in_osm", "not_seen"):
