@@ -142,25 +142,34 @@ def _concat(layers: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
 
 def _blocks(inputs: Inputs, keys: dict[str, np.ndarray], blocks: np.ndarray, bz: int
             ) -> Iterator[tuple[int, Inputs]]:
-    """Each block and what it is compared with: every row within :data:`MARGIN_M` of the block
-    and of the bounds of the rows it owns, in the rows' own order."""
+    """Each block and what it is compared with, class by class (classes are compared apart): the
+    rows within :data:`MARGIN_M` of the block and of each row of the class it owns (a road traced
+    across the region brings the roads along it, not the buildings), in the rows' own order."""
     frames: dict[str, Any] = {"pred": inputs.pred, "osm": inputs.osm, "context": inputs.context, "low": inputs.low}
-    frames = {k: df for k, df in frames.items() if df is not None}
-    trees = {k: shapely.STRtree(df.geometry.to_numpy()) for k, df in frames.items()}  # EPSG:4326: no copies
+    frames = {k: df for k, df in frames.items() if df is not None and len(df)}
+    geoms = {k: df.geometry.to_numpy() for k, df in frames.items()}
+    classes = {k: df["class"].to_numpy() for k, df in frames.items()}
+    trees = {k: shapely.STRtree(g) for k, g in geoms.items()}  # EPSG:4326: no copies
     e = tile_extent_m(bz)
     n = 1 << bz
     for b in blocks.tolist():
         x, y = divmod(int(b), n)
         box = np.array([x * e - HALF_WORLD_M, HALF_WORLD_M - (y + 1) * e, (x + 1) * e - HALF_WORLD_M,
                         HALF_WORLD_M - y * e])
-        for k in ("pred", "osm"):
-            mine = frames[k].geometry.to_numpy()[keys[k] == b]
-            if len(mine):
-                mb = shapely.bounds(to_mercator(mine))
-                box = np.r_[np.minimum(box[:2], mb[:, :2].min(0)), np.maximum(box[2:], mb[:, 2:].max(0))]
-        grow = MARGIN_M * float(mercator_scale((box[1] + box[3]) / 2))
+        grow = MARGIN_M * float(mercator_scale(max(abs(box[1]), abs(box[3]))))
         area = to_lonlat(np.array([shapely.box(*(box + np.array([-grow, -grow, grow, grow])))], dtype=object))[0]
-        local = {k: frames[k].iloc[np.sort(trees[k].query(area, predicate="intersects"))].reset_index(drop=True)
-                 for k in frames}
-        yield b, Inputs(local["pred"], local["osm"], local["context"], local.get("low"))
-
+        lat = float(np.max(np.abs(shapely.bounds(area)[[1, 3]])))
+        reach = MARGIN_M / 110_574.0 / math.cos(math.radians(min(lat, 89.0)))  # degrees: at least MARGIN_M
+        owned = {k: np.flatnonzero(keys[k] == b) for k in ("pred", "osm") if k in frames}
+        local: dict[str, Any] = {}
+        for k, tree in trees.items():
+            rows = set(tree.query(area, predicate="intersects").tolist())
+            for o, idx in owned.items():
+                for name in np.unique(classes[o][idx]):
+                    mine = idx[classes[o][idx] == name]
+                    near = tree.query(geoms[o][mine], predicate="dwithin", distance=reach)[1]
+                    rows.update(near[classes[k][near] == name].tolist())
+            local[k] = frames[k].iloc[np.array(sorted(rows), dtype=np.int64)].reset_index(drop=True)
+        empty = {k: df.iloc[:0] for k, df in (("pred", inputs.pred), ("osm", inputs.osm), ("context", inputs.context))}
+        yield b, Inputs(local.get("pred", empty["pred"]), local.get("osm", empty["osm"]),
+                        local.get("context", empty["context"]), local.get("low"))
