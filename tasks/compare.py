@@ -30,10 +30,9 @@ class CompareWithOSM(RegionTask):
 
     @locked
     def run(self) -> None:
-        import geopandas as gpd
-
         from pipeline.labels.features import read_features
-        from pipeline.review.blocks import Inputs, compare_region
+        from pipeline.review.block_inputs import RegionFiles
+        from pipeline.review.blocks import compare_region
         from pipeline.review.compare import in_and_touching
         from pipeline.review.compare_report import reliability_png, review_lines, write_report
         from pipeline.review.mappers import maproulette_tasks, osm_xml
@@ -50,14 +49,14 @@ class CompareWithOSM(RegionTask):
         if not cfg.labelled:
             self._write_unlabelled(index, len(tiles))
             return
-        pred = gpd.read_file(d / "predictions.geojson", engine="pyogrio")
-        osm, context = in_and_touching(read_features(d / "features.parquet"), tiles, cfg.zoom)
         spec = cfg.compare
         evidence = region_evidence(cfg)
-        low_path = d / LOW_CONFIDENCE
-        low = gpd.read_file(low_path, engine="pyogrio") if low_path.is_file() else None
-        result, queue = compare_region(Inputs(pred, osm, context, low), cfg.classes, spec, evidence,
-                                       self._resolvable(osm), held_out_tiles(cfg, tiles), cfg.zoom)
+        inputs = RegionFiles(d, frozenset(tiles), cfg.zoom, d / LOW_CONFIDENCE)  # read block by block
+        result, queue = compare_region(inputs, cfg.classes, spec, evidence, self._resolvable(tiles),
+                                       held_out_tiles(cfg, tiles), cfg.zoom)
+        del inputs, evidence  # (the blocks' reads and caches)
+        osm = in_and_touching(read_features(d / "features.parquet"), tiles, cfg.zoom)[0]
+        low = d / LOW_CONFIDENCE if (d / LOW_CONFIDENCE).is_file() else None
         result.layers = queue.layers
         statuses = status_names()
         result.summary["counts"] = {s: len(queue.layers[s]) for s in statuses}
@@ -84,7 +83,7 @@ class CompareWithOSM(RegionTask):
             list(summary["classes"]))])
         written += self._qgis_project(osm, [s for s in statuses if len(files[s][f"{s}.geojson"])],
                                       [s for s in statuses if f"{s}_lines.geojson" in files[s]], index,
-                                      low is not None and len(low) > 0)
+                                      low is not None and _has_features(low))
         self._done(written, summary["counts"])
 
     def _done(self, written: list[Path], counts: dict[str, int]) -> None:
@@ -104,14 +103,17 @@ class CompareWithOSM(RegionTask):
         self.notice(f"{cfg.name}: no labels, so no comparison; the predictions are in {d / 'predictions.gpkg'}")
         self._done([d / "compare" / "summary.json", *self._qgis_project(empty_features(), [], [], index)], {})
 
-    def _resolvable(self, osm: Any) -> float:
-        """The smallest building the model resolves here (ground m², 8 x 8 model pixels)."""
+    def _resolvable(self, tiles: set[tuple[int, int]]) -> float:
+        """The smallest building the model resolves here (ground m², 8 x 8 model pixels; at the
+        median latitude of the compared tiles' centres)."""
         import numpy as np
-        import shapely
 
         from pipeline.review.evidence import resolvable_m2
+        from pipeline.tiles.geo import mercator_to_lonlat
+        from pipeline.tiles.tilemath import Tile, tile_bounds
 
-        lat = float(np.median(shapely.get_y(shapely.centroid(osm.geometry.to_numpy())))) if len(osm) else 0.0
+        ys = [sum(tile_bounds(Tile(self.cfg.zoom, x, y))[1::2]) / 2 for x, y in tiles]  # EPSG:3857 metres
+        lat = float(np.median(mercator_to_lonlat(np.column_stack([np.zeros(len(ys)), ys]))[:, 1])) if ys else 0.0
         return resolvable_m2(self.cfg.zoom, lat, self.cfg.train.scale, 64, self.cfg.tile_size)
 
     def _qgis_project(self, osm: Any, areas: list[str], lines: list[str], index: Any,
@@ -134,3 +136,10 @@ class CompareWithOSM(RegionTask):
         if note:
             self.notice(f"{cfg.name}.qgs: {note}")
         return [*([osm_gpkg] if cfg.labelled else []), *files]
+
+
+def _has_features(path: Path) -> bool:
+    """Whether the GeoJSON file at ``path`` holds a feature."""
+    import pyogrio
+
+    return bool(pyogrio.read_info(path)["features"])

@@ -320,3 +320,36 @@ def test_config_change_reruns_compare_only(compared: tuple[Path, RegionConfig],
     shard = sorted(read_tile_index(cfg.data_dir / "masks").shard.unique())[0]
     assert not Vectorize(config=str(third), shard=shard).complete()
     assert not CompareWithOSM(config=str(third)).complete()
+
+
+def test_compared_in_blocks_as_a_whole(compared: tuple[Path, RegionConfig], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same region compared in blocks of 2 x 2 tiles (read block by block from its files):
+    still exactly the truth, and every OSM feature with the status the whole-region run gave it."""
+    import tasks.base
+    from tasks.compare import CompareWithOSM
+
+    path, cfg = compared
+    copy = tmp_path / "demo"
+    shutil.copytree(cfg.data_dir, copy, ignore=shutil.ignore_patterns("compare", "*.lock"))
+    blocks = tmp_path / "demo-blocks.toml"
+    blocks.write_text(path.read_text().replace(f'"{cfg.data_dir}"', f'"{copy}"') + "\n[compare]\nblock_tiles = 2\n")
+    assert load_config(blocks).data_dir == copy
+    monkeypatch.setattr(tasks.base, "stage_task", given_predictions(tasks.base.stage_task))
+    _build(CompareWithOSM(config=str(blocks)))
+    summary = json.loads((copy / "compare" / "summary.json").read_text())
+    assert summary["blocks"] > 4
+    scores = truth_scores(copy)
+    assert all(scores[k]["precision"] == scores[k]["recall"] == 1.0 for k in ("missing_in_osm", "not_seen", "offset")
+               ), scores
+
+    def statuses(folder: Path) -> dict[tuple[str, int], str]:
+        return {(f["properties"]["osm_type"], f["properties"]["osm_id"]): s
+                for s in ("matched", "offset", "not_seen", "unknown", "not_seen_lines")
+                if (folder / f"{s}.geojson").is_file()
+                for f in json.loads((folder / f"{s}.geojson").read_text())["features"]}
+
+    assert statuses(copy / "compare") == statuses(cfg.data_dir / "compare")
+    whole = json.loads((cfg.data_dir / "compare" / "summary.json").read_text())
+    assert summary["classes"]["building"]["osm"] == whole["classes"]["building"]["osm"]
+    assert summary["classes"]["building"]["f1"] == pytest.approx(whole["classes"]["building"]["f1"], abs=1e-3)

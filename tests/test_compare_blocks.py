@@ -117,7 +117,7 @@ def test_block_size_does_not_change_a_candidate() -> None:
 
 
 def test_block_tiles_is_a_power_of_two(tmp_path: Path) -> None:
-    assert parse_compare(tmp_path / "r.toml", {}).block_tiles == 64
+    assert parse_compare(tmp_path / "r.toml", {}).block_tiles == 32
     assert parse_compare(tmp_path / "r.toml", {"block_tiles": 0}).block_tiles == 0
     with pytest.raises(ConfigError, match=r"compare.block_tiles = 48; give a power of two"):
         parse_compare(tmp_path / "r.toml", {"block_tiles": 48})

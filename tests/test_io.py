@@ -89,6 +89,30 @@ def test_features_are_spatially_ordered_and_bbox_reads_are_exact(tmp_path: Path)
     assert sorted(part["osm_id"].tolist()) == sorted(expect.osm_id)
 
 
+def test_feature_bounds_and_class_reads(tmp_path: Path) -> None:
+    """The comparison's index of a features file (classes and bounds, no geometries) and its reads
+    of one class in a box (pipeline.review.block_inputs)."""
+    from pipeline.labels.features import read_feature_bounds
+
+    rng = np.random.default_rng(5)
+    n = 500
+    lon, lat = rng.uniform(10, 11, n), rng.uniform(50, 51, n)
+    cls = np.where(np.arange(n) % 3 == 0, "road", "building")
+    gdf = gpd.GeoDataFrame({"osm_id": np.arange(n), "class": cls},
+                           geometry=shapely.box(lon, lat, lon + 0.002, lat + 0.001), crs=4326)
+    path = tmp_path / "f.parquet"
+    write_features(gdf, path)
+    got_cls, bounds = read_feature_bounds(path)
+    whole = read_features(path)
+    assert got_cls.tolist() == whole["class"].tolist()
+    assert np.allclose(bounds, shapely.bounds(whole.geometry.to_numpy()), atol=1e-4)  # (float32 bbox, rounded out)
+    assert (bounds[:, :2] <= shapely.bounds(whole.geometry.to_numpy())[:, :2]).all()
+    box = (10.2, 50.2, 10.6, 50.7)
+    roads = read_features(path, box, ("road",))
+    expect = whole[(whole["class"] == "road") & whole.intersects(shapely.box(*box))]
+    assert sorted(roads.osm_id) == sorted(expect.osm_id) and len(expect) > 5
+
+
 def test_feature_columns_read_without_pandas(tmp_path: Path) -> None:
     """The cover stage reads two columns; neither pyarrow.dataset nor to_numpy may pull pandas in."""
     path = tmp_path / "f.parquet"

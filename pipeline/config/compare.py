@@ -44,7 +44,7 @@ class CompareSpec:
     context_tags: tuple[str, ...] = CONTEXT_TAGS
     #: a region is compared in square blocks of this many tiles a side (a power of two; memory is
     #: one block's, :mod:`pipeline.review.blocks`); 0: the whole region at once
-    block_tiles: int = 64
+    block_tiles: int = 32
 
     def min_area(self, name: str) -> float:
         """The smallest missing candidate of class ``name`` (ground m²)."""
@@ -83,7 +83,7 @@ def _block_tiles(sec: Section) -> int:
     """``block_tiles``: 0 or a power of two (blocks are whole tiles of a lower zoom)."""
     v = sec.integer("block_tiles", CompareSpec.block_tiles, lo=0, hi=1 << 16)
     if v & (v - 1):
-        raise ConfigError(f"{sec.key('block_tiles')} = {v}; give a power of two (e.g. 64), or 0 for one block")
+        raise ConfigError(f"{sec.key('block_tiles')} = {v}; give a power of two (e.g. 32), or 0 for one block")
     return v
 
 

@@ -67,10 +67,10 @@ def _spread_bits(v: np.ndarray) -> np.ndarray:
 
 
 def read_features(
-    path: str | Path, bbox: tuple[float, float, float, float] | None = None
+    path: str | Path, bbox: tuple[float, float, float, float] | None = None, classes: tuple[str, ...] | None = None
 ) -> gpd.GeoDataFrame:
     """Read ``features.parquet`` (EPSG:4326); with ``bbox`` (W, S, E, N degrees) only the rows
-    whose bounding box intersects it.
+    whose bounding box intersects it, with ``classes`` only the rows of those classes.
 
     Reads with pyarrow directly, filtering on the GeoParquet ``bbox`` covering column so whole
     row groups are skipped, and gives the frame a cached EPSG:4326 CRS: ``geopandas.read_parquet``
@@ -78,7 +78,7 @@ def read_features(
     """
     import geopandas as gpd
 
-    table = _read_table(path, bbox, None)
+    table = _read_table(path, bbox, None, classes)
     if "bbox" in table.column_names:
         table = table.drop_columns(["bbox"])
     df = table.to_pandas()
@@ -92,7 +92,7 @@ def read_feature_columns(
     """Some columns of ``features.parquet`` as numpy arrays (``geometry``: shapely geometries,
     EPSG:4326), without pandas or geopandas: for a stage that needs a few arrays (the cover reads
     ``geometry`` and ``buffer_m``), importing them would cost more than the read itself."""
-    table = _read_table(path, bbox, list(columns))
+    table = _read_table(path, bbox, list(columns), None)
     out = {}
     for name in columns:
         values = table.column(name).to_pylist()  # (pyarrow's to_numpy imports pandas)
@@ -103,21 +103,48 @@ def read_feature_columns(
     return out
 
 
+def read_feature_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The class of every row of ``features.parquet`` and its bounds ((n, 4), W, S, E, N degrees:
+    the ``bbox`` column, or the geometries' where a file has none), without the geometries."""
+    table = _read_table(path, None, ["class", "bbox"] if _has_bbox(path) else ["class", "geometry"], None)
+    cls = np.array(table.column("class").to_pylist(), dtype=object)
+    if "bbox" in table.column_names:
+        b = table.column("bbox").combine_chunks()
+        cols = [np.asarray(b.field(k).to_numpy(zero_copy_only=False), dtype=float)
+                for k in ("xmin", "ymin", "xmax", "ymax")]
+        return cls, np.column_stack(cols) if len(cls) else np.empty((0, 4))
+    geoms = shapely.from_wkb(np.array([*table.column("geometry").to_pylist(), None], dtype=object)[:-1])
+    return cls, shapely.bounds(geoms).reshape(-1, 4)
+
+
+def _has_bbox(path: str | Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return "bbox" in pq.read_schema(path).names
+    except (OSError, ValueError):
+        return False  # (the read that follows names the file)
+
+
 def _read_table(path: str | Path, bbox: tuple[float, float, float, float] | None,
-                columns: list[str] | None) -> Any:
+                columns: list[str] | None, classes: tuple[str, ...] | None) -> Any:
     """The pyarrow table of ``features.parquet`` (row groups outside ``bbox`` skipped, rows
-    outside it filtered out); errors name the file and the fix."""
+    outside it or of other ``classes`` filtered out); errors name the file and the fix."""
     import pyarrow.parquet as pq
 
     from pipeline.core.errors import InputDataError
 
     filt = None
-    if bbox is not None:
+    if bbox is not None or classes is not None:
         import pyarrow.compute as pc
 
-        w, s, e, n = bbox
-        filt = ((pc.field("bbox", "xmin") <= e) & (pc.field("bbox", "xmax") >= w)
-                & (pc.field("bbox", "ymin") <= n) & (pc.field("bbox", "ymax") >= s))
+        filt = pc.scalar(True)
+        if bbox is not None:
+            w, s, e, n = bbox
+            filt = ((pc.field("bbox", "xmin") <= e) & (pc.field("bbox", "xmax") >= w)
+                    & (pc.field("bbox", "ymin") <= n) & (pc.field("bbox", "ymax") >= s))
+        if classes is not None:
+            filt = filt & pc.field("class").isin(list(classes))
     try:
         if filt is None:  # pyarrow.dataset (read_table's engine) imports pandas: 0.25 s of CPU
             with pq.ParquetFile(path) as f:

@@ -1,25 +1,30 @@
 """The comparison block by block: a large region compared a square block of tiles at a time,
-so its memory is one block's, not the region's.
+reading only what each block needs, so its memory is one block's, not the region's.
 
-Every OSM feature, predicted polygon and candidate belongs to the block that holds its
-representative point (a tile at zoom ``zoom - log2([compare] block_tiles)``; EPSG:4326 in, the
-point taken as :func:`pipeline.tiles.tilemath.features_in_tiles` takes it). A block compares
-what it owns against everything within :data:`MARGIN_M` ground metres of it (its features'
-bounds grown), so pairs, coverage and unexplained area come out as in one comparison of the
-whole region: a candidate cut from a prediction that crosses a block border is found in every
-block the prediction reaches and kept by the one that holds its point. Figures are summed from
-their additive parts (:func:`pipeline.review.compare.summary_of`). The gap simulation runs per
-block on the block's held-out tiles; the blocks' labelled pools are pooled
-(:func:`pipeline.review.review.pooled`), so the calibration, ``min_score`` and the estimated
-curve are the region's. A region within one block is compared exactly as before.
+Every OSM feature, predicted polygon and candidate belongs to the block (a tile at zoom
+``zoom - log2([compare] block_tiles)``) that holds the centre of its bounds (EPSG:4326 bounds,
+the centre projected to EPSG:3857). A block compares what it owns against every feature of the
+same class within :data:`MARGIN_M` ground metres of the block or of a feature it owns (a road
+traced across the region brings the roads along it, not the buildings), so pairs, coverage and
+unexplained area come out as in one comparison of the whole region: a candidate cut from a
+prediction that crosses a block border is found in every block the prediction reaches and kept
+by the one that holds its centre. Figures are summed from their additive parts
+(:func:`pipeline.review.compare.summary_of`). The gap simulation runs per block on the block's
+held-out tiles; the blocks' labelled pools are pooled (:func:`pipeline.review.review.pooled`), so
+the calibration, ``min_score`` and the estimated curve are the region's. All blocks measure in
+the region's one ground scale (:func:`pipeline.review.coverage.region_scale`). A region within
+one block is compared exactly as before.
+
+The features come from a :class:`Source`: frames in memory (:class:`InMemory`) or the region's
+files, read block by block (:class:`pipeline.review.block_inputs.RegionFiles`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,17 +34,19 @@ from pipeline.config.compare import CompareSpec
 from pipeline.config.region import ClassSpec
 from pipeline.review.candidates import Evidence
 from pipeline.review.compare import Comparison, compare, ranked_rows, summary_of
-from pipeline.review.coverage import ground_scale, region_scale
+from pipeline.review.coverage import region_scale
 from pipeline.review.review import Review, pooled, review, scored, simulations
-from pipeline.tiles.geo import mercator_scale, to_lonlat, to_mercator
+from pipeline.tiles.geo import lonlat_to_mercator, mercator_scale, mercator_to_lonlat
 from pipeline.tiles.tilemath import HALF_WORLD_M, tile_extent_m
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-#: how far (ground metres) around a block's features the features it is compared with reach: more
-#: than any pairing distance (``max_offset_m``), tolerance or placebo move (60 m) of the comparison
+#: how far (ground metres) around a block and its features the features it is compared with reach:
+#: more than any pairing distance (``max_offset_m``), tolerance or placebo move (60 m) of the comparison
 MARGIN_M = 100.0
+
+Box = tuple[float, float, float, float]  # W, S, E, N degrees (EPSG:4326)
 
 
 @dataclass(frozen=True)
@@ -53,53 +60,123 @@ class Inputs:
     low: gpd.GeoDataFrame | None
 
 
+class Source(Protocol):
+    """Where a region's :class:`Inputs` come from."""
+
+    def index(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``"pred"`` and ``"osm"`` (every OSM feature that may be compared): the class of each
+        row and its bounds ((n, 4), EPSG:4326; rounded outward at most)."""
+        ...
+
+    def read(self, boxes: dict[str, Box]) -> Inputs:
+        """The rows of each class (``boxes``: class -> box) whose bounds meet its box, in their order."""
+        ...
+
+    def everything(self) -> Inputs:
+        """All of it."""
+        ...
+
+
+@dataclass(frozen=True)
+class InMemory:
+    """A :class:`Source` over frames already read."""
+
+    inputs: Inputs
+    _bounds: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def _frames(self) -> dict[str, Any]:
+        i = self.inputs
+        return {k: df for k, df in (("pred", i.pred), ("osm", i.osm), ("context", i.context), ("low", i.low))
+                if df is not None}
+
+    def _of(self, k: str, df: Any) -> np.ndarray:
+        if k not in self._bounds:
+            self._bounds[k] = shapely.bounds(df.geometry.to_numpy()).reshape(-1, 4)
+        return self._bounds[k]
+
+    def index(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        f = self._frames()
+        return {k: (_classes(f[k]), self._of(k, f[k])) for k in ("pred", "osm")}
+
+    def read(self, boxes: dict[str, Box]) -> Inputs:
+        out = {}
+        for k, df in self._frames().items():
+            cls, b = _classes(df), self._of(k, df)
+            keep = np.zeros(len(df), dtype=bool)
+            for name, (w, s, e, n) in boxes.items():
+                keep |= (cls == name) & (b[:, 0] <= e) & (b[:, 2] >= w) & (b[:, 1] <= n) & (b[:, 3] >= s)
+            out[k] = df[keep].reset_index(drop=True)
+        return Inputs(out["pred"], out["osm"], out["context"], out.get("low"))
+
+    def everything(self) -> Inputs:
+        return self.inputs
+
+
+def _classes(df: Any) -> np.ndarray:
+    return df["class"].to_numpy().astype(str) if len(df) and "class" in df.columns else np.empty(len(df), dtype=str)
+
+
 def block_zoom(zoom: int, block_tiles: int) -> int:
     """The zoom of the blocks: ``block_tiles`` (a power of two) tiles at ``zoom`` a side."""
     return zoom - int(math.log2(block_tiles))
 
 
-def block_keys(geoms_4326: np.ndarray, bz: int) -> np.ndarray:
-    """The block (``x * 2**bz + y`` of a tile at zoom ``bz``) of each geometry's representative point."""
-    g = np.asarray(geoms_4326, dtype=object)
-    if not len(g):
-        return np.empty(0, dtype=np.int64)
-    pts = to_mercator(shapely.point_on_surface(g))
-    e = tile_extent_m(bz)
-    n = 1 << bz
-    tx = np.clip(np.floor((shapely.get_x(pts) + HALF_WORLD_M) / e), 0, n - 1).astype(np.int64)
-    ty = np.clip(np.floor((HALF_WORLD_M - shapely.get_y(pts)) / e), 0, n - 1).astype(np.int64)
+def centre_keys(bounds_4326: np.ndarray, bz: int) -> np.ndarray:
+    """The block (``x * 2**bz + y`` of a tile at zoom ``bz``) of the centre of each of ``bounds_4326``."""
+    b = np.asarray(bounds_4326, dtype=float).reshape(-1, 4)
+    xy = lonlat_to_mercator(np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2]))
+    e, n = tile_extent_m(bz), 1 << bz
+    tx = np.clip(np.floor((xy[:, 0] + HALF_WORLD_M) / e), 0, n - 1).astype(np.int64)
+    ty = np.clip(np.floor((HALF_WORLD_M - xy[:, 1]) / e), 0, n - 1).astype(np.int64)
     return tx * n + ty
 
 
-def compare_region(inputs: Inputs, classes: tuple[ClassSpec, ...], spec: CompareSpec, evidence: Evidence | None,
-                   resolvable_m2: float, held_out: set[tuple[int, int]], zoom: int) -> tuple[Comparison, Review]:
+def block_keys(geoms_4326: np.ndarray, bz: int) -> np.ndarray:
+    """The block of each geometry (EPSG:4326): that of the centre of its bounds."""
+    g = np.asarray(geoms_4326, dtype=object)
+    return centre_keys(shapely.bounds(g), bz) if len(g) else np.empty(0, dtype=np.int64)
+
+
+def compare_region(source: Source | Inputs, classes: tuple[ClassSpec, ...], spec: CompareSpec,
+                   evidence: Evidence | None, resolvable_m2: float, held_out: set[tuple[int, int]],
+                   zoom: int) -> tuple[Comparison, Review]:
     """The region's comparison and review queue (:func:`pipeline.review.compare.compare`,
     :func:`pipeline.review.review.review`), block by block when it spans more than one block."""
-    surround = pd.concat([inputs.osm, inputs.context], ignore_index=True)
-    bz = block_zoom(zoom, spec.block_tiles) if spec.block_tiles else 0
-    keys = {name: block_keys(df.geometry.to_numpy(), bz) for name, df in (("pred", inputs.pred), ("osm", inputs.osm))}
-    # every block a prediction reaches: a candidate cut from it may lie where nothing has its point
-    blocks = np.union1d(_reached(to_mercator(inputs.pred.geometry.to_numpy()), bz), keys["osm"])
-    if not spec.block_tiles or len(blocks) <= 1:
-        cmp = compare(inputs.pred, inputs.osm, classes, spec, evidence, resolvable_m2, inputs.low, inputs.context)
+    src: Source = InMemory(source) if isinstance(source, Inputs) else source
+    blocks, bz = np.empty(0, dtype=np.int64), 0
+    if spec.block_tiles:
+        index = src.index()
+        bz = block_zoom(zoom, spec.block_tiles)
+        blocks = np.union1d(_reached(index["pred"][1], bz), _reached(index["osm"][1], bz))
+    if len(blocks) <= 1:
+        i = src.everything()
+        cmp = compare(i.pred, i.osm, classes, spec, evidence, resolvable_m2, i.low, i.context)
         cmp.summary["blocks"] = 1
-        return cmp, review(cmp, inputs.pred, surround, classes, spec, held_out, zoom, evidence)
-    with region_scale(ground_scale(to_mercator(inputs.osm.geometry.to_numpy()))):
-        return _in_blocks(inputs, classes, spec, (evidence, resolvable_m2), held_out, zoom, (keys, blocks, bz))
+        surround = pd.concat([i.osm, i.context], ignore_index=True)
+        return cmp, review(cmp, i.pred, surround, classes, spec, held_out, zoom, evidence)
+    with region_scale(_scale(index)):
+        return _in_blocks(src, classes, spec, (evidence, resolvable_m2), held_out, zoom, (index, blocks, bz))
 
 
-def _in_blocks(inputs: Inputs, classes: tuple[ClassSpec, ...], spec: CompareSpec,
+def _scale(index: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mercator metres per ground metre at the median latitude of the OSM features (or predictions)."""
+    b = index["osm"][1] if len(index["osm"][1]) else index["pred"][1]
+    lat = float(np.median((b[:, 1] + b[:, 3]) / 2)) if len(b) else 0.0
+    return float(mercator_scale(float(lonlat_to_mercator(np.array([[0.0, lat]]))[0, 1])))
+
+
+def _in_blocks(src: Source, classes: tuple[ClassSpec, ...], spec: CompareSpec,
                evidence: tuple[Evidence | None, float], held_out: set[tuple[int, int]], zoom: int,
-               where: tuple[dict[str, np.ndarray], np.ndarray, int]) -> tuple[Comparison, Review]:
-    """:func:`compare_region` block by block (``where``: the rows' blocks, the blocks, their zoom)."""
-    (evidence_of, resolvable_m2), (keys, blocks, bz) = evidence, where
+               where: tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, int]) -> tuple[Comparison, Review]:
+    """:func:`compare_region` block by block (``where``: the source's index, the blocks, their zoom)."""
+    (evidence_of, resolvable_m2), (index, blocks, bz) = evidence, where
     layers: dict[str, list[gpd.GeoDataFrame]] = {}
     partials: dict[str, dict[str, float]] = {}
     pools = []
-    for b, local in _blocks(inputs, keys, blocks, bz):
-        own = _owner(b, bz)
+    low = None
+    for b, local in _blocks(src, index, blocks, bz):
         cmp = compare(local.pred, local.osm, classes, spec, evidence_of, resolvable_m2, local.low, local.context,
-                      own=own)
+                      own=_owner(b, bz))
         mine = {(x, y) for x, y in held_out if (x >> (zoom - bz)) * (1 << bz) + (y >> (zoom - bz)) == b}
         pools.append(simulations(cmp, local.pred, pd.concat([local.osm, local.context], ignore_index=True),
                                  classes, spec, mine, zoom, evidence_of))
@@ -109,21 +186,27 @@ def _in_blocks(inputs: Inputs, classes: tuple[ClassSpec, ...], spec: CompareSpec
             sums = partials.setdefault(name, {})
             for k, v in part.items():
                 sums[k] = v if k == "tol_m" else sums.get(k, 0.0) + v
+        if local.low is not None and low is None:
+            low = local.low.iloc[:0]
     merged = {s: _concat(ls) for s, ls in layers.items()}
-    cmp = Comparison(merged, summary_of(partials, merged, classes, spec, resolvable_m2), inputs.low, partials)
+    cmp = Comparison(merged, summary_of(partials, merged, classes, spec, resolvable_m2), low, partials)
     cmp.summary["blocks"] = len(blocks)
     return cmp, scored(merged, pooled(pools), classes, spec, held_out, zoom)
 
 
-def _reached(geoms_3857: np.ndarray, bz: int) -> np.ndarray:
-    """The blocks (keys as :func:`block_keys`) the bounds of any of ``geoms_3857`` reach."""
-    if not len(geoms_3857):
+def _reached(bounds_4326: np.ndarray, bz: int) -> np.ndarray:
+    """The blocks (keys as :func:`centre_keys`) any of ``bounds_4326`` reach."""
+    b = np.asarray(bounds_4326, dtype=float).reshape(-1, 4)
+    b = b[np.isfinite(b).all(axis=1)]
+    if not len(b):
         return np.empty(0, dtype=np.int64)
     e, n = tile_extent_m(bz), 1 << bz
-    b = shapely.bounds(geoms_3857)
-    x0, x1 = (np.clip(np.floor((b[:, k] + HALF_WORLD_M) / e), 0, n - 1).astype(np.int64) for k in (0, 2))
-    y0, y1 = (np.clip(np.floor((HALF_WORLD_M - b[:, k]) / e), 0, n - 1).astype(np.int64) for k in (3, 1))
-    out = {int(x) * n + int(y) for a, c, d, f in zip(x0, x1, y0, y1) for x in range(a, c + 1) for y in range(d, f + 1)}
+    lo, hi = lonlat_to_mercator(b[:, [0, 1]]), lonlat_to_mercator(b[:, [2, 3]])
+    tx0, tx1 = (np.clip(np.floor((v + HALF_WORLD_M) / e), 0, n - 1).astype(np.int64) for v in (lo[:, 0], hi[:, 0]))
+    ty0, ty1 = (np.clip(np.floor((HALF_WORLD_M - v) / e), 0, n - 1).astype(np.int64) for v in (hi[:, 1], lo[:, 1]))
+    out: set[int] = set()
+    for a, c, d, f in set(zip(tx0.tolist(), tx1.tolist(), ty0.tolist(), ty1.tolist())):
+        out.update(x * n + y for x in range(a, c + 1) for y in range(d, f + 1))
     return np.array(sorted(out), dtype=np.int64)
 
 
@@ -140,36 +223,62 @@ def _concat(layers: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     return ranked_rows(gpd.GeoDataFrame(pd.concat(full, ignore_index=True), geometry="geometry", crs="EPSG:4326"))
 
 
-def _blocks(inputs: Inputs, keys: dict[str, np.ndarray], blocks: np.ndarray, bz: int
-            ) -> Iterator[tuple[int, Inputs]]:
-    """Each block and what it is compared with, class by class (classes are compared apart): the
-    rows within :data:`MARGIN_M` of the block and of each row of the class it owns (a road traced
-    across the region brings the roads along it, not the buildings), in the rows' own order."""
-    frames: dict[str, Any] = {"pred": inputs.pred, "osm": inputs.osm, "context": inputs.context, "low": inputs.low}
-    frames = {k: df for k, df in frames.items() if df is not None and len(df)}
-    geoms = {k: df.geometry.to_numpy() for k, df in frames.items()}
-    classes = {k: df["class"].to_numpy() for k, df in frames.items()}
-    trees = {k: shapely.STRtree(g) for k, g in geoms.items()}  # EPSG:4326: no copies
+def _block_box(b: int, bz: int) -> tuple[Box, float]:
+    """Block ``b`` grown by :data:`MARGIN_M` (EPSG:4326) and that margin in degrees (at least)."""
+    x, y = divmod(int(b), 1 << bz)
     e = tile_extent_m(bz)
-    n = 1 << bz
+    mx = np.array([x * e - HALF_WORLD_M, HALF_WORLD_M - (y + 1) * e, (x + 1) * e - HALF_WORLD_M, HALF_WORLD_M - y * e])
+    grow = MARGIN_M * float(mercator_scale(max(abs(mx[1]), abs(mx[3]))))
+    (w, s), (east, n) = mercator_to_lonlat(np.array([[mx[0] - grow, mx[1] - grow], [mx[2] + grow, mx[3] + grow]]))
+    lat = max(abs(float(s)), abs(float(n)))
+    reach = MARGIN_M / 110_574.0 / math.cos(math.radians(min(lat, 89.0)))
+    return (float(w), float(s), float(east), float(n)), reach
+
+
+def _blocks(src: Source, index: dict[str, tuple[np.ndarray, np.ndarray]], blocks: np.ndarray, bz: int
+            ) -> Iterator[tuple[int, Inputs]]:
+    """Each block and what it is compared with (see the module doc), read from ``src``."""
+    keys = {k: centre_keys(index[k][1], bz) for k in ("pred", "osm")}
     for b in blocks.tolist():
-        x, y = divmod(int(b), n)
-        box = np.array([x * e - HALF_WORLD_M, HALF_WORLD_M - (y + 1) * e, (x + 1) * e - HALF_WORLD_M,
-                        HALF_WORLD_M - y * e])
-        grow = MARGIN_M * float(mercator_scale(max(abs(box[1]), abs(box[3]))))
-        area = to_lonlat(np.array([shapely.box(*(box + np.array([-grow, -grow, grow, grow])))], dtype=object))[0]
-        lat = float(np.max(np.abs(shapely.bounds(area)[[1, 3]])))
-        reach = MARGIN_M / 110_574.0 / math.cos(math.radians(min(lat, 89.0)))  # degrees: at least MARGIN_M
-        owned = {k: np.flatnonzero(keys[k] == b) for k in ("pred", "osm") if k in frames}
-        local: dict[str, Any] = {}
-        for k, tree in trees.items():
-            rows = set(tree.query(area, predicate="intersects").tolist())
-            for o, idx in owned.items():
-                for name in np.unique(classes[o][idx]):
-                    mine = idx[classes[o][idx] == name]
-                    near = tree.query(geoms[o][mine], predicate="dwithin", distance=reach)[1]
-                    rows.update(near[classes[k][near] == name].tolist())
-            local[k] = frames[k].iloc[np.array(sorted(rows), dtype=np.int64)].reset_index(drop=True)
-        empty = {k: df.iloc[:0] for k, df in (("pred", inputs.pred), ("osm", inputs.osm), ("context", inputs.context))}
-        yield b, Inputs(local.get("pred", empty["pred"]), local.get("osm", empty["osm"]),
-                        local.get("context", empty["context"]), local.get("low"))
+        area, reach = _block_box(b, bz)
+        boxes: dict[str, list[float]] = {}
+        for k in ("pred", "osm"):  # each class's box: the block's, grown over the features it owns
+            cls, bounds = index[k][0][keys[k] == b], index[k][1][keys[k] == b]
+            for name in np.unique(cls).tolist():
+                own = bounds[cls == name]
+                box = boxes.setdefault(name, list(area))
+                box[:] = [min(box[0], own[:, 0].min() - reach), min(box[1], own[:, 1].min() - reach),
+                          max(box[2], own[:, 2].max() + reach), max(box[3], own[:, 3].max() + reach)]
+        names = set(np.concatenate([index["pred"][0], index["osm"][0]]).tolist())
+        read = src.read({name: tuple(boxes.get(name, area)) for name in sorted(names)})  # type: ignore[misc]
+        yield b, _near(read, b, bz, area, reach)
+
+
+def _near(read: Inputs, b: int, bz: int, area: Box, reach: float) -> Inputs:
+    """Of ``read``, the rows that meet the block's ``area`` or lie within ``reach`` (degrees) of a
+    row of their class the block owns."""
+    frames = {"pred": read.pred, "osm": read.osm, "context": read.context, "low": read.low}
+    frames = {k: df for k, df in frames.items() if df is not None}
+    box = shapely.box(*area)
+    w, s, e, n = area
+    owned = {}
+    for k in ("pred", "osm"):  # owned rows reaching out of the area (the rest: all near rows meet the area)
+        g = frames[k].geometry.to_numpy()
+        gb = shapely.bounds(g).reshape(-1, 4)
+        out_of = (gb[:, 0] < w + reach) | (gb[:, 1] < s + reach) | (gb[:, 2] > e - reach) | (gb[:, 3] > n - reach)
+        owned[k] = frames[k][out_of & (block_keys(g, bz) == b)]
+    out: dict[str, Any] = {}
+    for k, df in frames.items():
+        if not len(df):
+            out[k] = df
+            continue
+        g, cls = df.geometry.to_numpy(), _classes(df)
+        tree = shapely.STRtree(g)
+        rows = set(tree.query(box, predicate="intersects").tolist())
+        for mine in owned.values():
+            mcls = _classes(mine)
+            for name in np.unique(mcls).tolist():
+                near = tree.query(mine.geometry.to_numpy()[mcls == name], predicate="dwithin", distance=reach)[1]
+                rows.update(near[cls[near] == name].tolist())
+        out[k] = df.iloc[np.array(sorted(rows), dtype=np.int64)].reset_index(drop=True)
+    return Inputs(out["pred"], out["osm"], out["context"], out.get("low"))
