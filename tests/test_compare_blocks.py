@@ -63,9 +63,9 @@ def _held_out(inputs: Inputs) -> set[tuple[int, int]]:
     return {(x, y) for x in xs for y in ys}
 
 
-def _run(block_tiles: int) -> tuple[Comparison, Review]:
+def _run(block_tiles: int, processes: int = 1) -> tuple[Comparison, Review]:
     inputs = scene()
-    spec = CompareSpec(block_tiles=block_tiles, min_score=0.0, gap_share=0.25)
+    spec = CompareSpec(block_tiles=block_tiles, min_score=0.0, gap_share=0.25, processes=processes)
     return compare_region(inputs, (BUILDING, ROAD), spec, None, 0.0, _held_out(inputs), Z)
 
 
@@ -114,6 +114,31 @@ def test_block_size_does_not_change_a_candidate() -> None:
     assert len(reach) > 1  # the candidates lie in several blocks
     wide = [g for g in crossing if shapely.bounds(g)[2] - shapely.bounds(g)[0] > 50]
     assert len(wide) == 1  # the 60 m building across tile borders: one candidate, not a piece per block
+
+
+def test_blocks_compared_in_two_processes_give_the_same_queue() -> None:
+    one, two = _run(1), _run(1, processes=2)
+    for status, layer in one[1].layers.items():
+        other = two[1].layers[status]
+        assert len(layer) == len(other), status
+        if not len(layer):
+            continue
+        assert list(layer["id"]) == list(other["id"]) and shapely.equals(
+            layer.geometry.to_numpy(), other.geometry.to_numpy()).all(), status
+        assert layer.drop(columns="geometry").astype(str).equals(other.drop(columns="geometry").astype(str)), status
+    assert one[0].summary == two[0].summary and one[1].calibration == two[1].calibration
+
+
+def test_processes_are_the_cpus_and_no_part_of_the_digest(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.core.stages import normalise
+
+    cpus = len(os.sched_getaffinity(0))
+    assert parse_compare(tmp_path / "r.toml", {}).processes == cpus
+    assert parse_compare(tmp_path / "r.toml", {"processes": 3}).processes == 3
+    assert normalise(CompareSpec(processes=1)) == normalise(CompareSpec(processes=8))
+    assert normalise(CompareSpec(block_tiles=8)) != normalise(CompareSpec())
 
 
 def test_block_tiles_is_a_power_of_two(tmp_path: Path) -> None:

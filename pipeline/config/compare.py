@@ -6,7 +6,7 @@ stage digest import none of it (``RegionConfig.compare`` in :mod:`pipeline.confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class CompareSpec:
     #: a region is compared in square blocks of this many tiles a side (a power of two; memory is
     #: one block's, :mod:`pipeline.review.blocks`); 0: the whole region at once
     block_tiles: int = 32
+    #: blocks compared side by side in this many processes (forked where the platform forks); the
+    #: config's 0 (its default) is one per CPU this process may use; operational: not in the digest
+    processes: int = field(default=1, metadata={"operational": True})
 
     def min_area(self, name: str) -> float:
         """The smallest missing candidate of class ``name`` (ground m²)."""
@@ -74,9 +77,19 @@ def parse_compare(path: Path, table: dict[str, Any]) -> CompareSpec:
         classes=tuple(str(v) for v in sec.take("classes", list, list(d.classes))),
         context_tags=_context_tags(sec),
         block_tiles=_block_tiles(sec),
+        processes=_processes(sec.integer("processes", 0, lo=0, hi=1024)),
     )
     sec.done()
     return spec
+
+
+def _processes(n: int) -> int:
+    """``processes``: 0 -> the CPUs this process may run on."""
+    import os
+
+    if n:
+        return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _block_tiles(sec: Section) -> int:

@@ -35,6 +35,7 @@ from pipeline.config.region import ClassSpec
 from pipeline.review.candidates import Evidence
 from pipeline.review.compare import Comparison, compare, ranked_rows, summary_of
 from pipeline.review.coverage import region_scale
+from pipeline.review.gapsim import Simulated
 from pipeline.review.review import Review, pooled, review, scored, simulations
 from pipeline.tiles.geo import lonlat_to_mercator, mercator_scale, mercator_to_lonlat
 from pipeline.tiles.tilemath import HALF_WORLD_M, tile_extent_m
@@ -154,8 +155,7 @@ def compare_region(source: Source | Inputs, classes: tuple[ClassSpec, ...], spec
         cmp.summary["blocks"] = 1
         surround = pd.concat([i.osm, i.context], ignore_index=True)
         return cmp, review(cmp, i.pred, surround, classes, spec, held_out, zoom, evidence)
-    with region_scale(_scale(index)):
-        return _in_blocks(src, classes, spec, (evidence, resolvable_m2), held_out, zoom, (index, blocks, bz))
+    return _in_blocks(src, classes, spec, (evidence, resolvable_m2), held_out, zoom, (index, blocks, bz))
 
 
 def _scale(index: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
@@ -168,30 +168,89 @@ def _scale(index: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
 def _in_blocks(src: Source, classes: tuple[ClassSpec, ...], spec: CompareSpec,
                evidence: tuple[Evidence | None, float], held_out: set[tuple[int, int]], zoom: int,
                where: tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, int]) -> tuple[Comparison, Review]:
-    """:func:`compare_region` block by block (``where``: the source's index, the blocks, their zoom)."""
+    """:func:`compare_region` block by block (``where``: the source's index, the blocks, their zoom),
+    in ``[compare] processes`` processes; the blocks' results taken in block order."""
     (evidence_of, resolvable_m2), (index, blocks, bz) = evidence, where
+    job = _Block(src, classes, spec, evidence_of, resolvable_m2, frozenset(held_out), zoom, index, bz, _scale(index))
     layers: dict[str, list[gpd.GeoDataFrame]] = {}
     partials: dict[str, dict[str, float]] = {}
     pools = []
     low = None
-    for b, local in _blocks(src, index, blocks, bz):
-        cmp = compare(local.pred, local.osm, classes, spec, evidence_of, resolvable_m2, local.low, local.context,
-                      own=_owner(b, bz))
-        mine = {(x, y) for x, y in held_out if (x >> (zoom - bz)) * (1 << bz) + (y >> (zoom - bz)) == b}
-        pools.append(simulations(cmp, local.pred, pd.concat([local.osm, local.context], ignore_index=True),
-                                 classes, spec, mine, zoom, evidence_of))
-        for status, layer in cmp.layers.items():
+    for done in _map(job, blocks.tolist(), spec.processes):
+        pools.append(done.pools)
+        for status, layer in done.layers.items():
             layers.setdefault(status, []).append(layer)
-        for name, part in cmp.partials.items():
+        for name, part in done.partials.items():
             sums = partials.setdefault(name, {})
             for k, v in part.items():
                 sums[k] = v if k == "tol_m" else sums.get(k, 0.0) + v
-        if local.low is not None and low is None:
-            low = local.low.iloc[:0]
+        low = done.low if low is None else low
     merged = {s: _concat(ls) for s, ls in layers.items()}
     cmp = Comparison(merged, summary_of(partials, merged, classes, spec, resolvable_m2), low, partials)
     cmp.summary["blocks"] = len(blocks)
     return cmp, scored(merged, pooled(pools), classes, spec, held_out, zoom)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """One block's change layers, additive figures and labelled pools (and an empty low frame)."""
+
+    layers: dict[str, gpd.GeoDataFrame]
+    partials: dict[str, dict[str, float]]
+    pools: dict[str, Simulated | None]
+    low: gpd.GeoDataFrame | None
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Everything a block's comparison needs but the block: called with a block, it reads and compares it."""
+
+    src: Source
+    classes: tuple[ClassSpec, ...]
+    spec: CompareSpec
+    evidence: Evidence | None
+    resolvable_m2: float
+    held_out: frozenset[tuple[int, int]]
+    zoom: int
+    index: dict[str, tuple[np.ndarray, np.ndarray]]
+    bz: int
+    scale: float
+
+    def __call__(self, b: int) -> _Done:
+        with region_scale(self.scale):
+            local = _block_inputs(self.src, self.index, b, self.bz)
+            cmp = compare(local.pred, local.osm, self.classes, self.spec, self.evidence, self.resolvable_m2,
+                          local.low, local.context, own=_owner(b, self.bz))
+            d = self.zoom - self.bz
+            mine = {(x, y) for x, y in self.held_out if (x >> d) * (1 << self.bz) + (y >> d) == b}
+            pools = simulations(cmp, local.pred, pd.concat([local.osm, local.context], ignore_index=True),
+                                self.classes, self.spec, mine, self.zoom, self.evidence)
+        return _Done(cmp.layers, cmp.partials, pools, None if local.low is None else local.low.iloc[:0])
+
+
+_JOB: list[_Block] = []  # the job of a block process (set before it forks: never pickled)
+
+
+def _run(b: int) -> _Done:
+    return _JOB[0](b)
+
+
+def _map(job: _Block, blocks: list[int], processes: int) -> Iterator[_Done]:
+    """``job`` of every block, in order: in this process, or in ``processes`` forked ones (where
+    the platform forks; the job, its source and evidence are inherited, the results pickled back)."""
+    import multiprocessing
+
+    if processes <= 1 or len(blocks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from (job(b) for b in blocks)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    _JOB[:] = [job]
+    try:
+        with ProcessPoolExecutor(min(processes, len(blocks)), mp_context=multiprocessing.get_context("fork")) as pool:
+            yield from pool.map(_run, blocks)
+    finally:
+        _JOB.clear()
 
 
 def _reached(bounds_4326: np.ndarray, bz: int) -> np.ndarray:
@@ -235,23 +294,21 @@ def _block_box(b: int, bz: int) -> tuple[Box, float]:
     return (float(w), float(s), float(east), float(n)), reach
 
 
-def _blocks(src: Source, index: dict[str, tuple[np.ndarray, np.ndarray]], blocks: np.ndarray, bz: int
-            ) -> Iterator[tuple[int, Inputs]]:
-    """Each block and what it is compared with (see the module doc), read from ``src``."""
-    keys = {k: centre_keys(index[k][1], bz) for k in ("pred", "osm")}
-    for b in blocks.tolist():
-        area, reach = _block_box(b, bz)
-        boxes: dict[str, list[float]] = {}
-        for k in ("pred", "osm"):  # each class's box: the block's, grown over the features it owns
-            cls, bounds = index[k][0][keys[k] == b], index[k][1][keys[k] == b]
-            for name in np.unique(cls).tolist():
-                own = bounds[cls == name]
-                box = boxes.setdefault(name, list(area))
-                box[:] = [min(box[0], own[:, 0].min() - reach), min(box[1], own[:, 1].min() - reach),
-                          max(box[2], own[:, 2].max() + reach), max(box[3], own[:, 3].max() + reach)]
-        names = set(np.concatenate([index["pred"][0], index["osm"][0]]).tolist())
-        read = src.read({name: tuple(boxes.get(name, area)) for name in sorted(names)})  # type: ignore[misc]
-        yield b, _near(read, b, bz, area, reach)
+def _block_inputs(src: Source, index: dict[str, tuple[np.ndarray, np.ndarray]], b: int, bz: int) -> Inputs:
+    """What block ``b`` is compared with (see the module doc), read from ``src``."""
+    area, reach = _block_box(b, bz)
+    boxes: dict[str, list[float]] = {}
+    for k in ("pred", "osm"):  # each class's box: the block's, grown over the features it owns
+        mine = centre_keys(index[k][1], bz) == b
+        cls, bounds = index[k][0][mine], index[k][1][mine]
+        for name in np.unique(cls).tolist():
+            own = bounds[cls == name]
+            box = boxes.setdefault(name, list(area))
+            box[:] = [min(box[0], own[:, 0].min() - reach), min(box[1], own[:, 1].min() - reach),
+                      max(box[2], own[:, 2].max() + reach), max(box[3], own[:, 3].max() + reach)]
+    names = set(np.concatenate([index["pred"][0], index["osm"][0]]).tolist())
+    read = src.read({name: tuple(boxes.get(name, area)) for name in sorted(names)})  # type: ignore[misc]
+    return _near(read, b, bz, area, reach)
 
 
 def _near(read: Inputs, b: int, bz: int, area: Box, reach: float) -> Inputs:
