@@ -118,6 +118,7 @@ bench: install
 	$(PY) -m bench.bench_predict
 	$(PY) -m bench.bench_e2e
 	$(PY) -m bench.bench_shards
+	$(PY) -m bench.bench_compare
 
 clean:
 	rm -rf data/*/ bench/out

@@ -47,7 +47,7 @@ class CompareSpec:
     block_tiles: int = 32
     #: blocks compared side by side in this many processes (forked where the platform forks); the
     #: config's 0 (its default) is one per CPU this process may use; operational: not in the digest
-    processes: int = field(default=1, metadata={"operational": True})
+    processes: int = field(default=1, compare=False, metadata={"operational": True})
 
     def min_area(self, name: str) -> float:
         """The smallest missing candidate of class ``name`` (ground m²)."""
