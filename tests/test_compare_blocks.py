@@ -141,6 +141,14 @@ def test_processes_are_the_cpus_and_no_part_of_the_digest(tmp_path: Path) -> Non
     assert normalise(CompareSpec(block_tiles=8)) != normalise(CompareSpec())
 
 
+def test_blocks_larger_than_the_world_are_one_block() -> None:
+    from pipeline.review.blocks import block_zoom
+
+    assert block_zoom(19, 32) == 14 and block_zoom(12, 1 << 16) == 0
+    cmp, _ = compare_region(scene(), (BUILDING, ROAD), CompareSpec(block_tiles=1 << 16), None, 0.0, set(), Z)
+    assert cmp.summary["blocks"] == 1
+
+
 def test_block_tiles_is_a_power_of_two(tmp_path: Path) -> None:
     assert parse_compare(tmp_path / "r.toml", {}).block_tiles == 32
     assert parse_compare(tmp_path / "r.toml", {"block_tiles": 0}).block_tiles == 0

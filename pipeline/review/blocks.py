@@ -118,8 +118,9 @@ def _classes(df: Any) -> np.ndarray:
 
 
 def block_zoom(zoom: int, block_tiles: int) -> int:
-    """The zoom of the blocks: ``block_tiles`` (a power of two) tiles at ``zoom`` a side."""
-    return zoom - int(math.log2(block_tiles))
+    """The zoom of the blocks: ``block_tiles`` (a power of two) tiles at ``zoom`` a side (at most
+    the whole world: zoom 0)."""
+    return max(0, zoom - int(math.log2(block_tiles)))
 
 
 def centre_keys(bounds_4326: np.ndarray, bz: int) -> np.ndarray:
