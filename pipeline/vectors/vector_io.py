@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import shapely
 
-from pipeline.core.atomic import atomic_path, atomic_write_bytes
+from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import InputDataError
 from pipeline.vectors.arrow import to_arrow, to_numpy
 from pipeline.vectors.geoparquet import feature_table_arrow, read_feature_table
@@ -44,10 +44,30 @@ def _plain(v: Any, na: Any = None) -> Any:
     return v
 
 
+#: features written per chunk: the file's text is never held whole (a region's largest layers hold
+#: a feature per building)
+GEOJSON_CHUNK = 20_000
+
+
 def geojson_bytes(gdf: gpd.GeoDataFrame | Table, name: str = "") -> bytes:
     """An EPSG:4326 GeoDataFrame (or feature table, :mod:`pipeline.vectors.table`) as an RFC 7946
     FeatureCollection, one feature per line, coordinates rounded to 7 decimals (properties:
     every non-geometry column)."""
+    return b"".join(geojson_chunks(gdf, name))
+
+
+def geojson_chunks(gdf: gpd.GeoDataFrame | Table, name: str = "", rows: int = GEOJSON_CHUNK) -> Iterator[bytes]:
+    """:func:`geojson_bytes` in pieces of at most ``rows`` features (joined: the same bytes)."""
+    yield (json.dumps({"type": "FeatureCollection", "name": name})[:-1] + ',"features":[\n').encode()
+    for start in range(0, len(gdf), rows):
+        part = gdf[np.arange(start, min(start + rows, len(gdf)))] if isinstance(gdf, Table) else \
+            gdf.iloc[start:start + rows]
+        yield (("" if start == 0 else ",\n") + ",\n".join(_feature_lines(part))).encode()
+    yield b"\n]}\n"
+
+
+def _feature_lines(gdf: gpd.GeoDataFrame | Table) -> list[str]:
+    """One RFC 7946 feature per row, as compact JSON."""
     if isinstance(gdf, Table):
         geoms = shapely.transform(gdf["geometry"], lambda c: np.round(c, DECIMALS))
         cols = [c for c in gdf.columns if c != "geometry"]
@@ -66,13 +86,14 @@ def geojson_bytes(gdf: gpd.GeoDataFrame | Table, name: str = "") -> bytes:
         feat = {"type": "Feature", "properties": {k: _plain(v, na) for k, v in props.items()},
                 "geometry": json.loads(shapely.to_geojson(g)) if g is not None else None}
         lines.append(json.dumps(feat, separators=(",", ":"), allow_nan=False))
-    head = json.dumps({"type": "FeatureCollection", "name": name})[:-1] + ',"features":[\n'
-    return (head + ",\n".join(lines) + "\n]}\n").encode()
+    return lines
 
 
 def write_geojson(gdf: gpd.GeoDataFrame | Table, path: str | Path, name: str = "") -> None:
-    """Write :func:`geojson_bytes` atomically."""
-    atomic_write_bytes(path, geojson_bytes(gdf, name or Path(path).stem))
+    """Write :func:`geojson_bytes` atomically, a chunk at a time."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for chunk in geojson_chunks(gdf, name or Path(path).stem):
+            fh.write(chunk)
 
 
 def write_gpkg(layers: Mapping[str, gpd.GeoDataFrame] | Mapping[str, Table], path: str | Path) -> None:
