@@ -27,7 +27,7 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection, PatchCollection
+    from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.patches import Polygon as MplPolygon
 
     fig, ax = plt.subplots(figsize=(8, 8), dpi=dpi)
@@ -36,10 +36,10 @@ def map_png(layers: dict[str, gpd.GeoDataFrame], osm: gpd.GeoDataFrame | None = 
         gdf = layers.get(status)
         if gdf is None or len(gdf) == 0:
             continue
-        patches = [MplPolygon(shapely.get_coordinates(p.exterior), closed=True)
-                   for g in to_mercator(gdf.geometry.to_numpy()) for p in shapely.get_parts(g)
-                   if p.geom_type == "Polygon"]
-        pc = PatchCollection(patches, facecolor=COLORS[status], edgecolor="black", linewidth=0.3, alpha=0.85)
+        parts = shapely.get_parts(to_mercator(gdf.geometry.to_numpy()))  # the outer rings as vertex arrays
+        rings = shapely.get_exterior_ring(parts[shapely.get_type_id(parts) == 3])  # (no patch object each)
+        pc = PolyCollection([shapely.get_coordinates(r) for r in rings], closed=True, facecolor=COLORS[status],
+                            edgecolor="black", linewidth=0.3, alpha=0.85)
         ax.add_collection(pc)
         handles.append(MplPolygon(np.zeros((3, 2)), facecolor=COLORS[status], label=f"{LABELS[status]} ({len(gdf)})"))
     if osm is not None and len(osm):  # every outline in one collection (a plot call each: 15 s at 25 km²)
