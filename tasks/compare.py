@@ -30,10 +30,8 @@ class CompareWithOSM(RegionTask):
 
     @locked
     def run(self) -> None:
-        from pipeline.labels.features import read_features
         from pipeline.review.block_inputs import RegionFiles
         from pipeline.review.blocks import compare_region
-        from pipeline.review.compare import in_and_touching
         from pipeline.review.compare_report import reliability_png, review_lines, write_report
         from pipeline.review.mappers import maproulette_tasks, osm_xml
         from pipeline.review.review import held_out_tiles, region_evidence
@@ -54,8 +52,8 @@ class CompareWithOSM(RegionTask):
         inputs = RegionFiles(d, frozenset(tiles), cfg.zoom, d / LOW_CONFIDENCE)  # read block by block
         result, queue = compare_region(inputs, cfg.classes, spec, evidence, self._resolvable(tiles),
                                        held_out_tiles(cfg, tiles), cfg.zoom)
+        osm = inputs.compared_osm()[0]  # (for osm_features.gpkg and the map)
         del inputs, evidence  # (the blocks' reads and caches)
-        osm = in_and_touching(read_features(d / "features.parquet"), tiles, cfg.zoom)[0]
         low = d / LOW_CONFIDENCE if (d / LOW_CONFIDENCE).is_file() else None
         result.layers = queue.layers
         statuses = status_names()

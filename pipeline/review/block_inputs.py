@@ -27,7 +27,7 @@ class RegionFiles:
     tiles: frozenset[tuple[int, int]]
     zoom: int
     low_path: Path | None = None
-    _low: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _read: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # read once: layers, low
 
     @property
     def _gpkg(self) -> Path:
@@ -42,9 +42,7 @@ class RegionFiles:
         from pipeline.tiles.tilemath import Tile, tile_bounds
 
         cls, bounds = [], []
-        for name, _ in pyogrio.list_layers(self._gpkg) if self._gpkg.is_file() else []:
-            if name == "empty":
-                continue
+        for name in self._layers():
             b = pyogrio.read_bounds(self._gpkg, layer=name)[1].T
             cls.append(np.full(len(b), name, dtype=object))
             bounds.append(b)
@@ -66,13 +64,12 @@ class RegionFiles:
         import pyogrio
 
         from pipeline.labels.features import read_features
-        from pipeline.review.compare import in_and_touching
+        from pipeline.review.compare import in_and_touching, with_pred_columns
 
-        layers = {n for n, _ in pyogrio.list_layers(self._gpkg)} if self._gpkg.is_file() else set()
         preds = [_polygons(pyogrio.read_dataframe(self._gpkg, layer=name, bbox=box))
-                 for name, box in boxes.items() if name in layers]
-        pred = (gpd.GeoDataFrame(pd.concat(preds, ignore_index=True), geometry="geometry", crs="EPSG:4326")
-                if preds else self.everything_pred().iloc[:0])
+                 for name, box in boxes.items() if name in self._layers()]
+        pred = with_pred_columns(gpd.GeoDataFrame(pd.concat(preds, ignore_index=True), geometry="geometry",
+                                                  crs="EPSG:4326") if preds else gpd.GeoDataFrame(geometry=[]))
         feats = [read_features(self.data_dir / "features.parquet", box, (name,)) for name, box in boxes.items()]
         osm, context = in_and_touching(gpd.GeoDataFrame(pd.concat(feats, ignore_index=True), geometry="geometry",
                                                         crs="EPSG:4326"), set(self.tiles), self.zoom)
@@ -81,26 +78,36 @@ class RegionFiles:
             low = InMemory(Inputs(low.iloc[:0], low.iloc[:0], low.iloc[:0], low)).read(boxes).low
         return Inputs(pred, osm, context, low)
 
-    def everything_pred(self) -> Any:
+    def everything(self) -> Inputs:
         import geopandas as gpd
 
-        return gpd.read_file(self.data_dir / "predictions.geojson", engine="pyogrio")
+        pred = gpd.read_file(self.data_dir / "predictions.geojson", engine="pyogrio")
+        return Inputs(pred, *self.compared_osm(), self._low_frame())
 
-    def everything(self) -> Inputs:
+    def compared_osm(self) -> tuple[Any, Any]:
+        """All the region's compared OSM features and its context (as the comparison splits them)."""
         from pipeline.labels.features import read_features
         from pipeline.review.compare import in_and_touching
 
-        osm, context = in_and_touching(read_features(self.data_dir / "features.parquet"), set(self.tiles), self.zoom)
-        return Inputs(self.everything_pred(), osm, context, self._low_frame())
+        return in_and_touching(read_features(self.data_dir / "features.parquet"), set(self.tiles), self.zoom)
+
+    def _layers(self) -> list[str]:
+        """The class layers of ``predictions.gpkg`` (listed once)."""
+        import pyogrio
+
+        if "layers" not in self._read:
+            names = [n for n, _ in pyogrio.list_layers(self._gpkg)] if self._gpkg.is_file() else []
+            self._read["layers"] = [n for n in names if n != "empty"]
+        return list(self._read["layers"])
 
     def _low_frame(self) -> Any:
         import geopandas as gpd
 
         if self.low_path is None or not self.low_path.is_file():
             return None
-        if "low" not in self._low:
-            self._low["low"] = gpd.read_file(self.low_path, engine="pyogrio")
-        return self._low["low"]
+        if "low" not in self._read:
+            self._read["low"] = gpd.read_file(self.low_path, engine="pyogrio")
+        return self._read["low"]
 
 
 def _polygons(df: Any) -> Any:

@@ -38,7 +38,7 @@ from pipeline.review.coverage import region_scale
 from pipeline.review.gapsim import Simulated
 from pipeline.review.review import Review, pooled, review, scored, simulations
 from pipeline.tiles.geo import lonlat_to_mercator, mercator_scale, mercator_to_lonlat
-from pipeline.tiles.tilemath import HALF_WORLD_M, tile_extent_m
+from pipeline.tiles.tilemath import Tile, tile_bounds, tile_ranges
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -127,10 +127,8 @@ def centre_keys(bounds_4326: np.ndarray, bz: int) -> np.ndarray:
     """The block (``x * 2**bz + y`` of a tile at zoom ``bz``) of the centre of each of ``bounds_4326``."""
     b = np.asarray(bounds_4326, dtype=float).reshape(-1, 4)
     xy = lonlat_to_mercator(np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2]))
-    e, n = tile_extent_m(bz), 1 << bz
-    tx = np.clip(np.floor((xy[:, 0] + HALF_WORLD_M) / e), 0, n - 1).astype(np.int64)
-    ty = np.clip(np.floor((HALF_WORLD_M - xy[:, 1]) / e), 0, n - 1).astype(np.int64)
-    return tx * n + ty
+    tx, _, ty, _ = tile_ranges(np.column_stack([xy, xy]), bz)  # (a point's tile)
+    return tx * (1 << bz) + ty
 
 
 def block_keys(geoms_4326: np.ndarray, bz: int) -> np.ndarray:
@@ -156,28 +154,25 @@ def compare_region(source: Source | Inputs, classes: tuple[ClassSpec, ...], spec
         cmp.summary["blocks"] = 1
         surround = pd.concat([i.osm, i.context], ignore_index=True)
         return cmp, review(cmp, i.pred, surround, classes, spec, held_out, zoom, evidence)
-    return _in_blocks(src, classes, spec, (evidence, resolvable_m2), held_out, zoom, (index, blocks, bz))
+    job = _Block(src, classes, spec, evidence, resolvable_m2, frozenset(held_out), zoom, index, bz, _scale(index))
+    return _in_blocks(job, blocks.tolist())
 
 
 def _scale(index: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
-    """Mercator metres per ground metre at the median latitude of the OSM features (or predictions)."""
+    """Mercator metres per ground metre (1 / cos(latitude)) at the median latitude of the OSM
+    features (or predictions)."""
     b = index["osm"][1] if len(index["osm"][1]) else index["pred"][1]
     lat = float(np.median((b[:, 1] + b[:, 3]) / 2)) if len(b) else 0.0
-    return float(mercator_scale(float(lonlat_to_mercator(np.array([[0.0, lat]]))[0, 1])))
+    return 1.0 / math.cos(math.radians(lat))
 
 
-def _in_blocks(src: Source, classes: tuple[ClassSpec, ...], spec: CompareSpec,
-               evidence: tuple[Evidence | None, float], held_out: set[tuple[int, int]], zoom: int,
-               where: tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, int]) -> tuple[Comparison, Review]:
-    """:func:`compare_region` block by block (``where``: the source's index, the blocks, their zoom),
-    in ``[compare] processes`` processes; the blocks' results taken in block order."""
-    (evidence_of, resolvable_m2), (index, blocks, bz) = evidence, where
-    job = _Block(src, classes, spec, evidence_of, resolvable_m2, frozenset(held_out), zoom, index, bz, _scale(index))
+def _in_blocks(job: _Block, blocks: list[int]) -> tuple[Comparison, Review]:
+    """:func:`compare_region` block by block, in ``[compare] processes`` processes; the blocks'
+    results taken in block order."""
     layers: dict[str, list[gpd.GeoDataFrame]] = {}
     partials: dict[str, dict[str, float]] = {}
     pools = []
-    low = None
-    for done in _map(job, blocks.tolist(), spec.processes):
+    for done in _map(job, blocks, job.spec.processes):
         pools.append(done.pools)
         for status, layer in done.layers.items():
             layers.setdefault(status, []).append(layer)
@@ -185,21 +180,19 @@ def _in_blocks(src: Source, classes: tuple[ClassSpec, ...], spec: CompareSpec,
             sums = partials.setdefault(name, {})
             for k, v in part.items():
                 sums[k] = v if k == "tol_m" else sums.get(k, 0.0) + v
-        low = done.low if low is None else low
     merged = {s: _concat(ls) for s, ls in layers.items()}
-    cmp = Comparison(merged, summary_of(partials, merged, classes, spec, resolvable_m2), low, partials)
+    cmp = Comparison(merged, summary_of(partials, merged, job.classes, job.spec, job.resolvable_m2), None, partials)
     cmp.summary["blocks"] = len(blocks)
-    return cmp, scored(merged, pooled(pools), classes, spec, held_out, zoom)
+    return cmp, scored(merged, pooled(pools), job.classes, job.spec, set(job.held_out), job.zoom)
 
 
 @dataclass(frozen=True)
 class _Done:
-    """One block's change layers, additive figures and labelled pools (and an empty low frame)."""
+    """One block's change layers, additive figures and labelled pools."""
 
     layers: dict[str, gpd.GeoDataFrame]
     partials: dict[str, dict[str, float]]
     pools: dict[str, Simulated | None]
-    low: gpd.GeoDataFrame | None
 
 
 @dataclass(frozen=True)
@@ -226,7 +219,7 @@ class _Block:
             mine = {(x, y) for x, y in self.held_out if (x >> d) * (1 << self.bz) + (y >> d) == b}
             pools = simulations(cmp, local.pred, pd.concat([local.osm, local.context], ignore_index=True),
                                 self.classes, self.spec, mine, self.zoom, self.evidence)
-        return _Done(cmp.layers, cmp.partials, pools, None if local.low is None else local.low.iloc[:0])
+        return _Done(cmp.layers, cmp.partials, pools)
 
 
 _JOB: list[_Block] = []  # the job of a block process (set before it forks: never pickled)
@@ -260,10 +253,9 @@ def _reached(bounds_4326: np.ndarray, bz: int) -> np.ndarray:
     b = b[np.isfinite(b).all(axis=1)]
     if not len(b):
         return np.empty(0, dtype=np.int64)
-    e, n = tile_extent_m(bz), 1 << bz
-    lo, hi = lonlat_to_mercator(b[:, [0, 1]]), lonlat_to_mercator(b[:, [2, 3]])
-    tx0, tx1 = (np.clip(np.floor((v + HALF_WORLD_M) / e), 0, n - 1).astype(np.int64) for v in (lo[:, 0], hi[:, 0]))
-    ty0, ty1 = (np.clip(np.floor((HALF_WORLD_M - v) / e), 0, n - 1).astype(np.int64) for v in (hi[:, 1], lo[:, 1]))
+    n = 1 << bz
+    tx0, tx1, ty0, ty1 = tile_ranges(np.column_stack([lonlat_to_mercator(b[:, [0, 1]]),
+                                                      lonlat_to_mercator(b[:, [2, 3]])]), bz)
     out: set[int] = set()
     for a, c, d, f in set(zip(tx0.tolist(), tx1.tolist(), ty0.tolist(), ty1.tolist())):
         out.update(x * n + y for x in range(a, c + 1) for y in range(d, f + 1))
@@ -286,8 +278,7 @@ def _concat(layers: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
 def _block_box(b: int, bz: int) -> tuple[Box, float]:
     """Block ``b`` grown by :data:`MARGIN_M` (EPSG:4326) and that margin in degrees (at least)."""
     x, y = divmod(int(b), 1 << bz)
-    e = tile_extent_m(bz)
-    mx = np.array([x * e - HALF_WORLD_M, HALF_WORLD_M - (y + 1) * e, (x + 1) * e - HALF_WORLD_M, HALF_WORLD_M - y * e])
+    mx = tile_bounds(Tile(bz, x, y))
     grow = MARGIN_M * float(mercator_scale(max(abs(mx[1]), abs(mx[3]))))
     (w, s), (east, n) = mercator_to_lonlat(np.array([[mx[0] - grow, mx[1] - grow], [mx[2] + grow, mx[3] + grow]]))
     lat = max(abs(float(s)), abs(float(n)))

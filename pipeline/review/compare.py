@@ -46,10 +46,9 @@ from pipeline.config.region import ClassSpec
 from pipeline.review.candidates import Evidence, shape_columns, with_evidence
 from pipeline.review.compare_lines import compare_lines
 from pipeline.review.coverage import coverage, ground_scale, unexplained
-from pipeline.review.figures import (  # noqa: F401 - line_figures and _length_within re-exported
+from pipeline.review.figures import (  # noqa: F401 - re-exported
     _length_within,
     _partials,
-    _r,
     finish_line_partials,
     finish_partials,
     line_figures,
@@ -150,8 +149,8 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         parts["missing_in_osm"].append(miss_l[_owned(own, miss_l)])
         parts["not_seen"].append(gone_l[_owned(own, gone_l)])
         lp, lo = pred[pred["class"] == c.name], osm[osm["class"] == c.name]
-        partials[c.name] = line_partials(lp.geometry.to_numpy(), osm[osm["class"] == c.name].geometry.to_numpy(),
-                                         c.buffer_m, _owned(own, lp), _owned(own, lo))
+        partials[c.name] = line_partials(lp.geometry.to_numpy(), lo.geometry.to_numpy(), c.buffer_m,
+                                         _owned(own, lp), _owned(own, lo))
     layers = {s: _ranked(gpd.GeoDataFrame(pd.concat(parts[s], ignore_index=True) if parts[s] else
                                           pd.DataFrame({"geometry": []}), geometry="geometry", crs="EPSG:4326"))
               for s in statuses}

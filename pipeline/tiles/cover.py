@@ -21,7 +21,7 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.core.outputs import file_identity
 from pipeline.tiles.geo import burn_geometries, to_mercator
-from pipeline.tiles.tilemath import Tile, _tile_ranges, cover_bbox, cover_mercator, shards_of
+from pipeline.tiles.tilemath import Tile, cover_bbox, cover_mercator, shards_of, tile_ranges
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,7 +92,7 @@ def bbox_counts(bbox: tuple[float, float, float, float], z: int, shard_zoom: int
     bounds = shapely.bounds(to_mercator(np.array([shapely.box(*bbox)], dtype=object)))
 
     def count(zoom: int) -> int:
-        x0, x1, y0, y1 = _tile_ranges(bounds, zoom)
+        x0, x1, y0, y1 = tile_ranges(bounds, zoom)
         return int((x1[0] - x0[0] + 1) * (y1[0] - y0[0] + 1))
 
     return count(z), count(shard_zoom)

@@ -138,7 +138,7 @@ def tiles_in_shard(qk: str, z: int) -> list[Tile]:
     return [Tile(z, p.x * n + i, p.y * n + j) for i in range(n) for j in range(n)]
 
 
-def _tile_ranges(bounds: NDArray[np.float64], z: int) -> tuple[NDArray[np.int64], ...]:
+def tile_ranges(bounds: NDArray[np.float64], z: int) -> tuple[NDArray[np.int64], ...]:
     """Tile index ranges [x0, x1] x [y0, y1] (inclusive) that EPSG:3857 ``bounds`` (N, 4) touch
     with a positive area (a box ending exactly on a tile edge does not reach the next tile)."""
     import numpy as np
@@ -170,7 +170,7 @@ def cover_mercator(geoms_3857: NDArray[np.object_], z: int) -> NDArray[np.int64]
     geoms = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
     if len(geoms) == 0:
         return np.empty((0, 2), dtype=np.int64)
-    x0, x1, y0, y1 = _tile_ranges(shapely.bounds(geoms), z)
+    x0, x1, y0, y1 = tile_ranges(shapely.bounds(geoms), z)
     w, h = x1 - x0 + 1, y1 - y0 + 1
     count = w * h
     single = count == 1
