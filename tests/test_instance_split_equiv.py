@@ -9,30 +9,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.vectors.instance_split import MARKER_EDGE, split_instances, trace_instances
+from pipeline.vectors.instance_split import MARKER_EDGE, marker_cores, split_instances, trace_instances
 from pipeline.vectors.trace import trace
 
 
 def plain_split(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int, reach: int = 2,
                 marker_edge: int = MARKER_EDGE) -> np.ndarray:
-    """The split as it was before issue 20: one watershed over the whole raster."""
+    """The split as it was before issue 20: one watershed over the whole raster (from the same markers)."""
     from skimage.segmentation import watershed
 
     binary = foot >= thr
-    interior = binary & (edge < marker_edge)
-    markers, n = ndimage.label(interior)
-    if n:
-        sizes = np.bincount(markers.ravel(), minlength=n + 1)
-        keep = sizes >= max(1, min_marker_px)
-        keep[0] = False
-        renum = np.zeros(n + 1, dtype=np.int32)
-        renum[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        markers = renum[markers]
-        n = int(keep.sum())
+    markers, n, cores = marker_cores(binary & (edge < marker_edge), edge, min_marker_px)  # the same markers
     labels = np.zeros(foot.shape, dtype=np.int32)
     if n:
         labels = watershed(edge, markers, mask=binary, connectivity=1).astype(np.int32)
-        near = ndimage.maximum_filter(markers > 0, size=2 * reach + 1, mode="constant", cval=False)
+        near = ndimage.maximum_filter(cores, size=2 * reach + 1, mode="constant", cval=False)
         far = binary & ~near
         cut, _ = ndimage.label(far)
         frame = np.unique(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]]))

@@ -33,6 +33,8 @@ MARKER_EDGE = 13
 #: this share of the pixels around it carry an edge probability of ``WALL_EDGE`` (uint8) or more
 WALLED_SHARE = 0.9
 WALL_EDGE = 128
+#: cores of ``min_marker_px`` or more are eroded by this many pixels (3 x 3) before they seed
+CORE_ERODE_PX = 1
 
 
 def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int, reach: int = 2,
@@ -58,25 +60,11 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
     comp, nc = ndimage.label(binary)
     comp = comp.astype(np.int32, copy=False)
     interior = binary & (edge < marker_edge)
-    raw, n_raw = ndimage.label(interior)
-    if n_raw == 0:
-        return comp
-    midx = np.flatnonzero(interior)  # (a bool array: far quicker than the labels' nonzero)
-    mraw = raw.ravel()[midx]
-    size = np.bincount(mraw, minlength=n_raw + 1)
-    keep = size >= max(1, min_marker_px)
-    small = ~keep & (size >= max(1, -(-min_marker_px // 4)))
-    small[0] = False
-    if small.any():
-        keep |= small & _walled(raw, edge, n_raw)
-    keep[0] = False
-    n = int(keep.sum())
+    raw, n, cores = marker_cores(interior, edge, min_marker_px)  # markers numbered in raster order
     if n == 0:
         return comp
-    renum = np.zeros(n_raw + 1, dtype=np.int32)
-    renum[keep] = np.arange(1, n + 1, dtype=np.int32)
-    sel = keep[mraw]
-    midx, mlab = midx[sel], renum[mraw[sel]]
+    midx = np.flatnonzero(raw)
+    mlab = raw.ravel()[midx]
     owner = np.zeros(n + 1, dtype=np.int64)  # the footprint component of each marker
     owner[mlab] = comp.ravel()[midx]
     count = np.bincount(owner[1:], minlength=nc + 1)  # markers per component
@@ -92,11 +80,45 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
     multi = count[bc] >= 2
     if multi.any():
         lab[multi] = _flood(edge, bidx[multi], bc[multi], mk[multi])
-    slivers = _slivers(comp, count, raw, keep, reach, bidx, bc)
+    slivers = _slivers(comp, count, cores, reach, bidx, bc)
     _number_rest(lab, bidx, bc, count, slivers, n)
     labels = np.zeros(foot.shape, dtype=np.int32)
     labels.ravel()[bidx] = lab
     return labels
+
+
+def marker_cores(interior: np.ndarray, edge: np.ndarray, min_marker_px: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """The markers: labelled seeds (4-connected; 0 = none, 1..n in raster order of their first
+    pixel) from the cores, the 4-connected components of ``interior``. A core of at least
+    ``min_marker_px`` pixels is eroded by :data:`CORE_ERODE_PX` (3 x 3) first: where a faint
+    party wall has a gap, the cores of two buildings meet through it in a bridge a pixel or two
+    wide, which the erosion cuts; each piece it leaves of at least ``min_marker_px`` pixels seeds
+    an instance (a core thinner than that everywhere, such as a faint line inside a roof, seeds
+    none). A core that seeds nothing so, down to a quarter of that size, seeds one whole where
+    its band is closed around it (:func:`_walled`), as a small building's is. Third: the pixels of
+    the seeding cores, uneroded."""
+    raw, n_raw = ndimage.label(interior)
+    if n_raw == 0:
+        return raw, 0, interior
+    size = np.bincount(raw.ravel(), minlength=n_raw + 1)
+    big = size >= max(1, min_marker_px)
+    big[0] = False
+    seeds = big[raw]
+    kept = big.copy()
+    if CORE_ERODE_PX and big.any():
+        cut, n_cut = ndimage.label(ndimage.binary_erosion(seeds, np.ones((3, 3), dtype=bool),
+                                                          iterations=CORE_ERODE_PX))
+        ok = np.bincount(cut.ravel(), minlength=n_cut + 1) >= max(1, min_marker_px)
+        ok[0] = False
+        seeds = ok[cut]
+        kept[:] = False
+        kept[raw[seeds]] = True
+    whole = (~big & (size >= max(1, -(-min_marker_px // 4)))) | (big & ~kept)
+    whole[0] = False
+    if whole.any():
+        whole &= _walled(raw, edge, n_raw)
+    lab, n = ndimage.label(seeds | whole[raw])
+    return lab, n, (kept | whole)[raw]
 
 
 def _walled(raw: np.ndarray, edge: np.ndarray, n_raw: int) -> np.ndarray:
@@ -160,11 +182,11 @@ def _boxes(pix: np.ndarray, comp: np.ndarray, w: int) -> tuple[np.ndarray, np.nd
     return order, starts, (r0, r1, np.minimum.reduceat(c, starts), np.maximum.reduceat(c, starts))
 
 
-def _slivers(comp: np.ndarray, count: np.ndarray, raw: np.ndarray, keep: np.ndarray, reach: int,
+def _slivers(comp: np.ndarray, count: np.ndarray, marked: np.ndarray, reach: int,
              bidx: np.ndarray, bc: np.ndarray) -> list[np.ndarray]:
     """Border slivers: per footprint component with a marker that touches the raster's frame,
     the pieces of its pixels farther than ``reach`` (chessboard, pixels) from every marker pixel
-    (``keep[raw]``: the cores kept as markers) that touch the frame; flat indices of each,
+    (``marked``: the pixels of the cores that seed them) that touch the frame; flat indices of each,
     ascending (the same pieces as for the whole raster: a crop keeps ``reach`` pixels around
     the component)."""
     h, w = comp.shape
@@ -181,7 +203,7 @@ def _slivers(comp: np.ndarray, count: np.ndarray, raw: np.ndarray, keep: np.ndar
         a, b = max(top - reach, 0), min(bottom + 1 + reach, h)
         e, f = max(left - reach, 0), min(right + 1 + reach, w)
         # outside the markers grown by a (2 reach + 1)² square (a separable maximum filter)
-        near = ndimage.maximum_filter(keep[raw[a:b, e:f]], size=2 * reach + 1, mode="constant", cval=False)
+        near = ndimage.maximum_filter(marked[a:b, e:f], size=2 * reach + 1, mode="constant", cval=False)
         far = (comp[a:b, e:f] == c) & ~near
         if not far.any():
             continue
