@@ -127,3 +127,32 @@ def test_trace_instances_equals_the_whole_raster_version(seed: int) -> None:
     assert shapely.to_wkb(polys).tolist() == shapely.to_wkb(ref_polys).tolist()  # same rings, same order
     empty = trace_instances(np.zeros((4, 4), np.int32))
     assert len(empty[0]) == 0 and len(empty[1]) == 0
+
+
+def test_walled_cores_looked_at_sparsely_as_over_the_whole_raster() -> None:
+    """``_walled`` looks only at the candidate cores' neighbours; the whole-raster cross dilation
+    it replaces gives the same answer for every candidate core."""
+    from pipeline.vectors.instance_split import WALL_EDGE, WALLED_SHARE, _walled
+
+    answers = set()
+    for seed in range(6):
+        foot, edge = _town(seed)
+        if seed % 2:
+            edge = np.where(edge >= 64, 255, 0).astype(np.uint8)  # closed bands: walled cores occur
+        raw, n_raw = ndimage.label((foot >= 128) & (edge < MARKER_EDGE))
+        grown = raw.copy()
+        grown[1:] = np.maximum(grown[1:], raw[:-1])
+        grown[:-1] = np.maximum(grown[:-1], raw[1:])
+        grown[:, 1:] = np.maximum(grown[:, 1:], raw[:, :-1])
+        grown[:, :-1] = np.maximum(grown[:, :-1], raw[:, 1:])
+        ring = (raw == 0) & (grown > 0)
+        total = np.bincount(grown[ring], minlength=n_raw + 1)
+        strong = np.bincount(grown[ring], weights=edge[ring] >= WALL_EDGE, minlength=n_raw + 1)
+        whole = strong >= WALLED_SHARE * np.maximum(total, 1)
+        cand = np.random.default_rng(seed).random(n_raw + 1) < 0.5
+        cand[0] = False
+        pix = np.flatnonzero(cand[raw])
+        got = _walled(raw, edge, pix, n_raw)
+        assert (got[cand] == whole[cand]).all() and not got[~cand].any()
+        answers |= set(whole[cand].tolist())
+    assert answers == {True, False}

@@ -100,41 +100,88 @@ def marker_cores(interior: np.ndarray, edge: np.ndarray, min_marker_px: int) -> 
     raw, n_raw = ndimage.label(interior)
     if n_raw == 0:
         return raw, 0, interior
-    size = np.bincount(raw.ravel(), minlength=n_raw + 1)
+    midx = np.flatnonzero(interior)  # the cores' pixels (sparse: far quicker than whole-raster indexing)
+    mraw = raw.ravel()[midx]
+    size = np.bincount(mraw, minlength=n_raw + 1)
     big = size >= max(1, min_marker_px)
     big[0] = False
-    seeds = big[raw]
-    kept = big.copy()
-    if CORE_ERODE_PX and big.any():
-        cut, n_cut = ndimage.label(ndimage.binary_erosion(seeds, np.ones((3, 3), dtype=bool),
-                                                          iterations=CORE_ERODE_PX))
-        ok = np.bincount(cut.ravel(), minlength=n_cut + 1) >= max(1, min_marker_px)
-        ok[0] = False
-        seeds = ok[cut]
-        kept[:] = False
-        kept[raw[seeds]] = True
+    seeds = midx[big[mraw]]
+    ids = mraw[big[mraw]]
+    kept = big
+    if CORE_ERODE_PX and len(seeds):
+        grid = np.zeros(interior.shape, dtype=bool)
+        grid.ravel()[seeds] = True
+        grid = _eroded(grid, CORE_ERODE_PX)
+        cut, n_cut = ndimage.label(grid)
+        eidx = np.flatnonzero(grid)
+        ecut = cut.ravel()[eidx]
+        ok = np.bincount(ecut, minlength=n_cut + 1) >= max(1, min_marker_px)
+        seeds, ids = eidx[ok[ecut]], ecut[ok[ecut]] + n_raw  # (numbered apart from the cores)
+        kept = np.zeros(n_raw + 1, dtype=bool)
+        kept[raw.ravel()[seeds]] = True
     whole = (~big & (size >= max(1, -(-min_marker_px // 4)))) | (big & ~kept)
     whole[0] = False
     if whole.any():
-        whole &= _walled(raw, edge, n_raw)
-    lab, n = ndimage.label(seeds | whole[raw])
-    return lab, n, (kept | whole)[raw]
+        whole &= _walled(raw, edge, midx[whole[mraw]], n_raw)
+    pix = np.concatenate([seeds, midx[whole[mraw]]])
+    lab, n = _numbered(interior.shape, pix, np.concatenate([ids, mraw[whole[mraw]]]))
+    cores = np.zeros(interior.shape, dtype=bool)
+    cores.ravel()[midx[(kept | whole)[mraw]]] = True
+    return lab, n, cores
 
 
-def _walled(raw: np.ndarray, edge: np.ndarray, n_raw: int) -> np.ndarray:
+def _numbered(shape: tuple[int, ...], pix: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """int32 labels 1..n of the pieces ``ids`` (one id per pixel of ``pix``, flat indices; each
+    piece 4-connected, no two 4-adjacent) numbered in raster order of their first pixel, as
+    ``scipy.ndimage.label`` of their pixels numbers them."""
+    lab = np.zeros(shape, dtype=np.int32)
+    if len(pix) == 0:
+        return lab, 0
+    order = np.argsort(pix, kind="stable")
+    pix, ids = pix[order], ids[order]
+    uniq, first = np.unique(ids, return_index=True)
+    rank = np.zeros(int(uniq.max()) + 1, dtype=np.int32)
+    rank[uniq[np.argsort(first)]] = np.arange(1, len(uniq) + 1, dtype=np.int32)
+    lab.ravel()[pix] = rank[ids]
+    return lab, len(uniq)
+
+
+def _eroded(b: np.ndarray, times: int) -> np.ndarray:
+    """``b`` eroded ``times`` by a 3 x 3 square, outside the raster counting as False (as
+    ``scipy.ndimage.binary_erosion`` does; separable numpy shifts: several times quicker)."""
+    for _ in range(times):
+        v = b.copy()
+        v[1:] &= b[:-1]
+        v[:-1] &= b[1:]
+        v[0] = v[-1] = False
+        b = v.copy()
+        b[:, 1:] &= v[:, :-1]
+        b[:, :-1] &= v[:, 1:]
+        b[:, 0] = b[:, -1] = False
+    return b
+
+
+def _walled(raw: np.ndarray, edge: np.ndarray, pix: np.ndarray, n_raw: int) -> np.ndarray:
     """Per core label (0..n_raw) whether at least :data:`WALLED_SHARE` of the pixels just outside
-    it (4-neighbours) have edge probability :data:`WALL_EDGE` or more: its band is closed around it,
-    as a small building's is, not the faint line inside one roof."""
-    grown = raw.copy()  # the largest label among each pixel and its 4 neighbours (a cross dilation;
-    np.maximum(grown[1:], raw[:-1], out=grown[1:])  # numpy shifts: 3x faster than ndimage's filter)
-    np.maximum(grown[:-1], raw[1:], out=grown[:-1])
-    np.maximum(grown[:, 1:], raw[:, :-1], out=grown[:, 1:])
-    np.maximum(grown[:, :-1], raw[:, 1:], out=grown[:, :-1])
-    ring = (raw == 0) & (grown > 0)
-    lab = grown[ring]
+    it (4-neighbours outside every core, each counted for the largest core label beside it) have
+    edge probability :data:`WALL_EDGE` or more: its band is closed around it, as a small
+    building's is, not the faint line inside one roof. Only the cores whose pixels are ``pix``
+    (flat indices) are looked at (the rest are False)."""
+    h, w = raw.shape
+    flat = raw.ravel()
+    r, c = np.divmod(pix, w)
+    near = np.concatenate([pix[r > 0] - w, pix[r < h - 1] + w, pix[c > 0] - 1, pix[c < w - 1] + 1])
+    ring = np.unique(near[flat[near] == 0])
+    rr, cc = np.divmod(ring, w)
+    lab = np.zeros(len(ring), dtype=flat.dtype)
+    for ok, step in ((rr > 0, -w), (rr < h - 1, w), (cc > 0, -1), (cc < w - 1, 1)):
+        np.maximum(lab, flat[np.where(ok, ring + step, ring)], out=lab)  # (a ring pixel's own label is 0)
     total = np.bincount(lab, minlength=n_raw + 1)
-    strong = np.bincount(lab, weights=edge[ring] >= WALL_EDGE, minlength=n_raw + 1)
-    return np.asarray(strong >= WALLED_SHARE * np.maximum(total, 1))
+    strong = np.bincount(lab, weights=edge.ravel()[ring] >= WALL_EDGE, minlength=n_raw + 1)
+    out = np.asarray(strong >= WALLED_SHARE * np.maximum(total, 1))
+    looked = np.zeros(n_raw + 1, dtype=bool)
+    looked[flat[pix]] = True
+    return out & looked
 
 
 def _flood(edge: np.ndarray, pix: np.ndarray, comp: np.ndarray, markers: np.ndarray) -> np.ndarray:
