@@ -156,3 +156,15 @@ def test_walled_cores_looked_at_sparsely_as_over_the_whole_raster() -> None:
         assert (got[cand] == whole[cand]).all() and not got[~cand].any()
         answers |= set(whole[cand].tolist())
     assert answers == {True, False}
+
+
+def test_core_erosion_equals_scipys() -> None:
+    from pipeline.vectors.instance_split import _eroded
+
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        b = ndimage.binary_dilation(rng.random((37, 53)) > 0.9, iterations=int(rng.integers(0, 3)))
+        for times in (1, 2):
+            want = ndimage.binary_erosion(b, np.ones((3, 3), dtype=bool), iterations=times)
+            assert (_eroded(b, times) == want).all()
+    assert not _eroded(np.ones((5, 5), dtype=bool), 1)[0].any()  # outside the raster counts as empty
