@@ -248,3 +248,21 @@ def test_a_road_running_into_the_held_out_tiles_explains_the_line_along_it() -> 
     held = tiles_of([*streets, along])
     sim = simulate_line_missing(pred, osm, ROAD, CompareSpec(gap_share=0.25), held, Z)
     assert sim.simulated == 4 and (sim.rows["s"] == 0).sum() == 0
+
+
+def test_a_share_of_zero_leaves_the_layer_uncalibrated() -> None:
+    """Own candidates that all lie below the simulated changes' best: the estimated share of real
+    ones is 0, which would score every candidate 0; the layer stays uncalibrated instead, its
+    scores the raw evidence (still ranked), and says why."""
+    from pipeline.review.calibration import NO_SHARE
+
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.uniform(0.5, 1.0, 60), rng.uniform(0.0, 0.45, 40)]
+    s = np.r_[np.ones(60, int), np.zeros(40, int)]
+    assert real_share(x[s == 1], x[s == 0]) == 0.0
+    cal = fit(x, s)
+    assert not cal.fitted and cal.note == NO_SHARE and (cal.labelled, cal.unlabelled) == (60, 40)
+    assert cal.score(np.array([0.4, 0.1])).tolist() == [0.4, 0.1]
+    x[s == 0] = np.r_[rng.uniform(0.0, 0.45, 30), rng.uniform(0.9, 1.0, 10)]  # some look like the simulated
+    fitted = fit(x, s)
+    assert fitted.fitted and 0.0 < fitted.c < 1.0
