@@ -135,7 +135,7 @@ def main() -> int:
 def _vectorize(tmp: Path, runs: int) -> None:
     """The demo's prediction tiles (a copy, so a concurrent run cannot change them under us)."""
     src = ROOT / "data" / "demo" / "predictions"
-    tiles = sorted(src.glob("*/*/*.png"))
+    tiles = _listed_tiles(src)
     if not tiles:
         print(f"vectorize: skipped, no prediction tiles in {src} (make demo first)")
         return
@@ -151,6 +151,17 @@ def _vectorize(tmp: Path, runs: int) -> None:
          ("plain_vectorize", config, folder, plain), ours, plain)
     pair("vectorize demo, regularize = [] (the plain script's work)", runs,
          ("osmsat_vectorize", config, folder, ours, "none"), ("plain_vectorize", config, folder, plain), ours, plain)
+
+
+def _listed_tiles(src: Path) -> list[Path]:
+    """The prediction tiles the demo's shard manifests list (what the tasks vectorise; a folder
+    reused across runs can hold tiles of an earlier tile set), or every tile without manifests."""
+    from pipeline.core.manifests import read_manifest
+
+    listed = {rel for m in sorted((src / "_shards").glob("*.json")) for rel in read_manifest(m).get("files", {})}
+    if not listed:
+        return sorted(src.glob("*/*/*.png"))
+    return sorted(src / rel for rel in listed if (src / rel).is_file())
 
 
 def _imagery(tmp: Path, runs: int, n: int) -> None:
