@@ -252,8 +252,9 @@ register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.b
 # for a hole of the other: an invalid polygon that failed the neck split at 25 km²); outlines that rounding
 # to 7 decimals folds are made valid before snapping
 # version 8: instance cores are eroded by a pixel before they seed (bridges through gaps in faint party walls cut)
+# version 9: a core the erosion leaves no seed of seeds whole (the erosion only cuts)
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"),
-               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=8,
+               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=9,
                optional=("vectorize.regularizer",),
                task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
 # version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold

@@ -93,10 +93,10 @@ def marker_cores(interior: np.ndarray, edge: np.ndarray, min_marker_px: int) -> 
     ``min_marker_px`` pixels is eroded by :data:`CORE_ERODE_PX` (3 x 3) first: where a faint
     party wall has a gap, the cores of two buildings meet through it in a bridge a pixel or two
     wide, which the erosion cuts; each piece it leaves of at least ``min_marker_px`` pixels seeds
-    an instance (a core thinner than that everywhere, such as a faint line inside a roof, seeds
-    none). A core that seeds nothing so, down to a quarter of that size, seeds one whole where
-    its band is closed around it (:func:`_walled`), as a small building's is. Third: the pixels of
-    the seeding cores, uneroded."""
+    an instance, and a core it leaves no such piece of seeds one whole (the erosion only cuts).
+    A smaller core, down to a quarter of that size, seeds one whole where its band is closed
+    around it (:func:`_walled`), as a small building's is. Third: the pixels of the seeding
+    cores, uneroded."""
     raw, n_raw = ndimage.label(interior)
     if n_raw == 0:
         return raw, 0, interior
@@ -119,10 +119,11 @@ def marker_cores(interior: np.ndarray, edge: np.ndarray, min_marker_px: int) -> 
         seeds, ids = eidx[ok[ecut]], ecut[ok[ecut]] + n_raw  # (numbered apart from the cores)
         kept = np.zeros(n_raw + 1, dtype=bool)
         kept[raw.ravel()[seeds]] = True
-    whole = (~big & (size >= max(1, -(-min_marker_px // 4)))) | (big & ~kept)
+    whole = ~big & (size >= max(1, -(-min_marker_px // 4)))
     whole[0] = False
     if whole.any():
         whole &= _walled(raw, edge, midx[whole[mraw]], n_raw)
+    whole |= big & ~kept  # the erosion only cuts: a core it leaves no seed of seeds whole
     pix = np.concatenate([seeds, midx[whole[mraw]]])
     lab, n = _numbered(interior.shape, pix, np.concatenate([ids, mraw[whole[mraw]]]))
     cores = np.zeros(interior.shape, dtype=bool)
