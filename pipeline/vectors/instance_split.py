@@ -33,8 +33,11 @@ MARKER_EDGE = 13
 #: this share of the pixels around it carry an edge probability of ``WALL_EDGE`` (uint8) or more
 WALLED_SHARE = 0.9
 WALL_EDGE = 128
-#: cores of ``min_marker_px`` or more are eroded by this many pixels (3 x 3) before they seed
-CORE_ERODE_PX = 1
+#: cores of ``min_marker_px`` or more are eroded this many times by a 3 x 3 square before they
+#: seed (two tile pixels: one model pixel at the demo recipe's half resolution, where the gaps in
+#: a faint wall are; over eleven models of the demo town 1 gave dense-quarter object F1 +0.031
+#: on average and 2 +0.039, at 25 km² +0.041 and +0.055, 3 less: docs/notes/i15-dense.md)
+CORE_ERODE_PX = 2
 
 
 def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px: int, reach: int = 2,
@@ -90,9 +93,9 @@ def split_instances(foot: np.ndarray, edge: np.ndarray, thr: int, min_marker_px:
 def marker_cores(interior: np.ndarray, edge: np.ndarray, min_marker_px: int) -> tuple[np.ndarray, int, np.ndarray]:
     """The markers: labelled seeds (4-connected; 0 = none, 1..n in raster order of their first
     pixel) from the cores, the 4-connected components of ``interior``. A core of at least
-    ``min_marker_px`` pixels is eroded by :data:`CORE_ERODE_PX` (3 x 3) first: where a faint
-    party wall has a gap, the cores of two buildings meet through it in a bridge a pixel or two
-    wide, which the erosion cuts; each piece it leaves of at least ``min_marker_px`` pixels seeds
+    ``min_marker_px`` pixels is eroded :data:`CORE_ERODE_PX` times (3 x 3) first: where a faint
+    party wall has a gap, the cores of two buildings meet through it in a narrow bridge, which
+    the erosion cuts; each piece it leaves of at least ``min_marker_px`` pixels seeds
     an instance, and a core it leaves no such piece of seeds one whole (the erosion only cuts).
     A smaller core, down to a quarter of that size, seeds one whole where its band is closed
     around it (:func:`_walled`), as a small building's is. Third: the pixels of the seeding
