@@ -300,7 +300,7 @@ def test_a_building_reaching_in_from_beyond_the_tiles_explains_its_part_and_gets
 
 
 def test_line_lengths_within_the_zones_equal_those_within_their_union() -> None:
-    from pipeline.review.compare import _length_within, line_figures
+    from pipeline.review.figures import _length_within, line_figures
 
     rng = np.random.default_rng(5)
     starts = rng.uniform(0, 500, size=(60, 2))

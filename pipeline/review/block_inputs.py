@@ -75,7 +75,9 @@ class RegionFiles:
                                                         crs="EPSG:4326"), set(self.tiles), self.zoom)
         low = self._low_frame()
         if low is not None and len(low):
-            low = InMemory(Inputs(low.iloc[:0], low.iloc[:0], low.iloc[:0], low)).read(boxes).low
+            if "low_source" not in self._read:  # (its bounds computed once)
+                self._read["low_source"] = InMemory(Inputs(low.iloc[:0], low.iloc[:0], low.iloc[:0], low))
+            low = self._read["low_source"].read(boxes).low
         return Inputs(pred, osm, context, low)
 
     def everything(self) -> Inputs:

@@ -154,7 +154,9 @@ def compare_region(source: Source | Inputs, classes: tuple[ClassSpec, ...], spec
         cmp.summary["blocks"] = 1
         surround = pd.concat([i.osm, i.context], ignore_index=True)
         return cmp, review(cmp, i.pred, surround, classes, spec, held_out, zoom, evidence)
-    job = _Block(src, classes, spec, evidence, resolvable_m2, frozenset(held_out), zoom, index, bz, _scale(index))
+    owners = {k: centre_keys(b, bz) for k, (_, b) in index.items()}  # (once: every block reads them)
+    job = _Block(src, classes, spec, evidence, resolvable_m2, frozenset(held_out), zoom, index, owners, bz,
+                 _scale(index))
     return _in_blocks(job, blocks.tolist())
 
 
@@ -207,12 +209,13 @@ class _Block:
     held_out: frozenset[tuple[int, int]]
     zoom: int
     index: dict[str, tuple[np.ndarray, np.ndarray]]
+    owners: dict[str, np.ndarray]  # the block of each row of ``index`` (:func:`centre_keys`)
     bz: int
     scale: float
 
     def __call__(self, b: int) -> _Done:
         with region_scale(self.scale):
-            local = _block_inputs(self.src, self.index, b, self.bz)
+            local = _block_inputs(self.src, self.index, self.owners, b, self.bz)
             cmp = compare(local.pred, local.osm, self.classes, self.spec, self.evidence, self.resolvable_m2,
                           local.low, local.context, own=_owner(b, self.bz))
             d = self.zoom - self.bz
@@ -286,12 +289,14 @@ def _block_box(b: int, bz: int) -> tuple[Box, float]:
     return (float(w), float(s), float(east), float(n)), reach
 
 
-def _block_inputs(src: Source, index: dict[str, tuple[np.ndarray, np.ndarray]], b: int, bz: int) -> Inputs:
-    """What block ``b`` is compared with (see the module doc), read from ``src``."""
+def _block_inputs(src: Source, index: dict[str, tuple[np.ndarray, np.ndarray]], owners: dict[str, np.ndarray],
+                  b: int, bz: int) -> Inputs:
+    """What block ``b`` is compared with (see the module doc), read from ``src`` (``owners``: the
+    block of each row of ``index``)."""
     area, reach = _block_box(b, bz)
     boxes: dict[str, list[float]] = {}
     for k in ("pred", "osm"):  # each class's box: the block's, grown over the features it owns
-        mine = centre_keys(index[k][1], bz) == b
+        mine = owners[k] == b
         cls, bounds = index[k][0][mine], index[k][1][mine]
         for name in np.unique(cls).tolist():
             own = bounds[cls == name]

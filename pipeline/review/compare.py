@@ -46,14 +46,7 @@ from pipeline.config.region import ClassSpec
 from pipeline.review.candidates import Evidence, shape_columns, with_evidence
 from pipeline.review.compare_lines import compare_lines
 from pipeline.review.coverage import coverage, ground_scale, unexplained
-from pipeline.review.figures import (  # noqa: F401 - re-exported
-    _length_within,
-    _partials,
-    finish_line_partials,
-    finish_partials,
-    line_figures,
-    line_partials,
-)
+from pipeline.review.figures import area_partials, finish_line_partials, finish_partials, line_partials
 from pipeline.review.pairs import centroid_shifts, is_offset, match, paired, shifted_iou
 from pipeline.review.statuses import status_names
 from pipeline.tiles.geo import mercator_scale, to_mercator
@@ -73,7 +66,7 @@ class Comparison:
     summary: dict[str, Any] = field(default_factory=dict)
     #: the low-confidence predictions the comparison counted towards coverage (None: none given)
     low: gpd.GeoDataFrame | None = None
-    #: the figures' additive parts per class (areas: :func:`_partials`; lines: :func:`line_partials`),
+    #: the figures' additive parts per class (areas: :func:`area_partials`; lines: :func:`line_partials`),
     #: so the figures of a region compared block by block are summed, then finished (:func:`summary_of`)
     partials: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -139,7 +132,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
             kept = np.asarray(own(output_lonlat(miss)), dtype=bool)
             miss, src = miss[kept], src[kept]
         parts["missing_in_osm"].append(missing_rows(c.name, p, pm, miss, src, evidence))
-        partials[c.name] = _partials(pm[mine_p], om[mine_o], pm, v[reported], drawn_off[reported],
+        partials[c.name] = area_partials(pm[mine_p], om[mine_o], pm, v[reported], drawn_off[reported],
                                      spec.score_iou) | {
             "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
             "seen": int((cover[mine_o] >= spec.seen_cover).sum())}

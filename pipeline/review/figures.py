@@ -24,7 +24,7 @@ def _pair_overlap(pred: np.ndarray, osm: np.ndarray) -> float:
     return float(shapely.area(shapely.intersection(pred[i], osm[j])).sum()) if len(i) else 0.0
 
 
-def _partials(pm: np.ndarray, om: np.ndarray, around: np.ndarray, v: np.ndarray, shifted: np.ndarray,
+def area_partials(pm: np.ndarray, om: np.ndarray, around: np.ndarray, v: np.ndarray, shifted: np.ndarray,
               score_iou: float) -> dict[str, float]:
     """The additive parts of one class's figures: predicted ``pm`` and OSM ``om`` polygons (EPSG:3857,
     those reported), the IoU ``v`` of their pairs and which are ``shifted``; the overlap of ``om``
@@ -35,7 +35,7 @@ def _partials(pm: np.ndarray, om: np.ndarray, around: np.ndarray, v: np.ndarray,
 
 
 def finish_partials(f: dict[str, float], score_iou: float) -> dict[str, Any]:
-    """Region figures of one class (see the module docstring) from its summed :func:`_partials`."""
+    """Region figures of one class (see the module docstring) from its summed :func:`area_partials`."""
     tp, n_pred, n_osm = int(f["tp"]), int(f["predicted"]), int(f["osm"])
     precision = tp / n_pred if n_pred else math.nan
     recall = tp / n_osm if n_osm else math.nan
