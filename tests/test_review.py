@@ -16,7 +16,7 @@ import shapely
 
 from pipeline.config.region import ClassSpec, ConfigError, TagFilter
 from pipeline.review.calibration import choose_min_score, curve, fit, pu_score, real_share
-from pipeline.review.candidates import missing_evidence, unseen_evidence
+from pipeline.review.candidates import LINE_SURE, line_evidence, missing_evidence, unseen_evidence
 from pipeline.review.compare import CompareSpec, compare, parse_compare, split_unknown
 from pipeline.review.gapsim import groups, placebos, simulate_line_missing, simulate_missing
 from pipeline.review.review import review
@@ -195,6 +195,24 @@ def test_unknown_where_imagery_is_unusable_or_the_feature_too_small() -> None:
     # an outline the imagery still shows (a roof the model missed) is weaker evidence of a building gone
     shown = unseen_evidence(gone.assign(outline_edge=[3.0, 0.8]))
     assert shown[0] == pytest.approx(0.99 / 3.0) and shown[1] == pytest.approx(ev[1])
+
+
+def test_line_evidence_saturates_at_a_sure_centreline() -> None:
+    """A narrow road's centreline (mean 0.97) is as sure as a wide one's (0.99): same evidence,
+    so a calibration on simulated wide roads does not rank real narrow ones below them."""
+    rows = pd.DataFrame({"prob_mean": [0.99, 0.97, LINE_SURE, 0.45, 0.99, 0.99],
+                         "length_m": [80.0, 80.0, 80.0, 80.0, 10.0, np.sqrt(500.0)]})
+    ev = line_evidence(rows)
+    assert ev[:3] == pytest.approx([1.0, 1.0, 1.0])
+    assert ev[3] == pytest.approx(0.45 / LINE_SURE)  # an unsure centreline stays weaker
+    assert ev[4] == 0.0 and ev[5] == pytest.approx(0.5)  # 10 m: none; the length ramp's middle (log scale)
+    # simulated roads all wide (0.99), the region's own all narrow (0.97): the calibration sees
+    # the same evidence and scores the own ones as real as the simulated
+    sim = pd.DataFrame({"prob_mean": [0.99] * 30 + [0.97] * 10 + [0.3] * 10, "length_m": 80.0})
+    s = np.r_[np.ones(30, dtype=int), np.zeros(20, dtype=int)]
+    cal = fit(line_evidence(sim), s)
+    assert cal.fitted and cal.score(line_evidence(sim.iloc[30:40]))[0] > 0.9
+    assert cal.score(line_evidence(sim.iloc[40:]))[0] < 0.1
 
 
 def test_compare_section_keys() -> None:
