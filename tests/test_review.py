@@ -268,6 +268,21 @@ def test_a_road_running_into_the_held_out_tiles_explains_the_line_along_it() -> 
     assert sim.simulated == 4 and (sim.rows["s"] == 0).sum() == 0
 
 
+def test_a_long_predicted_centreline_counts_where_it_meets_the_held_out_tiles() -> None:
+    """The predicted network is one long line (a street and the road it leaves from), its
+    representative point far outside the held-out tiles: its part along a hidden street still
+    comes back as that street's piece (taken whole by its representative point, none would)."""
+    streets = [shapely.LineString([(X0, Y0 + 50 * k), (X0 + 300, Y0 + 50 * k)]) for k in range(4)]
+    network = shapely.LineString([(X0 - 3000, Y0 + 150), (X0, Y0 + 150), (X0 + 300, Y0 + 150)])
+    pred = frame([*streets[:3], network], **{"class": ["road"] * 4, "prob_mean": [0.95] * 4, "prob_max": [0.99] * 4})
+    osm = frame(streets, **{"class": ["road"] * 4, "osm_type": ["way"] * 4, "osm_id": list(range(1, 5))})
+    held = tiles_of(streets)
+    sim = simulate_line_missing(pred, osm, ROAD, CompareSpec(gap_share=0.25), held, Z)
+    hits = sim.rows[sim.rows["s"] == 1]
+    assert sorted(hits["change"].tolist()) == [0, 1, 2, 3]  # the fourth street found along the network
+    assert hits["length_m"].max() < 500  # the piece clipped to the held-out tiles, not the 3 km line
+
+
 def test_a_share_of_zero_leaves_the_layer_uncalibrated() -> None:
     """Own candidates that all lie below the simulated changes' best: the estimated share of real
     ones is 0, which would score every candidate 0; the layer stays uncalibrated instead, its

@@ -269,7 +269,8 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 8: a not-seen feature's evidence counts whether the imagery still shows its outline (outline_edge)
 # version 9: a layer whose estimated share of real candidates is 0 stays uncalibrated (raw evidence), not all 0
 # version 10: a line candidate's evidence saturates at a sure centreline (candidates.LINE_SURE)
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=10, task="compare.CompareWithOSM"))
+# version 11: the line simulation takes the predicted centrelines that meet the held-out tiles, clipped to them
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=11, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html
