@@ -283,6 +283,23 @@ def test_a_long_predicted_centreline_counts_where_it_meets_the_held_out_tiles() 
     assert hits["length_m"].max() < 500  # the piece clipped to the held-out tiles, not the 3 km line
 
 
+def test_centrelines_clipped_to_the_held_out_tiles_stay_lines() -> None:
+    """A centreline that leaves the held-out tile and touches its corner again is clipped to its
+    part inside, without the touching point (lines only); one outside the tiles is dropped."""
+    from pipeline.review.gapsim import _clipped
+    from pipeline.tiles.tilemath import Tile, tile_bounds
+
+    t = mercantile.tile(*to_lonlat(np.array([shapely.Point(X0 + 1, Y0 + 1)], dtype=object))[0].coords[0], Z)
+    w, s_, e, n = tile_bounds(Tile(Z, t.x, t.y))
+    mx, my = (w + e) / 2, (s_ + n) / 2
+    out_and_back = shapely.LineString([(mx, my), (mx, n + 20), (e, n + 20), (e, n), (e + 30, n)])
+    far = shapely.LineString([(e + 500, my), (e + 600, my)])
+    got = _clipped(frame([out_and_back, far], **{"class": ["road"] * 2, "prob_mean": [0.9, 0.8]}), {(t.x, t.y)}, Z)
+    assert len(got) == 1 and got["prob_mean"].tolist() == [0.9]
+    g = to_mercator(got.geometry.to_numpy())[0]
+    assert g.geom_type == "LineString" and g.length == pytest.approx(n - my, rel=1e-6)
+
+
 def test_a_share_of_zero_leaves_the_layer_uncalibrated() -> None:
     """Own candidates that all lie below the simulated changes' best: the estimated share of real
     ones is 0, which would score every candidate 0; the layer stays uncalibrated instead, its

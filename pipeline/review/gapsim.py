@@ -170,6 +170,8 @@ def _clipped(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.Dat
         return sub
     area = shapely.union_all(shapely.box(*np.array([tile_bounds(Tile(zoom, x, y)) for x, y in tiles]).T))
     inside = shapely.intersection(to_mercator(sub.geometry.to_numpy()), area)
+    mixed = shapely.get_type_id(inside) == 7  # a line along a tile's edge: its lines and a touching point
+    inside[mixed] = shapely.line_merge(inside[mixed])
     keep = ~shapely.is_empty(inside) & (shapely.length(inside) > 0)
     out = sub[keep].reset_index(drop=True)
     out["geometry"] = to_lonlat(inside[keep])
