@@ -16,10 +16,17 @@ import shapely
 
 from pipeline.config.region import ClassSpec, ConfigError, TagFilter
 from pipeline.review.calibration import choose_min_score, curve, fit, pu_score, real_share
-from pipeline.review.candidates import LINE_SURE, line_evidence, missing_evidence, unseen_evidence
+from pipeline.review.candidates import (
+    LINE_SURE,
+    MIN_MAPPED,
+    PLAUSIBLE_X,
+    line_evidence,
+    missing_evidence,
+    unseen_evidence,
+)
 from pipeline.review.compare import CompareSpec, compare, parse_compare, split_unknown
 from pipeline.review.gapsim import groups, placebos, simulate_line_missing, simulate_missing
-from pipeline.review.review import review
+from pipeline.review.review import mapped_sizes, merged_sizes, review
 from pipeline.tiles.geo import to_lonlat, to_mercator
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
@@ -195,6 +202,40 @@ def test_unknown_where_imagery_is_unusable_or_the_feature_too_small() -> None:
     # an outline the imagery still shows (a roof the model missed) is weaker evidence of a building gone
     shown = unseen_evidence(gone.assign(outline_edge=[3.0, 0.8]))
     assert shown[0] == pytest.approx(0.99 / 3.0) and shown[1] == pytest.approx(ev[1])
+
+
+def test_a_candidate_far_larger_than_any_mapped_building_loses_its_evidence() -> None:
+    """Up to twice the largest mapped building a candidate keeps its evidence; from four times on
+    it has none (a block of merged roofs, not a building OSM lacks); between, it falls on a log
+    scale; without a bound (too few mapped) nothing changes."""
+    rows = pd.DataFrame({"prob_inside": 0.9, "rectangularity": 0.9, "context_share": 0.0,
+                         "area_m2": [150.0, 600.0, 300.0 * np.sqrt(8.0), 1200.0, 3600.0]})
+    free = missing_evidence(rows)
+    bound = missing_evidence(rows, largest_m2=300.0)
+    assert bound[:2] == pytest.approx(free[:2])  # up to twice the largest: untouched
+    assert bound[2] == pytest.approx(free[2] * 0.5)  # halfway between 2x and 4x on a log scale
+    assert bound[3] == 0.0 and bound[4] == 0.0
+    assert PLAUSIBLE_X == (2.0, 4.0)
+
+
+def test_the_size_bound_is_the_regions_largest_mapped_feature() -> None:
+    """The largest mapped building (ground m²) and the count per class; blocks merge to the
+    region's; fewer than MIN_MAPPED mapped buildings bound nothing."""
+    few = frame([box(30.0 * k, 0.0) for k in range(MIN_MAPPED - 1)] + [box(0.0, 50.0, 40.0, 20.0)],
+                **{"class": ["building"] * MIN_MAPPED, "osm_type": ["way"] * MIN_MAPPED,
+                   "osm_id": list(range(1, MIN_MAPPED + 1))})
+    sizes = mapped_sizes(few, (BUILDING,), CompareSpec())
+    big, n = sizes["building"]
+    assert n == MIN_MAPPED and big == pytest.approx(800.0, rel=0.03)  # 40 x 20 mercator m at 9 N
+    merged = merged_sizes([sizes, {"building": (1000.0, 5)}, {}])
+    assert merged["building"] == (1000.0, MIN_MAPPED + 5)
+    pred = frame([box(0.0, 200.0, 60.0, 60.0)], **{"class": ["building"], "prob_mean": [0.95], "prob_max": [0.99]})
+    for osm, bounded in ((few, True), (few.iloc[1:], False)):  # 3,600 m²: 4.5x the largest
+        cmp = compare(pred, osm, (BUILDING,), CompareSpec())
+        q = review(cmp, pred, osm, (BUILDING,), CompareSpec(), set(), Z, None)
+        assert (q.layers["missing_in_osm"]["score"].iloc[0] == 0.0) == bounded
+        largest = q.calibration["missing_in_osm/building"]["largest_mapped_m2"]
+        assert (largest is not None) == bounded
 
 
 def test_line_evidence_saturates_at_a_sure_centreline() -> None:

@@ -270,7 +270,8 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 9: a layer whose estimated share of real candidates is 0 stays uncalibrated (raw evidence), not all 0
 # version 10: a line candidate's evidence saturates at a sure centreline (candidates.LINE_SURE)
 # version 11: the line simulation takes the predicted centrelines that meet the held-out tiles, clipped to them
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=11, task="compare.CompareWithOSM"))
+# version 12: a missing candidate several times the largest mapped feature of its class loses its evidence
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=12, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html
