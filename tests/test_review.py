@@ -25,8 +25,9 @@ from pipeline.review.candidates import (
     unseen_evidence,
 )
 from pipeline.review.compare import CompareSpec, compare, parse_compare, split_unknown
+from pipeline.review.figures import merged_partials
 from pipeline.review.gapsim import groups, placebos, simulate_line_missing, simulate_missing
-from pipeline.review.review import mapped_sizes, merged_sizes, review
+from pipeline.review.review import review
 from pipeline.tiles.geo import to_lonlat, to_mercator
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
@@ -224,11 +225,11 @@ def test_the_size_bound_is_the_regions_largest_mapped_feature() -> None:
     few = frame([box(30.0 * k, 0.0) for k in range(MIN_MAPPED - 1)] + [box(0.0, 50.0, 40.0, 20.0)],
                 **{"class": ["building"] * MIN_MAPPED, "osm_type": ["way"] * MIN_MAPPED,
                    "osm_id": list(range(1, MIN_MAPPED + 1))})
-    sizes = mapped_sizes(few, (BUILDING,), CompareSpec())
-    big, n = sizes["building"]
+    part = compare(few.iloc[:0], few, (BUILDING,), CompareSpec()).partials
+    big, n = part["building"]["largest_m2"], part["building"]["osm"]
     assert n == MIN_MAPPED and big == pytest.approx(800.0, rel=0.03)  # 40 x 20 mercator m at 9 N
-    merged = merged_sizes([sizes, {"building": (1000.0, 5)}, {}])
-    assert merged["building"] == (1000.0, MIN_MAPPED + 5)
+    merged = merged_partials([part, {"building": {"largest_m2": 1000.0, "osm": 5}}, {}])["building"]
+    assert (merged["largest_m2"], merged["osm"]) == (1000.0, MIN_MAPPED + 5)
     pred = frame([box(0.0, 200.0, 60.0, 60.0)], **{"class": ["building"], "prob_mean": [0.95], "prob_max": [0.99]})
     for osm, bounded in ((few, True), (few.iloc[1:], False)):  # 3,600 m²: 4.5x the largest
         cmp = compare(pred, osm, (BUILDING,), CompareSpec())

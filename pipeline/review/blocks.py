@@ -35,8 +35,9 @@ from pipeline.config.region import ClassSpec
 from pipeline.review.candidates import Evidence
 from pipeline.review.compare import Comparison, compare, ranked_rows, summary_of
 from pipeline.review.coverage import region_scale
+from pipeline.review.figures import merged_partials
 from pipeline.review.gapsim import Simulated
-from pipeline.review.review import Review, Sizes, mapped_sizes, merged_sizes, pooled, scored, simulations
+from pipeline.review.review import Review, pooled, review, scored, simulations
 from pipeline.tiles.geo import lonlat_to_mercator, mercator_scale, mercator_to_lonlat
 from pipeline.tiles.tilemath import Tile, tile_bounds, tile_ranges
 
@@ -153,8 +154,7 @@ def compare_region(source: Source | Inputs, classes: tuple[ClassSpec, ...], spec
         cmp = compare(i.pred, i.osm, classes, spec, evidence, resolvable_m2, i.low, i.context)
         cmp.summary["blocks"] = 1
         surround = pd.concat([i.osm, i.context], ignore_index=True)
-        sims = simulations(cmp, i.pred, surround, classes, spec, held_out, zoom, evidence)
-        return cmp, scored(cmp.layers, sims, classes, spec, held_out, zoom, mapped_sizes(i.osm, classes, spec))
+        return cmp, review(cmp, i.pred, surround, classes, spec, held_out, zoom, evidence)
     owners = {k: centre_keys(b, bz) for k, (_, b) in index.items()}  # (once: every block reads them)
     job = _Block(src, classes, spec, evidence, resolvable_m2, frozenset(held_out), zoom, index, owners, bz,
                  _scale(index))
@@ -173,22 +173,17 @@ def _in_blocks(job: _Block, blocks: list[int]) -> tuple[Comparison, Review]:
     """:func:`compare_region` block by block, in ``[compare] processes`` processes; the blocks'
     results taken in block order."""
     layers: dict[str, list[gpd.GeoDataFrame]] = {}
-    partials: dict[str, dict[str, float]] = {}
-    pools, sizes = [], []
+    parts, pools = [], []
     for done in _map(job, blocks, job.spec.processes):
         pools.append(done.pools)
-        sizes.append(done.sizes)
+        parts.append(done.partials)
         for status, layer in done.layers.items():
             layers.setdefault(status, []).append(layer)
-        for name, part in done.partials.items():
-            sums = partials.setdefault(name, {})
-            for k, v in part.items():
-                sums[k] = v if k == "tol_m" else sums.get(k, 0.0) + v
+    partials = merged_partials(parts)
     merged = {s: _concat(ls) for s, ls in layers.items()}
     cmp = Comparison(merged, summary_of(partials, merged, job.classes, job.spec, job.resolvable_m2), None, partials)
     cmp.summary["blocks"] = len(blocks)
-    return cmp, scored(merged, pooled(pools), job.classes, job.spec, set(job.held_out), job.zoom,
-                       merged_sizes(sizes))
+    return cmp, scored(merged, pooled(pools), job.classes, job.spec, set(job.held_out), job.zoom, partials)
 
 
 @dataclass(frozen=True)
@@ -198,7 +193,6 @@ class _Done:
     layers: dict[str, gpd.GeoDataFrame]
     partials: dict[str, dict[str, float]]
     pools: dict[str, Simulated | None]
-    sizes: Sizes  # of the OSM features the block owns (:func:`pipeline.review.review.mapped_sizes`)
 
 
 @dataclass(frozen=True)
@@ -226,9 +220,7 @@ class _Block:
             mine = {(x, y) for x, y in self.held_out if (x >> d) * (1 << self.bz) + (y >> d) == b}
             pools = simulations(cmp, local.pred, pd.concat([local.osm, local.context], ignore_index=True),
                                 self.classes, self.spec, mine, self.zoom, self.evidence)
-            owned = local.osm[_owner(b, self.bz)(local.osm.geometry.to_numpy())] if len(local.osm) else local.osm
-            sizes = mapped_sizes(owned, self.classes, self.spec)
-        return _Done(cmp.layers, cmp.partials, pools, sizes)
+        return _Done(cmp.layers, cmp.partials, pools)
 
 
 _JOB: list[_Block] = []  # the job of a block process (set before it forks: never pickled)

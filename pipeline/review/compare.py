@@ -135,7 +135,7 @@ def compare(pred: gpd.GeoDataFrame, osm: gpd.GeoDataFrame, classes: tuple[ClassS
         partials[c.name] = area_partials(pm[mine_p], om[mine_o], pm, v[reported], drawn_off[reported],
                                      spec.score_iou) | {
             "covered": len(seen), "not_seen": len(gone), "unknown": len(unknown), "missing_in_osm": len(miss),
-            "seen": int((cover[mine_o] >= spec.seen_cover).sum())}
+            "seen": int((cover[mine_o] >= spec.seen_cover).sum()), "largest_m2": _largest_m2(om[mine_o])}
     for c in line_classes(classes, spec):
         miss_l, gone_l = compare_lines(class_rows(pred, c.name), class_rows(osm, c.name), c, max(c.buffer_m, 1.0),
                                        spec.min_length_m, spec.seen_cover, context)
@@ -210,6 +210,14 @@ def with_pred_columns(pred: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 def class_rows(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """The rows of class ``name``, renumbered from 0."""
     return df[df["class"] == name].reset_index(drop=True)
+
+
+def _largest_m2(om: np.ndarray) -> float:
+    """The ground area (m²) of the largest of the OSM polygons ``om`` (EPSG:3857; 0 for none)."""
+    if not len(om):
+        return 0.0
+    s = ground_scale(om)
+    return float(shapely.area(om).max()) / (s * s)
 
 
 def valid_mercator(o: pd.DataFrame) -> np.ndarray:

@@ -34,6 +34,19 @@ def area_partials(pm: np.ndarray, om: np.ndarray, around: np.ndarray, v: np.ndar
             "area_pred": float(shapely.area(pm).sum()), "area_osm": float(shapely.area(om).sum())}
 
 
+def merged_partials(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The partials of a region from those of its blocks, class by class: summed, but for
+    ``tol_m`` (the same everywhere) and ``largest_m2`` (the largest OSM feature a block owns:
+    the region's is their maximum)."""
+    out: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for name, f in part.items():
+            sums = out.setdefault(name, {})
+            for k, v in f.items():
+                sums[k] = v if k == "tol_m" else max(sums.get(k, 0.0), v) if k == "largest_m2" else sums.get(k, 0.0) + v
+    return out
+
+
 def finish_partials(f: dict[str, float], score_iou: float) -> dict[str, Any]:
     """Region figures of one class (see the module docstring) from its summed :func:`area_partials`."""
     tp, n_pred, n_osm = int(f["tp"]), int(f["predicted"]), int(f["osm"])

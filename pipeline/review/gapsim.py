@@ -163,17 +163,19 @@ def _clipped(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.Dat
     representative point lies says nothing about where its parts lie (taken by that point, the
     25 km² town's pool lost the centrelines of 128 of its 427 hidden ways)."""
     from pipeline.tiles.geo import to_lonlat, to_mercator
-    from pipeline.tiles.tilemath import Tile, features_touching_tiles, tile_bounds
+    from pipeline.tiles.tilemath import Tile, tile_bounds
 
-    sub = df[features_touching_tiles(df.geometry.to_numpy(), tiles, zoom)].reset_index(drop=True)
-    if not len(sub):
-        return sub
+    if not len(df) or not tiles:
+        return df.iloc[:0].reset_index(drop=True)
     area = shapely.union_all(shapely.box(*np.array([tile_bounds(Tile(zoom, x, y)) for x, y in tiles]).T))
-    inside = shapely.intersection(to_mercator(sub.geometry.to_numpy()), area)
+    shapely.prepare(area)
+    lines = to_mercator(df.geometry.to_numpy())
+    meet = np.flatnonzero(shapely.intersects(lines, area))
+    inside = shapely.intersection(lines[meet], area)
     mixed = shapely.get_type_id(inside) == 7  # a line along a tile's edge: its lines and a touching point
     inside[mixed] = shapely.line_merge(inside[mixed])
     keep = ~shapely.is_empty(inside) & (shapely.length(inside) > 0)
-    out = sub[keep].reset_index(drop=True)
+    out = df.iloc[meet[keep]].reset_index(drop=True)
     out["geometry"] = to_lonlat(inside[keep])
     return out
 

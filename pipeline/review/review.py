@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import shapely
 
 from pipeline.config.region import ClassSpec
 from pipeline.review.calibration import Calibration, choose_min_score, curve, fit
@@ -32,17 +31,14 @@ from pipeline.review.compare import (
     compare_classes,
     features_in_tiles,
     line_classes,
-    valid_mercator,
     with_pred_columns,
 )
-from pipeline.review.coverage import ground_scale
 from pipeline.review.gapsim import Simulated, simulate_line_missing, simulate_missing, simulate_unseen
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
 Features = Callable[[pd.DataFrame], np.ndarray]  # one evidence value per row
-Sizes = dict[str, tuple[float, int]]  # per class: the largest mapped feature (ground m²), how many are mapped
 
 
 @dataclass
@@ -58,37 +54,19 @@ def review(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tupl
            spec: CompareSpec, held_out: set[tuple[int, int]], zoom: int, evidence: Evidence | None) -> Review:
     """Score the comparison's candidates class by class (see the module doc); ``held_out``:
     the (x, y) tiles at ``zoom`` the model never trained on. The comparison's low-confidence
-    predictions cover OSM features here too (placebos on them are seen); ``osm``'s largest
-    feature of each class bounds a missing candidate's plausible size (:func:`mapped_sizes`)."""
+    predictions cover OSM features here too (placebos on them are seen); the largest OSM feature
+    of each class the comparison reported bounds a missing candidate's plausible size."""
     sims = simulations(cmp, pred, osm, classes, spec, held_out, zoom, evidence)
-    return scored(cmp.layers, sims, classes, spec, held_out, zoom, mapped_sizes(osm, classes, spec))
+    return scored(cmp.layers, sims, classes, spec, held_out, zoom, cmp.partials)
 
 
-def mapped_sizes(osm: pd.DataFrame, classes: tuple[ClassSpec, ...], spec: CompareSpec) -> Sizes:
-    """Per compared area class: the ground area (m²) of the largest OSM feature of the class in
-    ``osm`` (EPSG:4326) and how many there are."""
-    out = {}
-    for c in compare_classes(classes, spec):
-        g = valid_mercator(class_rows(osm, c.name)) if len(osm) else np.empty(0, dtype=object)
-        s = ground_scale(g)
-        out[c.name] = (float(shapely.area(g).max()) / (s * s) if len(g) else 0.0, len(g))
-    return out
-
-
-def merged_sizes(parts: list[Sizes]) -> Sizes:
-    """The :func:`mapped_sizes` of a region from those of its blocks (each of its own features)."""
-    out: dict[str, tuple[float, int]] = {}
-    for part in parts:
-        for name, (big, n) in part.items():
-            was = out.get(name, (0.0, 0))
-            out[name] = (max(was[0], big), was[1] + n)
-    return out
-
-
-def _largest(sizes: Sizes, name: str) -> float | None:
-    """The size bound of class ``name`` (:func:`pipeline.review.candidates.missing_evidence`)."""
-    big, n = sizes.get(name, (0.0, 0))
-    return big if n >= MIN_MAPPED and big > 0 else None
+def _largest(partials: dict[str, dict[str, float]], name: str) -> float | None:
+    """The size bound of class ``name`` (:func:`pipeline.review.candidates.missing_evidence`): the
+    largest OSM feature of the class the comparison reported (``largest_m2``), where it reported
+    at least :data:`~pipeline.review.candidates.MIN_MAPPED` of them."""
+    f = partials.get(name, {})
+    big = float(f.get("largest_m2", 0.0))
+    return big if f.get("osm", 0) >= MIN_MAPPED and big > 0 else None
 
 
 def simulations(cmp: Comparison, pred: pd.DataFrame, osm: pd.DataFrame, classes: tuple[ClassSpec, ...],
@@ -138,16 +116,18 @@ def pooled(blocks: list[dict[str, Simulated | None]]) -> dict[str, Simulated | N
 
 
 def scored(layers: dict[str, gpd.GeoDataFrame], sims: dict[str, Simulated | None], classes: tuple[ClassSpec, ...],
-           spec: CompareSpec, held_out: set[tuple[int, int]], zoom: int, sizes: Sizes | None = None) -> Review:
+           spec: CompareSpec, held_out: set[tuple[int, int]], zoom: int,
+           partials: dict[str, dict[str, float]] | None = None) -> Review:
     """The change ``layers`` scored on the labelled pools ``sims`` (:func:`simulations`), held back
-    below ``min_score`` and sorted (see the module doc); ``sizes``: the region's
-    :func:`mapped_sizes`, which bound a missing candidate's plausible size."""
+    below ``min_score`` and sorted (see the module doc); ``partials``: the region's comparison
+    figures (:attr:`~pipeline.review.compare.Comparison.partials`), whose ``largest_m2`` bounds a
+    missing candidate's plausible size."""
     layers = dict(layers)
     report: dict[str, Any] = {}
     for status in ("missing_in_osm", "not_seen"):
         layers[status] = _mark_held_out(layers[status], held_out, zoom)
     for c in compare_classes(classes, spec):
-        largest = _largest(sizes or {}, c.name)
+        largest = _largest(partials or {}, c.name)
         layers["missing_in_osm"], report[f"missing_in_osm/{c.name}"] = score_layer(
             layers["missing_in_osm"], c.name, sims.get(f"missing_in_osm/{c.name}"),
             partial(missing_evidence, largest_m2=largest), spec)
