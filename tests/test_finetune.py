@@ -61,6 +61,10 @@ def test_class_table_matched_by_name(base):
                                          r"resnet34; set \[train\] arch = 'Unet' and encoder = 'resnet18'"):
         init_weights(build_model(replace(spec, encoder="resnet34")), blob, replace(spec, encoder="resnet34"),
                      classes, [5], ckpt)
+    scse = replace(spec, arch_options=(("decoder_attention_type", "scse"),))
+    with pytest.raises(ModelError, match=r"a model built with arch_options none, \[train\] asks for "
+                                         r"\{'decoder_attention_type': 'scse'\}; set \[train\] arch_options"):
+        init_weights(build_model(scse), blob, scse, classes, [5], ckpt)
     # another band count: the first convolution adapted as smp/timm adapt pretrained encoders
     for bands in (1, 4):
         other = replace(spec, in_channels=bands)
@@ -165,6 +169,19 @@ def test_the_init_file_is_in_the_train_digest(tmp_path, town_pbf):
     assert stage_digest(cfg, "train") == before
     init.write_bytes(b"y")  # another base model: the fine-tune is out of date, and so is what follows
     assert stage_digest(cfg, "train") != before and stage_digest(cfg, "predict") != stage_digest(plain, "predict")
+
+
+def test_arch_options_enter_the_train_digest_only_when_set(tmp_path, town_pbf):
+    from pipeline.config.region import load_config
+    from pipeline.core.stages import stage_config, stage_digest
+    from tests.town import write_town_config
+
+    plain = load_config(write_town_config(tmp_path / "a.toml", town_pbf, tmp_path / "data"))
+    scse = load_config(write_town_config(tmp_path / "b.toml", town_pbf, tmp_path / "data",
+                                         extra='\n[train]\narch_options = { decoder_attention_type = "scse" }\n'))
+    assert "train.arch_options" not in stage_config(plain, "train")  # models trained before it stay valid
+    assert stage_config(scse, "train")["train.arch_options"] == [["decoder_attention_type", "scse"]]
+    assert stage_digest(scse, "train") != stage_digest(plain, "train")
 
 
 def test_lineage_in_the_model_card_and_run_json(base):

@@ -147,3 +147,27 @@ def test_three_band_weights_adapted_to_other_band_counts(tmp_path) -> None:
             assert torch.allclose(w[:, :3], w3 * 0.75) and torch.allclose(w[:, 3], w3[:, 0] * 0.75)
         assert torch.equal(dst.encoder.state_dict()["layer1.0.conv1.weight"],
                            src.encoder.state_dict()["layer1.0.conv1.weight"])
+
+
+def test_arch_options_build_round_trip_and_refusals(tmp_path):
+    """``[train] arch_options`` reach smp's model class (scSE attention modules in the U-Net's
+    decoder), travel in the checkpoint's spec, and a name or value smp refuses is one line."""
+    spec = ModelSpec(arch="Unet", encoder="resnet18", classes=2, arch_options=(("decoder_attention_type", "scse"),))
+    model = build_model(spec).eval()
+    plain = build_model(ModelSpec(arch="Unet", encoder="resnet18", classes=2))
+    assert any("SCSE" in type(m).__name__ for m in model.modules())
+    assert not any("SCSE" in type(m).__name__ for m in plain.modules())
+    meta = make_meta(spec, CLASSES[:1], STATS, 64, "d")
+    assert meta["spec"]["arch_options"] == {"decoder_attention_type": "scse"}
+    assert "arch_options" not in make_meta(SPEC, CLASSES, STATS, 64, "d")["spec"]  # old checkpoints' spec
+    save_checkpoint(tmp_path / "m.pt", model, meta)
+    loaded, meta2 = load_checkpoint(tmp_path / "m.pt")
+    assert ModelSpec.from_dict(meta2["spec"]) == spec
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    with pytest.raises(ModelError, match=r"arch_options\.decoder_attention_typ: not an argument of smp\.Unet; "
+                                         r"did you mean 'decoder_attention_type'"):
+        build_model(ModelSpec(encoder="resnet18", classes=2, arch_options=(("decoder_attention_typ", "scse"),)))
+    with pytest.raises(ModelError, match=r"decoder_attention_type = 'sse'.*refused"):
+        build_model(ModelSpec(encoder="resnet18", classes=2, arch_options=(("decoder_attention_type", "sse"),)))

@@ -75,6 +75,13 @@ def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="multiple of 32"):
         parse_train(tmp_path / "c.toml", {"crop": 100})
     assert parse_train(tmp_path / "c.toml", {"losses": {"dice": 1, "ce": 0.5}}).losses == (("ce", 0.5), ("dice", 1.0))
+    opts = {"decoder_channels": [128, 64, 32, 16, 8], "decoder_attention_type": "scse"}
+    assert parse_train(tmp_path / "c.toml", {"arch_options": opts}).arch_options == (
+        ("decoder_attention_type", "scse"), ("decoder_channels", (128, 64, 32, 16, 8)))
+    with pytest.raises(ConfigError, match=r"train\.arch_options\.in_channels.*from the config"):
+        parse_train(tmp_path / "c.toml", {"arch_options": {"in_channels": 4}})
+    with pytest.raises(ConfigError, match=r"arch_options\.x: give a plain value"):
+        parse_train(tmp_path / "c.toml", {"arch_options": {"x": {"y": 1}}})
 
 
 def test_no_pairs_is_a_clear_error(tmp_path):

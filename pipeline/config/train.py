@@ -16,6 +16,8 @@ Keys (all optional)::
     encoder = "resnet34"     # smp encoder
     encoder_weights = "imagenet"  # pretrained encoder weights: a name smp knows for the encoder
                              # (downloaded by smp into its cache) or a local state-dict file; default none
+    arch_options = { decoder_attention_type = "scse" }   # further keyword arguments of smp's
+                             # model class (here: the U-Net's decoder attention); default none
     epochs = 30
     batch_size = 8
     lr = 1e-3                # peak learning rate (AdamW); the same when init is set (fine-tuning)
@@ -61,6 +63,7 @@ Keys (all optional)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +92,10 @@ class SplitSpec:
     val_areas: tuple[Box, ...] | Path | None = None
 
 
+#: smp model arguments the config sets itself (not ``[train] arch_options``)
+RESERVED_OPTIONS = ("encoder_name", "encoder_weights", "in_channels", "classes", "arch")
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """Parsed ``[train]`` (see the module docstring for units and meanings)."""
@@ -96,6 +103,9 @@ class TrainSpec:
     arch: str = "Unet"
     encoder: str = "resnet34"
     encoder_weights: str | None = None
+    # further keyword arguments of smp's model class, sorted (name, value) pairs; in the train
+    # digest only when set (pipeline.core.stages)
+    arch_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"digest": "train"})
     epochs: int = 30
     batch_size: int = 8
     lr: float = LR
@@ -177,6 +187,24 @@ def parse_split(path: Path, table: dict[str, Any]) -> SplitSpec:
     return spec
 
 
+def _arch_options(sec: Section) -> tuple[tuple[str, Any], ...]:
+    """``arch_options = { decoder_attention_type = "scse" }``: keyword arguments of smp's model
+    class, checked to be names and plain values here (smp checks what they mean when the model is built)."""
+    table = sec.take("arch_options", dict, None) or {}
+    for name, value in table.items():
+        if not name.isidentifier() or name in RESERVED_OPTIONS:
+            raise ConfigError(f"{sec.key('arch_options')}.{name}: not an option of its own; "
+                              f"{', '.join(RESERVED_OPTIONS)} come from the config (arch, encoder, bands, classes)")
+        if isinstance(value, dict):
+            raise ConfigError(f"{sec.key('arch_options')}.{name}: give a plain value or a list, not a table")
+    return option_pairs(table)
+
+
+def option_pairs(table: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """``{name: value}`` -> sorted, hashable ``(name, value)`` pairs (lists as tuples): ``arch_options``."""
+    return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in table.items()))
+
+
 def _losses(sec: Section) -> tuple[tuple[str, float], ...]:
     table = sec.take("losses", dict, None)
     if table is None:
@@ -203,6 +231,7 @@ def parse_train(path: Path, table: dict[str, Any]) -> TrainSpec:
         arch=sec.take("arch", str, d.arch),
         encoder=sec.take("encoder", str, d.encoder),
         encoder_weights=sec.take("encoder_weights", str, None) or None,
+        arch_options=_arch_options(sec),
         epochs=sec.integer("epochs", d.epochs, lo=1, hi=100000),
         batch_size=sec.integer("batch_size", d.batch_size, lo=1, hi=65536),
         lr=sec.number("lr", FINETUNE_LR if init else LR, lo=1e-8, hi=10.0),

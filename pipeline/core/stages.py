@@ -229,8 +229,8 @@ register(Stage("split", ("split",), ("masks", "imagery"), task="split.SplitDatas
 # version 2 (train), 2 (predict), 3 (evaluate): pixels off the imagery (0 in every band) are ignored in
 # training and evaluation and predicted 0 (pipeline.imagery.nodata)
 register(Stage("train", ("train", "classes"), ("split",), inputs=_init_path, sample_inputs=False, version=2,
-               optional=("train.regions", "labels.negatives"), conditional=_train_conditional, foreign=_region_splits,
-               task="train.TrainModel"))
+               optional=("train.regions", "labels.negatives", "train.arch_options"), conditional=_train_conditional,
+               foreign=_region_splits, task="train.TrainModel"))
 register(Stage("predict", ("predict", "classes", "region.tile_size", "train.cross_fit"), ("imagery", "train"),
                version=2, inputs=_model_path, sample_inputs=False, foreign=_model_region, upstream_for=_predict_inputs,
                task="predict.PredictAll", shard_task="predict.Predict"))

@@ -247,7 +247,9 @@ def model_card(meta: Mapping[str, Any], *, item_id: str, bbox: Sequence[float], 
                            f"normalised, resized by {recipe['scale']:g} ({recipe['window_px']} -> "
                            f"{recipe['model_px']} px); see osmsat:input_recipe.")),
         "mlm:name": item_id,
-        "mlm:architecture": f"segmentation_models_pytorch.{spec['arch']} ({spec['encoder']} encoder)",
+        "mlm:architecture": f"segmentation_models_pytorch.{spec['arch']} ({spec['encoder']} encoder"
+                            + "".join(f", {k}={v!r}" for k, v in sorted((spec.get("arch_options") or {}).items()))
+                            + ")",
         "mlm:tasks": ["semantic-segmentation"],
         "mlm:framework": "PyTorch",
         "mlm:framework_version": torch.__version__.split("+")[0],

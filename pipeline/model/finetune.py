@@ -136,6 +136,11 @@ def init_weights(model: torch.nn.Module, blob: Mapping[str, Any], model_spec: An
         raise ModelError(f"{where}: a {spec.get('arch')} / {spec.get('encoder')} model, [train] asks for "
                          f"{model_spec.arch} / {model_spec.encoder}; set [train] arch = {spec.get('arch')!r} and "
                          f"encoder = {spec.get('encoder')!r}")
+    theirs = dict(spec.get("arch_options") or {})
+    mine = model_spec.to_dict().get("arch_options", {})
+    if theirs != mine:
+        raise ModelError(f"{where}: a model built with arch_options {theirs or 'none'}, [train] asks for "
+                         f"{mine or 'none'}; set [train] arch_options as the init model's")
     old_bands = int(spec.get("in_channels", -1))
     if old_bands < 1:
         raise ModelError(f"{where}: the init checkpoint does not say how many bands its model takes")

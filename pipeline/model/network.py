@@ -50,16 +50,25 @@ class ModelSpec:
     name the encoder knows in smp's registry (``"imagenet"``, ``"ssl"``, ...: smp downloads them
     into its cache, the Hugging Face hub's) or a local file, a state dict of the smp encoder (e.g.
     ImageNet weights saved with ``torch.save(model.encoder.state_dict(), path)``). Either way a
-    3-band first convolution meeting ``in_channels`` != 3 is adapted (:func:`adapt_first_conv`)."""
+    3-band first convolution meeting ``in_channels`` != 3 is adapted (:func:`adapt_first_conv`).
+    ``arch_options`` (``[train] arch_options``): further keyword arguments of smp's model class,
+    as sorted ``(name, value)`` pairs (``decoder_attention_type = "scse"`` for the U-Net's
+    attention; lists as tuples)."""
 
     arch: str = "Unet"
     encoder: str = "resnet34"
     in_channels: int = 3
     classes: int = 2
     encoder_weights_path: str | None = None
+    arch_options: tuple[tuple[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.arch_options:
+            d["arch_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.arch_options}
+        else:  # checkpoints of models without options read as before
+            del d["arch_options"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
@@ -67,7 +76,11 @@ class ModelSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ModelError(f"model spec has unknown keys {unknown}; it was written by another osmsat version")
-        return cls(**dict(d))
+        from pipeline.config.train import option_pairs
+
+        out = dict(d)
+        out["arch_options"] = option_pairs(out.get("arch_options") or {})
+        return cls(**out)
 
 
 #: file name endings that make ``[train] encoder_weights`` a local file rather than a weight name
@@ -127,11 +140,15 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
     weights = resolve_encoder_weights(spec.encoder, spec.encoder_weights_path) \
         if spec.encoder_weights_path and not _is_smp_error_arch(spec) else None
     name = weights[1] if weights and weights[0] == "name" else None
+    if spec.arch_options:
+        _check_option_names(spec)
     try:
         model = smp.create_model(spec.arch, encoder_name=spec.encoder,
                                  encoder_weights=(True if spec.encoder.startswith("tu-") else name) if name else None,
-                                 in_channels=spec.in_channels, classes=spec.classes)
-    except (KeyError, ValueError) as exc:
+                                 in_channels=spec.in_channels, classes=spec.classes, **dict(spec.arch_options))
+    except (KeyError, ValueError, TypeError) as exc:
+        if spec.arch_options:
+            raise ModelError(_options_refused(spec, exc)) from exc
         raise ModelError(f"[train] arch={spec.arch!r} encoder={spec.encoder!r}: not an smp model ({exc}); "
                          f"arch is one of {', '.join(ARCHS)}; encoders: "
                          "segmentation_models_pytorch.encoders.get_encoder_names()") from exc
@@ -140,6 +157,37 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
     if weights and weights[0] == "file":
         _load_encoder_weights(model, spec)
     return model
+
+
+def _check_option_names(spec: ModelSpec) -> None:
+    """ModelError unless every ``arch_options`` name is a parameter of smp's model class (smp's
+    classes pass unknown names on to the encoder, which may ignore them without a word)."""
+    import difflib
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    cls = smp.MODEL_ARCHITECTURES_MAPPING.get(spec.arch.lower())
+    if cls is None:
+        return  # smp's own error names the architectures
+    params = inspect.signature(cls.__init__).parameters.values()
+    known = sorted(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in
+                   ("self", "encoder_name", "encoder_weights", "in_channels", "classes"))
+    for k, _ in spec.arch_options:
+        if k not in known:
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ModelError(f"[train] arch_options.{k}: not an argument of smp.{cls.__name__}; {hint}"
+                             f"it takes {', '.join(known)}")
+
+
+def _options_refused(spec: ModelSpec, exc: BaseException) -> str:
+    """The one line for ``[train] arch_options`` that smp's model class refused (unknown name or value)."""
+    why = (str(exc).strip().splitlines() or [""])[0][:200]
+    given = ", ".join(f"{k} = {v!r}" for k, v in spec.arch_options)
+    return (f"[train] arch_options = {{ {given} }}: segmentation-models-pytorch's {spec.arch} refused them "
+            f"({type(exc).__name__}: {why}); they are keyword arguments of smp.{spec.arch} (see its documentation, "
+            f"e.g. decoder_attention_type = \"scse\" for Unet): fix or remove the key")
 
 
 def _is_smp_error_arch(spec: ModelSpec) -> bool:

@@ -26,7 +26,7 @@ from pipeline.model.split import TileRow, read_split_csv
 
 def model_spec_for(cfg: RegionConfig, spec: TrainSpec, bands: int) -> ModelSpec:
     """The model a region's ``[train]`` asks for: background, one output per class, one per edge band."""
-    return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands,
+    return ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=bands, arch_options=spec.arch_options,
                      classes=len(cfg.classes) + 1 + len(cfg.edge_ids),
                      encoder_weights_path=None if spec.init is not None else spec.encoder_weights)
 
