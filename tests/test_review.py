@@ -67,6 +67,20 @@ def test_calibration_recovers_a_known_labelled_share() -> None:
     assert pu_score(np.array([0.0]), 0.5)[0] == pytest.approx(0.0, abs=1e-5)
 
 
+def test_the_real_share_counts_each_own_candidate_once() -> None:
+    """A region's own candidates are in every round of the simulation: 25 of them (20 real, drawn
+    like the labelled, 5 errors) five times each. The share of real ones (0.8) over 40 seeds:
+    the bounded best bin with the 25 distinct candidates comes within 0.08 on average; the plain
+    minimum over the thresholds with a fifth of the labelled above them (the earlier estimator)
+    leaned to 0.58 and, once, 0, which leaves a layer uncalibrated."""
+    got = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        own = np.r_[rng.uniform(0.6, 1.0, 20), rng.uniform(0.0, 0.4, 5)]
+        got.append((real_share(rng.uniform(0.6, 1.0, 120), np.repeat(own, 5), 25.0)))
+    assert np.mean(np.abs(np.array(got) - 0.8)) < 0.1 and min(got) > 0.4
+
+
 def test_too_few_simulated_changes_are_not_calibrated() -> None:
     cal = fit(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0]))
     assert not cal.fitted and "too few" in cal.note

@@ -271,7 +271,8 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 10: a line candidate's evidence saturates at a sure centreline (candidates.LINE_SURE)
 # version 11: the line simulation takes the predicted centrelines that meet the held-out tiles, clipped to them
 # version 12: a missing candidate several times the largest mapped feature of its class loses its evidence
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=12, task="compare.CompareWithOSM"))
+# version 13: the share of real candidates by best bin estimation with confidence bounds (calibration.real_share)
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=13, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

@@ -43,8 +43,9 @@ from pipeline.vectors.finish import output_lonlat
 
 @dataclass
 class Simulated:
-    """A labelled pool: candidate ``rows`` (with ``s``: 1 = a simulated change, and ``change``:
-    its index, -1 for the region's own) and how many changes were ``simulated``."""
+    """A labelled pool: candidate ``rows`` (with ``s``: 1 = a simulated change, ``change``: its
+    index, -1 for the region's own, and ``round_weight``: one over the rounds a row's round had, so an
+    own candidate seen in every round counts once, absent = 1) and how many changes were ``simulated``."""
 
     rows: pd.DataFrame
     simulated: int
@@ -68,11 +69,13 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
     oh, reaching = in_and_touching(o, held_out, zoom)
     pm, om, rest = _mercator(ph), _mercator(oh), _mercator(reaching)
     pools = []
-    for g in groups(len(oh), spec.gap_share, spec.gap_seed):
+    rounds = groups(len(oh), spec.gap_share, spec.gap_seed)
+    for g in rounds:
         keep = np.setdiff1d(np.arange(len(oh)), g)
         miss, src = missing_parts(pm, np.concatenate([om[keep], rest]), spec, name)
         rows = missing_rows(name, ph, pm, miss, src, evidence)
         rows["s"], rows["change"] = _hits(miss, om[g], g)
+        rows["round_weight"] = 1.0 / len(rounds)
         pools.append(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
     return Simulated(rows, len(oh))
@@ -194,7 +197,8 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
     oh, rest = in_and_touching(o, held_out, zoom)
     tol = max(c.buffer_m, 1.0)
     pools = []
-    for g in groups(len(oh), spec.gap_share, spec.gap_seed):
+    rounds = groups(len(oh), spec.gap_share, spec.gap_seed)
+    for g in rounds:
         keep = np.setdiff1d(np.arange(len(oh)), g)
         rows, _ = compare_lines(ph, oh.iloc[keep], c, tol, spec.min_length_m, spec.seen_cover, rest)
         pieces, hidden = _mercator(rows), _mercator(oh.iloc[g])
@@ -204,6 +208,7 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
                 else (np.empty(0, np.int64), np.empty(0, np.int64)))
         share = shapely.length(shapely.intersection(pieces[a], near[b])) / np.maximum(shapely.length(pieces[a]), 1e-12)
         rows["s"], rows["change"] = _best_hits(len(rows), a, b, share, g)
+        rows["round_weight"] = 1.0 / len(rounds)
         pools.append(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
     return Simulated(rows, len(oh))

@@ -240,8 +240,8 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
         cal = Calibration(False, "not calibrated (no held-out tiles, or no simulation for this layer): "
                                  "scores are the raw evidence")
     else:
-        cal = fit(evidence(sim.rows), sim.rows["s"].to_numpy(), spec.gap_seed) if len(sim.rows) else \
-            Calibration(False, "the simulation produced no candidates")
+        cal = fit(evidence(sim.rows), sim.rows["s"].to_numpy(), spec.gap_seed, _n_own(sim.rows)) if len(sim.rows) \
+            else Calibration(False, "the simulation produced no candidates")
     ev = evidence(rows) if len(rows) else np.empty(0)
     scores = np.round(cal.score(ev), 4)
     layer = layer.assign(score=layer["score"] if "score" in layer.columns else np.nan,
@@ -264,6 +264,14 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
              "unlabelled": cal.unlabelled, "c": None if np.isnan(cal.c) else round(cal.c, 4),
              "reliability": cal.reliability, "curve": rows_curve if cal.fitted else []}
     return layer[keep].reset_index(drop=True), entry
+
+
+def _n_own(rows: pd.DataFrame) -> float:
+    """How many distinct candidates the pool's unlabelled rows stand for (each own candidate is
+    in every round of a missing-in-OSM simulation: ``round_weight`` counts it once)."""
+    own = rows["s"].to_numpy() == 0
+    w = rows["round_weight"].to_numpy(dtype=float)[own] if "round_weight" in rows.columns else np.ones(int(own.sum()))
+    return float(np.nan_to_num(w, nan=1.0).sum())
 
 
 def _found(sim: Simulated | None, cal: Calibration) -> np.ndarray:
