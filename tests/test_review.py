@@ -77,7 +77,7 @@ def test_the_real_share_counts_each_own_candidate_once() -> None:
     for seed in range(40):
         rng = np.random.default_rng(seed)
         own = np.r_[rng.uniform(0.6, 1.0, 20), rng.uniform(0.0, 0.4, 5)]
-        got.append((real_share(rng.uniform(0.6, 1.0, 120), np.repeat(own, 5), 25.0)))
+        got.append(real_share(rng.uniform(0.6, 1.0, 120), np.repeat(own, 5), 25.0))
     assert np.mean(np.abs(np.array(got) - 0.8)) < 0.1 and min(got) > 0.4
 
 
