@@ -272,7 +272,8 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 11: the line simulation takes the predicted centrelines that meet the held-out tiles, clipped to them
 # version 12: a missing candidate several times the largest mapped feature of its class loses its evidence
 # version 13: the share of real candidates by best bin estimation with confidence bounds (calibration.real_share)
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=13, task="compare.CompareWithOSM"))
+# version 14: those bounds as Garg et al. publish them (ratio + slack / labelled share)
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=14, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html
