@@ -113,9 +113,9 @@ def real_share(labelled: np.ndarray, own: np.ndarray, n_own: float | None = None
     candidates ``own`` stands for: the missing-in-OSM pools hold each own candidate once per
     simulation round, so its noise is that of the region's candidates, not of their copies.
     Measured against the real share of the held-out candidates (docs/notes/i16-review.md): demo
-    0.77 (0.83 real), a second demo model 0.89 (0.95), kampala 0.26 (at least 0.23), nepal 0.22
-    (0.05); the minimum of the plain ratio over the thresholds with a fifth of the labelled above
-    them, before, gave 0.64, 0.82, 0.10 and 0."""
+    0.77 (0.83 real), a second demo model 0.89 (0.95), kampala 0.26 (at least 0.23), nairobi
+    0.11 (0.09), nepal 0.22 (0.05); the minimum of the plain ratio over the thresholds with a
+    fifth of the labelled above them, before, gave 0.64, 0.82, 0.10, 0.03 and 0."""
     if len(own) == 0 or len(labelled) == 0:
         return 0.0
     n_o = max(1.0, float(n_own) if n_own else float(len(own)))
