@@ -92,8 +92,9 @@ class SplitSpec:
     val_areas: tuple[Box, ...] | Path | None = None
 
 
-#: smp model arguments the config sets itself (not ``[train] arch_options``)
-RESERVED_OPTIONS = ("encoder_name", "encoder_weights", "in_channels", "classes", "arch")
+#: smp model arguments that are not ``[train] arch_options``: the config sets the first five, and the
+#: pipeline needs logits out of one head (no ``activation``, no ``aux_params`` classification head)
+RESERVED_OPTIONS = ("encoder_name", "encoder_weights", "in_channels", "classes", "arch", "activation", "aux_params")
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,8 @@ def _arch_options(sec: Section) -> tuple[tuple[str, Any], ...]:
     for name, value in table.items():
         if not name.isidentifier() or name in RESERVED_OPTIONS:
             raise ConfigError(f"{sec.key('arch_options')}.{name}: not an option of its own; "
-                              f"{', '.join(RESERVED_OPTIONS)} come from the config (arch, encoder, bands, classes)")
+                              f"{', '.join(RESERVED_OPTIONS)} come from the config (arch, encoder, bands, classes) "
+                              "or the pipeline (logits out of one head)")
         if isinstance(value, dict):
             raise ConfigError(f"{sec.key('arch_options')}.{name}: give a plain value or a list, not a table")
     return option_pairs(table)

@@ -167,12 +167,14 @@ def _check_option_names(spec: ModelSpec) -> None:
 
     import segmentation_models_pytorch as smp
 
+    from pipeline.config.train import RESERVED_OPTIONS
+
     cls = smp.MODEL_ARCHITECTURES_MAPPING.get(spec.arch.lower())
     if cls is None:
         return  # smp's own error names the architectures
     params = inspect.signature(cls.__init__).parameters.values()
-    known = sorted(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in
-                   ("self", "encoder_name", "encoder_weights", "in_channels", "classes"))
+    known = sorted(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD
+                   and p.name != "self" and p.name not in RESERVED_OPTIONS)
     for k, _ in spec.arch_options:
         if k not in known:
             close = difflib.get_close_matches(k, known, n=1)
