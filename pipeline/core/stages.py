@@ -254,8 +254,9 @@ register(Stage("export", ("predict.model",), ("evaluate",), optional=("imagery.b
 # version 8: instance cores are eroded by a pixel before they seed (bridges through gaps in faint party walls cut)
 # version 9: a core the erosion leaves no seed of seeds whole (the erosion only cuts)
 # version 10: the cores are eroded by two pixels
+# version 11: the confidence fit's gates read a repeated cross-validation (confidence.REPEATS fold assignments)
 register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vectorize"),
-               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=10,
+               ("cover", "masks", "predict", "extract", "split"), upstream_for=_vectorize_source, version=11,
                optional=("vectorize.regularizer",),
                task="vectorize.MergeFeatures", shard_task="vectorize.Vectorize"))
 # version 2: missing candidates carry context_share (OSM water) and "auto" min_score takes no dominated threshold
