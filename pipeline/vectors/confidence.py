@@ -18,9 +18,10 @@ of the rest, so mapped-like evidence is always likelier on the mapped side) and 
 filter removes only what looks unlike anything OSM maps in the region. The fit is used only when
 it separates (cross-validated ROC AUC, the mean of :data:`REPEATS` fold assignments, at least
 :data:`MIN_AUC`; at least :data:`MIN_SAMPLES` on each side); elsewhere (the sample town, whose
-predictions are all building-like: AUC 0.60) every polygon is kept and its ``confidence`` is NaN. Nor is it used where most of what it would
-drop on the fitting tiles is mapped (:data:`MAX_MAPPED_DROPPED`): then it would remove the
-region's buildings, not its junk (retrained sample-town models: 57-67 % of their drops mapped).
+predictions are all building-like: AUC 0.60) every polygon is kept and its ``confidence`` is
+NaN. Nor is it used where most of what it would drop on the fitting tiles is mapped
+(:data:`MAX_MAPPED_DROPPED`): then it would remove the region's buildings, not its junk
+(retrained sample-town models: 57-67 % of their drops mapped).
 
 Geometries EPSG:3857, scaled to ground units with ``s`` (mercator metres per ground metre).
 Pure functions; numpy, shapely and scikit-learn (imported where a fit is made).
