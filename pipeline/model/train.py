@@ -347,9 +347,9 @@ def _train_epoch(t: _Trainer, loader: DataLoader[Any], sampler: EpochSampler, ep
                 logits = model(x)
             loss = loss_fn(logits.float(), y, wt)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; {out}/last.pt "
-                                    f"keeps the last good epoch it wrote. Lower [train] lr (now {spec.lr}) or set "
-                                    "grad_clip, then rerun to resume")
+                raise TrainingError(f"loss is {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"{out}/last.pt keeps the last good epoch it wrote. Lower [train] lr "
+                                    f"(now {spec.lr}) or set grad_clip, then rerun to resume")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if frozen and world > 1:
