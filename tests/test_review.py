@@ -27,7 +27,8 @@ from pipeline.review.candidates import (
 from pipeline.review.compare import CompareSpec, compare, parse_compare, split_unknown
 from pipeline.review.figures import merged_partials
 from pipeline.review.gapsim import groups, placebos, simulate_line_missing, simulate_missing
-from pipeline.review.review import review
+from pipeline.review.review import found_scores, review
+from pipeline.review.review import pooled as review_pooled
 from pipeline.tiles.geo import to_lonlat, to_mercator
 
 BUILDING = ClassSpec("building", 1, "area", 20, (TagFilter("building", None),))
@@ -151,6 +152,29 @@ def test_gap_simulation_labels_the_hidden_buildings() -> None:
     hits = sim.rows[sim.rows["s"] == 1]
     assert sorted(hits["change"].tolist()) == list(range(40))  # every hidden building found once
     assert (sim.rows["s"] == 0).sum() == 4 * 12  # the region's own 12 candidates in each of 4 rounds
+
+
+def test_recall_counts_a_hidden_building_found_where_candidates_cover_half_of_it() -> None:
+    """The estimated recall counts a simulated change found as a truth would (at least half of it
+    covered), not by a candidate lying mostly inside it: a blob three times a hidden building's
+    size finds it (it is no labelled candidate), two slivers of 30 % each find it only together,
+    at the lower of their scores."""
+    cover = pd.DataFrame({"row": [0, 1, 2, 3], "change": [7, 8, 8, 9], "share": [1.0, 0.3, 0.3, 0.2]})
+    scores = np.array([0.4, 0.9, 0.6, 0.95])
+    assert found_scores(cover, scores).tolist() == [0.4, 0.6]  # change 9 never half covered
+    hidden = [box(0, 0), box(30, 0), box(60, 0), box(90, 0)]
+    blocks = [box(0, 0, 10, 30), box(30, 0), box(60, 0), box(90, 0)]  # the first hidden one inside a blob
+    pred = frame(blocks, **{"class": ["building"] * 4, "prob_mean": [0.9] * 4, "prob_max": [1.0] * 4})
+    osm = frame(hidden, **{"class": ["building"] * 4, "osm_type": ["way"] * 4, "osm_id": list(range(4))})
+    sim = simulate_missing(pred, osm, "building", CompareSpec(gap_share=0.25, missing_min_m2=4.0),
+                           tiles_of(blocks), Z, None)
+    assert sim.simulated == 4 and (sim.rows["s"] == 1).sum() == 3  # the blob is no labelled candidate
+    assert sim.cover is not None
+    found = found_scores(sim.cover, np.ones(len(sim.rows)))
+    assert len(found) == 4  # yet all four hidden buildings are found
+    halves = review_pooled([{"missing_in_osm/building": sim}, {"missing_in_osm/building": sim}])
+    cover2 = halves["missing_in_osm/building"].cover
+    assert cover2 is not None and len(found_scores(cover2, np.ones(2 * len(sim.rows)))) == 8
 
 
 def test_a_building_reaching_into_the_held_out_tiles_is_never_hidden_but_explains() -> None:

@@ -45,10 +45,14 @@ from pipeline.vectors.finish import output_lonlat
 class Simulated:
     """A labelled pool: candidate ``rows`` (with ``s``: 1 = a simulated change, ``change``: its
     index, -1 for the region's own, and ``round_weight``: one over the rounds a row's round had, so an
-    own candidate seen in every round counts once, absent = 1) and how many changes were ``simulated``."""
+    own candidate seen in every round counts once, absent = 1) and how many changes were ``simulated``.
+    ``cover`` (missing-in-OSM areas only): per (``row``, ``change``) pair the ``share`` of the hidden
+    feature that candidate covers, for the recall: a change is found where candidates cover at least
+    half of it (:func:`pipeline.review.review.found_scores`), as recall is measured against a truth."""
 
     rows: pd.DataFrame
     simulated: int
+    cover: pd.DataFrame | None = None
 
 
 def groups(n: int, share: float, seed: int) -> list[np.ndarray]:
@@ -68,7 +72,7 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
     ph = _in_tiles(p, held_out, zoom)
     oh, reaching = in_and_touching(o, held_out, zoom)
     pm, om, rest = _mercator(ph), _mercator(oh), _mercator(reaching)
-    pools = []
+    pools, covers, start = [], [], 0
     rounds = groups(len(oh), spec.gap_share, spec.gap_seed)
     for g in rounds:
         keep = np.setdiff1d(np.arange(len(oh)), g)
@@ -77,8 +81,20 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
         rows["s"], rows["change"] = _hits(miss, om[g], g)
         rows["round_weight"] = 1.0 / len(rounds)
         pools.append(rows)
+        covers.append(_covers(miss, om[g], g, start))
+        start += len(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
-    return Simulated(rows, len(oh))
+    return Simulated(rows, len(oh), pd.concat(covers, ignore_index=True) if covers else _covers(pm[:0], om[:0], ()))
+
+
+def _covers(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray | tuple[()], start: int = 0) -> pd.DataFrame:
+    """(``row``: ``start`` + candidate index, ``change``: hidden id, ``share``: the part of the
+    hidden feature that candidate covers) for every candidate that meets a hidden feature."""
+    if len(cands) == 0 or len(hidden) == 0:
+        return pd.DataFrame({"row": np.empty(0, np.int64), "change": np.empty(0, np.int64), "share": np.empty(0)})
+    a, b = shapely.STRtree(hidden).query(cands, predicate="intersects")
+    share = shapely.area(shapely.intersection(cands[a], hidden[b])) / np.maximum(shapely.area(hidden[b]), 1e-12)
+    return pd.DataFrame({"row": a + start, "change": np.asarray(ids, dtype=np.int64)[b], "share": share})
 
 
 def _hits(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -102,16 +102,20 @@ def pooled(blocks: list[dict[str, Simulated | None]]) -> dict[str, Simulated | N
         if not sims:
             out[key] = None
             continue
-        rows, start = [], 0
+        rows, covers, start, at = [], [], 0, 0
         for sim in sims:
             assert sim is not None
             r = sim.rows.copy()
             if len(r):
                 change = r["change"].to_numpy(dtype=np.int64)
                 r["change"] = np.where(change >= 0, change + start, -1)
+            if sim.cover is not None:
+                covers.append(sim.cover.assign(row=sim.cover["row"] + at, change=sim.cover["change"] + start))
             rows.append(r)
             start += sim.simulated
-        out[key] = Simulated(pd.concat(rows, ignore_index=True), start)
+            at += len(r)
+        cover = pd.concat(covers, ignore_index=True) if len(covers) == len(sims) else None
+        out[key] = Simulated(pd.concat(rows, ignore_index=True), start, cover)
     return out
 
 
@@ -275,12 +279,31 @@ def _n_own(rows: pd.DataFrame) -> float:
 
 
 def _found(sim: Simulated | None, cal: Calibration) -> np.ndarray:
-    """The best cross-validated score of each simulated change that a labelled candidate found."""
+    """Per simulated change found, the highest threshold at which it still is (cross-validated
+    scores): where the pool records what each candidate covers (:attr:`Simulated.cover`),
+    :func:`found_scores`; otherwise the best score of a labelled candidate that hit it."""
     if sim is None or not cal.fitted:
         return np.empty(0)
+    if sim.cover is not None:
+        return found_scores(sim.cover, cal.sim_scores)
     rows = pd.DataFrame({"change": sim.rows["change"].to_numpy(), "s": sim.rows["s"].to_numpy(),
                          "score": cal.sim_scores})
     return rows[rows["s"] == 1].groupby("change")["score"].max().to_numpy()
+
+
+def found_scores(cover: pd.DataFrame, scores: np.ndarray, min_cover: float = 0.5) -> np.ndarray:
+    """Per change (``cover``: ``row``, ``change``, ``share``), the highest score ``t`` at which the
+    candidates scoring ``t`` or more cover at least ``min_cover`` of it (the candidates of one
+    round are disjoint, so their shares add up); changes they never cover that far are absent.
+    A blob that covers a hidden building counts it found, as measured against a truth; a sliver
+    inside a large one does not."""
+    if not len(cover):
+        return np.empty(0)
+    c = cover.assign(score=np.asarray(scores, dtype=float)[cover["row"].to_numpy()])
+    c = c.sort_values(["change", "score"], ascending=[True, False], kind="stable")
+    c["cum"] = c.groupby("change")["share"].cumsum()
+    hit = c[c["cum"] >= min_cover - 1e-9]
+    return hit.groupby("change")["score"].first().to_numpy()
 
 
 def by_score(layer: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
