@@ -363,6 +363,34 @@ def test_a_long_predicted_centreline_counts_where_it_meets_the_held_out_tiles() 
     assert hits["length_m"].max() < 500  # the piece clipped to the held-out tiles, not the 3 km line
 
 
+def test_the_recall_of_hidden_streets_is_measured_by_length() -> None:
+    """A predicted centreline runs along a hidden street and 300 m on past its end: the piece is
+    mostly elsewhere, so it is no labelled candidate, yet it runs along the whole street; the
+    estimated recall of lines is the share of the hidden ways' length the candidates run along."""
+    from pipeline.review.calibration import Calibration
+    from pipeline.review.review import _length_recall
+
+    street = shapely.LineString([(X0, Y0), (X0 + 100, Y0)])
+    others = [shapely.LineString([(X0, Y0 + 60 * k), (X0 + 400, Y0 + 60 * k)]) for k in range(1, 4)]
+    longer = shapely.LineString([(X0, Y0), (X0 + 400, Y0)])
+    pred = frame([longer, *others], **{"class": ["road"] * 4, "prob_mean": [0.9] * 4, "prob_max": [0.95] * 4})
+    osm = frame([street, *others], **{"class": ["road"] * 4, "osm_type": ["way"] * 4, "osm_id": list(range(1, 5))})
+    sim = simulate_line_missing(pred, osm, ROAD, CompareSpec(gap_share=0.25), tiles_of([longer, *others]), Z)
+    assert sim.simulated == 4 and sim.cover is not None and sim.lengths is not None
+    short = int(np.argmin(sim.lengths))
+    assert sim.lengths[short] == pytest.approx(100.0 * sim.lengths.max() / 400.0, rel=0.02)  # ground metres
+    assert short not in set(sim.rows.loc[sim.rows["s"] == 1, "change"].tolist())  # 100 of the piece's 400 m
+    scores = np.ones(len(sim.rows))
+    other = next(k for k in range(4) if k != short)
+    scores[sim.rows["change"].to_numpy() == other] = 0.5  # another street's (labelled) pieces score lower
+    recall = _length_recall(sim, Calibration(True, sim_scores=scores))
+    assert recall is not None and recall[0] == pytest.approx(1.0, abs=0.01)  # every hidden way run along
+    lost = sim.lengths[other] / sim.lengths.sum()
+    assert recall[-1] == pytest.approx(1.0 - lost, abs=0.01)  # at 0.95 the lower-scored street is lost
+    rows = curve(np.array([0.9]), np.empty(0), 4, recall)
+    assert rows[0]["est_recall"] == pytest.approx(recall[0], abs=1e-4)
+
+
 def test_centrelines_clipped_to_the_held_out_tiles_stay_lines() -> None:
     """A centreline that leaves the held-out tile and touches its corner again is clipped to its
     part inside, without the touching point (lines only); one outside the tiles is dropped."""

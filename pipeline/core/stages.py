@@ -275,7 +275,8 @@ register(Stage("vectorize", ("region.tile_size", "region.zoom", "classes", "vect
 # version 13: the share of real candidates by best bin estimation with confidence bounds (calibration.real_share)
 # version 14: those bounds as Garg et al. publish them (ratio + slack / labelled share)
 # version 15: the estimated recall of missing areas counts a hidden feature found where candidates cover half of it
-register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=15, task="compare.CompareWithOSM"))
+# version 16: the estimated recall of missing lines is the share of the hidden ways' length the candidates run along
+register(Stage("compare", ("classes", "compare"), ("vectorize", "extract"), version=16, task="compare.CompareWithOSM"))
 register(Stage("run", (), ("compare", "evaluate"), upstream_for=_run_inputs,
                task="report.RunManifest"))  # run.json (+ model/metrics.json)
 register(Stage("report", (), ("run",), task="report.RegionReport"))  # report.html

@@ -148,17 +148,20 @@ def reliability(p: np.ndarray, s: np.ndarray, bins: int = 10) -> list[dict[str, 
     return out
 
 
-def curve(scores: np.ndarray, found_scores: np.ndarray, simulated: int) -> list[dict[str, Any]]:
+def curve(scores: np.ndarray, found_scores: np.ndarray, simulated: int,
+          recall: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Estimated precision and recall per threshold: ``scores`` of the region's candidates,
     ``found_scores`` the best score of each simulated change found (one per change; missed
-    changes are simply absent), ``simulated`` how many changes were simulated."""
+    changes are simply absent), ``simulated`` how many changes were simulated; ``recall``, one
+    value per :data:`THRESHOLDS`, replaces the count of changes found (lines: by length)."""
     out = []
-    for t in THRESHOLDS:
+    for k, t in enumerate(THRESHOLDS):
         sel = scores >= t
-        found = int((found_scores >= t).sum())
+        r = (float(recall[k]) if recall is not None else int((found_scores >= t).sum()) / simulated) \
+            if simulated else None
         out.append({"min_score": t, "n": int(sel.sum()),
                     "est_precision": round(float(scores[sel].mean()), 4) if sel.any() else None,
-                    "est_recall": round(found / simulated, 4) if simulated else None})
+                    "est_recall": round(r, 4) if r is not None else None})
     return out
 
 

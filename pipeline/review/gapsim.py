@@ -46,13 +46,17 @@ class Simulated:
     """A labelled pool: candidate ``rows`` (with ``s``: 1 = a simulated change, ``change``: its
     index, -1 for the region's own, and ``round_weight``: one over the rounds a row's round had, so an
     own candidate seen in every round counts once, absent = 1) and how many changes were ``simulated``.
-    ``cover`` (missing-in-OSM areas only): per (``row``, ``change``) pair the ``share`` of the hidden
-    feature that candidate covers, for the recall: a change is found where candidates cover at least
-    half of it (:func:`pipeline.review.review.found_scores`), as recall is measured against a truth."""
+    ``cover`` (missing in OSM): per (``row``, ``change``) pair the ``share`` of the hidden feature
+    that candidate covers (of a way: of its length, within the class tolerance), for the recall: a
+    change is found where candidates cover at least half of it
+    (:func:`pipeline.review.review.found_scores`; ways by length, ``lengths``), as recall is
+    measured against a truth."""
 
     rows: pd.DataFrame
     simulated: int
     cover: pd.DataFrame | None = None
+    #: lines: the ground length (m) of each hidden way, by its ``change`` number (recall by length)
+    lengths: np.ndarray | None = None
 
 
 def groups(n: int, share: float, seed: int) -> list[np.ndarray]:
@@ -84,7 +88,10 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
         covers.append(_covers(miss, om[g], g, start))
         start += len(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
-    return Simulated(rows, len(oh), pd.concat(covers, ignore_index=True) if covers else _covers(pm[:0], om[:0], ()))
+    return Simulated(rows, len(oh), pd.concat(covers, ignore_index=True) if covers else _covers(*_NONE, ()))
+
+
+_NONE = (np.empty(0, dtype=object), np.empty(0, dtype=object))
 
 
 def _covers(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray | tuple[()], start: int = 0) -> pd.DataFrame:
@@ -182,12 +189,10 @@ def _clipped(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.Dat
     representative point lies says nothing about where its parts lie (taken by that point, the
     25 km² town's pool lost the centrelines of 128 of its 427 hidden ways)."""
     from pipeline.tiles.geo import to_lonlat, to_mercator
-    from pipeline.tiles.tilemath import Tile, tile_bounds
 
     if not len(df) or not tiles:
         return df.iloc[:0].reset_index(drop=True)
-    area = shapely.union_all(shapely.box(*np.array([tile_bounds(Tile(zoom, x, y)) for x, y in tiles]).T))
-    shapely.prepare(area)
+    area = _tiles_area(tiles, zoom)
     lines = to_mercator(df.geometry.to_numpy())
     meet = np.flatnonzero(shapely.intersects(lines, area))
     inside = shapely.intersection(lines[meet], area)
@@ -199,6 +204,15 @@ def _clipped(df: pd.DataFrame, tiles: set[tuple[int, int]], zoom: int) -> pd.Dat
     return out
 
 
+def _tiles_area(tiles: set[tuple[int, int]], zoom: int) -> shapely.Geometry:
+    """The union of ``tiles`` (zoom ``zoom``) as one prepared EPSG:3857 polygon."""
+    from pipeline.tiles.tilemath import Tile, tile_bounds
+
+    area = shapely.union_all(shapely.box(*np.array([tile_bounds(Tile(zoom, x, y)) for x, y in tiles]).T))
+    shapely.prepare(area)
+    return area
+
+
 def _mercator(df: pd.DataFrame) -> np.ndarray:
     return valid_mercator(df) if len(df) else np.empty(0, dtype=object)
 
@@ -207,12 +221,14 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
                           held_out: set[tuple[int, int]], zoom: int) -> Simulated:
     """The ``missing_in_osm`` pool of line class ``c``: held-out OSM ways hidden group by group
     (as :func:`simulate_missing`); a piece is labelled when at least half of its length lies
-    within the class tolerance of a hidden way. Ways that run into the held-out tiles from
-    elsewhere are never hidden but explain the predicted lines along them."""
+    within the class tolerance of a hidden way; ``cover`` and ``lengths`` give the recall by
+    length. Ways that run into the held-out tiles from elsewhere are never hidden but explain the
+    predicted lines along them."""
     ph = _clipped(p, held_out, zoom)
     oh, rest = in_and_touching(o, held_out, zoom)
     tol = max(c.buffer_m, 1.0)
-    pools = []
+    pools, covers, start = [], [], 0
+    lengths, area = np.zeros(len(oh)), _tiles_area(held_out, zoom) if held_out else shapely.Polygon()
     rounds = groups(len(oh), spec.gap_share, spec.gap_seed)
     for g in rounds:
         keep = np.setdiff1d(np.arange(len(oh)), g)
@@ -226,5 +242,12 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
         rows["s"], rows["change"] = _best_hits(len(rows), a, b, share, g)
         rows["round_weight"] = 1.0 / len(rounds)
         pools.append(rows)
+        inside = shapely.intersection(hidden, area) if len(hidden) else hidden  # what the pieces can reach
+        along = shapely.length(shapely.intersection(inside[b], shapely.buffer(pieces[a], tol * s)))
+        covers.append(pd.DataFrame({"row": a + start, "change": np.asarray(g, dtype=np.int64)[b],
+                                    "share": along / np.maximum(shapely.length(inside[b]), 1e-12)}))
+        lengths[g] = shapely.length(inside) / s
+        start += len(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
-    return Simulated(rows, len(oh))
+    cover = pd.concat(covers, ignore_index=True) if covers else _covers(*_NONE, ())
+    return Simulated(rows, len(oh), cover, lengths)

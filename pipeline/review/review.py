@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.region import ClassSpec
-from pipeline.review.calibration import Calibration, choose_min_score, curve, fit
+from pipeline.review.calibration import THRESHOLDS, Calibration, choose_min_score, curve, fit
 from pipeline.review.candidates import MIN_MAPPED, Evidence, line_evidence, missing_evidence, unseen_evidence
 from pipeline.review.compare import (
     CompareSpec,
@@ -102,7 +102,7 @@ def pooled(blocks: list[dict[str, Simulated | None]]) -> dict[str, Simulated | N
         if not sims:
             out[key] = None
             continue
-        rows, covers, start, at = [], [], 0, 0
+        rows, covers, lengths, start, at = [], [], [], 0, 0
         for sim in sims:
             assert sim is not None
             r = sim.rows.copy()
@@ -111,11 +111,14 @@ def pooled(blocks: list[dict[str, Simulated | None]]) -> dict[str, Simulated | N
                 r["change"] = np.where(change >= 0, change + start, -1)
             if sim.cover is not None:
                 covers.append(sim.cover.assign(row=sim.cover["row"] + at, change=sim.cover["change"] + start))
+            if sim.lengths is not None:
+                lengths.append(sim.lengths)
             rows.append(r)
             start += sim.simulated
             at += len(r)
         cover = pd.concat(covers, ignore_index=True) if len(covers) == len(sims) else None
-        out[key] = Simulated(pd.concat(rows, ignore_index=True), start, cover)
+        length = np.concatenate(lengths) if len(lengths) == len(sims) else None
+        out[key] = Simulated(pd.concat(rows, ignore_index=True), start, cover, length)
     return out
 
 
@@ -253,7 +256,8 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
     layer.loc[sel, "score"] = scores
     layer.loc[sel, "_rank"] = ev
     held = rows["held_out"].to_numpy(dtype=bool) if "held_out" in rows.columns else np.ones(len(rows), dtype=bool)
-    rows_curve = curve(scores[held], _found(sim, cal), sim.simulated if sim is not None and cal.fitted else 0)
+    rows_curve = curve(scores[held], _found(sim, cal), sim.simulated if sim is not None and cal.fitted else 0,
+                       _length_recall(sim, cal))
     auto, why = choose_min_score(rows_curve, spec.target_precision) if cal.fitted else (0.0, "")
     t = spec.min_score if spec.min_score is not None else auto
     keep = ~sel | (layer["score"].to_numpy(dtype=float) >= t)
@@ -289,6 +293,23 @@ def _found(sim: Simulated | None, cal: Calibration) -> np.ndarray:
     rows = pd.DataFrame({"change": sim.rows["change"].to_numpy(), "s": sim.rows["s"].to_numpy(),
                          "score": cal.sim_scores})
     return rows[rows["s"] == 1].groupby("change")["score"].max().to_numpy()
+
+
+def _length_recall(sim: Simulated | None, cal: Calibration) -> np.ndarray | None:
+    """Lines: per threshold of :data:`~pipeline.review.calibration.THRESHOLDS`, the share of the
+    hidden ways' length that candidates scoring at least that run along (each way's covered share
+    capped at 1), as road recall is measured against a truth; None for other layers."""
+    if sim is None or not cal.fitted or sim.cover is None or sim.lengths is None or not sim.lengths.sum():
+        return None
+    c = sim.cover
+    score = np.asarray(cal.sim_scores, dtype=float)[c["row"].to_numpy()]
+    change, share = c["change"].to_numpy(dtype=np.int64), c["share"].to_numpy(dtype=float)
+    out = []
+    for t in THRESHOLDS:
+        sel = score >= t
+        covered = np.minimum(np.bincount(change[sel], weights=share[sel], minlength=len(sim.lengths)), 1.0)
+        out.append(float((covered * sim.lengths).sum() / sim.lengths.sum()))
+    return np.array(out)
 
 
 def found_scores(cover: pd.DataFrame, scores: np.ndarray, min_cover: float = 0.5) -> np.ndarray:
