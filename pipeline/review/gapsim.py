@@ -88,20 +88,25 @@ def simulate_missing(p: pd.DataFrame, o: pd.DataFrame, name: str, spec: CompareS
         covers.append(_covers(miss, om[g], g, start))
         start += len(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
-    return Simulated(rows, len(oh), pd.concat(covers, ignore_index=True) if covers else _covers(*_NONE, ()))
+    return Simulated(rows, len(oh), _cover_table(covers))
 
 
-_NONE = (np.empty(0, dtype=object), np.empty(0, dtype=object))
-
-
-def _covers(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray | tuple[()], start: int = 0) -> pd.DataFrame:
+def _covers(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray,
+            start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(``row``: ``start`` + candidate index, ``change``: hidden id, ``share``: the part of the
     hidden feature that candidate covers) for every candidate that meets a hidden feature."""
     if len(cands) == 0 or len(hidden) == 0:
-        return pd.DataFrame({"row": np.empty(0, np.int64), "change": np.empty(0, np.int64), "share": np.empty(0)})
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     a, b = shapely.STRtree(hidden).query(cands, predicate="intersects")
     share = shapely.area(shapely.intersection(cands[a], hidden[b])) / np.maximum(shapely.area(hidden[b]), 1e-12)
-    return pd.DataFrame({"row": a + start, "change": np.asarray(ids, dtype=np.int64)[b], "share": share})
+    return a + start, np.asarray(ids, dtype=np.int64)[b], share
+
+
+def _cover_table(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """One :attr:`Simulated.cover` table from its ``(row, change, share)`` parts."""
+    cols = [np.concatenate([p[k] for p in parts]) if parts else np.empty(0, np.float64 if k == 2 else np.int64)
+            for k in range(3)]
+    return pd.DataFrame({"row": cols[0], "change": cols[1], "share": cols[2]})
 
 
 def _hits(cands: np.ndarray, hidden: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -244,10 +249,9 @@ def simulate_line_missing(p: pd.DataFrame, o: pd.DataFrame, c: ClassSpec, spec: 
         pools.append(rows)
         inside = shapely.intersection(hidden, area) if len(hidden) else hidden  # what the pieces can reach
         along = shapely.length(shapely.intersection(inside[b], shapely.buffer(pieces[a], tol * s)))
-        covers.append(pd.DataFrame({"row": a + start, "change": np.asarray(g, dtype=np.int64)[b],
-                                    "share": along / np.maximum(shapely.length(inside[b]), 1e-12)}))
+        reach = np.maximum(shapely.length(inside[b]), 1e-12)
+        covers.append((a + start, np.asarray(g, dtype=np.int64)[b], along / reach))
         lengths[g] = shapely.length(inside) / s
         start += len(rows)
     rows = pd.concat(pools, ignore_index=True) if pools else pd.DataFrame({"s": [], "change": []})
-    cover = pd.concat(covers, ignore_index=True) if covers else _covers(*_NONE, ())
-    return Simulated(rows, len(oh), cover, lengths)
+    return Simulated(rows, len(oh), _cover_table(covers), lengths)

@@ -256,8 +256,9 @@ def score_layer(layer: gpd.GeoDataFrame, name: str, sim: Simulated | None, evide
     layer.loc[sel, "score"] = scores
     layer.loc[sel, "_rank"] = ev
     held = rows["held_out"].to_numpy(dtype=bool) if "held_out" in rows.columns else np.ones(len(rows), dtype=bool)
-    rows_curve = curve(scores[held], _found(sim, cal), sim.simulated if sim is not None and cal.fitted else 0,
-                       _length_recall(sim, cal))
+    by_length = _length_recall(sim, cal)  # lines; areas count the changes found
+    rows_curve = curve(scores[held], _found(sim, cal) if by_length is None else np.empty(0),
+                       sim.simulated if sim is not None and cal.fitted else 0, by_length)
     auto, why = choose_min_score(rows_curve, spec.target_precision) if cal.fitted else (0.0, "")
     t = spec.min_score if spec.min_score is not None else auto
     keep = ~sel | (layer["score"].to_numpy(dtype=float) >= t)
